@@ -1,0 +1,295 @@
+"""Value types shared by every layer: accounts, login attempts and their outcomes.
+
+Everything here is a frozen, slotted, keyword-only dataclass or an enum. Parsers
+build these at the edge; nothing inward passes raw bytes, dicts of strings or
+stringly flags. No I/O and no asyncio may be imported by this module.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol, TypeAlias
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Password:
+    """A secret the client presented. Its repr never shows the value.
+
+    Kept as bytes: mail clients send whatever encoding they like, and every
+    scheme hashes bytes. ``text`` is for the few places that need a str.
+    """
+
+    value: bytes
+
+    def __repr__(self) -> str:
+        return "Password(<hidden>)"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_text(cls, text: str) -> Password:
+        return cls(text.encode("utf-8", "surrogateescape"))
+
+    @property
+    def text(self) -> str:
+        return self.value.decode("utf-8", "replace")
+
+
+class AccountStatus(enum.StrEnum):
+    """Lifecycle state of an account.
+
+    qmail-ldap's ``nopop`` and ``noaccess`` are not statuses here: they are
+    expressed through the per-service switches (see docs/accounts.md).
+    """
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    DELETED = "deleted"
+
+
+PROFILE_FIELDS: tuple[str, ...] = (
+    "name",
+    "c",
+    "l",
+    "telephone_number",
+    "facsimile_telephone_number",
+    "postal_address",
+    "postal_code",
+    "login_shell",
+    "email_forward",
+    "irc_nick",
+    "on_vacation",
+    "labeled_uri",
+    "latitude",
+    "longitude",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    """Self-service profile fields (the mail gateway's ``change`` command edits them)."""
+
+    name: str | None = None
+    c: str | None = None
+    l: str | None = None  # noqa: E741 - the LDAP attribute is called l (locality)
+    telephone_number: str | None = None
+    facsimile_telephone_number: str | None = None
+    postal_address: str | None = None
+    postal_code: str | None = None
+    login_shell: str | None = None
+    email_forward: str | None = None
+    irc_nick: str | None = None
+    on_vacation: str | None = None
+    labeled_uri: str | None = None
+    latitude: str | None = None
+    longitude: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """The fields that are set, by name."""
+        out: dict[str, str] = {}
+        for name in PROFILE_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Account:
+    """One mail account as every directory stores it.
+
+    ``password`` is the stored value (``{SCHEME}data`` or a bare crypt string);
+    an empty string means no password can verify. ``services`` holds only the
+    switches that differ from the default (on): a name that is absent is on.
+    """
+
+    uid: str
+    mail: str | None = None
+    alternate_addresses: tuple[str, ...] = ()
+    password: str = ""
+    status: AccountStatus = AccountStatus.ACTIVE
+    services: Mapping[str, bool] = field(default_factory=lambda: EMPTY_SERVICES)
+    mail_host: str | None = None
+    home: str | None = None
+    mail_location: str | None = None
+    uid_number: int | None = None
+    gid_number: int | None = None
+    quota_bytes: int | None = None
+    quota_messages: int | None = None
+    master: bool = False
+    allow_nets: tuple[str, ...] = ()
+    passdb_fields: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    userdb_fields: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    pgp_fingerprint: str | None = None
+    ssh_keys: tuple[str, ...] = ()
+    profile: Profile = field(default_factory=Profile)
+
+    def service_enabled(self, service: str) -> bool:
+        """Whether the per-service switch for ``service`` is on (default: on)."""
+        return self.services.get(service.lower(), True)
+
+    def logins(self) -> tuple[str, ...]:
+        """Every name this account can be found by: uid, mail, alternates."""
+        names = [self.uid]
+        if self.mail:
+            names.append(self.mail)
+        names.extend(self.alternate_addresses)
+        return tuple(dict.fromkeys(names))
+
+
+EMPTY_SERVICES: Mapping[str, bool] = MappingProxyType({})
+
+
+# --------------------------------------------------------------------------- attempts
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientCert:
+    """What the front end learnt about the client's TLS certificate."""
+
+    valid: bool
+    username: str | None = None
+
+
+class CredentialProof(Protocol):
+    """A challenge-response proof (CRAM-MD5, DIGEST-MD5, SCRAM, APOP ...).
+
+    The mechanism says which stored credential schemes it can work with, in order
+    of preference; the engine derives the account's credentials in one of them
+    and asks the proof to check itself. No plaintext password ever reaches the
+    engine for these mechanisms.
+    """
+
+    @property
+    def schemes(self) -> tuple[str, ...]: ...
+
+    def check(self, scheme: str, credentials: bytes) -> bool: ...
+
+
+Credentials: TypeAlias = "Password | CredentialProof | None"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthAttempt:
+    """Every field of one login attempt, as the front end parsed it.
+
+    ``username`` is who authenticates (SASL authcid); ``authzid`` is who they
+    want to act as, when different (SASL authzid, or the target of a master
+    login). ``credentials`` is ``None`` for mechanisms that authenticate by
+    other means (EXTERNAL with a verified client certificate).
+    """
+
+    username: str
+    credentials: Password | CredentialProof | None
+    service: str
+    mechanism: str = "PLAIN"
+    authzid: str | None = None
+    local_ip: str | None = None
+    local_port: int | None = None
+    remote_ip: str | None = None
+    remote_port: int | None = None
+    real_remote_ip: str | None = None
+    secured: bool = False
+    client_cert: ClientCert | None = None
+    session: str | None = None
+    frontend: str = "internal"
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+class DenyReason(enum.Enum):
+    """Why a login was denied. Only the engine and logs see the detail.
+
+    ``CREDENTIALS`` covers unknown user *and* wrong password: they must be
+    indistinguishable to the client, so they share one reason.
+    """
+
+    CREDENTIALS = "credentials"
+    DISABLED = "disabled"
+    SERVICE_DISABLED = "service_disabled"
+    NETWORK = "network"
+    AUTHZ = "authz"
+    SCHEME = "scheme"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
+    """The login is valid. ``user`` is the canonical login name to act as."""
+
+    user: str
+    account: Account
+    passdb_fields: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    master_user: str | None = None
+    original_user: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Denied:
+    """The login is refused for good.
+
+    ``message`` is the text the user may see (``None``: the protocol's generic
+    failure text). It is only ever set *after* the password was proven right,
+    so it cannot be used to discover which accounts exist.
+    """
+
+    reason: DenyReason
+    message: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unavailable:
+    """A backend failed; the client should try again later. Never a wrong password."""
+
+    detail: str
+
+
+AuthOutcome: TypeAlias = "Accepted | Denied | Unavailable"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserRecord:
+    """A userdb answer: the account and the Dovecot-style fields that describe it."""
+
+    user: str
+    account: Account
+    fields: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotFound:
+    """The userdb has no such user."""
+
+
+LookupOutcome: TypeAlias = "UserRecord | NotFound | Unavailable"
+
+
+def ip_in_nets(ip: str | None, nets: tuple[str, ...]) -> bool:
+    """Dovecot's ``allow_nets`` rule: ``local`` matches a request with no IP.
+
+    An unparsable network entry never matches (it is logged when the account is
+    written, not here).
+    """
+    if ip is None or ip == "":
+        return "local" in nets
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    for net in nets:
+        if net == "local":
+            continue
+        try:
+            if addr in ipaddress.ip_network(net, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
