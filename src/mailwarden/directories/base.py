@@ -1,0 +1,95 @@
+"""The ``Directory`` protocol: where accounts live.
+
+Every backend (embedded SQLite, in-memory, LDAP) implements this small async
+interface. Reads must never block the event loop. Any backend failure (file
+unreadable, database locked past its timeout, server down) raises
+:class:`~mailwarden.errors.DirectoryUnavailable`; refused writes raise an
+:class:`~mailwarden.errors.AccountError` subclass.
+
+Logins are matched case-insensitively: directories store uid and addresses as
+given but look them up lower-cased (the engine has already applied
+``auth_username_format``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from mailwarden.model import Account
+
+LoginAttribute = Literal["uid", "mail", "alternate"]
+ALL_LOGIN_ATTRIBUTES: tuple[LoginAttribute, ...] = ("uid", "mail", "alternate")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BulkReport:
+    """What a bulk write did."""
+
+    created: int = 0
+    replaced: int = 0
+    skipped: int = 0
+
+
+class Directory(Protocol):
+    """Accounts by login name; the only way the engine reaches stored data."""
+
+    async def find(
+        self, login: str, *, by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
+    ) -> Account | None:
+        """The account whose uid, mail or alternate address is ``login`` (as ``by`` allows).
+
+        When ``login`` matches one account's uid and another's address, the uid wins.
+        """
+        ...
+
+    async def get(self, uid: str) -> Account | None:
+        """The account with exactly this uid (case-insensitive)."""
+        ...
+
+    def iterate(self) -> AsyncIterator[str]:
+        """Every uid, in a stable order (uid ascending)."""
+        ...
+
+    async def search(self, pattern: str, *, limit: int = 1000) -> list[Account]:
+        """Accounts whose uid or an address matches ``pattern`` (``*`` and ``?`` wildcards)."""
+        ...
+
+    async def create(self, account: Account) -> None:
+        """Store a new account; AccountExists if the uid or an address is taken."""
+        ...
+
+    async def replace(self, account: Account) -> None:
+        """Overwrite the account with ``account.uid``; AccountNotFound if there is none."""
+        ...
+
+    async def update(self, uid: str, changes: Mapping[str, Any]) -> Account:
+        """Change some fields (names as on :class:`Account`); returns the new account."""
+        ...
+
+    async def set_password(self, uid: str, new: str, *, expected: str | None = None) -> bool:
+        """Store a new password value.
+
+        With ``expected`` this is compare-and-swap: the write happens only if the
+        stored value is still ``expected`` (used by rehash-on-login, so that a
+        password changed meanwhile is never overwritten). Returns whether it wrote.
+        """
+        ...
+
+    async def delete(self, uid: str) -> bool:
+        """Remove the account; False if there was none."""
+        ...
+
+    async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
+        """Write many accounts in one transaction (imports). With ``replace`` False,
+        existing uids are skipped; with True they are overwritten."""
+        ...
+
+    async def count(self) -> int: ...
+
+    async def ping(self) -> None:
+        """Raise DirectoryUnavailable if the backend cannot answer now."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,474 @@
+"""The in-memory directory: the reference semantics of the ``Directory`` protocol.
+
+:class:`MemoryDirectory` keeps accounts in dicts. Tests use it instead of patching,
+and every other backend must behave exactly as it does: the contract suite in
+``tests/directories/test_directory_contract.py`` runs against each of them.
+
+This module also holds the rules every backend applies, so that all of them
+accept, refuse and count the same things:
+
+* :func:`check_account` - what a storable account looks like;
+* :func:`apply_changes` - how :meth:`Directory.update` turns field changes into a
+  new account;
+* :func:`settle_batch` and :func:`settle_existing` - what a bulk write stores and
+  how its report counts.
+
+Semantics that the protocol leaves open and this module fixes:
+
+* Logins live in two name spaces, each unique case-insensitively: *uids*, and
+  *addresses* (mail and alternate addresses together). An address may equal
+  another account's uid; :meth:`find` then returns the uid's owner.
+* One account may not list the same address twice (mail and alternates).
+* :meth:`set_password` returns False for an unknown uid (nothing was written).
+* :meth:`bulk_upsert` is all or nothing: an invalid account or an address clash
+  raises and nothing is written. A uid given twice in one batch is created and
+  then replaced by the later account (or, without ``replace``, the later one is
+  skipped); clashes are judged on the batch's outcome (:func:`settle_existing`).
+* Order is by lower-cased uid (``iterate``, ``search``).
+
+No I/O happens here; the methods are async only to satisfy the protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from mailwarden.directories.base import ALL_LOGIN_ATTRIBUTES, BulkReport, LoginAttribute
+from mailwarden.errors import (
+    AccountExists,
+    AccountNotFound,
+    DirectoryUnavailable,
+    InvalidAccount,
+)
+from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
+
+T = TypeVar("T")
+
+# SQLite stores signed 64-bit integers; every backend refuses what one of them cannot hold.
+MAX_INTEGER = 2**63 - 1
+
+_ACCOUNT_FIELDS = frozenset(f.name for f in dataclasses.fields(Account))
+_TUPLE_FIELDS = ("alternate_addresses", "allow_nets", "ssh_keys")
+_MAPPING_FIELDS = ("services", "passdb_fields", "userdb_fields")
+_OPTIONAL_TEXT_FIELDS = ("mail", "mail_host", "home", "mail_location", "pgp_fingerprint")
+_INTEGER_FIELDS = ("uid_number", "gid_number", "quota_bytes", "quota_messages")
+
+
+def login_key(name: str) -> str:
+    """The form a login is indexed and compared under (case-insensitive)."""
+    return name.lower()
+
+
+def _text(what: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidAccount(f"{what} must be a string, not {type(value).__name__}")
+    if not value.isascii():
+        # Lone surrogates (from surrogateescape decoding) cannot be stored as UTF-8.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidAccount(f"{what} is not valid Unicode text") from None
+    return value
+
+
+def check_password(value: object) -> str:
+    """A password value as a backend may store it, or InvalidAccount."""
+    return _text("password", value)
+
+
+def _login(what: str, value: object) -> str:
+    name = _text(what, value)
+    # A space or control character in a login name is never intended, breaks the
+    # line-based formats (passwd-file, Dovecot's protocol) and makes logs ambiguous.
+    if not name or " " in name or not name.isprintable():
+        raise InvalidAccount(
+            f"{what} {name!r} must be non-empty, without spaces or control characters"
+        )
+    return name
+
+
+def check_account(account: Account) -> None:
+    """Raise :class:`InvalidAccount` saying why a backend may not store ``account``.
+
+    Sequences may be lists and mappings any Mapping: backends store copies.
+    This runs once per account of a bulk import, so the common case (every value
+    a valid str) is checked in one pass over all of them.
+    """
+    if not isinstance(account, Account):
+        raise InvalidAccount(f"expected an Account, not {type(account).__name__}")
+    texts = _texts(account)
+    if not all(type(text) is str for text in texts) or not _valid_unicode("".join(texts)):
+        for what, value in _named_texts(account):
+            _text(what, value)
+    _login("uid", account.uid)
+    seen: set[str] = set()
+    for address in _addresses(account):
+        _login("address", address)
+        key = login_key(address)
+        if key in seen:
+            raise InvalidAccount(f"address {address!r} is listed twice")
+        seen.add(key)
+    if not isinstance(account.status, AccountStatus):
+        raise InvalidAccount(f"status must be an AccountStatus, not {account.status!r}")
+    if not isinstance(account.master, bool):
+        raise InvalidAccount("master must be a bool")
+    for name in _INTEGER_FIELDS:
+        number = getattr(account, name)
+        if number is None:
+            continue
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise InvalidAccount(f"{name} must be an integer, not {number!r}")
+        if not 0 <= number <= MAX_INTEGER:
+            raise InvalidAccount(f"{name} {number} is out of range (0 to 2**63-1)")
+    for service, enabled in account.services.items():
+        if not service or service != service.lower():
+            raise InvalidAccount(f"service name {service!r} must be non-empty and lower case")
+        if not isinstance(enabled, bool):
+            raise InvalidAccount(f"service {service!r} must be switched by a bool")
+    if "" in account.passdb_fields or "" in account.userdb_fields:
+        raise InvalidAccount("passdb and userdb field names must be non-empty")
+
+
+def _valid_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    # Lone surrogates (from surrogateescape decoding) cannot be stored as UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _texts(account: Account) -> list[Any]:
+    """Every value of ``account`` that must be a str; checks the containers' types."""
+    texts: list[Any] = [account.uid, account.password]
+    texts.extend(v for v in (getattr(account, n) for n in _OPTIONAL_TEXT_FIELDS) if v is not None)
+    for name in _TUPLE_FIELDS:
+        value = getattr(account, name)
+        # A str is a sequence too; accepting it would store one entry per character.
+        if not isinstance(value, (tuple, list)):
+            raise InvalidAccount(f"{name} must be a tuple of strings")
+        texts.extend(value)
+    for name in _MAPPING_FIELDS:
+        mapping = getattr(account, name)
+        if not isinstance(mapping, Mapping):
+            raise InvalidAccount(f"{name} must be a mapping")
+        texts.extend(mapping)
+        if name != "services":
+            texts.extend(mapping.values())
+    if not isinstance(account.profile, Profile):
+        raise InvalidAccount("profile must be a Profile")
+    texts.extend(account.profile.as_dict().values())
+    return texts
+
+
+def _named_texts(account: Account) -> Iterator[tuple[str, object]]:
+    """The values :func:`_texts` collects, each named for an error message."""
+    yield "uid", account.uid
+    yield "password", account.password
+    for name in _OPTIONAL_TEXT_FIELDS:
+        value = getattr(account, name)
+        if value is not None:
+            yield name, value
+    for name in _TUPLE_FIELDS:
+        for item in getattr(account, name):
+            yield name, item
+    for service in account.services:
+        yield "service name", service
+    for what, fields in (("passdb", account.passdb_fields), ("userdb", account.userdb_fields)):
+        for key, value in fields.items():
+            yield f"{what} field name", key
+            yield f"{what} field {key!r}", value
+    for name, value in account.profile.as_dict().items():
+        yield f"profile.{name}", value
+
+
+def _addresses(account: Account) -> list[str]:
+    mail = [account.mail] if account.mail is not None else []
+    return mail + list(account.alternate_addresses)
+
+
+def frozen(account: Account) -> Account:
+    """A checked ``account`` whose containers are tuples and read-only copies.
+
+    What the memory directory stores and returns: the caller's dicts and lists
+    can then change without changing the stored account.
+    """
+    return dataclasses.replace(
+        account,
+        alternate_addresses=tuple(account.alternate_addresses),
+        allow_nets=tuple(account.allow_nets),
+        ssh_keys=tuple(account.ssh_keys),
+        services=MappingProxyType(dict(account.services)),
+        passdb_fields=MappingProxyType(dict(account.passdb_fields)),
+        userdb_fields=MappingProxyType(dict(account.userdb_fields)),
+    )
+
+
+def apply_changes(account: Account, changes: Mapping[str, Any]) -> Account:
+    """``account`` with ``changes`` applied (names as on :class:`Account`), checked.
+
+    Values are taken in the forms an administrator's tool naturally has: a status
+    may be its string value, sequences may be lists, ``profile`` may be a mapping
+    of profile field names. Anything else is :class:`InvalidAccount`.
+    """
+    unknown = sorted(set(changes) - _ACCOUNT_FIELDS)
+    if unknown:
+        raise InvalidAccount(f"unknown account field(s): {', '.join(unknown)}")
+    coerced: dict[str, Any] = {}
+    for name, given in changes.items():
+        value: Any = given
+        if name == "status" and isinstance(given, str):
+            try:
+                value = AccountStatus(given)
+            except ValueError:
+                raise InvalidAccount(f"unknown status {given!r}") from None
+        elif name == "profile" and isinstance(given, Mapping):
+            extra = sorted(set(given) - set(PROFILE_FIELDS))
+            if extra:
+                raise InvalidAccount(f"unknown profile field(s): {', '.join(extra)}")
+            value = Profile(**given)
+        elif name in _TUPLE_FIELDS and isinstance(given, list):
+            value = tuple(given)
+        elif name in _MAPPING_FIELDS and isinstance(given, Mapping):
+            value = MappingProxyType(dict(given))
+        coerced[name] = value
+    new = dataclasses.replace(account, **coerced)
+    check_account(new)
+    return frozen(new)
+
+
+def address_logins(account: Account) -> list[tuple[str, LoginAttribute, str]]:
+    """``(key, kind, name)`` for each address of a checked account: mail first."""
+    out: list[tuple[str, LoginAttribute, str]] = []
+    if account.mail is not None:
+        out.append((login_key(account.mail), "mail", account.mail))
+    out.extend((login_key(a), "alternate", a) for a in account.alternate_addresses)
+    return out
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """The ``*``/``?`` wildcard ``pattern`` as a regex over lower-cased logins."""
+    parts = [".*" if c == "*" else "." if c == "?" else re.escape(c) for c in login_key(pattern)]
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def settle_batch(
+    accounts: Iterable[Account], *, replace: bool
+) -> tuple[dict[str, Account], BulkReport]:
+    """The accounts a bulk write stores, by uid key, and its report so far.
+
+    Accounts are checked (InvalidAccount). A uid given twice counts as created
+    then replaced (the later account wins) with ``replace``, else as created then
+    skipped (the first one stays). Every account is counted as created until
+    :func:`settle_existing` has compared the batch with the directory.
+    """
+    batch: dict[str, Account] = {}
+    created = replaced = skipped = 0
+    for account in accounts:
+        check_account(account)
+        key = login_key(account.uid)
+        if key not in batch:
+            batch[key] = account
+            created += 1
+        elif replace:
+            batch[key] = account
+            replaced += 1
+        else:
+            skipped += 1
+    return batch, BulkReport(created=created, replaced=replaced, skipped=skipped)
+
+
+def settle_existing(
+    batch: dict[str, Account], existing: Mapping[str, T], report: BulkReport, *, replace: bool
+) -> tuple[BulkReport, list[T]]:
+    """Account for the batch's uids that the directory already has.
+
+    ``existing`` maps those uid keys to the backend's handle on the stored
+    account. With ``replace`` they are replaced (the handles returned must be
+    removed before the batch is inserted); without, they leave the batch as
+    skipped. Address clashes are then judged on the outcome, not on the order of
+    the batch: an address may move from one replaced account to another.
+    """
+    obsolete: list[T] = []
+    created, replaced, skipped = report.created, report.replaced, report.skipped
+    for key, handle in existing.items():
+        created -= 1
+        if replace:
+            obsolete.append(handle)
+            replaced += 1
+        else:
+            del batch[key]
+            skipped += 1
+    return BulkReport(created=created, replaced=replaced, skipped=skipped), obsolete
+
+
+@dataclasses.dataclass(slots=True)
+class _State:
+    """The directory's data; copied whole by bulk_upsert so a failed batch leaves no trace."""
+
+    accounts: dict[str, Account] = dataclasses.field(default_factory=dict)
+    # lower-cased address -> (uid key of its owner, mail or alternate)
+    addresses: dict[str, tuple[str, LoginAttribute]] = dataclasses.field(default_factory=dict)
+
+    def copy(self) -> _State:
+        return _State(dict(self.accounts), dict(self.addresses))
+
+    def insert(self, account: Account) -> None:
+        """Add a checked account whose uid is free; AccountExists on an address clash."""
+        key = login_key(account.uid)
+        if key in self.accounts:
+            raise AccountExists(f"uid {account.uid!r} already exists")
+        logins = address_logins(account)
+        for address_key, _kind, name in logins:
+            owner = self.addresses.get(address_key)
+            if owner is not None:
+                raise AccountExists(
+                    f"address {name!r} already belongs to {self.accounts[owner[0]].uid!r}"
+                )
+        self.accounts[key] = account
+        for address_key, kind, _name in logins:
+            self.addresses[address_key] = (key, kind)
+
+    def remove(self, key: str) -> Account | None:
+        account = self.accounts.pop(key, None)
+        if account is not None:
+            for address_key, _kind, _name in address_logins(account):
+                del self.addresses[address_key]
+        return account
+
+    def overwrite(self, key: str, account: Account) -> None:
+        """Replace the account under ``key`` by ``account``, atomically."""
+        old = self.remove(key)
+        try:
+            self.insert(account)
+        except AccountExists:
+            if old is not None:
+                self.insert(old)
+            raise
+
+
+class MemoryDirectory:
+    """A :class:`~mailwarden.directories.base.Directory` held in dicts.
+
+    ``accounts`` are stored at construction (AccountExists / InvalidAccount as
+    :meth:`create` would raise). :meth:`set_unavailable` makes every call fail
+    with DirectoryUnavailable, so tests can exercise outages without patching.
+    """
+
+    def __init__(self, accounts: Iterable[Account] = ()) -> None:
+        self._state = _State()
+        self._closed = False
+        self._failure: str | None = None
+        for account in accounts:
+            check_account(account)
+            self._state.insert(frozen(account))
+
+    def set_unavailable(self, detail: str | None) -> None:
+        """From now on every call raises DirectoryUnavailable(detail); None: work again."""
+        self._failure = detail
+
+    def _check(self) -> _State:
+        if self._closed:
+            raise DirectoryUnavailable("memory directory: closed")
+        if self._failure is not None:
+            raise DirectoryUnavailable(self._failure)
+        return self._state
+
+    async def find(
+        self, login: str, *, by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
+    ) -> Account | None:
+        state = self._check()
+        key = login_key(login)
+        if "uid" in by:
+            account = state.accounts.get(key)
+            if account is not None:
+                return account
+        owner = state.addresses.get(key)
+        if owner is not None and owner[1] in by:
+            return state.accounts[owner[0]]
+        return None
+
+    async def get(self, uid: str) -> Account | None:
+        return self._check().accounts.get(login_key(uid))
+
+    async def iterate(self) -> AsyncIterator[str]:
+        accounts = self._check().accounts
+        for key in sorted(accounts):
+            account = accounts.get(key)
+            if account is not None:
+                yield account.uid
+
+    async def search(self, pattern: str, *, limit: int = 1000) -> list[Account]:
+        state = self._check()
+        regex = glob_regex(pattern)
+        matched = {key for key in state.accounts if regex.fullmatch(key)}
+        matched.update(
+            owner for address, (owner, _kind) in state.addresses.items() if regex.fullmatch(address)
+        )
+        return [state.accounts[key] for key in sorted(matched)[: max(limit, 0)]]
+
+    async def create(self, account: Account) -> None:
+        state = self._check()
+        check_account(account)
+        state.insert(frozen(account))
+
+    async def replace(self, account: Account) -> None:
+        state = self._check()
+        check_account(account)
+        key = login_key(account.uid)
+        if key not in state.accounts:
+            raise AccountNotFound(f"no account with uid {account.uid!r}")
+        state.overwrite(key, frozen(account))
+
+    async def update(self, uid: str, changes: Mapping[str, Any]) -> Account:
+        state = self._check()
+        key = login_key(uid)
+        current = state.accounts.get(key)
+        if current is None:
+            raise AccountNotFound(f"no account with uid {uid!r}")
+        new = apply_changes(current, changes)
+        new_key = login_key(new.uid)
+        if new_key != key and new_key in state.accounts:
+            raise AccountExists(f"uid {new.uid!r} already exists")
+        state.overwrite(key, new)
+        return new
+
+    async def set_password(self, uid: str, new: str, *, expected: str | None = None) -> bool:
+        state = self._check()
+        check_password(new)
+        key = login_key(uid)
+        current = state.accounts.get(key)
+        if current is None or (expected is not None and current.password != expected):
+            return False
+        state.accounts[key] = dataclasses.replace(current, password=new)
+        return True
+
+    async def delete(self, uid: str) -> bool:
+        return self._check().remove(login_key(uid)) is not None
+
+    async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
+        state = self._check().copy()
+        batch, report = settle_batch(accounts, replace=replace)
+        existing = {key: key for key in batch if key in state.accounts}
+        report, obsolete = settle_existing(batch, existing, report, replace=replace)
+        for key in obsolete:
+            state.remove(key)
+        for account in batch.values():
+            state.insert(frozen(account))
+        self._state = state
+        return report
+
+    async def count(self) -> int:
+        return len(self._check().accounts)
+
+    async def ping(self) -> None:
+        self._check()
+
+    async def close(self) -> None:
+        self._closed = True

@@ -1,0 +1,663 @@
+"""The embedded default directory: one SQLite file, read by a pool of threads.
+
+:class:`SQLiteDirectory` implements the ``Directory`` protocol with the semantics
+of :mod:`mailwarden.directories.memory` (the reference), on a database file in WAL
+mode. Everything that touches ``sqlite3`` lives in this module.
+
+Threads. ``sqlite3`` calls block, so none of them runs on the event loop. Reads go
+to a pool of ``readers`` threads, each with its own connection (opened on first
+use, ``query_only``); WAL lets them all read while a write is in progress. Writes
+go to one dedicated thread with the only writing connection, so they are
+serialised in this process without any lock of ours; another process (the CLI
+while the daemon runs) waits up to ``timeout`` seconds for SQLite's own lock.
+
+Durability. ``synchronous=FULL``: in WAL mode the default (NORMAL) only syncs the
+WAL at checkpoints, so a power cut can lose the last transactions even though
+they were reported as committed. Here a write that returned is on disk: a
+password changed through the mail gateway and acknowledged to the user must not
+silently revert after a crash. It costs one fsync per write transaction; writes
+are rare next to logins, and a bulk import is one transaction.
+
+Schema. ``accounts`` holds one row per account. Logins, services and SSH keys
+are tables of their own, because they are what a query selects on: ``logins``
+is the case-insensitive index every ``find`` goes through (and its primary key
+is what makes uids and addresses unique), ``services`` answers "who has IMAP
+off", ``ssh_keys`` "whose key is this". ``passdb_fields``, ``userdb_fields``,
+``allow_nets`` and ``profile`` are JSON text columns: they are open-ended,
+always read whole with their account and never searched, so tables would only
+add joins. ``find`` is still one statement: the child rows come back as JSON
+aggregates of indexed sub-selects.
+
+Migrations. ``PRAGMA user_version`` is the number of :data:`MIGRATIONS` applied;
+each step runs in one transaction together with the version bump, so a crash
+leaves either the old or the new schema. ``open(create=True)`` creates the file
+and applies every step; ``open(create=False)`` applies pending steps to an
+existing mailwarden database and refuses files that are missing, not SQLite,
+belong to another application or come from a newer mailwarden.
+
+Errors. Any ``sqlite3`` error is :class:`~mailwarden.errors.DirectoryUnavailable`
+(naming the file), except constraint violations: a taken uid or address is
+:class:`~mailwarden.errors.AccountExists` naming the login and its owner, any
+other constraint :class:`~mailwarden.errors.InvalidAccount`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from mailwarden.directories.base import ALL_LOGIN_ATTRIBUTES, BulkReport, LoginAttribute
+from mailwarden.directories.memory import (
+    address_logins,
+    apply_changes,
+    check_account,
+    check_password,
+    login_key,
+    settle_batch,
+    settle_existing,
+)
+from mailwarden.errors import (
+    AccountExists,
+    AccountNotFound,
+    DirectoryUnavailable,
+    InvalidAccount,
+    MailwardenError,
+)
+from mailwarden.model import Account, AccountStatus, Profile
+
+T = TypeVar("T")
+
+# "MWDN" in the database header: tells our files from other SQLite databases.
+APPLICATION_ID = 0x4D57444E
+
+# Migration step N (1-based) brings user_version from N-1 to N. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE accounts (
+            id INTEGER PRIMARY KEY,
+            uid TEXT NOT NULL,
+            mail TEXT,
+            password TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('active', 'disabled', 'deleted')),
+            mail_host TEXT,
+            home TEXT,
+            mail_location TEXT,
+            uid_number INTEGER CHECK (uid_number >= 0),
+            gid_number INTEGER CHECK (gid_number >= 0),
+            quota_bytes INTEGER CHECK (quota_bytes >= 0),
+            quota_messages INTEGER CHECK (quota_messages >= 0),
+            master INTEGER NOT NULL CHECK (master IN (0, 1)),
+            allow_nets TEXT NOT NULL DEFAULT '[]',
+            passdb_fields TEXT NOT NULL DEFAULT '{}',
+            userdb_fields TEXT NOT NULL DEFAULT '{}',
+            pgp_fingerprint TEXT,
+            profile TEXT NOT NULL DEFAULT '{}'
+        )""",
+        # login is lower-cased; name is as given. Uids and addresses are two name
+        # spaces: an address may equal another account's uid (find prefers the uid).
+        """CREATE TABLE logins (
+            login TEXT NOT NULL,
+            space TEXT NOT NULL CHECK (space IN ('uid', 'address')),
+            kind TEXT NOT NULL CHECK (kind IN ('uid', 'mail', 'alternate')),
+            account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            position INTEGER NOT NULL DEFAULT 0,
+            CHECK ((kind = 'uid') = (space = 'uid')),
+            PRIMARY KEY (login, space)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX logins_by_account ON logins (account_id, kind, position)",
+        """CREATE TABLE services (
+            account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+            PRIMARY KEY (account_id, name)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE ssh_keys (
+            account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            PRIMARY KEY (account_id, position)
+        ) WITHOUT ROWID""",
+        # One row per account with its child rows as JSON arrays, so that every
+        # read of a whole account is a single statement.
+        """CREATE VIEW account_rows AS SELECT a.*,
+            (SELECT json_group_array(json_array(c.position, c.name)) FROM logins AS c
+                WHERE c.account_id = a.id AND c.kind = 'alternate') AS alternates,
+            (SELECT json_group_array(json_array(s.name, s.enabled)) FROM services AS s
+                WHERE s.account_id = a.id) AS service_switches,
+            (SELECT json_group_array(json_array(k.position, k.key)) FROM ssh_keys AS k
+                WHERE k.account_id = a.id) AS keys
+            FROM accounts AS a""",
+        f"PRAGMA application_id = {APPLICATION_ID}",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_INSERT_ACCOUNT = """INSERT INTO accounts (
+    id, uid, mail, password, status, mail_host, home, mail_location, uid_number, gid_number,
+    quota_bytes, quota_messages, master, allow_nets, passdb_fields, userdb_fields,
+    pgp_fingerprint, profile
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_INSERT_LOGIN = (
+    "INSERT INTO logins (login, space, kind, account_id, name, position) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_SERVICE = "INSERT INTO services (account_id, name, enabled) VALUES (?, ?, ?)"
+_INSERT_SSH_KEY = "INSERT INTO ssh_keys (account_id, position, key) VALUES (?, ?, ?)"
+
+# Logins are stored lower-cased, so '= ?' with a lower-cased key is the whole
+# case-insensitive match and stays on the primary key.
+_FIND = """SELECT v.* FROM logins AS l JOIN account_rows AS v ON v.id = l.account_id
+    WHERE l.login = ? AND l.kind IN (?, ?, ?) ORDER BY l.space = 'uid' DESC LIMIT 1"""
+_SELECT_UID_ID = "SELECT account_id FROM logins WHERE login = ? AND space = 'uid'"
+_SEARCH = """SELECT v.* FROM logins AS l JOIN account_rows AS v ON v.id = l.account_id
+    WHERE l.space = 'uid' AND l.account_id IN (SELECT account_id FROM logins WHERE login GLOB ?)
+    ORDER BY l.login LIMIT ?"""
+_ITERATE = """SELECT l.login, a.uid FROM logins AS l JOIN accounts AS a ON a.id = l.account_id
+    WHERE l.space = 'uid' AND l.login > ? ORDER BY l.login LIMIT ?"""
+_OWNER = """SELECT a.id, a.uid FROM logins AS l JOIN accounts AS a ON a.id = l.account_id
+    WHERE l.login = ? AND l.space = ?"""
+# The ids of the accounts with these uids: one statement for a whole batch.
+_UID_IDS = """SELECT j.value, l.account_id FROM json_each(?) AS j
+    JOIN logins AS l ON l.login = j.value AND l.space = 'uid'"""
+_NEXT_ID = "SELECT coalesce(max(id), 0) + 1 FROM accounts"
+# Compare-and-swap in one statement: the stored value is tested where it is written.
+_SWAP_HASH = """UPDATE accounts SET password = ?
+    WHERE id = (SELECT account_id FROM logins WHERE login = ? AND space = 'uid')
+    AND (? IS NULL OR password = ?)"""
+_DELETE = """DELETE FROM accounts
+    WHERE id = (SELECT account_id FROM logins WHERE login = ? AND space = 'uid')"""
+
+_ITERATE_PAGE = 1000
+
+
+def _glob(pattern: str) -> str:
+    # GLOB's only other special character is '['; '*' and '?' mean what our pattern says.
+    return login_key(pattern).replace("[", "[[]")
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _account_row(account_id: int, account: Account) -> tuple[Any, ...]:
+    return (
+        account_id,
+        account.uid,
+        account.mail,
+        account.password,
+        account.status.value,
+        account.mail_host,
+        account.home,
+        account.mail_location,
+        account.uid_number,
+        account.gid_number,
+        account.quota_bytes,
+        account.quota_messages,
+        int(account.master),
+        _dumps(list(account.allow_nets)) if account.allow_nets else "[]",
+        _dumps(dict(account.passdb_fields)) if account.passdb_fields else "{}",
+        _dumps(dict(account.userdb_fields)) if account.userdb_fields else "{}",
+        account.pgp_fingerprint,
+        _dumps(account.profile.as_dict()),
+    )
+
+
+# Most accounts have no children and empty JSON columns; find() skips decoding them.
+_STATUS = {status.value: status for status in AccountStatus}
+_NO_FIELDS: Mapping[str, str] = MappingProxyType({})
+_NO_SERVICES: Mapping[str, bool] = MappingProxyType({})
+
+
+def _pairs(text: str) -> list[list[Any]]:
+    if text == "[]":
+        return []
+    value: list[list[Any]] = json.loads(text)
+    return value
+
+
+def _fields(text: str) -> Mapping[str, str]:
+    return _NO_FIELDS if text == "{}" else MappingProxyType(json.loads(text))
+
+
+def _account_from_row(row: Sequence[Any]) -> Account:
+    (
+        _id,
+        uid,
+        mail,
+        password,
+        status,
+        mail_host,
+        home,
+        mail_location,
+        uid_number,
+        gid_number,
+        quota_bytes,
+        quota_messages,
+        master,
+        allow_nets,
+        passdb_fields,
+        userdb_fields,
+        pgp_fingerprint,
+        profile,
+        alternates,
+        services,
+        ssh_keys,
+    ) = row
+    return Account(
+        uid=uid,
+        mail=mail,
+        alternate_addresses=tuple(name for _pos, name in sorted(_pairs(alternates))),
+        password=password,
+        status=_STATUS[status],
+        services=(
+            MappingProxyType({name: bool(on) for name, on in _pairs(services)})
+            if services != "[]"
+            else _NO_SERVICES
+        ),
+        mail_host=mail_host,
+        home=home,
+        mail_location=mail_location,
+        uid_number=uid_number,
+        gid_number=gid_number,
+        quota_bytes=quota_bytes,
+        quota_messages=quota_messages,
+        master=bool(master),
+        allow_nets=() if allow_nets == "[]" else tuple(json.loads(allow_nets)),
+        passdb_fields=_fields(passdb_fields),
+        userdb_fields=_fields(userdb_fields),
+        pgp_fingerprint=pgp_fingerprint,
+        ssh_keys=tuple(key for _pos, key in sorted(_pairs(ssh_keys))),
+        profile=Profile(**json.loads(profile)) if profile != "{}" else Profile(),
+    )
+
+
+class SQLiteDirectory:
+    """Accounts in one SQLite file. Create it with :meth:`open`, never directly."""
+
+    def __init__(self, path: Path, *, readers: int, timeout: float) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._closed = False
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="mailwarden-sqlite-read")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="mailwarden-sqlite-write")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._write_connection: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(
+        cls, path: str | os.PathLike[str], *, create: bool, readers: int = 4, timeout: float = 5.0
+    ) -> SQLiteDirectory:
+        """Open the directory at ``path``; with ``create``, make the file if it is missing.
+
+        Pending migrations are applied. DirectoryUnavailable if the file is missing
+        (without ``create``), unreadable, not SQLite, not ours, or newer than this
+        code. ``readers`` threads read concurrently; ``timeout`` is how many
+        seconds a statement waits for another process's lock.
+        """
+        if readers < 1:
+            raise ValueError("readers must be at least 1")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        directory = cls(Path(path), readers=readers, timeout=timeout)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(directory._writer, directory._setup, create)
+        except BaseException:
+            await directory.close()
+            raise
+        return directory
+
+    # ----------------------------------------------------------------- connections
+
+    def _unavailable(self, detail: object) -> DirectoryUnavailable:
+        return DirectoryUnavailable(f"{self._path}: {detail}")
+
+    def _connect(self, mode: str) -> sqlite3.Connection:
+        # check_same_thread is off only so close() can close every connection from
+        # one thread after the pools have stopped; each is used by one thread.
+        conn = sqlite3.connect(
+            f"{self._path.absolute().as_uri()}?mode={mode}",
+            uri=True,
+            timeout=self._timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _setup(self, create: bool) -> None:
+        """Open the writer connection and bring the schema up to date (writer thread)."""
+        path = self._path
+        if not create and not path.exists():
+            raise self._unavailable("no such file; create the directory with 'mailwarden init'")
+        if create:
+            # The file holds every password hash: create it private. SQLite gives
+            # the -wal and -shm files the same permissions as the database file.
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise self._unavailable(exc.strerror or exc) from exc
+        try:
+            conn = self._connect("rw")
+            self._write_connection = conn
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if app_id not in (0, APPLICATION_ID) or (version == 0 and tables):
+                raise self._unavailable("not a mailwarden database")
+            if version == 0 and not create:
+                raise self._unavailable("empty database; run 'mailwarden init' to create it")
+            if version > SCHEMA_VERSION:
+                raise self._unavailable(
+                    f"schema version {version} is newer than this mailwarden supports "
+                    f"({SCHEMA_VERSION})"
+                )
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = FULL")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise self._unavailable(f"cannot use WAL mode (journal_mode is {mode})")
+            conn.execute("SELECT json_group_array(1)").fetchone()
+            self._migrate(conn, version)
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        # Nothing to do (the usual case) takes no write lock, so opening never
+        # waits for another process that is writing.
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Read again under the write lock: another process may have migrated.
+                if conn.execute("PRAGMA user_version").fetchone()[0] < target:
+                    for statement in MIGRATIONS[target - 1]:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {target}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect("rw")
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+        return conn
+
+    # ----------------------------------------------------------------- running calls
+
+    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            if self._closed:
+                raise self._unavailable("directory is closed")
+            try:
+                return job(self._reader())
+            except sqlite3.Error as exc:
+                raise self._unavailable(exc) from exc
+            except (ValueError, TypeError, KeyError) as exc:
+                # A row that does not decode was written by something else, or the
+                # file is damaged: the data cannot be trusted, which is not a denial.
+                raise self._unavailable(f"malformed account data: {exc}") from exc
+
+        return await self._submit(self._readers, run)
+
+    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            conn = self._write_connection
+            if self._closed or conn is None:
+                raise self._unavailable("directory is closed")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = job(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.IntegrityError as exc:
+                raise InvalidAccount(f"refused by the database: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise self._unavailable(exc) from exc
+            return result
+
+        return await self._submit(self._writer, run)
+
+    async def _submit(self, pool: ThreadPoolExecutor, run: Callable[[], T]) -> T:
+        if self._closed:
+            raise self._unavailable("directory is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, run)
+        except RuntimeError as exc:
+            # The pool refuses new work once close() has shut it down.
+            if self._closed:
+                raise self._unavailable("directory is closed") from exc
+            raise
+
+    # ----------------------------------------------------------------- reads
+
+    async def find(
+        self, login: str, *, by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
+    ) -> Account | None:
+        kinds = [kind for kind in ALL_LOGIN_ATTRIBUTES if kind in by]
+        if not kinds:
+            return None
+        # Always three parameters, so that there is one statement to cache.
+        params = (login_key(login), *kinds, *[kinds[0]] * (3 - len(kinds)))
+
+        def job(conn: sqlite3.Connection) -> Account | None:
+            row = conn.execute(_FIND, params).fetchone()
+            return None if row is None else _account_from_row(row)
+
+        return await self._read(job)
+
+    async def get(self, uid: str) -> Account | None:
+        key = login_key(uid)
+
+        def job(conn: sqlite3.Connection) -> Account | None:
+            row = conn.execute(_FIND, (key, "uid", "uid", "uid")).fetchone()
+            return None if row is None else _account_from_row(row)
+
+        return await self._read(job)
+
+    async def iterate(self) -> AsyncIterator[str]:
+        # Page by key so that no read transaction stays open across awaits (it
+        # would pin the WAL and stop checkpoints while the caller is slow).
+        after = ""
+        while True:
+
+            def job(conn: sqlite3.Connection, after: str = after) -> list[tuple[str, str]]:
+                return conn.execute(_ITERATE, (after, _ITERATE_PAGE)).fetchall()
+
+            page = await self._read(job)
+            for _key, uid in page:
+                yield uid
+            if len(page) < _ITERATE_PAGE:
+                return
+            after = page[-1][0]
+
+    async def search(self, pattern: str, *, limit: int = 1000) -> list[Account]:
+        if limit <= 0:
+            return []
+        glob = _glob(pattern)
+
+        def job(conn: sqlite3.Connection) -> list[Account]:
+            return [_account_from_row(row) for row in conn.execute(_SEARCH, (glob, limit))]
+
+        return await self._read(job)
+
+    async def count(self) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            count: int = conn.execute("SELECT count(*) FROM accounts").fetchone()[0]
+            return count
+
+        return await self._read(job)
+
+    async def ping(self) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+        await self._read(job)
+
+    # ----------------------------------------------------------------- writes
+
+    async def create(self, account: Account) -> None:
+        check_account(account)
+
+        def job(conn: sqlite3.Connection) -> None:
+            if _uid_id(conn, login_key(account.uid)) is not None:
+                raise AccountExists(f"uid {account.uid!r} already exists")
+            _insert(conn, [account])
+
+        await self._write(job)
+
+    async def replace(self, account: Account) -> None:
+        check_account(account)
+
+        def job(conn: sqlite3.Connection) -> None:
+            account_id = _uid_id(conn, login_key(account.uid))
+            if account_id is None:
+                raise AccountNotFound(f"no account with uid {account.uid!r}")
+            conn.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
+            _insert(conn, [account])
+
+        await self._write(job)
+
+    async def update(self, uid: str, changes: Mapping[str, Any]) -> Account:
+        key = login_key(uid)
+        changes = dict(changes)
+
+        def job(conn: sqlite3.Connection) -> Account:
+            row = conn.execute(_FIND, (key, "uid", "uid", "uid")).fetchone()
+            if row is None:
+                raise AccountNotFound(f"no account with uid {uid!r}")
+            new = apply_changes(_account_from_row(row), changes)
+            conn.execute("DELETE FROM accounts WHERE id = ?", (row[0],))
+            if _uid_id(conn, login_key(new.uid)) is not None:
+                raise AccountExists(f"uid {new.uid!r} already exists")
+            _insert(conn, [new])
+            return new
+
+        return await self._write(job)
+
+    async def set_password(self, uid: str, new: str, *, expected: str | None = None) -> bool:
+        check_password(new)
+        key = login_key(uid)
+
+        def job(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(_SWAP_HASH, (new, key, expected, expected))
+            return cursor.rowcount == 1
+
+        return await self._write(job)
+
+    async def delete(self, uid: str) -> bool:
+        key = login_key(uid)
+
+        def job(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(_DELETE, (key,))
+            return cursor.rowcount == 1
+
+        return await self._write(job)
+
+    async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
+        def job(conn: sqlite3.Connection) -> BulkReport:
+            batch, report = settle_batch(accounts, replace=replace)
+            existing = dict(conn.execute(_UID_IDS, (json.dumps(list(batch)),)).fetchall())
+            report, obsolete = settle_existing(batch, existing, report, replace=replace)
+            conn.executemany("DELETE FROM accounts WHERE id = ?", [(i,) for i in obsolete])
+            _insert(conn, list(batch.values()))
+            return report
+
+        # The accounts are consumed on the writer thread: an import that passes a
+        # generator over a parsed file does its parsing off the event loop too.
+        return await self._write(job)
+
+    # ----------------------------------------------------------------- closing
+
+    async def close(self) -> None:
+        """Stop both pools (letting running statements finish) and close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._readers.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                # Nothing useful is left to do with a connection that fails to close.
+                continue
+
+
+def _uid_id(conn: sqlite3.Connection, key: str) -> int | None:
+    row = conn.execute(_SELECT_UID_ID, (key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _insert(conn: sqlite3.Connection, accounts: Sequence[Account]) -> None:
+    """Insert checked accounts whose uids are free; AccountExists on a login clash.
+
+    One executemany per table: a bulk import costs a few statements, not a few
+    per account. Ids are given here so that child rows can be built up front.
+    """
+    if not accounts:
+        return
+    first: int = conn.execute(_NEXT_ID).fetchone()[0]
+    account_rows: list[tuple[Any, ...]] = []
+    login_rows: list[tuple[str, str, str, int, str, int]] = []
+    service_rows: list[tuple[int, str, int]] = []
+    key_rows: list[tuple[int, int, str]] = []
+    for account_id, account in enumerate(accounts, first):
+        account_rows.append(_account_row(account_id, account))
+        login_rows.append((login_key(account.uid), "uid", "uid", account_id, account.uid, 0))
+        for position, (key, kind, name) in enumerate(address_logins(account)):
+            login_rows.append((key, "address", kind, account_id, name, position))
+        service_rows.extend((account_id, name, int(on)) for name, on in account.services.items())
+        key_rows.extend((account_id, i, key) for i, key in enumerate(account.ssh_keys))
+    conn.executemany(_INSERT_ACCOUNT, account_rows)
+    try:
+        conn.executemany(_INSERT_LOGIN, login_rows)
+    except sqlite3.IntegrityError as exc:
+        raise _clash(conn, login_rows, exc) from exc
+    conn.executemany(_INSERT_SERVICE, service_rows)
+    conn.executemany(_INSERT_SSH_KEY, key_rows)
+
+
+def _clash(
+    conn: sqlite3.Connection,
+    login_rows: Iterable[tuple[str, str, str, int, str, int]],
+    exc: sqlite3.IntegrityError,
+) -> MailwardenError:
+    """Name the login that made an insert of ``login_rows`` fail.
+
+    The rows before the failing one are in the table and belong to their own
+    accounts, so the first row whose login another account holds is the culprit.
+    """
+    for key, space, _kind, account_id, name, _position in login_rows:
+        owner = conn.execute(_OWNER, (key, space)).fetchone()
+        if owner is not None and owner[0] != account_id:
+            if space == "uid":
+                return AccountExists(f"uid {name!r} already exists")
+            return AccountExists(f"address {name!r} already belongs to {owner[1]!r}")
+    return InvalidAccount(f"refused by the database: {exc}")

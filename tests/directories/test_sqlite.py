@@ -1,0 +1,269 @@
+"""What only the SQLite backend has: a file, a schema, threads and locks.
+
+The shared behaviour is in test_directory_contract.py; this module covers
+opening and creating files, migrations, damage, durability across reopen and
+that the event loop keeps running while SQLite works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from mailwarden.directories.sqlite import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SQLiteDirectory,
+)
+from mailwarden.errors import DirectoryUnavailable
+from mailwarden.model import Account
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "mailwarden.db"
+
+
+@pytest_asyncio.fixture
+async def directory(db_path: Path) -> AsyncIterator[SQLiteDirectory]:
+    opened = await SQLiteDirectory.open(db_path, create=True)
+    yield opened
+    await opened.close()
+
+
+def pragma(path: Path, name: str) -> object:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+# --------------------------------------------------------------------------- files and schema
+
+
+async def test_a_new_database_has_every_migration_applied(
+    directory: SQLiteDirectory, db_path: Path
+) -> None:
+    assert SCHEMA_VERSION == len(MIGRATIONS) >= 1
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION
+    assert pragma(db_path, "application_id") == APPLICATION_ID
+    assert pragma(db_path, "journal_mode") == "wal"
+    with sqlite3.connect(db_path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"accounts", "logins", "services", "ssh_keys", "account_rows"} <= tables
+
+
+async def test_the_database_file_is_readable_by_its_owner_only(
+    directory: SQLiteDirectory, db_path: Path
+) -> None:
+    await directory.create(Account(uid="alice", password="{PLAIN}secret"))
+    for suffix in ("", "-wal", "-shm"):
+        path = db_path.with_name(db_path.name + suffix)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_accounts_survive_close_and_reopen(db_path: Path) -> None:
+    account = Account(uid="alice", mail="alice@example.org", services={"imap": False})
+    first = await SQLiteDirectory.open(db_path, create=True)
+    await first.create(account)
+    await first.set_password("alice", "{PLAIN}changed")
+    await first.close()
+    second = await SQLiteDirectory.open(db_path, create=False)
+    try:
+        assert await second.find("ALICE@example.org") == Account(
+            uid="alice",
+            mail="alice@example.org",
+            services={"imap": False},
+            password="{PLAIN}changed",
+        )
+        assert pragma(db_path, "user_version") == SCHEMA_VERSION
+    finally:
+        await second.close()
+
+
+async def test_creating_an_existing_database_keeps_its_accounts(db_path: Path) -> None:
+    first = await SQLiteDirectory.open(db_path, create=True)
+    await first.create(Account(uid="alice"))
+    await first.close()
+    again = await SQLiteDirectory.open(db_path, create=True)
+    try:
+        assert await again.count() == 1
+    finally:
+        await again.close()
+
+
+async def test_opening_a_missing_file_without_create_is_unavailable(db_path: Path) -> None:
+    with pytest.raises(
+        DirectoryUnavailable, match=r"mailwarden\.db: no such file.*mailwarden init"
+    ):
+        await SQLiteDirectory.open(db_path, create=False)
+    assert not db_path.exists()
+
+
+async def test_creating_in_a_missing_directory_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(DirectoryUnavailable, match="No such file or directory"):
+        await SQLiteDirectory.open(tmp_path / "missing" / "x.db", create=True)
+
+
+@pytest.mark.parametrize("create", [False, True])
+async def test_a_file_that_is_not_sqlite_is_unavailable(db_path: Path, create: bool) -> None:
+    db_path.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 200)
+    with pytest.raises(DirectoryUnavailable, match="file is not a database"):
+        await SQLiteDirectory.open(db_path, create=create)
+
+
+async def test_an_empty_file_without_create_asks_for_init(db_path: Path) -> None:
+    db_path.touch()
+    with pytest.raises(DirectoryUnavailable, match="mailwarden init"):
+        await SQLiteDirectory.open(db_path, create=False)
+
+
+async def test_another_applications_database_is_refused_even_with_create(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY)")
+    with pytest.raises(DirectoryUnavailable, match="not a mailwarden database"):
+        await SQLiteDirectory.open(db_path, create=True)
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 1
+
+
+async def test_a_database_from_a_newer_mailwarden_is_refused(db_path: Path) -> None:
+    await (await SQLiteDirectory.open(db_path, create=True)).close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(DirectoryUnavailable, match="newer than this mailwarden"):
+        await SQLiteDirectory.open(db_path, create=False)
+
+
+async def test_damaged_pages_make_reads_unavailable_not_a_crash(db_path: Path) -> None:
+    first = await SQLiteDirectory.open(db_path, create=True)
+    await first.bulk_upsert(
+        (Account(uid=f"user{n}", mail=f"user{n}@example.org") for n in range(5000)), replace=False
+    )
+    await first.close()
+    with db_path.open("r+b") as f:
+        f.seek(3 * 4096)
+        f.write(b"\x5a" * (20 * 4096))
+    damaged = await SQLiteDirectory.open(db_path, create=False)
+    try:
+        with pytest.raises(DirectoryUnavailable, match="malformed"):
+            await damaged.find("user4000")
+        with pytest.raises(DirectoryUnavailable, match="malformed"):
+            await damaged.count()
+    finally:
+        await damaged.close()
+
+
+@pytest.mark.parametrize(("readers", "timeout"), [(0, 1.0), (1, 0.0)])
+async def test_open_refuses_nonsense_pool_settings(
+    db_path: Path, readers: int, timeout: float
+) -> None:
+    with pytest.raises(ValueError, match=r"readers|timeout"):
+        await SQLiteDirectory.open(db_path, create=True, readers=readers, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- locks and threads
+
+
+async def test_another_process_holding_the_write_lock_makes_writes_unavailable_not_reads(
+    db_path: Path,
+) -> None:
+    directory = await SQLiteDirectory.open(db_path, create=True, timeout=0.2)
+    await directory.create(Account(uid="alice"))
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(DirectoryUnavailable, match="locked"):
+            await directory.create(Account(uid="bob"))
+        # WAL: readers do not wait for a writer.
+        assert await directory.find("alice") == Account(uid="alice")
+        other.execute("ROLLBACK")
+        await directory.create(Account(uid="bob"))
+        assert await directory.count() == 2
+    finally:
+        other.close()
+        await directory.close()
+
+
+async def test_opening_an_up_to_date_database_does_not_wait_for_a_writer(db_path: Path) -> None:
+    await (await SQLiteDirectory.open(db_path, create=True)).close()
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        directory = await SQLiteDirectory.open(db_path, create=False, timeout=0.2)
+        try:
+            assert await directory.count() == 0
+        finally:
+            await directory.close()
+    finally:
+        other.close()
+
+
+async def test_find_does_not_block_the_event_loop(directory: SQLiteDirectory) -> None:
+    # 50,000 SSH keys make this one find take tens of milliseconds of SQLite and
+    # JSON work. If that work ran on the loop, the ticker could not run at all
+    # before find returned; on a reader thread it runs on every loop iteration.
+    keys = tuple(f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA{n:08d} key{n}" for n in range(50_000))
+    await directory.create(Account(uid="big", ssh_keys=keys))
+    ticks_while_pending = 0
+    find = asyncio.create_task(directory.find("big"))
+
+    async def ticker() -> None:
+        nonlocal ticks_while_pending
+        while not find.done():
+            ticks_while_pending += 1
+            await asyncio.sleep(0)
+
+    await asyncio.gather(find, ticker())
+    found = find.result()
+    assert found is not None
+    assert found.ssh_keys == keys
+    assert ticks_while_pending >= 10
+
+
+async def test_many_concurrent_finds_each_get_their_own_account(
+    directory: SQLiteDirectory,
+) -> None:
+    accounts = [Account(uid=f"user{n}", mail=f"user{n}@example.org") for n in range(200)]
+    await directory.bulk_upsert(accounts, replace=False)
+    logins = [f"USER{n}@example.org" for n in range(200)] * 3
+    found = await asyncio.gather(*(directory.find(login) for login in logins))
+    assert found == accounts * 3
+
+
+async def test_reads_and_writes_interleave_from_many_tasks(directory: SQLiteDirectory) -> None:
+    async def writer(n: int) -> None:
+        await directory.create(Account(uid=f"w{n}"))
+        assert await directory.set_password(f"w{n}", f"p{n}", expected="") is True
+
+    async def reader() -> None:
+        for _ in range(20):
+            await directory.count()
+
+    await asyncio.gather(*(writer(n) for n in range(50)), *(reader() for _ in range(10)))
+    assert await directory.count() == 50
+    found = await directory.get("w7")
+    assert found is not None
+    assert found.password == "p7"
+
+
+async def test_close_waits_for_running_calls_then_refuses_new_ones(
+    directory: SQLiteDirectory,
+) -> None:
+    await directory.create(Account(uid="alice"))
+    pending = [asyncio.create_task(directory.find("alice")) for _ in range(20)]
+    await asyncio.sleep(0)
+    await directory.close()
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    # Each call either finished or was refused as unavailable; none was cancelled
+    # or failed any other way.
+    assert results
+    for result in results:
+        assert result == Account(uid="alice") or isinstance(result, DirectoryUnavailable)
+    with pytest.raises(DirectoryUnavailable, match="closed"):
+        await directory.find("alice")
