@@ -1,0 +1,270 @@
+"""What Dovecot's auth protocols share: lines, TAB fields, ``\\001`` escaping, base64.
+
+Both sockets (client: :mod:`~mailwarden.protocols.dovecot_client`; master and userdb:
+:mod:`~mailwarden.protocols.dovecot_master`) speak LF-terminated lines of
+TAB-separated fields. Everything here is pure and follows Dovecot 2.3's own code
+(reference §1.1), because the peers are Dovecot's library, Postfix and Exim:
+
+* **Framing.** A trailing CR is dropped (Dovecot's ``i_stream_next_line``). A line
+  may be at most ``max_line_length`` bytes *including* its LF: that is the size of
+  Dovecot's input buffer (16384 on client sockets), so the same lines are accepted.
+  A longer line is a :class:`~mailwarden.errors.ProtocolError` as soon as the limit
+  is passed, without waiting for its end. A NUL byte is a ProtocolError too: Dovecot
+  reads lines as C strings, so no legitimate peer sends one.
+* **Escaping** (``str_append_tabescaped``/``str_tabunescape``, lib/strescape.c):
+  ``\\001`` becomes the two bytes ``\\001 1`` (0x01 0x31), TAB ``\\001 t``, CR
+  ``\\001 r``, LF ``\\001 n`` and NUL ``\\001 0``. Unescaping maps ``\\001`` plus any
+  other character to that character and drops a trailing lone ``\\001``.
+* **Text.** Lines are decoded as UTF-8 with ``surrogateescape``: no byte sequence
+  fails to decode, and replies encode the same way, so a name echoes back exactly.
+* **Base64** is decoded like Dovecot's ``base64_decode`` with no flags: spaces,
+  TABs, CRs and LFs anywhere are ignored and ``=`` padding is required.
+"""
+
+from __future__ import annotations
+
+import binascii
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from mailwarden.errors import ProtocolError
+
+DEFAULT_MAX_LINE_LENGTH = 16384
+"""Dovecot's ``AUTH_CLIENT_MAX_LINE_LENGTH`` (lib-auth/auth-client-interface.h)."""
+
+UINT_MAX = 2**32 - 1
+
+Fields: TypeAlias = Mapping[str, str | None] | Iterable[tuple[str, str | None]]
+"""Reply fields: ``name -> value``; a ``None`` value is sent as a bare word (``nologin``)."""
+
+Params: TypeAlias = tuple[tuple[str, str | None], ...]
+"""Parameters kept as received: ``(name, value)``, ``None`` for a bare word."""
+
+# --------------------------------------------------------------------------- escaping
+
+_ESCAPES = {"\x01": "\x011", "\t": "\x01t", "\r": "\x01r", "\n": "\x01n", "\0": "\x010"}
+_ESCAPE_RE = re.compile("[\x01\t\r\n\0]")
+_UNESCAPES = {"0": "\0", "1": "\x01", "t": "\t", "r": "\r", "n": "\n"}
+_UNESCAPE_RE = re.compile("\x01(.?)", re.DOTALL)
+
+
+def escape(value: str) -> str:
+    """Tab-escape ``value`` so it can be one field of a line."""
+    return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group()], value)
+
+
+def unescape(value: str) -> str:
+    """Undo :func:`escape` the way Dovecot does (unknown escapes give the character)."""
+    if "\x01" not in value:
+        return value
+    return _UNESCAPE_RE.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(1)), value)
+
+
+def split_fields(text: str) -> list[str]:
+    """TAB-split and unescape each field (Dovecot's ``t_strsplit_tabescaped``)."""
+    return [unescape(part) for part in text.split("\t")]
+
+
+def split_param(field: str) -> tuple[str, str | None]:
+    """``name=value`` split at the first ``=``; a bare word has value ``None``."""
+    name, sep, value = field.partition("=")
+    return (name, value) if sep else (name, None)
+
+
+def format_fields(fields: Fields) -> str:
+    """Reply fields as ``\\tname=value`` / ``\\tname`` with escaped names and values."""
+    items = fields.items() if isinstance(fields, Mapping) else fields
+    out = []
+    for name, value in items:
+        out.append("\t" + escape(name) if value is None else f"\t{escape(name)}={escape(value)}")
+    return "".join(out)
+
+
+def encode_line(line: str) -> bytes:
+    """A reply line as bytes, LF-terminated."""
+    return (line + "\n").encode("utf-8", "surrogateescape")
+
+
+# --------------------------------------------------------------------------- values
+
+
+def parse_uint(text: str) -> int | None:
+    """Dovecot's ``str_to_uint``: decimal digits only, at most 2**32-1; else ``None``."""
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= UINT_MAX else None
+
+
+def parse_ip(text: str) -> str | None:
+    """The address if ``text`` is an IPv4/IPv6 address (``[v6]`` too), else ``None``.
+
+    Dovecot silently ignores a bad ``lip``/``rip`` (``net_addr2ip`` fails), and so
+    do we: the value is kept as sent when it parses, dropped when it does not.
+    """
+    candidate = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        return None
+    return candidate
+
+
+def parse_port(text: str) -> int | None:
+    """Dovecot's ``net_str2port``: 1-65535, else ``None`` (and the parameter is ignored)."""
+    value = parse_uint(text)
+    return value if value is not None and 0 < value <= 65535 else None
+
+
+_B64_WHITESPACE = str.maketrans("", "", " \t\r\n")
+_B64_SHAPE = re.compile(r"[A-Za-z0-9+/]*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def decode_base64(text: str) -> bytes | None:
+    """Base64 as Dovecot 2.3 decodes it (whitespace ignored, padding required), or ``None``."""
+    compact = text.translate(_B64_WHITESPACE)
+    if len(compact) % 4 or not _B64_SHAPE.fullmatch(compact):
+        return None
+    try:
+        return binascii.a2b_base64(compact)
+    except (binascii.Error, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- request info
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestInfo:
+    """The connection details a client or master attaches to a request.
+
+    These are the parameters Dovecot's ``auth_request_import_info`` knows, kept as
+    sent: ``lip``/``rip`` and the ports only when valid, and ``real_*`` only when the
+    client sent them (Dovecot defaults them to the plain values; do that when
+    building an attempt). ``forward_fields`` is the decoded ``forward_fields=`` list
+    (names without their ``forward_`` prefix). ``extra_params`` keeps every
+    parameter this codec does not know, in order.
+    """
+
+    service: str = ""
+    lip: str | None = None
+    rip: str | None = None
+    lport: int | None = None
+    rport: int | None = None
+    real_lip: str | None = None
+    real_rip: str | None = None
+    real_lport: int | None = None
+    real_rport: int | None = None
+    local_name: str | None = None
+    session: str | None = None
+    client_id: str | None = None
+    forward_fields: Params = ()
+    debug: bool = False
+    extra_params: Params = ()
+
+
+_IP_PARAMS = frozenset({"lip", "rip", "real_lip", "real_rip"})
+_PORT_PARAMS = frozenset({"lport", "rport", "real_lport", "real_rport"})
+_TEXT_PARAMS = frozenset({"service", "local_name", "session", "client_id"})
+
+
+def decode_forward_fields(value: str) -> Params:
+    """``forward_fields=``: a tab-escaped list of ``name=value`` items, itself escaped once more."""
+    if not value:
+        return ()
+    return tuple(split_param(item) for item in split_fields(value))
+
+
+def import_info(values: dict[str, Any], name: str, value: str | None) -> bool:
+    """Store ``name``/``value`` into ``values`` if it is a RequestInfo parameter.
+
+    Returns whether the name was one of them (an invalid address or port still
+    counts as handled and is dropped, as in Dovecot).
+    """
+    text = value if value is not None else ""
+    if name in _TEXT_PARAMS:
+        values[name] = text
+    elif name in _IP_PARAMS:
+        values[name] = parse_ip(text)
+    elif name in _PORT_PARAMS:
+        values[name] = parse_port(text)
+    elif name == "forward_fields":
+        values[name] = decode_forward_fields(text)
+    elif name == "debug":
+        values[name] = True
+    else:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionClosed:
+    """The peer closed its side. ``pending`` lists the requests left unanswered."""
+
+    pending: tuple[int, ...] = ()
+
+
+# --------------------------------------------------------------------------- framing
+
+
+class LineReader:
+    """Splits a byte stream into lines, enforcing the line-length limit.
+
+    ``feed(b"")`` marks the end of the stream; a partial last line is then dropped,
+    as Dovecot drops it.
+    """
+
+    def __init__(self, max_line_length: int = DEFAULT_MAX_LINE_LENGTH) -> None:
+        if max_line_length < 2:
+            raise ValueError("max_line_length must allow at least one byte and the LF")
+        self.max_line_length = max_line_length
+        self._buffer = bytearray()
+        self._scanned = 0
+        self._eof = False
+
+    @property
+    def eof(self) -> bool:
+        """The stream has ended (no more data will be fed)."""
+        return self._eof
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as lines."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> None:
+        if self._eof:
+            if data:
+                raise RuntimeError("data received after the end of the stream")
+            return
+        if not data:
+            self._eof = True
+            return
+        self._buffer += data
+
+    def next_line(self) -> str | None:
+        """The next complete line without its (CR)LF, or ``None`` if there is none yet."""
+        newline = self._buffer.find(b"\n", self._scanned)
+        if newline < 0:
+            self._scanned = len(self._buffer)
+            if len(self._buffer) >= self.max_line_length:
+                raise ProtocolError(
+                    f"line longer than {self.max_line_length - 1} bytes (limit "
+                    f"{self.max_line_length} including the LF)"
+                )
+            return None
+        if newline + 1 > self.max_line_length:
+            raise ProtocolError(
+                f"line of {newline} bytes is over the limit of {self.max_line_length - 1}"
+            )
+        raw = bytes(self._buffer[:newline])
+        del self._buffer[: newline + 1]
+        self._scanned = 0
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if b"\0" in raw:
+            raise ProtocolError("NUL byte in a protocol line")
+        return raw.decode("utf-8", "surrogateescape")

@@ -1,0 +1,27 @@
+"""What XOAUTH2 and OAUTHBEARER share: token syntax and the failure round.
+
+Both carry a bearer token that the engine verifies like a password (Dovecot:
+``auth_request_verify_plain``, so any passdb works). When it is refused the server
+does not fail at once: it sends a JSON error as a challenge, the client answers
+with a dummy response, and only then comes the failure (RFC 7628 §3.2.3; Google's
+XOAUTH2 document). The JSON bodies are Dovecot's, byte for byte.
+"""
+
+from __future__ import annotations
+
+XOAUTH2_ERROR = b'{"status":"401","schemes":"bearer","scope":"mail"}'
+OAUTHBEARER_ERROR = b'{"status":"invalid_token"}'
+
+
+def bearer_token(value: str) -> str | None:
+    """The token of an ``auth=`` value ``Bearer <token>``, or ``None`` when invalid.
+
+    Dovecot's rule (``oauth2_valid_token``): scheme word case-insensitive, the token
+    non-empty and free of CR and LF.
+    """
+    if value[:7].lower() != "bearer ":
+        return None
+    token = value[7:]
+    if not token or "\r" in token or "\n" in token:
+        return None
+    return token
