@@ -1,0 +1,131 @@
+"""Composition root: the only module (with cli.py) that wires concrete classes.
+
+It turns a :class:`~mailwarden.config.Config` into a running set of objects —
+directory, hasher, engine, and (as later issues add them) front ends — and runs
+the daemon until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailwarden import __version__
+from mailwarden.config import Config
+from mailwarden.directories.base import Directory
+from mailwarden.directories.sqlite import SQLiteDirectory
+from mailwarden.engine import Engine
+from mailwarden.frontends.dovecot import start_dovecot
+from mailwarden.hashing import Hasher
+
+log = logging.getLogger("mailwarden")
+
+
+def resolve_path(config: Config, path: str) -> Path:
+    """A path from the config: relative paths are relative to the config file's folder."""
+    p = Path(path)
+    if p.is_absolute() or config.source.startswith("<"):
+        return p
+    return Path(config.source).resolve().parent / p
+
+
+async def open_directory(config: Config, *, create: bool = False) -> Directory:
+    """The configured directory backend, opened. DirectoryUnavailable if it cannot be."""
+    d = config.directory
+    match d.backend:
+        case "sqlite":
+            path = resolve_path(config, d.path)
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            return await SQLiteDirectory.open(
+                path, create=create, readers=d.readers, timeout=d.timeout
+            )
+
+
+@dataclass(slots=True)
+class App:
+    """Everything one mailwarden process runs."""
+
+    config: Config
+    directory: Directory
+    hasher: Hasher
+    engine: Engine
+
+    async def close(self) -> None:
+        await self.engine.drain()
+        await self.directory.close()
+        self.hasher.close()
+
+
+@contextlib.asynccontextmanager
+async def running_app(config: Config, *, create: bool = False) -> AsyncIterator[App]:
+    """Build the app, and close everything it opened on the way out."""
+    directory = await open_directory(config, create=create)
+    hasher = Hasher(workers=config.hashing.workers, queue_limit=config.hashing.queue_limit)
+    app = App(
+        config=config,
+        directory=directory,
+        hasher=hasher,
+        engine=Engine(directory=directory, hasher=hasher, config=config),
+    )
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
+def setup_logging(config: Config) -> None:
+    level = getattr(logging, config.log.level.upper())
+    if config.log.format == "json":
+        fmt = (
+            '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
+            '"message":"%(message)s"}'
+        )
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+async def serve(config: Config) -> None:
+    """Run the daemon until SIGTERM or SIGINT; then drain and exit cleanly."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pid_file = resolve_path(config, config.server.pid_file) if config.server.pid_file else None
+    async with running_app(config) as app:
+        count = await app.directory.count()
+        dovecot = None
+        if config.dovecot.enabled:
+            dovecot = await start_dovecot(
+                app.engine, config.dovecot, resolve=lambda p: resolve_path(config, p)
+            )
+        try:
+            # The pid file appears only once every listener accepts: scripts and
+            # tests that wait for it can connect right away.
+            if pid_file is not None:
+                pid_file.write_text(f"{os.getpid()}\n")
+            log.info(
+                "mailwarden %s serving: directory=%s (%d accounts), hashing workers=%d, config=%s",
+                __version__,
+                config.directory.backend,
+                count,
+                app.hasher.workers,
+                config.source,
+            )
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            if dovecot is not None:
+                await dovecot.close()
+            if pid_file is not None:
+                with contextlib.suppress(OSError):
+                    pid_file.unlink()
+    log.info("stopped")

@@ -1,0 +1,377 @@
+"""The one TOML configuration file, parsed into frozen typed objects.
+
+Every section is a frozen dataclass; every key has a default (documented in
+docs/configuration.md, which a test keeps in step with this module). Loading is
+strict: an unknown key, a wrong type or an out-of-range value raises
+:class:`~mailwarden.errors.ConfigError` naming the file, the key path and what
+was expected, so a typo never silently becomes a default.
+
+Where the file is found: ``--config PATH``, else ``$MAILWARDEN_CONFIG``, else
+``/etc/mailwarden/mailwarden.toml``, else ``./mailwarden.toml`` (development);
+with none of them, the built-in defaults apply.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from mailwarden.errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/mailwarden/mailwarden.toml")
+LOCAL_CONFIG = Path("mailwarden.toml")
+
+UsernameFormat = Literal["%Lu", "%u", "%Ln", "%n"]
+LoginAttr = Literal["uid", "mail", "alternate"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectoryConfig:
+    """``[directory]``: where accounts are stored."""
+
+    backend: Literal["sqlite"] = "sqlite"
+    path: str = "/var/lib/mailwarden/mailwarden.db"
+    login_attributes: tuple[LoginAttr, ...] = ("uid", "mail", "alternate")
+    readers: int = 4
+    timeout: float = 5.0
+
+    def _check(self, key: str) -> None:
+        _require(self.readers >= 1, f"{key}.readers", "an integer >= 1")
+        _require(self.timeout > 0, f"{key}.timeout", "a number of seconds > 0")
+        _require(bool(self.login_attributes), f"{key}.login_attributes", "at least one attribute")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthConfig:
+    """``[auth]``: how usernames are read and what the engine allows."""
+
+    username_format: UsernameFormat = "%Lu"
+    default_realm: str = ""
+    username_chars: str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@"
+    master_user_separator: str = ""
+    disabled_message: str = "Account not enabled"
+    service_disabled_message: str = "Account not enabled"
+    max_username_length: int = 255
+    max_password_length: int = 4096
+
+    def _check(self, key: str) -> None:
+        _require(
+            len(self.master_user_separator) <= 1,
+            f"{key}.master_user_separator",
+            "one character or empty (disabled)",
+        )
+        _require(self.max_username_length > 0, f"{key}.max_username_length", "an integer > 0")
+        _require(self.max_password_length > 0, f"{key}.max_password_length", "an integer > 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PasswordsConfig:
+    """``[passwords]``: how new hashes are made and when old ones are upgraded."""
+
+    scheme: str = "ARGON2ID"
+    default_scheme: str = "CRYPT"
+    rehash: Literal["weaker", "never"] = "weaker"
+    argon2_memory_kib: int = 65536
+    argon2_time_cost: int = 3
+    argon2_parallelism: int = 1
+    bcrypt_cost: int = 5
+    sha_crypt_rounds: int = 5000
+    pbkdf2_rounds: int = 5000
+    scram_iterations: int = 4096
+
+    def _check(self, key: str) -> None:
+        from mailwarden import schemes  # noqa: PLC0415 - avoid an import cycle at load time
+
+        for name in ("scheme", "default_scheme"):
+            value: str = getattr(self, name)
+            _require(
+                value.upper() in schemes.SCHEMES,
+                f"{key}.{name}",
+                f"a known password scheme (one of {', '.join(sorted(schemes.SCHEMES))})",
+            )
+        _require(self.argon2_memory_kib >= 8, f"{key}.argon2_memory_kib", "an integer >= 8")
+        _require(self.argon2_time_cost >= 1, f"{key}.argon2_time_cost", "an integer >= 1")
+        _require(self.argon2_parallelism >= 1, f"{key}.argon2_parallelism", "an integer >= 1")
+        _require(4 <= self.bcrypt_cost <= 31, f"{key}.bcrypt_cost", "an integer from 4 to 31")
+        _require(self.sha_crypt_rounds >= 1000, f"{key}.sha_crypt_rounds", "an integer >= 1000")
+        _require(self.pbkdf2_rounds >= 1, f"{key}.pbkdf2_rounds", "an integer >= 1")
+        _require(self.scram_iterations >= 4096, f"{key}.scram_iterations", "an integer >= 4096")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HashingConfig:
+    """``[hashing]``: the worker pool that runs expensive verifications."""
+
+    workers: int = 0
+    queue_limit: int = 1024
+
+    def _check(self, key: str) -> None:
+        _require(self.workers >= 0, f"{key}.workers", "an integer >= 0 (0 = one per CPU core)")
+        _require(self.queue_limit >= 1, f"{key}.queue_limit", "an integer >= 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DovecotConfig:
+    """``[dovecot]``: the Dovecot auth protocol front end (Postfix, Exim, doveadm)."""
+
+    enabled: bool = True
+    client_socket: str = "/run/mailwarden/auth-client"
+    login_socket: str = ""
+    master_socket: str = "/run/mailwarden/auth-master"
+    userdb_socket: str = "/run/mailwarden/auth-userdb"
+    tcp_listen: tuple[str, ...] = ()
+    socket_mode: int = 0o666
+    master_socket_mode: int = 0o600
+    socket_user: str = ""
+    socket_group: str = ""
+    mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    anonymous_username: str = "anonymous"
+    hostname: str = ""
+    realms: tuple[str, ...] = ()
+    failure_delay: float = 2.0
+    max_line_length: int = 16384
+    max_pending: int = 256
+    request_timeout: float = 150.0
+
+    def _check(self, key: str) -> None:
+        from mailwarden import sasl  # noqa: PLC0415 - avoid an import cycle at load time
+
+        for i, mech in enumerate(self.mechanisms):
+            _require(
+                mech.upper() in sasl.MECHANISMS,
+                f"{key}.mechanisms[{i}]",
+                f"a SASL mechanism (one of {', '.join(sorted(sasl.MECHANISMS))})",
+            )
+        for name in ("socket_mode", "master_socket_mode"):
+            _require(
+                0 <= getattr(self, name) <= 0o777, f"{key}.{name}", "a file mode such as 0o660"
+            )
+        for i, addr in enumerate(self.tcp_listen):
+            host, sep, port = addr.rpartition(":")
+            _require(
+                bool(sep and host and port.isdigit() and 0 < int(port) < 65536),
+                f"{key}.tcp_listen[{i}]",
+                'HOST:PORT, e.g. "127.0.0.1:12345"',
+            )
+        # Postfix gives every auth-socket read 10 s; a longer delay makes it drop us.
+        _require(
+            0 <= self.failure_delay <= 8,
+            f"{key}.failure_delay",
+            "seconds from 0 to 8 (Postfix times out after 10)",
+        )
+        _require(self.max_line_length >= 1024, f"{key}.max_line_length", "an integer >= 1024")
+        _require(self.max_pending >= 1, f"{key}.max_pending", "an integer >= 1")
+        _require(self.request_timeout > 0, f"{key}.request_timeout", "seconds > 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    """``[log]``: where and how decisions are logged."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """``[server]``: the daemon process."""
+
+    pid_file: str = ""
+    shutdown_timeout: float = 10.0
+
+    def _check(self, key: str) -> None:
+        _require(self.shutdown_timeout >= 0, f"{key}.shutdown_timeout", "a number >= 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The whole configuration file."""
+
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    passwords: PasswordsConfig = field(default_factory=PasswordsConfig)
+    hashing: HashingConfig = field(default_factory=HashingConfig)
+    dovecot: DovecotConfig = field(default_factory=DovecotConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    source: str = field(default="<defaults>", compare=False)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _Invalid(Exception):
+    def __init__(self, key: str, expected: str) -> None:
+        self.key = key
+        self.expected = expected
+
+
+def _require(ok: bool, key: str, expected: str) -> None:
+    if not ok:
+        raise _Invalid(key, expected)
+
+
+T = TypeVar("T")
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The file to read, by the precedence in the module docstring; None: defaults."""
+    if explicit is not None:
+        return Path(explicit)
+    env = os.environ.get("MAILWARDEN_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in (SYSTEM_CONFIG, LOCAL_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Find, read and validate the configuration. Raises ConfigError."""
+    found = find_config_path(path)
+    if found is None:
+        return Config()
+    try:
+        raw = found.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=str(found)) from exc
+    return loads(raw.decode("utf-8", "replace"), source=str(found))
+
+
+def loads(text: str, *, source: str = "<string>") -> Config:
+    """Parse TOML text into a Config. Raises ConfigError."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=source) from exc
+    try:
+        config = _build(Config, {**data, "source": source}, "")
+    except _Invalid as exc:
+        raise ConfigError(f"expected {exc.expected}", path=source, key=exc.key) from None
+    return config
+
+
+def _build(cls: type[T], data: Any, prefix: str) -> T:
+    if not isinstance(data, dict):
+        raise _Invalid(prefix.rstrip(".") or "<top>", "a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in known:
+            raise _Invalid(
+                f"{prefix}{key}",
+                f"one of the keys {', '.join(sorted(known - {'source'}))} (unknown key)",
+            )
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{prefix}{f.name}")
+    obj = cls(**kwargs)
+    check = getattr(obj, "_check", None)
+    if check is not None:
+        check(prefix.rstrip("."))
+    return obj
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if is_dataclass(tp) and isinstance(tp, type):
+        return _build(tp, value, key + ".")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise _Invalid(key, "one of " + ", ".join(repr(c) for c in choices))
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for arg in get_args(tp):
+            try:
+                return _convert(arg, value, key)
+            except _Invalid:
+                continue
+        raise _Invalid(key, " or ".join(_describe(a) for a in get_args(tp)))
+    if origin is tuple:
+        (item_tp, _ellipsis) = get_args(tp)
+        if not isinstance(value, list):
+            raise _Invalid(key, f"an array of {_describe(item_tp)}")
+        return tuple(_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _key_tp, val_tp = get_args(tp)
+        if not isinstance(value, dict):
+            raise _Invalid(key, "a table")
+        return {str(k): _convert(val_tp, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(key, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(key, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(key, "a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _Invalid(key, "a string")
+        return value
+    if tp is type(None):
+        raise _Invalid(key, "nothing")
+    raise _Invalid(key, f"a value of type {tp!r}")
+
+
+def _describe(tp: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def defaults_table() -> list[tuple[str, str, str]]:
+    """``(key path, default as TOML, type)`` for every key: docs are checked against it."""
+    rows: list[tuple[str, str, str]] = []
+    hints = typing.get_type_hints(Config)
+    for section in fields(Config):
+        if section.name == "source":
+            continue
+        cls = hints[section.name]
+        sub_hints = typing.get_type_hints(cls)
+        instance = cls()
+        for f in fields(cls):
+            value = getattr(instance, f.name)
+            if f.name.endswith("_mode"):  # file modes read best in octal, as TOML allows
+                rows.append((f"{section.name}.{f.name}", oct(value), "integer"))
+                continue
+            rows.append(
+                (f"{section.name}.{f.name}", _toml_value(value), _type_name(sub_hints[f.name]))
+            )
+    return rows
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " \\| ".join(repr(a).replace("'", '"') for a in get_args(tp))
+    if origin is tuple:
+        return f"array of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return f"table of {_type_name(get_args(tp)[1])}"
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, str(tp))

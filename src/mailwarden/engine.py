@@ -1,0 +1,473 @@
+"""The engine: the one place where login policy is decided.
+
+Every front end (Dovecot sockets, HTTP, saslauthd, checkpassword, PAM, the CLI)
+builds an :class:`~mailwarden.model.AuthAttempt` and calls
+:meth:`Engine.authenticate`, or asks :meth:`Engine.lookup` for userdb fields.
+Nothing else decides whether a login is valid.
+
+Rules, and why:
+
+* **Unknown user and wrong password are one outcome.** Both give
+  ``Denied(CREDENTIALS)`` with no message, and an unknown (or malformed) user
+  still pays for a verification of a dummy hash in the policy scheme, so neither
+  the reply nor its timing says which accounts exist.
+* **Status and service switches are checked only after the password was proven.**
+  "Account not enabled" is useful to the owner and tells an attacker nothing they
+  did not already know, because they needed the right password to see it.
+* **A backend failure is never a wrong password.** Any TemporaryFailure (directory
+  down, hashing pool saturated) becomes ``Unavailable``; clients retry later and
+  brute-force counters are not fed by outages.
+* **Master users** authenticate with their own credentials and act as the target:
+  ``target*master`` (when a separator is configured) or SASL authzid ≠ authcid.
+  The master's account must carry the master flag, else ``Denied(AUTHZ)``.
+* **Rehash on login** runs after the reply is decided, in the background, with a
+  compare-and-swap write: a slow or failing rehash never delays or fails a login,
+  and a password changed meanwhile is never overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from mailwarden import schemes
+from mailwarden.config import Config
+from mailwarden.directories.base import Directory
+from mailwarden.errors import SchemeError, TemporaryFailure
+from mailwarden.hashing import Hasher
+from mailwarden.model import (
+    Accepted,
+    Account,
+    AccountStatus,
+    AuthAttempt,
+    AuthOutcome,
+    CredentialProof,
+    Denied,
+    DenyReason,
+    LookupOutcome,
+    NotFound,
+    Password,
+    Unavailable,
+    UserRecord,
+    ip_in_nets,
+)
+from mailwarden.schemes import scram
+from mailwarden.schemes.base import HashPolicy, StoredHash
+from mailwarden.usernames import UsernameRules
+
+log = logging.getLogger("mailwarden.auth")
+
+# passdb fields that steer the engine itself and are never sent to a client
+# (Dovecot calls these "hidden"; see reference §3).
+HIDDEN_PASSDB_FIELDS = frozenset(
+    {
+        "user",
+        "login_user",
+        "password",
+        "password_noscheme",
+        "allow_nets",
+        "allow_real_nets",
+        "fail",
+        "delay_until",
+    }
+)
+
+# Stored schemes that challenge-response mechanisms can use, and those mechanisms.
+CREDENTIAL_SCHEMES = frozenset(
+    {
+        "PLAIN",
+        "CLEAR",
+        "CLEARTEXT",
+        "CRAM-MD5",
+        "HMAC-MD5",
+        "DIGEST-MD5",
+        "SCRAM-SHA-1",
+        "SCRAM-SHA-256",
+    }
+)
+CHALLENGE_MECHANISMS = frozenset({"CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "APOP"})
+
+# Byte lengths of the raw credentials each challenge-response scheme yields, used to
+# shape fake credentials for unknown users so the exchange looks the same.
+_FAKE_SHAPES: Mapping[str, int] = {"CRAM-MD5": 32, "HMAC-MD5": 32, "DIGEST-MD5": 16, "PLAIN": 16}
+_SCRAM_DIGESTS: Mapping[str, str] = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
+
+
+def policy_from_config(config: Config) -> HashPolicy:
+    p = config.passwords
+    return HashPolicy(
+        scheme=p.scheme.upper(),
+        argon2_memory_kib=p.argon2_memory_kib,
+        argon2_time_cost=p.argon2_time_cost,
+        argon2_parallelism=p.argon2_parallelism,
+        bcrypt_cost=p.bcrypt_cost,
+        sha_crypt_rounds=p.sha_crypt_rounds,
+        pbkdf2_rounds=p.pbkdf2_rounds,
+        scram_iterations=p.scram_iterations,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    """Who authenticates and who they act as, after normalisation."""
+
+    authcid: str | None
+    target: str | None  # None: not a master login
+    original: str
+
+
+class Engine:
+    """authenticate() / lookup() / iterate(): the only policy entry points."""
+
+    def __init__(self, *, directory: Directory, hasher: Hasher, config: Config) -> None:
+        self.directory = directory
+        self.hasher = hasher
+        self.config = config
+        self.policy = policy_from_config(config)
+        self.rules = UsernameRules.from_config(config.auth)
+        self._login_by = config.directory.login_attributes
+        self._secret = secrets.token_bytes(32)
+        self._dummy: StoredHash | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._challenge_mechanisms = CHALLENGE_MECHANISMS & {
+            m.upper() for m in config.dovecot.mechanisms
+        }
+
+    # ------------------------------------------------------------------ authenticate
+
+    async def authenticate(self, attempt: AuthAttempt) -> AuthOutcome:
+        """Decide one login. Never raises for backend trouble: that is Unavailable."""
+        try:
+            outcome = await self._authenticate(attempt)
+        except TemporaryFailure as exc:
+            outcome = Unavailable(detail=str(exc) or type(exc).__name__)
+        self._log(attempt, outcome)
+        return outcome
+
+    async def _authenticate(self, attempt: AuthAttempt) -> AuthOutcome:
+        names = self._split_names(attempt)
+        account = None
+        if names.authcid is not None:
+            account = await self.directory.find(names.authcid, by=self._login_by)
+        if not await self._credentials_valid(attempt, account, names.authcid):
+            return Denied(reason=DenyReason.CREDENTIALS)
+        assert account is not None  # _credentials_valid is False for a missing account
+        if (denied := self._account_usable(account, attempt)) is not None:
+            return denied
+        if not ip_in_nets(attempt.remote_ip, account.allow_nets) and account.allow_nets:
+            return Denied(reason=DenyReason.NETWORK, user=account.uid)
+        acting = account
+        master_user: str | None = None
+        if names.target is not None:
+            if not account.master:
+                return Denied(reason=DenyReason.AUTHZ, user=account.uid)
+            target = await self.directory.find(names.target, by=self._login_by)
+            if target is None:
+                return Denied(reason=DenyReason.AUTHZ, user=account.uid)
+            if (denied := self._account_usable(target, attempt)) is not None:
+                return denied
+            acting, master_user = target, account.uid
+        self._maybe_rehash(attempt, account)
+        fields = {k: v for k, v in acting.passdb_fields.items() if k not in HIDDEN_PASSDB_FIELDS}
+        return Accepted(
+            user=acting.uid,
+            account=acting,
+            passdb_fields=fields,
+            master_user=master_user,
+            original_user=names.original,
+        )
+
+    def _split_names(self, attempt: AuthAttempt) -> _Names:
+        login = attempt.username
+        target: str | None = attempt.authzid or None
+        sep = self.config.auth.master_user_separator
+        if target is None and sep and sep in login:
+            # Dovecot splits at the *first* separator: "target*master".
+            target, login = login.split(sep, 1)
+        authcid = self.rules.normalise(login)
+        norm_target = self.rules.normalise(target) if target is not None else None
+        if target is not None and norm_target is None:
+            authcid = None  # an impossible target name: fail like any bad login
+        if norm_target == authcid:
+            norm_target = None  # authzid == authcid (doveadm sends both) is no master login
+        return _Names(authcid=authcid, target=norm_target, original=attempt.username)
+
+    def _account_usable(self, account: Account, attempt: AuthAttempt) -> Denied | None:
+        if account.status is not AccountStatus.ACTIVE:
+            return Denied(
+                reason=DenyReason.DISABLED,
+                message=self.config.auth.disabled_message,
+                user=account.uid,
+            )
+        if not account.service_enabled(attempt.service):
+            return Denied(
+                reason=DenyReason.SERVICE_DISABLED,
+                message=self.config.auth.service_disabled_message,
+                user=account.uid,
+            )
+        return None
+
+    async def _credentials_valid(
+        self, attempt: AuthAttempt, account: Account | None, authcid: str | None
+    ) -> bool:
+        creds = attempt.credentials
+        if creds is None and attempt.mechanism.upper() == "ANONYMOUS":
+            return self._anonymous_allowed(account, authcid)
+        if creds is None:
+            # EXTERNAL: the front end verified the client certificate; it names the user.
+            cert = attempt.client_cert
+            return (
+                account is not None
+                and cert is not None
+                and cert.valid
+                and cert.username is not None
+                and self.rules.normalise(cert.username) == authcid
+            )
+        if isinstance(creds, Password):
+            return await self._password_valid(creds, account, authcid)
+        return await self._proof_valid(creds, account, authcid)
+
+    def _anonymous_allowed(self, account: Account | None, authcid: str | None) -> bool:
+        """SASL ANONYMOUS (RFC 4505): a login without credentials, as one fixed user.
+
+        Dovecot lets ANONYMOUS in as ``auth_anonymous_username`` without asking a
+        passdb. Here it is accepted only when all of these hold: the administrator
+        listed ANONYMOUS in ``dovecot.mechanisms`` (the only place it can be offered,
+        so no other front end can smuggle it in), the login names exactly the
+        configured anonymous user, and that user exists as an account. The last
+        rule keeps the usual checks (status, per-service switches, networks) in
+        force for anonymous logins: disabling the account turns them off.
+        """
+        dovecot = self.config.dovecot
+        offered = "ANONYMOUS" in (mech.upper() for mech in dovecot.mechanisms)
+        anonymous = self.rules.normalise(dovecot.anonymous_username)
+        return offered and account is not None and anonymous is not None and authcid == anonymous
+
+    async def _password_valid(
+        self, password: Password, account: Account | None, authcid: str | None
+    ) -> bool:
+        too_long = len(password.value) > self.config.auth.max_password_length
+        stored = self._stored(account) if not too_long else None
+        if stored is None:
+            # Unknown user, no password, unusable hash: pay the same price anyway.
+            await self._dummy_verify(password)
+            return False
+        try:
+            return await self.hasher.verify(password.value, stored, user=authcid or "")
+        except SchemeError as exc:
+            assert account is not None
+            log.error("account %s: password value cannot be verified: %s", account.uid, exc)
+            return False
+
+    def _stored(self, account: Account | None) -> StoredHash | None:
+        """The account's parsed password, or None (no account, no password, unusable)."""
+        if account is None or not account.password:
+            return None
+        try:
+            return schemes.parse(
+                account.password, default_scheme=self.config.passwords.default_scheme
+            )
+        except SchemeError as exc:
+            log.error("account %s has an unusable password value: %s", account.uid, exc)
+            return None
+
+    async def _dummy_verify(self, password: Password) -> None:
+        if self._dummy is None:
+            self._dummy = await asyncio.get_running_loop().run_in_executor(
+                None, schemes.dummy_hash, self.policy
+            )
+        await self.hasher.verify(password.value, self._dummy)
+
+    async def _proof_valid(
+        self, proof: CredentialProof, account: Account | None, authcid: str | None
+    ) -> bool:
+        stored = self._stored(account)
+        if stored is not None and authcid is not None:
+            # The stored scheme itself first (its credentials are what they are), then
+            # PLAIN: a SCRAM proof made against credentials derived from a plaintext
+            # with a salt of that moment verifies against the plaintext.
+            order = sorted(proof.schemes, key=lambda s: (s != stored.scheme, s != "PLAIN"))
+            for scheme in order:
+                creds = schemes.credentials(stored, scheme, user=authcid)
+                if creds is not None:
+                    return await self._check_proof(proof, scheme, creds)
+        # No usable credentials: check against fake ones so the work done is the same.
+        scheme = proof.schemes[0] if proof.schemes else "PLAIN"
+        await self._check_proof(proof, scheme, self._fake_credentials(authcid or "", scheme))
+        return False
+
+    async def _check_proof(self, proof: CredentialProof, scheme: str, credentials: bytes) -> bool:
+        # A proof checked against a plaintext password may run PBKDF2 (SCRAM): keep
+        # it off the event loop, under the hasher's queue limit like any hash.
+        return await self.hasher.run(lambda: proof.check(scheme, credentials))
+
+    # ------------------------------------------------------------------ credentials
+
+    async def credentials(self, username: str, scheme: str) -> bytes | Unavailable:
+        """Stored credentials of ``username`` in ``scheme``, for challenge-response SASL.
+
+        Unknown users and accounts whose stored scheme cannot yield ``scheme`` get
+        deterministic fake credentials: the exchange proceeds identically and
+        fails at the end, so it cannot be used to enumerate accounts. Policy
+        (status, services, networks) is applied by authenticate() afterwards.
+        """
+        authcid = self.rules.normalise(username)
+        try:
+            account = await self.directory.find(authcid, by=self._login_by) if authcid else None
+        except TemporaryFailure as exc:
+            return Unavailable(detail=str(exc))
+        stored = self._stored(account)
+        if stored is not None and authcid is not None:
+            try:
+                creds = schemes.credentials(stored, scheme, user=authcid)
+            except SchemeError:
+                creds = None
+            if creds is not None:
+                return creds
+        return self._fake_credentials(authcid or username, scheme)
+
+    def _fake_credentials(self, user: str, scheme: str) -> bytes:
+        seed = hmac.digest(self._secret, f"{scheme}\0{user}".encode(), "sha256")
+        digest = _SCRAM_DIGESTS.get(scheme.upper())
+        if digest is not None:
+            size = hashlib.new(digest).digest_size
+            salt = base64.b64encode(seed[:16]).decode()
+            key1 = base64.b64encode(hashlib.new(digest, seed + b"1").digest()[:size]).decode()
+            key2 = base64.b64encode(hashlib.new(digest, seed + b"2").digest()[:size]).decode()
+            # Same iteration count as credentials derived from a stored plaintext
+            # (schemes.credentials), or the count would tell such accounts apart
+            # from unknown users.
+            return f"{scram.MIN_ITERATIONS},{salt},{key1},{key2}".encode()
+        size = _FAKE_SHAPES.get(scheme.upper(), 16)
+        return (seed * (size // len(seed) + 1))[:size]
+
+    # ------------------------------------------------------------------ userdb
+
+    async def lookup(self, user: str, *, service: str = "") -> LookupOutcome:
+        """Userdb fields for ``user`` (home, mail, uid, gid, quota_rule, extra fields).
+
+        Disabled accounts are still found (mail keeps being delivered to them);
+        deleted ones are not.
+        """
+        found = await self._find_existing(user)
+        if not isinstance(found, Account):
+            return found
+        return UserRecord(user=found.uid, account=found, fields=userdb_fields(found))
+
+    async def passdb_lookup(self, user: str) -> LookupOutcome:
+        """Passdb fields without the password (the master socket's PASS command)."""
+        found = await self._find_existing(user)
+        if not isinstance(found, Account):
+            return found
+        fields = {k: v for k, v in found.passdb_fields.items() if k not in HIDDEN_PASSDB_FIELDS}
+        return UserRecord(user=found.uid, account=found, fields=fields)
+
+    async def _find_existing(self, user: str) -> Account | NotFound | Unavailable:
+        """The account a lookup names, unless it is deleted; never raises for outages."""
+        name = self.rules.normalise(user)
+        if name is None:
+            return NotFound()
+        try:
+            account = await self.directory.find(name, by=self._login_by)
+        except TemporaryFailure as exc:
+            return Unavailable(detail=str(exc))
+        if account is None or account.status is AccountStatus.DELETED:
+            return NotFound()
+        return account
+
+    async def iterate(self) -> AsyncIterator[str]:
+        """Every login name (uid), for ``doveadm user '*'`` and list endpoints."""
+        async for uid in self.directory.iterate():
+            yield uid
+
+    async def flush_cache(self, users: list[str] | None = None) -> int:
+        """Forget cached verdicts (none are kept yet: the guard issue adds the cache)."""
+        return 0
+
+    # ------------------------------------------------------------------ rehash
+
+    def _maybe_rehash(self, attempt: AuthAttempt, account: Account) -> None:
+        if self.config.passwords.rehash == "never":
+            return
+        if not isinstance(attempt.credentials, Password):
+            return
+        stored = self._stored(account)
+        if stored is None or not schemes.needs_rehash(stored, self.policy):
+            return
+        if stored.scheme in CREDENTIAL_SCHEMES and self._challenge_mechanisms:
+            # The account's credentials serve CRAM-MD5/DIGEST-MD5/SCRAM/APOP logins;
+            # an argon2 hash could not, so upgrading would lock those clients out.
+            return
+        task = asyncio.get_running_loop().create_task(self._rehash(account, attempt.credentials))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _rehash(self, account: Account, password: Password) -> None:
+        try:
+            new = await self.hasher.generate(
+                password.value, self.policy.scheme, user=account.uid, policy=self.policy
+            )
+            wrote = await self.directory.set_password(account.uid, new, expected=account.password)
+        except Exception:  # a failed upgrade must never affect logins; log and move on
+            log.exception("rehash of %s failed; the old hash stays", account.uid)
+            return
+        if wrote:
+            log.info("rehashed password of %s to %s", account.uid, self.policy.scheme)
+
+    async def drain(self) -> None:
+        """Wait for background work (rehashes) to finish; used at shutdown and in tests."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # ------------------------------------------------------------------ logging
+
+    def _log(self, attempt: AuthAttempt, outcome: AuthOutcome) -> None:
+        match outcome:
+            case Accepted():
+                result, detail = (
+                    "accepted",
+                    (f"master={outcome.master_user}" if outcome.master_user else ""),
+                )
+            case Denied():
+                result, detail = "denied", outcome.reason.value
+            case Unavailable():
+                result, detail = "unavailable", outcome.detail
+        log.info(
+            "auth frontend=%s service=%s mech=%s user=%r rip=%s session=%s result=%s %s",
+            attempt.frontend,
+            attempt.service,
+            attempt.mechanism,
+            attempt.username,
+            attempt.remote_ip or "-",
+            attempt.session or "-",
+            result,
+            detail,
+        )
+
+
+def userdb_fields(account: Account) -> dict[str, str]:
+    """The Dovecot userdb fields of an account, in a stable order."""
+    fields: dict[str, str] = {}
+    if account.home:
+        fields["home"] = account.home
+    if account.mail_location:
+        fields["mail"] = account.mail_location
+    if account.uid_number is not None:
+        fields["uid"] = str(account.uid_number)
+    if account.gid_number is not None:
+        fields["gid"] = str(account.gid_number)
+    rule = []
+    if account.quota_bytes is not None:
+        rule.append(f"bytes={account.quota_bytes}")
+    if account.quota_messages is not None:
+        rule.append(f"messages={account.quota_messages}")
+    if rule:
+        fields["quota_rule"] = "*:" + ":".join(rule)
+    fields.update(account.userdb_fields)
+    return fields

@@ -1,0 +1,234 @@
+"""The admin command line, run in-process with click's runner and as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from mailwarden.cli import main
+
+MAILWARDEN = [sys.executable, "-m", "mailwarden"]
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    path = tmp_path / "mw.toml"
+    path.write_text(
+        '[directory]\npath = "data/mw.db"\n[passwords]\nscheme = "SHA512-CRYPT"\n'
+        '[auth]\nmaster_user_separator = "*"\n'
+    )
+    return path
+
+
+def run(cfg: Path, *args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(main, ["--config", str(cfg), *args], input=stdin)
+
+
+@pytest.fixture
+def ready(cfg: Path) -> Path:
+    assert run(cfg, "init").exit_code == 0
+    r = run(
+        cfg,
+        "user",
+        "add",
+        "alice@example.com",
+        "--alt",
+        "al@example.com",
+        "--password-stdin",
+        "--set",
+        "home=/var/mail/alice",
+        "--set",
+        "uid_number=5000",
+        stdin="secret\n",
+    )
+    assert r.exit_code == 0, r.output
+    return cfg
+
+
+def test_init_creates_the_database_beside_the_config(cfg: Path) -> None:
+    r = run(cfg, "init")
+    assert r.exit_code == 0, r.output
+    assert (cfg.parent / "data" / "mw.db").exists()
+    assert "0 accounts" in r.output
+    assert run(cfg, "init").exit_code == 0  # idempotent
+
+
+def test_commands_before_init_are_a_temporary_failure_with_a_message(cfg: Path) -> None:
+    r = run(cfg, "user", "list")
+    assert r.exit_code == 75
+    assert "temporary failure" in r.output
+
+
+def test_auth_test_accepts_the_right_password_and_prints_fields(ready: Path) -> None:
+    r = run(ready, "auth", "test", "Alice@Example.com", "secret")
+    assert r.exit_code == 0, r.output
+    assert "auth succeeded" in r.output
+    assert "user=alice@example.com" in r.output
+    assert "home=/var/mail/alice" in r.output and "uid=5000" in r.output
+
+
+def test_auth_test_exit_codes_match_doveadm(ready: Path) -> None:
+    assert run(ready, "auth", "test", "alice@example.com", "wrong").exit_code == 77
+    assert run(ready, "auth", "test", "nobody@example.com", "secret").exit_code == 77
+    assert (
+        run(ready, "auth", "test", "al@example.com", "--password-stdin", stdin="secret\n").exit_code
+        == 0
+    )
+
+
+def test_disable_then_enable_toggles_login_with_the_disabled_reason(ready: Path) -> None:
+    assert run(ready, "user", "disable", "alice@example.com").exit_code == 0
+    r = run(ready, "auth", "test", "alice@example.com", "secret")
+    assert r.exit_code == 77 and "reason=Account not enabled" in r.output
+    assert run(ready, "user", "enable", "alice@example.com").exit_code == 0
+    assert run(ready, "auth", "test", "alice@example.com", "secret").exit_code == 0
+
+
+def test_service_switch_is_set_with_user_set(ready: Path) -> None:
+    assert run(ready, "user", "set", "alice@example.com", "service.pop3=off").exit_code == 0
+    assert run(ready, "auth", "test", "alice@example.com", "secret", "-s", "pop3").exit_code == 77
+    assert run(ready, "auth", "test", "alice@example.com", "secret", "-s", "imap").exit_code == 0
+
+
+def test_user_set_refuses_unknown_fields_and_bad_values(ready: Path) -> None:
+    r = run(ready, "user", "set", "alice@example.com", "colour=blue")
+    assert r.exit_code == 1 and "not a field that can be set" in r.output
+    r = run(ready, "user", "set", "alice@example.com", "quota_bytes=lots")
+    assert r.exit_code == 1 and "expected an integer" in r.output
+    r = run(ready, "user", "set", "nobody", "home=/x")
+    assert r.exit_code == 67
+
+
+def test_passwd_changes_the_password(ready: Path) -> None:
+    r = run(ready, "user", "passwd", "alice@example.com", "--password-stdin", stdin="n3w\n")
+    assert r.exit_code == 0, r.output
+    assert run(ready, "auth", "test", "alice@example.com", "secret").exit_code == 77
+    assert run(ready, "auth", "test", "alice@example.com", "n3w").exit_code == 0
+
+
+def test_show_never_prints_the_hash_and_list_finds_by_pattern(ready: Path) -> None:
+    r = run(ready, "user", "show", "alice@example.com", "--json")
+    data = json.loads(r.output)
+    assert data["password"] == "<set>" and data["alternate_addresses"] == ["al@example.com"]
+    assert "$6$" not in r.output
+    r = run(ready, "user", "list", "al*", "--json")
+    assert [a["uid"] for a in json.loads(r.output)] == ["alice@example.com"]
+    assert json.loads(run(ready, "user", "list", "zz*", "--json").output) == []
+
+
+def test_duplicate_and_deleted_accounts(ready: Path) -> None:
+    r = run(ready, "user", "add", "al@example.com", "--no-password")
+    assert r.exit_code == 1  # the address is alice's alternate
+    assert run(ready, "user", "del", "alice@example.com").exit_code == 0
+    assert run(ready, "user", "del", "alice@example.com").exit_code == 67
+    assert run(ready, "auth", "test", "alice@example.com", "secret").exit_code == 77
+
+
+def test_master_user_login_with_the_separator(ready: Path) -> None:
+    assert (
+        run(
+            ready,
+            "user",
+            "add",
+            "admin",
+            "--password-stdin",
+            "--set",
+            "master=yes",
+            stdin="m4ster\n",
+        ).exit_code
+        == 0
+    )
+    r = run(ready, "auth", "test", "alice@example.com*admin", "m4ster")
+    assert r.exit_code == 0 and "master_user=admin" in r.output
+    r = run(ready, "auth", "test", "alice@example.com", "m4ster", "-M", "admin")
+    assert r.exit_code == 0 and "user=alice@example.com" in r.output
+
+
+def test_import_reports_bad_lines_with_numbers_and_keeps_the_rest(
+    ready: Path, tmp_path: Path
+) -> None:
+    f = tmp_path / "passwd"
+    f.write_text(
+        "# comment\n"
+        "bob@example.com:{PLAIN}bobpw:1001:1001::/home/bob::userdb_mail=maildir:~/M\n"
+        "carol:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=:notanumber:1\n"
+        "\n"
+        "dave:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=::::::allow_nets=127.0.0.0/8\n"
+    )
+    r = run(ready, "import", "passwd-file", str(f), "-q")
+    assert r.exit_code == 0, r.output
+    assert "2 created" in r.output and "1 line(s) with errors" in r.output
+    assert "3" in r.output  # the bad line's number is reported
+    assert run(ready, "auth", "test", "bob@example.com", "bobpw").exit_code == 0
+    assert run(ready, "auth", "test", "dave", "secret", "--rip", "127.0.0.1").exit_code == 0
+    assert run(ready, "auth", "test", "dave", "secret", "--rip", "10.0.0.1").exit_code == 77
+    again = run(ready, "import", "passwd-file", str(f), "-q")
+    assert "0 created" in again.output and "2 existing skipped" in again.output
+
+
+def test_export_then_import_elsewhere_keeps_logins_working(ready: Path, tmp_path: Path) -> None:
+    exported = tmp_path / "out.passwd"
+    assert run(ready, "export", "passwd-file", str(exported)).exit_code == 0
+    assert "alice@example.com:{SHA512-CRYPT}$6$" in exported.read_text()
+    other = tmp_path / "other.toml"
+    other.write_text('[directory]\npath = "other.db"\n')
+    assert run(other, "init").exit_code == 0
+    assert run(other, "import", "passwd-file", str(exported), "-q").exit_code == 0
+    assert run(other, "auth", "test", "al@example.com", "secret").exit_code == 0
+
+
+def test_pw_generates_and_verifies_like_doveadm(cfg: Path) -> None:
+    r = run(cfg, "pw", "-s", "SSHA256", "-p", "secret")
+    assert r.exit_code == 0 and r.output.startswith("{SSHA256}")
+    value = r.output.strip()
+    r = run(cfg, "pw", "-t", value, "-p", "secret")
+    assert r.exit_code == 0 and r.output.strip() == f"{value} (verified)"
+    r = run(cfg, "pw", "-t", value, "-p", "wrong")
+    assert r.exit_code == 75 and "Password mismatch" in r.output
+    r = run(cfg, "pw", "-s", "NOPE", "-p", "x")
+    assert r.exit_code == 75 and "Unknown scheme: NOPE" in r.output
+    assert "ARGON2ID" in run(cfg, "pw", "-l").output.split()
+
+
+def test_check_config_reports_the_key_and_exits_78(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[directory]\nreaders = -1\n")
+    r = CliRunner().invoke(main, ["--config", str(bad), "check-config"])
+    assert r.exit_code == 78
+    assert "directory.readers: expected an integer >= 1" in r.output
+
+
+def test_serve_starts_logs_and_stops_cleanly_on_sigterm(ready: Path) -> None:
+    pid_file = ready.parent / "data" / "mw.pid"
+    cfg_text = ready.read_text() + '[server]\npid_file = "data/mw.pid"\n'
+    ready.write_text(cfg_text)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*MAILWARDEN, "--config", str(ready), "serve"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        assert pid_file.read_text().strip() == str(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "serving" in stderr and "1 accounts" in stderr and "stopped" in stderr
+    assert not pid_file.exists()

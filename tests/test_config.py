@@ -1,0 +1,102 @@
+"""Configuration: defaults, strict validation with useful messages, docs kept in step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from mailwarden import config
+from mailwarden.errors import ConfigError
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+
+
+def test_an_empty_file_gives_every_default() -> None:
+    assert config.loads("", source="x.toml") == config.Config()
+
+
+def test_values_are_parsed_into_typed_frozen_objects() -> None:
+    cfg = config.loads(
+        """
+        [directory]
+        path = "/srv/mw.db"
+        login_attributes = ["uid"]
+        timeout = 2
+        [auth]
+        master_user_separator = "*"
+        [passwords]
+        scheme = "sha512-crypt"
+        """
+    )
+    assert cfg.directory.path == "/srv/mw.db"
+    assert cfg.directory.login_attributes == ("uid",)
+    assert cfg.directory.timeout == 2.0 and isinstance(cfg.directory.timeout, float)
+    assert cfg.auth.master_user_separator == "*"
+    with pytest.raises(AttributeError):
+        cfg.auth.master_user_separator = "+"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        ("[directory]\nreaders = 'four'", "directory.readers", "an integer"),
+        ("[directory]\nreaders = 0", "directory.readers", ">= 1"),
+        ("[directory]\nbackend = 'oracle'", "directory.backend", "'sqlite'"),
+        (
+            "[directory]\nlogin_attributes = ['uid', 'nick']",
+            "directory.login_attributes[1]",
+            "one of",
+        ),
+        ("[directory]\npaht = 'x'", "directory.paht", "unknown key"),
+        ("[nosuchsection]\nx = 1", "nosuchsection", "unknown key"),
+        ("[passwords]\nscheme = 'ROT13'", "passwords.scheme", "known password scheme"),
+        ("[passwords]\nbcrypt_cost = 40", "passwords.bcrypt_cost", "from 4 to 31"),
+        ("[auth]\nmaster_user_separator = '**'", "auth.master_user_separator", "one character"),
+        ("[log]\nlevel = true", "log.level", "one of"),
+        ("directory = 3", "directory", "a table"),
+    ],
+)
+def test_a_bad_value_names_the_file_the_key_and_what_was_expected(
+    text: str, key: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.loads(text, source="/etc/mailwarden/mailwarden.toml")
+    message = str(info.value)
+    assert message.startswith(f"/etc/mailwarden/mailwarden.toml: {key}: expected")
+    assert expected in message
+
+
+def test_invalid_toml_names_the_file() -> None:
+    with pytest.raises(ConfigError, match=r"^broken.toml: not valid TOML"):
+        config.loads("[directory\n", source="broken.toml")
+
+
+def test_file_precedence_is_argument_then_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = tmp_path / "a.toml"
+    b = tmp_path / "b.toml"
+    a.write_text('[log]\nlevel = "debug"\n')
+    b.write_text('[log]\nlevel = "error"\n')
+    monkeypatch.setenv("MAILWARDEN_CONFIG", str(b))
+    assert config.load(a).log.level == "debug"
+    assert config.load().log.level == "error"
+    assert config.load().source == str(b)
+
+
+def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "missing.toml")
+
+
+def test_docs_list_every_key_with_its_default() -> None:
+    text = DOCS.read_text()
+    rows = dict(re.findall(r"^\| `([a-z0-9_.]+)` \| `([^`]*)` \|", text, re.MULTILINE))
+    for key, default, _type in config.defaults_table():
+        assert key in rows, f"{key} is not documented in docs/configuration.md"
+        assert rows[key] == default, f"{key}: docs say {rows[key]}, code says {default}"
+    documented = set(rows)
+    actual = {key for key, _, _ in config.defaults_table()}
+    assert documented == actual, f"documented but not in the code: {documented - actual}"

@@ -1,0 +1,70 @@
+"""The dependency rules of docs/architecture.md, checked by walking every import."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "mailwarden"
+
+PURE = ("model.py", "usernames.py", "accounts.py", "passwdfile.py", "schemes", "sasl", "protocols")
+IO_MODULES = ("asyncio", "socket", "sqlite3", "ssl", "selectors", "ldap", "bonsai", "redis")
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def modules(*parts: str) -> list[Path]:
+    found: list[Path] = []
+    for part in parts:
+        p = SRC / part
+        found.extend(sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.exists() else [])
+    return found
+
+
+@pytest.mark.parametrize("path", modules(*PURE), ids=lambda p: str(p.relative_to(SRC)))
+def test_pure_layers_import_no_io(path: Path) -> None:
+    bad = {n for n in imports_of(path) if n.split(".")[0] in IO_MODULES}
+    bad |= {
+        n
+        for n in imports_of(path)
+        if n.startswith(
+            (
+                "mailwarden.directories",
+                "mailwarden.frontends",
+                "mailwarden.engine",
+                "mailwarden.hashing",
+                "mailwarden.app",
+            )
+        )
+    }
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", modules("frontends"), ids=lambda p: str(p.relative_to(SRC)))
+def test_frontends_never_import_directories(path: Path) -> None:
+    bad = {n for n in imports_of(path) if n.startswith("mailwarden.directories")}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_only_the_composition_root_imports_concrete_directories() -> None:
+    allowed = {SRC / "app.py", SRC / "cli.py"}
+    for path in SRC.rglob("*.py"):
+        if path in allowed or path.parent.name == "directories":
+            continue
+        concrete = {
+            n
+            for n in imports_of(path)
+            if n.startswith("mailwarden.directories.") and not n.endswith(".base")
+        }
+        assert not concrete, f"{path.relative_to(SRC)} imports {sorted(concrete)}"
