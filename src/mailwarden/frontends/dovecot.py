@@ -1,0 +1,317 @@
+"""The Dovecot auth front end: its listeners, and :func:`start_dovecot`.
+
+Roles and sockets (``[dovecot]`` in the configuration; an empty path turns one off):
+
+* **client** (``client_socket``, and ``tcp_listen`` on TCP; mode ``socket_mode``):
+  the client protocol for Postfix, Exim and ``doveadm auth test``.
+* **login** (``login_socket``; ``socket_mode``): the client protocol for Dovecot
+  login processes and ``doveadm auth login -a``; successful logins are kept for
+  the master's REQUEST.
+* **master** (``master_socket``; ``master_socket_mode``): the master protocol with
+  every command (``doveadm auth login -m``, ``doveadm auth cache flush``).
+* **userdb** (``userdb_socket``; ``socket_mode``): the master protocol without
+  REQUEST and CACHE-FLUSH (``doveadm user``, ``doveadm auth lookup``, LDA, LMTP).
+
+A UNIX socket is set up so that no peer can ever reach it with the wrong
+permissions: the parent directory is created if needed; a leftover socket file
+from a dead server is removed (one that still answers is left alone and is an
+error, so two servers never fight over a path, and a file that is not a socket
+is never deleted); the socket is bound, given its mode and owner
+(``socket_user``/``socket_group``), and only then starts listening. A UNIX
+socket only accepts connections from peers with write permission on it.
+Problems are :class:`~mailwarden.errors.ConfigError` naming the key.
+
+:meth:`DovecotServer.close` stops accepting, cancels every connection (and with
+it every request in flight) and removes the socket files it created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import grp
+import logging
+import os
+import pwd
+import secrets
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import assert_never
+
+from mailwarden.config import DovecotConfig
+from mailwarden.engine import Engine
+from mailwarden.errors import ConfigError
+from mailwarden.frontends.dovecot_client import ClientConnection
+from mailwarden.frontends.dovecot_common import Connection, DovecotState
+from mailwarden.frontends.dovecot_master import MasterConnection
+from mailwarden.protocols.dovecot_client import COOKIE_SIZE
+
+__all__ = ["DovecotServer", "Listener", "Role", "start_dovecot"]
+
+log = logging.getLogger("mailwarden.dovecot")
+
+# How long to wait for an existing socket to answer before calling it stale.
+_PROBE_TIMEOUT = 1.0
+
+# How long close() lets killed connections finish before cancelling them.
+_CLOSE_TIMEOUT = 5.0
+
+
+class Role(enum.Enum):
+    """What a listener serves (Dovecot picks it from the listener name's suffix)."""
+
+    CLIENT = "client"
+    LOGIN = "login"
+    MASTER = "master"
+    USERDB = "userdb"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
+    """One listening socket: its role and address (a path, or ``host:port``)."""
+
+    role: Role
+    address: str
+    path: Path | None = None
+    inode: int | None = None
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class DovecotServer:
+    """The running Dovecot front end (from :func:`start_dovecot`)."""
+
+    def __init__(self, state: DovecotState) -> None:
+        self.state = state
+        self._listeners: list[Listener] = []
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[asyncio.Task[None], Connection] = {}
+        self._closed = False
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        return tuple(self._listeners)
+
+    def address(self, role: Role) -> str:
+        """The address of the first listener of ``role`` (KeyError if none)."""
+        for listener in self._listeners:
+            if listener.role is role:
+                return listener.address
+        raise KeyError(role.value)
+
+    async def close(self) -> None:
+        """Stop accepting, end every connection and remove our socket files."""
+        if self._closed:
+            return
+        self._closed = True
+        for server in self._servers:
+            server.close()
+        # Connections are killed rather than their tasks cancelled: asyncio's stream
+        # server (3.11) logs an error for a handler task that ends cancelled.
+        for connection in self._connections.values():
+            connection.kill()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=_CLOSE_TIMEOUT)
+        stuck = list(self._connections)
+        for task in stuck:
+            task.cancel()  # still running past the timeout; handle() ends it quietly
+        if stuck:
+            await asyncio.gather(*stuck, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        for listener in self._listeners:
+            if listener.path is not None:
+                _remove_own_socket(listener.path, listener.inode)
+        log.info("dovecot front end stopped")
+
+    # ------------------------------------------------------------------ setup
+
+    def _handler(self, role: Role, address: str) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            connection = self._connection(role, address, reader, writer)
+            self._connections[task] = connection
+            try:
+                await connection.run()
+            except asyncio.CancelledError:
+                # Only close() cancels a connection, and only one that did not end
+                # when killed; the task must not end cancelled (see close()).
+                return
+            finally:
+                del self._connections[task]
+
+        return handle
+
+    def _connection(
+        self,
+        role: Role,
+        address: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> Connection:
+        label = f"{role.value}:{address}"
+        peer = writer.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            label += f" from {peer[0]}:{peer[1]}"
+        match role:
+            case Role.CLIENT | Role.LOGIN:
+                connection = ClientConnection(
+                    self.state,
+                    reader,
+                    writer,
+                    login=role is Role.LOGIN,
+                    label=label,
+                    cookie=secrets.token_bytes(COOKIE_SIZE),
+                )
+                connection.label += f" #{connection.cuid}"
+                return connection
+            case Role.MASTER | Role.USERDB:
+                return MasterConnection(
+                    self.state, reader, writer, userdb_only=role is Role.USERDB, label=label
+                )
+            case _:
+                assert_never(role)
+
+    async def listen_unix(
+        self, role: Role, path: Path, *, mode: int, owner: tuple[int, int], key: str
+    ) -> None:
+        """Serve ``role`` on the UNIX socket ``path`` (see the module docstring)."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {path.parent}: {exc.strerror}", key=key) from exc
+        _claim_path(path, key=key)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            # Mode and owner are set while the socket does not listen yet: no peer
+            # can connect through the wrong permissions in between.
+            os.chmod(path, mode)
+            if owner != (-1, -1):
+                os.chown(path, *owner)
+            inode = path.stat().st_ino
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot listen on {path}: {exc.strerror}", key=key) from exc
+        server = await asyncio.start_unix_server(self._handler(role, str(path)), sock=sock)
+        self._servers.append(server)
+        self._listeners.append(Listener(role=role, address=str(path), path=path, inode=inode))
+        log.info("dovecot %s socket listening on %s (mode %04o)", role.value, path, mode)
+
+    async def listen_tcp(self, address: str) -> None:
+        """Serve the client protocol on ``host:port`` (port 0: any free port)."""
+        host, _, port = address.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        try:
+            server = await asyncio.start_server(
+                self._handler(Role.CLIENT, address), host, int(port)
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {address}: {exc.strerror}", key="dovecot.tcp_listen"
+            ) from exc
+        self._servers.append(server)
+        for sock in server.sockets:
+            bound = sock.getsockname()
+            actual = (
+                f"{bound[0]}:{bound[1]}"
+                if sock.family == socket.AF_INET
+                else f"[{bound[0]}]:{bound[1]}"
+            )
+            self._listeners.append(Listener(role=Role.CLIENT, address=actual))
+            log.info("dovecot client listening on tcp %s", actual)
+
+
+async def start_dovecot(
+    engine: Engine, config: DovecotConfig, *, resolve: Callable[[str], Path]
+) -> DovecotServer:
+    """Start every configured Dovecot listener; ``resolve`` turns config paths into paths.
+
+    Raises ConfigError when a socket cannot be set up; listeners already started
+    are closed again.
+    """
+    server = DovecotServer(DovecotState(engine, config))
+    owner = (_user_id(config.socket_user), _group_id(config.socket_group))
+    unix = (
+        (Role.CLIENT, config.client_socket, config.socket_mode, "client_socket"),
+        (Role.LOGIN, config.login_socket, config.socket_mode, "login_socket"),
+        (Role.MASTER, config.master_socket, config.master_socket_mode, "master_socket"),
+        (Role.USERDB, config.userdb_socket, config.socket_mode, "userdb_socket"),
+    )
+    try:
+        for role, path, mode, key in unix:
+            if path:
+                await server.listen_unix(
+                    role, resolve(path), mode=mode, owner=owner, key=f"dovecot.{key}"
+                )
+        for address in config.tcp_listen:
+            await server.listen_tcp(address)
+    except BaseException:
+        await server.close()
+        raise
+    if not server.listeners:
+        log.warning("dovecot front end enabled but no socket is configured")
+    return server
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _user_id(name: str) -> int:
+    if not name:
+        return -1
+    if name.isdigit():
+        return int(name)
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        raise ConfigError(f"no such user: {name!r}", key="dovecot.socket_user") from None
+
+
+def _group_id(name: str) -> int:
+    if not name:
+        return -1
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(f"no such group: {name!r}", key="dovecot.socket_group") from None
+
+
+def _claim_path(path: Path, *, key: str) -> None:
+    """Make ``path`` free for a new socket, removing a stale one (see the module docstring)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot use {path}: {exc.strerror}", key=key) from exc
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(f"{path} exists and is not a socket; not removing it", key=key)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(_PROBE_TIMEOUT)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        path.unlink()
+        log.info("removed stale socket %s", path)
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot check existing socket {path}: {exc}", key=key) from exc
+    finally:
+        probe.close()
+    raise ConfigError(f"{path} is in use by a running server", key=key)
+
+
+def _remove_own_socket(path: Path, inode: int | None) -> None:
+    # Only the file we bound: if another server took the path over since, leave it.
+    with contextlib.suppress(OSError):
+        if path.lstat().st_ino == inode:
+            path.unlink()

@@ -1,0 +1,210 @@
+"""The master protocol over asyncio: auth-master and auth-userdb sockets.
+
+The peers are trusted local processes (doveadm, LDA/LMTP, the login master). Every
+command runs as a task of its own and is answered when ready; replies carry the
+command's id. What each command asks of the engine, and the reply:
+
+===============  ===========================  =========================================
+Command          Engine call                  Reply
+===============  ===========================  =========================================
+``USER``         ``lookup(user, service=)``   ``USER id user fields`` / ``NOTFOUND`` /
+                                              ``FAIL`` (doveadm exits 0 / 67 / 75)
+``PASS``         ``passdb_lookup(user)``      ``PASS id user=… fields`` / ``NOTFOUND`` /
+                                              ``FAIL``
+``LIST``         ``iterate()``                ``LIST id user`` per match, ``DONE id`` (or
+                                              ``DONE id fail`` when iteration failed)
+``REQUEST``      ``lookup()`` of the login    ``USER id user fields`` plus ``master_user``,
+                 kept by an auth-login socket ``auth_mech``, ``anonymous``, ``auth_user``,
+                                              ``local_name`` as Dovecot adds them; ``FAIL``
+``CACHE-FLUSH``  ``flush_cache(users)``       ``OK id count``
+===============  ===========================  =========================================
+
+``REQUEST`` and ``CACHE-FLUSH`` exist only on master sockets (the codec refuses them
+on userdb sockets). A ``REQUEST`` is refused with a plain ``FAIL``, as in Dovecot,
+for an unknown client pid, a wrong cookie, an unknown, unfinished, failed or
+already fetched login, or a ``session_pid`` that differs from the pid of the
+process connected to the master socket (``SO_PEERCRED``).
+
+The ``LIST`` mask (``user=``) is matched like Dovecot's ``wildcard_match``: ``*``
+and ``?`` are wildcards and every other character is literal, case-sensitively.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import assert_never
+
+from mailwarden.errors import TemporaryFailure
+from mailwarden.frontends.dovecot_common import Connection, DovecotState, peer_pid
+from mailwarden.model import NotFound, Unavailable, UserRecord
+from mailwarden.protocols.dovecot_master import (
+    AuthMasterConnection,
+    CacheFlush,
+    ConnectionClosed,
+    ListUsers,
+    MasterRequest,
+    MasterVersion,
+    PassLookup,
+    UserLookup,
+    handshake,
+)
+
+log = logging.getLogger("mailwarden.dovecot")
+
+LIST_DRAIN_EVERY = 256
+"""Users written between waits for the peer to read, during a LIST."""
+
+
+def wildcard(mask: str) -> re.Pattern[str]:
+    """Dovecot's ``wildcard_match`` as a regular expression (``*``, ``?``; rest literal)."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in mask)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _bare(value: str) -> str | None:
+    return value if value else None
+
+
+class MasterConnection(Connection):
+    """One auth-master (``userdb_only=False``) or auth-userdb connection."""
+
+    def __init__(
+        self,
+        state: DovecotState,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        userdb_only: bool,
+        label: str,
+    ) -> None:
+        super().__init__(state, reader, writer, label=label)
+        self.codec = AuthMasterConnection(
+            userdb_only=userdb_only, max_line_length=state.config.max_line_length
+        )
+        self.peer_pid = peer_pid(writer)
+
+    def greeting(self) -> bytes:
+        return handshake(spid=self.state.spid)
+
+    def feed(self, data: bytes) -> None:
+        self.codec.receive_data(data)
+
+    def dispatch(self) -> None:
+        while (event := self.codec.next_event()) is not None:
+            match event:
+                case MasterVersion():
+                    pass
+                case UserLookup():
+                    self.spawn(self._user(event), request_id=event.id)
+                case PassLookup():
+                    self.spawn(self._pass(event), request_id=event.id)
+                case ListUsers():
+                    self.spawn(self._list(event), request_id=event.id)
+                case MasterRequest():
+                    self.spawn(self._request(event), request_id=event.id)
+                case CacheFlush():
+                    self.spawn(self._flush(event), request_id=event.id)
+                case ConnectionClosed():
+                    self.closing = True
+                case _:
+                    assert_never(event)
+
+    def request_crashed(self, request_id: int) -> None:
+        self.write(self.codec.fail(request_id))
+
+    # ------------------------------------------------------------------ commands
+
+    async def _user(self, event: UserLookup) -> None:
+        outcome = await self.state.engine.lookup(event.user, service=event.service)
+        self.write(self._lookup_reply(event.id, outcome, user_reply=True))
+
+    async def _pass(self, event: PassLookup) -> None:
+        outcome = await self.state.engine.passdb_lookup(event.user)
+        self.write(self._lookup_reply(event.id, outcome, user_reply=False))
+
+    def _lookup_reply(
+        self, request_id: int, outcome: UserRecord | NotFound | Unavailable, *, user_reply: bool
+    ) -> bytes:
+        match outcome:
+            case UserRecord():
+                fields = [(name, _bare(value)) for name, value in outcome.fields.items()]
+                if user_reply:
+                    return self.codec.user_found(request_id, outcome.user, fields)
+                return self.codec.pass_found(request_id, outcome.user, fields)
+            case NotFound():
+                return self.codec.not_found(request_id)
+            case Unavailable():
+                log.warning(
+                    "dovecot %s: lookup %d failed: %s", self.label, request_id, outcome.detail
+                )
+                return self.codec.fail(request_id)
+            case _:
+                assert_never(outcome)
+
+    async def _list(self, event: ListUsers) -> None:
+        mask = wildcard(event.user_mask) if event.user_mask else None
+        failed = False
+        written = 0
+        try:
+            async for user in self.state.engine.iterate():
+                if mask is not None and not mask.fullmatch(user):
+                    continue
+                self.write(self.codec.list_user(event.id, user))
+                written += 1
+                if written % LIST_DRAIN_EVERY == 0:
+                    await self.writer.drain()
+        except TemporaryFailure as exc:
+            log.warning("dovecot %s: LIST %d failed: %s", self.label, event.id, exc)
+            failed = True
+        self.write(self.codec.list_done(event.id, failed=failed))
+
+    async def _request(self, event: MasterRequest) -> None:
+        if (
+            event.session_pid is not None
+            and self.peer_pid is not None
+            and event.session_pid != self.peer_pid
+        ):
+            log.error(
+                "dovecot %s: REQUEST %d: session pid %d is not the peer's pid %d",
+                self.label,
+                event.id,
+                event.session_pid,
+                self.peer_pid,
+            )
+            self.write(self.codec.fail(event.id))
+            return
+        login = self.state.logins.take(event.client_pid, event.auth_id, event.cookie)
+        if login is None:
+            log.warning(
+                "dovecot %s: REQUEST %d: no finished login %d.%d for that cookie",
+                self.label,
+                event.id,
+                event.client_pid,
+                event.auth_id,
+            )
+            self.write(self.codec.fail(event.id))
+            return
+        outcome = await self.state.engine.lookup(login.user, service=login.service)
+        if not isinstance(outcome, UserRecord):
+            self.write(self._lookup_reply(event.id, outcome, user_reply=True))
+            return
+        # The order Dovecot appends them (auth_str_append_userdb_extra_fields).
+        fields = [(name, _bare(value)) for name, value in outcome.fields.items()]
+        if login.master_user is not None and "master_user" not in outcome.fields:
+            fields.append(("master_user", login.master_user))
+        fields.append(("auth_mech", login.mechanism))
+        if login.anonymous:
+            fields.append(("anonymous", None))
+        if login.master_user is not None:
+            fields.append(("auth_user", login.master_user))
+        elif login.original_user is not None and login.original_user != outcome.user:
+            fields.append(("auth_user", login.original_user))
+        if login.local_name is not None:
+            fields.append(("local_name", login.local_name))
+        self.write(self.codec.user_found(event.id, outcome.user, fields))
+
+    async def _flush(self, event: CacheFlush) -> None:
+        count = await self.state.engine.flush_cache(list(event.users) or None)
+        self.write(self.codec.cache_flushed(event.id, count))
