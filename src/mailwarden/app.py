@@ -33,7 +33,8 @@ def resolve_path(config: Config, path: str) -> Path:
     p = Path(path)
     if p.is_absolute() or config.source.startswith("<"):
         return p
-    return Path(config.source).resolve().parent / p
+    # normpath, not resolve(): tidy "etc/../var" without following symlinks.
+    return Path(os.path.normpath(Path(config.source).resolve().parent / p))
 
 
 async def open_directory(config: Config, *, create: bool = False) -> Directory:
