@@ -78,19 +78,7 @@ HIDDEN_PASSDB_FIELDS = frozenset(
     }
 )
 
-# Stored schemes that challenge-response mechanisms can use, and those mechanisms.
-CREDENTIAL_SCHEMES = frozenset(
-    {
-        "PLAIN",
-        "CLEAR",
-        "CLEARTEXT",
-        "CRAM-MD5",
-        "HMAC-MD5",
-        "DIGEST-MD5",
-        "SCRAM-SHA-1",
-        "SCRAM-SHA-256",
-    }
-)
+# Mechanisms that need stored credentials (schemes.CREDENTIAL_SCHEMES) rather than a hash.
 CHALLENGE_MECHANISMS = frozenset({"CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "APOP"})
 
 # Byte lengths of the raw credentials each challenge-response scheme yields, used to
@@ -400,7 +388,7 @@ class Engine:
         stored = self._stored(account)
         if stored is None or not schemes.needs_rehash(stored, self.policy):
             return
-        if stored.scheme in CREDENTIAL_SCHEMES and self._challenge_mechanisms:
+        if stored.scheme in schemes.CREDENTIAL_SCHEMES and self._challenge_mechanisms:
             # The account's credentials serve CRAM-MD5/DIGEST-MD5/SCRAM/APOP logins;
             # an argon2 hash could not, so upgrading would lock those clients out.
             return

@@ -38,6 +38,7 @@ from mailwarden.schemes.base import HashPolicy, Scheme, StoredHash
 from mailwarden.schemes.common import DEFAULT_POLICY, ENCODINGS, BaseScheme, check_password, encode
 
 __all__ = [
+    "CREDENTIAL_SCHEMES",
     "MAX_STORED_LENGTH",
     "SCHEMES",
     "HashPolicy",
@@ -112,7 +113,7 @@ _SCRAM_SALT_KEY = secrets.token_bytes(32)
 # Schemes whose credentials a challenge-response mechanism can use and that can be
 # derived from a stored plaintext (Dovecot can derive any; the others are useless
 # to a mechanism and some are expensive).
-_FROM_PLAINTEXT = frozenset(
+CREDENTIAL_SCHEMES = frozenset(
     {
         "PLAIN",
         "CLEAR",
@@ -274,7 +275,7 @@ def credentials(stored: StoredHash, wanted: str, *, user: str = "") -> bytes | N
         return None
     if source.family == target.family:
         return raw
-    if source.family != "PLAIN" or name not in _FROM_PLAINTEXT or b"\0" in raw:
+    if source.family != "PLAIN" or name not in CREDENTIAL_SCHEMES or b"\0" in raw:
         return None
     if isinstance(target, scram.Scram):
         # A SASL exchange may ask twice (once for the salt it sends, once to check
