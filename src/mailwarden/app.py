@@ -22,8 +22,11 @@ from mailwarden.config import Config
 from mailwarden.directories.base import Directory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.engine import Engine
-from mailwarden.frontends.dovecot import start_dovecot
 from mailwarden.hashing import Hasher
+
+# The LDAP driver and the front ends are imported where they are used: every
+# one-shot command (checkpassword runs once per login) would otherwise pay about
+# 150 ms for imports it never needs (bench/checkpassword_start.py).
 
 log = logging.getLogger("mailwarden")
 
@@ -48,6 +51,11 @@ async def open_directory(config: Config, *, create: bool = False) -> Directory:
             return await SQLiteDirectory.open(
                 path, create=create, readers=d.readers, timeout=d.timeout
             )
+        case "ldap":
+            # The tree (base DN, schema) is the LDAP administrator's: nothing to create.
+            from mailwarden.directories.ldap import LDAPDirectory  # noqa: PLC0415 - lean start
+
+            return await LDAPDirectory.open(config.ldap)
 
 
 @dataclass(slots=True)
@@ -96,6 +104,10 @@ def setup_logging(config: Config) -> None:
 
 async def serve(config: Config) -> None:
     """Run the daemon until SIGTERM or SIGINT; then drain and exit cleanly."""
+    from mailwarden.frontends.dovecot import start_dovecot  # noqa: PLC0415 - lean start
+    from mailwarden.frontends.http import HttpServer, start_http  # noqa: PLC0415
+    from mailwarden.frontends.saslauthd import start_saslauthd  # noqa: PLC0415
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,7 +120,17 @@ async def serve(config: Config) -> None:
             dovecot = await start_dovecot(
                 app.engine, config.dovecot, resolve=lambda p: resolve_path(config, p)
             )
+        saslauthd = None
+        http: HttpServer | None = None
         try:
+            if config.saslauthd.enabled:
+                saslauthd = await start_saslauthd(
+                    app.engine, config.saslauthd, resolve=lambda p: resolve_path(config, p)
+                )
+            if config.http.enabled:
+                http = await start_http(
+                    app.engine, config.http, resolve=lambda p: resolve_path(config, p)
+                )
             # The pid file appears only once every listener accepts: scripts and
             # tests that wait for it can connect right away.
             if pid_file is not None:
@@ -124,6 +146,10 @@ async def serve(config: Config) -> None:
             await stop.wait()
             log.info("shutting down")
         finally:
+            if http is not None:
+                await http.close()
+            if saslauthd is not None:
+                await saslauthd.close()
             if dovecot is not None:
                 await dovecot.close()
             if pid_file is not None:

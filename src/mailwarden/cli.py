@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -25,12 +26,13 @@ from mailwarden import __version__, accounts, passwdfile, schemes
 from mailwarden import config as config_mod
 from mailwarden.app import App, running_app, serve, setup_logging
 from mailwarden.config import Config
-from mailwarden.directories.base import Directory
+from mailwarden.directories.base import BulkReport, Directory
 from mailwarden.errors import (
     AccountError,
     AccountExists,
     AccountNotFound,
     ConfigError,
+    ProtocolError,
     SchemeError,
     TemporaryFailure,
 )
@@ -652,3 +654,487 @@ def auth_lookup(ctx: click.Context, username: str, service: str) -> None:
         case Unavailable():
             click.echo(f"userdb lookup failed: {result.detail}", err=True)
             sys.exit(EX_TEMPFAIL)
+
+
+# --------------------------------------------------------------------------- LDIF and migrate
+
+LDIF_BATCH = 1000
+
+
+@import_group.command("ldif")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--replace", is_flag=True, help="Overwrite accounts that exist (default: skip).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def import_ldif(ctx: click.Context, file: str, replace: bool, quiet: bool) -> None:
+    """Import accounts from an LDIF file (qmail-ldap / mailwarden schema, [ldap] mapping)."""
+    import ldif  # type: ignore[import-untyped]  # noqa: PLC0415 - only this command needs it
+
+    from mailwarden.directories.ldap import LdapMapping  # noqa: PLC0415
+
+    mapping = LdapMapping(_config(ctx).ldap)
+    with click.open_file(file, "rb") as fh:
+        try:
+            records = ldif.LDIFRecordList(fh)
+            records.parse()
+        except ValueError as exc:
+            fail(f"{file}: not valid LDIF: {exc}")
+    found: list[Account] = []
+    errors: list[tuple[str, str]] = []
+    for dn, attributes in records.all_records:
+        try:
+            account = mapping.account_of(attributes)
+        except (ValueError, AccountError) as exc:
+            errors.append((dn, str(exc)))
+            continue
+        if account is not None:
+            found.append(account)
+    report = _copy_accounts(ctx, found, replace=replace, quiet=quiet, errors=errors)
+    out.print(
+        f"imported: {report['created']} created, {report['replaced']} replaced, "
+        f"{report['skipped']} existing skipped, {len(errors)} entr(y/ies) with errors"
+    )
+    _print_errors(errors)
+
+
+@export_group.command("ldif")
+@click.argument("file", default="-", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--base-dn", default=None, help="DN the entries go under (default: [ldap] base_dn).")
+@click.pass_context
+def export_ldif(ctx: click.Context, file: str, base_dn: str | None) -> None:
+    """Write every account as an LDIF entry (for ldapadd or slapadd)."""
+    import ldif  # noqa: PLC0415
+
+    from mailwarden.directories.ldap import LdapMapping  # noqa: PLC0415
+
+    config = _config(ctx)
+    base = base_dn or config.ldap.base_dn
+    if not base:
+        fail("no base DN: give --base-dn or set [ldap] base_dn", EX_USAGE)
+    mapping = LdapMapping(config.ldap)
+
+    async def go(app: App) -> list[Account]:
+        return [a async for a in _all_accounts(app.directory)]
+
+    accounts = run_with_app(ctx, go)
+    skipped: list[tuple[str, str]] = []
+    with click.open_file(file, "w", encoding="utf-8") as fh:
+        writer = ldif.LDIFWriter(fh)
+        for account in accounts:
+            try:
+                dn, entry = mapping.entry_of(account, base)
+            except AccountError as exc:
+                skipped.append((account.uid, str(exc)))
+                continue
+            writer.unparse(dn, entry)
+    err.print(f"exported {len(accounts) - len(skipped)} account(s), {len(skipped)} skipped")
+    _print_errors(skipped)
+
+
+@main.command("migrate")
+@click.option(
+    "--to",
+    "target_config",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Config file of the directory to copy into (e.g. one with backend = ldap).",
+)
+@click.option("--replace", is_flag=True, help="Overwrite accounts that exist (default: skip).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def migrate(ctx: click.Context, target_config: str, replace: bool, quiet: bool) -> None:
+    """Copy every account from this config's directory into another's (SQLite <-> LDAP)."""
+    try:
+        target = config_mod.load(target_config)
+    except ConfigError as exc:
+        fail(str(exc), EX_CONFIG)
+
+    async def go(app: App) -> list[Account]:
+        return [a async for a in _all_accounts(app.directory)]
+
+    accounts = run_with_app(ctx, go)
+    errors: list[tuple[str, str]] = []
+    target_ctx = click.Context(migrate, obj={**ctx.obj, "config": target})
+    report = _copy_accounts(target_ctx, accounts, replace=replace, quiet=quiet, errors=errors)
+    out.print(
+        f"migrated {len(accounts)} account(s): {report['created']} created, "
+        f"{report['replaced']} replaced, {report['skipped']} existing skipped, "
+        f"{len(errors)} refused"
+    )
+    _print_errors(errors)
+
+
+async def _all_accounts(directory: Directory) -> AsyncIterator[Account]:
+    async for uid in directory.iterate():
+        account = await directory.get(uid)
+        if account is not None:
+            yield account
+
+
+def _copy_accounts(
+    ctx: click.Context,
+    accounts: list[Account],
+    *,
+    replace: bool,
+    quiet: bool,
+    errors: list[tuple[str, str]],
+) -> dict[str, int]:
+    """bulk_upsert ``accounts`` into ``ctx``'s directory in batches, with a progress bar.
+
+    A batch the directory refuses (a clash, a value it cannot store) is retried one
+    account at a time, so only the refused accounts are reported and left out.
+    """
+    counts = {"created": 0, "replaced": 0, "skipped": 0}
+
+    def add(report: BulkReport) -> None:
+        counts["created"] += report.created
+        counts["replaced"] += report.replaced
+        counts["skipped"] += report.skipped
+
+    async def go(app: App) -> None:
+        progress = Progress(
+            TextColumn("copying"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=quiet or not err.is_terminal,
+        )
+        with progress:
+            task = progress.add_task("copy", total=len(accounts))
+            for start in range(0, len(accounts), LDIF_BATCH):
+                batch = accounts[start : start + LDIF_BATCH]
+                try:
+                    add(await app.directory.bulk_upsert(batch, replace=replace))
+                except AccountError:
+                    for account in batch:
+                        try:
+                            add(await app.directory.bulk_upsert([account], replace=replace))
+                        except AccountError as exc:
+                            errors.append((account.uid, str(exc)))
+                progress.advance(task, len(batch))
+
+    run_with_app(ctx, go)
+    return counts
+
+
+def _print_errors(errors: list[tuple[str, str]]) -> None:
+    if not errors:
+        return
+    table = Table("entry", "error", title="not copied")
+    for name, message in errors[:200]:
+        table.add_row(name, message)
+    err.print(table)
+    if len(errors) > 200:
+        err.print(f"... and {len(errors) - 200} more")
+
+
+# --------------------------------------------------------------------------- checkpassword
+
+
+def _cp_log(level: int, message: str) -> None:
+    """auth_pop's LOGLEVEL: 0 silent, 1 errors (default), 2 + refusals, 3 + successes."""
+    try:
+        wanted = int(os.environ.get("LOGLEVEL", "1"))
+    except ValueError:
+        wanted = 1
+    if level <= wanted:
+        sys.stderr.write(f"mailwarden checkpassword: {message}\n")
+        sys.stderr.flush()
+
+
+def _read_fd3(limit: int) -> bytes:
+    """The whole fd-3 block, at most ``limit + 1`` bytes (so oversize is detectable)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = os.read(3, limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+@main.command(
+    "checkpassword",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.argument("subprogram", nargs=-1, type=click.UNPROCESSED, required=True)
+@click.pass_context
+def checkpassword_cmd(ctx: click.Context, subprogram: tuple[str, ...]) -> None:
+    """DJB checkpassword: login\\0password\\0timestamp\\0 on fd 3, then exec SUBPROGRAM.
+
+    Exit 1 wrong login, 2 misuse, 111 temporary failure; with AUTHORIZED=1
+    (Dovecot's userdb lookup) exit 3 for an unknown user. See docs/classic-interfaces.md.
+    """
+    from mailwarden.protocols import checkpassword as cp  # noqa: PLC0415 - keep start lean
+    from mailwarden.sasl.apop import ApopProof  # noqa: PLC0415
+
+    try:
+        block = cp.parse_block(_read_fd3(cp.MAX_BLOCK))
+        digest = cp.apop_digest(block) if block.apop else None
+    except OSError as exc:
+        _cp_log(1, f"cannot read descriptor 3: {exc.strerror}")
+        sys.exit(cp.EXIT_MISUSE)
+    except ProtocolError as exc:
+        _cp_log(1, str(exc))
+        sys.exit(cp.EXIT_MISUSE)
+    lookup_only = os.environ.get("AUTHORIZED") == "1"
+    service = os.environ.get("SERVICE", "pop3")
+    credentials: Password | ApopProof = (
+        ApopProof(challenge=block.timestamp, digest=digest)
+        if digest is not None
+        else block.password
+    )
+    attempt = AuthAttempt(
+        username=block.login,
+        credentials=credentials,
+        service=service,
+        mechanism="APOP" if digest is not None else "PLAIN",
+        remote_ip=os.environ.get("TCPREMOTEIP") or None,
+        local_ip=os.environ.get("TCPLOCALIP") or None,
+        frontend="checkpassword",
+    )
+
+    async def go(app: App) -> tuple[Any, Any]:
+        if lookup_only:
+            return None, await app.engine.lookup(block.login, service=service)
+        outcome = await app.engine.authenticate(attempt)
+        record = (
+            await app.engine.lookup(outcome.user, service=service)
+            if isinstance(outcome, Accepted)
+            else None
+        )
+        await app.engine.drain()
+        return outcome, record
+
+    try:
+        outcome, record = run_with_app(ctx, go)
+    except SystemExit:
+        # run_with_app exits 75 for a directory that cannot be opened: here that is 111.
+        _cp_log(1, f"temporary failure for {block.login!r}")
+        sys.exit(cp.EXIT_TEMPFAIL)
+    env = dict(os.environ)
+    match outcome:
+        case Denied():
+            _cp_log(2, f"login refused for {block.login!r} ({outcome.reason.value})")
+            sys.exit(cp.EXIT_WRONG)
+        case Unavailable():
+            _cp_log(1, f"temporary failure for {block.login!r}: {outcome.detail}")
+            sys.exit(cp.EXIT_TEMPFAIL)
+        case Accepted() | None:
+            pass
+    match record:
+        case NotFound():
+            if lookup_only:
+                _cp_log(2, f"lookup: unknown user {block.login!r}")
+                sys.exit(cp.EXIT_LOOKUP_UNKNOWN)
+            _cp_log(1, f"account of {block.login!r} vanished during login")
+            sys.exit(cp.EXIT_TEMPFAIL)
+        case Unavailable():
+            _cp_log(1, f"temporary failure for {block.login!r}: {record.detail}")
+            sys.exit(cp.EXIT_TEMPFAIL)
+        case UserRecord():
+            master = outcome.master_user if isinstance(outcome, Accepted) else None
+            env.update(
+                cp.login_environment(
+                    user=record.user,
+                    account=record.account,
+                    fields=record.fields,
+                    master_user=master,
+                )
+            )
+            if lookup_only:
+                env["AUTHORIZED"] = "2"
+            _cp_log(3, f"login accepted for {record.user!r}")
+            if isinstance(outcome, Accepted) and "host" in outcome.passdb_fields:
+                sys.exit(_cp_forward(ctx, outcome, block.password.value, service, digest))
+            _switch_user(record.account.uid_number, record.account.gid_number)
+    try:
+        os.execvpe(subprogram[0], list(subprogram), env)  # noqa: S606 - the interface is exec
+    except OSError as exc:
+        _cp_log(1, f"cannot run {subprogram[0]}: {exc.strerror}")
+        sys.exit(cp.EXIT_TEMPFAIL)
+
+
+def _cp_forward(
+    ctx: click.Context, outcome: Accepted, password: bytes, service: str, apop: bytes | None
+) -> int:
+    """Cluster session forwarding: the account lives on another mail host (the engine
+    said so with proxy fields). Log in there and relay instead of exec'ing locally."""
+    from mailwarden.frontends import relay  # noqa: PLC0415 - only forwarded sessions need it
+
+    cluster = _config(ctx).cluster
+    host = outcome.passdb_fields["host"]
+    protocol: Literal["pop3", "imap"] = "imap" if service.lower() == "imap" else "pop3"
+    if apop is not None:
+        # An APOP digest is bound to *our* greeting's timestamp: it cannot log in
+        # on the mail host, and we never learn the plaintext. Temporary, not wrong.
+        _cp_log(1, f"{outcome.user}: APOP logins cannot be forwarded to {host}")
+        return EXIT_CP_TEMPFAIL
+    target = relay.Target(
+        host=host,
+        port=int(outcome.passdb_fields.get("port", cluster.pop3_port)),
+        protocol=protocol,
+        user=outcome.passdb_fields.get("destuser", outcome.user).encode(),
+        password=password,
+        imap_method=cluster.imap_login,
+        client_tag=os.environ.get("IMAPLOGINTAG", "").encode(),
+    )
+    _cp_log(3, f"{outcome.user}: forwarding {protocol} session to {host}:{target.port}")
+    try:
+        return relay.forward(
+            target, connect_timeout=cluster.connect_timeout, idle_timeout=cluster.idle_timeout
+        )
+    except relay.RelayError as exc:
+        _cp_log(1, f"{outcome.user}: {exc}")
+        return EXIT_CP_TEMPFAIL
+
+
+EXIT_CP_TEMPFAIL = 111
+
+
+def _switch_user(uid: int | None, gid: int | None) -> None:
+    """Drop to the account's uid/gid before exec, as auth_pop does for qmail-pop3d.
+
+    Only when running as root and not under Dovecot (which sets ORIG_UID and
+    makes its reply helper refuse a changed uid): Dovecot switches users itself
+    from the userdb_uid/userdb_gid it is told.
+    """
+    if os.geteuid() != 0 or "ORIG_UID" in os.environ or uid is None:
+        return
+    os.setgroups([])
+    if gid is not None:
+        os.setgid(gid)
+    os.setuid(uid)
+
+
+# --------------------------------------------------------------------------- PAM helper
+
+# The PAM return values the helper exits with (Linux-PAM's _pam_types.h). Debian's
+# pam_exec turns every non-zero exit into PAM_SYSTEM_ERR; OpenPAM's pam_exec with
+# return_prog_exit_status passes them through. See docs/pam.md.
+PAM_SUCCESS = 0
+PAM_SERVICE_ERR = 3
+PAM_AUTH_ERR = 7
+PAM_AUTHINFO_UNAVAIL = 9
+PAM_USER_UNKNOWN = 10
+PAM_ACCT_EXPIRED = 13
+
+
+@main.command("pam", context_settings={"ignore_unknown_options": True})
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def pam_cmd(ctx: click.Context, options: tuple[str, ...]) -> None:
+    """Helper for pam_exec.so expose_authtok: OPTIONS are service=a|b, quiet, debug.
+
+    PAM_TYPE=auth verifies the password on stdin; PAM_TYPE=account checks the
+    account's status and service switches without one.
+    """
+    services: tuple[str, ...] = ()
+    quiet = debug = False
+    for option in options:
+        if option.startswith("service="):
+            services = tuple(s.lower() for s in option.removeprefix("service=").split("|") if s)
+        elif option == "quiet":
+            quiet = True
+        elif option == "debug":
+            debug = True
+        else:
+            _pam_log(f"invalid option {option!r}")
+            sys.exit(PAM_SERVICE_ERR)
+    user = os.environ.get("PAM_USER", "")
+    pam_type = os.environ.get("PAM_TYPE", "")
+    service = os.environ.get("PAM_SERVICE", "") or "pam"
+    if not user or pam_type not in ("auth", "account"):
+        _pam_log(f"needs PAM_USER and PAM_TYPE auth or account (got {pam_type!r})")
+        sys.exit(PAM_SERVICE_ERR)
+    if debug:
+        _pam_log(f"{pam_type} user={user!r} service={service} switches={'|'.join(services)}")
+    if pam_type == "auth":
+        # pam_exec writes the token followed by a NUL; a terminal user may add a newline.
+        secret = sys.stdin.buffer.read(8192).rstrip(b"\0").rstrip(b"\r\n")
+        code = _pam_auth(ctx, user, secret, service, services, quiet=quiet)
+    else:
+        code = _pam_account(ctx, user, service, services)
+    if debug:
+        _pam_log(f"{pam_type} user={user!r}: exit {code}")
+    sys.exit(code)
+
+
+def _pam_log(message: str) -> None:
+    sys.stderr.write(f"mailwarden pam: {message}\n")
+
+
+def _switches_on(account: Account, services: tuple[str, ...]) -> bool:
+    """pam_mapi's service=a|b: at least one listed switch is on (OR); none listed: true."""
+    return not services or any(account.service_enabled(s) for s in services)
+
+
+def _pam_auth(
+    ctx: click.Context,
+    user: str,
+    secret: bytes,
+    service: str,
+    services: tuple[str, ...],
+    *,
+    quiet: bool,
+) -> int:
+    attempt = AuthAttempt(
+        username=user,
+        credentials=Password(secret),
+        service=service,
+        remote_ip=os.environ.get("PAM_RHOST") or None,
+        frontend="pam",
+    )
+
+    async def go(app: App) -> Any:
+        outcome = await app.engine.authenticate(attempt)
+        await app.engine.drain()
+        return outcome
+
+    try:
+        outcome = run_with_app(ctx, go)
+    except SystemExit:
+        return PAM_AUTHINFO_UNAVAIL
+    match outcome:
+        case Accepted():
+            if not _switches_on(outcome.account, services):
+                _pam_log(f"{user}: none of {'|'.join(services)} is enabled")
+                return PAM_AUTH_ERR
+            return PAM_SUCCESS
+        case Denied():
+            if not quiet or outcome.message is not None:
+                _pam_log(f"authentication failure for {user!r}")
+            return PAM_AUTH_ERR
+        case Unavailable():
+            _pam_log(f"temporary failure for {user!r}: {outcome.detail}")
+            return PAM_AUTHINFO_UNAVAIL
+    return PAM_SERVICE_ERR
+
+
+def _pam_account(ctx: click.Context, user: str, service: str, services: tuple[str, ...]) -> int:
+    async def go(app: App) -> Any:
+        return await app.engine.lookup(user, service=service)
+
+    try:
+        record = run_with_app(ctx, go)
+    except SystemExit:
+        return PAM_AUTHINFO_UNAVAIL
+    match record:
+        case UserRecord():
+            account = record.account
+            if account.status is not AccountStatus.ACTIVE:
+                _pam_log(f"{user}: account is {account.status.value}")
+                return PAM_ACCT_EXPIRED
+            if not account.service_enabled(service) or not _switches_on(account, services):
+                _pam_log(f"{user}: service not enabled")
+                return PAM_ACCT_EXPIRED
+            return PAM_SUCCESS
+        case NotFound():
+            return PAM_USER_UNKNOWN
+        case Unavailable():
+            _pam_log(f"temporary failure for {user!r}: {record.detail}")
+            return PAM_AUTHINFO_UNAVAIL
+    return PAM_SERVICE_ERR

@@ -34,7 +34,7 @@ LoginAttr = Literal["uid", "mail", "alternate"]
 class DirectoryConfig:
     """``[directory]``: where accounts are stored."""
 
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "ldap"] = "sqlite"
     path: str = "/var/lib/mailwarden/mailwarden.db"
     login_attributes: tuple[LoginAttr, ...] = ("uid", "mail", "alternate")
     readers: int = 4
@@ -189,6 +189,122 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LdapConfig:
+    """``[ldap]``: the LDAP directory (``directory.backend = "ldap"``); see docs/ldap.md."""
+
+    servers: tuple[str, ...] = ("ldap://127.0.0.1/",)
+    base_dn: str = ""
+    filter: str = "(|(objectClass=qmailUser)(objectClass=mailwardenAccount))"
+    bind_dn: str = ""
+    bind_password: str = ""
+    verify: Literal["search", "rebind"] = "search"
+    pool_size: int = 4
+    timeout: float = 5.0
+    backoff_max: float = 1.0
+    tls: Literal["none", "starttls"] = "none"
+    ca_file: str = ""
+    object_classes: tuple[str, ...] = ("account", "mailwardenAccount")
+    attributes: dict[str, str] = field(default_factory=dict)
+    default_uid_number: int = 0
+    default_gid_number: int = 0
+    default_mail_location: str = ""
+    default_quota_bytes: int = 0
+    default_quota_messages: int = 0
+
+    def _check(self, key: str) -> None:
+        _require(bool(self.servers), f"{key}.servers", "at least one ldap:// or ldaps:// URL")
+        for i, url in enumerate(self.servers):
+            ok = url.startswith(("ldap://", "ldaps://", "ldapi://"))
+            _require(ok, f"{key}.servers[{i}]", "an ldap://, ldaps:// or ldapi:// URL")
+        _require(self.pool_size >= 1, f"{key}.pool_size", "an integer >= 1")
+        _require(self.timeout > 0, f"{key}.timeout", "a number of seconds > 0")
+        _require(self.backoff_max > 0, f"{key}.backoff_max", "a number of seconds > 0")
+        for name in ("default_uid_number", "default_gid_number"):
+            _require(getattr(self, name) >= 0, f"{key}.{name}", "an integer >= 0")
+        for name in ("default_quota_bytes", "default_quota_messages"):
+            _require(getattr(self, name) >= 0, f"{key}.{name}", "an integer >= 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SaslauthdConfig:
+    """``[saslauthd]``: the Cyrus saslauthd socket; see docs/classic-interfaces.md."""
+
+    enabled: bool = False
+    socket: str = "/run/mailwarden/saslauthd/mux"
+    socket_mode: int = 0o666
+    realm: Literal["append", "ignore"] = "append"
+    request_timeout: float = 10.0
+    max_field_length: int = 1024
+
+    def _check(self, key: str) -> None:
+        _require(0 <= self.socket_mode <= 0o777, f"{key}.socket_mode", "a file mode such as 0o660")
+        _require(self.request_timeout > 0, f"{key}.request_timeout", "seconds > 0")
+        _require(
+            1 <= self.max_field_length <= 65535, f"{key}.max_field_length", "an integer 1..65535"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    """``[cluster]``: qmail-ldap clustering (accounts on other mail hosts); see
+    docs/classic-interfaces.md."""
+
+    enabled: bool = False
+    me: str = ""
+    proxy: Literal["proxy", "proxy_maybe"] = "proxy"
+    pop3_port: int = 110
+    imap_port: int = 143
+    imap_login: Literal["plain", "login"] = "plain"
+    connect_timeout: float = 10.0
+    idle_timeout: float = 1800.0
+
+    def _check(self, key: str) -> None:
+        _require(not self.enabled or bool(self.me), f"{key}.me", "this host's name when enabled")
+        _require(self.connect_timeout > 0, f"{key}.connect_timeout", "seconds > 0")
+        _require(self.idle_timeout > 0, f"{key}.idle_timeout", "seconds > 0")
+        for name in ("pop3_port", "imap_port"):
+            _require(0 < getattr(self, name) < 65536, f"{key}.{name}", "a TCP port 1..65535")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpConfig:
+    """``[http]``: the HTTP API (Nauthilus-compatible auth endpoint); see docs/http-api.md."""
+
+    enabled: bool = False
+    listen: tuple[str, ...] = ("127.0.0.1:9080",)
+    tls_cert: str = ""
+    tls_key: str = ""
+    auth_username: str = ""
+    auth_password: str = ""
+    allow_list_accounts: bool = False
+    admin_token: str = ""
+    disabled_text: str = "Account not enabled"
+    attributes: dict[str, str] = field(default_factory=dict)
+    nginx_backends: dict[str, dict[str, str]] = field(default_factory=dict)
+    nginx_default_host: str = ""
+    max_body_bytes: int = 65536
+
+    def _check(self, key: str) -> None:
+        from mailwarden.protocols import nauthilus  # noqa: PLC0415 - avoid an import cycle
+
+        for i, addr in enumerate(self.listen):
+            host, sep, port = addr.rpartition(":")
+            _require(
+                bool(sep) and bool(host) and port.isdigit() and 0 < int(port) < 65536,
+                f"{key}.listen[{i}]",
+                "HOST:PORT such as 127.0.0.1:9080 or [::1]:9080",
+            )
+        _require(bool(self.tls_cert) == bool(self.tls_key), f"{key}.tls_key", "set with tls_cert")
+        _require(self.max_body_bytes >= 1024, f"{key}.max_body_bytes", "an integer >= 1024")
+        for name, source in self.attributes.items():
+            _require(
+                nauthilus.valid_source(source),
+                f"{key}.attributes.{name}",
+                "an account field (" + ", ".join(nauthilus.SOURCES) + "), userdb:X or passdb:X",
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration file."""
 
@@ -199,6 +315,10 @@ class Config:
     dovecot: DovecotConfig = field(default_factory=DovecotConfig)
     log: LogConfig = field(default_factory=LogConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    ldap: LdapConfig = field(default_factory=LdapConfig)
+    saslauthd: SaslauthdConfig = field(default_factory=SaslauthdConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     source: str = field(default="<defaults>", compare=False)
 
 

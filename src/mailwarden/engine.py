@@ -23,6 +23,12 @@ Rules, and why:
 * **Rehash on login** runs after the reply is decided, in the background, with a
   compare-and-swap write: a slow or failing rehash never delays or fails a login,
   and a password changed meanwhile is never overwritten.
+* **A directory may verify passwords itself.** If it has a method
+  ``verify_password(account, password: bytes) -> bool | None`` (the LDAP
+  directory in rebind mode: a bind as the user's entry), the engine asks it
+  first for an existing account; ``None`` means "verify the stored value here".
+  Unknown users still pay for the dummy hash; an outage during the check is a
+  DirectoryUnavailable, so still ``Unavailable``, never a wrong password.
 """
 
 from __future__ import annotations
@@ -163,6 +169,7 @@ class Engine:
             acting, master_user = target, account.uid
         self._maybe_rehash(attempt, account)
         fields = {k: v for k, v in acting.passdb_fields.items() if k not in HIDDEN_PASSDB_FIELDS}
+        fields.update(self._proxy_fields(acting, attempt.service))
         return Accepted(
             user=acting.uid,
             account=acting,
@@ -170,6 +177,24 @@ class Engine:
             master_user=master_user,
             original_user=names.original,
         )
+
+    def _proxy_fields(self, account: Account, service: str) -> dict[str, str]:
+        """qmail-ldap clustering as Dovecot proxy fields (docs/classic-interfaces.md).
+
+        Only after the login was accepted (so a disabled account bounces here and is
+        never forwarded), and only for an account whose ``mail_host`` is another
+        host than ``cluster.me``: Dovecot, nginx or checkpassword then forward the
+        session to that host instead of serving it locally.
+        """
+        cluster = self.config.cluster
+        host = account.mail_host
+        if not cluster.enabled or not host or host.lower() == cluster.me.lower():
+            return {}
+        fields = {cluster.proxy: "", "host": host, "destuser": account.uid}
+        port = {"pop3": cluster.pop3_port, "imap": cluster.imap_port}.get(service.lower())
+        if port is not None:
+            fields["port"] = str(port)
+        return fields
 
     def _split_names(self, attempt: AuthAttempt) -> _Names:
         login = attempt.username
@@ -241,6 +266,16 @@ class Engine:
         self, password: Password, account: Account | None, authcid: str | None
     ) -> bool:
         too_long = len(password.value) > self.config.auth.max_password_length
+        verifier = getattr(self.directory, "verify_password", None)
+        if verifier is not None and not too_long:
+            # A directory that verifies by itself (LDAP rebind, see module docstring)
+            # answers True/False; None means "check the stored value as usual". An
+            # unknown user is asked about too (account None): the directory then does
+            # the same work against an entry nobody has, instead of the dummy hash,
+            # whose cost would differ from a bind and give the account away.
+            verdict: bool | None = await verifier(account, password.value)
+            if verdict is not None:
+                return verdict and account is not None
         stored = self._stored(account) if not too_long else None
         if stored is None:
             # Unknown user, no password, unusable hash: pay the same price anyway.

@@ -1,0 +1,440 @@
+"""The HTTP API front end: a small ASGI app served by uvicorn on mailwarden's own loop.
+
+What belongs here: routing, reading the body with a size limit, checking the
+caller's credentials, asking the engine and sending what protocols/nauthilus.py
+built. No policy and no response format lives here.
+
+uvicorn (with httptools) runs inside ``mailwarden serve`` as a task on the same
+event loop as the other front ends: no extra process, and no signal handlers of
+its own (the daemon owns SIGTERM/SIGINT). uvicorn answers ``Expect: 100-continue``
+as soon as the app reads the body, which Dovecot's Lua HTTP client sends on
+every POST (it stalls two seconds when nobody answers).
+
+Endpoints: ``/api/v1/auth/json`` (POST or GET; ``?mode=no-auth``,
+``?mode=list-accounts``), ``/api/v1/auth/nginx`` (nginx mail ``auth_http``,
+protocols/nginx_auth.py), ``/api/v1/cache/flush`` (DELETE, bearer token),
+``/api/v1/openapi.json`` and ``/ping``. See docs/http-api.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import secrets
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Generator, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+
+from mailwarden.config import HttpConfig
+from mailwarden.engine import Engine, userdb_fields
+from mailwarden.errors import ConfigError, ProtocolError
+from mailwarden.model import AuthAttempt
+from mailwarden.protocols import nauthilus as proto
+from mailwarden.protocols import nginx_auth
+
+log = logging.getLogger("mailwarden.http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+OPENAPI_PATH = "/api/v1/openapi.json"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class HttpApi:
+    """The ASGI application (``await api(scope, receive, send)``)."""
+
+    def __init__(self, engine: Engine, config: HttpConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.routes: dict[str, tuple[str, ...]] = {
+            "/api/v1/auth/json": ("GET", "POST"),
+            "/api/v1/auth/nginx": ("GET",),
+            "/api/v1/auth/header": ("GET", "POST"),
+            "/api/v1/cache/flush": ("DELETE",),
+            OPENAPI_PATH: ("GET",),
+            "/ping": ("GET",),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        session = secrets.token_hex(12)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            reply = await self._dispatch(scope, headers, receive, session)
+        except ProtocolError as exc:
+            reply = proto.error_reply(400, str(exc))
+        except _TooLarge:
+            reply = proto.error_reply(413, "request body too large")
+        except Exception:
+            # The request boundary: log once with the session, never send a trace.
+            log.exception("session=%s: internal error", session)
+            reply = proto.tempfail_reply("internal error", session=session)
+        if not any(name == "X-Nauthilus-Session" for name, _ in reply.headers):
+            # The seed script logs this header on every reply; it must never be missing.
+            reply = dataclasses.replace(
+                reply, headers=(*reply.headers, *proto.session_headers(session))
+            )
+        await _send(send, reply)
+
+    async def _dispatch(
+        self, scope: Scope, headers: Mapping[str, str], receive: Receive, session: str
+    ) -> proto.Reply:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        allowed = self.routes.get(path)
+        if allowed is None:
+            return proto.error_reply(404, "no such endpoint")
+        if method not in allowed:
+            return proto.error_reply(405, f"use {' or '.join(allowed)}")
+        if path == "/ping":
+            return proto.Reply(status=200, headers=(), body=b'{"status":"ok"}')
+        if path == OPENAPI_PATH:
+            return proto.Reply(status=200, headers=(), body=json.dumps(openapi()).encode())
+        if path == "/api/v1/cache/flush":
+            return await self._flush(headers, receive)
+        if path == "/api/v1/auth/nginx":
+            return await self._nginx(headers, session)
+        if path == "/api/v1/auth/header":
+            return proto.as_header_reply(await self._auth_json(scope, headers, receive, session))
+        return await self._auth_json(scope, headers, receive, session)
+
+    async def _auth_json(
+        self, scope: Scope, headers: Mapping[str, str], receive: Receive, session: str
+    ) -> proto.Reply:
+        c = self.config
+        authorization = headers.get("authorization")
+        if not proto.basic_auth_ok(
+            authorization, username=c.auth_username, password=c.auth_password
+        ):
+            return proto.error_reply(401, "valid HTTP Basic credentials required")
+        mode = _query_mode(scope)
+        caller_session = headers.get("x-dovecot-session", "-")
+        if mode == "list-accounts":
+            if not c.allow_list_accounts:
+                return proto.error_reply(403, "list-accounts is not allowed for this caller")
+            names = [name async for name in self.engine.iterate()]
+            log.info("session=%s dovecot_session=%s list-accounts", session, caller_session)
+            return proto.list_reply(names, accept=headers.get("accept"), session=session)
+        if mode not in ("", "no-auth"):
+            return proto.error_reply(400, f"unknown mode {mode!r}")
+        if scope["path"] == "/api/v1/auth/header":
+            data: dict[str, Any] = proto.fields_from_headers(headers)
+        else:
+            data = proto.parse_json(await _read_body(receive, c.max_body_bytes))
+        request = proto.parse_request(data, need_password=mode == "")
+        log.info(
+            "session=%s dovecot_session=%s mode=%s user=%r service=%s client=%s",
+            session,
+            caller_session,
+            mode or "auth",
+            request.username,
+            request.service,
+            request.client_ip,
+        )
+        if mode == "no-auth":
+            outcome = await self.engine.lookup(request.username, service=request.service)
+            return proto.lookup_reply(outcome, session=session, mapping=c.attributes)
+        result = await self.engine.authenticate(request.attempt(session=session))
+        return proto.auth_reply(
+            result,
+            session=session,
+            mapping=c.attributes,
+            userdb=userdb_fields,
+            disabled_text=c.disabled_text,
+        )
+
+    async def _nginx(self, headers: Mapping[str, str], session: str) -> proto.Reply:
+        c = self.config
+        if not proto.basic_auth_ok(
+            headers.get("authorization"), username=c.auth_username, password=c.auth_password
+        ):
+            return proto.error_reply(401, "valid HTTP Basic credentials required")
+        try:
+            request = nginx_auth.parse_headers(headers)
+        except ProtocolError as exc:
+            # nginx reads only Auth-Status; any other status is "internal error" to it.
+            log.info("session=%s nginx: bad request: %s", session, exc)
+            return proto.Reply(status=200, headers=(("Auth-Status", str(exc)),), body=b"")
+        attempt = AuthAttempt(
+            username=request.user,
+            credentials=request.password,
+            service=request.protocol,
+            mechanism=request.method.upper(),
+            remote_ip=request.client_ip,
+            session=session,
+            frontend="nginx",
+        )
+        outcome = await self.engine.authenticate(attempt)
+        reply_headers = nginx_auth.reply(
+            outcome,
+            request,
+            backends=c.nginx_backends,
+            default_host=c.nginx_default_host,
+            disabled_text=c.disabled_text,
+        )
+        return proto.Reply(status=200, headers=reply_headers, body=b"", content_type="text/plain")
+
+    async def _flush(self, headers: Mapping[str, str], receive: Receive) -> proto.Reply:
+        if not proto.bearer_ok(headers.get("authorization"), token=self.config.admin_token):
+            return proto.error_reply(401, "valid bearer token required")
+        data = proto.parse_json(await _read_body(receive, self.config.max_body_bytes))
+        user = data.get("user")
+        if not isinstance(user, str) or not user:
+            raise ProtocolError("field 'user' (a non-empty string) is required")
+        removed = await self.engine.flush_cache([user])
+        body = {
+            "object": "cache",
+            "operation": "flush",
+            "result": {"user": user, "status": f"{removed} keys flushed"},
+        }
+        return proto.Reply(status=200, headers=(), body=json.dumps(body).encode())
+
+
+def _query_mode(scope: Scope) -> str:
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    modes: list[str] = query.get("mode", [""])
+    return modes[0]
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ProtocolError("client went away")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send(send: Send, reply: proto.Reply) -> None:
+    headers = [
+        (b"content-type", reply.content_type.encode()),
+        (b"content-length", str(len(reply.body)).encode()),
+    ]
+    for name, value in reply.headers:
+        # A header value must never carry CR/LF: it would split the response.
+        safe = value.replace("\r", " ").replace("\n", " ")
+        headers.append((name.lower().encode(), safe.encode("utf-8")))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI document of the endpoints above (tests compare it to the routes)."""
+    error = {
+        "description": "error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    auth_ok = {
+        "description": "authenticated (or found, for mode=no-auth; a list for list-accounts)",
+        "content": {"application/json": {"schema": {}}, "text/plain": {"schema": {}}},
+    }
+    denied = {"description": "wrong password, unknown user or disabled account (body null)"}
+    auth_op = {
+        "security": [{"basic": []}],
+        "parameters": [
+            {
+                "name": "mode",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["no-auth", "list-accounts"]},
+            }
+        ],
+        "responses": {
+            "200": auth_ok,
+            "400": error,
+            "401": error,
+            "403": denied,
+            "413": error,
+            "500": error,
+        },
+    }
+    post_op = {
+        **auth_op,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Auth"}}},
+        },
+    }
+    string = {"type": "string"}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "mailwarden HTTP API", "version": "1"},
+        "paths": {
+            "/api/v1/auth/json": {"get": auth_op, "post": post_op},
+            "/api/v1/cache/flush": {
+                "delete": {
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["user"],
+                                    "properties": {"user": string},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {"description": "flushed"},
+                        "400": error,
+                        "401": error,
+                        "413": error,
+                    },
+                }
+            },
+            "/api/v1/auth/header": {"get": auth_op, "post": auth_op},
+            "/api/v1/auth/nginx": {
+                "get": {
+                    "security": [{"basic": []}],
+                    "responses": {
+                        "200": {"description": "outcome in the Auth-Status header"},
+                        "401": error,
+                    },
+                }
+            },
+            OPENAPI_PATH: {"get": {"responses": {"200": {"description": "this document"}}}},
+            "/ping": {"get": {"responses": {"200": {"description": "alive"}}}},
+        },
+        "components": {
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": string},
+                },
+                "Auth": {
+                    "type": "object",
+                    "required": ["username"],
+                    "properties": {
+                        name: string
+                        for name in (
+                            "username",
+                            "password",
+                            "client_ip",
+                            "client_port",
+                            "client_id",
+                            "local_ip",
+                            "local_port",
+                            "service",
+                            "protocol",
+                            "method",
+                            "ssl",
+                            "ssl_protocol",
+                            "ssl_client_verify",
+                        )
+                    },
+                },
+            },
+        },
+    }
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HttpServer:
+    """The running HTTP API (from :func:`start_http`)."""
+
+    def __init__(self, server: _Server, sockets: list[socket.socket]) -> None:
+        self._server = server
+        self.sockets = sockets
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [s.getsockname()[:2] for s in self.sockets]
+
+    async def close(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+        for sock in self.sockets:
+            sock.close()
+
+
+def _bind(addr: str) -> socket.socket:
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # uvicorn writes the head and the body of a response separately; without
+        # TCP_NODELAY (inherited by accepted sockets) Nagle holds the body back
+        # until the client's delayed ACK, adding ~40 ms to every keep-alive request.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, int(port)))
+        sock.listen(512)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {addr}: {exc.strerror}", key="http.listen") from exc
+    return sock
+
+
+async def start_http(
+    engine: Engine, config: HttpConfig, *, resolve: Callable[[str], Path]
+) -> HttpServer:
+    """Bind every ``listen`` address and start serving; returns once it accepts."""
+    sockets = [_bind(addr) for addr in config.listen]
+    kwargs: dict[str, Any] = {}
+    if config.tls_cert:
+        kwargs["ssl_certfile"] = str(resolve(config.tls_cert))
+        kwargs["ssl_keyfile"] = str(resolve(config.tls_key))
+        kwargs["ssl_version"] = ssl.PROTOCOL_TLS_SERVER
+    uv_config = uvicorn.Config(
+        HttpApi(engine, config),
+        http="httptools",
+        loop="none",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=60,
+        **kwargs,
+    )
+    server = _Server(uv_config)
+    running = HttpServer(server, sockets)
+    running._task = asyncio.create_task(server.serve(sockets=sockets))
+    while not server.started:
+        if running._task.done():
+            for sock in sockets:
+                sock.close()
+            await running._task
+            raise ConfigError("the HTTP server did not start", key="http")
+        await asyncio.sleep(0.01)
+    log.info("HTTP API listening on %s", ", ".join(config.listen))
+    return running

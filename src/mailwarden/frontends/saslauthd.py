@@ -1,0 +1,138 @@
+"""The saslauthd front end: a UNIX socket (``mux``) speaking Cyrus saslauthd's protocol.
+
+What belongs here: accepting connections, reading one request with a size limit
+and a timeout, asking the engine, writing the reply and closing. Parsing lives in
+protocols/saslauthd.py. Every connection is independent, so many run at once.
+
+Replies: ``OK`` for an accepted login; ``NO authentication failed`` for every
+refusal (unknown user and wrong password alike; a disabled account or service
+only shows its message after the password was proven, as the engine decides);
+a backend outage closes the connection without a reply, which libsasl2 reports
+as a generic (temporary) failure rather than a wrong password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import assert_never
+
+from mailwarden.config import SaslauthdConfig
+from mailwarden.engine import Engine
+from mailwarden.errors import ConfigError, ProtocolError
+from mailwarden.frontends.dovecot import _claim_path, _remove_own_socket
+from mailwarden.model import Accepted, AuthAttempt, Denied, Unavailable
+from mailwarden.protocols import saslauthd as proto
+
+log = logging.getLogger("mailwarden.saslauthd")
+
+FAILED = "authentication failed"
+
+
+class SaslauthdServer:
+    """The running saslauthd listener (from :func:`start_saslauthd`)."""
+
+    def __init__(self, engine: Engine, config: SaslauthdConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.path: Path | None = None
+        self._server: asyncio.Server | None = None
+        self._inode: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def listen(self, path: Path) -> None:
+        key = "saslauthd.socket"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {path.parent}: {exc.strerror}", key=key) from exc
+        _claim_path(path, key=key)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            os.chmod(path, self.config.socket_mode)
+            self._inode = path.stat().st_ino
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot listen on {path}: {exc.strerror}", key=key) from exc
+        self._server = await asyncio.start_unix_server(self._handle, sock=sock)
+        self.path = path
+        log.info("saslauthd socket listening on %s (mode %04o)", path, self.config.socket_mode)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            reply = await asyncio.wait_for(self._answer(reader), self.config.request_timeout)
+            if reply is not None:
+                writer.write(reply)
+                await writer.drain()
+        except TimeoutError:
+            log.info("saslauthd: request not complete within %.0f s", self.config.request_timeout)
+        except ProtocolError as exc:
+            log.info("saslauthd: bad request: %s", exc)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # the connection boundary: one bad request never stops the server
+            log.exception("saslauthd: request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _answer(self, reader: asyncio.StreamReader) -> bytes | None:
+        parser = proto.RequestReader(max_field=self.config.max_field_length)
+        while (request := parser.request()) is None:
+            data = await reader.read(4096)
+            if not data:
+                return None
+            parser.receive_data(data)
+        username = request.login
+        if self.config.realm == "append" and request.realm and "@" not in username:
+            username = f"{username}@{request.realm}"
+        attempt = AuthAttempt(
+            username=username,
+            credentials=request.password,
+            service=request.service.lower() or "smtp",
+            mechanism="PLAIN",
+            frontend="saslauthd",
+        )
+        outcome = await self.engine.authenticate(attempt)
+        match outcome:
+            case Accepted():
+                return proto.reply_ok()
+            case Denied():
+                return proto.reply_no(outcome.message or FAILED)
+            case Unavailable():
+                return None
+            case _:
+                assert_never(outcome)
+
+    async def close(self) -> None:
+        """Stop accepting, let running requests finish briefly, remove the socket."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.path is not None:
+            _remove_own_socket(self.path, self._inode)
+            self.path = None
+
+
+async def start_saslauthd(
+    engine: Engine, config: SaslauthdConfig, *, resolve: Callable[[str], Path]
+) -> SaslauthdServer:
+    """Start the saslauthd listener on ``config.socket`` (resolved by ``resolve``)."""
+    server = SaslauthdServer(engine, config)
+    await server.listen(resolve(config.socket))
+    return server

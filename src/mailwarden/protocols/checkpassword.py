@@ -1,0 +1,123 @@
+"""The DJB checkpassword interface, sans I/O: the fd-3 block in, exit codes and environment out.
+
+What belongs here: parsing the ``login\\0password\\0timestamp\\0`` block that qmail-popup,
+qmail-smtpd and Dovecot's checkpassword passdb write to descriptor 3, the exit codes
+of the interface, and the environment a successful login hands to the subprogram
+(qmail-ldap auth_pop's variables and Dovecot's ``checkpassword-reply`` convention).
+Reading the descriptor, asking the engine and ``exec`` live in cli.py.
+
+Exit codes (qmail's checkpassword, extended by Dovecot 2.3's db-checkpassword.c):
+
+* ``1`` wrong login (unknown user and wrong password alike), ``2`` misuse,
+  ``111`` temporary failure; success is the subprogram's own exit status.
+* Dovecot's lookups (``AUTHORIZED=1``, empty password): the user exists → the
+  program sets ``AUTHORIZED=2`` and execs the reply helper, which exits 2; the
+  user is unknown → exit ``3``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mailwarden.errors import ProtocolError
+from mailwarden.model import Account, Password
+
+EXIT_WRONG = 1
+EXIT_MISUSE = 2
+EXIT_LOOKUP_FOUND = 2
+EXIT_LOOKUP_UNKNOWN = 3
+EXIT_TEMPFAIL = 111
+
+# qmail's checkpassword reads at most 512 bytes; Dovecot refuses to write more.
+MAX_BLOCK = 512
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpasswordInput:
+    """The three fields of the fd-3 block. ``timestamp`` is the APOP challenge, if any."""
+
+    login: str
+    password: Password
+    timestamp: bytes
+
+    @property
+    def apop(self) -> bool:
+        """qmail-popup's APOP: a timestamp is set and the password is the hex digest."""
+        return bool(self.timestamp) and len(self.password.value) == 32
+
+
+def parse_block(data: bytes, *, max_size: int = MAX_BLOCK) -> CheckpasswordInput:
+    """Parse the whole fd-3 block. ProtocolError if it is oversized or truncated.
+
+    The timestamp may be missing its final NUL (some callers close right after
+    it); login and password must each be NUL-terminated, and the login non-empty.
+    """
+    if len(data) > max_size:
+        raise ProtocolError(f"checkpassword input longer than {max_size} bytes")
+    parts = data.split(b"\0")
+    if len(parts) < 3:
+        raise ProtocolError("checkpassword input truncated: expected login\\0password\\0")
+    login, password, timestamp = parts[0], parts[1], parts[2]
+    if any(parts[3:]):
+        raise ProtocolError("checkpassword input has data after the timestamp")
+    if not login:
+        raise ProtocolError("checkpassword input has an empty login")
+    try:
+        name = login.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("checkpassword login is not UTF-8") from None
+    return CheckpasswordInput(login=name, password=Password(password), timestamp=timestamp)
+
+
+def apop_digest(block: CheckpasswordInput) -> bytes:
+    """The 16-byte APOP digest from the hex password field. ProtocolError if not hex."""
+    try:
+        return bytes.fromhex(block.password.value.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError("APOP digest is not 32 hex digits") from None
+
+
+def login_environment(
+    *, user: str, account: Account, fields: Mapping[str, str], master_user: str | None
+) -> dict[str, str]:
+    """The variables a successful login adds to the subprogram's environment.
+
+    qmail-ldap's auth_pop sets ``USER``, ``HOME``, ``SHELL`` and the mail store
+    (``MAILDIR``); Dovecot's checkpassword-reply returns every variable named in
+    ``EXTRA``, so each userdb field is also exported as ``userdb_<name>`` and
+    listed there. ``fields`` are the engine's userdb fields (home, mail, uid, ...).
+    """
+    env = {
+        "USER": user,
+        "HOME": fields.get("home", account.home or "/"),
+        "SHELL": account.profile.login_shell or "/bin/sh",
+    }
+    mail = fields.get("mail", account.mail_location or "")
+    if mail:
+        env["MAILDIR"] = _maildir(mail, env["HOME"])
+    extra: list[str] = []
+    for key, value in fields.items():
+        if key == "home" or not key.replace("_", "").isalnum() or not _safe(value):
+            continue
+        name = f"userdb_{key}"
+        env[name] = value
+        extra.append(name)
+    if master_user is not None:
+        env["MASTER_USER"] = master_user
+    env["EXTRA"] = " ".join(extra)
+    return env
+
+
+def _maildir(location: str, home: str) -> str:
+    """A Dovecot mail location (``maildir:~/Maildir``) as the path qmail-pop3d expects."""
+    path = location.split(":", 1)[1] if ":" in location.split("/", 1)[0] else location
+    path = path.split(":", 1)[0]  # drop ":INDEX=..." and similar options
+    if path.startswith("~/"):
+        path = home.rstrip("/") + path[1:]
+    return path if path.endswith("/") else path + "/"
+
+
+def _safe(text: str) -> bool:
+    # checkpassword-reply refuses values with LF, tab or NUL; so do we, field by field.
+    return not any(c in text for c in "\n\t\0")

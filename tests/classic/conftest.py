@@ -1,0 +1,97 @@
+"""What the classic-interface tests share: a config file and a SQLite directory with accounts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailwarden.directories.sqlite import SQLiteDirectory
+from mailwarden.model import Account, AccountStatus
+from tests.peers.conftest import stop_process
+
+MAILWARDEN = [sys.executable, "-m", "mailwarden"]
+
+
+def classic_accounts() -> tuple[Account, ...]:
+    """alice (all services), carol (POP3 off), dave (disabled), admin (a master user)."""
+    return (
+        Account(
+            uid="alice",
+            password="{PLAIN}secret",
+            home="/var/mail/alice",
+            mail_location="maildir:~/Maildir",
+            uid_number=5000,
+            gid_number=5000,
+        ),
+        Account(uid="carol", password="{PLAIN}carolpw", services={"pop3": False}),
+        Account(uid="dave", password="{PLAIN}davepw", status=AccountStatus.DISABLED),
+        Account(uid="admin", password="{PLAIN}masterpw", master=True),
+    )
+
+
+def write_config(path: Path, extra: str = "") -> Path:
+    path.write_text(
+        '[directory]\npath = "data/mw.db"\n[passwords]\nscheme = "SHA512-CRYPT"\n'
+        'rehash = "never"\n[auth]\nmaster_user_separator = "*"\n' + extra
+    )
+    return path
+
+
+async def fill(db: Path) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    directory = await SQLiteDirectory.open(db, create=True)
+    try:
+        for account in classic_accounts():
+            await directory.create(account)
+    finally:
+        await directory.close()
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    """A config whose database does not exist yet."""
+    return write_config(tmp_path / "mw.toml")
+
+
+@pytest.fixture
+def ready(cfg: Path) -> Path:
+    """The config, with its database holding :func:`classic_accounts`."""
+    asyncio.run(fill(cfg.parent / "data" / "mw.db"))
+    return cfg
+
+
+@contextlib.contextmanager
+def serving_saslauthd(root: Path) -> Iterator[Path]:
+    """``mailwarden serve`` in ``root`` with only the saslauthd socket; yields its path.
+
+    The daemon runs in a session of its own and its process group is killed if
+    SIGTERM does not end it.
+    """
+    cfg = write_config(
+        root / "mw.toml",
+        '[dovecot]\nenabled = false\n[server]\npid_file = "mw.pid"\n'
+        '[saslauthd]\nenabled = true\nsocket = "run/mux"\n',
+    )
+    asyncio.run(fill(root / "data" / "mw.db"))
+    proc = subprocess.Popen(
+        [*MAILWARDEN, "-c", str(cfg), "serve"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (root / "mw.pid").exists():
+            assert proc.poll() is None, "mailwarden serve exited"
+            assert time.monotonic() < deadline, "mailwarden serve did not start"
+            time.sleep(0.05)
+        yield root / "run" / "mux"
+    finally:
+        stop_process(proc)

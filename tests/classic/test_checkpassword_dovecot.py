@@ -1,0 +1,146 @@
+"""Dovecot 2.3's checkpassword passdb and userdb calling ``mailwarden checkpassword``.
+
+A private Dovecot (auth service only) runs ``passdb { driver = checkpassword }`` and
+``userdb { driver = checkpassword }`` with our command; doveadm asks it through its
+own sockets. Dovecot passes its reply helper (checkpassword-reply) as the
+subprogram, so this checks the whole convention: fd 3, AUTHORIZED=1/2, EXTRA and
+the userdb_* variables, and exit codes 1 and 3.
+
+Dovecot runs checkpassword inside its auth process. That process normally runs as
+the ``dovecot`` user, which may not read this checkout's virtualenv, so the
+private instance runs its auth service as root (the only change from a stock
+setup; a real installation installs mailwarden where the dovecot user can run it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.classic.conftest import fill, write_config
+from tests.peers.conftest import connectable, private_dir, stop_process, wait_until
+
+DOVECOT = "/usr/sbin/dovecot"
+
+pytestmark = pytest.mark.peer
+
+CONFIG = """\
+protocols =
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+ssl = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_cache_size = 0
+auth_debug = yes
+passdb {{
+  driver = checkpassword
+  args = {root}/chk.sh
+}}
+userdb {{
+  driver = checkpassword
+  args = {root}/chk.sh
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service auth {{
+  user = root
+  unix_listener auth-client {{
+    mode = 0600
+  }}
+  unix_listener auth-userdb {{
+    mode = 0600
+  }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[Path]:
+    """A private Dovecot whose passdb and userdb are ``mailwarden checkpassword``."""
+    if shutil.which(DOVECOT) is None or shutil.which("doveadm") is None:
+        pytest.skip("dovecot-core is not installed")
+    with private_dir("checkpassword") as root:
+        cfg = write_config(root / "mw.toml")
+        asyncio.run(fill(root / "data" / "mw.db"))
+        script = root / "chk.sh"
+        script.write_text(
+            f'#!/bin/sh\nexec {sys.executable} -m mailwarden -c {cfg} checkpassword "$@"\n'
+        )
+        script.chmod(0o755)
+        conf = root / "dovecot.conf"
+        conf.write_text(CONFIG.format(root=root))
+        (root / "min.conf").write_text("ssl = no\n")
+        proc = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            userdb = str(root / "run" / "auth-userdb")
+            wait_until(lambda: proc.poll() is not None or connectable(userdb), "dovecot")
+            assert proc.poll() is None, (root / "dovecot.log").read_text()
+            yield root
+        finally:
+            stop_process(proc)
+
+
+def doveadm(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["doveadm", "-c", str(root / "min.conf"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def auth_test(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return doveadm(root, "auth", "test", "-a", str(root / "run" / "auth-client"), *args)
+
+
+def user(root: Path, name: str) -> subprocess.CompletedProcess[str]:
+    return doveadm(root, "user", "-a", str(root / "run" / "auth-userdb"), name)
+
+
+def test_doveadm_auth_test_succeeds_through_checkpassword(dovecot: Path) -> None:
+    result = auth_test(dovecot, "alice", "secret")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "auth succeeded" in result.stdout
+    assert "user=alice" in result.stdout
+    # Dovecot logs what checkpassword-reply handed back (auth_debug): our environment.
+    log = (dovecot / "dovecot.log").read_text()
+    assert "userdb_home=/var/mail/alice\tuserdb_mail=maildir:~/Maildir\tuserdb_uid=5000" in log
+
+
+@pytest.mark.parametrize("name,password", [("alice", "wrong"), ("nobody", "secret")])
+def test_doveadm_auth_test_fails_for_a_wrong_password_or_unknown_user(
+    dovecot: Path, name: str, password: str
+) -> None:
+    result = auth_test(dovecot, name, password)
+    assert result.returncode == 77, result.stdout + result.stderr
+    assert "auth failed" in result.stderr + result.stdout
+
+
+def test_doveadm_user_gets_the_userdb_fields_through_checkpassword(dovecot: Path) -> None:
+    result = user(dovecot, "alice")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "maildir:~/Maildir" in result.stdout
+    assert "/var/mail/alice" in result.stdout
+
+
+def test_doveadm_user_of_an_unknown_user_says_it_does_not_exist(dovecot: Path) -> None:
+    result = user(dovecot, "nobody")
+    assert result.returncode == 67, result.stdout + result.stderr
