@@ -41,7 +41,9 @@ from mailwarden.model import (
     Account,
     AccountStatus,
     AuthAttempt,
+    AuthOutcome,
     Denied,
+    LookupOutcome,
     NotFound,
     Password,
     Unavailable,
@@ -557,6 +559,21 @@ def fail_doveadm(message: str) -> NoReturn:
 # --------------------------------------------------------------------------- auth
 
 
+async def authenticate_and_describe(
+    app: App, attempt: AuthAttempt, service: str
+) -> tuple[AuthOutcome, LookupOutcome | None]:
+    """Decide ``attempt``; on success also fetch the userdb fields. Waits for any
+    rehash the login started, since a one-shot command exits right after."""
+    outcome = await app.engine.authenticate(attempt)
+    record = (
+        await app.engine.lookup(outcome.user, service=service)
+        if isinstance(outcome, Accepted)
+        else None
+    )
+    await app.engine.drain()
+    return outcome, record
+
+
 @main.group()
 def auth() -> None:
     """Ask the engine, in-process, what it would answer."""
@@ -599,14 +616,7 @@ def auth_test(
     )
 
     async def go(app: App) -> tuple[Any, Any]:
-        outcome = await app.engine.authenticate(attempt)
-        record = (
-            await app.engine.lookup(outcome.user, service=service)
-            if isinstance(outcome, Accepted)
-            else None
-        )
-        await app.engine.drain()
-        return outcome, record
+        return await authenticate_and_describe(app, attempt, service)
 
     outcome, record = run_with_app(ctx, go)
     match outcome:
@@ -900,14 +910,7 @@ def checkpassword_cmd(ctx: click.Context, subprogram: tuple[str, ...]) -> None:
     async def go(app: App) -> tuple[Any, Any]:
         if lookup_only:
             return None, await app.engine.lookup(block.login, service=service)
-        outcome = await app.engine.authenticate(attempt)
-        record = (
-            await app.engine.lookup(outcome.user, service=service)
-            if isinstance(outcome, Accepted)
-            else None
-        )
-        await app.engine.drain()
-        return outcome, record
+        return await authenticate_and_describe(app, attempt, service)
 
     try:
         outcome, record = run_with_app(ctx, go)
