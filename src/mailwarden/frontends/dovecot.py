@@ -28,15 +28,12 @@ it every request in flight) and removes the socket files it created.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import grp
 import logging
-import os
 import pwd
 import secrets
 import socket
-import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,14 +45,13 @@ from mailwarden.errors import ConfigError
 from mailwarden.frontends.dovecot_client import ClientConnection
 from mailwarden.frontends.dovecot_common import Connection, DovecotState
 from mailwarden.frontends.dovecot_master import MasterConnection
+from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 from mailwarden.protocols.dovecot_client import COOKIE_SIZE
 
 __all__ = ["DovecotServer", "Listener", "Role", "start_dovecot"]
 
 log = logging.getLogger("mailwarden.dovecot")
 
-# How long to wait for an existing socket to answer before calling it stale.
-_PROBE_TIMEOUT = 1.0
 
 # How long close() lets killed connections finish before cancelling them.
 _CLOSE_TIMEOUT = 5.0
@@ -126,7 +122,7 @@ class DovecotServer:
             await server.wait_closed()
         for listener in self._listeners:
             if listener.path is not None:
-                _remove_own_socket(listener.path, listener.inode)
+                remove_own_socket(listener.path, listener.inode)
         log.info("dovecot front end stopped")
 
     # ------------------------------------------------------------------ setup
@@ -182,23 +178,7 @@ class DovecotServer:
         self, role: Role, path: Path, *, mode: int, owner: tuple[int, int], key: str
     ) -> None:
         """Serve ``role`` on the UNIX socket ``path`` (see the module docstring)."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create {path.parent}: {exc.strerror}", key=key) from exc
-        _claim_path(path, key=key)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(path))
-            # Mode and owner are set while the socket does not listen yet: no peer
-            # can connect through the wrong permissions in between.
-            os.chmod(path, mode)
-            if owner != (-1, -1):
-                os.chown(path, *owner)
-            inode = path.stat().st_ino
-        except OSError as exc:
-            sock.close()
-            raise ConfigError(f"cannot listen on {path}: {exc.strerror}", key=key) from exc
+        sock, inode = bind_unix_socket(path, mode=mode, owner=owner, key=key)
         server = await asyncio.start_unix_server(self._handler(role, str(path)), sock=sock)
         self._servers.append(server)
         self._listeners.append(Listener(role=role, address=str(path), path=path, inode=inode))
@@ -283,35 +263,3 @@ def _group_id(name: str) -> int:
         return grp.getgrnam(name).gr_gid
     except KeyError:
         raise ConfigError(f"no such group: {name!r}", key="dovecot.socket_group") from None
-
-
-def _claim_path(path: Path, *, key: str) -> None:
-    """Make ``path`` free for a new socket, removing a stale one (see the module docstring)."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ConfigError(f"cannot use {path}: {exc.strerror}", key=key) from exc
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ConfigError(f"{path} exists and is not a socket; not removing it", key=key)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(_PROBE_TIMEOUT)
-    try:
-        probe.connect(str(path))
-    except ConnectionRefusedError:
-        path.unlink()
-        log.info("removed stale socket %s", path)
-        return
-    except OSError as exc:
-        raise ConfigError(f"cannot check existing socket {path}: {exc}", key=key) from exc
-    finally:
-        probe.close()
-    raise ConfigError(f"{path} is in use by a running server", key=key)
-
-
-def _remove_own_socket(path: Path, inode: int | None) -> None:
-    # Only the file we bound: if another server took the path over since, leave it.
-    with contextlib.suppress(OSError):
-        if path.lstat().st_ino == inode:
-            path.unlink()

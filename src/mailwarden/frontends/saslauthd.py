@@ -16,16 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import assert_never
 
 from mailwarden.config import SaslauthdConfig
 from mailwarden.engine import Engine
-from mailwarden.errors import ConfigError, ProtocolError
-from mailwarden.frontends.dovecot import _claim_path, _remove_own_socket
+from mailwarden.errors import ProtocolError
+from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 from mailwarden.model import Accepted, AuthAttempt, Denied, Unavailable
 from mailwarden.protocols import saslauthd as proto
 
@@ -46,20 +44,9 @@ class SaslauthdServer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def listen(self, path: Path) -> None:
-        key = "saslauthd.socket"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create {path.parent}: {exc.strerror}", key=key) from exc
-        _claim_path(path, key=key)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(path))
-            os.chmod(path, self.config.socket_mode)
-            self._inode = path.stat().st_ino
-        except OSError as exc:
-            sock.close()
-            raise ConfigError(f"cannot listen on {path}: {exc.strerror}", key=key) from exc
+        sock, self._inode = bind_unix_socket(
+            path, mode=self.config.socket_mode, key="saslauthd.socket"
+        )
         self._server = await asyncio.start_unix_server(self._handle, sock=sock)
         self.path = path
         log.info("saslauthd socket listening on %s (mode %04o)", path, self.config.socket_mode)
@@ -125,7 +112,7 @@ class SaslauthdServer:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.path is not None:
-            _remove_own_socket(self.path, self._inode)
+            remove_own_socket(self.path, self._inode)
             self.path = None
 
 
