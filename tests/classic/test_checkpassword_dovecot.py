@@ -24,9 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.classic.conftest import fill, write_config
-from tests.peers.conftest import connectable, private_dir, stop_process, wait_until
-
-DOVECOT = "/usr/sbin/dovecot"
+from tests.peers.conftest import DOVECOT, private_dir, running_dovecot
 
 pytestmark = pytest.mark.peer
 
@@ -81,20 +79,8 @@ def dovecot() -> Iterator[Path]:
         conf = root / "dovecot.conf"
         conf.write_text(CONFIG.format(root=root))
         (root / "min.conf").write_text("ssl = no\n")
-        proc = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            userdb = str(root / "run" / "auth-userdb")
-            wait_until(lambda: proc.poll() is not None or connectable(userdb), "dovecot")
-            assert proc.poll() is None, (root / "dovecot.log").read_text()
+        with running_dovecot(conf, root):
             yield root
-        finally:
-            stop_process(proc)
 
 
 def doveadm(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

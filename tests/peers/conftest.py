@@ -124,6 +124,32 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+
+@contextlib.contextmanager
+def running_dovecot(conf: Path, root: Path) -> Iterator[subprocess.Popen[Any]]:
+    """Dovecot in the foreground with config ``conf`` (its base_dir ``root/run``).
+
+    Ready once its auth-userdb socket answers; the log at ``root/dovecot.log`` is
+    shown if it dies at start. Stopped, with its whole process group, on exit.
+    """
+    proc = subprocess.Popen(
+        [DOVECOT, "-F", "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        userdb = str(root / "run" / "auth-userdb")
+        wait_until(lambda: proc.poll() is not None or connectable(userdb), "dovecot")
+        assert proc.poll() is None, (root / "dovecot.log").read_text()
+        yield proc
+    finally:
+        stop_process(proc)
+
+
 # --------------------------------------------------------------------------- in-process server
 
 

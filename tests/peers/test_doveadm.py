@@ -24,10 +24,12 @@ import pytest
 
 from mailwarden.directories.sqlite import SQLiteDirectory
 from tests.peers.conftest import (
+    DOVECOT,
     accounts,
     bob_hash,
     connectable,
     private_dir,
+    running_dovecot,
     stop_process,
     wait_until,
 )
@@ -36,8 +38,6 @@ pytestmark = [
     pytest.mark.peer,
     pytest.mark.skipif(shutil.which("doveadm") is None, reason="doveadm is not installed"),
 ]
-
-DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
 
 @dataclass(frozen=True)
@@ -186,19 +186,8 @@ def dovecot() -> Iterator[Sockets]:
         conf = root / "dovecot.conf"
         conf.write_text(DOVECOT_CONFIG.format(root=root))
         sockets = Sockets.under(root / "run")
-        proc = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            wait_until(lambda: proc.poll() is not None or connectable(sockets.userdb), "dovecot")
-            assert proc.poll() is None, (root / "dovecot.log").read_text()
+        with running_dovecot(conf, root):
             yield sockets
-        finally:
-            stop_process(proc)
 
 
 @pytest.fixture(scope="module")

@@ -26,15 +26,13 @@ from mailwarden.hashing import Hasher
 from mailwarden.model import Account, AccountStatus
 from tests.helpers import make_config
 from tests.peers.conftest import (
+    DOVECOT,
     START_TIMEOUT,
     accounts,
-    connectable,
     private_dir,
-    stop_process,
-    wait_until,
+    running_dovecot,
 )
 
-DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 LUA_MODULE = Path("/usr/lib/dovecot/modules/auth/libauthdb_lua.so")
 SEED = Path(__file__).parent / "data" / "nauthilus-dovecot.lua"
 
@@ -153,20 +151,8 @@ def dovecot() -> Iterator[Path]:
             conf = root / "dovecot.conf"
             conf.write_text(CONFIG.format(root=root))
             (root / "min.conf").write_text("ssl = no\n")
-            proc = subprocess.Popen(
-                [DOVECOT, "-F", "-c", str(conf)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            try:
-                userdb = str(root / "run" / "auth-userdb")
-                wait_until(lambda: proc.poll() is not None or connectable(userdb), "dovecot")
-                assert proc.poll() is None, (root / "dovecot.log").read_text()
+            with running_dovecot(conf, root):
                 yield root
-            finally:
-                stop_process(proc)
     finally:
         api.close()
 
