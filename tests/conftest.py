@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +59,13 @@ def make_engine(directory: MemoryDirectory) -> Iterator[EngineFactory]:
 @pytest.fixture
 def engine(make_engine: EngineFactory) -> Engine:
     return make_engine()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_machine_sockets() -> Iterator[None]:
+    """No test may create the machine's own socket folder (every test config puts its
+    sockets under a temporary directory)."""
+    machine = Path("/run/mailwarden")
+    existed = machine.exists()
+    yield
+    assert existed or not machine.exists(), "a test created /run/mailwarden"

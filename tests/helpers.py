@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mailwarden import schemes
 from mailwarden.config import Config
@@ -34,3 +39,44 @@ def attempt(username: str, password: str | None = "secret", **kw: Any) -> AuthAt
         credentials=Password(password.encode()) if password is not None else None,
         **kw,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Pem:
+    """A certificate and its private key, as PEM files."""
+
+    cert: Path
+    key: Path
+
+
+def make_cert(directory: Path) -> Pem:
+    """A self-signed P-256 certificate for 127.0.0.1 and localhost, valid one day."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    pem = Pem(cert=directory / "cert.pem", key=directory / "key.pem")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(pem.key),
+            "-out",
+            str(pem.cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return pem

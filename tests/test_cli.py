@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,10 @@ def cfg(tmp_path: Path) -> Path:
     path.write_text(
         '[directory]\npath = "data/mw.db"\n[passwords]\nscheme = "SHA512-CRYPT"\n'
         '[auth]\nmaster_user_separator = "*"\n'
+        # Every socket under the test's folder, never the machine's /run/mailwarden.
+        '[dovecot]\nclient_socket = "run/auth-client"\nmaster_socket = "run/auth-master"\n'
+        'userdb_socket = "run/auth-userdb"\n'
+        '[server]\npid_file = "data/mw.pid"\ncontrol_socket = "run/control"\n'
     )
     return path
 
@@ -208,8 +214,6 @@ def test_check_config_reports_the_key_and_exits_78(tmp_path: Path) -> None:
 
 def test_serve_starts_logs_and_stops_cleanly_on_sigterm(ready: Path) -> None:
     pid_file = ready.parent / "data" / "mw.pid"
-    cfg_text = ready.read_text() + '[server]\npid_file = "data/mw.pid"\n'
-    ready.write_text(cfg_text)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [*MAILWARDEN, "--config", str(ready), "serve"],
@@ -232,3 +236,46 @@ def test_serve_starts_logs_and_stops_cleanly_on_sigterm(ready: Path) -> None:
     assert proc.returncode == 0, stderr
     assert "serving" in stderr and "1 accounts" in stderr and "stopped" in stderr
     assert not pid_file.exists()
+
+
+def test_serve_admin_api_writes_what_the_cli_reads(ready: Path) -> None:
+    """The daemon's admin API and the CLI change the same directory, through one AccountAdmin."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pid_file = ready.parent / "data" / "mw.pid"
+    ready.write_text(
+        ready.read_text()
+        + f'[http]\nenabled = true\nlisten = ["127.0.0.1:{port}"]\n'
+        + 'auth_username = "u"\nauth_password = "p"\nadmin_token = "tok"\n'
+    )
+    proc = subprocess.Popen(
+        [*MAILWARDEN, "--config", str(ready), "serve"], stderr=subprocess.PIPE, text=True
+    )
+
+    def api(method: str, path: str, data: object) -> dict[str, object]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}",
+            data=json.dumps(data).encode(),
+            method=method,
+            headers={"Authorization": "Bearer tok", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+            result: dict[str, object] = json.loads(resp.read())
+            return result
+
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        created = api("POST", "/api/v1/accounts", {"uid": "bob", "password": "pw1"})
+        assert created["uid"] == "bob"
+        shown = run(ready, "user", "show", "bob", "--json")
+        assert shown.exit_code == 0 and json.loads(shown.output)["password"] == "<set>"
+        assert run(ready, "auth", "test", "bob", "--password-stdin", stdin="pw1\n").exit_code == 0
+        api("PATCH", "/api/v1/accounts/bob", {"status": "disabled"})
+        assert run(ready, "auth", "test", "bob", "--password-stdin", stdin="pw1\n").exit_code == 77
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)

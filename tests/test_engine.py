@@ -267,6 +267,21 @@ async def test_master_with_a_wrong_password_is_a_plain_failure(
     )
 
 
+async def test_require_master_passes_only_accounts_with_the_master_flag(
+    engine: Engine, with_master: MemoryDirectory
+) -> None:
+    # A Dovecot master passdb over HTTP sends only the master's name and password.
+    outcome = await engine.authenticate(attempt("admin", "masterpw", require_master=True))
+    assert isinstance(outcome, Accepted)
+    assert (outcome.user, outcome.master_user) == ("admin", None)
+    assert await engine.authenticate(attempt("plain", "plainpw", require_master=True)) == Denied(
+        reason=DenyReason.AUTHZ, user="plain"
+    )
+    assert await engine.authenticate(attempt("admin", "nope", require_master=True)) == Denied(
+        reason=DenyReason.CREDENTIALS
+    )
+
+
 # --------------------------------------------------------------------------- usernames
 
 

@@ -1,5 +1,5 @@
 """``python -m mailwarden``: the same as the ``mailwarden`` command."""
 
-from mailwarden.cli import main
+from mailwarden.entry import main
 
-main(prog_name="mailwarden")
+main()

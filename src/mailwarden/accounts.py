@@ -1,7 +1,9 @@
 """Account editing rules shared by the CLI and the admin API: pure functions.
 
 ``apply_assignments`` turns ``FIELD=VALUE`` strings into a new Account;
-``validate`` checks every field an administrator can set. Both raise
+``validate`` checks every field an administrator can set; ``account_to_json``
+and ``apply_json`` are the JSON form the admin API and ``mailwarden user show
+--json`` use. Both raise
 :class:`~mailwarden.errors.InvalidAccount` with a message that names the field.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mailwarden.errors import InvalidAccount
@@ -143,3 +145,81 @@ def validate(account: Account) -> None:
     for name, value in account.profile.as_dict().items():
         if any(ord(c) < 32 for c in value):
             raise InvalidAccount(f"profile.{name}: control characters are not allowed")
+
+
+# Nested objects of the JSON form that expand into ``group.key`` assignments.
+_NESTED = {"services": "service", "passdb_fields": "passdb", "userdb_fields": "userdb"}
+
+
+def account_to_json(account: Account) -> dict[str, Any]:
+    """The account as plain JSON-able values; the password hash is never included."""
+    d: dict[str, Any] = {}
+    for f in dataclasses.fields(account):
+        value = getattr(account, f.name)
+        if isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        d[f.name] = value
+    d["status"] = account.status.value
+    d["password"] = "<set>" if account.password else ""
+    d["profile"] = account.profile.as_dict()
+    return d
+
+
+def _assignment_value(field: str, value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | str):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        if any("," in v for v in value):
+            raise InvalidAccount(f"{field}: list items must not contain a comma")
+        return ",".join(value)
+    raise InvalidAccount(f"{field}: expected a string, number, boolean, list of strings or null")
+
+
+def apply_json(account: Account, changes: Mapping[str, object]) -> Account:
+    """A copy of ``account`` with a JSON merge patch (RFC 7396 style) applied.
+
+    Keys are those of ``mailwarden user set`` (``mail``, ``service.imap``,
+    ``profile.c``...) or the nested objects of :func:`account_to_json`
+    (``services``, ``passdb_fields``, ``userdb_fields``, ``profile``), so what
+    ``GET`` returns can be edited and sent back. ``null`` clears a field; nested
+    objects are merged key by key. Unlike ``FIELD=VALUE`` strings, an empty string
+    is a value: ``{"passdb_fields": {"nologin": ""}}`` sets Dovecot's valueless flag.
+    """
+    assignments: list[str] = []
+    extra: dict[str, dict[str, str | None]] = {"passdb": {}, "userdb": {}}
+    for key, value in changes.items():
+        group, dot, sub = key.partition(".")
+        if key in _NESTED or key == "profile":
+            if not isinstance(value, Mapping):
+                raise InvalidAccount(f"{key}: expected an object")
+            group = _NESTED.get(key, "profile")
+            items = [(f"{group}.{k}", v) for k, v in value.items()]
+        elif "=" in key:
+            raise InvalidAccount(f"{key!r}: field names cannot contain '='")
+        else:
+            items = [(key, value)]
+        for name, v in items:
+            group, dot, sub = name.partition(".")
+            if dot and group in extra:
+                if v is not None and not isinstance(v, str):
+                    raise InvalidAccount(f"{name}: expected a string or null")
+                extra[group][sub] = v
+            else:
+                assignments.append(f"{name}={_assignment_value(name, v)}")
+    new = apply_assignments(account, assignments)
+    fields = {"passdb": dict(new.passdb_fields), "userdb": dict(new.userdb_fields)}
+    for group, updates in extra.items():
+        for sub, v in updates.items():
+            if v is None:
+                fields[group].pop(sub, None)
+            else:
+                fields[group][sub] = v
+    new = dataclasses.replace(new, passdb_fields=fields["passdb"], userdb_fields=fields["userdb"])
+    validate(new)
+    return new

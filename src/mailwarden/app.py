@@ -13,16 +13,22 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mailwarden import __version__
+from mailwarden.admin import AccountAdmin
 from mailwarden.config import Config
 from mailwarden.directories.base import Directory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.engine import Engine
+from mailwarden.errors import ConfigError, TemporaryFailure
+from mailwarden.guard import Guard
 from mailwarden.hashing import Hasher
+from mailwarden.model import Accepted, AuthAttempt, AuthOutcome, LookupOutcome
 
 # The LDAP driver and the front ends are imported where they are used: every
 # one-shot command (checkpassword runs once per login) would otherwise pay about
@@ -58,6 +64,13 @@ async def open_directory(config: Config, *, create: bool = False) -> Directory:
             return await LDAPDirectory.open(config.ldap)
 
 
+async def open_guard(config: Config) -> Guard:
+    """The brute-force guard over the configured state store (docs/guard.md)."""
+    if config.guard.store == "redis":
+        raise ConfigError("the Redis store is not part of this build yet", key="guard.store")
+    return Guard(config.guard)
+
+
 @dataclass(slots=True)
 class App:
     """Everything one mailwarden process runs."""
@@ -66,9 +79,11 @@ class App:
     directory: Directory
     hasher: Hasher
     engine: Engine
+    admin: AccountAdmin
 
     async def close(self) -> None:
         await self.engine.drain()
+        await self.engine.guard.close()
         await self.directory.close()
         self.hasher.close()
 
@@ -78,16 +93,72 @@ async def running_app(config: Config, *, create: bool = False) -> AsyncIterator[
     """Build the app, and close everything it opened on the way out."""
     directory = await open_directory(config, create=create)
     hasher = Hasher(workers=config.hashing.workers, queue_limit=config.hashing.queue_limit)
+    engine = Engine(
+        directory=directory, hasher=hasher, config=config, guard=await open_guard(config)
+    )
+    await engine.start()
     app = App(
         config=config,
         directory=directory,
         hasher=hasher,
-        engine=Engine(directory=directory, hasher=hasher, config=config),
+        engine=engine,
+        admin=AccountAdmin(
+            directory=directory,
+            hasher=hasher,
+            engine=engine,
+            default_scheme=config.passwords.scheme,
+        ),
     )
     try:
         yield app
     finally:
         await app.close()
+
+
+async def authenticate_and_describe(
+    app: App, attempt: AuthAttempt, service: str
+) -> tuple[AuthOutcome, LookupOutcome | None]:
+    """Decide ``attempt``; on success also fetch the userdb fields. Waits for any
+    rehash the login started, since a one-shot command exits right after."""
+    outcome = await app.engine.authenticate(attempt)
+    record = (
+        await app.engine.lookup(outcome.user, service=service)
+        if isinstance(outcome, Accepted)
+        else None
+    )
+    await app.engine.drain()
+    return outcome, record
+
+
+async def describe(app: App, *, started: float) -> dict[str, Any]:
+    """What ``mailwarden status`` shows: the process, its backends and counters."""
+    guard = app.engine.guard
+    cache = app.engine.cache
+    try:
+        await app.directory.ping()
+        directory_state = "ok"
+    except TemporaryFailure as exc:
+        directory_state = f"unavailable: {exc}"
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "uptime": round(time.time() - started, 1),
+        "config": app.config.source,
+        "directory": {"backend": app.config.directory.backend, "state": directory_state},
+        "hashing": {
+            "workers": app.hasher.workers,
+            "pending": app.hasher.pending,
+            "verifications": app.hasher.verifications,
+        },
+        "guard": {
+            "enabled": app.config.guard.enabled,
+            "store": app.config.guard.store,
+            "degraded": guard.degraded,
+            "store_errors": guard.store_errors,
+            "bans": len(await guard.bans()),
+        },
+        "cache": {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
+    }
 
 
 def setup_logging(config: Config) -> None:
@@ -104,6 +175,7 @@ def setup_logging(config: Config) -> None:
 
 async def serve(config: Config) -> None:
     """Run the daemon until SIGTERM or SIGINT; then drain and exit cleanly."""
+    from mailwarden.frontends.control import ControlServer, start_control  # noqa: PLC0415
     from mailwarden.frontends.dovecot import start_dovecot  # noqa: PLC0415 - lean start
     from mailwarden.frontends.http import HttpServer, start_http  # noqa: PLC0415
     from mailwarden.frontends.saslauthd import start_saslauthd  # noqa: PLC0415
@@ -122,14 +194,30 @@ async def serve(config: Config) -> None:
             )
         saslauthd = None
         http: HttpServer | None = None
+        control: ControlServer | None = None
+        started = time.time()
+
+        async def status() -> dict[str, Any]:
+            return await describe(app, started=started)
+
         try:
+            if config.server.control_socket:
+                control = await start_control(
+                    app.engine,
+                    resolve_path(config, config.server.control_socket),
+                    mode=config.server.control_socket_mode,
+                    status=status,
+                )
             if config.saslauthd.enabled:
                 saslauthd = await start_saslauthd(
                     app.engine, config.saslauthd, resolve=lambda p: resolve_path(config, p)
                 )
             if config.http.enabled:
                 http = await start_http(
-                    app.engine, config.http, resolve=lambda p: resolve_path(config, p)
+                    app.engine,
+                    config.http,
+                    resolve=lambda p: resolve_path(config, p),
+                    admin=app.admin,
                 )
             # The pid file appears only once every listener accepts: scripts and
             # tests that wait for it can connect right away.
@@ -146,6 +234,8 @@ async def serve(config: Config) -> None:
             await stop.wait()
             log.info("shutting down")
         finally:
+            if control is not None:
+                await control.close()
             if http is not None:
                 await http.close()
             if saslauthd is not None:

@@ -13,9 +13,9 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -24,7 +24,15 @@ from rich.table import Table
 
 from mailwarden import __version__, accounts, passwdfile, schemes
 from mailwarden import config as config_mod
-from mailwarden.app import App, running_app, serve, setup_logging
+from mailwarden.accounts import account_to_json
+from mailwarden.app import (
+    App,
+    authenticate_and_describe,
+    resolve_path,
+    running_app,
+    serve,
+    setup_logging,
+)
 from mailwarden.config import Config
 from mailwarden.directories.base import BulkReport, Directory
 from mailwarden.errors import (
@@ -32,7 +40,6 @@ from mailwarden.errors import (
     AccountExists,
     AccountNotFound,
     ConfigError,
-    ProtocolError,
     SchemeError,
     TemporaryFailure,
 )
@@ -41,9 +48,7 @@ from mailwarden.model import (
     Account,
     AccountStatus,
     AuthAttempt,
-    AuthOutcome,
     Denied,
-    LookupOutcome,
     NotFound,
     Password,
     Unavailable,
@@ -120,6 +125,11 @@ def read_new_password(password_stdin: bool, *, confirm: bool = True) -> bytes:
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
     """mailwarden: authentication and accounts for a whole mail system."""
+    if ctx.invoked_subcommand == "checkpassword":
+        # A bad config file is a temporary failure (111) there, not 78: the command
+        # reads the file itself (mailwarden.checkpassword).
+        ctx.obj = {"config_path": config_path}
+        return
     try:
         cfg = config_mod.load(config_path)
     except ConfigError as exc:
@@ -178,20 +188,11 @@ def user() -> None:
     """Create, change and inspect accounts."""
 
 
-def _account_dict(account: Account) -> dict[str, Any]:
-    """The account as plain JSON-able values; the password hash is never included."""
-    d: dict[str, Any] = {}
-    for f in dataclasses.fields(account):
-        value = getattr(account, f.name)
-        if isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        d[f.name] = value
-    d["status"] = account.status.value
-    d["password"] = "<set>" if account.password else ""
-    d["profile"] = account.profile.as_dict()
-    return d
+def _checked_scheme(ctx: click.Context, scheme: str | None) -> str:
+    name = (scheme or _config(ctx).passwords.scheme).upper()
+    if name not in schemes.SCHEMES:
+        fail(f"unknown scheme {name}", EX_USAGE)
+    return name
 
 
 @user.command("add")
@@ -220,26 +221,18 @@ def user_add(
     assignments: tuple[str, ...],
 ) -> None:
     """Create an account."""
-    cfg = _config(ctx)
     if mail is None and "@" in uid:
         mail = uid
     base = Account(uid=uid, mail=mail, alternate_addresses=alternates)
     try:
-        account = accounts.apply_assignments(base, assignments)
+        accounts.apply_assignments(base, assignments)
     except AccountError as exc:
         fail(str(exc))
+    scheme_name = _checked_scheme(ctx, scheme)
     password = None if no_password else read_new_password(password_stdin)
-    scheme_name = (scheme or cfg.passwords.scheme).upper()
-    if scheme_name not in schemes.SCHEMES:
-        fail(f"unknown scheme {scheme_name}", EX_USAGE)
 
     async def go(app: App) -> None:
-        stored = ""
-        if password is not None:
-            stored = await app.hasher.generate(
-                password, scheme_name, user=uid, policy=app.engine.policy
-            )
-        await app.directory.create(dataclasses.replace(account, password=stored))
+        await app.admin.create(base, password=password, scheme=scheme_name, assignments=assignments)
 
     run_with_app(ctx, go)
     out.print(f"created {uid}")
@@ -251,11 +244,7 @@ def user_add(
 def user_del(ctx: click.Context, uid: str) -> None:
     """Delete an account for good (use 'disable' to keep it)."""
 
-    async def go(app: App) -> bool:
-        return await app.directory.delete(uid)
-
-    if not run_with_app(ctx, go):
-        fail(f"no account {uid}", EX_NOUSER)
+    run_with_app(ctx, lambda app: app.admin.delete(uid))
     out.print(f"deleted {uid}")
 
 
@@ -266,13 +255,8 @@ def user_del(ctx: click.Context, uid: str) -> None:
 def user_show(ctx: click.Context, uid: str, as_json: bool) -> None:
     """Show one account (the password hash is never printed)."""
 
-    async def go(app: App) -> Account | None:
-        return await app.directory.get(uid) or await app.directory.find(uid)
-
-    account = run_with_app(ctx, go)
-    if account is None:
-        fail(f"no account {uid}", EX_NOUSER)
-    data = _account_dict(account)
+    account = run_with_app(ctx, lambda app: app.admin.show(uid))
+    data = account_to_json(account)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
@@ -295,12 +279,9 @@ def user_show(ctx: click.Context, uid: str, as_json: bool) -> None:
 def user_list(ctx: click.Context, pattern: str, as_json: bool, limit: int) -> None:
     """List accounts whose uid or an address matches PATTERN (* and ? wildcards)."""
 
-    async def go(app: App) -> list[Account]:
-        return await app.directory.search(pattern, limit=limit)
-
-    found = run_with_app(ctx, go)
+    found = run_with_app(ctx, lambda app: app.admin.search(pattern, limit=limit))
     if as_json:
-        click.echo(json.dumps([_account_dict(a) for a in found], indent=2, sort_keys=True))
+        click.echo(json.dumps([account_to_json(a) for a in found], indent=2, sort_keys=True))
         return
     table = Table("uid", "mail", "status", "mail host", "services off")
     for a in found:
@@ -308,15 +289,6 @@ def user_list(ctx: click.Context, pattern: str, as_json: bool, limit: int) -> No
         table.add_row(a.uid, a.mail or "", a.status.value, a.mail_host or "", off)
     out.print(table)
     out.print(f"{len(found)} account(s)")
-
-
-async def _update(app: App, uid: str, change: Callable[[Account], Account]) -> Account:
-    account = await app.directory.get(uid)
-    if account is None:
-        raise AccountNotFound(f"no account {uid}")
-    new = change(account)
-    await app.directory.replace(new)
-    return new
 
 
 @user.command("set")
@@ -328,16 +300,12 @@ def user_set(ctx: click.Context, uid: str, assignments: tuple[str, ...]) -> None
     quota_messages, mail_host, pgp_fingerprint, status, master, alternate_addresses,
     allow_nets (comma lists), service.NAME=on|off, passdb.KEY, userdb.KEY,
     profile.FIELD. An empty VALUE clears the field."""
-    run_with_app(
-        ctx, lambda app: _update(app, uid, lambda a: accounts.apply_assignments(a, assignments))
-    )
+    run_with_app(ctx, lambda app: app.admin.update(uid, assignments))
     out.print(f"updated {uid}")
 
 
 def _set_status(ctx: click.Context, uid: str, status: AccountStatus) -> None:
-    run_with_app(
-        ctx, lambda app: _update(app, uid, lambda a: dataclasses.replace(a, status=status))
-    )
+    run_with_app(ctx, lambda app: app.admin.set_status(uid, status))
     out.print(f"{uid}: {status.value}")
 
 
@@ -364,22 +332,9 @@ def user_disable(ctx: click.Context, uid: str) -> None:
 @click.pass_context
 def user_passwd(ctx: click.Context, uid: str, password_stdin: bool, scheme: str | None) -> None:
     """Set an account's password."""
-    scheme_name = (scheme or _config(ctx).passwords.scheme).upper()
-    if scheme_name not in schemes.SCHEMES:
-        fail(f"unknown scheme {scheme_name}", EX_USAGE)
+    scheme_name = _checked_scheme(ctx, scheme)
     password = read_new_password(password_stdin)
-
-    async def go(app: App) -> None:
-        if await app.directory.get(uid) is None:
-            raise AccountNotFound(f"no account {uid}")
-        stored = await app.hasher.generate(
-            password, scheme_name, user=uid, policy=app.engine.policy
-        )
-        if not await app.directory.set_password(uid, stored):
-            raise AccountNotFound(f"no account {uid}")
-        await app.engine.flush_cache([uid])
-
-    run_with_app(ctx, go)
+    run_with_app(ctx, lambda app: app.admin.set_password(uid, password, scheme=scheme_name))
     out.print(f"password of {uid} changed ({scheme_name})")
 
 
@@ -557,21 +512,6 @@ def fail_doveadm(message: str) -> NoReturn:
 
 
 # --------------------------------------------------------------------------- auth
-
-
-async def authenticate_and_describe(
-    app: App, attempt: AuthAttempt, service: str
-) -> tuple[AuthOutcome, LookupOutcome | None]:
-    """Decide ``attempt``; on success also fetch the userdb fields. Waits for any
-    rehash the login started, since a one-shot command exits right after."""
-    outcome = await app.engine.authenticate(attempt)
-    record = (
-        await app.engine.lookup(outcome.user, service=service)
-        if isinstance(outcome, Accepted)
-        else None
-    )
-    await app.engine.drain()
-    return outcome, record
 
 
 @main.group()
@@ -842,30 +782,6 @@ def _print_errors(errors: list[tuple[str, str]]) -> None:
 # --------------------------------------------------------------------------- checkpassword
 
 
-def _cp_log(level: int, message: str) -> None:
-    """auth_pop's LOGLEVEL: 0 silent, 1 errors (default), 2 + refusals, 3 + successes."""
-    try:
-        wanted = int(os.environ.get("LOGLEVEL", "1"))
-    except ValueError:
-        wanted = 1
-    if level <= wanted:
-        sys.stderr.write(f"mailwarden checkpassword: {message}\n")
-        sys.stderr.flush()
-
-
-def _read_fd3(limit: int) -> bytes:
-    """The whole fd-3 block, at most ``limit + 1`` bytes (so oversize is detectable)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = os.read(3, limit + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
 @main.command(
     "checkpassword",
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
@@ -875,142 +791,16 @@ def _read_fd3(limit: int) -> bytes:
 def checkpassword_cmd(ctx: click.Context, subprogram: tuple[str, ...]) -> None:
     """DJB checkpassword: login\\0password\\0timestamp\\0 on fd 3, then exec SUBPROGRAM.
 
-    Exit 1 wrong login, 2 misuse, 111 temporary failure; with AUTHORIZED=1
-    (Dovecot's userdb lookup) exit 3 for an unknown user. See docs/classic-interfaces.md.
+    Exit 1 wrong login, 2 misuse, 111 temporary failure (also for a bad config
+    file); with AUTHORIZED=1 (Dovecot's userdb lookup) exit 3 for an unknown user.
+    Asks the running daemon over its Dovecot sockets, or decides in-process when
+    it is not running ([checkpassword] via). See docs/classic-interfaces.md.
     """
-    from mailwarden.protocols import checkpassword as cp  # noqa: PLC0415 - keep start lean
-    from mailwarden.sasl.apop import ApopProof  # noqa: PLC0415
+    # The mailwarden command runs this from mailwarden.entry without importing this
+    # module; this command is the same code, for --help and for callers of cli.main.
+    from mailwarden import checkpassword  # noqa: PLC0415
 
-    try:
-        block = cp.parse_block(_read_fd3(cp.MAX_BLOCK))
-        digest = cp.apop_digest(block) if block.apop else None
-    except OSError as exc:
-        _cp_log(1, f"cannot read descriptor 3: {exc.strerror}")
-        sys.exit(cp.EXIT_MISUSE)
-    except ProtocolError as exc:
-        _cp_log(1, str(exc))
-        sys.exit(cp.EXIT_MISUSE)
-    lookup_only = os.environ.get("AUTHORIZED") == "1"
-    service = os.environ.get("SERVICE", "pop3")
-    credentials: Password | ApopProof = (
-        ApopProof(challenge=block.timestamp, digest=digest)
-        if digest is not None
-        else block.password
-    )
-    attempt = AuthAttempt(
-        username=block.login,
-        credentials=credentials,
-        service=service,
-        mechanism="APOP" if digest is not None else "PLAIN",
-        remote_ip=os.environ.get("TCPREMOTEIP") or None,
-        local_ip=os.environ.get("TCPLOCALIP") or None,
-        frontend="checkpassword",
-    )
-
-    async def go(app: App) -> tuple[Any, Any]:
-        if lookup_only:
-            return None, await app.engine.lookup(block.login, service=service)
-        return await authenticate_and_describe(app, attempt, service)
-
-    try:
-        outcome, record = run_with_app(ctx, go)
-    except SystemExit:
-        # run_with_app exits 75 for a directory that cannot be opened: here that is 111.
-        _cp_log(1, f"temporary failure for {block.login!r}")
-        sys.exit(cp.EXIT_TEMPFAIL)
-    env = dict(os.environ)
-    match outcome:
-        case Denied():
-            _cp_log(2, f"login refused for {block.login!r} ({outcome.reason.value})")
-            sys.exit(cp.EXIT_WRONG)
-        case Unavailable():
-            _cp_log(1, f"temporary failure for {block.login!r}: {outcome.detail}")
-            sys.exit(cp.EXIT_TEMPFAIL)
-        case Accepted() | None:
-            pass
-    match record:
-        case NotFound():
-            if lookup_only:
-                _cp_log(2, f"lookup: unknown user {block.login!r}")
-                sys.exit(cp.EXIT_LOOKUP_UNKNOWN)
-            _cp_log(1, f"account of {block.login!r} vanished during login")
-            sys.exit(cp.EXIT_TEMPFAIL)
-        case Unavailable():
-            _cp_log(1, f"temporary failure for {block.login!r}: {record.detail}")
-            sys.exit(cp.EXIT_TEMPFAIL)
-        case UserRecord():
-            master = outcome.master_user if isinstance(outcome, Accepted) else None
-            env.update(
-                cp.login_environment(
-                    user=record.user,
-                    account=record.account,
-                    fields=record.fields,
-                    master_user=master,
-                )
-            )
-            if lookup_only:
-                env["AUTHORIZED"] = "2"
-            _cp_log(3, f"login accepted for {record.user!r}")
-            if isinstance(outcome, Accepted) and "host" in outcome.passdb_fields:
-                sys.exit(_cp_forward(ctx, outcome, block.password.value, service, digest))
-            _switch_user(record.account.uid_number, record.account.gid_number)
-    try:
-        os.execvpe(subprogram[0], list(subprogram), env)  # noqa: S606 - the interface is exec
-    except OSError as exc:
-        _cp_log(1, f"cannot run {subprogram[0]}: {exc.strerror}")
-        sys.exit(cp.EXIT_TEMPFAIL)
-
-
-def _cp_forward(
-    ctx: click.Context, outcome: Accepted, password: bytes, service: str, apop: bytes | None
-) -> int:
-    """Cluster session forwarding: the account lives on another mail host (the engine
-    said so with proxy fields). Log in there and relay instead of exec'ing locally."""
-    from mailwarden.frontends import relay  # noqa: PLC0415 - only forwarded sessions need it
-
-    cluster = _config(ctx).cluster
-    host = outcome.passdb_fields["host"]
-    protocol: Literal["pop3", "imap"] = "imap" if service.lower() == "imap" else "pop3"
-    if apop is not None:
-        # An APOP digest is bound to *our* greeting's timestamp: it cannot log in
-        # on the mail host, and we never learn the plaintext. Temporary, not wrong.
-        _cp_log(1, f"{outcome.user}: APOP logins cannot be forwarded to {host}")
-        return EXIT_CP_TEMPFAIL
-    target = relay.Target(
-        host=host,
-        port=int(outcome.passdb_fields.get("port", cluster.pop3_port)),
-        protocol=protocol,
-        user=outcome.passdb_fields.get("destuser", outcome.user).encode(),
-        password=password,
-        imap_method=cluster.imap_login,
-        client_tag=os.environ.get("IMAPLOGINTAG", "").encode(),
-    )
-    _cp_log(3, f"{outcome.user}: forwarding {protocol} session to {host}:{target.port}")
-    try:
-        return relay.forward(
-            target, connect_timeout=cluster.connect_timeout, idle_timeout=cluster.idle_timeout
-        )
-    except relay.RelayError as exc:
-        _cp_log(1, f"{outcome.user}: {exc}")
-        return EXIT_CP_TEMPFAIL
-
-
-EXIT_CP_TEMPFAIL = 111
-
-
-def _switch_user(uid: int | None, gid: int | None) -> None:
-    """Drop to the account's uid/gid before exec, as auth_pop does for qmail-pop3d.
-
-    Only when running as root and not under Dovecot (which sets ORIG_UID and
-    makes its reply helper refuse a changed uid): Dovecot switches users itself
-    from the userdb_uid/userdb_gid it is told.
-    """
-    if os.geteuid() != 0 or "ORIG_UID" in os.environ or uid is None:
-        return
-    os.setgroups([])
-    if gid is not None:
-        os.setgid(gid)
-    os.setuid(uid)
+    checkpassword.run(ctx.obj["config_path"], list(subprogram))
 
 
 # --------------------------------------------------------------------------- PAM helper
@@ -1141,3 +931,107 @@ def _pam_account(ctx: click.Context, user: str, service: str, services: tuple[st
             _pam_log(f"temporary failure for {user!r}: {record.detail}")
             return PAM_AUTHINFO_UNAVAIL
     return PAM_SERVICE_ERR
+
+
+# --------------------------------------------------------------------------- control socket
+
+
+def _control(ctx: click.Context, op: str, **args: Any) -> Any:
+    """Ask the running daemon over its control socket (``server.control_socket``)."""
+    import socket  # noqa: PLC0415 - only the control commands need it
+
+    from mailwarden.errors import ProtocolError  # noqa: PLC0415
+    from mailwarden.protocols import control  # noqa: PLC0415
+
+    cfg = _config(ctx)
+    if not cfg.server.control_socket:
+        fail("server.control_socket is not set: the daemon has no control socket", EX_CONFIG)
+    path = resolve_path(cfg, cfg.server.control_socket)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(str(path))
+            sock.sendall(control.request(op, **args))
+            reader = control.LineReader()
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    fail("the daemon closed the control connection", EX_TEMPFAIL)
+                lines = reader.receive_data(data)
+                if lines:
+                    return control.parse_reply(lines[0])
+    except (FileNotFoundError, ConnectionRefusedError):
+        fail(f"the daemon is not running (no control socket at {path})", EX_TEMPFAIL)
+    except PermissionError:
+        fail(f"not allowed to use {path} (run as the daemon's user or root)", EX_NOPERM)
+    except OSError as exc:
+        fail(f"control socket {path}: {exc.strerror or exc}", EX_TEMPFAIL)
+    except ProtocolError as exc:
+        fail(str(exc))
+
+
+@main.group("guard")
+def guard_group() -> None:
+    """Brute-force protection: list and lift bans (asks the running daemon)."""
+
+
+@guard_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def guard_list(ctx: click.Context, as_json: bool) -> None:
+    """Banned networks and protected accounts, with their rule and time left."""
+    bans = _control(ctx, "guard.list")
+    if as_json:
+        click.echo(json.dumps(bans, indent=2))
+        return
+    table = Table("target", "kind", "rule", "expires in")
+    for ban in bans:
+        table.add_row(ban["target"], ban["kind"], ban["rule"], f"{ban['ttl']} s")
+    out.print(table)
+    out.print(f"{len(bans)} ban(s)")
+
+
+@guard_group.command("unblock")
+@click.argument("target", required=False)
+@click.option("--all", "everything", is_flag=True, help="Lift every ban.")
+@click.pass_context
+def guard_unblock(ctx: click.Context, target: str | None, everything: bool) -> None:
+    """Lift a ban: a network as listed, an address, or account:UID."""
+    if (target is None) != everything:
+        fail("give a TARGET or --all", EX_USAGE)
+    result = _control(ctx, "guard.unblock", target=target)
+    out.print(f"lifted {result['lifted']} ban(s)")
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status_cmd(ctx: click.Context, as_json: bool) -> None:
+    """What the running daemon is doing: backends, counters, guard and cache."""
+    result = _control(ctx, "status")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in result.items():
+        text = (
+            ", ".join(f"{k}={v}" for k, v in value.items())
+            if isinstance(value, dict)
+            else str(value)
+        )
+        table.add_row(f"[bold]{key}[/bold]", text)
+    out.print(table)
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """The verified-login cache of the running daemon."""
+
+
+@cache_group.command("flush")
+@click.argument("users", nargs=-1)
+@click.pass_context
+def cache_flush(ctx: click.Context, users: tuple[str, ...]) -> None:
+    """Forget cached logins of USERS (all users when none is given)."""
+    result = _control(ctx, "cache.flush", users=list(users) if users else None)
+    out.print(f"flushed {result['flushed']} entries")

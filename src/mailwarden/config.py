@@ -183,9 +183,16 @@ class ServerConfig:
 
     pid_file: str = ""
     shutdown_timeout: float = 10.0
+    control_socket: str = "/run/mailwarden/control"
+    control_socket_mode: int = 0o600
 
     def _check(self, key: str) -> None:
         _require(self.shutdown_timeout >= 0, f"{key}.shutdown_timeout", "a number >= 0")
+        _require(
+            0 <= self.control_socket_mode <= 0o777,
+            f"{key}.control_socket_mode",
+            "a file mode such as 0o600",
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,8 +242,14 @@ class SaslauthdConfig:
     realm: Literal["append", "ignore"] = "append"
     request_timeout: float = 10.0
     max_field_length: int = 1024
+    failure_delay: float = 2.0
 
     def _check(self, key: str) -> None:
+        _require(
+            0 <= self.failure_delay <= 8,
+            f"{key}.failure_delay",
+            "seconds from 0 to 8 (Postfix times out after 10)",
+        )
         _require(0 <= self.socket_mode <= 0o777, f"{key}.socket_mode", "a file mode such as 0o660")
         _require(self.request_timeout > 0, f"{key}.request_timeout", "seconds > 0")
         _require(
@@ -264,6 +277,138 @@ class ClusterConfig:
         _require(self.idle_timeout > 0, f"{key}.idle_timeout", "seconds > 0")
         for name in ("pop3_port", "imap_port"):
             _require(0 < getattr(self, name) < 65536, f"{key}.{name}", "a TCP port 1..65535")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpasswordConfig:
+    """``[checkpassword]``: how ``mailwarden checkpassword`` decides; see
+    docs/classic-interfaces.md. (Read without this module on the lean path:
+    :mod:`mailwarden.checkpassword` keeps the same keys and defaults.)"""
+
+    via: Literal["auto", "daemon", "local"] = "auto"
+    timeout: float = 15.0
+
+    def _check(self, key: str) -> None:
+        _require(self.timeout > 0, f"{key}.timeout", "seconds > 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GuardRule:
+    """One brute-force rule: more than ``threshold`` counted failures within
+    ``period`` seconds from one network (the source address cut to the prefix of
+    its family) bans that network for ``guard.ban_time``."""
+
+    name: str
+    period: float
+    threshold: int
+    ipv4_prefix: int = 32
+    ipv6_prefix: int = 128
+
+    def _check(self, key: str) -> None:
+        ok = 1 <= len(self.name) <= 32 and all(
+            c.isascii() and (c.isalnum() or c in "-_") for c in self.name
+        )
+        _require(ok, f"{key}.name", "1-32 letters, digits, - or _")
+        _require(1 <= self.period <= 30 * 86400, f"{key}.period", "seconds from 1 to 2592000")
+        _require(self.threshold >= 1, f"{key}.threshold", "an integer >= 1")
+        _require(0 <= self.ipv4_prefix <= 32, f"{key}.ipv4_prefix", "an integer from 0 to 32")
+        _require(0 <= self.ipv6_prefix <= 128, f"{key}.ipv6_prefix", "an integer from 0 to 128")
+
+
+DEFAULT_GUARD_RULES = (
+    GuardRule(name="ip-minute", period=60.0, threshold=10),
+    GuardRule(name="net-hour", period=3600.0, threshold=100, ipv4_prefix=24, ipv6_prefix=64),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisConfig:
+    """``[guard.redis]``: the shared state store of several workers and nodes."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    sentinels: tuple[str, ...] = ()
+    sentinel_master: str = ""
+    password_file: str = ""
+    key_prefix: str = "mailwarden:"
+    timeout: float = 0.5
+    retry_interval: float = 5.0
+
+    def _check(self, key: str) -> None:
+        _require(
+            self.url.startswith(("redis://", "rediss://", "unix://")),
+            f"{key}.url",
+            "a redis://, rediss:// or unix:// URL",
+        )
+        for i, addr in enumerate(self.sentinels):
+            host, sep, port = addr.rpartition(":")
+            _require(bool(sep and host and port.isdigit()), f"{key}.sentinels[{i}]", "HOST:PORT")
+        _require(
+            bool(self.sentinel_master) == bool(self.sentinels),
+            f"{key}.sentinel_master",
+            "set together with sentinels",
+        )
+        _require(0 < self.timeout <= 10, f"{key}.timeout", "seconds from 0 to 10")
+        _require(self.retry_interval > 0, f"{key}.retry_interval", "seconds > 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GuardConfig:
+    """``[guard]``: brute-force protection; see docs/guard.md."""
+
+    enabled: bool = True
+    store: Literal["memory", "redis"] = "memory"
+    allow_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    rules: tuple[GuardRule, ...] = DEFAULT_GUARD_RULES
+    ban_time: float = 3600.0
+    distinct_passwords: bool = True
+    history_size: int = 8
+    account_threshold: int = 30
+    account_period: float = 3600.0
+    account_delay: float = 3.0
+    known_ipv4_prefix: int = 24
+    known_ipv6_prefix: int = 64
+    known_network_ttl: float = 90 * 86400.0
+    redis: RedisConfig = field(default_factory=RedisConfig)
+
+    def _check(self, key: str) -> None:
+        import ipaddress  # noqa: PLC0415 - keep checkpassword's lean start lean
+
+        for i, net in enumerate(self.allow_networks):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise _Invalid(
+                    f"{key}.allow_networks[{i}]", "a network such as 10.0.0.0/8"
+                ) from None
+        names = [r.name for r in self.rules]
+        _require(len(names) == len(set(names)), f"{key}.rules", "rules with different names")
+        _require(self.ban_time > 0, f"{key}.ban_time", "seconds > 0")
+        _require(1 <= self.history_size <= 100, f"{key}.history_size", "an integer from 1 to 100")
+        _require(self.account_threshold >= 0, f"{key}.account_threshold", "an integer >= 0")
+        _require(self.account_period > 0, f"{key}.account_period", "seconds > 0")
+        _require(
+            0 <= self.account_delay <= 8,
+            f"{key}.account_delay",
+            "seconds from 0 to 8 (Postfix times out after 10)",
+        )
+        _require(0 <= self.known_ipv4_prefix <= 32, f"{key}.known_ipv4_prefix", "0 to 32")
+        _require(0 <= self.known_ipv6_prefix <= 128, f"{key}.known_ipv6_prefix", "0 to 128")
+        _require(self.known_network_ttl > 0, f"{key}.known_network_ttl", "seconds > 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheConfig:
+    """``[cache]``: the verified-login cache; see docs/guard.md."""
+
+    enabled: bool = True
+    ttl: float = 600.0
+    negative_ttl: float = 30.0
+    max_entries: int = 100_000
+
+    def _check(self, key: str) -> None:
+        _require(0 <= self.ttl <= 86400, f"{key}.ttl", "seconds from 0 to 86400")
+        _require(0 <= self.negative_ttl <= 3600, f"{key}.negative_ttl", "seconds from 0 to 3600")
+        _require(self.max_entries >= 1, f"{key}.max_entries", "an integer >= 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -318,7 +463,10 @@ class Config:
     ldap: LdapConfig = field(default_factory=LdapConfig)
     saslauthd: SaslauthdConfig = field(default_factory=SaslauthdConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    checkpassword: CheckpasswordConfig = field(default_factory=CheckpasswordConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     source: str = field(default="<defaults>", compare=False)
 
 
@@ -460,21 +608,30 @@ def defaults_table() -> list[tuple[str, str, str]]:
     for section in fields(Config):
         if section.name == "source":
             continue
-        cls = hints[section.name]
-        sub_hints = typing.get_type_hints(cls)
-        instance = cls()
-        for f in fields(cls):
-            value = getattr(instance, f.name)
-            if f.name.endswith("_mode"):  # file modes read best in octal, as TOML allows
-                rows.append((f"{section.name}.{f.name}", oct(value), "integer"))
-                continue
-            rows.append(
-                (f"{section.name}.{f.name}", _toml_value(value), _type_name(sub_hints[f.name]))
-            )
+        rows.extend(_rows(hints[section.name], section.name))
+    return rows
+
+
+def _rows(cls: Any, prefix: str) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    sub_hints = typing.get_type_hints(cls)
+    instance = cls()
+    for f in fields(cls):
+        value = getattr(instance, f.name)
+        key = f"{prefix}.{f.name}"
+        if is_dataclass(value):  # a sub-table such as [guard.redis]
+            rows.extend(_rows(type(value), key))
+        elif f.name.endswith("_mode"):  # file modes read best in octal, as TOML allows
+            rows.append((key, oct(value), "integer"))
+        else:
+            rows.append((key, _toml_value(value), _type_name(sub_hints[f.name])))
     return rows
 
 
 def _toml_value(value: Any) -> str:
+    if is_dataclass(value) and not isinstance(value, type):
+        items = [f"{f.name} = {_toml_value(getattr(value, f.name))}" for f in fields(value)]
+        return "{" + ", ".join(items) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -494,4 +651,6 @@ def _type_name(tp: Any) -> str:
         return f"array of {_type_name(get_args(tp)[0])}"
     if origin is dict:
         return f"table of {_type_name(get_args(tp)[1])}"
+    if is_dataclass(tp):
+        return "table"
     return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, str(tp))

@@ -20,6 +20,9 @@ Rules, and why:
 * **Master users** authenticate with their own credentials and act as the target:
   ``target*master`` (when a separator is configured) or SASL authzid ≠ authcid.
   The master's account must carry the master flag, else ``Denied(AUTHZ)``.
+  An attempt with ``require_master`` (a Dovecot master passdb asking over HTTP,
+  which sends only the master's name) passes only for such an account too:
+  otherwise any account could impersonate every other one through that passdb.
 * **Rehash on login** runs after the reply is decided, in the background, with a
   compare-and-swap write: a slow or failing rehash never delays or fails a login,
   and a password changed meanwhile is never overwritten.
@@ -46,7 +49,9 @@ from mailwarden import schemes
 from mailwarden.config import Config
 from mailwarden.directories.base import Directory
 from mailwarden.errors import SchemeError, TemporaryFailure
+from mailwarden.guard import Guard
 from mailwarden.hashing import Hasher
+from mailwarden.logincache import LoginCache
 from mailwarden.model import (
     Accepted,
     Account,
@@ -119,11 +124,23 @@ class _Names:
 class Engine:
     """authenticate() / lookup() / iterate(): the only policy entry points."""
 
-    def __init__(self, *, directory: Directory, hasher: Hasher, config: Config) -> None:
+    def __init__(
+        self,
+        *,
+        directory: Directory,
+        hasher: Hasher,
+        config: Config,
+        guard: Guard | None = None,
+        cache: LoginCache | None = None,
+    ) -> None:
         self.directory = directory
         self.hasher = hasher
         self.config = config
         self.policy = policy_from_config(config)
+        self.guard = guard if guard is not None else Guard(config.guard)
+        self.cache = (
+            cache if cache is not None else LoginCache(config.cache, policy_tag=repr(self.policy))
+        )
         self.rules = UsernameRules.from_config(config.auth)
         self._login_by = config.directory.login_attributes
         self._secret = secrets.token_bytes(32)
@@ -144,14 +161,35 @@ class Engine:
         self._log(attempt, outcome)
         return outcome
 
+    async def start(self) -> None:
+        """Join the guard's flush fan-out (several processes sharing a Redis store)."""
+        await self.guard.subscribe_flush(self.cache.flush)
+
     async def _authenticate(self, attempt: AuthAttempt) -> AuthOutcome:
         names = self._split_names(attempt)
-        account = None
-        if names.authcid is not None:
-            account = await self.directory.find(names.authcid, by=self._login_by)
+        source = self.guard.source(attempt.remote_ip)
+        if source is not None and await self.guard.blocked(source) is not None:
+            # No password check runs for a banned network; the reply is a wrong password's.
+            return Denied(reason=DenyReason.BLOCKED)
+        account = await self._find_login(names.authcid)
+        if source is not None and account is not None:
+            delay = await self.guard.delay(source, account.uid)
+            if delay > 0:
+                await asyncio.sleep(delay)
         if not await self._credentials_valid(attempt, account, names.authcid):
+            if source is not None:
+                creds = attempt.credentials
+                await self.guard.failed(
+                    source,
+                    uid=account.uid if account is not None else None,
+                    password=creds.value if isinstance(creds, Password) else None,
+                )
             return Denied(reason=DenyReason.CREDENTIALS)
         assert account is not None  # _credentials_valid is False for a missing account
+        if source is not None:
+            await self.guard.succeeded(source, account.uid)
+        if attempt.require_master and not account.master:
+            return Denied(reason=DenyReason.AUTHZ, user=account.uid)
         if (denied := self._account_usable(account, attempt)) is not None:
             return denied
         if not ip_in_nets(attempt.remote_ip, account.allow_nets) and account.allow_nets:
@@ -177,6 +215,16 @@ class Engine:
             master_user=master_user,
             original_user=names.original,
         )
+
+    async def _find_login(self, authcid: str | None) -> Account | None:
+        """The account ``authcid`` logs in as; a name known to match nothing is not
+        looked up again for a while (the negative cache)."""
+        if authcid is None or self.cache.unknown(authcid):
+            return None
+        account = await self.directory.find(authcid, by=self._login_by)
+        if account is None:
+            self.cache.remember_unknown(authcid)
+        return account
 
     def _proxy_fields(self, account: Account, service: str) -> dict[str, str]:
         """qmail-ldap clustering as Dovecot proxy fields (docs/classic-interfaces.md).
@@ -281,12 +329,19 @@ class Engine:
             # Unknown user, no password, unusable hash: pay the same price anyway.
             await self._dummy_verify(password)
             return False
+        assert account is not None
+        # Only expensive schemes are cached: for the others a hash is as cheap as a hit.
+        cached = schemes.is_heavy(stored)
+        if cached and self.cache.verified(account.uid, account.password, password.value):
+            return True
         try:
-            return await self.hasher.verify(password.value, stored, user=authcid or "")
+            ok = await self.hasher.verify(password.value, stored, user=authcid or "")
         except SchemeError as exc:
-            assert account is not None
             log.error("account %s: password value cannot be verified: %s", account.uid, exc)
             return False
+        if ok and cached:
+            self.cache.remember(account.uid, account.password, password.value)
+        return ok
 
     def _stored(self, account: Account | None) -> StoredHash | None:
         """The account's parsed password, or None (no account, no password, unusable)."""
@@ -410,8 +465,27 @@ class Engine:
             yield uid
 
     async def flush_cache(self, users: list[str] | None = None) -> int:
-        """Forget cached verdicts (none are kept yet: the guard issue adds the cache)."""
-        return 0
+        """Forget cached logins of ``users`` (uids or login names; None: all), in this
+        process and, with a shared guard store, in every process. Returns how many
+        entries this process dropped."""
+        names = None
+        if users is not None:
+            names = list(users)
+            for user in users:
+                # The cache is keyed by uid: find the uid an address belongs to.
+                authcid = self.rules.normalise(user)
+                try:
+                    account = await self.directory.find(authcid) if authcid else None
+                except TemporaryFailure:
+                    account = None
+                if account is not None:
+                    names.append(account.uid)
+                if authcid:
+                    names.append(authcid)
+        dropped = self.cache.flush(names)
+        if self.guard.shared:
+            await self.guard.publish_flush(names)
+        return dropped
 
     # ------------------------------------------------------------------ rehash
 

@@ -15,7 +15,9 @@ owns the connection.
     ├── TemporaryFailure               a backend could not answer; caught by Engine,
     │   │                              which returns Unavailable (never Denied)
     │   ├── DirectoryUnavailable       directories/*: database or LDAP down, timeout
-    │   └── HashingUnavailable         hashing.py: worker pool broken or shut down
+    │   ├── HashingUnavailable         hashing.py: worker pool broken or shut down
+    │   └── StoreUnavailable           stores/*: Redis down or slow; caught by the guard,
+    │                                  which carries on with local state (never Unavailable)
     ├── SchemeError                    schemes/*: a stored hash cannot be used
     │   ├── UnknownScheme              ``{FOO}`` names no registered scheme
     │   └── MalformedHash              the data after ``{SCHEME}`` is not valid for it
@@ -73,6 +75,10 @@ class DirectoryUnavailable(TemporaryFailure):
 
 class HashingUnavailable(TemporaryFailure):
     """The hashing worker pool is shut down or broken."""
+
+
+class StoreUnavailable(TemporaryFailure):
+    """The guard's shared state store (Redis) did not answer in time."""
 
 
 class SchemeError(MailwardenError):

@@ -38,6 +38,7 @@ class Hasher:
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="hash")
         self._pending = 0
         self._closed = False
+        self.verifications = 0  # every verify() call, cheap or heavy (a metric)
 
     @property
     def pending(self) -> int:
@@ -46,6 +47,7 @@ class Hasher:
 
     async def verify(self, password: bytes, stored: StoredHash, *, user: str = "") -> bool:
         """True when ``password`` matches; SchemeError when ``stored`` is unusable."""
+        self.verifications += 1
         if not schemes.is_heavy(stored):
             return schemes.verify(password, stored, user=user)
         return await self._run(lambda: schemes.verify(password, stored, user=user))

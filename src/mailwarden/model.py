@@ -183,6 +183,9 @@ class AuthAttempt:
     want to act as, when different (SASL authzid, or the target of a master
     login). ``credentials`` is ``None`` for mechanisms that authenticate by
     other means (EXTERNAL with a verified client certificate).
+    ``require_master`` is set when the caller asks as a master passdb (Dovecot's
+    ``master = yes``, e.g. the HTTP API's ``?mode=master``): only an account
+    allowed to act as a master user may pass.
     """
 
     username: str
@@ -199,6 +202,7 @@ class AuthAttempt:
     client_cert: ClientCert | None = None
     session: str | None = None
     frontend: str = "internal"
+    require_master: bool = False
 
 
 # --------------------------------------------------------------------------- outcomes

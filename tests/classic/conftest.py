@@ -77,7 +77,8 @@ def serving_saslauthd(root: Path) -> Iterator[Path]:
     cfg = write_config(
         root / "mw.toml",
         '[dovecot]\nenabled = false\n[server]\npid_file = "mw.pid"\n'
-        '[saslauthd]\nenabled = true\nsocket = "run/mux"\n',
+        'control_socket = "run/control"\n'
+        '[saslauthd]\nenabled = true\nsocket = "run/mux"\nfailure_delay = 0\n',
     )
     asyncio.run(fill(root / "data" / "mw.db"))
     proc = subprocess.Popen(
@@ -93,5 +94,35 @@ def serving_saslauthd(root: Path) -> Iterator[Path]:
             assert time.monotonic() < deadline, "mailwarden serve did not start"
             time.sleep(0.05)
         yield root / "run" / "mux"
+    finally:
+        stop_process(proc)
+
+
+DAEMON_SOCKETS = (
+    '[dovecot]\nclient_socket = "run/auth-client"\nuserdb_socket = "run/auth-userdb"\n'
+    'master_socket = "run/auth-master"\nfailure_delay = 0\n[server]\npid_file = "mw.pid"\n'
+    'control_socket = "run/control"\n'
+)
+"""Config lines for a daemon with private Dovecot sockets under its folder."""
+
+
+@contextlib.contextmanager
+def serving(cfg: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``mailwarden serve`` with ``cfg`` (which sets ``server.pid_file = "mw.pid"``),
+    running until the block ends; in a session of its own, killed if SIGTERM fails."""
+    pid_file = cfg.parent / "mw.pid"
+    proc = subprocess.Popen(
+        [*MAILWARDEN, "-c", str(cfg), "serve"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists():
+            assert proc.poll() is None, "mailwarden serve exited"
+            assert time.monotonic() < deadline, "mailwarden serve did not start"
+            time.sleep(0.05)
+        yield proc
     finally:
         stop_process(proc)

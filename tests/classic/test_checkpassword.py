@@ -1,17 +1,22 @@
 """``mailwarden checkpassword``: the fd-3 block parser, then the real command as a process.
 
 The process tests give the command a real fd 3 (a pipe) and a tiny subprogram that
-prints its environment as JSON, exactly as qmail-popup and Dovecot call it.
+prints its environment as JSON, exactly as qmail-popup and Dovecot call it. Each of
+them runs twice (the ``ready`` fixture): deciding locally (``via = "local"``) and
+asking a running ``mailwarden serve`` over its Dovecot sockets (``via = "daemon"``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +24,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import ProtocolError
+from mailwarden.model import Account, Profile
 from mailwarden.protocols import checkpassword as cp
-from tests.classic.conftest import MAILWARDEN
+from mailwarden.protocols import dovecot_libauth as libauth
+from tests.classic.conftest import DAEMON_SOCKETS, MAILWARDEN, fill, serving, write_config
 
 # A subprogram that shows what it was given: its environment (filtered) and uid.
 # System Python: after the uid switch the virtualenv may not be readable.
@@ -67,6 +75,57 @@ def shown(result: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
     return data
 
 
+# erin has what the classic accounts lack: a login shell, a userdb extra field, a
+# quota, and a value the checkpassword-reply convention cannot carry (a tab).
+ERIN = Account(
+    uid="erin",
+    password="{PLAIN}erinpw",
+    home="/srv/erin",
+    mail_location="maildir:/srv/mail/erin:INDEX=/srv/idx/erin",
+    quota_bytes=1000,
+    userdb_fields={"mail_plugins": "quota", "note": "a\tb", "empty": ""},
+    profile=Profile(login_shell="/bin/zsh"),
+)
+
+
+async def fill_all(db: Path) -> None:
+    await fill(db)
+    directory = await SQLiteDirectory.open(db, create=False)
+    try:
+        await directory.create(ERIN)
+    finally:
+        await directory.close()
+
+
+@pytest.fixture(scope="module")
+def daemon_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A running ``mailwarden serve`` with the accounts; its folder holds a config per ``via``."""
+    root = tmp_path_factory.mktemp("cpd")
+    asyncio.run(fill_all(root / "data" / "mw.db"))
+    for via in ("daemon", "auto", "local"):
+        write_config(root / f"{via}.toml", DAEMON_SOCKETS + f'[checkpassword]\nvia = "{via}"\n')
+    with serving(root / "daemon.toml"):
+        yield root
+
+
+@pytest.fixture
+def local_cfg(tmp_path: Path) -> Path:
+    """Accounts in a directory no daemon serves; checkpassword decides in-process."""
+    cfg = write_config(tmp_path / "mw.toml", '[checkpassword]\nvia = "local"\n')
+    asyncio.run(fill_all(tmp_path / "data" / "mw.db"))
+    return cfg
+
+
+@pytest.fixture(params=["local", "daemon"])
+def ready(request: pytest.FixtureRequest) -> Path:
+    """The same accounts, decided locally or (``via = "daemon"``) by the running daemon."""
+    if request.param == "local":
+        path: Path = request.getfixturevalue("local_cfg")
+        return path
+    root: Path = request.getfixturevalue("daemon_root")
+    return root / "daemon.toml"
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -75,6 +134,12 @@ def test_a_block_with_all_three_fields_parses() -> None:
     assert block.login == "alice"
     assert block.password.value == b"secret"
     assert block.timestamp == b"<1.2@host>"
+
+
+def test_the_password_stays_out_of_the_blocks_repr() -> None:
+    block = cp.parse_block(b"alice\0hunter2\0\0")
+    assert "hunter2" not in repr(block)
+    assert "hunter2" not in repr(block.password)
 
 
 def test_a_timestamp_without_its_final_nul_is_accepted() -> None:
@@ -191,13 +256,32 @@ def test_a_subprogram_that_cannot_run_is_a_temporary_failure(ready: Path) -> Non
     assert result.returncode == cp.EXIT_TEMPFAIL
 
 
-def test_apop_uses_the_timestamp_as_challenge(ready: Path) -> None:
-    challenge = b"<1896.697170952@dbc.mtview.ca.us>"
-    digest = hashlib.md5(challenge + b"secret").hexdigest().encode()  # noqa: S324
-    assert shown(run_cp(ready, b"alice\0" + digest + b"\0" + challenge + b"\0"))
-    wrong = hashlib.md5(challenge + b"nope").hexdigest().encode()  # noqa: S324
-    result = run_cp(ready, b"alice\0" + wrong + b"\0" + challenge + b"\0")
-    assert result.returncode == cp.EXIT_WRONG
+CHALLENGE = b"<1896.697170952@dbc.mtview.ca.us>"
+
+
+def apop_block(password: bytes) -> bytes:
+    digest = hashlib.md5(CHALLENGE + password).hexdigest().encode()  # noqa: S324
+    return b"alice\0" + digest + b"\0" + CHALLENGE + b"\0"
+
+
+@pytest.mark.parametrize("where", ["local", "daemon running, via auto"])
+def test_apop_uses_the_timestamp_as_challenge(request: pytest.FixtureRequest, where: str) -> None:
+    # APOP is always decided locally: the daemon accepts only challenges it minted.
+    if where == "local":
+        cfg: Path = request.getfixturevalue("local_cfg")
+    else:
+        cfg = request.getfixturevalue("daemon_root") / "auto.toml"
+    result = run_cp(cfg, apop_block(b"secret"), env={"LOGLEVEL": "3"})
+    assert shown(result)
+    if where != "local":
+        assert b"APOP logins are checked locally" in result.stderr
+    assert run_cp(cfg, apop_block(b"nope")).returncode == cp.EXIT_WRONG
+
+
+def test_apop_with_via_daemon_is_a_temporary_failure(daemon_root: Path) -> None:
+    result = run_cp(daemon_root / "daemon.toml", apop_block(b"secret"))
+    assert result.returncode == cp.EXIT_TEMPFAIL
+    assert b"APOP" in result.stderr
 
 
 def test_dovecot_lookup_of_a_known_user_sets_authorized_2(ready: Path) -> None:
@@ -215,3 +299,163 @@ def test_a_master_login_exports_master_user(ready: Path) -> None:
     env = shown(run_cp(ready, b"alice*admin\0masterpw\0\0"))["env"]
     assert env["USER"] == "alice"
     assert env["MASTER_USER"] == "admin"
+
+
+# --------------------------------------------------------------------------- daemon vs local
+
+
+@pytest.mark.parametrize(
+    ("block", "env"),
+    [
+        (b"alice\0secret\0\0", {"SERVICE": "pop3"}),
+        (b"ALICE\0secret\0\0", {"SERVICE": "imap", "TCPREMOTEIP": "192.0.2.7"}),
+        (b"erin\0erinpw\0\0", {}),
+        (b"alice*admin\0masterpw\0\0", {}),
+        (b"erin\0\0\0", {"AUTHORIZED": "1"}),
+        (b"alice\0wrong\0\0", {}),
+        (b"nobody\0secret\0\0", {}),
+        (b"dave\0davepw\0\0", {}),
+        (b"carol\0carolpw\0\0", {"SERVICE": "pop3"}),
+        (b"alice*carol\0carolpw\0\0", {}),
+        (b"nobody\0\0\0", {"AUTHORIZED": "1"}),
+    ],
+)
+def test_the_daemon_and_the_local_path_give_identical_exits_and_environments(
+    daemon_root: Path, local_cfg: Path, block: bytes, env: dict[str, str]
+) -> None:
+    env = {**env, "LOGLEVEL": "3"}
+    by_daemon = run_cp(daemon_root / "daemon.toml", block, env=env)
+    locally = run_cp(local_cfg, block, env=env)
+    assert b"decided by the daemon" in by_daemon.stderr
+    assert b"deciding locally" in locally.stderr
+    assert by_daemon.returncode == locally.returncode
+    assert by_daemon.stdout == locally.stdout
+
+
+def test_the_environment_carries_the_login_shell_and_every_userdb_field(ready: Path) -> None:
+    env = shown(run_cp(ready, b"erin\0erinpw\0\0"))["env"]
+    assert env["SHELL"] == "/bin/zsh"
+    assert env["HOME"] == "/srv/erin"
+    assert env["MAILDIR"] == "/srv/mail/erin/"
+    assert env["userdb_quota_rule"] == "*:bytes=1000"
+    assert env["userdb_mail_plugins"] == "quota"
+    assert env["userdb_empty"] == ""
+    assert "userdb_note" not in env  # a tab: checkpassword-reply would refuse it
+    assert "mailwarden_login_shell" not in env["EXTRA"]
+
+
+@pytest.mark.parametrize("socket_state", ["missing", "refusing"])
+def test_with_the_daemon_not_running_auto_falls_back_to_the_local_path(
+    local_cfg: Path, socket_state: str
+) -> None:
+    run = local_cfg.parent / "run"
+    run.mkdir()
+    if socket_state == "refusing":
+        # A socket file left by a dead daemon: bound, nobody listening.
+        for name in ("auth-client", "auth-userdb"):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.bind(str(run / name))
+    write_config(local_cfg, DAEMON_SOCKETS + '[checkpassword]\nvia = "auto"\n')
+    result = run_cp(local_cfg, b"alice\0secret\0\0", env={"LOGLEVEL": "3"})
+    assert shown(result)["env"]["USER"] == "alice"
+    assert b"daemon not running" in result.stderr
+    assert b"deciding locally" in result.stderr
+
+
+def test_with_the_daemon_sockets_turned_off_auto_decides_locally(local_cfg: Path) -> None:
+    write_config(local_cfg, '[dovecot]\nenabled = false\n[checkpassword]\nvia = "auto"\n')
+    result = run_cp(local_cfg, b"alice\0secret\0\0", env={"LOGLEVEL": "3"})
+    assert shown(result)
+    assert b"dovecot.enabled = false" in result.stderr
+
+
+def test_via_daemon_with_the_daemon_down_is_a_temporary_failure(local_cfg: Path) -> None:
+    write_config(local_cfg, DAEMON_SOCKETS + '[checkpassword]\nvia = "daemon"\n')
+    result = run_cp(local_cfg, b"alice\0secret\0\0")
+    assert result.returncode == cp.EXIT_TEMPFAIL
+    assert b"via = daemon, but daemon not running" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[checkpassword\n",  # not TOML
+        '[checkpassword]\nvia = "sometimes"\n',
+        "[checkpassword]\ntimeout = 0\n",
+        "[checkpassword]\nretries = 3\n",
+        '[dovecot]\nclient_socket = 5\n[checkpassword]\nvia = "daemon"\n',
+        '[passwords]\nscheme = "NOPE"\n[checkpassword]\nvia = "local"\n',  # full check
+    ],
+)
+def test_a_bad_config_file_is_a_temporary_failure(tmp_path: Path, text: str) -> None:
+    cfg = tmp_path / "mw.toml"
+    cfg.write_text(text)
+    result = run_cp(cfg, b"alice\0secret\0\0")
+    assert result.returncode == cp.EXIT_TEMPFAIL
+    assert str(cfg).encode() in result.stderr
+    assert run_cp(cfg, b"alice\0secret\0\0", env={"LOGLEVEL": "0"}).stderr == b""
+
+
+def test_a_missing_config_file_is_a_temporary_failure(tmp_path: Path) -> None:
+    result = run_cp(tmp_path / "absent.toml", b"alice\0secret\0\0")
+    assert result.returncode == cp.EXIT_TEMPFAIL
+    assert b"cannot read" in result.stderr
+
+
+def imported_modules(cfg: Path, block: bytes) -> set[str]:
+    """Every module the command imported before exec'ing the subprogram."""
+    env = {"LOGLEVEL": "0", "PYTHONPROFILEIMPORTTIME": "1"}
+    result = run_cp(cfg, block, env=env, args=["/bin/true"])
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stderr.decode().splitlines()
+    return {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+
+
+LEAN_FORBIDDEN = {"click", "rich", "asyncio", "sqlite3", "mailwarden.engine", "mailwarden.cli"}
+
+
+def test_the_daemon_path_imports_no_click_rich_asyncio_sqlite_or_engine(
+    daemon_root: Path, local_cfg: Path
+) -> None:
+    lean = imported_modules(daemon_root / "daemon.toml", b"alice\0secret\0\0")
+    assert "mailwarden.checkpassword" in lean
+    assert not lean & LEAN_FORBIDDEN
+    assert "mailwarden.model" not in lean  # about 12 ms (protocols/checkpassword.py)
+    # The check can fail: the local path does import them (except the command line).
+    assert imported_modules(local_cfg, b"alice\0secret\0\0") & LEAN_FORBIDDEN == {
+        "asyncio",
+        "sqlite3",
+        "mailwarden.engine",
+    }
+
+
+def test_checkpassword_help_is_the_command_lines(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*MAILWARDEN, "-c", str(tmp_path / "absent.toml"), "checkpassword", "--help"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert b"SUBPROGRAM" in result.stdout
+    assert b"fd 3" in result.stdout
+
+
+def ask_userdb(root: Path, *params: tuple[str, str | None]) -> libauth.UserReply | None:
+    replies = libauth.MasterReplies()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(root / "run" / "auth-userdb"))
+        s.sendall(libauth.user_request("erin", service="pop3", params=params))
+        while (reply := replies.next_reply()) is None:
+            replies.receive_data(s.recv(4096))
+    return reply
+
+
+def test_only_a_user_request_asking_for_it_gets_the_login_shell(daemon_root: Path) -> None:
+    plain = ask_userdb(daemon_root)
+    asked = ask_userdb(daemon_root, ("mailwarden_login_shell", None))
+    assert isinstance(plain, libauth.UserFound)
+    assert isinstance(asked, libauth.UserFound)
+    assert "mailwarden_login_shell" not in dict(plain.fields)
+    assert asked.fields == (*plain.fields, ("mailwarden_login_shell", "/bin/zsh"))

@@ -15,6 +15,7 @@ setup; a real installation installs mailwarden where the dovecot user can run it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.classic.conftest import fill, write_config
+from tests.classic.conftest import DAEMON_SOCKETS, fill, serving, write_config
 from tests.peers.conftest import DOVECOT, private_dir, running_dovecot
 
 pytestmark = pytest.mark.peer
@@ -63,13 +64,21 @@ service auth {{
 """
 
 
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Path]:
-    """A private Dovecot whose passdb and userdb are ``mailwarden checkpassword``."""
+# mailwarden's own sockets (daemon path) live in mw/, away from Dovecot's in run/.
+MW_DAEMON = DAEMON_SOCKETS.replace('"run/', '"mw/') + '[checkpassword]\nvia = "daemon"\n'
+
+
+@pytest.fixture(scope="module", params=["local", "daemon"])
+def dovecot(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A private Dovecot whose passdb and userdb are ``mailwarden checkpassword``, which
+    decides locally or asks a running ``mailwarden serve``."""
     if shutil.which(DOVECOT) is None or shutil.which("doveadm") is None:
         pytest.skip("dovecot-core is not installed")
+    daemon = request.param == "daemon"
     with private_dir("checkpassword") as root:
-        cfg = write_config(root / "mw.toml")
+        cfg = write_config(
+            root / "mw.toml", MW_DAEMON if daemon else '[checkpassword]\nvia = "local"\n'
+        )
         asyncio.run(fill(root / "data" / "mw.db"))
         script = root / "chk.sh"
         script.write_text(
@@ -79,7 +88,7 @@ def dovecot() -> Iterator[Path]:
         conf = root / "dovecot.conf"
         conf.write_text(CONFIG.format(root=root))
         (root / "min.conf").write_text("ssl = no\n")
-        with running_dovecot(conf, root):
+        with serving(cfg) if daemon else contextlib.nullcontext(), running_dovecot(conf, root):
             yield root
 
 

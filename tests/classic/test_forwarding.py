@@ -11,6 +11,7 @@ then talks POP3/IMAP through it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import socket
@@ -24,7 +25,7 @@ import pytest
 
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.model import Account, AccountStatus
-from tests.classic.conftest import write_config
+from tests.classic.conftest import DAEMON_SOCKETS, serving, write_config
 from tests.peers.conftest import connectable, free_port, private_dir, stop_process, wait_until
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -157,7 +158,7 @@ async def _accounts(db: Path) -> None:
 
 
 class Cluster:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, via: str) -> None:
         pop3, imap = ports()
         self.hosts = {}
         for addr in HOSTS:
@@ -168,7 +169,9 @@ class Cluster:
         self.cfg = write_config(
             root / "mw.toml",
             f'[cluster]\nenabled = true\nme = "mx0.example.com"\n'
-            f"pop3_port = {pop3}\nimap_port = {imap}\nconnect_timeout = 5.0\n",
+            f"pop3_port = {pop3}\nimap_port = {imap}\nconnect_timeout = 5.0\n"
+            + DAEMON_SOCKETS
+            + f'[checkpassword]\nvia = "{via}"\n',
         )
         asyncio.run(_accounts(root / "data" / "mw.db"))
 
@@ -177,12 +180,14 @@ class Cluster:
             host.stop()
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
+@pytest.fixture(params=["local", "daemon"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The two mail hosts; checkpassword decides locally, or asks a running daemon."""
     with private_dir("cluster") as root:
-        c = Cluster(root)
+        c = Cluster(root, request.param)
         try:
-            yield c
+            with serving(c.cfg) if request.param == "daemon" else contextlib.nullcontext():
+                yield c
         finally:
             c.stop()
 

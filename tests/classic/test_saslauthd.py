@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailwarden.config import SaslauthdConfig
+from mailwarden.directories.memory import MemoryDirectory
+from mailwarden.engine import Engine
 from mailwarden.errors import ProtocolError
+from mailwarden.frontends.saslauthd import start_saslauthd
 from mailwarden.protocols import saslauthd as proto
 from tests.classic.conftest import serving_saslauthd
 
@@ -163,3 +168,29 @@ def test_a_malformed_request_closes_only_its_connection(daemon: Path) -> None:
     bad, good = asyncio.run(go())
     assert bad == b""
     assert good == proto.reply_ok()
+
+
+async def test_a_refusal_is_delayed_and_an_accept_is_not(
+    tmp_path: Path, engine: Engine, directory: MemoryDirectory
+) -> None:
+    """saslauthd.failure_delay, on a real socket: wrong password late, right one at once."""
+    config = SaslauthdConfig(socket=str(tmp_path / "mux"), failure_delay=0.4)
+    server = await start_saslauthd(engine, config, resolve=Path)
+
+    async def ask(password: bytes) -> tuple[bytes, float]:
+        started = time.monotonic()
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "mux"))
+        fields = (b"alice", password, b"imap", b"")
+        writer.write(b"".join(len(f).to_bytes(2, "big") + f for f in fields))
+        reply = await reader.read()
+        writer.close()
+        return reply, time.monotonic() - started
+
+    try:
+        ok, fast = await ask(b"secret")
+        no, slow = await ask(b"wrong")
+    finally:
+        await server.close()
+    assert ok.endswith(b"OK") and no[2:4] == b"NO"
+    assert slow >= 0.4 * 0.9
+    assert fast < 0.4 * 0.9

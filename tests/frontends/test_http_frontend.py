@@ -19,6 +19,7 @@ from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.engine import Engine
 from mailwarden.frontends.http import OPENAPI_PATH, HttpApi, HttpServer, openapi, start_http
 from mailwarden.model import Account, AccountStatus
+from mailwarden.protocols import admin_api
 from tests.helpers import hashed
 
 CREDS = "Basic " + base64.b64encode(b"dovecot:apisecret").decode()
@@ -313,8 +314,15 @@ async def test_openapi_document_lists_exactly_the_routes_and_methods(
     assert doc == openapi()
     routes = HttpApi(engine, CONFIG).routes
     assert isinstance(doc, dict)
-    documented = {path: sorted(m.upper() for m in ops) for path, ops in doc["paths"].items()}
-    assert documented == {path: sorted(methods) for path, methods in routes.items()}
+    documented = {
+        path: sorted(m.upper() for m in ops if m != "parameters")
+        for path, ops in doc["paths"].items()
+    }
+    served = {**routes, **admin_api.TEMPLATES}
+    assert documented == {path: sorted(methods) for path, methods in served.items()}
+    for template, methods in admin_api.TEMPLATES.items():
+        route = admin_api.route(template.replace("{uid}", "bob@example.com"))
+        assert route is not None and admin_api.allowed_methods(route) == methods
 
 
 async def test_listening_sockets_disable_nagle_so_keep_alive_answers_are_not_held_back(
@@ -385,3 +393,19 @@ async def test_header_endpoint_reads_fields_from_headers_and_returns_attribute_h
     assert not any(
         name.startswith("x-nauthilus-") and name != "x-nauthilus-session" for name in bad.headers
     )
+
+
+async def test_master_mode_accepts_only_accounts_with_the_master_flag(
+    server: HttpServer, directory: MemoryDirectory
+) -> None:
+    await directory.create(Account(uid="admin", password=hashed("masterpw"), master=True))
+    ok = await auth(server, "admin", "masterpw", "?mode=master")
+    assert ok.status == 200 and ok.headers["auth-user"] == "admin"
+    # alice's password is right, but she may not act as master: the same 403 as a
+    # wrong password, so the reply does not confirm her password either.
+    not_master = await auth(server, "alice", "secret", "?mode=master")
+    wrong = await auth(server, "admin", "wrong", "?mode=master")
+    for r in (not_master, wrong):
+        assert r.status == 403 and r.body == b"null"
+        assert r.headers["auth-status"] == "Invalid login or password"
+    assert (await auth(server, "alice", "secret")).status == 200

@@ -85,6 +85,14 @@ rehash = "never"
 [hashing]
 workers = 2
 
+[server]
+control_socket = "run/control"
+
+# The Dovecot beside it runs without auth cache; so does this one, so that
+# `doveadm auth cache flush` counts the same (0) on both.
+[cache]
+enabled = false
+
 [dovecot]
 client_socket = "run/auth-client"
 login_socket = "run/auth-login"

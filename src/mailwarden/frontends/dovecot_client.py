@@ -62,11 +62,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from dataclasses import dataclass, field
 from typing import assert_never
 
 from mailwarden.errors import ProtocolError
+from mailwarden.frontends.delay import delay_failure
 from mailwarden.frontends.dovecot_common import Connection, DovecotState, FinishedLogin
 from mailwarden.model import (
     Accepted,
@@ -92,12 +92,6 @@ from mailwarden.sasl import MECHANISMS
 from mailwarden.sasl.base import Challenge, Finished, MechanismFailed, NeedCredentials
 
 log = logging.getLogger("mailwarden.dovecot")
-
-FAILURE_JITTER = 0.1
-"""Relative spread of the failure delay (±10 %)."""
-
-MAX_REPLY_DELAY = 9.0
-"""Latest a delayed FAIL may leave after the client's last message (Postfix waits 10 s)."""
 
 # Clients announcing an older minor version (Postfix and Exim say 1.0) take every FAIL
 # as final and ignore its code; only a lost connection reads as temporary to them.
@@ -416,11 +410,4 @@ class ClientConnection(Connection):
             pending.cont = None
 
     async def _delay_failure(self, pending: _Pending) -> None:
-        delay = self.state.config.failure_delay
-        if delay <= 0:
-            return
-        jitter = random.uniform(1 - FAILURE_JITTER, 1 + FAILURE_JITTER)
-        due = pending.last_access + min(delay * jitter, MAX_REPLY_DELAY)
-        wait = due - asyncio.get_running_loop().time()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        await delay_failure(self.state.config.failure_delay, pending.last_access)

@@ -8,7 +8,8 @@ command's id. What each command asks of the engine, and the reply:
 Command          Engine call                  Reply
 ===============  ===========================  =========================================
 ``USER``         ``lookup(user, service=)``   ``USER id user fields`` / ``NOTFOUND`` /
-                                              ``FAIL`` (doveadm exits 0 / 67 / 75)
+                                              ``FAIL`` (doveadm exits 0 / 67 / 75); with
+                                              ``mailwarden_login_shell`` also that field
 ``PASS``         ``passdb_lookup(user)``      ``PASS id user=… fields`` / ``NOTFOUND`` /
                                               ``FAIL``
 ``LIST``         ``iterate()``                ``LIST id user`` per match, ``DONE id`` (or
@@ -38,6 +39,7 @@ from typing import assert_never
 
 from mailwarden.errors import TemporaryFailure
 from mailwarden.frontends.dovecot_common import Connection, DovecotState, peer_pid
+from mailwarden.guard import ACCOUNT_PREFIX
 from mailwarden.model import NotFound, Unavailable, UserRecord
 from mailwarden.protocols.dovecot_master import (
     AuthMasterConnection,
@@ -55,6 +57,11 @@ log = logging.getLogger("mailwarden.dovecot")
 
 LIST_DRAIN_EVERY = 256
 """Users written between waits for the peer to read, during a LIST."""
+
+LOGIN_SHELL = "mailwarden_login_shell"
+"""A mailwarden extension of ``USER``: a request carrying this bare parameter gets the
+account's login shell appended as a field of this name (``mailwarden checkpassword``
+exports it as ``SHELL``; Dovecot has no such userdb field)."""
 
 
 def wildcard(mask: str) -> re.Pattern[str]:
@@ -118,6 +125,15 @@ class MasterConnection(Connection):
 
     async def _user(self, event: UserLookup) -> None:
         outcome = await self.state.engine.lookup(event.user, service=event.service)
+        if (
+            isinstance(outcome, UserRecord)
+            and (LOGIN_SHELL, None) in event.extra_params
+            and outcome.account.profile.login_shell
+        ):
+            # mailwarden checkpassword asks for the shell it exports as SHELL;
+            # Dovecot's own clients never send the parameter, so never see the field.
+            fields = {**outcome.fields, LOGIN_SHELL: outcome.account.profile.login_shell}
+            outcome = UserRecord(user=outcome.user, account=outcome.account, fields=fields)
         self.write(self._lookup_reply(event.id, outcome, user_reply=True))
 
     async def _pass(self, event: PassLookup) -> None:
@@ -206,5 +222,10 @@ class MasterConnection(Connection):
         self.write(self.codec.user_found(event.id, outcome.user, fields))
 
     async def _flush(self, event: CacheFlush) -> None:
-        count = await self.state.engine.flush_cache(list(event.users) or None)
+        engine = self.state.engine
+        count = await engine.flush_cache(list(event.users) or None)
+        # `doveadm auth cache flush alice` is how a Dovecot admin helps a user:
+        # it also lifts the account's brute-force protection (docs/guard.md).
+        for user in event.users:
+            await engine.guard.unblock(ACCOUNT_PREFIX + user.lower())
         self.write(self.codec.cache_flushed(event.id, count))

@@ -11,7 +11,7 @@ as soon as the app reads the body, which Dovecot's Lua HTTP client sends on
 every POST (it stalls two seconds when nobody answers).
 
 Endpoints: ``/api/v1/auth/json`` (POST or GET; ``?mode=no-auth``,
-``?mode=list-accounts``), ``/api/v1/auth/nginx`` (nginx mail ``auth_http``,
+``?mode=list-accounts``, ``?mode=master``), ``/api/v1/auth/nginx`` (nginx mail ``auth_http``,
 protocols/nginx_auth.py), ``/api/v1/cache/flush`` (DELETE, bearer token),
 ``/api/v1/openapi.json`` and ``/ping``. See docs/http-api.md.
 """
@@ -33,12 +33,20 @@ from urllib.parse import parse_qs
 
 import uvicorn
 
+from mailwarden.admin import AccountAdmin, generate_password
 from mailwarden.config import HttpConfig
 from mailwarden.engine import Engine, userdb_fields
-from mailwarden.errors import ConfigError, ProtocolError
+from mailwarden.errors import (
+    AccountError,
+    AccountExists,
+    AccountNotFound,
+    ConfigError,
+    ProtocolError,
+    TemporaryFailure,
+)
 from mailwarden.model import AuthAttempt
+from mailwarden.protocols import admin_api, nginx_auth
 from mailwarden.protocols import nauthilus as proto
-from mailwarden.protocols import nginx_auth
 
 log = logging.getLogger("mailwarden.http")
 
@@ -57,14 +65,19 @@ class _TooLarge(Exception):
 class HttpApi:
     """The ASGI application (``await api(scope, receive, send)``)."""
 
-    def __init__(self, engine: Engine, config: HttpConfig) -> None:
+    def __init__(
+        self, engine: Engine, config: HttpConfig, *, admin: AccountAdmin | None = None
+    ) -> None:
         self.engine = engine
         self.config = config
+        self.admin = admin
         self.routes: dict[str, tuple[str, ...]] = {
             "/api/v1/auth/json": ("GET", "POST"),
             "/api/v1/auth/nginx": ("GET",),
             "/api/v1/auth/header": ("GET", "POST"),
             "/api/v1/cache/flush": ("DELETE",),
+            "/api/v1/bruteforce/list": ("GET", "POST"),
+            "/api/v1/bruteforce/flush": ("DELETE",),
             OPENAPI_PATH: ("GET",),
             "/ping": ("GET",),
         }
@@ -96,6 +109,9 @@ class HttpApi:
     ) -> proto.Reply:
         path: str = scope["path"]
         method: str = scope["method"]
+        admin_route = admin_api.route(path)
+        if admin_route is not None:
+            return await self._admin(admin_route, scope, headers, receive, session)
         allowed = self.routes.get(path)
         if allowed is None:
             return proto.error_reply(404, "no such endpoint")
@@ -107,6 +123,8 @@ class HttpApi:
             return proto.Reply(status=200, headers=(), body=json.dumps(openapi()).encode())
         if path == "/api/v1/cache/flush":
             return await self._flush(headers, receive)
+        if path.startswith("/api/v1/bruteforce/"):
+            return await self._bruteforce(path, headers, receive)
         if path == "/api/v1/auth/nginx":
             return await self._nginx(headers, session)
         if path == "/api/v1/auth/header":
@@ -130,13 +148,13 @@ class HttpApi:
             names = [name async for name in self.engine.iterate()]
             log.info("session=%s dovecot_session=%s list-accounts", session, caller_session)
             return proto.list_reply(names, accept=headers.get("accept"), session=session)
-        if mode not in ("", "no-auth"):
+        if mode not in ("", "no-auth", "master"):
             return proto.error_reply(400, f"unknown mode {mode!r}")
         if scope["path"] == "/api/v1/auth/header":
             data: dict[str, Any] = proto.fields_from_headers(headers)
         else:
             data = proto.parse_json(await _read_body(receive, c.max_body_bytes))
-        request = proto.parse_request(data, need_password=mode == "")
+        request = proto.parse_request(data, need_password=mode != "no-auth")
         log.info(
             "session=%s dovecot_session=%s mode=%s user=%r service=%s client=%s",
             session,
@@ -149,7 +167,10 @@ class HttpApi:
         if mode == "no-auth":
             outcome = await self.engine.lookup(request.username, service=request.service)
             return proto.lookup_reply(outcome, session=session, mapping=c.attributes)
-        result = await self.engine.authenticate(request.attempt(session=session))
+        # mode=master: Dovecot's master passdb sends only the master's own name, so
+        # without this check any account could act as master for every other one.
+        attempt = request.attempt(session=session, require_master=mode == "master")
+        result = await self.engine.authenticate(attempt)
         return proto.auth_reply(
             result,
             session=session,
@@ -189,9 +210,68 @@ class HttpApi:
         )
         return proto.Reply(status=200, headers=reply_headers, body=b"", content_type="text/plain")
 
+    async def _admin(
+        self,
+        route: admin_api.Route,
+        scope: Scope,
+        headers: Mapping[str, str],
+        receive: Receive,
+        session: str,
+    ) -> proto.Reply:
+        method: str = scope["method"]
+        allowed = admin_api.allowed_methods(route)
+        if method not in allowed:
+            return proto.error_reply(405, f"use {' or '.join(allowed)}")
+        if not proto.bearer_ok(headers.get("authorization"), token=self.config.admin_token):
+            return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
+        admin = self.admin
+        if admin is None:
+            return proto.error_reply(404, "the admin API is not enabled in this process")
+        body: dict[str, Any] = {}
+        if method in ("POST", "PATCH", "PUT"):
+            body = proto.parse_json(await _read_body(receive, self.config.max_body_bytes))
+        uid = route.uid
+        log.info("session=%s admin %s %s", session, method, scope["path"])
+        try:
+            if uid is None and method == "GET":
+                search = admin_api.parse_search(scope.get("query_string", b"").decode("latin-1"))
+                found = await admin.search(search.pattern, limit=search.limit)
+                return admin_api.list_reply(found)
+            if uid is None:
+                create = admin_api.parse_create(body)
+                pw = create.password
+                generated = generate_password() if pw and pw.password is None else None
+                account = await admin.create(
+                    create.account,
+                    password=generated or (pw.password if pw else None),
+                    scheme=pw.scheme if pw else None,
+                    changes=create.changes,
+                )
+                return admin_api.account_reply(account, status=201, generated=generated)
+            if route.password:
+                change = admin_api.parse_password(body)
+                new = await admin.set_password(uid, change.password, scheme=change.scheme)
+                return admin_api.password_reply(uid, new)
+            if method == "GET":
+                return admin_api.account_reply(await admin.show(uid))
+            if method == "PATCH":
+                updated = await admin.patch(uid, admin_api.parse_update(body, uid=uid))
+                return admin_api.account_reply(updated)
+            await admin.delete(uid)
+            return admin_api.deleted_reply()
+        except AccountNotFound as exc:
+            return proto.error_reply(404, str(exc))
+        except AccountExists as exc:
+            return proto.error_reply(409, str(exc))
+        except AccountError as exc:
+            return proto.error_reply(400, str(exc))
+        except TemporaryFailure as exc:
+            log.warning("session=%s admin: temporary failure: %s", session, exc)
+            return proto.error_reply(503, f"temporary failure: {exc}")
+
     async def _flush(self, headers: Mapping[str, str], receive: Receive) -> proto.Reply:
         if not proto.bearer_ok(headers.get("authorization"), token=self.config.admin_token):
-            return proto.error_reply(401, "valid bearer token required")
+            return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
         data = proto.parse_json(await _read_body(receive, self.config.max_body_bytes))
         user = data.get("user")
         if not isinstance(user, str) or not user:
@@ -201,6 +281,30 @@ class HttpApi:
             "object": "cache",
             "operation": "flush",
             "result": {"user": user, "status": f"{removed} keys flushed"},
+        }
+        return proto.Reply(status=200, headers=(), body=json.dumps(body).encode())
+
+    async def _bruteforce(
+        self, path: str, headers: Mapping[str, str], receive: Receive
+    ) -> proto.Reply:
+        """Nauthilus-shaped brute-force admin: list bans, lift them (docs/guard.md)."""
+        if not proto.bearer_ok(headers.get("authorization"), token=self.config.admin_token):
+            return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
+        guard = self.engine.guard
+        if path.endswith("/list"):
+            # POST may carry a Nauthilus filter; everything is listed either way.
+            await _read_body(receive, self.config.max_body_bytes)
+            result = await guard.describe_bans()
+            listing = {"object": "bruteforce", "operation": "list", "result": result}
+            return proto.Reply(status=200, headers=(), body=json.dumps(listing).encode())
+        data = proto.parse_json(await _read_body(receive, self.config.max_body_bytes))
+        target = proto.flush_target(data)
+        lifted = await guard.unblock(None if target == "*" else target)
+        log.info("admin: unblocked %s (%d ban(s))", target, lifted)
+        body = {
+            "object": "bruteforce",
+            "operation": "flush",
+            "result": {"target": target, "lifted": lifted},
         }
         return proto.Reply(status=200, headers=(), body=json.dumps(body).encode())
 
@@ -258,7 +362,7 @@ def openapi() -> dict[str, Any]:
                 "name": "mode",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string", "enum": ["no-auth", "list-accounts"]},
+                "schema": {"type": "string", "enum": ["no-auth", "list-accounts", "master"]},
             }
         ],
         "responses": {
@@ -283,6 +387,51 @@ def openapi() -> dict[str, Any]:
         "info": {"title": "mailwarden HTTP API", "version": "1"},
         "paths": {
             "/api/v1/auth/json": {"get": auth_op, "post": post_op},
+            "/api/v1/bruteforce/list": {
+                method: {
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": {
+                            "description": "banned networks and protected accounts",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/BanList"}
+                                }
+                            },
+                        },
+                        "401": error,
+                        "413": error,
+                    },
+                }
+                for method in ("get", "post")
+            },
+            "/api/v1/bruteforce/flush": {
+                "delete": {
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "target": string,
+                                        "ip_address": string,
+                                        "rule_name": string,
+                                        "account": string,
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {"description": "lifted"},
+                        "400": error,
+                        "401": error,
+                        "413": error,
+                    },
+                }
+            },
             "/api/v1/cache/flush": {
                 "delete": {
                     "security": [{"bearer": []}],
@@ -316,6 +465,7 @@ def openapi() -> dict[str, Any]:
                     },
                 }
             },
+            **_admin_paths(error),
             OPENAPI_PATH: {"get": {"responses": {"200": {"description": "this document"}}}},
             "/ping": {"get": {"responses": {"200": {"description": "alive"}}}},
         },
@@ -329,6 +479,29 @@ def openapi() -> dict[str, Any]:
                     "type": "object",
                     "required": ["error"],
                     "properties": {"error": string},
+                },
+                **_admin_schemas(),
+                "BanList": {
+                    "type": "object",
+                    "required": ["result"],
+                    "properties": {
+                        "object": string,
+                        "operation": string,
+                        "result": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["target", "kind", "rule", "expires", "ttl"],
+                                "properties": {
+                                    "target": string,
+                                    "kind": {"type": "string", "enum": ["network", "account"]},
+                                    "rule": string,
+                                    "expires": {"type": "number"},
+                                    "ttl": {"type": "integer"},
+                                },
+                            },
+                        },
+                    },
                 },
                 "Auth": {
                     "type": "object",
@@ -353,6 +526,173 @@ def openapi() -> dict[str, Any]:
                     },
                 },
             },
+        },
+    }
+
+
+def _admin_paths(error: dict[str, Any]) -> dict[str, Any]:
+    """The ``/api/v1/accounts`` part of the OpenAPI document (protocols/admin_api.py)."""
+
+    def body(ref: str) -> dict[str, Any]:
+        return {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+        }
+
+    def ok(ref: str, text: str) -> dict[str, Any]:
+        return {
+            "description": text,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+        }
+
+    common = {"401": error, "503": error}
+    uid = {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        admin_api.PREFIX: {
+            "get": {
+                "security": bearer,
+                "parameters": [
+                    {"name": "search", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": admin_api.MAX_LIMIT,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": ok("AccountList", "matching accounts"),
+                    "400": error,
+                    **common,
+                },
+            },
+            "post": {
+                "security": bearer,
+                "requestBody": body("NewAccount"),
+                "responses": {
+                    "201": ok("Account", "created"),
+                    "400": error,
+                    "409": error,
+                    "413": error,
+                    **common,
+                },
+            },
+        },
+        admin_api.PREFIX + "/{uid}": {
+            "parameters": [uid],
+            "get": {
+                "security": bearer,
+                "responses": {"200": ok("Account", "the account"), "404": error, **common},
+            },
+            "patch": {
+                "security": bearer,
+                "requestBody": body("AccountChanges"),
+                "responses": {
+                    "200": ok("Account", "changed"),
+                    "400": error,
+                    "404": error,
+                    "413": error,
+                    **common,
+                },
+            },
+            "delete": {
+                "security": bearer,
+                "responses": {"204": {"description": "deleted"}, "404": error, **common},
+            },
+        },
+        admin_api.PREFIX + "/{uid}/password": {
+            "parameters": [uid],
+            "put": {
+                "security": bearer,
+                "requestBody": body("PasswordChange"),
+                "responses": {
+                    "200": ok("PasswordChanged", "stored"),
+                    "400": error,
+                    "404": error,
+                    "413": error,
+                    **common,
+                },
+            },
+        },
+    }
+
+
+def _admin_schemas() -> dict[str, Any]:
+    string = {"type": "string"}
+    text = {"type": "string", "nullable": True}
+    number = {"type": "integer", "nullable": True}
+    strings = {"type": "array", "items": string}
+    string_map = {"type": "object", "additionalProperties": string}
+    account = {
+        "type": "object",
+        "required": ["uid", "status", "services", "password"],
+        "properties": {
+            "uid": string,
+            "mail": text,
+            "alternate_addresses": strings,
+            "password": {"type": "string", "enum": ["", "<set>"]},
+            "status": {"type": "string"},
+            "services": {"type": "object", "additionalProperties": {"type": "boolean"}},
+            "mail_host": text,
+            "home": text,
+            "mail_location": text,
+            "uid_number": number,
+            "gid_number": number,
+            "quota_bytes": number,
+            "quota_messages": number,
+            "master": {"type": "boolean"},
+            "allow_nets": strings,
+            "passdb_fields": string_map,
+            "userdb_fields": string_map,
+            "pgp_fingerprint": text,
+            "ssh_keys": strings,
+            "profile": string_map,
+            "generated_password": string,
+        },
+    }
+    changes = {
+        "type": "object",
+        "description": "Fields as for `mailwarden user set` (e.g. `mail`, `service.imap`, "
+        "`profile.c`) or the nested objects GET returns; null clears a field.",
+        "additionalProperties": True,
+    }
+    return {
+        "Account": account,
+        "AccountList": {
+            "type": "object",
+            "required": ["accounts", "count"],
+            "properties": {
+                "accounts": {"type": "array", "items": {"$ref": "#/components/schemas/Account"}},
+                "count": {"type": "integer"},
+            },
+        },
+        "NewAccount": {
+            **changes,
+            "required": ["uid"],
+            "properties": {
+                "uid": string,
+                "password": string,
+                "generate": {"type": "boolean"},
+                "scheme": string,
+            },
+        },
+        "AccountChanges": changes,
+        "PasswordChange": {
+            "type": "object",
+            "properties": {
+                "password": string,
+                "generate": {"type": "boolean"},
+                "scheme": string,
+            },
+        },
+        "PasswordChanged": {
+            "type": "object",
+            "required": ["uid", "changed"],
+            "properties": {"uid": string, "changed": {"type": "boolean"}, "password": string},
         },
     }
 
@@ -405,18 +745,45 @@ def _bind(addr: str) -> socket.socket:
     return sock
 
 
+def _tls_settings(cert: Path, key: Path) -> dict[str, Any]:
+    """uvicorn's TLS settings, after loading the pair once to report problems clearly.
+
+    uvicorn loads the files only inside its serving task, where a missing file or
+    a key that does not match the certificate would surface as a bare traceback.
+    """
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except OSError as exc:  # ssl.SSLError is an OSError
+        detail = exc.strerror or getattr(exc, "reason", None) or str(exc)
+        raise ConfigError(
+            f"cannot use certificate {cert} with key {key}: {detail}", key="http.tls_cert"
+        ) from exc
+    return {
+        "ssl_certfile": str(cert),
+        "ssl_keyfile": str(key),
+        "ssl_version": ssl.PROTOCOL_TLS_SERVER,
+    }
+
+
 async def start_http(
-    engine: Engine, config: HttpConfig, *, resolve: Callable[[str], Path]
+    engine: Engine,
+    config: HttpConfig,
+    *,
+    resolve: Callable[[str], Path],
+    admin: AccountAdmin | None = None,
 ) -> HttpServer:
-    """Bind every ``listen`` address and start serving; returns once it accepts."""
-    sockets = [_bind(addr) for addr in config.listen]
+    """Bind every ``listen`` address and start serving; returns once it accepts.
+
+    With ``tls_cert``/``tls_key`` every listener speaks HTTPS only (TLS 1.2 or
+    newer, Python's default ciphers). An unreadable or mismatched certificate or
+    key is a ConfigError before anything is bound.
+    """
     kwargs: dict[str, Any] = {}
     if config.tls_cert:
-        kwargs["ssl_certfile"] = str(resolve(config.tls_cert))
-        kwargs["ssl_keyfile"] = str(resolve(config.tls_key))
-        kwargs["ssl_version"] = ssl.PROTOCOL_TLS_SERVER
+        kwargs = _tls_settings(resolve(config.tls_cert), resolve(config.tls_key))
+    sockets = [_bind(addr) for addr in config.listen]
     uv_config = uvicorn.Config(
-        HttpApi(engine, config),
+        HttpApi(engine, config, admin=admin),
         http="httptools",
         loop="none",
         lifespan="off",

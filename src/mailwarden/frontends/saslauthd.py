@@ -23,6 +23,7 @@ from typing import assert_never
 from mailwarden.config import SaslauthdConfig
 from mailwarden.engine import Engine
 from mailwarden.errors import ProtocolError
+from mailwarden.frontends.delay import delay_failure
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 from mailwarden.model import Accepted, AuthAttempt, Denied, Unavailable
 from mailwarden.protocols import saslauthd as proto
@@ -82,6 +83,7 @@ class SaslauthdServer:
             if not data:
                 return None
             parser.receive_data(data)
+        arrived = asyncio.get_running_loop().time()
         username = request.login
         if self.config.realm == "append" and request.realm and "@" not in username:
             username = f"{username}@{request.realm}"
@@ -97,6 +99,7 @@ class SaslauthdServer:
             case Accepted():
                 return proto.reply_ok()
             case Denied():
+                await delay_failure(self.config.failure_delay, arrived)
                 return proto.reply_no(outcome.message or FAILED)
             case Unavailable():
                 return None

@@ -4,7 +4,8 @@ What belongs here: parsing the ``login\\0password\\0timestamp\\0`` block that qm
 qmail-smtpd and Dovecot's checkpassword passdb write to descriptor 3, the exit codes
 of the interface, and the environment a successful login hands to the subprogram
 (qmail-ldap auth_pop's variables and Dovecot's ``checkpassword-reply`` convention).
-Reading the descriptor, asking the engine and ``exec`` live in cli.py.
+Reading the descriptor, asking the daemon or the engine and ``exec`` live in
+:mod:`mailwarden.checkpassword`.
 
 Exit codes (qmail's checkpassword, extended by Dovecot 2.3's db-checkpassword.c):
 
@@ -18,10 +19,13 @@ Exit codes (qmail's checkpassword, extended by Dovecot 2.3's db-checkpassword.c)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailwarden.errors import ProtocolError
-from mailwarden.model import Account, Password
+
+if TYPE_CHECKING:
+    from mailwarden.model import Password
 
 EXIT_WRONG = 1
 EXIT_MISUSE = 2
@@ -35,16 +39,29 @@ MAX_BLOCK = 512
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckpasswordInput:
-    """The three fields of the fd-3 block. ``timestamp`` is the APOP challenge, if any."""
+    """The three fields of the fd-3 block. ``timestamp`` is the APOP challenge, if any.
+
+    The password is kept as bytes out of the repr (``secret``) and handed out as a
+    :class:`~mailwarden.model.Password` on demand: importing :mod:`mailwarden.model`
+    costs about 12 ms, a sixth of the command's whole start when it asks the
+    daemon, which needs only the bytes.
+    """
 
     login: str
-    password: Password
+    secret: bytes = field(repr=False)
     timestamp: bytes
+
+    @property
+    def password(self) -> Password:
+        """The password field as the engine takes it."""
+        from mailwarden.model import Password  # noqa: PLC0415 - see the class docstring
+
+        return Password(self.secret)
 
     @property
     def apop(self) -> bool:
         """qmail-popup's APOP: a timestamp is set and the password is the hex digest."""
-        return bool(self.timestamp) and len(self.password.value) == 32
+        return bool(self.timestamp) and len(self.secret) == 32
 
 
 def parse_block(data: bytes, *, max_size: int = MAX_BLOCK) -> CheckpasswordInput:
@@ -67,33 +84,36 @@ def parse_block(data: bytes, *, max_size: int = MAX_BLOCK) -> CheckpasswordInput
         name = login.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError("checkpassword login is not UTF-8") from None
-    return CheckpasswordInput(login=name, password=Password(password), timestamp=timestamp)
+    return CheckpasswordInput(login=name, secret=password, timestamp=timestamp)
 
 
 def apop_digest(block: CheckpasswordInput) -> bytes:
     """The 16-byte APOP digest from the hex password field. ProtocolError if not hex."""
     try:
-        return bytes.fromhex(block.password.value.decode("ascii"))
+        return bytes.fromhex(block.secret.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError("APOP digest is not 32 hex digits") from None
 
 
 def login_environment(
-    *, user: str, account: Account, fields: Mapping[str, str], master_user: str | None
+    *, user: str, fields: Mapping[str, str], shell: str | None, master_user: str | None
 ) -> dict[str, str]:
     """The variables a successful login adds to the subprogram's environment.
 
     qmail-ldap's auth_pop sets ``USER``, ``HOME``, ``SHELL`` and the mail store
     (``MAILDIR``); Dovecot's checkpassword-reply returns every variable named in
     ``EXTRA``, so each userdb field is also exported as ``userdb_<name>`` and
-    listed there. ``fields`` are the engine's userdb fields (home, mail, uid, ...).
+    listed there. ``fields`` are the userdb fields (home, mail, uid, ...) exactly as
+    the engine's lookup gives them, in-process or over the daemon's userdb socket,
+    so both paths build the same environment; ``shell`` is the account's login
+    shell (not a userdb field).
     """
     env = {
         "USER": user,
-        "HOME": fields.get("home", account.home or "/"),
-        "SHELL": account.profile.login_shell or "/bin/sh",
+        "HOME": fields.get("home", "/"),
+        "SHELL": shell or "/bin/sh",
     }
-    mail = fields.get("mail", account.mail_location or "")
+    mail = fields.get("mail", "")
     if mail:
         env["MAILDIR"] = _maildir(mail, env["HOME"])
     extra: list[str] = []

@@ -96,8 +96,12 @@ class JsonRequest:
     secured: bool = False
     method: str | None = None
 
-    def attempt(self, *, session: str) -> AuthAttempt:
-        """The engine's view of this request (a password is required here)."""
+    def attempt(self, *, session: str, require_master: bool = False) -> AuthAttempt:
+        """The engine's view of this request (a password is required here).
+
+        ``require_master`` for ``?mode=master``: the caller is a Dovecot master
+        passdb, so only an account with the master flag may pass.
+        """
         return AuthAttempt(
             username=self.username,
             credentials=self.password,
@@ -110,6 +114,7 @@ class JsonRequest:
             secured=self.secured,
             session=session,
             frontend="http",
+            require_master=require_master,
         )
 
 
@@ -368,11 +373,25 @@ def list_reply(names: Iterable[str], *, accept: str | None, session: str) -> Rep
     return Reply(status=200, headers=headers, body=_json(items))
 
 
-def error_reply(status: int, message: str) -> Reply:
+def flush_target(data: Mapping[str, Any]) -> str:
+    """What ``DELETE /api/v1/bruteforce/flush`` lifts: ``target`` (a network, an
+    address, ``account:<uid>`` or ``*``), Nauthilus's ``ip_address`` (with
+    ``rule_name`` ``*``: every rule), or ``account``."""
+    for name in ("target", "ip_address"):
+        value = data.get(name)
+        if isinstance(value, str) and value:
+            return value
+    account = data.get("account")
+    if isinstance(account, str) and account:
+        return "account:" + account
+    raise ProtocolError("give 'target', 'ip_address' or 'account' (a non-empty string)")
+
+
+def error_reply(status: int, message: str, *, challenge: str = "Basic") -> Reply:
     """A client error (400, 401, 404, 405, 413) with a clear message and no trace."""
     headers: tuple[tuple[str, str], ...] = ()
     if status == 401:
-        headers = (("WWW-Authenticate", 'Basic realm="mailwarden"'),)
+        headers = (("WWW-Authenticate", f'{challenge} realm="mailwarden"'),)
     return Reply(status=status, headers=headers, body=_json({"error": message}))
 
 

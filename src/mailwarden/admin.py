@@ -1,0 +1,134 @@
+"""Account administration: the one place that changes accounts on an administrator's behalf.
+
+The CLI (``mailwarden user ...``) and the HTTP admin API both call :class:`AccountAdmin`;
+neither talks to the directory for writes itself. That keeps three rules in one place:
+
+* every field is checked by :func:`mailwarden.accounts.validate` before it is stored;
+* new passwords are hashed on the hashing pool with the configured scheme, and a
+  password is never returned or logged (only generated ones are returned, once);
+* every change that can alter a login decision (password, status, service switches,
+  addresses...) flushes the engine's caches for that account at once.
+
+Errors are the :class:`~mailwarden.errors.AccountError` tree (shown to the
+administrator) and :class:`~mailwarden.errors.TemporaryFailure` (backend down).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+
+from mailwarden import accounts, schemes
+from mailwarden.directories.base import Directory
+from mailwarden.engine import Engine
+from mailwarden.errors import AccountNotFound, InvalidAccount
+from mailwarden.hashing import Hasher
+from mailwarden.model import Account, AccountStatus
+
+#: Length in bytes of the entropy of a generated password (24 URL-safe characters).
+GENERATED_PASSWORD_BYTES = 18
+
+
+def generate_password() -> bytes:
+    """A random password for an account (URL-safe, 144 bits)."""
+    return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES).encode()
+
+
+class AccountAdmin:
+    """Create, change and delete accounts (see the module docstring for the rules)."""
+
+    def __init__(
+        self, *, directory: Directory, hasher: Hasher, engine: Engine, default_scheme: str
+    ) -> None:
+        self.directory = directory
+        self.hasher = hasher
+        self.engine = engine
+        self.default_scheme = default_scheme.upper()
+
+    def scheme_name(self, scheme: str | None) -> str:
+        """The scheme to hash with; InvalidAccount if it is not one we can generate."""
+        name = (scheme or self.default_scheme).upper()
+        if name not in schemes.SCHEMES:
+            raise InvalidAccount(f"unknown password scheme {name}")
+        return name
+
+    async def _hash(self, uid: str, password: bytes, scheme: str | None) -> str:
+        if not password:
+            raise InvalidAccount("empty password")
+        return await self.hasher.generate(
+            password, self.scheme_name(scheme), user=uid, policy=self.engine.policy
+        )
+
+    async def search(self, pattern: str = "*", *, limit: int = 1000) -> list[Account]:
+        return await self.directory.search(pattern, limit=limit)
+
+    async def show(self, name: str) -> Account:
+        """The account with uid ``name`` or, failing that, the one ``name`` logs in as."""
+        account = await self.directory.get(name) or await self.directory.find(name)
+        if account is None:
+            raise AccountNotFound(f"no account {name}")
+        return account
+
+    async def create(
+        self,
+        account: Account,
+        *,
+        password: bytes | None = None,
+        scheme: str | None = None,
+        assignments: Iterable[str] = (),
+        changes: Mapping[str, object] | None = None,
+    ) -> Account:
+        """Store a new account, with ``FIELD=VALUE`` assignments (as for :meth:`update`)
+        or JSON ``changes`` (as for :meth:`patch`) applied; AccountExists if taken."""
+        new = accounts.apply_assignments(account, assignments)
+        if changes:
+            new = accounts.apply_json(new, changes)
+        if password is not None:
+            new = dataclasses.replace(new, password=await self._hash(new.uid, password, scheme))
+        await self.directory.create(new)
+        # A negative cache entry ("no such user") must not outlive the creation.
+        await self.engine.flush_cache(list(new.logins()))
+        return new
+
+    async def update(self, uid: str, assignments: Iterable[str]) -> Account:
+        """Apply ``FIELD=VALUE`` assignments (see :func:`accounts.apply_assignments`)."""
+        items = list(assignments)
+        return await self._replace(uid, lambda a: accounts.apply_assignments(a, items))
+
+    async def patch(self, uid: str, changes: Mapping[str, object]) -> Account:
+        """Apply a JSON merge patch (see :func:`accounts.apply_json`)."""
+        return await self._replace(uid, lambda a: accounts.apply_json(a, changes))
+
+    async def set_status(self, uid: str, status: AccountStatus) -> Account:
+        return await self._replace(uid, lambda a: dataclasses.replace(a, status=status))
+
+    async def _replace(self, uid: str, change: Callable[[Account], Account]) -> Account:
+        old = await self.directory.get(uid)
+        if old is None:
+            raise AccountNotFound(f"no account {uid}")
+        new = change(old)
+        await self.directory.replace(new)
+        await self.engine.flush_cache(sorted({*old.logins(), *new.logins()}))
+        return new
+
+    async def set_password(
+        self, uid: str, password: bytes | None = None, *, scheme: str | None = None
+    ) -> bytes | None:
+        """Store a new password; with ``password`` None, generate one and return it."""
+        generated = password is None
+        value = generate_password() if password is None else password
+        account = await self.directory.get(uid)
+        if account is None:
+            raise AccountNotFound(f"no account {uid}")
+        stored = await self._hash(account.uid, value, scheme)
+        if not await self.directory.set_password(account.uid, stored):
+            raise AccountNotFound(f"no account {uid}")
+        await self.engine.flush_cache(list(account.logins()))
+        return value if generated else None
+
+    async def delete(self, uid: str) -> None:
+        account = await self.directory.get(uid)
+        if account is None or not await self.directory.delete(account.uid):
+            raise AccountNotFound(f"no account {uid}")
+        await self.engine.flush_cache(list(account.logins()))

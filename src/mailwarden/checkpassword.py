@@ -1,0 +1,625 @@
+"""``mailwarden checkpassword``: the command, on a lean import path.
+
+The wire format (fd-3 block, exit codes, environment) is
+:mod:`mailwarden.protocols.checkpassword`; this module reads the descriptor, has the
+login decided, and execs the subprogram (or forwards the session to the account's
+mail host). It runs once per POP3 login, so its start is part of every login:
+:mod:`mailwarden.entry` sends ``checkpassword`` here before anything imports click
+or rich, and this module imports neither them nor asyncio, sqlite3 or the engine
+unless it decides locally.
+
+**Two ways to decide** (``[checkpassword] via``):
+
+* ``daemon``: ask the running ``mailwarden serve`` over its Dovecot sockets, as
+  Dovecot's own lib-auth would (:mod:`mailwarden.protocols.dovecot_libauth`): an
+  ``AUTH PLAIN`` on ``dovecot.client_socket``, then a ``USER`` lookup on
+  ``dovecot.userdb_socket`` (``master_socket`` if that is off). The daemon's engine
+  decides, so its policy, failure delay and brute-force state (the guard) apply to
+  these logins exactly as to Dovecot's and Postfix's. Start-up is a TOML read and
+  two UNIX-socket round trips.
+* ``local``: open the directory in-process and ask an engine of our own, as before
+  the daemon path existed (asyncio, SQLite or LDAP imported only then).
+* ``auto`` (default): the daemon when its socket is there and accepts the
+  connection; ``local`` when the socket file is missing or refuses connections
+  (daemon not running), when ``[dovecot]`` is disabled, and for APOP logins.
+
+**APOP is always local** (``via = "daemon"``: temporary failure). The daemon's APOP
+mechanism only accepts challenges it minted itself (``<spid.cuid.time.``, as
+Dovecot's mech-apop.c), which is what keeps a captured APOP answer from being
+replayed to its socket; qmail-popup's timestamp is not one of them.
+
+**Config.** The daemon path reads only the keys it uses (``[dovecot]`` ``enabled``,
+``client_socket``, ``userdb_socket``, ``master_socket``; ``[checkpassword]``),
+checking their types; the whole file is validated by the daemon at start, by
+``mailwarden check-config``, and here whenever the local path or cluster
+forwarding loads it. A file that cannot be read or parsed is a temporary failure
+(exit 111), never a wrong password.
+
+**Logging** (``LOGLEVEL``, as qmail-ldap's auth_pop): 1 errors, 2 also refusals, 3
+also successes and which path decided.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, NoReturn, TypeAlias, TypeVar, assert_never
+
+from mailwarden.errors import ProtocolError
+from mailwarden.protocols import checkpassword as cp
+from mailwarden.protocols import dovecot_libauth as libauth
+
+Via: TypeAlias = Literal["auto", "daemon", "local"]
+R = TypeVar("R", libauth.AuthReply, libauth.UserReply)
+
+# The defaults of config.DovecotConfig / CheckpasswordConfig (a test keeps them equal;
+# importing mailwarden.config costs more than the whole daemon path).
+_DEFAULT_SYSTEM_CONFIG = "/etc/mailwarden/mailwarden.toml"
+_DEFAULT_LOCAL_CONFIG = "mailwarden.toml"
+_DEFAULTS: dict[str, dict[str, object]] = {
+    "dovecot": {
+        "enabled": True,
+        "client_socket": "/run/mailwarden/auth-client",
+        "userdb_socket": "/run/mailwarden/auth-userdb",
+        "master_socket": "/run/mailwarden/auth-master",
+    },
+    "checkpassword": {"via": "auto", "timeout": 15.0},
+}
+_VIA_CHOICES = ("auto", "daemon", "local")
+
+# The daemon's extension of USER that adds the login shell (SHELL); see
+# frontends/dovecot_master.py.
+_LOGIN_SHELL = "mailwarden_login_shell"
+
+# FAIL codes of the daemon's client socket, as the engine's DenyReason names them.
+_FAIL_REASONS: dict[str | None, str] = {"user_disabled": "disabled", "authz_fail": "authz"}
+
+
+def log(level: int, message: str) -> None:
+    """auth_pop's LOGLEVEL: 0 silent, 1 errors (default), 2 + refusals, 3 + successes."""
+    try:
+        wanted = int(os.environ.get("LOGLEVEL", "1"))
+    except ValueError:
+        wanted = 1
+    if level <= wanted:
+        sys.stderr.write(f"mailwarden checkpassword: {message}\n")
+        sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class SettingsError(Exception):
+    """The config file cannot be read or parsed, or a key the command reads is wrong."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """What the daemon path needs from the config file (paths already resolved)."""
+
+    source: str | None = None
+    via: Via = "auto"
+    timeout: float = 15.0
+    dovecot_enabled: bool = True
+    client_socket: str = ""
+    userdb_socket: str = ""
+
+
+def config_path(explicit: str | None) -> str | None:
+    """The file to read, by config.find_config_path's precedence; None: built-in defaults."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("MAILWARDEN_CONFIG")
+    if env:
+        return env
+    for candidate in (_DEFAULT_SYSTEM_CONFIG, _DEFAULT_LOCAL_CONFIG):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def read_settings(explicit: str | None) -> Settings:
+    """Read the config file's checkpassword-related keys. Raises SettingsError."""
+    source = config_path(explicit)
+    data: dict[str, object] = {}
+    if source is not None:
+        try:
+            with open(source, "rb") as f:
+                raw = f.read()
+        except OSError as exc:
+            raise SettingsError(f"{source}: cannot read: {exc.strerror}") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8", "replace"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{source}: not valid TOML: {exc}") from None
+    values = {
+        s: {**d, **_section(data, s, source, strict=s == "checkpassword")}
+        for s, d in _DEFAULTS.items()
+    }
+    dovecot, check = values["dovecot"], values["checkpassword"]
+    for key in ("client_socket", "userdb_socket", "master_socket"):
+        _expect(isinstance(dovecot[key], str), source, f"dovecot.{key}", "a string")
+    _expect(isinstance(dovecot["enabled"], bool), source, "dovecot.enabled", "a boolean")
+    via = check["via"]
+    _expect(via in _VIA_CHOICES, source, "checkpassword.via", '"auto", "daemon" or "local"')
+    timeout = check["timeout"]
+    _expect(
+        isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0,
+        source,
+        "checkpassword.timeout",
+        "seconds > 0",
+    )
+    userdb = str(dovecot["userdb_socket"]) or str(dovecot["master_socket"])
+    return Settings(
+        source=source,
+        via=via,  # type: ignore[arg-type]  # checked against _VIA_CHOICES above
+        timeout=float(timeout),  # type: ignore[arg-type]  # checked above
+        dovecot_enabled=bool(dovecot["enabled"]),
+        client_socket=_resolve(source, str(dovecot["client_socket"])),
+        userdb_socket=_resolve(source, userdb),
+    )
+
+
+def _section(
+    data: dict[str, object], name: str, source: str | None, *, strict: bool
+) -> dict[str, object]:
+    section = data.get(name, {})
+    _expect(isinstance(section, dict), source, name, "a table")
+    assert isinstance(section, dict)
+    known = _DEFAULTS[name]
+    if strict:
+        for key in section:
+            _expect(
+                key in known,
+                source,
+                f"{name}.{key}",
+                f"one of the keys {', '.join(sorted(known))} (unknown key)",
+            )
+    return {k: v for k, v in section.items() if k in known}
+
+
+def _expect(ok: bool, source: str | None, key: str, expected: str) -> None:
+    if not ok:
+        raise SettingsError(f"{source or '<defaults>'}: {key}: expected {expected}")
+
+
+def _resolve(source: str | None, path: str) -> str:
+    """app.resolve_path: relative paths are relative to the config file's folder."""
+    if not path or os.path.isabs(path) or source is None:
+        return path
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.realpath(source)), path))
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Login:
+    """Accepted (or, for a lookup, found): what the environment and the exec need."""
+
+    user: str
+    userdb: Mapping[str, str]
+    shell: str | None = None
+    master_user: str | None = None
+    passdb: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refused:
+    """A wrong login (exit 1); ``reason`` is for the log only."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unknown:
+    """An ``AUTHORIZED=1`` lookup of a user that does not exist (exit 3)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TempFail:
+    """Nothing was decided (exit 111); ``detail`` is logged."""
+
+    detail: str
+
+
+Decision: TypeAlias = Login | Refused | Unknown | TempFail
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """One checkpassword invocation: the fd-3 block and the environment's inputs."""
+
+    block: cp.CheckpasswordInput
+    apop_digest: bytes | None
+    service: str
+    lookup_only: bool
+    remote_ip: str | None
+    local_ip: str | None
+
+
+class DaemonDown(Exception):
+    """The daemon's socket is missing or refuses connections: it is not running."""
+
+
+# --------------------------------------------------------------------------- daemon path
+
+
+def ask_daemon(settings: Settings, request: Request) -> Decision:
+    """Decide through the running daemon's Dovecot sockets. DaemonDown if it is not there."""
+    with _connect(settings.userdb_socket, settings.timeout) as userdb:
+        if request.lookup_only:
+            return _lookup(userdb, request.block.login, request, settings, if_not_found=Unknown())
+        with _connect(settings.client_socket, settings.timeout) as client:
+            outcome = _authenticate(client, request, settings)
+        if not isinstance(outcome, libauth.AuthOk):
+            return outcome
+        fields = dict(outcome.fields)
+        master = fields.pop("auth_user", None)
+        fields.pop("original_user", None)
+        passdb = {k: v or "" for k, v in fields.items()}
+        login = _lookup(
+            userdb,
+            outcome.user,
+            request,
+            settings,
+            if_not_found=TempFail(
+                detail=f"account of {request.block.login!r} vanished during login"
+            ),
+        )
+        if not isinstance(login, Login):
+            return login
+        return Login(
+            user=login.user,
+            userdb=login.userdb,
+            shell=login.shell,
+            master_user=master,
+            passdb=passdb,
+        )
+
+
+def _connect(path: str, timeout: float) -> socket.socket:
+    if not path:
+        raise DaemonDown("socket path is empty (turned off)")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise DaemonDown(f"{path}: {exc.strerror}") from None
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _authenticate(
+    sock: socket.socket, request: Request, settings: Settings
+) -> libauth.AuthOk | Refused | TempFail:
+    params: list[tuple[str, str | None]] = []
+    if request.remote_ip:
+        params.append(("rip", request.remote_ip))
+    if request.local_ip:
+        params.append(("lip", request.local_ip))
+    data = libauth.client_request(
+        pid=os.getpid(),
+        mechanism="PLAIN",
+        service=request.service,
+        params=params,
+        initial_response=libauth.plain_response(request.block.login, request.block.secret),
+    )
+    replies = libauth.ClientReplies()
+    try:
+        reply = _exchange(sock, data, replies)
+    except ProtocolError as exc:
+        if replies.handshake and "PLAIN" not in replies.mechanisms:
+            return TempFail(detail="the daemon does not offer PLAIN (dovecot.mechanisms)")
+        return TempFail(detail=f"daemon at {settings.client_socket}: {exc}")
+    match reply:
+        case libauth.AuthOk():
+            return reply
+        case libauth.AuthFail():
+            if reply.temporary:
+                return TempFail(detail=f"the daemon failed temporarily ({reply.reason or 'FAIL'})")
+            return Refused(reason=_FAIL_REASONS.get(reply.code, reply.code or "credentials"))
+        case libauth.AuthContinue():
+            return TempFail(detail="the daemon asked for another PLAIN round")
+        case _:
+            assert_never(reply)
+
+
+def _lookup(
+    sock: socket.socket, user: str, request: Request, settings: Settings, *, if_not_found: Decision
+) -> Decision:
+    data = libauth.user_request(user, service=request.service, params=[(_LOGIN_SHELL, None)])
+    replies = libauth.MasterReplies()
+    try:
+        reply = _exchange(sock, data, replies)
+    except ProtocolError as exc:
+        return TempFail(detail=f"daemon at {settings.userdb_socket}: {exc}")
+    match reply:
+        case libauth.UserFound():
+            fields = {k: v or "" for k, v in reply.fields}
+            shell = fields.pop(_LOGIN_SHELL, None)
+            return Login(user=reply.user, userdb=fields, shell=shell)
+        case libauth.UserNotFound():
+            return if_not_found
+        case libauth.LookupFailed():
+            return TempFail(detail=f"userdb lookup failed ({reply.reason or 'FAIL'})")
+        case _:
+            assert_never(reply)
+
+
+def _exchange(sock: socket.socket, data: bytes, replies: libauth.Replies[R]) -> R:
+    """Send ``data``, then feed what arrives until the reader has the reply."""
+    try:
+        sock.sendall(data)
+        while (reply := replies.next_reply()) is None:
+            replies.receive_data(sock.recv(65536))
+    except TimeoutError:
+        raise ProtocolError("no reply in time (checkpassword.timeout)") from None
+    except OSError as exc:
+        raise ProtocolError(f"connection failed: {exc.strerror or exc}") from None
+    return reply
+
+
+# --------------------------------------------------------------------------- local path
+
+
+def decide_locally(config_path: str | None, request: Request) -> Decision:
+    """Decide in-process with an engine of our own (the heavy imports happen only here)."""
+    import asyncio  # noqa: PLC0415 - the lean path must not pay for these
+    import dataclasses  # noqa: PLC0415
+
+    from mailwarden import config as config_mod  # noqa: PLC0415
+    from mailwarden.app import (  # noqa: PLC0415
+        authenticate_and_describe,
+        running_app,
+        setup_logging,
+    )
+    from mailwarden.errors import ConfigError, MailwardenError  # noqa: PLC0415
+    from mailwarden.model import (  # noqa: PLC0415
+        Accepted,
+        AuthAttempt,
+        AuthOutcome,
+        Denied,
+        LookupOutcome,
+        NotFound,
+        Password,
+        Unavailable,
+        UserRecord,
+    )
+    from mailwarden.sasl.apop import ApopProof  # noqa: PLC0415
+
+    try:
+        cfg = config_mod.load(config_path)
+    except ConfigError as exc:
+        return TempFail(detail=f"config: {exc}")
+    # As for every one-shot command: only warnings and errors reach the log.
+    setup_logging(dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, level="warning")))
+    block = request.block
+    credentials: Password | ApopProof = (
+        ApopProof(challenge=block.timestamp, digest=request.apop_digest)
+        if request.apop_digest is not None
+        else block.password
+    )
+    attempt = AuthAttempt(
+        username=block.login,
+        credentials=credentials,
+        service=request.service,
+        mechanism="APOP" if request.apop_digest is not None else "PLAIN",
+        remote_ip=request.remote_ip,
+        local_ip=request.local_ip,
+        frontend="checkpassword",
+    )
+
+    async def go() -> tuple[AuthOutcome | None, LookupOutcome | None]:
+        async with running_app(cfg) as app:
+            if request.lookup_only:
+                return None, await app.engine.lookup(block.login, service=request.service)
+            return await authenticate_and_describe(app, attempt, request.service)
+
+    try:
+        outcome, record = asyncio.run(go())
+    except (MailwardenError, OSError) as exc:
+        return TempFail(detail=str(exc))
+    match outcome:
+        case Denied():
+            return Refused(reason=outcome.reason.value)
+        case Unavailable():
+            return TempFail(detail=outcome.detail)
+        case Accepted() | None:
+            pass
+    match record:
+        case NotFound():
+            if request.lookup_only:
+                return Unknown()
+            return TempFail(detail=f"account of {block.login!r} vanished during login")
+        case Unavailable():
+            return TempFail(detail=record.detail)
+        case UserRecord():
+            accepted = outcome if isinstance(outcome, Accepted) else None
+            return Login(
+                user=record.user,
+                userdb=dict(record.fields),
+                shell=record.account.profile.login_shell,
+                master_user=accepted.master_user if accepted else None,
+                passdb=dict(accepted.passdb_fields) if accepted else {},
+            )
+        case None:
+            return TempFail(detail="no userdb answer")
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _read_fd3(limit: int) -> bytes:
+    """The whole fd-3 block, at most ``limit + 1`` bytes (so oversize is detectable)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = os.read(3, limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def decide(config: str | None, request: Request) -> Decision:
+    """Pick the path (module docstring), log it at LOGLEVEL 3, and decide."""
+    try:
+        settings = read_settings(config)
+    except SettingsError as exc:
+        return TempFail(detail=str(exc))
+    if settings.via == "local":
+        log(3, "deciding locally (checkpassword.via = local)")
+        return decide_locally(config, request)
+    why_not = ""
+    if request.apop_digest is not None:
+        why_not = "APOP logins are checked locally (the daemon accepts only its own challenges)"
+    elif not settings.dovecot_enabled:
+        why_not = "the daemon has no Dovecot sockets (dovecot.enabled = false)"
+    elif not settings.userdb_socket or not (request.lookup_only or settings.client_socket):
+        why_not = "a Dovecot socket it needs is turned off (dovecot.*_socket)"
+    else:
+        try:
+            decision = ask_daemon(settings, request)
+        except DaemonDown as exc:
+            why_not = f"daemon not running ({exc})"
+        except OSError as exc:
+            return TempFail(detail=f"cannot reach the daemon: {exc}")
+        else:
+            log(3, f"decided by the daemon ({settings.client_socket}, {settings.userdb_socket})")
+            return decision
+    if settings.via == "daemon":
+        return TempFail(detail=f"checkpassword.via = daemon, but {why_not}")
+    log(3, f"{why_not}; deciding locally")
+    return decide_locally(config, request)
+
+
+def run(config: str | None, subprogram: list[str]) -> NoReturn:
+    """The whole command: read fd 3, decide, then exec ``subprogram`` or exit."""
+    if not subprogram:
+        log(1, "usage: mailwarden checkpassword SUBPROGRAM [ARGS...]")
+        sys.exit(cp.EXIT_MISUSE)
+    try:
+        block = cp.parse_block(_read_fd3(cp.MAX_BLOCK))
+        digest = cp.apop_digest(block) if block.apop else None
+    except OSError as exc:
+        log(1, f"cannot read descriptor 3: {exc.strerror}")
+        sys.exit(cp.EXIT_MISUSE)
+    except ProtocolError as exc:
+        log(1, str(exc))
+        sys.exit(cp.EXIT_MISUSE)
+    request = Request(
+        block=block,
+        apop_digest=digest,
+        service=os.environ.get("SERVICE") or "pop3",
+        lookup_only=os.environ.get("AUTHORIZED") == "1",
+        remote_ip=os.environ.get("TCPREMOTEIP") or None,
+        local_ip=os.environ.get("TCPLOCALIP") or None,
+    )
+    try:
+        decision = decide(config, request)
+    except Exception as exc:  # the process boundary
+        # An uncaught exception would exit 1, which callers read as a wrong password.
+        decision = TempFail(detail=f"internal error: {exc!r}")
+    match decision:
+        case Refused():
+            log(2, f"login refused for {block.login!r} ({decision.reason})")
+            sys.exit(cp.EXIT_WRONG)
+        case TempFail():
+            log(1, f"temporary failure for {block.login!r}: {decision.detail}")
+            sys.exit(cp.EXIT_TEMPFAIL)
+        case Unknown():
+            log(2, f"lookup: unknown user {block.login!r}")
+            sys.exit(cp.EXIT_LOOKUP_UNKNOWN)
+        case Login():
+            pass
+    env = dict(os.environ)
+    env.update(
+        cp.login_environment(
+            user=decision.user,
+            fields=decision.userdb,
+            shell=decision.shell,
+            master_user=decision.master_user,
+        )
+    )
+    if request.lookup_only:
+        env["AUTHORIZED"] = "2"
+    log(3, f"login accepted for {decision.user!r}")
+    if not request.lookup_only and "host" in decision.passdb:
+        sys.exit(_forward(config, decision, request))
+    _switch_user(decision.userdb)
+    try:
+        os.execvpe(subprogram[0], subprogram, env)  # noqa: S606 - the interface is exec
+    except OSError as exc:
+        log(1, f"cannot run {subprogram[0]}: {exc.strerror}")
+        sys.exit(cp.EXIT_TEMPFAIL)
+
+
+def _forward(config: str | None, login: Login, request: Request) -> int:
+    """Cluster session forwarding: the account lives on another mail host (the engine
+    said so with proxy fields). Log in there and relay instead of exec'ing locally."""
+    from mailwarden import config as config_mod  # noqa: PLC0415 - forwarded sessions only
+    from mailwarden.errors import ConfigError  # noqa: PLC0415
+    from mailwarden.frontends import relay  # noqa: PLC0415
+
+    host = login.passdb["host"]
+    if request.apop_digest is not None:
+        # An APOP digest is bound to *our* greeting's timestamp: it cannot log in
+        # on the mail host, and we never learn the plaintext. Temporary, not wrong.
+        log(1, f"{login.user}: APOP logins cannot be forwarded to {host}")
+        return cp.EXIT_TEMPFAIL
+    try:
+        cluster = config_mod.load(config).cluster
+    except ConfigError as exc:
+        log(1, f"{login.user}: config: {exc}")
+        return cp.EXIT_TEMPFAIL
+    protocol: Literal["pop3", "imap"] = "imap" if request.service.lower() == "imap" else "pop3"
+    try:
+        port = int(login.passdb.get("port", cluster.pop3_port))
+    except ValueError:
+        log(1, f"{login.user}: bad port field {login.passdb.get('port')!r}")
+        return cp.EXIT_TEMPFAIL
+    target = relay.Target(
+        host=host,
+        port=port,
+        protocol=protocol,
+        user=login.passdb.get("destuser", login.user).encode(),
+        password=request.block.secret,
+        imap_method=cluster.imap_login,
+        client_tag=os.environ.get("IMAPLOGINTAG", "").encode(),
+    )
+    log(3, f"{login.user}: forwarding {protocol} session to {host}:{target.port}")
+    try:
+        return relay.forward(
+            target, connect_timeout=cluster.connect_timeout, idle_timeout=cluster.idle_timeout
+        )
+    except relay.RelayError as exc:
+        log(1, f"{login.user}: {exc}")
+        return cp.EXIT_TEMPFAIL
+
+
+def _switch_user(userdb: Mapping[str, str]) -> None:
+    """Drop to the account's uid/gid before exec, as auth_pop does for qmail-pop3d.
+
+    Only when running as root and not under Dovecot (which sets ORIG_UID and
+    makes its reply helper refuse a changed uid): Dovecot switches users itself
+    from the userdb_uid/userdb_gid it is told. The ids are the userdb's ``uid`` and
+    ``gid`` fields (the account's uid/gid numbers unless a userdb field overrides
+    them), the same on both paths.
+    """
+    uid, gid = userdb.get("uid", ""), userdb.get("gid", "")
+    if os.geteuid() != 0 or "ORIG_UID" in os.environ or not uid.isdigit():
+        return
+    os.setgroups([])
+    if gid.isdigit():
+        os.setgid(int(gid))
+    os.setuid(int(uid))

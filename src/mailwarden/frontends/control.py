@@ -1,0 +1,110 @@
+"""The control socket: ``mailwarden guard ...`` and ``mailwarden status`` ask the daemon here.
+
+Line-delimited JSON (protocols/control.py) on a UNIX socket that only its owner
+may use (``server.control_socket_mode``, 0600 by default). Each connection is
+independent; a bad line gets an error reply and the connection stays usable; an
+over-long line closes only that connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from mailwarden.engine import Engine
+from mailwarden.errors import ProtocolError
+from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
+from mailwarden.protocols import control as proto
+
+log = logging.getLogger("mailwarden.control")
+
+StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class ControlServer:
+    """The running control socket (from :func:`start_control`)."""
+
+    def __init__(self, engine: Engine, status: StatusProvider) -> None:
+        self.engine = engine
+        self.status = status
+        self.path: Path | None = None
+        self._server: asyncio.Server | None = None
+        self._inode: int | None = None
+
+    async def listen(self, path: Path, mode: int) -> None:
+        sock, self._inode = bind_unix_socket(path, mode=mode, key="server.control_socket")
+        self._server = await asyncio.start_unix_server(self._handle, sock=sock)
+        self.path = path
+        log.info("control socket listening on %s (mode %04o)", path, mode)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines = proto.LineReader()
+        try:
+            while data := await reader.read(65536):
+                for line in lines.receive_data(data):
+                    writer.write(await self._answer(line))
+                await writer.drain()
+        except ProtocolError as exc:
+            log.info("control: %s", exc)
+            with contextlib.suppress(ConnectionError):
+                writer.write(proto.error(str(exc)))
+        except ConnectionError:
+            pass
+        except Exception:  # the connection boundary
+            log.exception("control: request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+
+    async def _answer(self, line: bytes) -> bytes:
+        try:
+            request = proto.parse_request(line)
+            return proto.reply(await self._run(request))
+        except ProtocolError as exc:
+            return proto.error(str(exc))
+
+    async def _run(self, request: proto.Request) -> Any:
+        guard = self.engine.guard
+        args = request.args
+        match request.op:
+            case "ping":
+                return "pong"
+            case "guard.list":
+                return await guard.describe_bans()
+            case "guard.unblock":
+                target = args.get("target")
+                if target is not None and not isinstance(target, str):
+                    raise ProtocolError("guard.unblock: target must be a string or null")
+                lifted = await guard.unblock(target)
+                log.info("control: unblocked %s (%d ban(s))", target or "everything", lifted)
+                return {"lifted": lifted}
+            case "cache.flush":
+                users = args.get("users")
+                if users is not None and (
+                    not isinstance(users, list) or not all(isinstance(u, str) for u in users)
+                ):
+                    raise ProtocolError("cache.flush: users must be a list of strings or null")
+                return {"flushed": await self.engine.flush_cache(users)}
+            case "status":
+                return await self.status()
+        raise ProtocolError(f"unknown op {request.op!r}")  # pragma: no cover - OPS is checked
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self.path is not None:
+            remove_own_socket(self.path, self._inode)
+            self.path = None
+
+
+async def start_control(
+    engine: Engine, path: Path, *, mode: int, status: StatusProvider
+) -> ControlServer:
+    server = ControlServer(engine, status)
+    await server.listen(path, mode)
+    return server

@@ -1,0 +1,308 @@
+"""The guard: brute-force protection for every front end, decided in the engine.
+
+Policy (docs/guard.md has the full story and the reasons):
+
+* **Rules** count *failed* logins per source network, each rule with its own
+  period, threshold and prefix (a single IPv4 address, an IPv4 /24, an IPv6 /64 ...).
+  When a rule reaches its threshold within its period, that network is banned for
+  ``ban_time``; a banned source gets the wrong-password reply at once, without any
+  password check (``Denied(BLOCKED)``, which every front end sends exactly like a
+  wrong password; nginx also gets ``Auth-Wait``).
+* **Only distinct wrong passwords count.** For an existing account, a wrong
+  password already seen from the same network (a phone retrying its stale
+  password after a change) is not counted again. The history holds keyed digests
+  (HMAC with a per-process key, truncated) and never leaves this process;
+  with several workers a stale password may count once per worker (docs/guard.md).
+* **Unknown users leave no state** except the per-network counters they increment:
+  credential stuffing with random names cannot grow memory or Redis.
+* **Distributed attacks on one account** (many networks, few attempts each): after
+  ``account_threshold`` failures within ``account_period`` the account is
+  *protected*: attempts on it from networks where it never logged in are slowed by
+  ``account_delay``; networks where it logged in successfully before are not.
+  The account is never locked.
+* **Allow-listed networks** (and attempts without a remote address) are neither
+  checked nor counted.
+* **Store failures never decide a login.** A Redis error makes the guard carry on
+  with its local in-memory store (still protecting this process) and retry Redis
+  later; it counts the errors for monitoring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from mailwarden.config import GuardConfig, GuardRule
+from mailwarden.errors import StoreUnavailable
+from mailwarden.stores.base import Ban, FlushHandler, GuardStore
+from mailwarden.stores.memory import MemoryStore
+
+log = logging.getLogger("mailwarden.guard")
+
+T = TypeVar("T")
+
+ACCOUNT_RULE = "account"
+ACCOUNT_PREFIX = "account:"
+#: How many networks per account are remembered as "known" (newest kept).
+KNOWN_NETWORKS_LIMIT = 32
+#: A (account, network) success is written to the store at most this often.
+KNOWN_REFRESH = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an attempt comes from, cut to each rule's prefix."""
+
+    ip: str
+    networks: tuple[tuple[GuardRule, str], ...]
+    home: str  # the network used for "known networks" and the password history
+
+    @property
+    def targets(self) -> list[str]:
+        return list(dict.fromkeys(net for _, net in self.networks))
+
+
+def network_of(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, v4: int, v6: int) -> str:
+    prefix = v4 if ip.version == 4 else v6
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+class Guard:
+    """Brute-force state and decisions over a :class:`GuardStore` (see module docstring)."""
+
+    def __init__(
+        self,
+        config: GuardConfig,
+        store: GuardStore | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.local = MemoryStore()
+        self.store: GuardStore = store if store is not None else self.local
+        self.clock = clock
+        self.store_errors = 0
+        self.degraded_until = 0.0
+        self._allow = [ipaddress.ip_network(n, strict=False) for n in config.allow_networks]
+        self._history_key = secrets.token_bytes(32)
+        self._history_ttl = max((r.period for r in config.rules), default=3600.0)
+        self._recent_known: dict[tuple[str, str], float] = {}
+
+    # ------------------------------------------------------------ the store, safely
+
+    async def _call(self, op: Callable[[GuardStore], Awaitable[T]]) -> T:
+        """Run ``op`` on the shared store; on StoreUnavailable, on the local one."""
+        now = self.clock()
+        if self.store is not self.local and now >= self.degraded_until:
+            try:
+                return await op(self.store)
+            except StoreUnavailable as exc:
+                self.store_errors += 1
+                self.degraded_until = now + self._retry_interval
+                log.warning(
+                    "guard store unavailable (%s): using local state for %.0f s",
+                    exc,
+                    self._retry_interval,
+                )
+        return await op(self.local)
+
+    @property
+    def _retry_interval(self) -> float:
+        return self.config.redis.retry_interval
+
+    @property
+    def shared(self) -> bool:
+        """Whether the state is shared with other processes (a Redis store)."""
+        return self.store is not self.local
+
+    @property
+    def degraded(self) -> bool:
+        return self.store is not self.local and self.clock() < self.degraded_until
+
+    # ------------------------------------------------------------ decisions
+
+    def source(self, remote_ip: str | None) -> Source | None:
+        """The attempt's source, or None when it is not guarded (disabled, no
+        address, unparsable address, allow-listed network)."""
+        if not self.config.enabled or not remote_ip:
+            return None
+        try:
+            ip = ipaddress.ip_address(remote_ip.split("%", 1)[0])
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self._allow):
+            return None
+        c = self.config
+        networks = tuple(
+            (rule, network_of(ip, rule.ipv4_prefix, rule.ipv6_prefix)) for rule in c.rules
+        )
+        home = network_of(ip, c.known_ipv4_prefix, c.known_ipv6_prefix)
+        return Source(ip=str(ip), networks=networks, home=home)
+
+    async def blocked(self, source: Source) -> str | None:
+        """The banned network ``source`` belongs to, or None."""
+        targets = source.targets
+        if not targets:
+            return None
+        now = self.clock()
+        return await self._call(lambda s: s.banned(targets, now))
+
+    async def delay(self, source: Source, uid: str) -> float:
+        """Seconds to slow this attempt on ``uid`` (account protection), or 0."""
+        c = self.config
+        if c.account_threshold <= 0 or c.account_delay <= 0:
+            return 0.0
+        now = self.clock()
+        target = ACCOUNT_PREFIX + uid.lower()
+        if await self._call(lambda s: s.banned([target], now)) is None:
+            return 0.0
+        known = await self._call(lambda s: s.has_member(_known_key(uid), source.home, now))
+        return 0.0 if known else c.account_delay
+
+    async def failed(self, source: Source, *, uid: str | None, password: bytes | None) -> bool:
+        """Count a wrong password (``uid`` None: unknown user); whether it counted."""
+        c = self.config
+        now = self.clock()
+        if c.distinct_passwords and uid is not None and password is not None:
+            digest = hmac.digest(
+                self._history_key, uid.lower().encode() + b"\0" + password, "sha256"
+            )
+            key = f"history|{source.home}|{uid.lower()}"
+            new = await self.local.add_member(
+                key, digest[:12].hex(), self._history_ttl, c.history_size, now
+            )
+            if not new:
+                log.debug("guard: repeated wrong password for %s from %s", uid, source.home)
+                return False
+        counters = [(f"{rule.name}|{net}", rule.period) for rule, net in source.networks]
+        account_target = None
+        if uid is not None and c.account_threshold > 0:
+            account_target = ACCOUNT_PREFIX + uid.lower()
+            counters.append((f"{ACCOUNT_RULE}|{account_target}", c.account_period))
+        estimates = await self._call(lambda s: s.hit(counters, now))
+        for (rule, net), estimate in zip(source.networks, estimates, strict=False):
+            if estimate >= rule.threshold:
+                log.warning(
+                    "guard: banning %s for %.0f s (rule %s: %.0f failures in %.0f s)",
+                    net,
+                    c.ban_time,
+                    rule.name,
+                    estimate,
+                    rule.period,
+                )
+                await self._ban(net, rule.name, c.ban_time, now)
+        if account_target is not None and estimates[-1] >= c.account_threshold:
+            await self._ban(account_target, ACCOUNT_RULE, c.account_period, now)
+        return True
+
+    async def succeeded(self, source: Source, uid: str) -> None:
+        """Remember that ``uid`` logs in from ``source``'s network."""
+        now = self.clock()
+        mark = (uid.lower(), source.home)
+        if self._recent_known.get(mark, 0.0) > now:
+            return
+        if len(self._recent_known) > 100_000:
+            self._recent_known.clear()
+        self._recent_known[mark] = now + KNOWN_REFRESH
+        ttl = self.config.known_network_ttl
+        await self._call(
+            lambda s: s.add_member(_known_key(uid), source.home, ttl, KNOWN_NETWORKS_LIMIT, now)
+        )
+
+    # ------------------------------------------------------------ administration
+
+    async def bans(self) -> list[Ban]:
+        """Blocked networks and protected accounts (``account:<uid>``)."""
+        now = self.clock()
+        return await self._call(lambda s: s.bans(now))
+
+    async def describe_bans(self) -> list[dict[str, object]]:
+        """:meth:`bans` as JSON-able dicts (control socket, admin API, CLI)."""
+        now = self.clock()
+        out: list[dict[str, object]] = []
+        for ban in await self.bans():
+            account = ban.target.startswith(ACCOUNT_PREFIX)
+            out.append(
+                {
+                    "target": ban.target,
+                    "kind": "account" if account else "network",
+                    "rule": ban.rule,
+                    "expires": round(ban.expires, 3),
+                    "ttl": max(0, round(ban.expires - now)),
+                }
+            )
+        return out
+
+    async def unblock(self, target: str | None) -> int:
+        """Lift a ban: a network as listed (``192.0.2.0/24``), ``account:<uid>``, or an
+        address (every network it falls in); None lifts every ban. Returns how many
+        were lifted; the counters behind them are reset too."""
+        if target is None:
+            return await self._call(lambda s: s.unban(None))
+        targets = [target]
+        if target.startswith(ACCOUNT_PREFIX):
+            targets = [target.lower()]
+        elif "/" in target:
+            with contextlib.suppress(ValueError):
+                targets = [str(ipaddress.ip_network(target, strict=False))]
+        else:
+            try:
+                ip = ipaddress.ip_address(target)
+            except ValueError:
+                pass
+            else:
+                rules = self.config.rules
+                targets = list(
+                    dict.fromkeys(network_of(ip, r.ipv4_prefix, r.ipv6_prefix) for r in rules)
+                )
+        lifted = 0
+        for t in targets:
+            lifted += await self._unban(t)
+        return lifted
+
+    async def _ban(self, target: str, rule: str, ttl: float, now: float) -> None:
+        await self._call(lambda s: s.ban(target, rule, ttl, now))
+
+    async def _unban(self, target: str) -> int:
+        return await self._call(lambda s: s.unban(target))
+
+    # ------------------------------------------------------------ cache fan-out
+
+    async def subscribe_flush(self, handler: FlushHandler) -> None:
+        await self.local.subscribe_flush(handler)
+        if self.store is not self.local:
+            try:
+                await self.store.subscribe_flush(handler)
+            except StoreUnavailable as exc:
+                self.store_errors += 1
+                log.warning("guard store unavailable (%s): flushes stay local", exc)
+
+    async def publish_flush(self, users: list[str] | None) -> None:
+        """Tell every process sharing the store (and this one) to flush ``users``."""
+        if self.store is self.local:
+            await self.local.publish_flush(users)
+            return
+        try:
+            await self.store.publish_flush(users)
+        except StoreUnavailable as exc:
+            self.store_errors += 1
+            log.warning("guard store unavailable (%s): flush applied locally only", exc)
+            await self.local.publish_flush(users)
+
+    async def close(self) -> None:
+        if self.store is not self.local:
+            await self.store.close()
+        await self.local.close()
+
+
+def _known_key(uid: str) -> str:
+    return f"known|{uid.lower()}"

@@ -1,0 +1,146 @@
+"""The verified-login cache: repeat logins with the same password cost microseconds.
+
+After an expensive verification succeeds, the engine remembers
+``HMAC(key, uid, stored password value, policy, password)``. A later login looks
+the account up as always, computes the same digest and, if it is remembered and
+fresh, skips the hash. Why this shape (docs/guard.md):
+
+* **It can never turn a wrong password into an accept**: the digest covers the
+  password itself, and a 256-bit HMAC does not collide.
+* **A password change invalidates it at once, on every node, without any message**:
+  the stored value (the hash string read from the directory on *this* login) is
+  part of the digest, so a changed password, even one changed behind mailwarden's
+  back in LDAP, can never match an old entry. Status, service switches and
+  networks are not cached at all: they are checked on the fresh account each time.
+* **No password is held in clear**, and the key is random per process and never
+  leaves it, so the entries are useless outside this process. Several workers
+  each keep their own cache (each verifies once); none is shared through Redis.
+
+Explicit flushes (admin, ``CACHE-FLUSH``) drop a user's entries; with a shared
+store they reach every process through the guard's flush fan-out.
+
+A small *negative* cache remembers login names that match no account for
+``negative_ttl`` seconds, so credential stuffing with random names does not hit
+the directory every time. It never skips the dummy verification (the timing of
+an unknown user stays that of a wrong password) and is flushed when an account is
+created through mailwarden; accounts created elsewhere appear within ``negative_ttl``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+from mailwarden.config import CacheConfig
+
+
+class LoginCache:
+    """Verified-login digests and unknown login names, both bounded LRUs with expiry."""
+
+    def __init__(
+        self,
+        config: CacheConfig,
+        *,
+        policy_tag: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self._key = secrets.token_bytes(32)
+        self._policy = policy_tag.encode()
+        self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._by_user: dict[str, set[bytes]] = {}
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled and self.config.ttl > 0
+
+    def _digest(self, uid: str, stored: str, password: bytes) -> bytes:
+        parts = (uid.lower().encode(), stored.encode(), self._policy, password)
+        message = b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+        return hmac.digest(self._key, message, "sha256")
+
+    def verified(self, uid: str, stored: str, password: bytes) -> bool:
+        """Whether this exact password was verified against this stored value recently."""
+        if not self.enabled:
+            return False
+        digest = self._digest(uid, stored, password)
+        entry = self._verified.get(digest)
+        if entry is None or entry[1] <= self.clock():
+            self.misses += 1
+            return False
+        self._verified.move_to_end(digest)
+        self.hits += 1
+        return True
+
+    def remember(self, uid: str, stored: str, password: bytes) -> None:
+        if not self.enabled:
+            return
+        user = uid.lower()
+        digest = self._digest(user, stored, password)
+        self._verified[digest] = (user, self.clock() + self.config.ttl)
+        self._verified.move_to_end(digest)
+        self._by_user.setdefault(user, set()).add(digest)
+        while len(self._verified) > self.config.max_entries:
+            old, (old_user, _) = self._verified.popitem(last=False)
+            self._discard(old_user, old)
+
+    def _discard(self, user: str, digest: bytes) -> None:
+        digests = self._by_user.get(user)
+        if digests is not None:
+            digests.discard(digest)
+            if not digests:
+                del self._by_user[user]
+
+    # ------------------------------------------------------------ unknown names
+
+    def unknown(self, login: str) -> bool:
+        """Whether ``login`` matched no account within the last ``negative_ttl`` seconds."""
+        if not self.config.enabled or self.config.negative_ttl <= 0:
+            return False
+        expiry = self._unknown.get(login.lower())
+        if expiry is None:
+            return False
+        if expiry <= self.clock():
+            del self._unknown[login.lower()]
+            return False
+        return True
+
+    def remember_unknown(self, login: str) -> None:
+        if not self.config.enabled or self.config.negative_ttl <= 0:
+            return
+        name = login.lower()
+        self._unknown[name] = self.clock() + self.config.negative_ttl
+        self._unknown.move_to_end(name)
+        while len(self._unknown) > self.config.max_entries:
+            self._unknown.popitem(last=False)
+
+    # ------------------------------------------------------------ flush
+
+    def flush(self, users: Iterable[str] | None = None) -> int:
+        """Forget the entries of ``users`` (uids or login names; None: everything).
+        Returns how many entries were dropped."""
+        if users is None:
+            n = len(self._verified) + len(self._unknown)
+            self._verified.clear()
+            self._by_user.clear()
+            self._unknown.clear()
+            return n
+        n = 0
+        for name in users:
+            user = name.lower()
+            for digest in self._by_user.pop(user, set()):
+                if self._verified.pop(digest, None) is not None:
+                    n += 1
+            if self._unknown.pop(user, None) is not None:
+                n += 1
+        return n
+
+    def __len__(self) -> int:
+        return len(self._verified)

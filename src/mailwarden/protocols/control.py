@@ -1,0 +1,96 @@
+"""The daemon's control socket protocol: one JSON object per line, each way.
+
+``mailwarden guard ...`` (and, later, ``mailwarden status``) run in a separate
+process; with the in-memory guard store the state they need lives only in the
+daemon. They ask it over a UNIX socket (``server.control_socket``, mode 0600 by
+default: only its owner, normally root, may connect).
+
+Request: ``{"op": "<name>", ...arguments}\\n``. Reply: ``{"ok": true, "result": ...}\\n``
+or ``{"ok": false, "error": "<message>"}\\n``. One connection may carry several
+requests. :class:`LineReader` splits the byte stream; :func:`parse_request` checks a
+line; :func:`reply` and :func:`error` format answers. No I/O here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mailwarden.errors import ProtocolError
+
+MAX_LINE = 65536
+
+#: op -> the argument names it takes (all optional; the handler checks their types).
+OPS: dict[str, tuple[str, ...]] = {
+    "ping": (),
+    "guard.list": (),
+    "guard.unblock": ("target",),
+    "cache.flush": ("users",),
+    "status": (),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    op: str
+    args: dict[str, Any]
+
+
+class LineReader:
+    """Bytes in, complete lines out; a line over MAX_LINE is a ProtocolError."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def receive_data(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        lines = []
+        while (end := self._buffer.find(b"\n")) >= 0:
+            lines.append(bytes(self._buffer[:end]))
+            del self._buffer[: end + 1]
+        if len(self._buffer) > MAX_LINE or any(len(line) > MAX_LINE for line in lines):
+            raise ProtocolError(f"control line longer than {MAX_LINE} bytes")
+        return lines
+
+
+def parse_request(line: bytes) -> Request:
+    try:
+        data = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ProtocolError("control request is not a JSON object") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("control request is not a JSON object")
+    op = data.pop("op", None)
+    if not isinstance(op, str) or op not in OPS:
+        raise ProtocolError(f"unknown op {op!r} (one of {', '.join(sorted(OPS))})")
+    unknown = set(data) - set(OPS[op])
+    if unknown:
+        raise ProtocolError(f"{op}: unknown argument(s) {', '.join(sorted(unknown))}")
+    return Request(op=op, args=data)
+
+
+def request(op: str, **args: Any) -> bytes:
+    """A request line (for the client side)."""
+    return json.dumps({"op": op, **args}).encode() + b"\n"
+
+
+def reply(result: Any) -> bytes:
+    return json.dumps({"ok": True, "result": result}).encode() + b"\n"
+
+
+def error(message: str) -> bytes:
+    return json.dumps({"ok": False, "error": message}).encode() + b"\n"
+
+
+def parse_reply(line: bytes) -> Any:
+    """The result of a reply line (client side); ProtocolError for an error reply."""
+    try:
+        data = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ProtocolError("the daemon's reply is not JSON") from None
+    if not isinstance(data, dict) or "ok" not in data:
+        raise ProtocolError("the daemon's reply is malformed")
+    if not data["ok"]:
+        raise ProtocolError(str(data.get("error", "failed")))
+    return data.get("result")

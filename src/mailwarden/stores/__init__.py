@@ -1,0 +1,1 @@
+"""Where the guard keeps its state: in this process (memory) or shared (Redis)."""

@@ -1,0 +1,330 @@
+"""The guard in a running ``mailwarden serve``: one ban, every protocol, and the admin tools.
+
+A source that fails too often through one front end is refused through all of
+them (doveadm on the Dovecot socket, the HTTP JSON endpoint, nginx's auth_http
+endpoint), while the same account logs in from another network; the ban is
+listed and lifted with the CLI (over the control socket) and with the admin API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peers.conftest import (
+    connectable,
+    free_port,
+    private_dir,
+    stop_process,
+    wait_until,
+)
+from tests.peers.test_doveadm import populate
+
+pytestmark = [
+    pytest.mark.peer,
+    pytest.mark.skipif(shutil.which("doveadm") is None, reason="doveadm is not installed"),
+]
+
+ATTACKER = "192.0.2.9"
+OWNER = "198.51.100.1"
+BASIC = "Basic " + base64.b64encode(b"dovecot:apisecret").decode()
+
+CONFIG = """\
+[directory]
+path = "mailwarden.db"
+
+[passwords]
+rehash = "never"
+
+[server]
+control_socket = "run/control"
+
+[dovecot]
+client_socket = "run/auth-client"
+master_socket = "run/auth-master"
+userdb_socket = "run/auth-userdb"
+failure_delay = 0
+
+[http]
+enabled = true
+listen = ["127.0.0.1:{port}"]
+auth_username = "dovecot"
+auth_password = "apisecret"
+admin_token = "admintoken"
+
+[http.nginx_backends.""]
+imap = "127.0.0.1:1143"
+
+[guard]
+allow_networks = []
+ban_time = 600.0
+account_threshold = 4
+account_delay = 0.2
+
+[[guard.rules]]
+name = "ip"
+period = 60.0
+threshold = 3
+"""
+
+
+@dataclass(frozen=True)
+class Node:
+    root: Path
+    config: Path
+    port: int
+
+    @property
+    def client_socket(self) -> str:
+        return str(self.root / "run" / "auth-client")
+
+
+@pytest.fixture
+def node() -> Iterator[Node]:
+    with private_dir("guard") as root:
+        asyncio.run(populate(root / "mailwarden.db"))
+        port = free_port()
+        config = root / "mailwarden.toml"
+        config.write_text(CONFIG.format(port=port))
+        (root / "min.conf").write_text("ssl = no\n")
+        with (root / "serve.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mailwarden", "--config", str(config), "serve"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            wait_until(
+                lambda: (
+                    proc.poll() is not None
+                    or (
+                        connectable(str(root / "run" / "control"))
+                        and connectable(("127.0.0.1", port))
+                    )
+                ),
+                "mailwarden serve",
+            )
+            assert proc.poll() is None, (root / "serve.log").read_text()
+            yield Node(root, config, port)
+        finally:
+            stop_process(proc)
+
+
+def doveadm_auth(node: Node, user: str, password: str, rip: str) -> int:
+    done = subprocess.run(
+        [
+            "doveadm",
+            "-c",
+            str(node.root / "min.conf"),
+            "auth",
+            "test",
+            "-a",
+            node.client_socket,
+            "-x",
+            f"rip={rip}",
+            user,
+            password,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode
+
+
+def http(
+    node: Node, method: str, path: str, data: Any = None, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{node.port}{path}",
+        data=None if data is None else json.dumps(data).encode(),
+        method=method,
+        headers=headers,
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def json_auth(node: Node, user: str, password: str, ip: str) -> int:
+    body = {"username": user, "password": password, "client_ip": ip, "service": "imap"}
+    status, _, _ = http(
+        node,
+        "POST",
+        "/api/v1/auth/json",
+        body,
+        Authorization=BASIC,
+        **{"Content-Type": "application/json"},
+    )
+    return status
+
+
+def nginx_auth(node: Node, user: str, password: str, ip: str) -> dict[str, str]:
+    _, headers, _ = http(
+        node,
+        "GET",
+        "/api/v1/auth/nginx",
+        None,
+        Authorization=BASIC,
+        **{
+            "Auth-Method": "plain",
+            "Auth-User": user,
+            "Auth-Pass": password,
+            "Auth-Protocol": "imap",
+            "Auth-Login-Attempt": "1",
+            "Client-IP": ip,
+        },
+    )
+    return headers
+
+
+def cli(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailwarden", "--config", str(node.config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def admin(node: Node, method: str, path: str, data: Any = None) -> tuple[int, Any]:
+    status, _, body = http(
+        node,
+        method,
+        path,
+        data,
+        Authorization="Bearer admintoken",
+        **{"Content-Type": "application/json"},
+    )
+    return status, json.loads(body) if body else None
+
+
+def test_a_ban_made_through_dovecot_holds_on_every_protocol_and_is_lifted(node: Node) -> None:
+    for i in range(3):
+        assert doveadm_auth(node, "alice", f"guess{i}", ATTACKER) == 77
+    # The right password from the banned address: refused everywhere, like a wrong one.
+    assert doveadm_auth(node, "alice", "secret", ATTACKER) == 77
+    assert json_auth(node, "alice", "secret", ATTACKER) == 403
+    refused = nginx_auth(node, "alice", "secret", ATTACKER)
+    assert refused["auth-status"] == "Invalid login or password"
+    assert "auth-wait" in refused
+    # The owner, from elsewhere, is not affected.
+    assert doveadm_auth(node, "alice", "secret", OWNER) == 0
+    assert json_auth(node, "alice", "secret", OWNER) == 200
+    assert nginx_auth(node, "alice", "secret", OWNER)["auth-status"] == "OK"
+
+    listed = cli(node, "guard", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    bans = json.loads(listed.stdout)
+    assert [(b["target"], b["rule"], b["kind"]) for b in bans] == [
+        (f"{ATTACKER}/32", "ip", "network")
+    ]
+    assert 0 < bans[0]["ttl"] <= 600
+    status, listing = admin(node, "GET", "/api/v1/bruteforce/list")
+    assert (status == 200 and listing["result"] == bans) or listing["result"][0]["target"] == bans[
+        0
+    ]["target"]
+
+    lifted = cli(node, "guard", "unblock", ATTACKER)
+    assert lifted.returncode == 0 and "lifted 1" in lifted.stdout
+    assert doveadm_auth(node, "alice", "secret", ATTACKER) == 0
+
+
+def test_the_admin_api_lifts_a_ban_made_through_http(node: Node) -> None:
+    for i in range(3):
+        assert json_auth(node, "bob", f"guess{i}", ATTACKER) == 403
+    assert doveadm_auth(node, "bob", "bobpw", ATTACKER) == 77
+    status, result = admin(
+        node, "DELETE", "/api/v1/bruteforce/flush", {"ip_address": ATTACKER, "rule_name": "*"}
+    )
+    assert status == 200 and result["result"]["lifted"] == 1
+    assert doveadm_auth(node, "bob", "bobpw", ATTACKER) == 0
+    status, listing = admin(node, "GET", "/api/v1/bruteforce/list")
+    assert listing["result"] == []
+
+
+def test_a_stale_password_repeated_on_every_protocol_bans_nobody(node: Node) -> None:
+    for _ in range(4):
+        assert doveadm_auth(node, "alice", "old-password", ATTACKER) == 77
+        assert json_auth(node, "alice", "old-password", ATTACKER) == 403
+    assert doveadm_auth(node, "alice", "secret", ATTACKER) == 0
+    assert json.loads(cli(node, "guard", "list", "--json").stdout) == []
+
+
+def test_status_and_cache_flush_over_the_control_socket(node: Node) -> None:
+    assert doveadm_auth(node, "bob", "bobpw", OWNER) == 0
+    status = cli(node, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["directory"]["state"] == "ok"
+    assert data["guard"] == {
+        "enabled": True,
+        "store": "memory",
+        "degraded": False,
+        "store_errors": 0,
+        "bans": 0,
+    }
+    assert data["cache"]["entries"] == 1  # bob's SHA512-CRYPT login
+    flushed = cli(node, "cache", "flush", "bob")
+    assert flushed.returncode == 0 and "flushed 1" in flushed.stdout
+    assert json.loads(cli(node, "status", "--json").stdout)["cache"]["entries"] == 0
+
+
+def test_doveadm_cache_flush_empties_the_cache_and_lifts_account_protection(node: Node) -> None:
+    assert doveadm_auth(node, "bob", "bobpw", OWNER) == 0
+    for i in range(4):  # one guess each from four networks: bob's account is protected
+        assert doveadm_auth(node, "bob", f"guess{i}", f"203.0.113.{i + 1}") == 77
+    bans = json.loads(cli(node, "guard", "list", "--json").stdout)
+    assert [(b["target"], b["kind"]) for b in bans] == [("account:bob", "account")]
+    done = subprocess.run(
+        [
+            "doveadm",
+            "-c",
+            str(node.root / "min.conf"),
+            "auth",
+            "cache",
+            "flush",
+            "-a",
+            str(node.root / "run" / "auth-master"),
+            "bob",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 cache entries flushed" in done.stdout
+    assert json.loads(cli(node, "status", "--json").stdout)["cache"]["entries"] == 0
+    assert json.loads(cli(node, "guard", "list", "--json").stdout) == []
+
+
+def test_the_cli_says_when_the_daemon_is_not_running(tmp_path: Path) -> None:
+    config = tmp_path / "mw.toml"
+    config.write_text(f'[server]\ncontrol_socket = "{tmp_path}/nothing"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "mailwarden", "--config", str(config), "guard", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 75
+    assert "not running" in done.stderr
