@@ -29,6 +29,7 @@ from mailwarden.errors import ConfigError, TemporaryFailure
 from mailwarden.guard import Guard
 from mailwarden.hashing import Hasher
 from mailwarden.model import Accepted, AuthAttempt, AuthOutcome, LookupOutcome
+from mailwarden.stores.base import GuardStore
 
 # The LDAP driver and the front ends are imported where they are used: every
 # one-shot command (checkpassword runs once per login) would otherwise pay about
@@ -64,11 +65,24 @@ async def open_directory(config: Config, *, create: bool = False) -> Directory:
             return await LDAPDirectory.open(config.ldap)
 
 
-async def open_guard(config: Config) -> Guard:
-    """The brute-force guard over the configured state store (docs/guard.md)."""
+async def open_guard(config: Config, *, via_daemon: bool = False) -> Guard:
+    """The brute-force guard over the configured state store (docs/guard.md).
+
+    ``via_daemon`` (one-shot commands that decide logins: checkpassword, pam,
+    auth test): with the in-memory store, borrow the running daemon's state over
+    its control socket, so that its bans hold here and our failures count there.
+    """
+    store: GuardStore | None = None
+    control = config.server.control_socket
+    if via_daemon and config.guard.store == "memory" and control:
+        path = resolve_path(config, control)
+        if path.exists():
+            from mailwarden.stores.control import ControlStore  # noqa: PLC0415 - lean start
+
+            store = ControlStore(path)
     if config.guard.store == "redis":
         raise ConfigError("the Redis store is not part of this build yet", key="guard.store")
-    return Guard(config.guard)
+    return Guard(config.guard, store)
 
 
 @dataclass(slots=True)
@@ -89,12 +103,18 @@ class App:
 
 
 @contextlib.asynccontextmanager
-async def running_app(config: Config, *, create: bool = False) -> AsyncIterator[App]:
-    """Build the app, and close everything it opened on the way out."""
+async def running_app(
+    config: Config, *, create: bool = False, guard_via_daemon: bool = False
+) -> AsyncIterator[App]:
+    """Build the app, and close everything it opened on the way out (``guard_via_daemon``:
+    see :func:`open_guard`)."""
     directory = await open_directory(config, create=create)
     hasher = Hasher(workers=config.hashing.workers, queue_limit=config.hashing.queue_limit)
     engine = Engine(
-        directory=directory, hasher=hasher, config=config, guard=await open_guard(config)
+        directory=directory,
+        hasher=hasher,
+        config=config,
+        guard=await open_guard(config, via_daemon=guard_via_daemon),
     )
     await engine.start()
     app = App(

@@ -419,7 +419,7 @@ def decide_locally(config_path: str | None, request: Request) -> Decision:
     )
 
     async def go() -> tuple[AuthOutcome | None, LookupOutcome | None]:
-        async with running_app(cfg) as app:
+        async with running_app(cfg, guard_via_daemon=True) as app:
             if request.lookup_only:
                 return None, await app.engine.lookup(block.login, service=request.service)
             return await authenticate_and_describe(app, attempt, request.service)

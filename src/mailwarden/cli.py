@@ -79,12 +79,21 @@ def _config(ctx: click.Context) -> Config:
 
 
 def run_with_app(
-    ctx: click.Context, fn: Callable[[App], Awaitable[T]], *, create: bool = False
+    ctx: click.Context,
+    fn: Callable[[App], Awaitable[T]],
+    *,
+    create: bool = False,
+    guard_via_daemon: bool = False,
 ) -> T:
-    """Open the directory and engine, run ``fn``, close everything; map errors to exits."""
+    """Open the directory and engine, run ``fn``, close everything; map errors to exits.
+
+    ``guard_via_daemon``: commands that decide logins share the running daemon's
+    brute-force state (app.open_guard)."""
 
     async def main() -> T:
-        async with running_app(_config(ctx), create=create) as app:
+        async with running_app(
+            _config(ctx), create=create, guard_via_daemon=guard_via_daemon
+        ) as app:
             return await fn(app)
 
     try:
@@ -558,7 +567,7 @@ def auth_test(
     async def go(app: App) -> tuple[Any, Any]:
         return await authenticate_and_describe(app, attempt, service)
 
-    outcome, record = run_with_app(ctx, go)
+    outcome, record = run_with_app(ctx, go, guard_via_daemon=True)
     match outcome:
         case Accepted():
             click.echo(f"passdb: {username} auth succeeded")
@@ -888,7 +897,7 @@ def _pam_auth(
         return outcome
 
     try:
-        outcome = run_with_app(ctx, go)
+        outcome = run_with_app(ctx, go, guard_via_daemon=True)
     except SystemExit:
         return PAM_AUTHINFO_UNAVAIL
     match outcome:

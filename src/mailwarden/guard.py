@@ -113,6 +113,11 @@ class Guard:
                 )
         return await op(self.local)
 
+    async def on_store(self, op: Callable[[GuardStore], Awaitable[T]]) -> T:
+        """Run ``op`` on the store this guard uses now (the control socket's ``store``
+        op: a one-shot command borrowing the daemon's state)."""
+        return await self._call(op)
+
     @property
     def _retry_interval(self) -> float:
         return self.config.redis.retry_interval

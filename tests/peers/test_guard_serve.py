@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -328,3 +330,67 @@ def test_the_cli_says_when_the_daemon_is_not_running(tmp_path: Path) -> None:
     )
     assert done.returncode == 75
     assert "not running" in done.stderr
+
+
+TO_FD3 = "import os, sys; os.dup2(int(sys.argv[1]), 3); os.execvp(sys.argv[2], sys.argv[2:])"
+CHALLENGE = b"<1896.697170952@dbc.mtview.ca.us>"
+
+
+def apop_checkpassword(node: Node, password: bytes, ip: str) -> int:
+    """qmail-popup's APOP login through checkpassword: always decided in-process."""
+    digest = hashlib.md5(CHALLENGE + password).hexdigest().encode()  # noqa: S324 - APOP is MD5
+    r, w = os.pipe()
+    os.write(w, b"alice\0" + digest + b"\0" + CHALLENGE + b"\0")
+    os.close(w)
+    try:
+        cmd = [sys.executable, "-m", "mailwarden", "-c", str(node.config), "checkpassword", "true"]
+        done = subprocess.run(
+            [sys.executable, "-c", TO_FD3, str(r), *cmd],
+            env={**os.environ, "TCPREMOTEIP": ip},
+            capture_output=True,
+            timeout=60,
+            check=False,
+            pass_fds=(r,),
+        )
+    finally:
+        os.close(r)
+    return done.returncode
+
+
+def pam(node: Node, password: str, ip: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-m", "mailwarden", "-c", str(node.config), "pam"],
+        input=password.encode() + b"\0",
+        env={**os.environ, "PAM_TYPE": "auth", "PAM_USER": "alice", "PAM_RHOST": ip},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode
+
+
+def auth_test(node: Node, password: str, ip: str) -> int:
+    return cli(node, "auth", "test", "--rip", ip, "alice", password).returncode
+
+
+def test_one_shot_commands_are_held_by_the_daemons_bans(node: Node) -> None:
+    """checkpassword (APOP, decided in-process), pam and auth test borrow the daemon's
+    brute-force state over the control socket, although the store is in memory."""
+    for i in range(3):
+        assert doveadm_auth(node, "alice", f"guess{i}", ATTACKER) == 77
+    assert apop_checkpassword(node, b"secret", ATTACKER) == 1
+    assert pam(node, "secret", ATTACKER) == 7  # PAM_AUTH_ERR
+    assert auth_test(node, "secret", ATTACKER) == 77
+    assert apop_checkpassword(node, b"secret", OWNER) == 0
+    assert pam(node, "secret", OWNER) == 0
+    assert auth_test(node, "secret", OWNER) == 0
+
+
+def test_one_shot_failures_count_towards_the_daemons_bans(node: Node) -> None:
+    source = "203.0.113.50"
+    assert apop_checkpassword(node, b"wrong1", source) == 1
+    assert pam(node, "wrong2", source) == 7
+    assert auth_test(node, "wrong3", source) == 77
+    assert doveadm_auth(node, "alice", "secret", source) == 77  # banned in the daemon
+    bans = json.loads(cli(node, "guard", "list", "--json").stdout)
+    assert [b["target"] for b in bans] == [f"{source}/32"]

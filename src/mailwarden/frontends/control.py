@@ -19,6 +19,7 @@ from mailwarden.engine import Engine
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 from mailwarden.protocols import control as proto
+from mailwarden.stores.control import METHODS
 
 log = logging.getLogger("mailwarden.control")
 
@@ -92,7 +93,27 @@ class ControlServer:
                 return {"flushed": await self.engine.flush_cache(users)}
             case "status":
                 return await self.status()
+            case "store":
+                return await self._store(args.get("method"), args.get("args"))
         raise ProtocolError(f"unknown op {request.op!r}")  # pragma: no cover - OPS is checked
+
+    async def _store(self, method: object, args: object) -> Any:
+        """A guard-store operation of a one-shot command (stores/control.py), run on
+        the daemon's own store so that both see one state."""
+        if not isinstance(method, str) or method not in METHODS:
+            raise ProtocolError(f"store: method must be one of {', '.join(sorted(METHODS))}")
+        if not isinstance(args, list):
+            raise ProtocolError("store: args must be a list")
+        if method in ("hit", "counts"):
+            args = [[tuple(c) for c in args[0]], *args[1:]] if args else args
+        guard = self.engine.guard
+        try:
+            result = await guard.on_store(lambda s: getattr(s, method)(*args))
+        except TypeError as exc:
+            raise ProtocolError(f"store.{method}: bad arguments ({exc})") from None
+        if method == "bans":
+            return [{"target": b.target, "rule": b.rule, "expires": b.expires} for b in result]
+        return result
 
     async def close(self) -> None:
         if self._server is not None:

@@ -28,6 +28,7 @@ OPS: dict[str, tuple[str, ...]] = {
     "guard.unblock": ("target",),
     "cache.flush": ("users",),
     "status": (),
+    "store": ("method", "args"),
 }
 
 
