@@ -35,3 +35,24 @@ bench: bootstrap-test
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# --------------------------------------------------------------------------- install
+# `make install` as root: a virtualenv in $(PREFIX), the systemd unit, and
+# /etc/mailwarden/mailwarden.toml if there is none (an existing one is kept).
+# DESTDIR stages everything under another root (packaging, or a test).
+PREFIX ?= /opt/mailwarden
+DESTDIR ?=
+SYSTEMD_DIR ?= /etc/systemd/system
+PYTHON ?= python3
+
+.PHONY: install
+install:
+	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)
+	$(DESTDIR)$(PREFIX)/bin/pip install -q .
+	install -d $(DESTDIR)$(PREFIX)/share/doc/mailwarden $(DESTDIR)/etc/mailwarden $(DESTDIR)$(SYSTEMD_DIR)
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/mailwarden/README.md
+	cp -r docs $(DESTDIR)$(PREFIX)/share/doc/mailwarden/
+	sed 's|/opt/mailwarden|$(PREFIX)|g' etc/systemd/mailwarden.service > $(DESTDIR)$(SYSTEMD_DIR)/mailwarden.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_DIR)/mailwarden.service
+	test -e $(DESTDIR)/etc/mailwarden/mailwarden.toml || install -m 0640 etc/mailwarden.toml $(DESTDIR)/etc/mailwarden/mailwarden.toml
+	@echo "installed; next: $(PREFIX)/bin/mailwarden init && systemctl daemon-reload && systemctl enable --now mailwarden"

@@ -126,11 +126,34 @@ async def test_a_repeated_stale_password_counts_once(
         outcome = await login(engine, "alice", "old-password", ATTACKER)
         assert isinstance(outcome, Denied) and outcome.reason is DenyReason.CREDENTIALS
     assert await engine.guard.bans() == []
-    assert isinstance(await login(engine, "alice", "secret", ATTACKER), Accepted)
-    # ...but distinct guesses do count.
+    # ...but distinct guesses do count (from a network alice never logged in from).
+    elsewhere = "203.0.113.5"
     for i in range(5):
-        await login(engine, "alice", f"guess{i}", ATTACKER)
-    assert is_blocked(await login(engine, "alice", "secret", ATTACKER))
+        await login(engine, "alice", f"guess{i}", elsewhere)
+    assert is_blocked(await login(engine, "alice", "secret", elsewhere))
+    assert isinstance(await login(engine, "alice", "secret", ATTACKER), Accepted)
+
+
+async def test_an_office_full_of_stale_passwords_does_not_ban_itself(
+    make_engine: EngineFactory, directory: MemoryDirectory
+) -> None:
+    """Many accounts behind one NAT, each with a phone sending an old password."""
+    from mailwarden.model import Account
+
+    engine = make(make_engine, directory)
+    office = "198.51.100.200"
+    users = [f"staff{i}" for i in range(12)]
+    for user in users:
+        await directory.create(Account(uid=user, password=hashed("right")))
+        assert isinstance(await login(engine, user, "right", office), Accepted)
+    for user in users:  # 12 distinct wrong passwords from one address: over the limit of 5
+        await login(engine, user, f"old-{user}", office)
+    assert await engine.guard.bans() == []
+    assert isinstance(await login(engine, "staff0", "right", office), Accepted)
+    # Guesses on an account that never logged in from the office still count.
+    for i in range(5):
+        await login(engine, "alice", f"guess{i}", office)
+    assert is_blocked(await login(engine, "staff1", "right", office))
 
 
 async def test_unknown_users_always_count_and_leave_no_history(
@@ -184,10 +207,12 @@ async def test_bans_expire_and_can_be_lifted(
     assert await engine.guard.unblock(ATTACKER) == 1
     assert isinstance(await login(engine, "alice", "secret", ATTACKER), Accepted)
     # The counters were reset with the ban: one more failure does not re-ban.
-    await login(engine, "alice", "another", ATTACKER)
+    # (Guesses on an unknown name: alice's own failures from here no longer count,
+    # now that she logged in from this network.)
+    await login(engine, "nobody", "another", ATTACKER)
     assert isinstance(await login(engine, "alice", "secret", ATTACKER), Accepted)
     for i in range(5):
-        await login(engine, "alice", f"more{i}", ATTACKER)
+        await login(engine, "nobody", f"more{i}", ATTACKER)
     assert is_blocked(await login(engine, "alice", "secret", ATTACKER))
     clock.now += 601
     assert isinstance(await login(engine, "alice", "secret", ATTACKER), Accepted)
@@ -242,7 +267,7 @@ async def test_a_store_failure_never_decides_a_login(
     engine = make(make_engine, directory, store=DownStore())
     assert isinstance(await login(engine, "alice", "secret", ATTACKER), Accepted)
     for i in range(5):
-        outcome = await login(engine, "alice", f"guess{i}", ATTACKER)
+        outcome = await login(engine, f"nobody{i}", f"guess{i}", ATTACKER)
         assert isinstance(outcome, Denied) and outcome.reason is DenyReason.CREDENTIALS
     # Local state took over: still protected, and the errors were counted.
     assert engine.guard.degraded
@@ -337,15 +362,35 @@ async def test_negative_cache_skips_the_directory_but_not_the_dummy_hash(
         return await real_find(*args, **kw)
 
     directory.find = counting_find  # type: ignore[method-assign]
-    for _ in range(3):
-        assert isinstance(await login(engine, "ghost", "pw", OWNER), Denied)
+    for i in range(3):
+        assert isinstance(await login(engine, "ghost", f"pw{i}", OWNER), Denied)
     assert finds == 1
     assert engine.hasher.verifications == 3  # the dummy verification ran every time
     from mailwarden.model import Account
 
-    await directory.create(Account(uid="ghost", password=hashed("pw")))
+    await directory.create(Account(uid="ghost", password=hashed("pw0")))
     await engine.flush_cache(["ghost"])
-    assert isinstance(await login(engine, "ghost", "pw", OWNER), Accepted)
+    assert isinstance(await login(engine, "ghost", "pw0", OWNER), Accepted)
+
+
+async def test_a_repeated_wrong_password_is_refused_without_hashing_for_anyone(
+    make_engine: EngineFactory, directory: MemoryDirectory
+) -> None:
+    """A phone retrying its stale password costs one hash per cache TTL, and an unknown
+    name gets exactly the same treatment (so timing does not tell them apart)."""
+    engine = make(make_engine, directory)
+    for user, source in (("alice", OWNER), ("nobody", NEIGHBOUR)):
+        before = engine.hasher.verifications
+        for _ in range(4):
+            outcome = await login(engine, user, "stale", source)
+            assert isinstance(outcome, Denied) and outcome.reason is DenyReason.CREDENTIALS
+        assert engine.hasher.verifications == before + 1, user
+    assert engine.cache.rejected_hits == 6
+    # The right password is still checked, and accepted.
+    assert isinstance(await login(engine, "alice", "secret", OWNER), Accepted)
+    # A password change makes the remembered wrong password a candidate again.
+    await directory.set_password("alice", hashed("stale"))
+    assert isinstance(await login(engine, "alice", "stale", OWNER), Accepted)
 
 
 def test_guard_config_rejects_bad_rules() -> None:

@@ -9,7 +9,20 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mailwarden"
 
-PURE = ("model.py", "usernames.py", "accounts.py", "passwdfile.py", "schemes", "sasl", "protocols")
+PURE = (
+    "model.py",
+    "usernames.py",
+    "accounts.py",
+    "passwdfile.py",
+    "schemes",
+    "sasl",
+    "protocols",
+    "mailgate/errors.py",
+    "mailgate/position.py",
+    "mailgate/sshkeys.py",
+    "mailgate/dns.py",
+    "mailgate/changes.py",
+)
 IO_MODULES = ("asyncio", "socket", "sqlite3", "ssl", "selectors", "ldap", "bonsai", "redis")
 
 

@@ -454,6 +454,7 @@ def representable_accounts(draw: st.DrawFn) -> Account:
         userdb_fields=userdb,
         pgp_fingerprint=draw(st.none() | _any_text),
         ssh_keys=tuple(draw(st.lists(_any_text, max_size=3))),
+        dns_records=tuple(draw(st.lists(_any_text, max_size=3))),
         profile=Profile(**profile),
     )
 
@@ -544,6 +545,7 @@ _EXTRA_FIELD = st.one_of(
                 "mailwarden_mail",
                 "mailwarden_services",
                 "mailwarden_ssh_keys",
+                "mailwarden_dns_records",
                 "mailwarden_status",
                 "mailwarden_master",
                 "mailwarden_profile_c",

@@ -25,6 +25,11 @@ _FIELD_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 _TEXT_FIELDS = ("mail", "mail_host", "home", "mail_location", "pgp_fingerprint")
 _INT_FIELDS = ("uid_number", "gid_number", "quota_bytes", "quota_messages")
+# Bounds of the lists the mail gateway writes (a 16384-bit RSA key line is ~2800
+# characters; a TXT record line stays far below 1024).
+MAX_LIST_ENTRIES = 100
+MAX_SSH_KEY_LENGTH = 8192
+MAX_DNS_RECORD_LENGTH = 1024
 _TRUE = {"yes", "y", "true", "1", "on"}
 _FALSE = {"no", "n", "false", "0", "off"}
 
@@ -145,6 +150,17 @@ def validate(account: Account) -> None:
     for name, value in account.profile.as_dict().items():
         if any(ord(c) < 32 for c in value):
             raise InvalidAccount(f"profile.{name}: control characters are not allowed")
+    for name, values, longest in (
+        ("ssh_keys", account.ssh_keys, MAX_SSH_KEY_LENGTH),
+        ("dns_records", account.dns_records, MAX_DNS_RECORD_LENGTH),
+    ):
+        if len(values) > MAX_LIST_ENTRIES:
+            raise InvalidAccount(f"{name}: at most {MAX_LIST_ENTRIES} entries")
+        for value in values:
+            if not value or len(value) > longest:
+                raise InvalidAccount(f"{name}: each entry is 1 to {longest} characters")
+            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise InvalidAccount(f"{name}: control characters are not allowed")
 
 
 # Nested objects of the JSON form that expand into ``group.key`` assignments.

@@ -100,6 +100,17 @@ class AccountAdmin:
         """Apply a JSON merge patch (see :func:`accounts.apply_json`)."""
         return await self._replace(uid, lambda a: accounts.apply_json(a, changes))
 
+    async def apply(self, uid: str, change: Callable[[Account], Account]) -> Account:
+        """Replace the account with ``change(current)``, checked (the mail gateway's writes:
+        ``change`` runs on the account as read now, and one replace stores the result)."""
+
+        def checked(old: Account) -> Account:
+            new = change(old)
+            accounts.validate(new)
+            return new
+
+        return await self._replace(uid, checked)
+
     async def set_status(self, uid: str, status: AccountStatus) -> Account:
         return await self._replace(uid, lambda a: dataclasses.replace(a, status=status))
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mailwarden import __version__
 from mailwarden.admin import AccountAdmin
@@ -26,6 +27,7 @@ from mailwarden.directories.base import Directory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.engine import Engine
 from mailwarden.errors import ConfigError, TemporaryFailure
+from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.guard import Guard
 from mailwarden.hashing import Hasher
 from mailwarden.model import Accepted, AuthAttempt, AuthOutcome, LookupOutcome
@@ -36,6 +38,8 @@ from mailwarden.stores.base import GuardStore
 # 150 ms for imports it never needs (bench/checkpassword_start.py).
 
 log = logging.getLogger("mailwarden")
+
+T = TypeVar("T")
 
 
 def resolve_path(config: Config, path: str) -> Path:
@@ -56,7 +60,7 @@ async def open_directory(config: Config, *, create: bool = False) -> Directory:
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
             return await SQLiteDirectory.open(
-                path, create=create, readers=d.readers, timeout=d.timeout
+                path, create=create, readers=d.readers, timeout=d.timeout, cache_size=d.cache_size
             )
         case "ldap":
             # The tree (base DN, schema) is the LDAP administrator's: nothing to create.
@@ -81,7 +85,9 @@ async def open_guard(config: Config, *, via_daemon: bool = False) -> Guard:
 
             store = ControlStore(path)
     if config.guard.store == "redis":
-        raise ConfigError("the Redis store is not part of this build yet", key="guard.store")
+        from mailwarden.stores.redis import RedisStore  # noqa: PLC0415 - lean start
+
+        store = await RedisStore.open(config.guard.redis, resolve=lambda p: resolve_path(config, p))
     return Guard(config.guard, store)
 
 
@@ -150,7 +156,108 @@ async def authenticate_and_describe(
     return outcome, record
 
 
-async def describe(app: App, *, started: float) -> dict[str, Any]:
+#: Keys whose change needs a restart: they decide what is bound, opened or forked.
+#: A SIGHUP keeps their running values and says which ones changed.
+RESTART_KEYS: dict[str, tuple[str, ...]] = {
+    "directory": (),  # every key
+    "ldap": (),
+    "hashing": (),
+    "server": (),
+    "guard": ("store", "redis"),
+    "dovecot": (
+        "enabled",
+        "client_socket",
+        "login_socket",
+        "master_socket",
+        "userdb_socket",
+        "tcp_listen",
+        "socket_mode",
+        "master_socket_mode",
+        "socket_user",
+        "socket_group",
+    ),
+    "saslauthd": ("enabled", "socket", "socket_mode"),
+    "http": ("enabled", "listen", "tls_cert", "tls_key"),
+}
+
+
+def split_reload(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """The config a SIGHUP applies (``new`` with every restart-only key kept at its
+    running value) and the restart-only keys that differ."""
+    changed: list[str] = []
+    sections: dict[str, Any] = {}
+    for section, keys in RESTART_KEYS.items():
+        old_part, new_part = getattr(old, section), getattr(new, section)
+        if not keys:
+            if old_part != new_part:
+                changed.append(section)
+            sections[section] = old_part
+            continue
+        kept = {k: getattr(old_part, k) for k in keys}
+        changed.extend(f"{section}.{k}" for k in keys if getattr(new_part, k) != kept[k])
+        sections[section] = dataclasses.replace(new_part, **kept)
+    return dataclasses.replace(new, **sections), changed
+
+
+@dataclass
+class Running:
+    """What a SIGHUP reconfigures in a running daemon."""
+
+    config: Config
+    app: App
+    dovecot: Any = None
+    saslauthd: Any = None
+    http: Any = None
+
+    async def reload(self) -> bool:
+        """Re-read the config file; apply what can change live, flush the caches.
+
+        A file that does not load keeps everything as it runs (logged as an error).
+        Listeners, the directory, the hashing pool and the guard store stay: the
+        keys that decide them need a restart (logged when they changed). Requests
+        in flight finish with the settings they started with; no connection closes.
+        """
+        from mailwarden import config as config_mod  # noqa: PLC0415
+
+        try:
+            new = config_mod.load(self.config.source)
+        except ConfigError as exc:
+            log.error("reload: %s; keeping the running configuration", exc)
+            return False
+        effective, restart = split_reload(self.config, new)
+        if effective.log != self.config.log:
+            setup_logging(effective, with_pid=_LOGGING["with_pid"])
+        self.app.engine.reconfigure(effective)
+        if self.dovecot is not None:
+            self.dovecot.state.reconfigure(effective.dovecot)
+        if self.saslauthd is not None:
+            self.saslauthd.reconfigure(effective.saslauthd)
+        if self.http is not None:
+            self.http.reconfigure(effective.http)
+        flushed = await self.app.engine.flush_cache(None)
+        self.config = effective
+        if restart:
+            log.warning("reload: %s changed; restart to apply", ", ".join(restart))
+        log.info("reloaded %s (%d cache entries flushed)", effective.source, flushed)
+        return True
+
+
+async def check_backends(app: App) -> dict[str, str]:
+    """``/readyz``: "ok" or what is wrong, for the directory and the guard's store."""
+    checks: dict[str, str] = {}
+    try:
+        await app.directory.ping()
+        checks["directory"] = "ok"
+    except TemporaryFailure as exc:
+        checks["directory"] = f"unavailable: {exc}"
+    guard = app.engine.guard
+    checks["guard_store"] = "degraded: using local state" if guard.degraded else "ok"
+    return checks
+
+
+async def describe(
+    app: App, *, started: float, listeners: list[str] | None = None
+) -> dict[str, Any]:
     """What ``mailwarden status`` shows: the process, its backends and counters."""
     guard = app.engine.guard
     cache = app.engine.cache
@@ -178,47 +285,100 @@ async def describe(app: App, *, started: float) -> dict[str, Any]:
             "bans": len(await guard.bans()),
         },
         "cache": {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
+        "decisions": dict(sorted(app.engine.decisions.items())),
+        "listeners": listeners or [],
     }
 
 
-def setup_logging(config: Config) -> None:
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run the daemon's event loop: uvloop when it is installed (a faster loop written
+    in C over libuv; a dependency of mailwarden), else asyncio's own."""
+    try:
+        import uvloop  # noqa: PLC0415 - only the daemon needs it
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+_LOGGING = {"with_pid": False}
+
+
+def setup_logging(config: Config, *, with_pid: bool = False) -> None:
+    """Log to stderr; ``with_pid`` (``serve --workers``): every line names its process."""
+    _LOGGING["with_pid"] = with_pid
     level = getattr(logging, config.log.level.upper())
+    handler = logging.StreamHandler(sys.stderr)
     if config.log.format == "json":
-        fmt = (
-            '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
-            '"message":"%(message)s"}'
-        )
+        from mailwarden.logs import JsonFormatter  # noqa: PLC0415 - lean start
+
+        handler.setFormatter(JsonFormatter(with_pid=with_pid))
     else:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+        pid = "[%(process)d] " if with_pid else ""
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s " + pid + "%(levelname)s %(name)s: %(message)s")
+        )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # A decision the caller asked to debug is logged whatever the level.
+    logging.getLogger("mailwarden.debug").setLevel(logging.INFO)
 
 
-async def serve(config: Config) -> None:
-    """Run the daemon until SIGTERM or SIGINT; then drain and exit cleanly."""
+async def serve(
+    config: Config,
+    *,
+    inherited: InheritedSockets | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Run the daemon until SIGTERM or SIGINT; then drain and exit cleanly.
+
+    A worker of ``serve --workers`` (prefork.py) passes the listening sockets its
+    supervisor bound (``inherited``) and ``ready``, called instead of writing the pid
+    file once every listener accepts.
+    """
     from mailwarden.frontends.control import ControlServer, start_control  # noqa: PLC0415
     from mailwarden.frontends.dovecot import start_dovecot  # noqa: PLC0415 - lean start
     from mailwarden.frontends.http import HttpServer, start_http  # noqa: PLC0415
-    from mailwarden.frontends.saslauthd import start_saslauthd  # noqa: PLC0415
+    from mailwarden.frontends.saslauthd import SaslauthdServer, start_saslauthd  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    pid_file = resolve_path(config, config.server.pid_file) if config.server.pid_file else None
+    hangups = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, hangups.set)
+    pid_file = (
+        resolve_path(config, config.server.pid_file)
+        if config.server.pid_file and inherited is None
+        else None
+    )
     async with running_app(config) as app:
         count = await app.directory.count()
         dovecot = None
         if config.dovecot.enabled:
             dovecot = await start_dovecot(
-                app.engine, config.dovecot, resolve=lambda p: resolve_path(config, p)
+                app.engine,
+                config.dovecot,
+                resolve=lambda p: resolve_path(config, p),
+                inherited=inherited,
             )
-        saslauthd = None
+        saslauthd: SaslauthdServer | None = None
         http: HttpServer | None = None
         control: ControlServer | None = None
         started = time.time()
 
         async def status() -> dict[str, Any]:
-            return await describe(app, started=started)
+            listeners: list[str] = []
+            if dovecot is not None:
+                listeners += [
+                    f"dovecot {lst.role.value} {lst.address}" for lst in dovecot.listeners
+                ]
+            if saslauthd is not None and saslauthd.path is not None:
+                listeners.append(f"saslauthd {saslauthd.path}")
+            if http is not None:
+                listeners += [f"http {host}:{port}" for host, port in http.addresses]
+            if control is not None and control.path is not None:
+                listeners.append(f"control {control.path}")
+            return await describe(app, started=started, listeners=listeners)
 
         try:
             if config.server.control_socket:
@@ -227,22 +387,45 @@ async def serve(config: Config) -> None:
                     resolve_path(config, config.server.control_socket),
                     mode=config.server.control_socket_mode,
                     status=status,
+                    inherited=(
+                        inherited.get("server.control_socket", config.server.control_socket)[0]
+                        if inherited
+                        else None
+                    ),
                 )
             if config.saslauthd.enabled:
                 saslauthd = await start_saslauthd(
-                    app.engine, config.saslauthd, resolve=lambda p: resolve_path(config, p)
+                    app.engine,
+                    config.saslauthd,
+                    resolve=lambda p: resolve_path(config, p),
+                    inherited=inherited,
                 )
             if config.http.enabled:
+                from mailwarden.metrics import Metrics, state_collector  # noqa: PLC0415
+
+                metrics = Metrics()
+                metrics.add_collector(state_collector(app.engine))
+                app.engine.metrics = metrics
+
+                async def readiness() -> dict[str, str]:
+                    return await check_backends(app)
+
                 http = await start_http(
                     app.engine,
                     config.http,
                     resolve=lambda p: resolve_path(config, p),
                     admin=app.admin,
+                    inherited=inherited,
+                    metrics=metrics,
+                    readiness=readiness,
+                    shutdown_timeout=config.server.shutdown_timeout,
                 )
             # The pid file appears only once every listener accepts: scripts and
             # tests that wait for it can connect right away.
             if pid_file is not None:
                 pid_file.write_text(f"{os.getpid()}\n")
+            if ready is not None:
+                ready()
             log.info(
                 "mailwarden %s serving: directory=%s (%d accounts), hashing workers=%d, config=%s",
                 __version__,
@@ -251,17 +434,34 @@ async def serve(config: Config) -> None:
                 app.hasher.workers,
                 config.source,
             )
-            await stop.wait()
+            running = Running(
+                config=config, app=app, dovecot=dovecot, saslauthd=saslauthd, http=http
+            )
+            while not stop.is_set():
+                waiters = {
+                    asyncio.ensure_future(stop.wait()),
+                    asyncio.ensure_future(hangups.wait()),
+                }
+                _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in pending:
+                    waiter.cancel()
+                if hangups.is_set() and not stop.is_set():
+                    hangups.clear()
+                    await running.reload()
             log.info("shutting down")
         finally:
             if control is not None:
                 await control.close()
+            # SIGTERM: nothing new is accepted; requests in flight get up to
+            # server.shutdown_timeout to be answered (HTTP: uvicorn's own graceful
+            # shutdown, bounded the same way).
+            drain = config.server.shutdown_timeout
+            closing = [
+                server.close(drain=drain) for server in (dovecot, saslauthd) if server is not None
+            ]
             if http is not None:
-                await http.close()
-            if saslauthd is not None:
-                await saslauthd.close()
-            if dovecot is not None:
-                await dovecot.close()
+                closing.append(http.close())
+            await asyncio.gather(*closing)
             if pid_file is not None:
                 with contextlib.suppress(OSError):
                     pid_file.unlink()

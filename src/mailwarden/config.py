@@ -39,9 +39,11 @@ class DirectoryConfig:
     login_attributes: tuple[LoginAttr, ...] = ("uid", "mail", "alternate")
     readers: int = 4
     timeout: float = 5.0
+    cache_size: int = 10000
 
     def _check(self, key: str) -> None:
         _require(self.readers >= 1, f"{key}.readers", "an integer >= 1")
+        _require(self.cache_size >= 0, f"{key}.cache_size", "an integer >= 0")
         _require(self.timeout > 0, f"{key}.timeout", "a number of seconds > 0")
         _require(bool(self.login_attributes), f"{key}.login_attributes", "at least one attribute")
 
@@ -185,9 +187,11 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     control_socket: str = "/run/mailwarden/control"
     control_socket_mode: int = 0o600
+    workers: int = 1
 
     def _check(self, key: str) -> None:
         _require(self.shutdown_timeout >= 0, f"{key}.shutdown_timeout", "a number >= 0")
+        _require(self.workers >= 0, f"{key}.workers", "an integer >= 0 (0 = one per CPU core)")
         _require(
             0 <= self.control_socket_mode <= 0o777,
             f"{key}.control_socket_mode",
@@ -423,14 +427,24 @@ class HttpConfig:
     auth_password: str = ""
     allow_list_accounts: bool = False
     admin_token: str = ""
+    metrics_token: str = ""
     disabled_text: str = "Account not enabled"
     attributes: dict[str, str] = field(default_factory=dict)
     nginx_backends: dict[str, dict[str, str]] = field(default_factory=dict)
     nginx_default_host: str = ""
     max_body_bytes: int = 65536
+    web_enabled: bool = True
+    admin_username: str = "admin"
+    session_secret_file: str = ""
+    session_lifetime: float = 3600.0
+    min_password_length: int = 10
 
     def _check(self, key: str) -> None:
         from mailwarden.protocols import nauthilus  # noqa: PLC0415 - avoid an import cycle
+
+        _require(bool(self.admin_username), f"{key}.admin_username", "a non-empty name")
+        _require(self.session_lifetime >= 60, f"{key}.session_lifetime", "seconds >= 60")
+        _require(self.min_password_length >= 1, f"{key}.min_password_length", "an integer >= 1")
 
         for i, addr in enumerate(self.listen):
             host, sep, port = addr.rpartition(":")
@@ -447,6 +461,70 @@ class HttpConfig:
                 f"{key}.attributes.{name}",
                 "an account field (" + ", ".join(nauthilus.SOURCES) + "), userdb:X or passdb:X",
             )
+
+
+MAILGATE_FIELDS: tuple[str, ...] = (
+    "c",
+    "l",
+    "facsimiletelephonenumber",
+    "telephonenumber",
+    "postaladdress",
+    "postalcode",
+    "loginshell",
+    "emailforward",
+    "ircnick",
+    "onvacation",
+    "labeledurl",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailgateConfig:
+    """``[mailgate]``: the OpenPGP-signed self-service gateway; see docs/mailgate.md."""
+
+    gnupg_home: str = "/var/lib/mailwarden/gnupg"
+    gpg_binary: str = "gpg"
+    state_dir: str = "/var/lib/mailwarden/mailgate"
+    chpasswd_phrase: str = "Please change my mail password"
+    max_age: float = 4 * 86400.0
+    max_future: float = 3 * 86400.0
+    replay_keep: float = 7 * 86400.0
+    sendmail: str = "/usr/sbin/sendmail"
+    smtp_host: str = ""
+    smtp_port: int = 25
+    from_address: str = ""
+    signing_key: str = ""
+    max_message_bytes: int = 1_048_576
+    fields: tuple[str, ...] = MAILGATE_FIELDS
+    login_shells: tuple[str, ...] = (
+        "/bin/sh",
+        "/bin/bash",
+        "/usr/bin/bash",
+        "/bin/zsh",
+        "/usr/bin/zsh",
+        "/bin/dash",
+        "/usr/bin/fish",
+    )
+    dns_zone: str = ""
+    max_ssh_keys: int = 20
+    ssh_key_blocklist: tuple[str, ...] = ()
+    atomic: bool = False
+
+    def _check(self, key: str) -> None:
+        _require(bool(self.chpasswd_phrase.strip()), f"{key}.chpasswd_phrase", "a phrase")
+        for name in ("max_age", "max_future", "replay_keep"):
+            _require(getattr(self, name) > 0, f"{key}.{name}", "seconds > 0")
+        _require(
+            self.replay_keep >= self.max_age + self.max_future,
+            f"{key}.replay_keep",
+            "at least max_age + max_future (a replay must outlive the clock window)",
+        )
+        _require(0 < self.smtp_port < 65536, f"{key}.smtp_port", "a port number")
+        _require(bool(self.sendmail or self.smtp_host), f"{key}.sendmail", "set (or smtp_host)")
+        _require(self.max_message_bytes >= 1024, f"{key}.max_message_bytes", "an integer >= 1024")
+        _require(self.max_ssh_keys >= 1, f"{key}.max_ssh_keys", "an integer >= 1")
+        for i, name in enumerate(self.fields):
+            _require(name.lower() in MAILGATE_FIELDS, f"{key}.fields[{i}]", "a field of the list")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -467,7 +545,16 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    mailgate: MailgateConfig = field(default_factory=MailgateConfig)
     source: str = field(default="<defaults>", compare=False)
+
+    def _check(self, key: str) -> None:
+        # Several workers must share the brute-force state (docs/architecture.md).
+        _require(
+            self.server.workers == 1 or self.guard.store == "redis",
+            "server.workers",
+            '1 unless guard.store = "redis" (workers must share the brute-force state)',
+        )
 
 
 # --------------------------------------------------------------------------- loading

@@ -38,12 +38,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from mailwarden import schemes
 from mailwarden.config import Config
@@ -73,6 +76,9 @@ from mailwarden.schemes.base import HashPolicy, StoredHash
 from mailwarden.usernames import UsernameRules
 
 log = logging.getLogger("mailwarden.auth")
+# Step-by-step lines of a decision the caller asked to debug (Dovecot's ``debug``
+# parameter). setup_logging() lets this logger through at any configured level.
+trace = logging.getLogger("mailwarden.debug")
 
 # passdb fields that steer the engine itself and are never sent to a client
 # (Dovecot calls these "hidden"; see reference §3).
@@ -121,6 +127,16 @@ class _Names:
     original: str
 
 
+class MetricsSink(Protocol):
+    """What the engine reports to (metrics.py's Metrics, in the daemon only)."""
+
+    def auth(self, attempt: AuthAttempt, outcome: AuthOutcome, seconds: float) -> None: ...
+
+    def lookup(self, result: str) -> None: ...
+
+    def connection(self, frontend: str, delta: int) -> None: ...
+
+
 class Engine:
     """authenticate() / lookup() / iterate(): the only policy entry points."""
 
@@ -138,6 +154,8 @@ class Engine:
         self.config = config
         self.policy = policy_from_config(config)
         self.guard = guard if guard is not None else Guard(config.guard)
+        self.metrics: MetricsSink | None = None
+        self.decisions: collections.Counter[str] = collections.Counter()  # for `status`
         self.cache = (
             cache if cache is not None else LoginCache(config.cache, policy_tag=repr(self.policy))
         )
@@ -154,29 +172,60 @@ class Engine:
 
     async def authenticate(self, attempt: AuthAttempt) -> AuthOutcome:
         """Decide one login. Never raises for backend trouble: that is Unavailable."""
+        started = time.perf_counter()
         try:
             outcome = await self._authenticate(attempt)
         except TemporaryFailure as exc:
             outcome = Unavailable(detail=str(exc) or type(exc).__name__)
         self._log(attempt, outcome)
+        if self.metrics is not None:
+            self.metrics.auth(attempt, outcome, time.perf_counter() - started)
         return outcome
+
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: the new config's policy for every decision from now on.
+
+        The directory, hashing pool and guard store stay (changing them needs a
+        restart, app.reload says which keys); caches are flushed by the caller.
+        """
+        self.config = config
+        self.policy = policy_from_config(config)
+        self.rules = UsernameRules.from_config(config.auth)
+        self._login_by = config.directory.login_attributes
+        self._dummy = None
+        self._challenge_mechanisms = CHALLENGE_MECHANISMS & {
+            m.upper() for m in config.dovecot.mechanisms
+        }
+        self.guard.reconfigure(config.guard)
+        self.cache.reconfigure(config.cache, policy_tag=repr(self.policy))
 
     async def start(self) -> None:
         """Join the guard's flush fan-out (several processes sharing a Redis store)."""
         await self.guard.subscribe_flush(self.cache.flush)
 
+    def _trace(self, attempt: AuthAttempt, message: str, *args: object) -> None:
+        if attempt.debug:
+            trace.info("session=%s " + message, attempt.session or "-", *args)
+
     async def _authenticate(self, attempt: AuthAttempt) -> AuthOutcome:
         names = self._split_names(attempt)
+        self._trace(
+            attempt, "login %r: authcid=%r target=%r", names.original, names.authcid, names.target
+        )
         source = self.guard.source(attempt.remote_ip)
-        if source is not None and await self.guard.blocked(source) is not None:
+        if source is not None and (banned := await self.guard.blocked(source)) is not None:
             # No password check runs for a banned network; the reply is a wrong password's.
+            self._trace(attempt, "source %s is banned (%s): refused unchecked", source.ip, banned)
             return Denied(reason=DenyReason.BLOCKED)
         account = await self._find_login(names.authcid)
+        self._trace(attempt, "account: %s", account.uid if account is not None else "not found")
         if source is not None and account is not None:
             delay = await self.guard.delay(source, account.uid)
             if delay > 0:
+                self._trace(attempt, "account is protected, unknown network: +%.1f s", delay)
                 await asyncio.sleep(delay)
         if not await self._credentials_valid(attempt, account, names.authcid):
+            self._trace(attempt, "credentials not valid")
             if source is not None:
                 creds = attempt.credentials
                 await self.guard.failed(
@@ -191,8 +240,9 @@ class Engine:
         if attempt.require_master and not account.master:
             return Denied(reason=DenyReason.AUTHZ, user=account.uid)
         if (denied := self._account_usable(account, attempt)) is not None:
+            self._trace(attempt, "credentials valid, but refused: %s", denied.reason.value)
             return denied
-        if not ip_in_nets(attempt.remote_ip, account.allow_nets) and account.allow_nets:
+        if account.allow_nets and not ip_in_nets(attempt.remote_ip, account.allow_nets):
             return Denied(reason=DenyReason.NETWORK, user=account.uid)
         acting = account
         master_user: str | None = None
@@ -326,21 +376,32 @@ class Engine:
                 return verdict and account is not None
         stored = self._stored(account) if not too_long else None
         if stored is None:
-            # Unknown user, no password, unusable hash: pay the same price anyway.
+            # Unknown user, no password, unusable hash: pay the same price anyway
+            # (and remember the refusal as for an account, so a repeat costs the same).
+            name = account.uid if account is not None else (authcid or "")
+            if self.cache.rejected(name, "", password.value):
+                return False
             await self._dummy_verify(password)
+            if self._dummy is not None and schemes.is_heavy(self._dummy):
+                self.cache.remember_rejected(name, "", password.value)
             return False
         assert account is not None
         # Only expensive schemes are cached: for the others a hash is as cheap as a hit.
         cached = schemes.is_heavy(stored)
         if cached and self.cache.verified(account.uid, account.password, password.value):
             return True
+        if cached and self.cache.rejected(account.uid, account.password, password.value):
+            return False
         try:
             ok = await self.hasher.verify(password.value, stored, user=authcid or "")
         except SchemeError as exc:
             log.error("account %s: password value cannot be verified: %s", account.uid, exc)
             return False
-        if ok and cached:
-            self.cache.remember(account.uid, account.password, password.value)
+        if cached:
+            if ok:
+                self.cache.remember(account.uid, account.password, password.value)
+            else:
+                self.cache.remember_rejected(account.uid, account.password, password.value)
         return ok
 
     def _stored(self, account: Account | None) -> StoredHash | None:
@@ -434,6 +495,9 @@ class Engine:
         deleted ones are not.
         """
         found = await self._find_existing(user)
+        if self.metrics is not None:
+            kind = {NotFound: "not_found", Unavailable: "unavailable"}.get(type(found), "found")
+            self.metrics.lookup(kind)
         if not isinstance(found, Account):
             return found
         return UserRecord(user=found.uid, account=found, fields=userdb_fields(found))
@@ -535,6 +599,9 @@ class Engine:
                 result, detail = "denied", outcome.reason.value
             case Unavailable():
                 result, detail = "unavailable", outcome.detail
+        self.decisions[result] += 1
+        if not log.isEnabledFor(logging.INFO):
+            return
         log.info(
             "auth frontend=%s service=%s mech=%s user=%r rip=%s session=%s result=%s %s",
             attempt.frontend,
@@ -545,6 +612,21 @@ class Engine:
             attempt.session or "-",
             result,
             detail,
+            extra={
+                "decision": {
+                    "event": "auth",
+                    "request_id": attempt.session,
+                    "frontend": attempt.frontend,
+                    "service": attempt.service,
+                    "mechanism": attempt.mechanism,
+                    "user": attempt.username,
+                    "remote_ip": attempt.remote_ip,
+                    "result": "blocked"
+                    if isinstance(outcome, Denied) and outcome.reason is DenyReason.BLOCKED
+                    else result,
+                    "reason": detail or None,
+                }
+            },
         )
 
 

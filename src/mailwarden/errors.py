@@ -16,8 +16,10 @@ owns the connection.
     │   │                              which returns Unavailable (never Denied)
     │   ├── DirectoryUnavailable       directories/*: database or LDAP down, timeout
     │   ├── HashingUnavailable         hashing.py: worker pool broken or shut down
-    │   └── StoreUnavailable           stores/*: Redis down or slow; caught by the guard,
-    │                                  which carries on with local state (never Unavailable)
+    │   ├── StoreUnavailable           stores/*: Redis down or slow; caught by the guard,
+    │   │                              which carries on with local state (never Unavailable)
+    │   └── MailUnsent                 mailgate/mail.py: the MTA refused a reply; the
+    │                                  gateway command exits 75
     ├── SchemeError                    schemes/*: a stored hash cannot be used
     │   ├── UnknownScheme              ``{FOO}`` names no registered scheme
     │   └── MalformedHash              the data after ``{SCHEME}`` is not valid for it
@@ -26,7 +28,14 @@ owns the connection.
     │   ├── AccountExists              create() of a uid or address already taken
     │   ├── AccountNotFound            update()/delete() of a uid that does not exist
     │   └── InvalidAccount             a field value breaks a rule (bad username, ...)
-    └── ImportError_                   passwdfile.py: a whole import cannot proceed
+    ├── ImportError_                   passwdfile.py: a whole import cannot proceed
+    ├── VerificationError              mailgate/pgp.py: unsigned or untrusted mail (subclass
+    │                                  Unsigned); caught by the gateway: logged, no reply
+    ├── Replayed                       mailgate/replay.py: seen before or outside the clock
+    │                                  window; caught by the gateway, reported to the signer
+    └── MailgateError                  mailgate/errors.py: a line of a signed ``change``
+                                       message is malformed; caught by mailgate.changes,
+                                       which halts processing and reports why
 
 A ``SchemeError`` met while verifying a login is logged by the engine and the login
 is denied: a stored value that can never verify is the administrator's problem, and

@@ -11,8 +11,12 @@ Policy (docs/guard.md has the full story and the reasons):
 * **Only distinct wrong passwords count.** For an existing account, a wrong
   password already seen from the same network (a phone retrying its stale
   password after a change) is not counted again. The history holds keyed digests
-  (HMAC with a per-process key, truncated) and never leaves this process;
+  (BLAKE2b with a per-process key, 96 bits) and never leaves this process;
   with several workers a stale password may count once per worker (docs/guard.md).
+* **Known networks do not count.** A wrong password for an account from a network
+  where that account logged in successfully before is its owner's typo or stale
+  password: it is not counted at all, so many users behind one office NAT, each
+  with an old password on a phone, cannot ban their own network.
 * **Unknown users leave no state** except the per-network counters they increment:
   credential stuffing with random names cannot grow memory or Redis.
 * **Distributed attacks on one account** (many networks, few attempts each): after
@@ -30,7 +34,7 @@ Policy (docs/guard.md has the full story and the reasons):
 from __future__ import annotations
 
 import contextlib
-import hmac
+import hashlib
 import ipaddress
 import logging
 import secrets
@@ -54,6 +58,12 @@ ACCOUNT_PREFIX = "account:"
 KNOWN_NETWORKS_LIMIT = 32
 #: A (account, network) success is written to the store at most this often.
 KNOWN_REFRESH = 3600.0
+#: Seconds during which "is this account protected?" is answered from memory.
+PROTECTION_MEMO = 1.0
+#: Seconds during which a ban just written is not written (nor logged) again.
+BAN_MEMO = 5.0
+#: How many parsed remote addresses are remembered (then forgotten all at once).
+SOURCE_CACHE_SIZE = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +104,19 @@ class Guard:
         self._history_key = secrets.token_bytes(32)
         self._history_ttl = max((r.period for r in config.rules), default=3600.0)
         self._recent_known: dict[tuple[str, str], float] = {}
+        self._sources: dict[str, Source | None] = {}
+        self._recent_bans: dict[str, float] = {}
+        self._protected: dict[str, tuple[float, bool]] = {}
+        self.bans_made = 0  # a metric
+
+    def reconfigure(self, config: GuardConfig) -> None:
+        """SIGHUP: new rules, allow-list and limits (the store itself stays)."""
+        self.config = config
+        self._allow = [ipaddress.ip_network(n, strict=False) for n in config.allow_networks]
+        self._history_ttl = max((r.period for r in config.rules), default=3600.0)
+        self._sources.clear()
+        self._recent_bans.clear()
+        self._protected.clear()
 
     # ------------------------------------------------------------ the store, safely
 
@@ -138,6 +161,19 @@ class Guard:
         address, unparsable address, allow-listed network)."""
         if not self.config.enabled or not remote_ip:
             return None
+        # Parsing addresses and cutting networks costs tens of microseconds and the
+        # same clients come back all the time: remember recent answers (bounded).
+        try:
+            return self._sources[remote_ip]
+        except KeyError:
+            pass
+        if len(self._sources) >= SOURCE_CACHE_SIZE:
+            self._sources.clear()
+        found = self._source(remote_ip)
+        self._sources[remote_ip] = found
+        return found
+
+    def _source(self, remote_ip: str) -> Source | None:
         try:
             ip = ipaddress.ip_address(remote_ip.split("%", 1)[0])
         except ValueError:
@@ -167,8 +203,20 @@ class Guard:
         if c.account_threshold <= 0 or c.account_delay <= 0:
             return 0.0
         now = self.clock()
-        target = ACCOUNT_PREFIX + uid.lower()
-        if await self._call(lambda s: s.banned([target], now)) is None:
+        user = uid.lower()
+        # Whether the account is protected is remembered for a second: with a
+        # shared store that spares a round trip on almost every login, and a
+        # protection that starts a second late changes nothing.
+        memo = self._protected.get(user)
+        if memo is not None and memo[0] > now:
+            protected = memo[1]
+        else:
+            target = ACCOUNT_PREFIX + user
+            protected = await self._call(lambda s: s.banned([target], now)) is not None
+            if len(self._protected) > 100_000:
+                self._protected.clear()
+            self._protected[user] = (now + PROTECTION_MEMO, protected)
+        if not protected:
             return 0.0
         known = await self._call(lambda s: s.has_member(_known_key(uid), source.home, now))
         return 0.0 if known else c.account_delay
@@ -178,16 +226,24 @@ class Guard:
         c = self.config
         now = self.clock()
         if c.distinct_passwords and uid is not None and password is not None:
-            digest = hmac.digest(
-                self._history_key, uid.lower().encode() + b"\0" + password, "sha256"
-            )
+            digest = hashlib.blake2b(
+                uid.lower().encode() + b"\0" + password, key=self._history_key, digest_size=12
+            ).digest()
             key = f"history|{source.home}|{uid.lower()}"
             new = await self.local.add_member(
-                key, digest[:12].hex(), self._history_ttl, c.history_size, now
+                key, digest.hex(), self._history_ttl, c.history_size, now
             )
             if not new:
                 log.debug("guard: repeated wrong password for %s from %s", uid, source.home)
                 return False
+        if uid is not None and await self._call(
+            lambda s: s.has_member(_known_key(uid), source.home, now)
+        ):
+            # The account logged in from this network before: a wrong password here
+            # is its owner's typo or stale password, not an attack on the network.
+            # Many such owners behind one NAT must not ban their own office.
+            log.debug("guard: wrong password for %s from its known network %s", uid, source.home)
+            return False
         counters = [(f"{rule.name}|{net}", rule.period) for rule, net in source.networks]
         account_target = None
         if uid is not None and c.account_threshold > 0:
@@ -195,7 +251,7 @@ class Guard:
             counters.append((f"{ACCOUNT_RULE}|{account_target}", c.account_period))
         estimates = await self._call(lambda s: s.hit(counters, now))
         for (rule, net), estimate in zip(source.networks, estimates, strict=False):
-            if estimate >= rule.threshold:
+            if estimate >= rule.threshold and self._first_ban(net, now):
                 log.warning(
                     "guard: banning %s for %.0f s (rule %s: %.0f failures in %.0f s)",
                     net,
@@ -205,8 +261,28 @@ class Guard:
                     rule.period,
                 )
                 await self._ban(net, rule.name, c.ban_time, now)
-        if account_target is not None and estimates[-1] >= c.account_threshold:
+        if (
+            account_target is not None
+            and estimates[-1] >= c.account_threshold
+            and self._first_ban(account_target, now)
+        ):
             await self._ban(account_target, ACCOUNT_RULE, c.account_period, now)
+            self._protected[account_target.removeprefix(ACCOUNT_PREFIX)] = (
+                now + PROTECTION_MEMO,
+                True,
+            )
+        return True
+
+    def _first_ban(self, target: str, now: float) -> bool:
+        """Whether to write (and log) a ban of ``target`` now: requests already past
+        the ban check when it was made would each ban again; within BAN_MEMO seconds
+        one write is enough (short, so that a ban lifted elsewhere is renewed)."""
+        if self._recent_bans.get(target, 0.0) > now:
+            return False
+        if len(self._recent_bans) > 10_000:
+            self._recent_bans.clear()
+        self._recent_bans[target] = now + BAN_MEMO
+        self.bans_made += 1
         return True
 
     async def succeeded(self, source: Source, uid: str) -> None:
@@ -251,7 +327,9 @@ class Guard:
         """Lift a ban: a network as listed (``192.0.2.0/24``), ``account:<uid>``, or an
         address (every network it falls in); None lifts every ban. Returns how many
         were lifted; the counters behind them are reset too."""
+        self._protected.clear()
         if target is None:
+            self._recent_bans.clear()
             return await self._call(lambda s: s.unban(None))
         targets = [target]
         if target.startswith(ACCOUNT_PREFIX):
@@ -271,6 +349,7 @@ class Guard:
                 )
         lifted = 0
         for t in targets:
+            self._recent_bans.pop(t, None)
             lifted += await self._unban(t)
         return lifted
 

@@ -1,12 +1,12 @@
 """The verified-login cache: repeat logins with the same password cost microseconds.
 
-After an expensive verification succeeds, the engine remembers
-``HMAC(key, uid, stored password value, policy, password)``. A later login looks
-the account up as always, computes the same digest and, if it is remembered and
-fresh, skips the hash. Why this shape (docs/guard.md):
+After an expensive verification succeeds, the engine remembers a keyed digest
+(BLAKE2b-256 with a random key) of ``(uid, stored password value, policy,
+password)``. A later login looks the account up as always, computes the same
+digest and, if it is remembered and fresh, skips the hash. Why this shape (docs/guard.md):
 
 * **It can never turn a wrong password into an accept**: the digest covers the
-  password itself, and a 256-bit HMAC does not collide.
+  password itself, and a 256-bit keyed digest does not collide.
 * **A password change invalidates it at once, on every node, without any message**:
   the stored value (the hash string read from the directory on *this* login) is
   part of the digest, so a changed password, even one changed behind mailwarden's
@@ -19,6 +19,13 @@ fresh, skips the hash. Why this shape (docs/guard.md):
 Explicit flushes (admin, ``CACHE-FLUSH``) drop a user's entries; with a shared
 store they reach every process through the guard's flush fan-out.
 
+Wrong passwords are remembered too (``rejected``): a phone retrying its stale
+password every few minutes costs one hash per ``ttl``, not one per attempt. A hit
+only ever refuses, the stored value is in the key (a password change ends it),
+and unknown names get the same treatment, so a repeat is equally fast for both.
+Kept in its own bounded LRU, so a flood of wrong guesses cannot evict verified
+logins.
+
 A small *negative* cache remembers login names that match no account for
 ``negative_ttl`` seconds, so credential stuffing with random names does not hit
 the directory every time. It never skips the dummy verification (the timing of
@@ -28,7 +35,7 @@ created through mailwarden; accounts created elsewhere appear within ``negative_
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import secrets
 import time
 from collections import OrderedDict
@@ -54,17 +61,28 @@ class LoginCache:
         self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._by_user: dict[str, set[bytes]] = {}
         self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._rejected: OrderedDict[bytes, float] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.rejected_hits = 0
+
+    def reconfigure(self, config: CacheConfig, *, policy_tag: str) -> None:
+        """SIGHUP: new limits and policy; every entry is dropped."""
+        self.config = config
+        self._policy = policy_tag.encode()
+        self.flush()
 
     @property
     def enabled(self) -> bool:
         return self.config.enabled and self.config.ttl > 0
 
-    def _digest(self, uid: str, stored: str, password: bytes) -> bytes:
-        parts = (uid.lower().encode(), stored.encode(), self._policy, password)
+    def _digest(self, uid: str, stored: str, password: bytes, kind: bytes = b"ok") -> bytes:
+        parts = (kind, uid.lower().encode(), stored.encode(), self._policy, password)
         message = b"".join(len(p).to_bytes(4, "big") + p for p in parts)
-        return hmac.digest(self._key, message, "sha256")
+        # Keyed BLAKE2b is a MAC like HMAC-SHA256, and for short inputs it keeps the
+        # GIL: OpenSSL's HMAC releases it on every call, and getting it back behind
+        # the hashing threads cost ~100 us per login under load (bench/compare).
+        return hashlib.blake2b(message, key=self._key, digest_size=32).digest()
 
     def verified(self, uid: str, stored: str, password: bytes) -> bool:
         """Whether this exact password was verified against this stored value recently."""
@@ -98,6 +116,35 @@ class LoginCache:
             if not digests:
                 del self._by_user[user]
 
+    # ------------------------------------------------------------ rejected passwords
+
+    def rejected(self, name: str, stored: str, password: bytes) -> bool:
+        """Whether this exact password was recently found wrong for this stored value
+        (``stored`` empty: for this unknown login name)."""
+        if not self.enabled:
+            return False
+        digest = self._digest(name, stored, password, b"no")
+        expiry = self._rejected.get(digest)
+        if expiry is None or expiry <= self.clock():
+            return False
+        self.rejected_hits += 1
+        return True
+
+    def remember_rejected(self, name: str, stored: str, password: bytes) -> None:
+        """Remember a wrong password; a repeat is then refused without hashing.
+
+        Safe by construction: a hit only ever refuses. It is kept for unknown names
+        exactly as for accounts, so that a repeat is fast for both and timing
+        still does not tell them apart.
+        """
+        if not self.enabled:
+            return
+        digest = self._digest(name, stored, password, b"no")
+        self._rejected[digest] = self.clock() + self.config.ttl
+        self._rejected.move_to_end(digest)
+        while len(self._rejected) > self.config.max_entries:
+            self._rejected.popitem(last=False)
+
     # ------------------------------------------------------------ unknown names
 
     def unknown(self, login: str) -> bool:
@@ -127,10 +174,11 @@ class LoginCache:
         """Forget the entries of ``users`` (uids or login names; None: everything).
         Returns how many entries were dropped."""
         if users is None:
-            n = len(self._verified) + len(self._unknown)
+            n = len(self._verified) + len(self._unknown) + len(self._rejected)
             self._verified.clear()
             self._by_user.clear()
             self._unknown.clear()
+            self._rejected.clear()
             return n
         n = 0
         for name in users:

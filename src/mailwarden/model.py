@@ -128,6 +128,7 @@ class Account:
     userdb_fields: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     pgp_fingerprint: str | None = None
     ssh_keys: tuple[str, ...] = ()
+    dns_records: tuple[str, ...] = ()
     profile: Profile = field(default_factory=Profile)
 
     def service_enabled(self, service: str) -> bool:
@@ -203,6 +204,7 @@ class AuthAttempt:
     session: str | None = None
     frontend: str = "internal"
     require_master: bool = False
+    debug: bool = False  # the caller asked for a step-by-step log of this decision
 
 
 # --------------------------------------------------------------------------- outcomes

@@ -322,8 +322,8 @@ def _our_field(name: str, value: str, values: dict[str, object], profile: dict[s
             values["mail"] = _decode(value) or None
         case "alt":
             values["alternate_addresses"] = tuple(_decode(a) for a in value.split(","))
-        case "ssh_keys":
-            values["ssh_keys"] = tuple(_decode(k) for k in value.split(","))
+        case "ssh_keys" | "dns_records":
+            values[name] = tuple(_decode(k) for k in value.split(","))
         case "mail_host" | "pgp_fingerprint":
             values[name] = _decode(value)
         case _ if name.startswith("profile_"):
@@ -486,6 +486,8 @@ def _our_fields(account: Account) -> list[str]:
         fields.append(f"mailwarden_pgp_fingerprint={_encode(account.pgp_fingerprint)}")
     if account.ssh_keys:
         fields.append("mailwarden_ssh_keys=" + ",".join(map(_encode, account.ssh_keys)))
+    if account.dns_records:
+        fields.append("mailwarden_dns_records=" + ",".join(map(_encode, account.dns_records)))
     for name, value in account.profile.as_dict().items():
         if name not in _PROFILE_COLUMNS:
             fields.append(f"mailwarden_profile_{name}={_encode(value)}")

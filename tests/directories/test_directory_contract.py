@@ -25,7 +25,7 @@ from mailwarden.errors import AccountExists, AccountNotFound, DirectoryUnavailab
 from mailwarden.model import Account, AccountStatus, Profile
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite", "ldap"])
+@pytest_asyncio.fixture(params=["memory", "sqlite", "sqlite-cached", "ldap"])
 async def directory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Directory]:
     backend: Directory
     if request.param == "memory":
@@ -33,7 +33,11 @@ async def directory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     elif request.param == "ldap":
         backend = await LDAPDirectory.open(request.getfixturevalue("ldap_config"))
     else:
-        backend = await SQLiteDirectory.open(tmp_path / "accounts.db", create=True)
+        # sqlite-cached: every contract test also holds with the login cache on.
+        cache = 1000 if request.param == "sqlite-cached" else 0
+        backend = await SQLiteDirectory.open(
+            tmp_path / "accounts.db", create=True, cache_size=cache
+        )
     yield backend
     await backend.close()
 
@@ -60,6 +64,7 @@ def full_account(uid: str = "alice", **changes: Any) -> Account:
         userdb_fields=MappingProxyType({"quota_rule2": "Trash:storage=+100M", "nice": "10"}),
         pgp_fingerprint="0123456789ABCDEF0123456789ABCDEF01234567",
         ssh_keys=("ssh-ed25519 AAAAC3Nza alice@laptop", "ssh-rsa AAAAB3Nza alice@desk"),
+        dns_records=(f"{uid} IN A 192.0.2.1", f'{uid} IN TXT "a, b"'),
         profile=Profile(
             name="Alice Liddell",
             c="GB",
@@ -231,7 +236,21 @@ async def test_every_account_field_round_trips_through_create(directory: Directo
     # Order matters for lists that an administrator sees and edits.
     assert found.alternate_addresses == account.alternate_addresses
     assert found.ssh_keys == account.ssh_keys
+    assert found.dns_records == account.dns_records
     assert found.allow_nets == account.allow_nets
+
+
+async def test_find_by_fingerprint_ignores_case_and_spaces(directory: Directory) -> None:
+    await directory.create(full_account())
+    await directory.create(Account(uid="bob", pgp_fingerprint="FEDC" * 10))
+    await directory.create(Account(uid="carol"))
+    fpr = "0123456789ABCDEF0123456789ABCDEF01234567"
+    found = await directory.find_by_fingerprint(fpr.lower())
+    assert [a.uid for a in found] == ["alice"]
+    spaced = " ".join(fpr[i : i + 4] for i in range(0, 40, 4))
+    assert [a.uid for a in await directory.find_by_fingerprint(spaced)] == ["alice"]
+    assert [a.uid for a in await directory.find_by_fingerprint("FEDC" * 10)] == ["bob"]
+    assert await directory.find_by_fingerprint("AB" * 20) == []
 
 
 async def test_every_account_field_round_trips_through_replace_and_bulk_upsert(

@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from mailwarden.directories.sqlite import (
     APPLICATION_ID,
+    CACHE_RECHECK,
     MIGRATIONS,
     SCHEMA_VERSION,
     SQLiteDirectory,
@@ -267,3 +268,82 @@ async def test_close_waits_for_running_calls_then_refuses_new_ones(
         assert result == Account(uid="alice") or isinstance(result, DirectoryUnavailable)
     with pytest.raises(DirectoryUnavailable, match="closed"):
         await directory.find("alice")
+
+
+async def test_the_login_cache_sees_commits_of_other_connections(tmp_path: Path) -> None:
+    """A second directory on the same file stands for a CLI command or another node;
+    its commits are seen once CACHE_RECHECK (10 ms) has passed."""
+    from mailwarden.model import Account, AccountStatus
+
+    daemon = await SQLiteDirectory.open(tmp_path / "d.db", create=True, cache_size=100)
+    other = await SQLiteDirectory.open(tmp_path / "d.db", create=False)
+    try:
+        await other.create(Account(uid="alice", password="{PLAIN}one"))
+        found = await daemon.find("alice")
+        assert found is not None and found.password == "{PLAIN}one"
+        assert await daemon.find("bob") is None  # cached as missing
+        assert len(daemon._cache) == 2
+        await other.set_password("alice", "{PLAIN}two")
+        await asyncio.sleep(CACHE_RECHECK * 2)
+        found = await daemon.find("alice")
+        assert found is not None and found.password == "{PLAIN}two"
+        await other.create(Account(uid="bob"))
+        await asyncio.sleep(CACHE_RECHECK * 2)
+        assert await daemon.find("bob") is not None
+        await other.update("alice", {"status": AccountStatus.DISABLED})
+        await asyncio.sleep(CACHE_RECHECK * 2)
+        found = await daemon.find("alice")
+        assert found is not None and found.status is AccountStatus.DISABLED
+        # Repeats are answered from the cache while nothing changes.
+        hits_before = len(daemon._cache)
+        for _ in range(3):
+            assert await daemon.find("alice") is not None
+        assert len(daemon._cache) == hits_before
+    finally:
+        await other.close()
+        await daemon.close()
+
+
+async def test_own_writes_drop_the_login_cache_at_once(tmp_path: Path) -> None:
+    directory = await SQLiteDirectory.open(tmp_path / "d.db", create=True, cache_size=100)
+    try:
+        from mailwarden.model import Account
+
+        await directory.create(Account(uid="alice", password="{PLAIN}one"))
+        assert (await directory.find("alice")).password == "{PLAIN}one"  # type: ignore[union-attr]
+        await directory.set_password("alice", "{PLAIN}two")
+        found = await directory.find("alice")  # no pause: our own commit
+        assert found is not None and found.password == "{PLAIN}two"
+    finally:
+        await directory.close()
+
+
+async def test_migration_2_keeps_version_1_accounts_and_indexes_fingerprints(
+    tmp_path: Path,
+) -> None:
+    """A file written by the first schema gains dns_records and the fingerprint index."""
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO accounts (id, uid, password, status, master, pgp_fingerprint)"
+            " VALUES (1, 'alice', '', 'active', 0, 'ab12 cd34')"
+        )
+        conn.execute(
+            "INSERT INTO logins (login, space, kind, account_id, name)"
+            " VALUES ('alice', 'uid', 'uid', 1, 'alice')"
+        )
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    directory = await SQLiteDirectory.open(path, create=False)
+    try:
+        assert pragma(path, "user_version") == SCHEMA_VERSION >= 2
+        found = await directory.find("alice")
+        assert found is not None and found.dns_records == ()
+        assert [a.uid for a in await directory.find_by_fingerprint("AB12CD34")] == ["alice"]
+        await directory.update("alice", {"dns_records": ("alice IN A 192.0.2.1",)})
+        again = await directory.get("alice")
+        assert again is not None and again.dns_records == ("alice IN A 192.0.2.1",)
+    finally:
+        await directory.close()

@@ -284,6 +284,11 @@ def test_status_and_cache_flush_over_the_control_socket(node: Node) -> None:
         "bans": 0,
     }
     assert data["cache"]["entries"] == 1  # bob's SHA512-CRYPT login
+    assert data["decisions"]["accepted"] >= 1
+    kinds = {line.split()[0] + " " + line.split()[1] for line in data["listeners"]}
+    assert {"dovecot client", "dovecot userdb", "dovecot master"} <= kinds
+    assert any(line.startswith("http 127.0.0.1:") for line in data["listeners"])
+    assert any(line.startswith("control ") for line in data["listeners"])
     flushed = cli(node, "cache", "flush", "bob")
     assert flushed.returncode == 0 and "flushed 1" in flushed.stdout
     assert json.loads(cli(node, "status", "--json").stdout)["cache"]["entries"] == 0

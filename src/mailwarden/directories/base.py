@@ -32,6 +32,11 @@ class BulkReport:
     skipped: int = 0
 
 
+def fingerprint_key(fingerprint: str) -> str:
+    """The form OpenPGP fingerprints are compared under: no spaces, upper case."""
+    return fingerprint.replace(" ", "").upper()
+
+
 class Directory(Protocol):
     """Accounts by login name; the only way the engine reaches stored data."""
 
@@ -46,6 +51,14 @@ class Directory(Protocol):
 
     async def get(self, uid: str) -> Account | None:
         """The account with exactly this uid (case-insensitive)."""
+        ...
+
+    async def find_by_fingerprint(self, fingerprint: str) -> list[Account]:
+        """The accounts whose ``pgp_fingerprint`` is ``fingerprint``.
+
+        Compared without spaces and case-insensitively (:func:`fingerprint_key`);
+        the mail gateway refuses a key that selects more than one account.
+        """
         ...
 
     def iterate(self) -> AsyncIterator[str]:

@@ -65,7 +65,12 @@ import ldap.dn  # type: ignore[import-untyped]
 import ldap.filter  # type: ignore[import-untyped]
 
 from mailwarden.config import LdapConfig
-from mailwarden.directories.base import ALL_LOGIN_ATTRIBUTES, BulkReport, LoginAttribute
+from mailwarden.directories.base import (
+    ALL_LOGIN_ATTRIBUTES,
+    BulkReport,
+    LoginAttribute,
+    fingerprint_key,
+)
 from mailwarden.directories.memory import (
     apply_changes,
     check_account,
@@ -111,6 +116,7 @@ DEFAULT_ATTRIBUTES: Mapping[str, str] = MappingProxyType(
         "userdb_fields": "mailwardenUserdbField",
         "pgp_fingerprint": "mailwardenPGPFingerprint",
         "ssh_keys": "mailwardenSSHKey",
+        "dns_records": "mailwardenDNSEntry",
         "name": "mailwardenName",
         "c": "c",
         "l": "l",
@@ -130,7 +136,7 @@ DEFAULT_ATTRIBUTES: Mapping[str, str] = MappingProxyType(
 
 _TEXT_FIELDS = ("mail_host", "home", "mail_location", "pgp_fingerprint")
 _INT_FIELDS = ("uid_number", "gid_number", "quota_bytes", "quota_messages")
-_LIST_FIELDS = ("allow_nets", "ssh_keys")
+_LIST_FIELDS = ("allow_nets", "ssh_keys", "dns_records")
 _FIELD_MAPS = ("passdb_fields", "userdb_fields")
 
 # qmail-ldap's accountStatus values (qmail-ldap QLDAPINSTALL): "nopop" and
@@ -303,6 +309,7 @@ class LdapMapping:
             userdb_fields=MappingProxyType(_fields(self._all(entry, "userdb_fields"))),
             pgp_fingerprint=self._first(entry, "pgp_fingerprint"),
             ssh_keys=tuple(self._all(entry, "ssh_keys")),
+            dns_records=tuple(self._all(entry, "dns_records")),
             profile=profile,
             **numbers,
         )
@@ -619,6 +626,15 @@ class LDAPDirectory(LdapMapping):
             return None
         account = self._account(found[1])
         return account if login_key(account.uid) == login_key(uid) else None
+
+    async def find_by_fingerprint(self, fingerprint: str) -> list[Account]:
+        # caseIgnoreIA5Match in the schema; spaces are compared away afterwards.
+        key = fingerprint_key(fingerprint)
+        inner = self._eq("pgp_fingerprint", key)
+        found = await self._run(lambda conn: self._search(conn, inner), read=True)
+        accounts = [self._account(entry) for _dn, entry in found]
+        matched = [a for a in accounts if fingerprint_key(a.pgp_fingerprint or "") == key]
+        return sorted(matched, key=lambda a: login_key(a.uid))
 
     async def iterate(self) -> AsyncIterator[str]:
         attr = self.attrs["uid"]

@@ -37,7 +37,12 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from mailwarden.directories.base import ALL_LOGIN_ATTRIBUTES, BulkReport, LoginAttribute
+from mailwarden.directories.base import (
+    ALL_LOGIN_ATTRIBUTES,
+    BulkReport,
+    LoginAttribute,
+    fingerprint_key,
+)
 from mailwarden.errors import (
     AccountExists,
     AccountNotFound,
@@ -52,7 +57,7 @@ T = TypeVar("T")
 MAX_INTEGER = 2**63 - 1
 
 _ACCOUNT_FIELDS = frozenset(f.name for f in dataclasses.fields(Account))
-_TUPLE_FIELDS = ("alternate_addresses", "allow_nets", "ssh_keys")
+_TUPLE_FIELDS = ("alternate_addresses", "allow_nets", "ssh_keys", "dns_records")
 _MAPPING_FIELDS = ("services", "passdb_fields", "userdb_fields")
 _OPTIONAL_TEXT_FIELDS = ("mail", "mail_host", "home", "mail_location", "pgp_fingerprint")
 _INTEGER_FIELDS = ("uid_number", "gid_number", "quota_bytes", "quota_messages")
@@ -204,6 +209,7 @@ def frozen(account: Account) -> Account:
         alternate_addresses=tuple(account.alternate_addresses),
         allow_nets=tuple(account.allow_nets),
         ssh_keys=tuple(account.ssh_keys),
+        dns_records=tuple(account.dns_records),
         services=MappingProxyType(dict(account.services)),
         passdb_fields=MappingProxyType(dict(account.passdb_fields)),
         userdb_fields=MappingProxyType(dict(account.userdb_fields)),
@@ -396,6 +402,16 @@ class MemoryDirectory:
 
     async def get(self, uid: str) -> Account | None:
         return self._check().accounts.get(login_key(uid))
+
+    async def find_by_fingerprint(self, fingerprint: str) -> list[Account]:
+        key = fingerprint_key(fingerprint)
+        accounts = self._check().accounts
+        return [
+            accounts[uid]
+            for uid in sorted(accounts)
+            if accounts[uid].pgp_fingerprint is not None
+            and fingerprint_key(accounts[uid].pgp_fingerprint or "") == key
+        ]
 
     async def iterate(self) -> AsyncIterator[str]:
         accounts = self._check().accounts

@@ -48,13 +48,20 @@ import json
 import os
 import sqlite3
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from mailwarden.directories.base import ALL_LOGIN_ATTRIBUTES, BulkReport, LoginAttribute
+from mailwarden.directories.base import (
+    ALL_LOGIN_ATTRIBUTES,
+    BulkReport,
+    LoginAttribute,
+    fingerprint_key,
+)
 from mailwarden.directories.memory import (
     address_logins,
     apply_changes,
@@ -77,6 +84,9 @@ T = TypeVar("T")
 
 # "MWDN" in the database header: tells our files from other SQLite databases.
 APPLICATION_ID = 0x4D57444E
+
+# The SQL form of directories.base.fingerprint_key, indexed by migration 2.
+_FINGERPRINT_KEY = "upper(replace(pgp_fingerprint, ' ', ''))"
 
 # Migration step N (1-based) brings user_version from N-1 to N. Append, never edit.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -138,14 +148,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             FROM accounts AS a""",
         f"PRAGMA application_id = {APPLICATION_ID}",
     ),
+    # 2: the mail gateway's DNS entries (JSON list of zone lines, like allow_nets)
+    # and the index that finds an account by the fingerprint of its OpenPGP key.
+    # The view is rebuilt so that its column list includes the new column.
+    (
+        "ALTER TABLE accounts ADD COLUMN dns_records TEXT NOT NULL DEFAULT '[]'",
+        f"CREATE INDEX accounts_by_fingerprint ON accounts ({_FINGERPRINT_KEY})",
+        "DROP VIEW account_rows",
+        """CREATE VIEW account_rows AS SELECT a.*,
+            (SELECT json_group_array(json_array(c.position, c.name)) FROM logins AS c
+                WHERE c.account_id = a.id AND c.kind = 'alternate') AS alternates,
+            (SELECT json_group_array(json_array(s.name, s.enabled)) FROM services AS s
+                WHERE s.account_id = a.id) AS service_switches,
+            (SELECT json_group_array(json_array(k.position, k.key)) FROM ssh_keys AS k
+                WHERE k.account_id = a.id) AS keys
+            FROM accounts AS a""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _INSERT_ACCOUNT = """INSERT INTO accounts (
     id, uid, mail, password, status, mail_host, home, mail_location, uid_number, gid_number,
     quota_bytes, quota_messages, master, allow_nets, passdb_fields, userdb_fields,
-    pgp_fingerprint, profile
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    pgp_fingerprint, profile, dns_records
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _INSERT_LOGIN = (
     "INSERT INTO logins (login, space, kind, account_id, name, position) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -157,6 +183,9 @@ _INSERT_SSH_KEY = "INSERT INTO ssh_keys (account_id, position, key) VALUES (?, ?
 _FIND = """SELECT v.* FROM logins AS l JOIN account_rows AS v ON v.id = l.account_id
     WHERE l.login = ? AND l.kind IN (?, ?, ?) ORDER BY l.space = 'uid' DESC LIMIT 1"""
 _SELECT_UID_ID = "SELECT account_id FROM logins WHERE login = ? AND space = 'uid'"
+# The WHERE expression is _FINGERPRINT_KEY exactly, so the index serves it.
+_BY_FINGERPRINT = """SELECT v.* FROM accounts AS a JOIN account_rows AS v ON v.id = a.id
+    WHERE upper(replace(a.pgp_fingerprint, ' ', '')) = ? ORDER BY v.uid"""
 _SEARCH = """SELECT v.* FROM logins AS l JOIN account_rows AS v ON v.id = l.account_id
     WHERE l.space = 'uid' AND l.account_id IN (SELECT account_id FROM logins WHERE login GLOB ?)
     ORDER BY l.login LIMIT ?"""
@@ -207,6 +236,7 @@ def _account_row(account_id: int, account: Account) -> tuple[Any, ...]:
         _dumps(dict(account.userdb_fields)) if account.userdb_fields else "{}",
         account.pgp_fingerprint,
         _dumps(account.profile.as_dict()),
+        _dumps(list(account.dns_records)) if account.dns_records else "[]",
     )
 
 
@@ -247,6 +277,7 @@ def _account_from_row(row: Sequence[Any]) -> Account:
         userdb_fields,
         pgp_fingerprint,
         profile,
+        dns_records,
         alternates,
         services,
         ssh_keys,
@@ -275,17 +306,30 @@ def _account_from_row(row: Sequence[Any]) -> Account:
         userdb_fields=_fields(userdb_fields),
         pgp_fingerprint=pgp_fingerprint,
         ssh_keys=tuple(key for _pos, key in sorted(_pairs(ssh_keys))),
+        dns_records=() if dns_records == "[]" else tuple(json.loads(dns_records)),
         profile=Profile(**json.loads(profile)) if profile != "{}" else Profile(),
     )
+
+
+_MISS = object()
+#: Seconds during which one ``PRAGMA data_version`` answer is trusted (see _cached).
+CACHE_RECHECK = 0.01
 
 
 class SQLiteDirectory:
     """Accounts in one SQLite file. Create it with :meth:`open`, never directly."""
 
-    def __init__(self, path: Path, *, readers: int, timeout: float) -> None:
+    def __init__(self, path: Path, *, readers: int, timeout: float, cache_size: int = 0) -> None:
         self._path = path
         self._timeout = timeout
         self._closed = False
+        # The login cache (see find()): results by query, valid while the file's
+        # data_version, read on the event loop's own probe connection, is unchanged.
+        self._cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, ...], Account | None] = OrderedDict()
+        self._cache_version: int | None = None
+        self._cache_checked = 0.0
+        self._probe: sqlite3.Connection | None = None
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="mailwarden-sqlite-read")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="mailwarden-sqlite-write")
         self._local = threading.local()
@@ -295,23 +339,33 @@ class SQLiteDirectory:
 
     @classmethod
     async def open(
-        cls, path: str | os.PathLike[str], *, create: bool, readers: int = 4, timeout: float = 5.0
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool,
+        readers: int = 4,
+        timeout: float = 5.0,
+        cache_size: int = 0,
     ) -> SQLiteDirectory:
         """Open the directory at ``path``; with ``create``, make the file if it is missing.
 
         Pending migrations are applied. DirectoryUnavailable if the file is missing
         (without ``create``), unreadable, not SQLite, not ours, or newer than this
         code. ``readers`` threads read concurrently; ``timeout`` is how many
-        seconds a statement waits for another process's lock.
+        seconds a statement waits for another process's lock; ``cache_size``
+        logins are remembered by :meth:`find` (0: none).
         """
         if readers < 1:
             raise ValueError("readers must be at least 1")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        directory = cls(Path(path), readers=readers, timeout=timeout)
+        directory = cls(Path(path), readers=readers, timeout=timeout, cache_size=cache_size)
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(directory._writer, directory._setup, create)
+            if cache_size > 0:
+                directory._probe = directory._connect("rw")
+                directory._probe.execute("PRAGMA query_only = ON")
         except BaseException:
             await directory.close()
             raise
@@ -436,7 +490,14 @@ class SQLiteDirectory:
                 raise self._unavailable(exc) from exc
             return result
 
-        return await self._submit(self._writer, run)
+        try:
+            return await self._submit(self._writer, run)
+        finally:
+            # Our own commit: forget cached logins now, and make the next lookup
+            # read data_version again (a find that raced with this write may store
+            # a stale answer after this line; that recheck drops it).
+            self._cache.clear()
+            self._cache_checked = 0.0
 
     async def _submit(self, pool: ThreadPoolExecutor, run: Callable[[], T]) -> T:
         if self._closed:
@@ -465,7 +526,51 @@ class SQLiteDirectory:
             row = conn.execute(_FIND, params).fetchone()
             return None if row is None else _account_from_row(row)
 
-        return await self._read(job)
+        if self._cache_size <= 0:
+            return await self._read(job)
+        cached = self._cached(params)
+        if cached is not _MISS:
+            return cached  # type: ignore[return-value]
+        version = self._cache_version
+        account = await self._read(job)
+        if version is not None and version == self._cache_version:
+            self._cache[params] = account
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return account
+
+    def _cached(self, params: tuple[str, ...]) -> Account | object | None:
+        """The remembered answer to ``params``, or _MISS.
+
+        It first reads ``PRAGMA data_version`` on the probe connection (no disk I/O
+        in WAL mode; at most once per CACHE_RECHECK, ten milliseconds, so a burst of
+        pipelined requests pays for it once): it changes whenever any other
+        connection — a CLI command, another process on the same file — commits,
+        and then the whole cache is dropped. This process's own writes drop it
+        directly (:meth:`_write`). So a cached login is never older than the last
+        commit by more than ten milliseconds, and changes made here apply at once.
+        """
+        probe = self._probe
+        if probe is None or self._closed:
+            return _MISS
+        now = time.monotonic()
+        if now >= self._cache_checked + CACHE_RECHECK:
+            try:
+                version = probe.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                version = None
+            self._cache_checked = now
+        else:
+            version = self._cache_version
+        if version is None or version != self._cache_version:
+            self._cache.clear()
+            self._cache_version = version
+            return _MISS
+        try:
+            self._cache.move_to_end(params)
+        except KeyError:
+            return _MISS
+        return self._cache[params]
 
     async def get(self, uid: str) -> Account | None:
         key = login_key(uid)
@@ -473,6 +578,14 @@ class SQLiteDirectory:
         def job(conn: sqlite3.Connection) -> Account | None:
             row = conn.execute(_FIND, (key, "uid", "uid", "uid")).fetchone()
             return None if row is None else _account_from_row(row)
+
+        return await self._read(job)
+
+    async def find_by_fingerprint(self, fingerprint: str) -> list[Account]:
+        key = fingerprint_key(fingerprint)
+
+        def job(conn: sqlite3.Connection) -> list[Account]:
+            return [_account_from_row(row) for row in conn.execute(_BY_FINGERPRINT, (key,))]
 
         return await self._read(job)
 

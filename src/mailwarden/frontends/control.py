@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,15 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
 
-    async def listen(self, path: Path, mode: int) -> None:
-        sock, self._inode = bind_unix_socket(path, mode=mode, key="server.control_socket")
+    async def listen(
+        self, path: Path, mode: int, *, inherited: socket.socket | None = None
+    ) -> None:
+        """Listen on ``path``, or on ``inherited``: bound there by the supervisor of
+        ``serve --workers``, whose file close() then leaves in place."""
+        if inherited is None:
+            sock, self._inode = bind_unix_socket(path, mode=mode, key="server.control_socket")
+        else:
+            sock = inherited
         self._server = await asyncio.start_unix_server(self._handle, sock=sock)
         self.path = path
         log.info("control socket listening on %s (mode %04o)", path, mode)
@@ -118,14 +126,20 @@ class ControlServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        if self.path is not None:
+        if self.path is not None and self._inode is not None:
             remove_own_socket(self.path, self._inode)
-            self.path = None
+        self.path = None
 
 
 async def start_control(
-    engine: Engine, path: Path, *, mode: int, status: StatusProvider
+    engine: Engine,
+    path: Path,
+    *,
+    mode: int,
+    status: StatusProvider,
+    inherited: socket.socket | None = None,
 ) -> ControlServer:
+    """Serve the control socket at ``path`` (or on ``inherited``, see :meth:`listen`)."""
     server = ControlServer(engine, status)
-    await server.listen(path, mode)
+    await server.listen(path, mode, inherited=inherited)
     return server

@@ -45,6 +45,7 @@ from mailwarden.errors import ConfigError
 from mailwarden.frontends.dovecot_client import ClientConnection
 from mailwarden.frontends.dovecot_common import Connection, DovecotState
 from mailwarden.frontends.dovecot_master import MasterConnection
+from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 from mailwarden.protocols.dovecot_client import COOKIE_SIZE
 
@@ -100,17 +101,29 @@ class DovecotServer:
                 return listener.address
         raise KeyError(role.value)
 
-    async def close(self) -> None:
-        """Stop accepting, end every connection and remove our socket files."""
+    async def close(self, *, drain: float = 0.0) -> None:
+        """Stop accepting, end every connection and remove our socket files.
+
+        With ``drain`` (SIGTERM: ``server.shutdown_timeout``), requests in flight
+        get up to that many seconds to be answered first; connections with nothing
+        in flight are closed after their replies are sent.
+        """
         if self._closed:
             return
         self._closed = True
         for server in self._servers:
             server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain
+        while loop.time() < deadline and any(c.busy for c in self._connections.values()):
+            await asyncio.sleep(0.02)
         # Connections are killed rather than their tasks cancelled: asyncio's stream
         # server (3.11) logs an error for a handler task that ends cancelled.
         for connection in self._connections.values():
-            connection.kill()
+            if connection.busy:
+                connection.kill()
+            else:
+                connection.abort()  # sends what is written, then closes
         if self._connections:
             await asyncio.wait(list(self._connections), timeout=_CLOSE_TIMEOUT)
         stuck = list(self._connections)
@@ -121,7 +134,8 @@ class DovecotServer:
         for server in self._servers:
             await server.wait_closed()
         for listener in self._listeners:
-            if listener.path is not None:
+            # No inode: an inherited socket, whose file the supervisor removes.
+            if listener.path is not None and listener.inode is not None:
                 remove_own_socket(listener.path, listener.inode)
         log.info("dovecot front end stopped")
 
@@ -175,29 +189,49 @@ class DovecotServer:
                 assert_never(role)
 
     async def listen_unix(
-        self, role: Role, path: Path, *, mode: int, owner: tuple[int, int], key: str
+        self,
+        role: Role,
+        path: Path,
+        *,
+        mode: int,
+        owner: tuple[int, int],
+        key: str,
+        inherited: socket.socket | None = None,
     ) -> None:
-        """Serve ``role`` on the UNIX socket ``path`` (see the module docstring)."""
-        sock, inode = bind_unix_socket(path, mode=mode, owner=owner, key=key)
+        """Serve ``role`` on the UNIX socket ``path`` (see the module docstring), or on
+        ``inherited``, bound there by the supervisor (whose file close() leaves alone)."""
+        inode: int | None = None
+        if inherited is None:
+            sock, inode = bind_unix_socket(path, mode=mode, owner=owner, key=key)
+        else:
+            sock = inherited
         server = await asyncio.start_unix_server(self._handler(role, str(path)), sock=sock)
         self._servers.append(server)
         self._listeners.append(Listener(role=role, address=str(path), path=path, inode=inode))
         log.info("dovecot %s socket listening on %s (mode %04o)", role.value, path, mode)
 
-    async def listen_tcp(self, address: str) -> None:
-        """Serve the client protocol on ``host:port`` (port 0: any free port)."""
+    async def listen_tcp(
+        self, address: str, *, inherited: list[socket.socket] | None = None
+    ) -> None:
+        """Serve the client protocol on ``host:port`` (port 0: any free port), or on
+        the ``inherited`` sockets the supervisor bound for it."""
         host, _, port = address.rpartition(":")
         host = host.removeprefix("[").removesuffix("]")
+        handler = self._handler(Role.CLIENT, address)
+        servers: list[asyncio.Server] = []
         try:
-            server = await asyncio.start_server(
-                self._handler(Role.CLIENT, address), host, int(port)
-            )
+            if inherited is None:
+                servers.append(await asyncio.start_server(handler, host, int(port)))
+            else:
+                for sock in inherited:
+                    servers.append(await asyncio.start_server(handler, sock=sock))
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on {address}: {exc.strerror}", key="dovecot.tcp_listen"
             ) from exc
-        self._servers.append(server)
-        for sock in server.sockets:
+        finally:
+            self._servers.extend(servers)
+        for sock in (s for server in servers for s in server.sockets):
             bound = sock.getsockname()
             actual = (
                 f"{bound[0]}:{bound[1]}"
@@ -209,12 +243,17 @@ class DovecotServer:
 
 
 async def start_dovecot(
-    engine: Engine, config: DovecotConfig, *, resolve: Callable[[str], Path]
+    engine: Engine,
+    config: DovecotConfig,
+    *,
+    resolve: Callable[[str], Path],
+    inherited: InheritedSockets | None = None,
 ) -> DovecotServer:
     """Start every configured Dovecot listener; ``resolve`` turns config paths into paths.
 
-    Raises ConfigError when a socket cannot be set up; listeners already started
-    are closed again.
+    With ``inherited`` (a worker of ``serve --workers``), listen on the sockets the
+    supervisor bound instead of binding. Raises ConfigError when a socket cannot be
+    set up; listeners already started are closed again.
     """
     server = DovecotServer(DovecotState(engine, config))
     owner = (_user_id(config.socket_user), _group_id(config.socket_group))
@@ -228,10 +267,18 @@ async def start_dovecot(
         for role, path, mode, key in unix:
             if path:
                 await server.listen_unix(
-                    role, resolve(path), mode=mode, owner=owner, key=f"dovecot.{key}"
+                    role,
+                    resolve(path),
+                    mode=mode,
+                    owner=owner,
+                    key=f"dovecot.{key}",
+                    inherited=(inherited.get(f"dovecot.{key}", path)[0] if inherited else None),
                 )
         for address in config.tcp_listen:
-            await server.listen_tcp(address)
+            await server.listen_tcp(
+                address,
+                inherited=inherited.get("dovecot.tcp_listen", address) if inherited else None,
+            )
     except BaseException:
         await server.close()
         raise

@@ -132,6 +132,7 @@ def build_attempt(request: AuthRequest, end: Finished) -> AuthAttempt:
         client_cert=cert,
         session=request.session,
         frontend="dovecot",
+        debug=request.debug,
     )
 
 

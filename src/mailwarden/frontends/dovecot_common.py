@@ -139,6 +139,12 @@ class DovecotState:
         self.logins = LoginRegistry(ttl=config.request_timeout)
         self._cuids = itertools.count(1)
 
+    def reconfigure(self, config: DovecotConfig) -> None:
+        """SIGHUP: new settings for new requests (sockets are not touched here)."""
+        self.config = config
+        self.hostname = config.hostname or socket.gethostname()
+        self.mechanisms = offered_mechanisms(config)
+
     def next_cuid(self) -> int:
         """The next connection number (Dovecot's CUID, from 1; APOP binds to it)."""
         return next(self._cuids)
@@ -210,6 +216,7 @@ class Connection(abc.ABC):
         self.label = label
         self.closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._out: list[bytes] = []
 
     @abc.abstractmethod
     def greeting(self) -> bytes:
@@ -229,6 +236,9 @@ class Connection(abc.ABC):
     async def run(self) -> None:
         """Serve the connection until the peer leaves, breaks the protocol, or we close."""
         log.debug("dovecot %s: connected", self.label)
+        metrics = self.state.engine.metrics
+        if metrics is not None:
+            metrics.connection("dovecot", 1)
         try:
             self.write(self.greeting())
             while not self.closing:
@@ -246,7 +256,14 @@ class Connection(abc.ABC):
             log.exception("dovecot %s: unexpected error, disconnecting", self.label)
         finally:
             await self._shutdown()
+            if metrics is not None:
+                metrics.connection("dovecot", -1)
         log.debug("dovecot %s: disconnected", self.label)
+
+    @property
+    def busy(self) -> bool:
+        """Whether requests of this connection are still being decided."""
+        return bool(self._tasks)
 
     def abort(self) -> None:
         """End the connection from inside a request: flush what was written, then close.
@@ -254,6 +271,7 @@ class Connection(abc.ABC):
         The read loop sees the end of the stream and shuts everything down.
         """
         self.closing = True
+        self._send_out()
         self.writer.close()
 
     def kill(self) -> None:
@@ -265,9 +283,24 @@ class Connection(abc.ABC):
         self.writer.transport.abort()
 
     def write(self, data: bytes) -> None:
-        """Queue reply bytes (dropped once the connection is closing)."""
-        if not self.writer.is_closing():
-            self.writer.write(data)
+        """Queue reply bytes (dropped once the connection is closing).
+
+        Replies written in one turn of the event loop leave in one ``send``: a
+        pipelining client (Postfix, a login process) gets its answers batched
+        instead of paying a system call for each.
+        """
+        if self.writer.is_closing():
+            return
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._send_out)
+        self._out.append(data)
+
+    def _send_out(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            if not self.writer.is_closing():
+                self.writer.write(data)
 
     def spawn(self, coro: Coroutine[Any, Any, None], *, request_id: int) -> asyncio.Task[None]:
         """Run one request as its own task; its failures stay inside it."""
@@ -300,6 +333,7 @@ class Connection(abc.ABC):
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self.closed()
+        self._send_out()
         self.writer.close()
         with contextlib.suppress(OSError):  # the peer already went away
             await self.writer.wait_closed()

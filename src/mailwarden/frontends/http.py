@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import secrets
 import socket
 import ssl
@@ -44,6 +45,9 @@ from mailwarden.errors import (
     ProtocolError,
     TemporaryFailure,
 )
+from mailwarden.frontends.inherited import InheritedSockets
+from mailwarden.frontends.web import WebUi
+from mailwarden.metrics import CONTENT_TYPE, Metrics
 from mailwarden.model import AuthAttempt
 from mailwarden.protocols import admin_api, nginx_auth
 from mailwarden.protocols import nauthilus as proto
@@ -57,6 +61,9 @@ Send = Callable[[Message], Awaitable[None]]
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 
+#: What ``/readyz`` reports: check name -> "ok" or what is wrong (app.readiness).
+Readiness = Callable[[], Awaitable[dict[str, str]]]
+
 
 class _TooLarge(Exception):
     pass
@@ -66,11 +73,21 @@ class HttpApi:
     """The ASGI application (``await api(scope, receive, send)``)."""
 
     def __init__(
-        self, engine: Engine, config: HttpConfig, *, admin: AccountAdmin | None = None
+        self,
+        engine: Engine,
+        config: HttpConfig,
+        *,
+        admin: AccountAdmin | None = None,
+        metrics: Metrics | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
         self.admin = admin
+        self.metrics = metrics
+        self.readiness = readiness
+        # The web page (frontends/web.py, docs/web.md) answers every /ui path.
+        self.web = WebUi(engine, config, admin=admin, metrics=metrics)
         self.routes: dict[str, tuple[str, ...]] = {
             "/api/v1/auth/json": ("GET", "POST"),
             "/api/v1/auth/nginx": ("GET",),
@@ -80,10 +97,16 @@ class HttpApi:
             "/api/v1/bruteforce/flush": ("DELETE",),
             OPENAPI_PATH: ("GET",),
             "/ping": ("GET",),
+            "/healthz": ("GET",),
+            "/readyz": ("GET",),
+            "/metrics": ("GET",),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return
+        if scope["path"] == "/ui" or scope["path"].startswith("/ui/"):
+            await self.web(scope, receive, send)
             return
         session = secrets.token_hex(12)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -117,8 +140,12 @@ class HttpApi:
             return proto.error_reply(404, "no such endpoint")
         if method not in allowed:
             return proto.error_reply(405, f"use {' or '.join(allowed)}")
-        if path == "/ping":
+        if path in ("/ping", "/healthz"):
             return proto.Reply(status=200, headers=(), body=b'{"status":"ok"}')
+        if path == "/readyz":
+            return await self._ready()
+        if path == "/metrics":
+            return self._metrics(headers)
         if path == OPENAPI_PATH:
             return proto.Reply(status=200, headers=(), body=json.dumps(openapi()).encode())
         if path == "/api/v1/cache/flush":
@@ -283,6 +310,27 @@ class HttpApi:
             "result": {"user": user, "status": f"{removed} keys flushed"},
         }
         return proto.Reply(status=200, headers=(), body=json.dumps(body).encode())
+
+    async def _ready(self) -> proto.Reply:
+        """503 while the directory cannot answer or the guard runs without its store."""
+        checks = await self.readiness() if self.readiness is not None else {}
+        ready = all(value == "ok" for value in checks.values())
+        body = {"status": "ok" if ready else "unavailable", "checks": checks}
+        return proto.Reply(status=200 if ready else 503, headers=(), body=json.dumps(body).encode())
+
+    def _metrics(self, headers: Mapping[str, str]) -> proto.Reply:
+        c = self.config
+        token = headers.get("authorization")
+        if not (
+            proto.bearer_ok(token, token=c.metrics_token)
+            or proto.bearer_ok(token, token=c.admin_token)
+        ):
+            return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
+        if self.metrics is None:
+            return proto.error_reply(404, "metrics are not enabled in this process")
+        return proto.Reply(
+            status=200, headers=(), body=self.metrics.render(), content_type=CONTENT_TYPE
+        )
 
     async def _bruteforce(
         self, path: str, headers: Mapping[str, str], receive: Receive
@@ -468,6 +516,28 @@ def openapi() -> dict[str, Any]:
             **_admin_paths(error),
             OPENAPI_PATH: {"get": {"responses": {"200": {"description": "this document"}}}},
             "/ping": {"get": {"responses": {"200": {"description": "alive"}}}},
+            "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
+            "/readyz": {
+                "get": {
+                    "responses": {
+                        "200": {"description": "the directory and the guard store answer"},
+                        "503": {"description": "a backend does not answer (see checks)"},
+                    }
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format (docs/operations.md)",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "401": error,
+                        "404": error,
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {
@@ -650,6 +720,7 @@ def _admin_schemas() -> dict[str, Any]:
             "userdb_fields": string_map,
             "pgp_fingerprint": text,
             "ssh_keys": strings,
+            "dns_records": strings,
             "profile": string_map,
             "generated_password": string,
         },
@@ -713,6 +784,15 @@ class HttpServer:
         self.sockets = sockets
         self._task: asyncio.Task[None] | None = None
 
+    def reconfigure(self, config: HttpConfig) -> None:
+        """SIGHUP: new credentials, attributes, backends... for the next requests."""
+        api = self._server.config.app
+        if isinstance(api, HttpApi):
+            api.config = config
+            # The web pages read their settings per request; their session key
+            # stays (a new one would sign everybody out).
+            api.web.config = config
+
     @property
     def addresses(self) -> list[tuple[str, int]]:
         return [s.getsockname()[:2] for s in self.sockets]
@@ -725,7 +805,8 @@ class HttpServer:
             sock.close()
 
 
-def _bind(addr: str) -> socket.socket:
+def bind_listener(addr: str) -> socket.socket:
+    """A listening TCP socket for ``host:port`` (ConfigError naming ``http.listen``)."""
     host, _, port = addr.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -771,19 +852,28 @@ async def start_http(
     *,
     resolve: Callable[[str], Path],
     admin: AccountAdmin | None = None,
+    inherited: InheritedSockets | None = None,
+    metrics: Metrics | None = None,
+    readiness: Readiness | None = None,
+    shutdown_timeout: float = 10.0,
 ) -> HttpServer:
     """Bind every ``listen`` address and start serving; returns once it accepts.
 
     With ``tls_cert``/``tls_key`` every listener speaks HTTPS only (TLS 1.2 or
     newer, Python's default ciphers). An unreadable or mismatched certificate or
-    key is a ConfigError before anything is bound.
+    key is a ConfigError before anything is bound. With ``inherited`` (a worker of
+    ``serve --workers``), serve on the sockets the supervisor bound with
+    :func:`bind_listener` instead.
     """
     kwargs: dict[str, Any] = {}
     if config.tls_cert:
         kwargs = _tls_settings(resolve(config.tls_cert), resolve(config.tls_key))
-    sockets = [_bind(addr) for addr in config.listen]
+    if inherited is None:
+        sockets = [bind_listener(addr) for addr in config.listen]
+    else:
+        sockets = [s for addr in config.listen for s in inherited.get("http.listen", addr)]
     uv_config = uvicorn.Config(
-        HttpApi(engine, config, admin=admin),
+        HttpApi(engine, config, admin=admin, metrics=metrics, readiness=readiness),
         http="httptools",
         loop="none",
         lifespan="off",
@@ -791,6 +881,8 @@ async def start_http(
         access_log=False,
         server_header=False,
         timeout_keep_alive=60,
+        # SIGTERM: requests in flight get this long to finish (server.shutdown_timeout).
+        timeout_graceful_shutdown=max(1, math.ceil(shutdown_timeout)),
         **kwargs,
     )
     server = _Server(uv_config)

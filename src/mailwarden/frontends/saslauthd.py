@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import assert_never
@@ -24,6 +25,7 @@ from mailwarden.config import SaslauthdConfig
 from mailwarden.engine import Engine
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.delay import delay_failure
+from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 from mailwarden.model import Accepted, AuthAttempt, Denied, Unavailable
 from mailwarden.protocols import saslauthd as proto
@@ -44,10 +46,19 @@ class SaslauthdServer:
         self._inode: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def listen(self, path: Path) -> None:
-        sock, self._inode = bind_unix_socket(
-            path, mode=self.config.socket_mode, key="saslauthd.socket"
-        )
+    def reconfigure(self, config: SaslauthdConfig) -> None:
+        """SIGHUP: realm handling, limits and delay for the next connections."""
+        self.config = config
+
+    async def listen(self, path: Path, *, inherited: socket.socket | None = None) -> None:
+        """Listen on ``path``, or on ``inherited``: bound there by the supervisor of
+        ``serve --workers``, whose file close() then leaves in place."""
+        if inherited is None:
+            sock, self._inode = bind_unix_socket(
+                path, mode=self.config.socket_mode, key="saslauthd.socket"
+            )
+        else:
+            sock = inherited
         self._server = await asyncio.start_unix_server(self._handle, sock=sock)
         self.path = path
         log.info("saslauthd socket listening on %s (mode %04o)", path, self.config.socket_mode)
@@ -56,6 +67,9 @@ class SaslauthdServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        metrics = self.engine.metrics
+        if metrics is not None:
+            metrics.connection("saslauthd", 1)
         try:
             reply = await asyncio.wait_for(self._answer(reader), self.config.request_timeout)
             if reply is not None:
@@ -75,6 +89,8 @@ class SaslauthdServer:
                 await writer.wait_closed()
             if task is not None:
                 self._tasks.discard(task)
+            if metrics is not None:
+                metrics.connection("saslauthd", -1)
 
     async def _answer(self, reader: asyncio.StreamReader) -> bytes | None:
         parser = proto.RequestReader(max_field=self.config.max_field_length)
@@ -106,23 +122,34 @@ class SaslauthdServer:
             case _:
                 assert_never(outcome)
 
-    async def close(self) -> None:
-        """Stop accepting, let running requests finish briefly, remove the socket."""
+    async def close(self, *, drain: float = 0.0) -> None:
+        """Stop accepting, let running requests finish (up to ``drain`` seconds),
+        cancel the rest, remove the socket."""
         if self._server is not None:
             self._server.close()
+        if self._tasks and drain > 0:
+            await asyncio.wait(list(self._tasks), timeout=drain)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.path is not None:
+        if self.path is not None and self._inode is not None:
             remove_own_socket(self.path, self._inode)
-            self.path = None
+        self.path = None
 
 
 async def start_saslauthd(
-    engine: Engine, config: SaslauthdConfig, *, resolve: Callable[[str], Path]
+    engine: Engine,
+    config: SaslauthdConfig,
+    *,
+    resolve: Callable[[str], Path],
+    inherited: InheritedSockets | None = None,
 ) -> SaslauthdServer:
-    """Start the saslauthd listener on ``config.socket`` (resolved by ``resolve``)."""
+    """Start the saslauthd listener on ``config.socket`` (resolved by ``resolve``), or
+    on the socket a supervisor bound for it (``inherited``)."""
     server = SaslauthdServer(engine, config)
-    await server.listen(resolve(config.socket))
+    await server.listen(
+        resolve(config.socket),
+        inherited=inherited.get("saslauthd.socket", config.socket)[0] if inherited else None,
+    )
     return server

@@ -156,14 +156,14 @@ def parse_create(data: Mapping[str, Any]) -> Create:
 
 #: Fields ``GET`` returns that cannot be written through PATCH (uid renames are
 #: a delete and a create; passwords have their own endpoint).
-READ_ONLY = frozenset({"uid", "password", "ssh_keys"})
+READ_ONLY = frozenset({"uid", "password", "ssh_keys", "dns_records"})
 
 
 def parse_update(data: Mapping[str, Any], *, uid: str) -> dict[str, Any]:
     """The changes of a PATCH body, for accounts.apply_json (which checks them).
 
     Sending back what ``GET`` returned is fine: ``uid`` equal to the account's,
-    ``password`` as ``"<set>"`` and ``ssh_keys`` are skipped; anything else
+    ``password`` as ``"<set>"``, ``ssh_keys`` and ``dns_records`` are skipped; anything else
     read-only is refused.
     """
     changes = {k: v for k, v in data.items() if k not in READ_ONLY}

@@ -1,0 +1,287 @@
+"""The gateway itself: one signed mail in, at most one reply out.
+
+:meth:`Gateway.handle` runs the steps in an order chosen for safety:
+
+1. **Verify** the signature (:mod:`.pgp`). Unsigned or unverifiable mail ends
+   here *silently*: no reply (its sender is unknown, so any reply could go to a
+   forged address), only a log line, and exit 0 so that the MTA does not bounce
+   it to that forged address either.
+2. **Select the account** whose ``pgp_fingerprint`` is the signing key's primary
+   fingerprint. No account, or more than one: silent refusal as in 1.
+3. **Replay and clock window** (:mod:`.replay`): from here on the signer is
+   known, so refusals are reported to the account's own address.
+4. **Act**: ping, chpasswd or change, then mail the reply to ``Account.mail``.
+
+A directory outage at any step raises :class:`~mailwarden.errors.TemporaryFailure`
+out of :meth:`handle`; the command exits 75 (EX_TEMPFAIL) and the MTA keeps the
+message and tries again later. No mail is sent in that case.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from mailwarden.admin import AccountAdmin, generate_password
+from mailwarden.config import MailgateConfig
+from mailwarden.directories.base import Directory
+from mailwarden.errors import AccountError
+from mailwarden.mailgate import mail
+from mailwarden.mailgate.changes import ChangePolicy, ChangeResult, process_change
+from mailwarden.mailgate.pgp import SignedText, VerificationError, Verifier
+from mailwarden.mailgate.replay import ReplayCache, Replayed
+from mailwarden.model import Account, AccountStatus
+
+log = logging.getLogger("mailwarden.mailgate")
+
+
+class Function(enum.StrEnum):
+    """The gateway's functions: the first argument of ``mailwarden mailgate``."""
+
+    PING = "ping"
+    CHPASSWD = "chpasswd"
+    CHANGE = "change"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What :meth:`Gateway.handle` did (for the log line and the tests)."""
+
+    accepted: bool
+    detail: str
+    uid: str | None = None
+    reply: EmailMessage | None = None
+
+
+def public_record(account: Account) -> str:
+    """The account as ``ping`` and ``show`` print it (never the password)."""
+    lines = [f"uid: {account.uid}"]
+    if account.mail:
+        lines.append(f"mail: {account.mail}")
+    for address in account.alternate_addresses:
+        lines.append(f"alternate address: {address}")
+    if account.pgp_fingerprint:
+        lines.append(f"key fingerprint: {account.pgp_fingerprint}")
+    for name, value in account.profile.as_dict().items():
+        lines.append(f"{name}: {value}")
+    for key in account.ssh_keys:
+        lines.append(f"ssh key: {key}")
+    for record in account.dns_records:
+        lines.append(f"dns: {record}")
+    return "\n".join(lines) + "\n"
+
+
+def notify_daemon(control_socket: str, users: list[str], *, timeout: float = 5.0) -> bool:
+    """Ask a running ``mailwarden serve`` to flush its caches for ``users``.
+
+    Best effort: the new password is stored already and this process flushed its
+    own caches; a daemon that is not running has nothing to flush. False when the
+    daemon could not be told (logged by the caller).
+    """
+    from mailwarden.errors import ProtocolError  # noqa: PLC0415
+    from mailwarden.protocols import control  # noqa: PLC0415
+
+    if not control_socket:
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(control_socket)
+            sock.sendall(control.request("cache.flush", users=users))
+            reader = control.LineReader()
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return False
+                lines = reader.receive_data(data)
+                if lines:
+                    control.parse_reply(lines[0])
+                    return True
+    except (OSError, ProtocolError):
+        return False
+
+
+class Gateway:
+    """Handles one message; see the module docstring for the order of the steps."""
+
+    def __init__(
+        self,
+        *,
+        config: MailgateConfig,
+        directory: Directory,
+        admin: AccountAdmin,
+        verifier: Verifier,
+        replay: ReplayCache,
+        send: Callable[[EmailMessage], None],
+        control_socket: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.directory = directory
+        self.admin = admin
+        self.verifier = verifier
+        self.replay = replay
+        self.send = send
+        self.control_socket = control_socket
+        self.clock = clock
+
+    async def handle(self, function: Function, raw: bytes) -> Outcome:
+        if len(raw) > self.config.max_message_bytes:
+            return self._silent(f"message of {len(raw)} bytes exceeds max_message_bytes")
+        try:
+            signed = self.verifier.verify_message(raw)
+        except VerificationError as exc:
+            return self._silent(f"not verified: {exc.reason}")
+        found = await self.directory.find_by_fingerprint(signed.fingerprint)
+        if len(found) != 1:
+            what = "no account" if not found else f"{len(found)} accounts"
+            return self._silent(f"key {signed.fingerprint} belongs to {what}")
+        account = found[0]
+        if account.status is AccountStatus.DELETED or not account.mail:
+            return self._silent(f"account {account.uid} is deleted or has no address")
+        try:
+            self.replay.check_and_record(
+                signed.signed_bytes, signed.signed_at, signed.fingerprint, now=self.clock()
+            )
+        except Replayed as exc:
+            return self._reply(account, False, f"{function.value} refused", str(exc) + "\n")
+        if account.status is not AccountStatus.ACTIVE:
+            return self._reply(
+                account, False, f"{function.value} refused", "The account is disabled.\n"
+            )
+        match function:
+            case Function.PING:
+                return self._reply(account, True, "ping", public_record(account))
+            case Function.CHPASSWD:
+                return await self._chpasswd(account, signed)
+            case Function.CHANGE:
+                return await self._change(account, signed)
+
+    # ------------------------------------------------------------------ functions
+
+    async def _chpasswd(self, account: Account, signed: SignedText) -> Outcome:
+        # The whole signed text must be the phrase: quoting it in any other
+        # signed mail (as the original gateway allowed) must not reset a password.
+        if " ".join(signed.text.split()) != " ".join(self.config.chpasswd_phrase.split()):
+            return self._reply(
+                account,
+                False,
+                "chpasswd refused",
+                "The signed text must be exactly the configured phrase, and nothing else.\n",
+            )
+        # Encrypt first, store second: a key that cannot receive mail (no encryption
+        # subkey, expired one) must not leave the account with a password nobody knows.
+        password = generate_password()
+        text = (
+            f"The new mail password of {account.uid} is:\n\n"
+            f"    {password.decode()}\n\n"
+            "It replaces the old one now.\n"
+        )
+        fingerprint = account.pgp_fingerprint or signed.fingerprint
+        try:
+            body = self.verifier.encrypt(text, fingerprint, sign_with=self.config.signing_key)
+        except VerificationError as exc:
+            return self._reply(
+                account, False, "chpasswd refused", f"Nothing was changed: {exc.reason}\n"
+            )
+        try:
+            await self.admin.set_password(account.uid, password)
+        except AccountError as exc:
+            return self._silent(f"chpasswd for {account.uid}: {exc}")
+        if not notify_daemon(self.control_socket, list(account.logins())):
+            log.warning(
+                "could not tell a daemon to flush %s (none running, or %s not reachable)",
+                account.uid,
+                self.control_socket or "no control_socket",
+            )
+        return self._send(account, True, "chpasswd", self._message(account, "chpasswd", body))
+
+    async def _change(self, account: Account, signed: SignedText) -> Outcome:
+        owners = await self._dns_owners() if self.config.dns_zone else {}
+        policy = ChangePolicy.from_config(self.config)
+        results: list[ChangeResult] = []
+
+        def change(current: Account) -> Account:
+            # Run on the account as read inside AccountAdmin.apply, so the stored
+            # result is computed from the current record; one replace stores it.
+            result = process_change(signed.text, current, policy, owners.get)
+            results.append(result)
+            return result.account
+
+        try:
+            await self.admin.apply(account.uid, change)
+        except AccountError as exc:
+            # The account vanished, or the result breaks a directory rule: nothing stored.
+            return self._reply(account, False, "change refused", f"Nothing was changed: {exc}\n")
+        result = results[-1]
+        attachment = None
+        report = result.report_text()
+        if result.show:
+            current = await self.directory.get(account.uid) or result.account
+            fingerprint = account.pgp_fingerprint or signed.fingerprint
+            try:
+                attachment = (
+                    "record.asc",
+                    self.verifier.encrypt(
+                        public_record(current), fingerprint, sign_with=self.config.signing_key
+                    ),
+                )
+            except VerificationError as exc:
+                report += f"The record could not be attached: {exc.reason}\n"
+        body = self._signed(report)
+        message = self._message(account, "change", body, attachment=attachment)
+        log.info("change for %s: applied %d line(s)", account.uid, len(result.applied))
+        return self._send(account, True, "change", message)
+
+    async def _dns_owners(self) -> dict[str, str]:
+        """DNS name (lower case) -> uid of its owner, over every account."""
+        owners: dict[str, str] = {}
+        async for uid in self.directory.iterate():
+            other = await self.directory.get(uid)
+            if other is None:
+                continue
+            for record in other.dns_records:
+                name = record.split(None, 1)[0].lower() if record.strip() else ""
+                if name:
+                    owners.setdefault(name, other.uid)
+        return owners
+
+    # ------------------------------------------------------------------ replies
+
+    def _silent(self, detail: str) -> Outcome:
+        log.warning("message refused without reply: %s", detail)
+        return Outcome(accepted=False, detail=detail)
+
+    def _signed(self, text: str) -> str:
+        if not self.config.signing_key:
+            return text
+        return self.verifier.clearsign(text, self.config.signing_key)
+
+    def _message(
+        self,
+        account: Account,
+        what: str,
+        body: str,
+        *,
+        attachment: tuple[str, str] | None = None,
+    ) -> EmailMessage:
+        return mail.build(
+            self.config,
+            to=account.mail or "",
+            subject=f"mailgate {what}: {account.uid}",
+            body=body,
+            attachment=attachment,
+        )
+
+    def _reply(self, account: Account, accepted: bool, what: str, text: str) -> Outcome:
+        return self._send(account, accepted, what, self._message(account, what, self._signed(text)))
+
+    def _send(self, account: Account, accepted: bool, what: str, message: EmailMessage) -> Outcome:
+        self.send(message)
+        log.info("%s for %s: reply sent to %s", what, account.uid, account.mail)
+        return Outcome(accepted=accepted, detail=what, uid=account.uid, reply=message)

@@ -1,0 +1,204 @@
+"""Two ``mailwarden serve`` nodes sharing one Redis and one directory file.
+
+Node A listens on 127.0.0.2, node B on 127.0.0.3 (HTTP API, free ports); both use
+``[guard] store = "redis"`` on one private redis-server and the same SQLite file
+(WAL mode lets two processes share it). Nothing is allow-listed, so loopback
+sources are guarded. A source banned through A is refused by B, even with the
+right password, while B still serves other sources; an admin flush sent to one
+node empties the other's verified-login cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peers.conftest import connectable, private_dir, stop_process, wait_until
+from tests.peers.test_doveadm import populate
+from tests.redisserver import RedisServer, have_redis, running_redis
+
+pytestmark = [
+    pytest.mark.peer,
+    pytest.mark.skipif(not have_redis(), reason="redis-server is not installed"),
+]
+
+ATTACKER = "192.0.2.9"
+OTHER = "198.51.100.1"
+BASIC = "Basic " + base64.b64encode(b"dovecot:apisecret").decode()
+
+CONFIG = """\
+[directory]
+path = "{db}"
+
+[passwords]
+rehash = "never"
+
+[server]
+control_socket = "run/control"
+
+[dovecot]
+client_socket = "run/auth-client"
+master_socket = "run/auth-master"
+userdb_socket = "run/auth-userdb"
+failure_delay = 0
+
+[http]
+enabled = true
+listen = ["{address}:{port}"]
+auth_username = "dovecot"
+auth_password = "apisecret"
+admin_token = "admintoken"
+
+[guard]
+store = "redis"
+allow_networks = []
+ban_time = 600.0
+account_threshold = 0
+
+[guard.redis]
+url = "{redis}"
+key_prefix = "nodes:"
+retry_interval = 0.5
+
+[[guard.rules]]
+name = "ip"
+period = 60.0
+threshold = 3
+"""
+
+
+@dataclass(frozen=True)
+class Node:
+    root: Path
+    config: Path
+    address: str
+    port: int
+
+
+def start_node(
+    root: Path, address: str, db: Path, redis: RedisServer
+) -> tuple[subprocess.Popen[Any], Node]:
+    root.mkdir()
+    node = Node(root, root / "mailwarden.toml", address, free_port_on(address))
+    node.config.write_text(CONFIG.format(db=db, address=address, port=node.port, redis=redis.url))
+    with (root / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailwarden", "--config", str(node.config), "serve"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return proc, node
+
+
+def free_port_on(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def nodes() -> Iterator[tuple[Node, Node]]:
+    with private_dir("nodes") as root, running_redis() as redis:
+        db = root / "mailwarden.db"
+        asyncio.run(populate(db))
+        procs: list[subprocess.Popen[Any]] = []
+        made: list[Node] = []
+        try:
+            for name, address in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
+                proc, node = start_node(root / name, address, db, redis)
+                procs.append(proc)
+                made.append(node)
+            for proc, node in zip(procs, made, strict=True):
+                wait_until(
+                    lambda p=proc, n=node: (
+                        p.poll() is not None
+                        or (
+                            connectable(str(n.root / "run" / "control"))
+                            and connectable((n.address, n.port))
+                        )
+                    ),
+                    f"mailwarden serve on {node.address}",
+                )
+                assert proc.poll() is None, (node.root / "serve.log").read_text()
+            yield made[0], made[1]
+        finally:
+            for proc in procs:
+                stop_process(proc)
+
+
+def http(node: Node, method: str, path: str, data: Any, auth: str) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        f"http://{node.address}:{node.port}{path}",
+        data=json.dumps(data).encode(),
+        method=method,
+        headers={"Authorization": auth, "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+            body = resp.read()
+            return resp.status, json.loads(body) if body else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def json_auth(node: Node, user: str, password: str, ip: str) -> int:
+    body = {"username": user, "password": password, "client_ip": ip, "service": "imap"}
+    return http(node, "POST", "/api/v1/auth/json", body, BASIC)[0]
+
+
+def status(node: Node) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "mailwarden", "--config", str(node.config), "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_a_source_banned_on_one_node_is_refused_by_the_other(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    for i in range(3):
+        assert json_auth(a, "alice", f"guess{i}", ATTACKER) == 403
+    assert json_auth(b, "alice", "secret", ATTACKER) == 403
+    assert json_auth(b, "alice", "secret", OTHER) == 200
+    listed = [
+        r["target"]
+        for r in http(b, "GET", "/api/v1/bruteforce/list", None, "Bearer admintoken")[1]["result"]
+    ]
+    assert listed == [f"{ATTACKER}/32"]
+    assert not status(b)["guard"]["degraded"]
+
+
+def test_an_admin_flush_on_one_node_empties_the_others_cache(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    # bob's password is SHA512-CRYPT: verified logins are cached.
+    for node in (a, b):
+        assert json_auth(node, "bob", "bobpw", OTHER) == 200
+        assert status(node)["cache"]["entries"] == 1
+    code, reply = http(a, "DELETE", "/api/v1/cache/flush", {"user": "bob"}, "Bearer admintoken")
+    assert code == 200, reply
+    deadline = time.monotonic() + 10
+    while status(b)["cache"]["entries"] != 0:
+        assert time.monotonic() < deadline, "the flush did not reach node b"
+        time.sleep(0.1)
+    assert status(a)["cache"]["entries"] == 0
