@@ -33,10 +33,11 @@ from tests.helpers import hashed
 from tests.mailgate.conftest import Keys, gpg, mail
 from tests.peers.conftest import (
     connectable,
+    doveadm_auth,
     free_port,
     kill_group,
     private_dir,
-    stop_process,
+    running_serve,
     wait_until,
 )
 
@@ -64,15 +65,7 @@ async def _populate(path: Path, keys: Keys, *, mail_domain: str = "example.org")
 
 
 def _doveadm(root: Path, user: str, password: str) -> int:
-    return subprocess.run(
-        [
-            *("doveadm", "-c", str(root / "min.conf"), "auth", "test", "-a"),
-            *(str(root / "run" / "auth-client"), user, password),
-        ],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    ).returncode
+    return doveadm_auth(root / "min.conf", str(root / "run" / "auth-client"), user, password)
 
 
 @pytest.mark.skipif(shutil.which("doveadm") is None, reason="doveadm is not installed")
@@ -107,20 +100,7 @@ state_dir = "state"
 sendmail = "{root / "sendmail"}"
 """
         )
-        with (root / "serve.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mailwarden", "--config", str(config), "serve"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        try:
-            wait_until(
-                lambda: proc.poll() is not None or connectable(str(root / "run" / "auth-client")),
-                "mailwarden serve",
-            )
-            assert proc.poll() is None, (root / "serve.log").read_text()
+        with running_serve(config, ready=(str(root / "run" / "auth-client"),)):
             assert _doveadm(root, "alice", "old-password") == 0  # now in the daemon's cache
             raw = mail(keys.clearsign("Please change my mail password\n", keys.alice))
             done = subprocess.run(
@@ -148,8 +128,6 @@ sendmail = "{root / "sendmail"}"
             password = plain.split("is:", 1)[1].split()[0]
             assert _doveadm(root, "alice", password) == 0
             assert _doveadm(root, "alice", "old-password") != 0
-        finally:
-            stop_process(proc)
 
 
 # --------------------------------------------------------------------------- Postfix

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -122,6 +123,47 @@ def kill_group(pgid: int) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+Address = str | tuple[str, int]
+
+
+@contextlib.contextmanager
+def running_serve(config: Path, *, ready: tuple[Address, ...]) -> Iterator[subprocess.Popen[Any]]:
+    """``mailwarden serve`` with ``config`` until the block ends (log: ``serve.log`` beside
+    it), in a session of its own; ready once every address in ``ready`` accepts."""
+    log_path = config.parent / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailwarden", "--config", str(config), "serve"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        wait_until(
+            lambda: proc.poll() is not None or all(connectable(a) for a in ready),
+            "mailwarden serve",
+        )
+        assert proc.poll() is None, log_path.read_text()
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def doveadm_auth(conf: Path, socket_path: str, user: str, password: str, rip: str = "") -> int:
+    """``doveadm auth test`` against a client socket (``conf``: a minimal doveadm
+    config); its exit code: 0 ok, 77 refused."""
+    extra = ["-x", f"rip={rip}"] if rip else []
+    done = subprocess.run(
+        ["doveadm", "-c", str(conf), "auth", "test", "-a", socket_path, *extra, user, password],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode
 
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"

@@ -24,13 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.peers.conftest import (
-    connectable,
-    free_port,
-    private_dir,
-    stop_process,
-    wait_until,
-)
+from tests.peers.conftest import doveadm_auth as peer_doveadm_auth
+from tests.peers.conftest import free_port, private_dir, running_serve
 from tests.peers.test_doveadm import populate
 
 pytestmark = [
@@ -100,52 +95,13 @@ def node() -> Iterator[Node]:
         config = root / "mailwarden.toml"
         config.write_text(CONFIG.format(port=port))
         (root / "min.conf").write_text("ssl = no\n")
-        with (root / "serve.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mailwarden", "--config", str(config), "serve"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        try:
-            wait_until(
-                lambda: (
-                    proc.poll() is not None
-                    or (
-                        connectable(str(root / "run" / "control"))
-                        and connectable(("127.0.0.1", port))
-                    )
-                ),
-                "mailwarden serve",
-            )
-            assert proc.poll() is None, (root / "serve.log").read_text()
+        ready = (str(root / "run" / "control"), ("127.0.0.1", port))
+        with running_serve(config, ready=ready):
             yield Node(root, config, port)
-        finally:
-            stop_process(proc)
 
 
 def doveadm_auth(node: Node, user: str, password: str, rip: str) -> int:
-    done = subprocess.run(
-        [
-            "doveadm",
-            "-c",
-            str(node.root / "min.conf"),
-            "auth",
-            "test",
-            "-a",
-            node.client_socket,
-            "-x",
-            f"rip={rip}",
-            user,
-            password,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    return done.returncode
+    return peer_doveadm_auth(node.root / "min.conf", node.client_socket, user, password, rip)
 
 
 def http(

@@ -17,8 +17,6 @@ import asyncio
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.frontends.test_web import ed25519_line
-from tests.peers.conftest import connectable, free_port, private_dir, stop_process, wait_until
+from tests.peers.conftest import doveadm_auth, free_port, private_dir, running_serve
 from tests.peers.test_doveadm import populate
 
 CHROMIUM = "/usr/bin/chromium"
@@ -105,29 +103,11 @@ def node() -> Iterator[Node]:
         (root / "mailwarden.toml").write_text(CONFIG.format(port=port, token=ADMIN_TOKEN))
         (root / "session.key").write_bytes(os.urandom(32).hex().encode())
         (root / "min.conf").write_text("ssl = no\n")
-        with (root / "serve.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mailwarden", "-c", str(root / "mailwarden.toml"), "serve"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        ready = (str(root / "run" / "auth-client"), ("127.0.0.1", port))
         try:
-            wait_until(
-                lambda: (
-                    proc.poll() is not None
-                    or (
-                        connectable(str(root / "run" / "auth-client"))
-                        and connectable(("127.0.0.1", port))
-                    )
-                ),
-                "mailwarden serve",
-            )
-            assert proc.poll() is None, (root / "serve.log").read_text()
-            yield Node(root, port)
+            with running_serve(root / "mailwarden.toml", ready=ready):
+                yield Node(root, port)
         finally:
-            stop_process(proc)
             log_text = (root / "serve.log").read_text(errors="replace")
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             (SCREENSHOTS.parent / "web-serve.log").write_text(log_text)
@@ -159,26 +139,8 @@ def browser() -> Iterator[Any]:
 
 
 def doveadm(node: Node, user: str, password: str, rip: str = "198.51.100.7") -> int:
-    done = subprocess.run(
-        [
-            "doveadm",
-            "-c",
-            str(node.root / "min.conf"),
-            "auth",
-            "test",
-            "-a",
-            str(node.root / "run" / "auth-client"),
-            "-x",
-            f"rip={rip}",
-            user,
-            password,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    return done.returncode
+    socket_path = str(node.root / "run" / "auth-client")
+    return doveadm_auth(node.root / "min.conf", socket_path, user, password, rip)
 
 
 def shot(driver: Any, name: str) -> None:

@@ -533,7 +533,10 @@ class SQLiteDirectory:
             return cached  # type: ignore[return-value]
         version = self._cache_version
         account = await self._read(job)
-        if version is not None and version == self._cache_version:
+        # Only accounts are kept: names that match nothing (credential stuffing with
+        # made-up users) would evict real accounts; the engine has its own bounded
+        # negative cache for those.
+        if account is not None and version is not None and version == self._cache_version:
             self._cache[params] = account
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)

@@ -27,7 +27,7 @@ import math
 import secrets
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Generator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -45,6 +45,7 @@ from mailwarden.errors import (
     ProtocolError,
     TemporaryFailure,
 )
+from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.web import WebUi
 from mailwarden.metrics import CONTENT_TYPE, Metrics
@@ -54,10 +55,6 @@ from mailwarden.protocols import nauthilus as proto
 
 log = logging.getLogger("mailwarden.http")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 

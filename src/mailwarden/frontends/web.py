@@ -48,11 +48,10 @@ import re
 import secrets
 import string
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from mailwarden.admin import AccountAdmin, generate_password
@@ -66,6 +65,7 @@ from mailwarden.errors import (
     MailwardenError,
     TemporaryFailure,
 )
+from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.mailgate.changes import ChangePolicy, LineStatus, process_change
 from mailwarden.mailgate.sshkeys import key_refusal, parse_key_line
 from mailwarden.metrics import Metrics
@@ -82,10 +82,6 @@ from mailwarden.model import (
 
 log = logging.getLogger("mailwarden.web")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 PREFIX = "/ui"
 SESSION_COOKIE = "mw_session"
