@@ -32,7 +32,11 @@ GENERATED_PASSWORD_BYTES = 18
 
 def generate_password() -> bytes:
     """A random password for an account (URL-safe, 144 bits)."""
-    return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES).encode()
+    # Never with a leading "-": typed after a command (doveadm auth test USER PASS,
+    # mailwarden auth test) it would be read as an option.
+    while (password := secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)).startswith("-"):
+        pass
+    return password.encode()
 
 
 class AccountAdmin:

@@ -164,29 +164,40 @@ RESTART_KEYS: dict[str, tuple[str, ...]] = {
     "hashing": (),
     "server": (),
     "guard": ("store", "redis"),
+    "dovecot": ("enabled", "tcp_listen", "socket_user", "socket_group"),
+    "saslauthd": ("enabled",),
+    "http": ("enabled",),
+}
+
+#: Listener keys a single process moves on SIGHUP (Running.move_listeners); the
+#: workers of ``serve --workers`` share the sockets their supervisor bound, so for
+#: them these need a restart too.
+LISTENER_KEYS: dict[str, tuple[str, ...]] = {
     "dovecot": (
-        "enabled",
         "client_socket",
         "login_socket",
         "master_socket",
         "userdb_socket",
-        "tcp_listen",
         "socket_mode",
         "master_socket_mode",
-        "socket_user",
-        "socket_group",
     ),
-    "saslauthd": ("enabled", "socket", "socket_mode"),
-    "http": ("enabled", "listen", "tls_cert", "tls_key"),
+    "saslauthd": ("socket", "socket_mode"),
+    "http": ("listen", "tls_cert", "tls_key"),
 }
 
 
-def split_reload(old: Config, new: Config) -> tuple[Config, list[str]]:
+def split_reload(
+    old: Config, new: Config, *, move_listeners: bool = True
+) -> tuple[Config, list[str]]:
     """The config a SIGHUP applies (``new`` with every restart-only key kept at its
     running value) and the restart-only keys that differ."""
+    restart = dict(RESTART_KEYS)
+    if not move_listeners:
+        for section, keys in LISTENER_KEYS.items():
+            restart[section] = (*restart[section], *keys)
     changed: list[str] = []
     sections: dict[str, Any] = {}
-    for section, keys in RESTART_KEYS.items():
+    for section, keys in restart.items():
         old_part, new_part = getattr(old, section), getattr(new, section)
         if not keys:
             if old_part != new_part:
@@ -208,14 +219,21 @@ class Running:
     dovecot: Any = None
     saslauthd: Any = None
     http: Any = None
+    inherited: bool = False  # a worker of serve --workers: sockets are the supervisor's
+    http_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def resolve(self, path: str) -> Path:
+        return resolve_path(self.config, path)
 
     async def reload(self) -> bool:
         """Re-read the config file; apply what can change live, flush the caches.
 
         A file that does not load keeps everything as it runs (logged as an error).
-        Listeners, the directory, the hashing pool and the guard store stay: the
-        keys that decide them need a restart (logged when they changed). Requests
-        in flight finish with the settings they started with; no connection closes.
+        Listeners whose address changed are moved: the new one is opened, the old
+        one stops accepting (its connections finish); unchanged listeners stay
+        open. The directory, hashing pool, guard store and the keys in RESTART_KEYS
+        need a restart (logged when they changed). Requests in flight finish with the
+        settings they started with; no connection closes.
         """
         from mailwarden import config as config_mod  # noqa: PLC0415
 
@@ -224,9 +242,14 @@ class Running:
         except ConfigError as exc:
             log.error("reload: %s; keeping the running configuration", exc)
             return False
-        effective, restart = split_reload(self.config, new)
+        effective, restart = split_reload(self.config, new, move_listeners=not self.inherited)
         if effective.log != self.config.log:
             setup_logging(effective, with_pid=_LOGGING["with_pid"])
+        old, self.config = self.config, effective
+        try:
+            await self.move_listeners(old, effective)
+        except ConfigError as exc:
+            log.error("reload: %s; that listener stays where it was", exc)
         self.app.engine.reconfigure(effective)
         if self.dovecot is not None:
             self.dovecot.state.reconfigure(effective.dovecot)
@@ -235,11 +258,64 @@ class Running:
         if self.http is not None:
             self.http.reconfigure(effective.http)
         flushed = await self.app.engine.flush_cache(None)
-        self.config = effective
         if restart:
             log.warning("reload: %s changed; restart to apply", ", ".join(restart))
         log.info("reloaded %s (%d cache entries flushed)", effective.source, flushed)
         return True
+
+    async def move_listeners(self, old: Config, new: Config) -> None:
+        """Open moved listeners and close the ones they replace (see reload)."""
+        from mailwarden.frontends.dovecot import Role, socket_owner  # noqa: PLC0415
+        from mailwarden.frontends.http import start_http  # noqa: PLC0415
+        from mailwarden.frontends.saslauthd import start_saslauthd  # noqa: PLC0415
+
+        if self.dovecot is not None:
+            roles = (
+                (Role.CLIENT, "client_socket", "socket_mode"),
+                (Role.LOGIN, "login_socket", "socket_mode"),
+                (Role.MASTER, "master_socket", "master_socket_mode"),
+                (Role.USERDB, "userdb_socket", "socket_mode"),
+            )
+            for role, key, mode_key in roles:
+                before = (getattr(old.dovecot, key), getattr(old.dovecot, mode_key))
+                after = (getattr(new.dovecot, key), getattr(new.dovecot, mode_key))
+                if before == after:
+                    continue
+                await self.dovecot.stop_listening(role)
+                if after[0]:
+                    await self.dovecot.listen_unix(
+                        role,
+                        self.resolve(after[0]),
+                        mode=after[1],
+                        owner=socket_owner(new.dovecot),
+                        key=f"dovecot.{key}",
+                    )
+        drain = new.server.shutdown_timeout
+        if self.saslauthd is not None and (
+            (old.saslauthd.socket, old.saslauthd.socket_mode)
+            != (new.saslauthd.socket, new.saslauthd.socket_mode)
+        ):
+            previous = self.saslauthd
+            same_path = old.saslauthd.socket == new.saslauthd.socket
+            if same_path:
+                await previous.close(drain=drain)  # the path is bound again below
+            self.saslauthd = await start_saslauthd(
+                self.app.engine, new.saslauthd, resolve=self.resolve
+            )
+            if not same_path:
+                await previous.close(drain=drain)
+        if self.http is not None and any(
+            getattr(old.http, k) != getattr(new.http, k) for k in ("listen", "tls_cert", "tls_key")
+        ):
+            previous = self.http
+            if set(old.http.listen) & set(new.http.listen):
+                await previous.close()  # the same address is bound again below
+            self.http = await start_http(
+                self.app.engine, new.http, resolve=self.resolve, **self.http_options
+            )
+            if not set(old.http.listen) & set(new.http.listen):
+                await previous.close()
+            log.info("HTTP API moved to %s", ", ".join(new.http.listen))
 
 
 async def check_backends(app: App) -> dict[str, str]:
@@ -364,6 +440,7 @@ async def serve(
         saslauthd: SaslauthdServer | None = None
         http: HttpServer | None = None
         control: ControlServer | None = None
+        http_options: dict[str, Any] = {}
         started = time.time()
 
         async def status() -> dict[str, Any]:
@@ -410,15 +487,18 @@ async def serve(
                 async def readiness() -> dict[str, str]:
                     return await check_backends(app)
 
+                http_options.update(
+                    admin=app.admin,
+                    metrics=metrics,
+                    readiness=readiness,
+                    shutdown_timeout=config.server.shutdown_timeout,
+                )
                 http = await start_http(
                     app.engine,
                     config.http,
                     resolve=lambda p: resolve_path(config, p),
-                    admin=app.admin,
                     inherited=inherited,
-                    metrics=metrics,
-                    readiness=readiness,
-                    shutdown_timeout=config.server.shutdown_timeout,
+                    **http_options,
                 )
             # The pid file appears only once every listener accepts: scripts and
             # tests that wait for it can connect right away.
@@ -435,7 +515,13 @@ async def serve(
                 config.source,
             )
             running = Running(
-                config=config, app=app, dovecot=dovecot, saslauthd=saslauthd, http=http
+                config=config,
+                app=app,
+                dovecot=dovecot,
+                saslauthd=saslauthd,
+                http=http,
+                inherited=inherited is not None,
+                http_options=http_options,
             )
             while not stop.is_set():
                 waiters = {

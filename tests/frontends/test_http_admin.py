@@ -298,3 +298,11 @@ async def test_the_auth_endpoint_credentials_still_work_and_are_unaffected(
 ) -> None:
     r = await auth(server, "alice", "secret")
     assert r.status == 200
+
+
+def test_generated_passwords_never_start_with_a_dash() -> None:
+    from mailwarden.admin import generate_password
+
+    passwords = [generate_password() for _ in range(2000)]
+    assert not any(p.startswith(b"-") for p in passwords)
+    assert len(set(passwords)) == 2000 and all(len(p) == 24 for p in passwords)

@@ -39,6 +39,11 @@ master_socket = "run/auth-master"
 userdb_socket = "run/auth-userdb"
 failure_delay = {delay}
 
+[saslauthd]
+enabled = true
+socket = "run/mux"
+failure_delay = 0
+
 [http]
 enabled = true
 listen = ["127.0.0.1:{port}"]
@@ -158,14 +163,45 @@ def test_a_broken_config_keeps_the_running_one(node: Node) -> None:
     assert node.proc.poll() is None
 
 
-def test_a_listener_change_waits_for_a_restart(node: Node) -> None:
+def saslauthd_ok(path: str) -> bool:
+    import socket
+
+    fields = (b"alice", b"secret", b"imap", b"")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(b"".join(len(f).to_bytes(2, "big") + f for f in fields))
+        return sock.recv(100)[2:4] == b"OK"
+
+
+def test_moved_listeners_reopen_and_the_others_stay_open(node: Node) -> None:
+    userdb = node.root / "run" / "auth-userdb"
+    inode = userdb.stat().st_ino
     other = free_port()
     text = (node.root / "mw.toml").read_text().replace(str(node.port), str(other))
+    text = text.replace('client_socket = "run/auth-client"', 'client_socket = "run/moved-client"')
+    text = text.replace('socket = "run/mux"', 'socket = "run/moved-mux"')
     (node.root / "mw.toml").write_text(text)
     node.hup()
-    wait_until(lambda: "http.listen changed; restart to apply" in node.log(), "warning")
+    wait_until(lambda: "reloaded" in node.log(), "reload")
+    old_port, node.port = node.port, other
     assert http_auth(node, "one") == 200
-    assert not connectable(("127.0.0.1", other))
+    assert not connectable(("127.0.0.1", old_port))
+    assert connectable(str(node.root / "run" / "moved-client"))
+    assert not (node.root / "run" / "auth-client").exists()
+    assert saslauthd_ok(str(node.root / "run" / "moved-mux"))
+    assert not (node.root / "run" / "mux").exists()
+    # The userdb socket did not change: the same socket, never closed.
+    assert userdb.stat().st_ino == inode and connectable(str(userdb))
+    assert "restart to apply" not in node.log()
+
+
+def test_a_restart_only_change_is_logged_and_kept(node: Node) -> None:
+    text = (node.root / "mw.toml").read_text().replace('path = "mailwarden.db"', 'path = "x.db"')
+    (node.root / "mw.toml").write_text(text)
+    node.hup()
+    wait_until(lambda: "directory changed; restart to apply" in node.log(), "warning")
+    assert http_auth(node, "one") == 200
 
 
 def test_sigterm_answers_requests_in_flight_before_exiting(node: Node) -> None:

@@ -88,6 +88,7 @@ class DovecotServer:
         self._listeners: list[Listener] = []
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[None], Connection] = {}
+        self._unix: dict[Role, tuple[asyncio.Server, Listener]] = {}
         self._closed = False
 
     @property
@@ -206,9 +207,24 @@ class DovecotServer:
         else:
             sock = inherited
         server = await asyncio.start_unix_server(self._handler(role, str(path)), sock=sock)
+        listener = Listener(role=role, address=str(path), path=path, inode=inode)
         self._servers.append(server)
-        self._listeners.append(Listener(role=role, address=str(path), path=path, inode=inode))
+        self._listeners.append(listener)
+        self._unix[role] = (server, listener)
         log.info("dovecot %s socket listening on %s (mode %04o)", role.value, path, mode)
+
+    async def stop_listening(self, role: Role) -> None:
+        """Close the UNIX listener of ``role`` (SIGHUP moved it); its connections stay."""
+        found = self._unix.pop(role, None)
+        if found is None:
+            return
+        server, listener = found
+        self._servers.remove(server)
+        self._listeners.remove(listener)
+        server.close()
+        if listener.path is not None and listener.inode is not None:
+            remove_own_socket(listener.path, listener.inode)
+        log.info("dovecot %s socket %s closed", role.value, listener.path)
 
     async def listen_tcp(
         self, address: str, *, inherited: list[socket.socket] | None = None
@@ -256,7 +272,7 @@ async def start_dovecot(
     set up; listeners already started are closed again.
     """
     server = DovecotServer(DovecotState(engine, config))
-    owner = (_user_id(config.socket_user), _group_id(config.socket_group))
+    owner = socket_owner(config)
     unix = (
         (Role.CLIENT, config.client_socket, config.socket_mode, "client_socket"),
         (Role.LOGIN, config.login_socket, config.socket_mode, "login_socket"),
@@ -288,6 +304,11 @@ async def start_dovecot(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def socket_owner(config: DovecotConfig) -> tuple[int, int]:
+    """The (uid, gid) the sockets are given (-1: leave as is)."""
+    return (_user_id(config.socket_user), _group_id(config.socket_group))
 
 
 def _user_id(name: str) -> int:
