@@ -70,6 +70,7 @@ from mailwarden.model import (
     Unavailable,
     UserRecord,
     ip_in_nets,
+    outcome_label,
 )
 from mailwarden.schemes import scram
 from mailwarden.schemes.base import HashPolicy, StoredHash
@@ -151,19 +152,23 @@ class Engine:
     ) -> None:
         self.directory = directory
         self.hasher = hasher
-        self.config = config
-        self.policy = policy_from_config(config)
+        self._use(config)
         self.guard = guard if guard is not None else Guard(config.guard)
-        self.metrics: MetricsSink | None = None
-        self.decisions: collections.Counter[str] = collections.Counter()  # for `status`
         self.cache = (
             cache if cache is not None else LoginCache(config.cache, policy_tag=repr(self.policy))
         )
+        self.metrics: MetricsSink | None = None
+        self.decisions: collections.Counter[str] = collections.Counter()  # for `status`
+        self._secret = secrets.token_bytes(32)
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _use(self, config: Config) -> None:
+        """Everything the engine derives from its config (at start and on SIGHUP)."""
+        self.config = config
+        self.policy = policy_from_config(config)
         self.rules = UsernameRules.from_config(config.auth)
         self._login_by = config.directory.login_attributes
-        self._secret = secrets.token_bytes(32)
         self._dummy: StoredHash | None = None
-        self._background: set[asyncio.Task[None]] = set()
         self._challenge_mechanisms = CHALLENGE_MECHANISMS & {
             m.upper() for m in config.dovecot.mechanisms
         }
@@ -188,14 +193,7 @@ class Engine:
         The directory, hashing pool and guard store stay (changing them needs a
         restart, app.reload says which keys); caches are flushed by the caller.
         """
-        self.config = config
-        self.policy = policy_from_config(config)
-        self.rules = UsernameRules.from_config(config.auth)
-        self._login_by = config.directory.login_attributes
-        self._dummy = None
-        self._challenge_mechanisms = CHALLENGE_MECHANISMS & {
-            m.upper() for m in config.dovecot.mechanisms
-        }
+        self._use(config)
         self.guard.reconfigure(config.guard)
         self.cache.reconfigure(config.cache, policy_tag=repr(self.policy))
 
@@ -621,9 +619,7 @@ class Engine:
                     "mechanism": attempt.mechanism,
                     "user": attempt.username,
                     "remote_ip": attempt.remote_ip,
-                    "result": "blocked"
-                    if isinstance(outcome, Denied) and outcome.reason is DenyReason.BLOCKED
-                    else result,
+                    "result": outcome_label(outcome),
                     "reason": detail or None,
                 }
             },

@@ -94,23 +94,22 @@ class Guard:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
         self.local = MemoryStore()
         self.store: GuardStore = store if store is not None else self.local
         self.clock = clock
         self.store_errors = 0
         self.degraded_until = 0.0
-        self._allow = [ipaddress.ip_network(n, strict=False) for n in config.allow_networks]
         self._history_key = secrets.token_bytes(32)
-        self._history_ttl = max((r.period for r in config.rules), default=3600.0)
         self._recent_known: dict[tuple[str, str], float] = {}
         self._sources: dict[str, Source | None] = {}
         self._recent_bans: dict[str, float] = {}
         self._protected: dict[str, tuple[float, bool]] = {}
         self.bans_made = 0  # a metric
+        self.reconfigure(config)
 
     def reconfigure(self, config: GuardConfig) -> None:
-        """SIGHUP: new rules, allow-list and limits (the store itself stays)."""
+        """Take ``config``'s rules, allow-list and limits (at start, and on SIGHUP:
+        the store itself stays; memos derived from the old rules are dropped)."""
         self.config = config
         self._allow = [ipaddress.ip_network(n, strict=False) for n in config.allow_networks]
         self._history_ttl = max((r.period for r in config.rules), default=3600.0)

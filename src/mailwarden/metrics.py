@@ -19,22 +19,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mailwarden.model import Accepted, AuthAttempt, AuthOutcome, Denied, DenyReason
+from mailwarden.model import AuthAttempt, AuthOutcome, Denied, outcome_label
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Latency buckets from cache hits (tens of microseconds) to slow hashes and delays.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-
-
-def result_of(outcome: AuthOutcome) -> str:
-    """accepted | denied | unavailable | blocked (the ``result`` label)."""
-    match outcome:
-        case Accepted():
-            return "accepted"
-        case Denied():
-            return "blocked" if outcome.reason is DenyReason.BLOCKED else "denied"
-    return "unavailable"
 
 
 class Metrics:
@@ -89,7 +79,7 @@ class Metrics:
     # ------------------------------------------------------------ updates
 
     def auth(self, attempt: AuthAttempt, outcome: AuthOutcome, seconds: float) -> None:
-        result = result_of(outcome)
+        result = outcome_label(outcome)
         frontend = attempt.frontend or "unknown"
         self.auth_attempts.labels(
             frontend, attempt.service or "-", attempt.mechanism or "-", result

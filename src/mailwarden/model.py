@@ -261,6 +261,17 @@ class Unavailable:
 AuthOutcome: TypeAlias = "Accepted | Denied | Unavailable"
 
 
+def outcome_label(outcome: AuthOutcome) -> str:
+    """``accepted``, ``denied``, ``unavailable`` or ``blocked`` (a banned source): the
+    result as metrics and structured log lines name it."""
+    match outcome:
+        case Accepted():
+            return "accepted"
+        case Denied():
+            return "blocked" if outcome.reason is DenyReason.BLOCKED else "denied"
+    return "unavailable"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UserRecord:
     """A userdb answer: the account and the Dovecot-style fields that describe it."""

@@ -27,6 +27,7 @@ failure, never as a wrong password.
 
 from __future__ import annotations
 
+import abc
 import base64
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ def _params(fields: Iterable[str]) -> Params:
     return tuple(split_param(f) for f in fields if f)
 
 
-class Replies(Generic[ReplyT]):
+class Replies(abc.ABC, Generic[ReplyT]):
     """Lines in; the server handshake checked; one reply for request 1 out."""
 
     _handshake_end: str
@@ -180,9 +181,9 @@ class Replies(Generic[ReplyT]):
         """Feed what the server sent; ``b""`` when it closed the connection."""
         self._reader.feed(data)
 
+    @abc.abstractmethod
     def next_reply(self) -> ReplyT | None:
         """The reply to our request, or ``None`` if more data is needed. ProtocolError."""
-        raise NotImplementedError
 
     def _next_reply(self) -> list[str] | None:
         while (line := self._reader.next_line()) is not None:
