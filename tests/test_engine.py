@@ -81,9 +81,16 @@ class RecordingHasher(Hasher):
         super().__init__(workers=1)
         self.verified: list[str] = []
 
-    async def verify(self, password: bytes, stored: schemes.StoredHash, *, user: str = "") -> bool:
+    async def verify(
+        self,
+        password: bytes,
+        stored: schemes.StoredHash,
+        *,
+        user: str = "",
+        heavy: bool | None = None,
+    ) -> bool:
         self.verified.append(stored.scheme)
-        return await super().verify(password, stored, user=user)
+        return await super().verify(password, stored, user=user, heavy=heavy)
 
 
 async def test_unknown_user_still_pays_for_a_verification_in_the_policy_scheme(

@@ -7,15 +7,18 @@ depends on the default allow-list of loopback.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailwarden.config import CacheConfig, Config, GuardConfig, GuardRule
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.engine import Engine
 from mailwarden.errors import StoreUnavailable
-from mailwarden.guard import Guard
+from mailwarden.guard import Guard, network_of
 from mailwarden.model import Accepted, AccountStatus, Denied, DenyReason
 from mailwarden.stores.memory import MemoryStore
 from tests.conftest import EngineFactory
@@ -404,3 +407,15 @@ def test_guard_config_rejects_bad_rules() -> None:
     config = loads('[[guard.rules]]\nname = "a"\nperiod = 60\nthreshold = 3\nipv4_prefix = 24\n')
     assert config.guard.rules == (GuardRule(name="a", period=60.0, threshold=3, ipv4_prefix=24),)
     assert Config().guard.rules[0].name == "ip-minute"
+
+
+@given(
+    st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)),
+    st.integers(min_value=0, max_value=32),
+    st.integers(min_value=0, max_value=128),
+)
+def test_network_of_writes_the_network_as_ipaddress_does(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, v4: int, v6: int
+) -> None:
+    prefix = v4 if ip.version == 4 else v6
+    assert network_of(ip, v4, v6) == str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))

@@ -106,16 +106,28 @@ class App:
         await self.engine.guard.close()
         await self.directory.close()
         self.hasher.close()
+        await self.hasher.wait_closed()
 
 
 @contextlib.asynccontextmanager
 async def running_app(
-    config: Config, *, create: bool = False, guard_via_daemon: bool = False
+    config: Config, *, create: bool = False, guard_via_daemon: bool = False, daemon: bool = False
 ) -> AsyncIterator[App]:
     """Build the app, and close everything it opened on the way out (``guard_via_daemon``:
-    see :func:`open_guard`)."""
+    see :func:`open_guard`; ``daemon``: ``serve``, which hashes in worker processes
+    when ``hashing.processes`` is on)."""
     directory = await open_directory(config, create=create)
-    hasher = Hasher(workers=config.hashing.workers, queue_limit=config.hashing.queue_limit)
+    hasher = Hasher(
+        workers=config.hashing.workers,
+        queue_limit=config.hashing.queue_limit,
+        processes=daemon and config.hashing.processes,
+    )
+    try:
+        await hasher.start()
+    except BaseException:
+        hasher.close()
+        await directory.close()
+        raise
     engine = Engine(
         directory=directory,
         hasher=hasher,
@@ -427,7 +439,7 @@ async def serve(
         if config.server.pid_file and inherited is None
         else None
     )
-    async with running_app(config) as app:
+    async with running_app(config, daemon=True) as app:
         count = await app.directory.count()
         dovecot = None
         if config.dovecot.enabled:

@@ -111,6 +111,7 @@ class HashingConfig:
 
     workers: int = 0
     queue_limit: int = 1024
+    processes: bool = True
 
     def _check(self, key: str) -> None:
         _require(self.workers >= 0, f"{key}.workers", "an integer >= 0 (0 = one per CPU core)")

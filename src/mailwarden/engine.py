@@ -99,6 +99,9 @@ HIDDEN_PASSDB_FIELDS = frozenset(
 # Mechanisms that need stored credentials (schemes.CREDENTIAL_SCHEMES) rather than a hash.
 CHALLENGE_MECHANISMS = frozenset({"CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "APOP"})
 
+#: Parsed stored passwords remembered by one engine (then forgotten all at once).
+PARSED_CACHE_SIZE = 65536
+
 # Byte lengths of the raw credentials each challenge-response scheme yields, used to
 # shape fake credentials for unknown users so the exchange looks the same.
 _FAKE_SHAPES: Mapping[str, int] = {"CRAM-MD5": 32, "HMAC-MD5": 32, "DIGEST-MD5": 16, "PLAIN": 16}
@@ -169,6 +172,10 @@ class Engine:
         self.rules = UsernameRules.from_config(config.auth)
         self._login_by = config.directory.login_attributes
         self._dummy: StoredHash | None = None
+        # account.password -> (parsed, heavy): parsing and classifying the same few
+        # stored values on every login costs more than the rest of a cached login.
+        self._parsed: dict[str, tuple[StoredHash, bool] | None] = {}
+        self._verifier = getattr(self.directory, "verify_password", None)
         self._challenge_mechanisms = CHALLENGE_MECHANISMS & {
             m.upper() for m in config.dovecot.mechanisms
         }
@@ -207,23 +214,35 @@ class Engine:
 
     async def _authenticate(self, attempt: AuthAttempt) -> AuthOutcome:
         names = self._split_names(attempt)
-        self._trace(
-            attempt, "login %r: authcid=%r target=%r", names.original, names.authcid, names.target
-        )
+        debug = attempt.debug  # the _trace calls are guarded: their arguments cost too
+        if debug:
+            self._trace(
+                attempt,
+                "login %r: authcid=%r target=%r",
+                names.original,
+                names.authcid,
+                names.target,
+            )
         source = self.guard.source(attempt.remote_ip)
         if source is not None and (banned := await self.guard.blocked(source)) is not None:
             # No password check runs for a banned network; the reply is a wrong password's.
-            self._trace(attempt, "source %s is banned (%s): refused unchecked", source.ip, banned)
+            if debug:
+                self._trace(
+                    attempt, "source %s is banned (%s): refused unchecked", source.ip, banned
+                )
             return Denied(reason=DenyReason.BLOCKED)
         account = await self._find_login(names.authcid)
-        self._trace(attempt, "account: %s", account.uid if account is not None else "not found")
+        if debug:
+            self._trace(attempt, "account: %s", account.uid if account is not None else "not found")
         if source is not None and account is not None:
             delay = await self.guard.delay(source, account.uid)
             if delay > 0:
-                self._trace(attempt, "account is protected, unknown network: +%.1f s", delay)
+                if debug:
+                    self._trace(attempt, "account is protected, unknown network: +%.1f s", delay)
                 await asyncio.sleep(delay)
         if not await self._credentials_valid(attempt, account, names.authcid):
-            self._trace(attempt, "credentials not valid")
+            if debug:
+                self._trace(attempt, "credentials not valid")
             if source is not None:
                 creds = attempt.credentials
                 await self.guard.failed(
@@ -238,7 +257,8 @@ class Engine:
         if attempt.require_master and not account.master:
             return Denied(reason=DenyReason.AUTHZ, user=account.uid)
         if (denied := self._account_usable(account, attempt)) is not None:
-            self._trace(attempt, "credentials valid, but refused: %s", denied.reason.value)
+            if debug:
+                self._trace(attempt, "credentials valid, but refused: %s", denied.reason.value)
             return denied
         if account.allow_nets and not ip_in_nets(attempt.remote_ip, account.allow_nets):
             return Denied(reason=DenyReason.NETWORK, user=account.uid)
@@ -362,7 +382,7 @@ class Engine:
         self, password: Password, account: Account | None, authcid: str | None
     ) -> bool:
         too_long = len(password.value) > self.config.auth.max_password_length
-        verifier = getattr(self.directory, "verify_password", None)
+        verifier = self._verifier
         if verifier is not None and not too_long:
             # A directory that verifies by itself (LDAP rebind, see module docstring)
             # answers True/False; None means "check the stored value as usual". An
@@ -372,8 +392,8 @@ class Engine:
             verdict: bool | None = await verifier(account, password.value)
             if verdict is not None:
                 return verdict and account is not None
-        stored = self._stored(account) if not too_long else None
-        if stored is None:
+        parsed = self._parse(account) if not too_long else None
+        if parsed is None:
             # Unknown user, no password, unusable hash: pay the same price anyway
             # (and remember the refusal as for an account, so a repeat costs the same).
             name = account.uid if account is not None else (authcid or "")
@@ -385,13 +405,13 @@ class Engine:
             return False
         assert account is not None
         # Only expensive schemes are cached: for the others a hash is as cheap as a hit.
-        cached = schemes.is_heavy(stored)
+        stored, cached = parsed
         if cached and self.cache.verified(account.uid, account.password, password.value):
             return True
         if cached and self.cache.rejected(account.uid, account.password, password.value):
             return False
         try:
-            ok = await self.hasher.verify(password.value, stored, user=authcid or "")
+            ok = await self.hasher.verify(password.value, stored, user=authcid or "", heavy=cached)
         except SchemeError as exc:
             log.error("account %s: password value cannot be verified: %s", account.uid, exc)
             return False
@@ -404,15 +424,29 @@ class Engine:
 
     def _stored(self, account: Account | None) -> StoredHash | None:
         """The account's parsed password, or None (no account, no password, unusable)."""
+        parsed = self._parse(account)
+        return parsed[0] if parsed is not None else None
+
+    def _parse(self, account: Account | None) -> tuple[StoredHash, bool] | None:
+        """The account's parsed password and whether it is heavy to verify, or None
+        (no account, no password, unusable); remembered per stored value."""
         if account is None or not account.password:
             return None
+        value = account.password
         try:
-            return schemes.parse(
-                account.password, default_scheme=self.config.passwords.default_scheme
-            )
+            return self._parsed[value]
+        except KeyError:
+            pass
+        try:
+            stored = schemes.parse(value, default_scheme=self.config.passwords.default_scheme)
+            parsed: tuple[StoredHash, bool] | None = (stored, schemes.is_heavy(stored))
         except SchemeError as exc:
             log.error("account %s has an unusable password value: %s", account.uid, exc)
-            return None
+            parsed = None
+        if len(self._parsed) >= PARSED_CACHE_SIZE:
+            self._parsed.clear()
+        self._parsed[value] = parsed
+        return parsed
 
     async def _dummy_verify(self, password: Password) -> None:
         if self._dummy is None:

@@ -73,15 +73,17 @@ class Source:
     ip: str
     networks: tuple[tuple[GuardRule, str], ...]
     home: str  # the network used for "known networks" and the password history
-
-    @property
-    def targets(self) -> list[str]:
-        return list(dict.fromkeys(net for _, net in self.networks))
+    targets: tuple[str, ...]  # the distinct networks of ``networks``, as bans name them
 
 
 def network_of(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, v4: int, v6: int) -> str:
-    prefix = v4 if ip.version == 4 else v6
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+    """``ip``'s network of prefix length ``v4`` or ``v6``, as ``ip_network`` writes it."""
+    if ip.version == 4:
+        # The same text as str(ip_network(...)) without parsing it back (a new client
+        # address is cut once per rule: this is on the path of every cold login).
+        base = int(ip) & (0xFFFFFFFF << (32 - v4)) & 0xFFFFFFFF
+        return f"{base >> 24}.{(base >> 16) & 255}.{(base >> 8) & 255}.{base & 255}/{v4}"
+    return str(ipaddress.IPv6Network((int(ip), v6), strict=False))
 
 
 class Guard:
@@ -186,7 +188,8 @@ class Guard:
             (rule, network_of(ip, rule.ipv4_prefix, rule.ipv6_prefix)) for rule in c.rules
         )
         home = network_of(ip, c.known_ipv4_prefix, c.known_ipv6_prefix)
-        return Source(ip=str(ip), networks=networks, home=home)
+        targets = tuple(dict.fromkeys(net for _, net in networks))
+        return Source(ip=str(ip), networks=networks, home=home, targets=targets)
 
     async def blocked(self, source: Source) -> str | None:
         """The banned network ``source`` belongs to, or None."""
@@ -194,6 +197,10 @@ class Guard:
         if not targets:
             return None
         now = self.clock()
+        if self.store is self.local:
+            # Asked on every login: the in-process store answers without the
+            # fallback machinery (there is nothing to fall back from).
+            return self.local.banned_now(targets, now)
         return await self._call(lambda s: s.banned(targets, now))
 
     async def delay(self, source: Source, uid: str) -> float:

@@ -1,13 +1,20 @@
 """Runs password verification and hashing without blocking the event loop.
 
-Cheap schemes (plain text, single digests) run inline: handing them to a thread
-would cost more than the hash. Heavy ones (the crypt family, bcrypt, argon2,
-PBKDF2, SCRAM) run on a thread pool with one worker per core. That is enough to
-use every core because every heavy scheme's C code runs without the GIL: libxcrypt
-is called through ctypes (which drops the GIL for the call), and bcrypt,
-argon2-cffi and hashlib's PBKDF2 release it themselves. bench/hashing.py shows the
-scaling; docs/architecture.md records why this beats a process pool here (no
-pickling, no per-call IPC, one shared dummy hash).
+Cheap schemes (plain text, single digests) run inline: handing them away would
+cost more than the hash. Heavy ones (the crypt family, bcrypt, argon2, PBKDF2,
+SCRAM) run elsewhere, one worker per core:
+
+* in the daemon (``processes=True``, then :meth:`Hasher.start`), verifications go
+  to worker processes (:class:`ProcessPool`, :mod:`mailwarden.hashworker`), each
+  fed through a pipe; the frames batched per turn of the event loop;
+* otherwise (one-shot commands, tests) and for everything that is not a stored-hash
+  verification (new hashes, SCRAM proofs), to a thread pool: every heavy scheme's C
+  code runs without the GIL (libxcrypt through ctypes, bcrypt, argon2-cffi,
+  hashlib's PBKDF2).
+
+Why processes in the daemon: between two hashes a thread needs the GIL back, and
+an event loop busy with other logins holds it, so hashing threads wait on the
+loop and on each other (the GIL convoy). docs/architecture.md has the figures.
 
 The number of verifications waiting for a worker is bounded (``queue_limit``):
 past it a request fails at once with HashingUnavailable, which the engine turns
@@ -17,14 +24,26 @@ into a temporary failure, instead of queueing minutes of work under a flood.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from mailwarden import schemes
-from mailwarden.errors import HashingUnavailable
+from mailwarden.errors import (
+    HashingUnavailable,
+    MalformedHash,
+    ProtocolError,
+    SchemeError,
+    UnknownScheme,
+)
+from mailwarden.protocols.hashwork import FrameReader, Request, encode_frame
 from mailwarden.schemes.base import HashPolicy, StoredHash
+
+log = logging.getLogger("mailwarden.hashing")
 
 T = TypeVar("T")
 
@@ -32,25 +51,49 @@ T = TypeVar("T")
 class Hasher:
     """Verifies and generates password hashes for asyncio callers."""
 
-    def __init__(self, *, workers: int = 0, queue_limit: int = 1024) -> None:
+    def __init__(
+        self, *, workers: int = 0, queue_limit: int = 1024, processes: bool = False
+    ) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.queue_limit = queue_limit
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="hash")
+        self._processes = ProcessPool(self.workers) if processes else None
         self._pending = 0
         self._closed = False
         self.verifications = 0  # every verify() call, cheap or heavy (a metric)
+
+    async def start(self) -> None:
+        """Start the worker processes (with ``processes=True``; else nothing to do)."""
+        if self._processes is not None:
+            await self._processes.start()
 
     @property
     def pending(self) -> int:
         """Heavy operations submitted and not finished (the queue-depth metric)."""
         return self._pending
 
-    async def verify(self, password: bytes, stored: StoredHash, *, user: str = "") -> bool:
-        """True when ``password`` matches; SchemeError when ``stored`` is unusable."""
+    async def verify(
+        self, password: bytes, stored: StoredHash, *, user: str = "", heavy: bool | None = None
+    ) -> bool:
+        """True when ``password`` matches; SchemeError when ``stored`` is unusable.
+
+        ``heavy``: what :func:`schemes.is_heavy` says of ``stored``, if the caller knows.
+        """
         self.verifications += 1
-        if not schemes.is_heavy(stored):
+        if not (schemes.is_heavy(stored) if heavy is None else heavy):
             return schemes.verify(password, stored, user=user)
-        return await self._run(lambda: schemes.verify(password, stored, user=user))
+        processes = self._processes
+        if processes is None or not processes.started:
+            return await self._run(lambda: schemes.verify(password, stored, user=user))
+        if self._closed:
+            raise HashingUnavailable("hashing pool is shut down")
+        if self._pending >= self.queue_limit:
+            raise HashingUnavailable(f"hashing queue full ({self.queue_limit} waiting)")
+        self._pending += 1
+        try:
+            return await processes.verify(password, stored, user=user)
+        finally:
+            self._pending -= 1
 
     async def generate(
         self,
@@ -93,3 +136,180 @@ class Hasher:
     def close(self) -> None:
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.close()
+
+    async def wait_closed(self) -> None:
+        """After :meth:`close`: until the worker processes have exited."""
+        if self._processes is not None:
+            await self._processes.wait_closed()
+
+
+# --------------------------------------------------------------------------- processes
+
+_ERRORS: dict[str, type[SchemeError]] = {
+    "SchemeError": SchemeError,
+    "UnknownScheme": UnknownScheme,
+    "MalformedHash": MalformedHash,
+}
+
+#: Seconds between restarts of a worker that keeps dying (no fork storm).
+RESTART_DELAY = 1.0
+
+
+class _Worker(asyncio.SubprocessProtocol):
+    """One worker process: its pipes, and the verifications it has not answered."""
+
+    def __init__(self, pool: ProcessPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.pending: dict[int, asyncio.Future[bool]] = {}
+        self.alive = True
+        self.exited = asyncio.get_running_loop().create_future()
+        self._reader = FrameReader()
+        self._out: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's process transport does not subclass asyncio's, but has its methods.
+        self.transport = cast(asyncio.SubprocessTransport, transport)
+
+    def send(self, request: Request, future: asyncio.Future[bool]) -> None:
+        self.pending[request[0]] = future
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(encode_frame(request))
+
+    def _flush(self) -> None:
+        data = b"".join(self._out)
+        self._out.clear()
+        if self.alive and self.transport is not None:
+            stdin = cast(asyncio.WriteTransport, self.transport.get_pipe_transport(0))
+            stdin.write(data)
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd != 1:
+            return
+        self._reader.feed(data)
+        try:
+            while (answer := self._reader.next_answer()) is not None:
+                request_id, verdict, error, message = answer
+                future = self.pending.pop(request_id, None)
+                if future is None or future.done():  # its login gave up meanwhile
+                    continue
+                if verdict is not None:
+                    future.set_result(verdict)
+                elif error in _ERRORS:
+                    future.set_exception(_ERRORS[error](message))
+                else:
+                    future.set_exception(RuntimeError(f"hashing worker: {message}"))
+        except ProtocolError as exc:
+            log.error("hashing worker sent garbage (%s); replacing it", exc)
+            self.stop()
+
+    def process_exited(self) -> None:
+        self.stop()
+        if not self.exited.done():
+            self.exited.set_result(None)
+        self.pool.exited(self)
+
+    def stop(self) -> None:
+        """Fail what is in flight (a temporary failure, never a wrong password)."""
+        self.alive = False
+        pending = list(self.pending.values())
+        self.pending.clear()
+        for future in pending:
+            if not future.done():
+                future.set_exception(HashingUnavailable("hashing worker exited"))
+        if self.transport is not None:
+            self.transport.close()  # kills the process if it still runs
+
+
+class ProcessPool:
+    """``size`` hashing worker processes, each given the next verification when it
+    has the fewest in flight; one that dies is replaced (its logins in flight get
+    HashingUnavailable)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.started = False
+        self._workers: list[_Worker] = []
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._restarts: set[asyncio.Task[None]] = set()
+        self._stopping: list[_Worker] = []
+
+    async def start(self) -> None:
+        for _ in range(self.size):
+            await self._spawn()
+        self.started = True
+
+    async def _spawn(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, worker = await loop.subprocess_exec(
+            lambda: _Worker(self),
+            sys.executable,
+            "-m",
+            "mailwarden.hashworker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
+        )
+        self._workers.append(worker)
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for status and tests)."""
+        return [w.transport.get_pid() for w in self._workers if w.alive and w.transport is not None]
+
+    def verify(self, password: bytes, stored: StoredHash, *, user: str) -> asyncio.Future[bool]:
+        """The verdict of a worker (SchemeError for an unusable value)."""
+        alive = [w for w in self._workers if w.alive]
+        if self._closed or not alive:
+            raise HashingUnavailable("no hashing worker is running")
+        worker = min(alive, key=lambda w: len(w.pending))
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        request = (
+            next(self._ids),
+            password,
+            stored.scheme,
+            stored.encoding or "",
+            stored.data,
+            user,
+        )
+        worker.send(request, future)
+        return future
+
+    def exited(self, worker: _Worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+        if self._closed:
+            return
+        log.warning("hashing worker exited; starting another in %.0f s", RESTART_DELAY)
+        task = asyncio.get_running_loop().create_task(self._replace())
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _replace(self) -> None:
+        await asyncio.sleep(RESTART_DELAY)
+        if self._closed:
+            return
+        try:
+            await self._spawn()
+        except OSError as exc:
+            log.error("cannot start a hashing worker: %s", exc)
+
+    def close(self) -> None:
+        self._closed = True
+        for task in list(self._restarts):
+            task.cancel()
+        for worker in list(self._workers):
+            worker.stop()
+        self._stopping.extend(self._workers)
+        self._workers.clear()
+
+    async def wait_closed(self, timeout: float = 5.0) -> None:
+        """After :meth:`close`: until the worker processes have exited."""
+        waiting = [w.exited for w in self._stopping if not w.exited.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
+        self._stopping.clear()

@@ -24,6 +24,9 @@ from mailwarden.model import AuthAttempt, AuthOutcome, Denied, outcome_label
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Latency buckets from cache hits (tens of microseconds) to slow hashes and delays.
+# Distinct label sets whose updates are remembered (services come from clients).
+_MAX_LABEL_SETS = 1024
+
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -69,6 +72,8 @@ class Metrics:
             ("frontend",),
             registry=r,
         )
+        # (frontend, service, mechanism, outcome type, deny reason) -> its update.
+        self._auth_updates: dict[tuple[object, ...], Callable[[float], None]] = {}
         self.http_requests = Counter(
             "mailwarden_http_requests",
             "HTTP requests by endpoint and status code.",
@@ -79,16 +84,38 @@ class Metrics:
     # ------------------------------------------------------------ updates
 
     def auth(self, attempt: AuthAttempt, outcome: AuthOutcome, seconds: float) -> None:
+        reason = outcome.reason.value if isinstance(outcome, Denied) else None
+        key = (attempt.frontend, attempt.service, attempt.mechanism, type(outcome), reason)
+        update = self._auth_updates.get(key)
+        if update is None:
+            update = self._auth_update(attempt, outcome)
+            if len(self._auth_updates) >= _MAX_LABEL_SETS:
+                self._auth_updates.clear()
+            self._auth_updates[key] = update
+        update(seconds)
+
+    def _auth_update(self, attempt: AuthAttempt, outcome: AuthOutcome) -> Callable[[float], None]:
+        """What one decision with these labels updates, resolved once: looking up a
+        labelled child costs more than the update itself, on every login."""
         result = outcome_label(outcome)
         frontend = attempt.frontend or "unknown"
-        self.auth_attempts.labels(
+        count = self.auth_attempts.labels(
             frontend, attempt.service or "-", attempt.mechanism or "-", result
-        ).inc()
-        self.auth_duration.labels(frontend, result).observe(seconds)
+        ).inc
+        observe = self.auth_duration.labels(frontend, result).observe
+        also: Callable[[], None] | None = None
         if isinstance(outcome, Denied):
-            self.deny_reasons.labels(outcome.reason.value).inc()
+            also = self.deny_reasons.labels(outcome.reason.value).inc
         elif result == "unavailable":
-            self.directory_errors.inc()
+            also = self.directory_errors.inc
+
+        def update(seconds: float) -> None:
+            count()
+            observe(seconds)
+            if also is not None:
+                also()
+
+        return update
 
     def lookup(self, result: str) -> None:
         self.lookups.labels(result).inc()

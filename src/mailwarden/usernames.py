@@ -42,7 +42,7 @@ class UsernameRules:
             return None
         if self.realm and "@" not in name:
             name = f"{name}@{self.realm}"
-        if self.chars and not all(c in self.chars for c in name):
+        if self.chars and not self.chars.issuperset(name):
             return None
         match self.fmt:
             case "%Lu":

@@ -237,6 +237,32 @@ async def test_many_concurrent_finds_each_get_their_own_account(
     assert found == accounts * 3
 
 
+async def test_a_burst_of_finds_fails_only_the_one_whose_row_is_malformed(
+    db_path: Path,
+) -> None:
+    """The finds of one loop turn are read together (FIND_BATCH per reader job): a
+    row that does not decode, and a caller that gave up, concern only their own find."""
+    directory = await SQLiteDirectory.open(db_path, create=True)
+    try:
+        accounts = [Account(uid=f"user{n}") for n in range(150)]
+        await directory.bulk_upsert(accounts, replace=False)
+        with sqlite3.connect(db_path) as raw:
+            raw.execute("UPDATE accounts SET passdb_fields = '{broken' WHERE uid = 'user70'")
+        tasks = [asyncio.create_task(directory.find(f"user{n}")) for n in range(150)]
+        tasks.append(asyncio.create_task(directory.find("nobody")))
+        tasks[3].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await directory.close()
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert isinstance(results[70], DirectoryUnavailable)
+    assert "malformed" in str(results[70])
+    assert results[150] is None
+    for n, result in enumerate(results[:150]):
+        if n not in (3, 70):
+            assert result == accounts[n]
+
+
 async def test_reads_and_writes_interleave_from_many_tasks(directory: SQLiteDirectory) -> None:
     async def writer(n: int) -> None:
         await directory.create(Account(uid=f"w{n}"))

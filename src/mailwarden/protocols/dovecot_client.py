@@ -47,6 +47,7 @@ from typing import Any, TypeAlias
 from mailwarden.errors import ProtocolError
 from mailwarden.protocols.dovecot_common import (
     DEFAULT_MAX_LINE_LENGTH,
+    INFO_PARAMS,
     ConnectionClosed,
     Fields,
     LineReader,
@@ -55,10 +56,8 @@ from mailwarden.protocols.dovecot_common import (
     encode_line,
     escape,
     format_fields,
-    import_info,
     parse_uint,
     split_fields,
-    split_param,
 )
 
 __all__ = [
@@ -367,9 +366,12 @@ class AuthClientConnection:
         resp: str | None = None
         params = fields[2:]
         for index, param in enumerate(params):
-            name, value = split_param(param)
-            if import_info(values, name, value):
+            name, sep, text = param.partition("=")
+            convert = INFO_PARAMS.get(name)
+            if convert is not None:
+                values[name] = convert(text)
                 continue
+            value = text if sep else None
             if name == "secured":
                 values["secured"] = value if value is not None else ""
             elif name in _AUTH_FLAGS:

@@ -27,7 +27,7 @@ import binascii
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -54,6 +54,8 @@ _UNESCAPE_RE = re.compile("\x01(.?)", re.DOTALL)
 
 def escape(value: str) -> str:
     """Tab-escape ``value`` so it can be one field of a line."""
+    if _ESCAPE_RE.search(value) is None:  # nearly always: no regex substitution
+        return value
     return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group()], value)
 
 
@@ -66,6 +68,8 @@ def unescape(value: str) -> str:
 
 def split_fields(text: str) -> list[str]:
     """TAB-split and unescape each field (Dovecot's ``t_strsplit_tabescaped``)."""
+    if "\x01" not in text:
+        return text.split("\t")
     return [unescape(part) for part in text.split("\t")]
 
 
@@ -174,11 +178,6 @@ class RequestInfo:
     extra_params: Params = ()
 
 
-_IP_PARAMS = frozenset({"lip", "rip", "real_lip", "real_rip"})
-_PORT_PARAMS = frozenset({"lport", "rport", "real_lport", "real_rport"})
-_TEXT_PARAMS = frozenset({"service", "local_name", "session", "client_id"})
-
-
 def decode_forward_fields(value: str) -> Params:
     """``forward_fields=``: a tab-escaped list of ``name=value`` items, itself escaped once more."""
     if not value:
@@ -186,25 +185,40 @@ def decode_forward_fields(value: str) -> Params:
     return tuple(split_param(item) for item in split_fields(value))
 
 
+def _flag(_text: str) -> bool:
+    return True
+
+
+INFO_PARAMS: dict[str, Callable[[str], Any]] = {
+    "service": str,
+    "local_name": str,
+    "session": str,
+    "client_id": str,
+    "lip": parse_ip,
+    "rip": parse_ip,
+    "real_lip": parse_ip,
+    "real_rip": parse_ip,
+    "lport": parse_port,
+    "rport": parse_port,
+    "real_lport": parse_port,
+    "real_rport": parse_port,
+    "forward_fields": decode_forward_fields,
+    "debug": _flag,
+}
+"""The RequestInfo parameters: name -> the value to keep, from the text after ``=``
+(``""`` for a bare word). An invalid address or port gives ``None``: the parameter
+is handled and dropped, as in Dovecot."""
+
+
 def import_info(values: dict[str, Any], name: str, value: str | None) -> bool:
     """Store ``name``/``value`` into ``values`` if it is a RequestInfo parameter.
 
-    Returns whether the name was one of them (an invalid address or port still
-    counts as handled and is dropped, as in Dovecot).
+    Returns whether the name was one of them (see :data:`INFO_PARAMS`).
     """
-    text = value if value is not None else ""
-    if name in _TEXT_PARAMS:
-        values[name] = text
-    elif name in _IP_PARAMS:
-        values[name] = parse_ip(text)
-    elif name in _PORT_PARAMS:
-        values[name] = parse_port(text)
-    elif name == "forward_fields":
-        values[name] = decode_forward_fields(text)
-    elif name == "debug":
-        values[name] = True
-    else:
+    convert = INFO_PARAMS.get(name)
+    if convert is None:
         return False
+    values[name] = convert(value if value is not None else "")
     return True
 
 
@@ -222,7 +236,10 @@ class LineReader:
     """Splits a byte stream into lines, enforcing the line-length limit.
 
     ``feed(b"")`` marks the end of the stream; a partial last line is then dropped,
-    as Dovecot drops it.
+    as Dovecot drops it. A pipelining peer sends hundreds of lines in one read:
+    they are split off the buffer at once, and each is checked (length, NUL) and
+    decoded when it is asked for, so a bad line is an error at its turn, after
+    the lines before it.
     """
 
     def __init__(self, max_line_length: int = DEFAULT_MAX_LINE_LENGTH) -> None:
@@ -230,7 +247,8 @@ class LineReader:
             raise ValueError("max_line_length must allow at least one byte and the LF")
         self.max_line_length = max_line_length
         self._buffer = bytearray()
-        self._scanned = 0
+        self._ready: list[bytes] = []  # complete lines split off, without their LF
+        self._next = 0  # index of the next line in _ready
         self._eof = False
 
     @property
@@ -241,7 +259,8 @@ class LineReader:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as lines."""
-        return len(self._buffer)
+        waiting = self._ready[self._next :]
+        return len(self._buffer) + sum(len(line) + 1 for line in waiting)
 
     def feed(self, data: bytes) -> None:
         if self._eof:
@@ -255,24 +274,32 @@ class LineReader:
 
     def next_line(self) -> str | None:
         """The next complete line without its (CR)LF, or ``None`` if there is none yet."""
-        newline = self._buffer.find(b"\n", self._scanned)
-        if newline < 0:
-            self._scanned = len(self._buffer)
-            if len(self._buffer) >= self.max_line_length:
-                raise ProtocolError(
-                    f"line longer than {self.max_line_length - 1} bytes (limit "
-                    f"{self.max_line_length} including the LF)"
-                )
+        if self._next >= len(self._ready) and not self._split():
             return None
-        if newline + 1 > self.max_line_length:
+        raw = self._ready[self._next]
+        self._next += 1
+        if len(raw) >= self.max_line_length:
             raise ProtocolError(
-                f"line of {newline} bytes is over the limit of {self.max_line_length - 1}"
+                f"line of {len(raw)} bytes is over the limit of {self.max_line_length - 1}"
             )
-        raw = bytes(self._buffer[:newline])
-        del self._buffer[: newline + 1]
-        self._scanned = 0
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         if b"\0" in raw:
             raise ProtocolError("NUL byte in a protocol line")
         return raw.decode("utf-8", "surrogateescape")
+
+    def _split(self) -> bool:
+        """Move every complete line of the buffer to ``_ready``; False if there is none."""
+        buffer = self._buffer
+        last = buffer.rfind(b"\n")
+        if last < 0:
+            if len(buffer) >= self.max_line_length:
+                raise ProtocolError(
+                    f"line longer than {self.max_line_length - 1} bytes (limit "
+                    f"{self.max_line_length} including the LF)"
+                )
+            return False
+        self._ready = bytes(buffer[:last]).split(b"\n")
+        self._next = 0
+        del buffer[: last + 1]
+        return True

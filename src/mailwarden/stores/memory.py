@@ -80,6 +80,10 @@ class MemoryStore:
             self._bans[target] = (rule, now + ttl)
 
     async def banned(self, targets: Sequence[str], now: float) -> str | None:
+        return self.banned_now(targets, now)
+
+    def banned_now(self, targets: Sequence[str], now: float) -> str | None:
+        """:meth:`banned` without the coroutine (the guard's per-login check)."""
         for target in targets:
             entry = self._bans.get(target)
             if entry is not None:

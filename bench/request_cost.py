@@ -1,0 +1,168 @@
+"""The CPU cost of one request on the Dovecot client socket, without the sockets.
+
+Issue #8's scenario (3) — {PLAIN} passwords, pipelined — measures protocol, engine
+and event loop; on a 2-core machine its figure swings by ±30 % between runs because
+the load generator shares the cores. This bench takes the kernel and the generator
+out: one :class:`~mailwarden.frontends.dovecot_client.ClientConnection` runs on the
+daemon's event loop (uvloop) with the daemon's engine (SQLite directory with its
+login cache, guard on, metrics on, log level warning), its reader fed batches of
+pipelined ``AUTH PLAIN`` lines and its writer counting the replies. It prints the
+process CPU time per request: the best and the median of ``--rounds`` rounds
+(the best is the steadiest figure on a shared machine).
+
+``--profile FILE`` writes a cProfile of the measured rounds (read it with
+``python -m pstats FILE``); ``--wrong`` sends wrong passwords instead.
+
+Usage: ``python bench/request_cost.py [--accounts N] [--batch B] [--requests R]
+[--rounds K] [--wrong] [--profile FILE]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import cProfile
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+from mailwarden.app import run_loop, running_app
+from mailwarden.config import loads
+from mailwarden.frontends.dovecot_client import ClientConnection
+from mailwarden.frontends.dovecot_common import DovecotState
+from mailwarden.metrics import Metrics
+from mailwarden.model import Account
+
+CONFIG = """\
+[directory]
+path = "{root}/accounts.db"
+
+[passwords]
+scheme = "PLAIN"
+rehash = "never"
+
+[log]
+level = "warning"
+
+[guard]
+allow_networks = []
+"""
+
+
+class _Transport:
+    def abort(self) -> None:
+        pass
+
+
+class CountingWriter:
+    """The part of asyncio.StreamWriter a connection uses; counts reply lines."""
+
+    def __init__(self) -> None:
+        self.transport = _Transport()
+        self.lines = 0
+        self.wanted = 0
+        self.done = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        self.lines += data.count(b"\n")
+        if self.lines >= self.wanted:
+            self.done.set()
+
+    async def drain(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    async def wait_closed(self) -> None:
+        pass
+
+
+def batch(first: int, count: int, accounts: int, *, wrong: bool) -> bytes:
+    lines = []
+    for n in range(first, first + count):
+        i = n % accounts
+        password = f"x{i}" if wrong else f"pw{i}"
+        resp = base64.b64encode(f"\0user{i}\0{password}".encode()).decode()
+        rip = f"10.{(i >> 8) & 255}.{i & 255}.1"
+        lines.append(f"AUTH\t{n + 1}\tPLAIN\tservice=imap\trip={rip}\tno-penalty\tresp={resp}\n")
+    return "".join(lines).encode()
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = loads(CONFIG.format(root=tmp))
+        async with running_app(config, create=True) as app:
+            await app.directory.bulk_upsert(
+                (Account(uid=f"user{i}", password=f"{{PLAIN}}pw{i}") for i in range(args.accounts)),
+                replace=False,
+            )
+            app.engine.metrics = Metrics()
+            state = DovecotState(app.engine, config.dovecot)
+            reader = asyncio.StreamReader(limit=1 << 24)
+            writer = CountingWriter()
+            conn = ClientConnection(
+                state,
+                reader,
+                writer,  # type: ignore[arg-type]
+                login=False,
+                label="bench",
+                cookie=b"\0" * 16,
+            )
+            task = asyncio.get_running_loop().create_task(conn.run())
+            reader.feed_data(b"VERSION\t1\t2\nCPID\t1\n")
+            sent = 0
+
+            async def round_(requests: int) -> float:
+                nonlocal sent
+                started = time.process_time()
+                end = sent + requests
+                while sent < end:
+                    count = min(args.batch, end - sent)
+                    writer.wanted = writer.lines + count
+                    writer.done.clear()
+                    reader.feed_data(batch(sent, count, args.accounts, wrong=args.wrong))
+                    sent += count
+                    await writer.done.wait()
+                return (time.process_time() - started) / requests
+
+            await round_(args.accounts)  # warm-up: every account once
+            profile = cProfile.Profile() if args.profile else None
+            if profile is not None:
+                profile.enable()
+            costs = [await round_(args.requests) for _ in range(args.rounds)]
+            if profile is not None:
+                profile.disable()
+                profile.dump_stats(args.profile)
+            reader.feed_eof()
+            await task
+    print(
+        f"{'wrong' if args.wrong else 'right'} {{PLAIN}} passwords, batches of {args.batch}: "
+        f"{min(costs) * 1e6:.1f} µs CPU per request at best, "
+        f"{statistics.median(costs) * 1e6:.1f} µs median "
+        f"(rounds: {', '.join(f'{c * 1e6:.1f}' for c in costs)})"
+    )
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--accounts", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--requests", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--wrong", action="store_true")
+    parser.add_argument("--profile", metavar="FILE")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run_loop(main(parse_args(sys.argv[1:])))
