@@ -11,6 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mailwarden"
 
 PURE = (
     "model.py",
+    "records.py",
     "usernames.py",
     "accounts.py",
     "passwdfile.py",

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, TypeAlias
 
+from mailwarden.records import record
+
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
@@ -100,7 +102,7 @@ class Profile:
         return out
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Account:
     """One mail account as every directory stores it.
 
@@ -150,7 +152,7 @@ EMPTY_SERVICES: Mapping[str, bool] = MappingProxyType({})
 # --------------------------------------------------------------------------- attempts
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ClientCert:
     """What the front end learnt about the client's TLS certificate."""
 
@@ -176,7 +178,7 @@ class CredentialProof(Protocol):
 Credentials: TypeAlias = "Password | CredentialProof | None"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class AuthAttempt:
     """Every field of one login attempt, as the front end parsed it.
 
@@ -226,7 +228,7 @@ class DenyReason(enum.Enum):
     BLOCKED = "blocked"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Accepted:
     """The login is valid. ``user`` is the canonical login name to act as."""
 
@@ -237,7 +239,7 @@ class Accepted:
     original_user: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Denied:
     """The login is refused for good.
 
@@ -251,7 +253,7 @@ class Denied:
     user: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Unavailable:
     """A backend failed; the client should try again later. Never a wrong password."""
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import base64
 import enum
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, TypeAlias
 
 from mailwarden.errors import ProtocolError
@@ -59,6 +59,7 @@ from mailwarden.protocols.dovecot_common import (
     parse_uint,
     split_fields,
 )
+from mailwarden.records import record
 
 __all__ = [
     "DEFAULT_MAX_PENDING",
@@ -98,7 +99,7 @@ REASON_TOO_MANY = "Too many pending authentication requests"
 # --------------------------------------------------------------------------- events
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ClientVersion:
     """The client's ``VERSION`` line (the major version is always 1)."""
 
@@ -106,14 +107,14 @@ class ClientVersion:
     minor: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ClientCpid:
     """The client's ``CPID`` line: its process id; the handshake is complete."""
 
     pid: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class AuthRequest(RequestInfo):
     """An ``AUTH`` command: start request ``id`` with ``mechanism``.
 
@@ -142,7 +143,7 @@ class AuthRequest(RequestInfo):
         return self.secured is not None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ContinueRequest:
     """A ``CONT`` command: the client's response (base64-decoded) for request ``id``."""
 
@@ -150,14 +151,14 @@ class ContinueRequest:
     data: bytes = field(repr=False)  # may be a password (LOGIN)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class CancelRequest:
     """A ``CANCEL`` of a pending request; drop its work and send nothing."""
 
     id: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RequestRejected:
     """The connection itself failed request ``id``: write ``reply`` now (no delay).
 

@@ -28,10 +28,10 @@ import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from mailwarden.errors import ProtocolError
+from mailwarden.records import record
 
 DEFAULT_MAX_LINE_LENGTH = 16384
 """Dovecot's ``AUTH_CLIENT_MAX_LINE_LENGTH`` (lib-auth/auth-client-interface.h)."""
@@ -149,7 +149,7 @@ def decode_base64(text: str) -> bytes | None:
 # --------------------------------------------------------------------------- request info
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RequestInfo:
     """The connection details a client or master attaches to a request.
 
@@ -222,7 +222,7 @@ def import_info(values: dict[str, Any], name: str, value: str | None) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ConnectionClosed:
     """The peer closed its side. ``pending`` lists the requests left unanswered."""
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from mailwarden.errors import ProtocolError
@@ -45,6 +44,7 @@ from mailwarden.protocols.dovecot_common import (
     split_fields,
     split_param,
 )
+from mailwarden.records import record
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -75,7 +75,7 @@ def handshake(*, spid: int) -> bytes:
 # --------------------------------------------------------------------------- events
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class MasterVersion:
     """The client's ``VERSION`` line. doveadm sends 1.0, the login master 1.1."""
 
@@ -83,7 +83,7 @@ class MasterVersion:
     minor: int | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class UserLookup(RequestInfo):
     """``USER``: userdb fields of ``user`` (answer ``user_found``, ``not_found`` or ``fail``)."""
 
@@ -91,7 +91,7 @@ class UserLookup(RequestInfo):
     user: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class PassLookup(RequestInfo):
     """``PASS``: passdb fields of ``user`` without the password (``pass_found``…)."""
 
@@ -99,7 +99,7 @@ class PassLookup(RequestInfo):
     user: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ListUsers(RequestInfo):
     """``LIST``: every user (``list_user`` each, then ``list_done``).
 
@@ -111,7 +111,7 @@ class ListUsers(RequestInfo):
     user_mask: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class MasterRequest:
     """``REQUEST``: the userdb reply for a finished login on an auth-login socket.
 
@@ -129,7 +129,7 @@ class MasterRequest:
     extra_params: Params = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class CacheFlush:
     """``CACHE-FLUSH``: forget cached entries of ``users`` (all when empty).
 

@@ -40,10 +40,11 @@ import enum
 import secrets
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import ClassVar, TypeAlias
 
 from mailwarden.model import CredentialProof, Password
+from mailwarden.records import record
 
 # --------------------------------------------------------------------------- flags
 
@@ -84,14 +85,14 @@ def flag_words(flags: MechFlag) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- steps
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Challenge:
     """Send ``data`` to the client and wait for its response."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class NeedCredentials:
     """Look up ``username``'s stored credentials in password scheme ``scheme``.
 
@@ -105,7 +106,7 @@ class NeedCredentials:
     scheme: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Finished:
     """The exchange is complete; the engine decides.
 
@@ -124,7 +125,7 @@ class Finished:
     failure_data: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class MechanismFailed:
     """The client's data is malformed or unusable; the request fails.
 
@@ -148,7 +149,7 @@ Exchange: TypeAlias = Generator[Challenge | NeedCredentials, bytes, Finished | M
 # --------------------------------------------------------------------------- context
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class MechanismContext:
     """What a session may need to know about its server and request.
 
