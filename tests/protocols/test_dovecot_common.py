@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 from hypothesis import given
@@ -114,6 +115,20 @@ def test_base64_decodes_as_dovecot_decodes(text: str, data: bytes) -> None:
 @pytest.mark.parametrize("text", ["YQ", "YWI", "Y", "YQ=", "YQ==YQ==", "YQ===", "Y!==", "=", "é"])
 def test_base64_without_padding_or_with_stray_characters_is_invalid(text: str) -> None:
     assert decode_base64(text) is None
+
+
+def _slow_decode(text: str) -> bytes | None:
+    # The rule spelled out: drop whitespace, then padded base64 in full, or nothing.
+    compact = "".join(c for c in text if c not in " \t\r\n")
+    shape = r"[A-Za-z0-9+/]*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+    if len(compact) % 4 or not re.fullmatch(shape, compact):
+        return None
+    return base64.b64decode(compact)
+
+
+@given(st.text(alphabet="AQYWIab+/=\t \r\né", max_size=24))
+def test_base64_decodes_like_the_rule_for_any_text(text: str) -> None:
+    assert decode_base64(text) == _slow_decode(text)
 
 
 @given(st.binary())

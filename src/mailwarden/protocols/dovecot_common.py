@@ -137,6 +137,11 @@ _B64_SHAPE = re.compile(r"[A-Za-z0-9+/]*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)
 
 def decode_base64(text: str) -> bytes | None:
     """Base64 as Dovecot 2.3 decodes it (whitespace ignored, padding required), or ``None``."""
+    try:
+        # What clients send: canonical base64, which strict mode takes in one C call.
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
     compact = text.translate(_B64_WHITESPACE)
     if len(compact) % 4 or not _B64_SHAPE.fullmatch(compact):
         return None
