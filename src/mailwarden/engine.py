@@ -45,7 +45,6 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 from mailwarden import schemes
@@ -72,6 +71,7 @@ from mailwarden.model import (
     ip_in_nets,
     outcome_label,
 )
+from mailwarden.records import record
 from mailwarden.schemes import scram
 from mailwarden.schemes.base import HashPolicy, StoredHash
 from mailwarden.usernames import UsernameRules
@@ -122,7 +122,7 @@ def policy_from_config(config: Config) -> HashPolicy:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Names:
     """Who authenticates and who they act as, after normalisation."""
 
@@ -175,6 +175,7 @@ class Engine:
         # account.password -> (parsed, heavy): parsing and classifying the same few
         # stored values on every login costs more than the rest of a cached login.
         self._parsed: dict[str, tuple[StoredHash, bool] | None] = {}
+        self._weaker: dict[str, bool] = {}  # account.password -> needs a rehash (policy)
         self._verifier = getattr(self.directory, "verify_password", None)
         self._challenge_mechanisms = CHALLENGE_MECHANISMS & {
             m.upper() for m in config.dovecot.mechanisms
@@ -591,7 +592,15 @@ class Engine:
         if not isinstance(attempt.credentials, Password):
             return
         stored = self._stored(account)
-        if stored is None or not schemes.needs_rehash(stored, self.policy):
+        if stored is None:
+            return
+        weaker = self._weaker.get(account.password)
+        if weaker is None:
+            weaker = schemes.needs_rehash(stored, self.policy)
+            if len(self._weaker) >= PARSED_CACHE_SIZE:
+                self._weaker.clear()
+            self._weaker[account.password] = weaker
+        if not weaker:
             return
         if stored.scheme in schemes.CREDENTIAL_SCHEMES and self._challenge_mechanisms:
             # The account's credentials serve CRAM-MD5/DIGEST-MD5/SCRAM/APOP logins;

@@ -12,21 +12,25 @@ bans) are read at scrape time by a collector, so they cost nothing per login.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from mailwarden.model import AuthAttempt, AuthOutcome, Denied, outcome_label
+from mailwarden.model import AuthAttempt, AuthOutcome, Denied, Unavailable, outcome_label
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Latency buckets from cache hits (tens of microseconds) to slow hashes and delays.
-# Distinct label sets whose updates are remembered (services come from clients).
-_MAX_LABEL_SETS = 1024
-
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -36,25 +40,12 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.auth_attempts = Counter(
-            "mailwarden_auth_attempts",
-            "Login decisions by front end, service, mechanism and result.",
-            ("frontend", "service", "mechanism", "result"),
-            registry=r,
-        )
-        self.auth_duration = Histogram(
-            "mailwarden_auth_duration_seconds",
-            "Time the engine took to decide a login (before any failure delay).",
-            ("frontend", "result"),
-            buckets=_BUCKETS,
-            registry=r,
-        )
-        self.deny_reasons = Counter(
-            "mailwarden_auth_denied",
-            "Refused logins by reason (credentials covers unknown users too).",
-            ("reason",),
-            registry=r,
-        )
+        # Login decisions are counted in plain dicts and turned into metrics at
+        # scrape time (_AuthCounts): prometheus_client's labelled children take a
+        # lock per update and its histogram walks every bucket in Python, which
+        # was a twentieth of the CPU of a cached login.
+        self._auth = _AuthCounts()
+        r.register(self._auth)
         self.lookups = Counter(
             "mailwarden_lookups",
             "Userdb lookups by result (found, not_found, unavailable).",
@@ -72,8 +63,6 @@ class Metrics:
             ("frontend",),
             registry=r,
         )
-        # (frontend, service, mechanism, outcome type, deny reason) -> its update.
-        self._auth_updates: dict[tuple[object, ...], Callable[[float], None]] = {}
         self.http_requests = Counter(
             "mailwarden_http_requests",
             "HTTP requests by endpoint and status code.",
@@ -84,38 +73,16 @@ class Metrics:
     # ------------------------------------------------------------ updates
 
     def auth(self, attempt: AuthAttempt, outcome: AuthOutcome, seconds: float) -> None:
-        reason = outcome.reason.value if isinstance(outcome, Denied) else None
-        key = (attempt.frontend, attempt.service, attempt.mechanism, type(outcome), reason)
-        update = self._auth_updates.get(key)
-        if update is None:
-            update = self._auth_update(attempt, outcome)
-            if len(self._auth_updates) >= _MAX_LABEL_SETS:
-                self._auth_updates.clear()
-            self._auth_updates[key] = update
-        update(seconds)
+        self._auth.count(attempt, outcome, seconds)
+        if isinstance(outcome, Unavailable):
+            self.directory_errors.inc()
 
-    def _auth_update(self, attempt: AuthAttempt, outcome: AuthOutcome) -> Callable[[float], None]:
-        """What one decision with these labels updates, resolved once: looking up a
-        labelled child costs more than the update itself, on every login."""
-        result = outcome_label(outcome)
-        frontend = attempt.frontend or "unknown"
-        count = self.auth_attempts.labels(
-            frontend, attempt.service or "-", attempt.mechanism or "-", result
-        ).inc
-        observe = self.auth_duration.labels(frontend, result).observe
-        also: Callable[[], None] | None = None
-        if isinstance(outcome, Denied):
-            also = self.deny_reasons.labels(outcome.reason.value).inc
-        elif result == "unavailable":
-            also = self.directory_errors.inc
-
-        def update(seconds: float) -> None:
-            count()
-            observe(seconds)
-            if also is not None:
-                also()
-
-        return update
+    def auth_results(self) -> dict[str, int]:
+        """Login decisions so far by result (``accepted``, ``denied``, ...)."""
+        totals: dict[str, int] = {}
+        for (_, _, _, result), count in self._auth.attempts.items():
+            totals[result] = totals.get(result, 0) + count
+        return totals
 
     def lookup(self, result: str) -> None:
         self.lookups.labels(result).inc()
@@ -132,6 +99,64 @@ class Metrics:
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)
         return data
+
+
+class _AuthCounts(Collector):
+    """``mailwarden_auth_attempts``, ``mailwarden_auth_duration_seconds`` and
+    ``mailwarden_auth_denied``, kept as plain numbers (updated on the event loop
+    thread only, like everything that reads them)."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[tuple[str, str, str, str], int] = {}
+        # (frontend, result) -> observations per bucket (the last: above every
+        # bucket), and their sum
+        self.durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self.denied: dict[str, int] = {}
+
+    def count(self, attempt: AuthAttempt, outcome: AuthOutcome, seconds: float) -> None:
+        result = outcome_label(outcome)
+        frontend = attempt.frontend or "unknown"
+        key = (frontend, attempt.service or "-", attempt.mechanism or "-", result)
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        histogram = self.durations.get((frontend, result))
+        if histogram is None:
+            histogram = self.durations[(frontend, result)] = ([0] * (len(_BUCKETS) + 1), [0.0])
+        histogram[0][bisect.bisect_left(_BUCKETS, seconds)] += 1
+        histogram[1][0] += seconds
+        if isinstance(outcome, Denied):
+            reason = outcome.reason.value
+            self.denied[reason] = self.denied.get(reason, 0) + 1
+
+    def collect(self) -> Iterable[Metric]:
+        attempts = CounterMetricFamily(
+            "mailwarden_auth_attempts",
+            "Login decisions by front end, service, mechanism and result.",
+            labels=["frontend", "service", "mechanism", "result"],
+        )
+        for key, value in sorted(self.attempts.items()):
+            attempts.add_metric(list(key), value)
+        yield attempts
+        durations = HistogramMetricFamily(
+            "mailwarden_auth_duration_seconds",
+            "Time the engine took to decide a login (before any failure delay).",
+            labels=["frontend", "result"],
+        )
+        bounds = [*(str(float(b)) for b in _BUCKETS), "+Inf"]
+        for pair, (counts, total) in sorted(self.durations.items()):
+            cumulative = list(itertools.accumulate(counts))
+            durations.add_metric(list(pair), list(zip(bounds, cumulative, strict=True)), total[0])
+        yield durations
+        denied = CounterMetricFamily(
+            "mailwarden_auth_denied",
+            "Refused logins by reason (credentials covers unknown users too).",
+            labels=["reason"],
+        )
+        for reason, value in sorted(self.denied.items()):
+            denied.add_metric([reason], value)
+        yield denied
+
+    def describe(self) -> Iterable[Metric]:
+        return []
 
 
 class _Callback(Collector):

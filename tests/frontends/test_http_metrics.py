@@ -78,6 +78,16 @@ async def test_metrics_count_logins_by_result_after_a_run(
         ("mailwarden_auth_duration_seconds_count", (("frontend", "http"), ("result", "accepted")))
     ]
     assert count == 3
+    http_accepted = (("frontend", "http"), ("result", "accepted"))
+    buckets = {
+        dict(labels)["le"]: value
+        for (name, labels), value in got.items()
+        if name == "mailwarden_auth_duration_seconds_bucket"
+        and (("frontend", "http") in labels and ("result", "accepted") in labels)
+    }
+    assert buckets["+Inf"] == 3
+    assert list(buckets.values()) == sorted(buckets.values())  # cumulative
+    assert got[("mailwarden_auth_duration_seconds_sum", http_accepted)] > 0
     # One hash for the right password and one for the wrong one: the repeats were
     # answered by the verified-login cache and the rejected-password cache.
     assert got[("mailwarden_hash_verifications_total", ())] == 2

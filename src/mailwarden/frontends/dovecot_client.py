@@ -65,6 +65,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import assert_never
 
+from mailwarden.config import DovecotConfig
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.delay import delay_failure
 from mailwarden.frontends.dovecot_common import Connection, DovecotState, FinishedLogin
@@ -89,7 +90,13 @@ from mailwarden.protocols.dovecot_client import (
     handshake,
 )
 from mailwarden.sasl import MECHANISMS
-from mailwarden.sasl.base import Challenge, Finished, MechanismFailed, NeedCredentials
+from mailwarden.sasl.base import (
+    Challenge,
+    Finished,
+    MechanismContext,
+    MechanismFailed,
+    NeedCredentials,
+)
 
 log = logging.getLogger("mailwarden.dovecot")
 
@@ -165,6 +172,7 @@ class ClientConnection(Connection):
         )
         self._pending: dict[int, _Pending] = {}
         self._registered_pid: int | None = None
+        self._plain_context: tuple[DovecotConfig, MechanismContext] | None = None
 
     # ------------------------------------------------------------------ I/O hooks
 
@@ -248,7 +256,7 @@ class ClientConnection(Connection):
 
     async def _authenticate(self, pending: _Pending, request: AuthRequest) -> None:
         cert_username = request.cert_username if request.valid_client_cert else None
-        context = self.state.mechanism_context(cuid=self.cuid, cert_username=cert_username)
+        context = self._context(cert_username)
         mechanism = MECHANISMS[request.mechanism](context)
         step = mechanism.start(request.initial_response)
         while True:
@@ -288,6 +296,17 @@ class ClientConnection(Connection):
                     return
                 case _:
                     assert_never(step)
+
+    def _context(self, cert_username: str | None) -> MechanismContext:
+        """The SASL context of a request: the same for every request of the connection
+        without a certificate name, until a reload changes the settings."""
+        if cert_username is not None:
+            return self.state.mechanism_context(cuid=self.cuid, cert_username=cert_username)
+        config = self.state.config
+        if self._plain_context is None or self._plain_context[0] is not config:
+            context = self.state.mechanism_context(cuid=self.cuid, cert_username=None)
+            self._plain_context = (config, context)
+        return self._plain_context[1]
 
     async def _decide(self, pending: _Pending, request: AuthRequest, end: Finished) -> None:
         outcome = await self.state.engine.authenticate(build_attempt(request, end))

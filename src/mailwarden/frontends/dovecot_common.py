@@ -32,6 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from mailwarden.config import DovecotConfig
@@ -306,11 +307,14 @@ class Connection(abc.ABC):
         """Run one request as its own task; its failures stay inside it."""
         task = asyncio.get_running_loop().create_task(self._guard(coro, request_id))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(partial(self._finished, coro))
+        return task
+
+    def _finished(self, coro: Coroutine[Any, Any, None], task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
         # A task cancelled before it first ran never starts ``coro``: close it, or
         # Python warns that it was never awaited.
-        task.add_done_callback(lambda _: coro.close())
-        return task
+        coro.close()
 
     async def _guard(self, coro: Coroutine[Any, Any, None], request_id: int) -> None:
         try:

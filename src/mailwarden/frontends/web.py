@@ -945,12 +945,9 @@ class WebUi:
         """Login decisions so far by result (the chart turns two of these into a rate)."""
         counts = dict.fromkeys(_RESULTS, 0)
         if self.metrics is not None:
-            for metric in self.metrics.auth_attempts.collect():
-                for sample in metric.samples:
-                    if sample.name.endswith("_total"):
-                        result = sample.labels.get("result", "")
-                        if result in counts:
-                            counts[result] += int(sample.value)
+            for result, count in self.metrics.auth_results().items():
+                if result in counts:
+                    counts[result] += count
         body = {"time": self.clock(), "results": counts, "available": self.metrics is not None}
         return Response(200, json.dumps(body).encode(), "application/json")
 
