@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from mailwarden.model import Password
-from mailwarden.sasl.base import Challenge, Finished, MechanismFailed
+from mailwarden.sasl import MECHANISMS
+from mailwarden.sasl.base import Challenge, Finished, MechanismContext, MechanismFailed
 from mailwarden.sasl.login import Login
 from mailwarden.sasl.plain import Plain
 
@@ -82,3 +87,20 @@ def test_login_accepts_an_empty_password_and_lets_the_engine_refuse_it() -> None
     step = mech.respond(b"")
     assert isinstance(step, Finished)
     assert step.credentials == Password(b"")
+
+
+@given(st.binary(max_size=60))
+def test_plain_at_once_ends_as_the_session_does(data: bytes) -> None:
+    assert Plain.finish_at_once(data) == Plain().start(data)
+
+
+@pytest.mark.parametrize("name", sorted(MECHANISMS))
+@given(data=st.binary(max_size=40))
+def test_finish_at_once_is_the_session_or_nothing(name: str, data: bytes) -> None:
+    """Only a mechanism whose initial response is the whole exchange ends at once;
+    the others say None (or refuse a NUL, as their session would)."""
+    kind = MECHANISMS[name]
+    at_once = kind.finish_at_once(data)
+    if at_once is not None:
+        assert at_once == kind(MechanismContext(anonymous_username="anon")).start(data)
+    assert kind.finish_at_once(None) is None

@@ -93,9 +93,11 @@ from mailwarden.sasl import MECHANISMS
 from mailwarden.sasl.base import (
     Challenge,
     Finished,
+    Mechanism,
     MechanismContext,
     MechanismFailed,
     NeedCredentials,
+    Step,
 )
 
 log = logging.getLogger("mailwarden.dovecot")
@@ -255,18 +257,23 @@ class ClientConnection(Connection):
     # ------------------------------------------------------------------ one request
 
     async def _authenticate(self, pending: _Pending, request: AuthRequest) -> None:
-        cert_username = request.cert_username if request.valid_client_cert else None
-        context = self._context(cert_username)
-        mechanism = MECHANISMS[request.mechanism](context)
-        step = mechanism.start(request.initial_response)
+        kind = MECHANISMS[request.mechanism]
+        step: Step | None = kind.finish_at_once(request.initial_response)
+        mechanism: Mechanism | None = None
+        if step is None:
+            cert_username = request.cert_username if request.valid_client_cert else None
+            mechanism = kind(self._context(cert_username))
+            step = mechanism.start(request.initial_response)
         while True:
             match step:
                 case Challenge():
+                    assert mechanism is not None  # only a session asks
                     response = await self._ask(pending, step.data)
                     if response is None:
                         return
                     step = mechanism.respond(response)
                 case NeedCredentials():
+                    assert mechanism is not None
                     credentials = await self.state.engine.credentials(step.username, step.scheme)
                     if isinstance(credentials, Unavailable):
                         log.warning(

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import base64
 import enum
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import field
 from typing import Any, TypeAlias
 
@@ -52,6 +52,7 @@ from mailwarden.protocols.dovecot_common import (
     Fields,
     LineReader,
     RequestInfo,
+    as_items,
     decode_base64,
     encode_line,
     escape,
@@ -483,7 +484,7 @@ class AuthClientConnection:
         as Dovecot does. ``resp`` is SASL success data for a ``final-resp-ok`` client.
         """
         self._take(request_id, finish=True)
-        items = fields.items() if isinstance(fields, Mapping) else fields
+        items = as_items(fields)
         cleaned = [(k, None if k in ("nologin", "proxy") else v) for k, v in items]
         line = f"OK\t{request_id}\tuser={escape(user)}{format_fields(cleaned)}"
         if resp:

@@ -176,6 +176,9 @@ class MechanismContext:
 # --------------------------------------------------------------------------- sessions
 
 
+_NUL_REASON = "unexpected NUL in authentication data"
+
+
 def immediately(end: Finished | MechanismFailed) -> Exchange:
     """An exchange that ends without a round trip (APOP has nothing to ask)."""
     yield from ()
@@ -239,6 +242,23 @@ class Mechanism(abc.ABC):
         """True once a :class:`Finished` or :class:`MechanismFailed` was returned."""
         return self._done
 
+    @classmethod
+    def finish_at_once(cls, initial_response: bytes | None) -> Finished | MechanismFailed | None:
+        """The end of the exchange when the initial response alone decides it (PLAIN
+        with ``resp=``: nearly every login), without a session object; None when
+        the exchange needs :meth:`start` and what follows. Same result as the
+        session would give."""
+        if initial_response is None:
+            return None
+        if not cls.allows_nuls and b"\0" in initial_response:
+            return MechanismFailed(reason=_NUL_REASON)
+        return cls._at_once(initial_response)
+
+    @classmethod
+    def _at_once(cls, initial_response: bytes) -> Finished | MechanismFailed | None:
+        """Override for a mechanism whose initial response is the whole exchange."""
+        return None
+
     def start(self, initial_response: bytes | None) -> Step:
         """Begin the exchange. ``None`` means no initial response; ``b""`` an empty one."""
         if self._exchange_gen is not None or self._done:
@@ -273,7 +293,7 @@ class Mechanism(abc.ABC):
 
     def _nul_check(self, data: bytes) -> MechanismFailed | None:
         if not self.allows_nuls and b"\0" in data:
-            return MechanismFailed(reason="unexpected NUL in authentication data")
+            return MechanismFailed(reason=_NUL_REASON)
         return None
 
     def _advance(self, value: bytes | None) -> Step:

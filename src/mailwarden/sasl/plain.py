@@ -31,6 +31,10 @@ class Plain(Mechanism):
         data = initial_response
         if data is None:
             data = yield Challenge(data=b"")
+        return self._at_once(data)
+
+    @classmethod
+    def _at_once(cls, data: bytes) -> Finished | MechanismFailed:
         parts = data.split(b"\0")
         if len(parts) != 3:
             return MechanismFailed(reason="invalid input: PLAIN needs exactly two NULs")
