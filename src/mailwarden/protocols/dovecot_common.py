@@ -24,7 +24,6 @@ TAB-separated fields. Everything here is pure and follows Dovecot 2.3's own code
 from __future__ import annotations
 
 import binascii
-import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -118,19 +117,26 @@ def parse_ip(text: str) -> str | None:
     Dovecot silently ignores a bad ``lip``/``rip`` (``net_addr2ip`` fails), and so
     do we: the value is kept as sent when it parses, dropped when it does not.
     """
-    candidate = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-    return candidate if _is_ip(candidate) else None
-
-
-@functools.lru_cache(maxsize=65536)
-def _is_ip(text: str) -> bool:
+    try:
+        return _ADDRESSES[text]
+    except KeyError:
+        pass
     # Remembered: the same client addresses come back on every request, and
     # ipaddress costs about 15 microseconds per parse.
+    candidate = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    found: str | None = candidate
     try:
-        ipaddress.ip_address(text)
+        ipaddress.ip_address(candidate)
     except ValueError:
-        return False
-    return True
+        found = None
+    if len(_ADDRESSES) >= _ADDRESSES_KEPT:
+        _ADDRESSES.clear()
+    _ADDRESSES[text] = found
+    return found
+
+
+_ADDRESSES: dict[str, str | None] = {}
+_ADDRESSES_KEPT = 65536
 
 
 def parse_port(text: str) -> int | None:
