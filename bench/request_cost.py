@@ -13,6 +13,11 @@ process CPU time per request: the best and the median of ``--rounds`` rounds
 ``--profile FILE`` writes a cProfile of the measured rounds (read it with
 ``python -m pstats FILE``); ``--wrong`` sends wrong passwords instead.
 
+``--cold``: the cost in the daemon's own process of a login no cache can help,
+as in issue #8's scenario (1): SHA512-CRYPT accounts (1000 rounds: the hash runs
+in the worker processes, whose CPU is not counted here), no directory cache, no
+verified-login cache, every request a user and an address not seen before.
+
 Usage: ``python bench/request_cost.py [--accounts N] [--batch B] [--requests R]
 [--rounds K] [--wrong] [--profile FILE]``
 """
@@ -27,8 +32,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
+from mailwarden import schemes
 from mailwarden.app import run_loop, running_app
 from mailwarden.config import loads
 from mailwarden.frontends.dovecot_client import ClientConnection
@@ -39,9 +46,13 @@ from mailwarden.model import Account
 CONFIG = """\
 [directory]
 path = "{root}/accounts.db"
+cache_size = {directory_cache}
+
+[cache]
+enabled = {cache}
 
 [passwords]
-scheme = "PLAIN"
+scheme = "{scheme}"
 rehash = "never"
 
 [log]
@@ -87,6 +98,15 @@ class CountingWriter:
         pass
 
 
+def accounts(count: int, *, cold: bool) -> Iterator[Account]:
+    for i in range(count):
+        if cold:
+            stored = schemes.generate(f"pw{i}".encode(), "SHA512-CRYPT", rounds=1000)
+        else:
+            stored = f"{{PLAIN}}pw{i}"
+        yield Account(uid=f"user{i}", password=stored)
+
+
 def batch(first: int, count: int, accounts: int, *, wrong: bool) -> bytes:
     lines = []
     for n in range(first, first + count):
@@ -100,12 +120,18 @@ def batch(first: int, count: int, accounts: int, *, wrong: bool) -> bytes:
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        config = loads(CONFIG.format(root=tmp))
-        async with running_app(config, create=True) as app:
-            await app.directory.bulk_upsert(
-                (Account(uid=f"user{i}", password=f"{{PLAIN}}pw{i}") for i in range(args.accounts)),
-                replace=False,
+        if args.cold:
+            args.accounts = args.requests * (args.rounds + 1)
+        config = loads(
+            CONFIG.format(
+                root=tmp,
+                directory_cache=0 if args.cold else 10000,
+                cache="false" if args.cold else "true",
+                scheme="SHA512-CRYPT" if args.cold else "PLAIN",
             )
+        )
+        async with running_app(config, create=True, daemon=args.cold) as app:
+            await app.directory.bulk_upsert(accounts(args.accounts, cold=args.cold), replace=False)
             app.engine.metrics = Metrics()
             state = DovecotState(app.engine, config.dovecot)
             reader = asyncio.StreamReader(limit=1 << 24)
@@ -135,7 +161,8 @@ async def main(args: argparse.Namespace) -> None:
                     await writer.done.wait()
                 return (time.process_time() - started) / requests
 
-            await round_(args.accounts)  # warm-up: every account once
+            # Warm-up: every account once (cold: one round of users never seen again).
+            await round_(args.requests if args.cold else args.accounts)
             profile = cProfile.Profile() if args.profile else None
             if profile is not None:
                 profile.enable()
@@ -146,7 +173,8 @@ async def main(args: argparse.Namespace) -> None:
             reader.feed_eof()
             await task
     print(
-        f"{'wrong' if args.wrong else 'right'} {{PLAIN}} passwords, batches of {args.batch}: "
+        f"{'wrong' if args.wrong else 'right'} "
+        f"{'SHA512-CRYPT, cold' if args.cold else '{PLAIN}'} passwords, batches of {args.batch}: "
         f"{min(costs) * 1e6:.1f} µs CPU per request at best, "
         f"{statistics.median(costs) * 1e6:.1f} µs median "
         f"(rounds: {', '.join(f'{c * 1e6:.1f}' for c in costs)})"
@@ -160,6 +188,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--wrong", action="store_true")
+    parser.add_argument("--cold", action="store_true")
     parser.add_argument("--profile", metavar="FILE")
     return parser.parse_args(argv)
 
