@@ -49,6 +49,34 @@ async def test_worker_processes_verify_right_and_wrong_passwords(hasher: Hasher)
     assert results == [bool(n % 2) for n in range(40)]
 
 
+async def test_workers_start_with_the_first_expensive_hash() -> None:
+    h = Hasher(workers=2, processes=True)
+    try:
+        assert await h.verify(b"pw", schemes.parse("{PLAIN}pw")) is True
+        assert _pool(h).pids == []  # a cheap scheme runs inline
+        results = await asyncio.gather(*(h.verify(b"right", SHA512) for _ in range(6)))
+        assert results == [True] * 6
+        assert len(_pool(h).pids) == 2  # one start for the whole burst
+    finally:
+        h.close()
+        await h.wait_closed()
+
+
+async def test_workers_that_cannot_start_are_a_temporary_failure_then_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Hasher(workers=1, processes=True)
+    try:
+        monkeypatch.setattr(hashing.sys, "executable", "/nonexistent/python")
+        with pytest.raises(HashingUnavailable, match="cannot start"):
+            await h.verify(b"right", SHA512)
+        monkeypatch.undo()
+        assert await h.verify(b"right", SHA512) is True
+    finally:
+        h.close()
+        await h.wait_closed()
+
+
 async def test_an_unusable_stored_value_is_a_scheme_error_from_the_worker(hasher: Hasher) -> None:
     broken = schemes.StoredHash("SHA512-CRYPT", None, "$6$salt$not*a*hash")
     with pytest.raises(MalformedHash):

@@ -115,19 +115,13 @@ async def running_app(
 ) -> AsyncIterator[App]:
     """Build the app, and close everything it opened on the way out (``guard_via_daemon``:
     see :func:`open_guard`; ``daemon``: ``serve``, which hashes in worker processes
-    when ``hashing.processes`` is on)."""
+    when ``hashing.processes`` is on, started with the first expensive hash)."""
     directory = await open_directory(config, create=create)
     hasher = Hasher(
         workers=config.hashing.workers,
         queue_limit=config.hashing.queue_limit,
         processes=daemon and config.hashing.processes,
     )
-    try:
-        await hasher.start()
-    except BaseException:
-        hasher.close()
-        await directory.close()
-        raise
     engine = Engine(
         directory=directory,
         hasher=hasher,

@@ -100,7 +100,7 @@ HIDDEN_PASSDB_FIELDS = frozenset(
 CHALLENGE_MECHANISMS = frozenset({"CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "APOP"})
 
 #: Parsed stored passwords remembered by one engine (then forgotten all at once).
-PARSED_CACHE_SIZE = 65536
+PARSED_CACHE_SIZE = 10_000
 
 # Byte lengths of the raw credentials each challenge-response scheme yields, used to
 # shape fake credentials for unknown users so the exchange looks the same.

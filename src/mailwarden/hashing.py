@@ -24,6 +24,7 @@ into a temporary failure, instead of queueing minutes of work under a flood.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -63,7 +64,8 @@ class Hasher:
         self.verifications = 0  # every verify() call, cheap or heavy (a metric)
 
     async def start(self) -> None:
-        """Start the worker processes (with ``processes=True``; else nothing to do)."""
+        """Start the worker processes now (with ``processes=True``; else nothing to
+        do). Without this call they start with the first heavy verification."""
         if self._processes is not None:
             await self._processes.start()
 
@@ -83,7 +85,7 @@ class Hasher:
         if not (schemes.is_heavy(stored) if heavy is None else heavy):
             return schemes.verify(password, stored, user=user)
         processes = self._processes
-        if processes is None or not processes.started:
+        if processes is None:
             return await self._run(lambda: schemes.verify(password, stored, user=user))
         if self._closed:
             raise HashingUnavailable("hashing pool is shut down")
@@ -231,7 +233,7 @@ class ProcessPool:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.started = False
+        self._starting: asyncio.Task[None] | None = None
         self._workers: list[_Worker] = []
         self._ids = itertools.count(1)
         self._closed = False
@@ -239,9 +241,23 @@ class ProcessPool:
         self._stopping: list[_Worker] = []
 
     async def start(self) -> None:
-        for _ in range(self.size):
+        """Start the workers now (:meth:`verify` starts them when first needed, as
+        Dovecot starts its auth workers: a site whose passwords are all cheap never
+        runs one). HashingUnavailable if they cannot start; the next call retries."""
+        if self._closed:
+            raise HashingUnavailable("hashing pool is shut down")
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(self._start_all())
+        try:
+            await asyncio.shield(self._starting)
+        except OSError as exc:
+            self._starting = None
+            log.error("cannot start the hashing workers: %s", exc)
+            raise HashingUnavailable(f"cannot start the hashing workers: {exc}") from exc
+
+    async def _start_all(self) -> None:
+        while len(self._workers) < self.size and not self._closed:
             await self._spawn()
-        self.started = True
 
     async def _spawn(self) -> None:
         loop = asyncio.get_running_loop()
@@ -254,6 +270,10 @@ class ProcessPool:
             stdout=asyncio.subprocess.PIPE,
             stderr=None,
         )
+        if self._closed:  # closed while this one started
+            worker.stop()
+            self._stopping.append(worker)
+            return
         self._workers.append(worker)
 
     @property
@@ -261,8 +281,11 @@ class ProcessPool:
         """The worker processes' ids (for status and tests)."""
         return [w.transport.get_pid() for w in self._workers if w.alive and w.transport is not None]
 
-    def verify(self, password: bytes, stored: StoredHash, *, user: str) -> asyncio.Future[bool]:
+    async def verify(self, password: bytes, stored: StoredHash, *, user: str) -> bool:
         """The verdict of a worker (SchemeError for an unusable value)."""
+        starting = self._starting
+        if starting is None or not starting.done():
+            await self.start()
         alive = [w for w in self._workers if w.alive]
         if self._closed or not alive:
             raise HashingUnavailable("no hashing worker is running")
@@ -277,7 +300,7 @@ class ProcessPool:
             user,
         )
         worker.send(request, future)
-        return future
+        return await future
 
     def exited(self, worker: _Worker) -> None:
         if worker in self._workers:
@@ -309,6 +332,9 @@ class ProcessPool:
 
     async def wait_closed(self, timeout: float = 5.0) -> None:
         """After :meth:`close`: until the worker processes have exited."""
+        if self._starting is not None and not self._starting.done():
+            with contextlib.suppress(OSError):
+                await asyncio.wait_for(asyncio.shield(self._starting), timeout)
         waiting = [w.exited for w in self._stopping if not w.exited.done()]
         if waiting:
             await asyncio.wait(waiting, timeout=timeout)

@@ -75,9 +75,12 @@ def test_a_killed_hash_worker_is_replaced_and_none_outlives_the_daemon() -> None
         (root / "min.conf").write_text("ssl = no\n")
         socket_path = str(root / "run" / "auth-client")
         with running_serve(config, ready=(str(root / "run" / "control"),)) as serve:
+            # Started by the first expensive hash, not before: alice's is {PLAIN}.
+            assert doveadm_auth(root / "min.conf", socket_path, "alice", "secret") == 0
+            assert hash_workers(serve.pid) == []
+            assert doveadm_auth(root / "min.conf", socket_path, "bob", "bobpw") == 0
             workers = hash_workers(serve.pid)
             assert len(workers) == 2
-            assert doveadm_auth(root / "min.conf", socket_path, "bob", "bobpw") == 0
             os.kill(workers[0], signal.SIGKILL)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -101,7 +104,10 @@ def test_hash_workers_end_when_the_daemon_is_killed() -> None:
         asyncio.run(populate(root / "mailwarden.db"))
         config = root / "mailwarden.toml"
         config.write_text(CONFIG)
+        (root / "min.conf").write_text("ssl = no\n")
+        socket_path = str(root / "run" / "auth-client")
         with running_serve(config, ready=(str(root / "run" / "control"),)) as serve:
+            assert doveadm_auth(root / "min.conf", socket_path, "bob", "bobpw") == 0
             workers = hash_workers(serve.pid)
             assert len(workers) == 2
             serve.kill()

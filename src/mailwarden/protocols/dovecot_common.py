@@ -136,7 +136,7 @@ def parse_ip(text: str) -> str | None:
 
 
 _ADDRESSES: dict[str, str | None] = {}
-_ADDRESSES_KEPT = 65536
+_ADDRESSES_KEPT = 16384
 
 
 def parse_port(text: str) -> int | None:
