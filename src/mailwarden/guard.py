@@ -63,7 +63,7 @@ PROTECTION_MEMO = 1.0
 #: Seconds during which a ban just written is not written (nor logged) again.
 BAN_MEMO = 5.0
 #: How many parsed remote addresses are remembered (then forgotten all at once).
-SOURCE_CACHE_SIZE = 65536
+SOURCE_CACHE_SIZE = 16384
 
 
 @dataclass(frozen=True, slots=True)
