@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -67,7 +68,7 @@ async def test_workers_that_cannot_start_are_a_temporary_failure_then_retried(
 ) -> None:
     h = Hasher(workers=1, processes=True)
     try:
-        monkeypatch.setattr(hashing.sys, "executable", "/nonexistent/python")
+        monkeypatch.setattr(sys, "executable", "/nonexistent/python")
         with pytest.raises(HashingUnavailable, match="cannot start"):
             await h.verify(b"right", SHA512)
         monkeypatch.undo()

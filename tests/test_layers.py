@@ -82,3 +82,18 @@ def test_only_the_composition_root_imports_concrete_directories() -> None:
             if n.startswith("mailwarden.directories.") and not n.endswith(".base")
         }
         assert not concrete, f"{path.relative_to(SRC)} imports {sorted(concrete)}"
+
+
+# Calls that remember the current task: a login starts inside its connection's task
+# (frontends/dovecot_common.py, Connection.spawn), so request code using them would
+# act on the connection. Only connection-level code may call them.
+TASK_BOUND = ("asyncio.timeout(", "asyncio.timeout_at(", "current_task(", "TaskGroup(")
+CONNECTION_LEVEL = {"frontends/dovecot.py", "frontends/saslauthd.py"}
+
+
+@pytest.mark.parametrize("path", modules(""), ids=lambda p: str(p.relative_to(SRC)))
+def test_request_code_never_holds_on_to_the_current_task(path: Path) -> None:
+    if str(path.relative_to(SRC)) in CONNECTION_LEVEL:
+        return
+    text = path.read_text()
+    assert not [call for call in TASK_BOUND if call in text]

@@ -30,7 +30,7 @@ import socket
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -181,6 +181,38 @@ def offered_mechanisms(config: DovecotConfig) -> tuple[tuple[str, tuple[str, ...
 # --------------------------------------------------------------------------- connections
 
 
+class _Continuation:
+    """Awaiting this resumes a coroutine that already ran up to ``waiting_on``: the
+    task that awaits it waits for ``waiting_on`` first, then drives the coroutine."""
+
+    __slots__ = ("_coro", "_waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        self._coro = coro
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro = self._coro
+        waiting_on = self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except BaseException as exc:  # a cancellation, passed on to the request
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_on = coro.send(sent)
+                except StopIteration:
+                    return
+
+
+async def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+    await _Continuation(coro, waiting_on)
+
+
 def peer_pid(writer: asyncio.StreamWriter) -> int | None:
     """The peer's pid from ``SO_PEERCRED`` on a UNIX socket, else None."""
     sock = writer.get_extra_info("socket")
@@ -303,18 +335,35 @@ class Connection(abc.ABC):
             if not self.writer.is_closing():
                 self.writer.write(data)
 
-    def spawn(self, coro: Coroutine[Any, Any, None], *, request_id: int) -> asyncio.Task[None]:
-        """Run one request as its own task; its failures stay inside it."""
-        task = asyncio.get_running_loop().create_task(self._guard(coro, request_id))
+    def spawn(
+        self, coro: Coroutine[Any, Any, None], *, request_id: int
+    ) -> asyncio.Task[None] | None:
+        """Run one request; its failures stay inside it.
+
+        It runs at once, up to the first thing it has to wait for (a hash, a
+        directory read, a failure delay, the client's next line); only then does it
+        become a task of its own, which is returned. A request decided from memory
+        (a cached login) never needs one: None. Python 3.12's eager tasks do the
+        same. Until the first wait the request runs inside the connection's task,
+        so request code must not keep the current task across a wait
+        (``asyncio.timeout`` does): tests/test_layers.py checks that none of the
+        code does.
+        """
+        guarded = self._guard(coro, request_id)
+        try:
+            waiting_on = guarded.send(None)
+        except StopIteration:
+            return None
+        task = asyncio.get_running_loop().create_task(_resume(guarded, waiting_on))
         self._tasks.add(task)
-        task.add_done_callback(partial(self._finished, coro))
+        task.add_done_callback(partial(self._finished, guarded))
         return task
 
-    def _finished(self, coro: Coroutine[Any, Any, None], task: asyncio.Task[None]) -> None:
+    def _finished(self, guarded: Coroutine[Any, Any, None], task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        # A task cancelled before it first ran never starts ``coro``: close it, or
-        # Python warns that it was never awaited.
-        coro.close()
+        # A task cancelled before it first ran never resumes the request: close it,
+        # so that its ``finally`` blocks run now.
+        guarded.close()
 
     async def _guard(self, coro: Coroutine[Any, Any, None], request_id: int) -> None:
         try:

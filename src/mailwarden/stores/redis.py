@@ -23,7 +23,7 @@ equal the durations (``2 * period``, the ban's ``ttl``, the set's ``ttl``) in
 real seconds, so with ``now = time.time()`` both agree.
 
 Every operation is bounded by ``timeout`` (socket timeouts, plus
-``asyncio.timeout`` around the whole exchange; listing and lifting every ban,
+``asyncio.wait_for`` around the whole exchange; listing and lifting every ban,
 which walk more keys, get :data:`ADMIN_TIMEOUTS` times as long). Any Redis, OS or
 timeout error becomes :class:`~mailwarden.errors.StoreUnavailable`; the guard
 then carries on with local state. Opening never talks to Redis, so the service
@@ -199,9 +199,10 @@ class RedisStore:
     async def _run(self, what: str, op: Awaitable[T], *, timeout: float | None = None) -> T:
         """Await ``op`` within the timeout; any failure is StoreUnavailable."""
         try:
-            # asyncio.timeout, not wait_for: no extra task per call (this is per login).
-            async with asyncio.timeout(timeout if timeout is not None else self.timeout):
-                return await op
+            # wait_for, not asyncio.timeout: a login starts in its connection's task
+            # (frontends/dovecot_common.py, spawn), and asyncio.timeout would keep
+            # that task, not the login's own, to cancel.
+            return await asyncio.wait_for(op, timeout if timeout is not None else self.timeout)
         except _ERRORS as exc:
             raise StoreUnavailable(f"redis {self.where}: {what}: {exc!r}") from exc
         except (ValueError, TypeError) as exc:  # a key we did not write (another program?)
