@@ -275,8 +275,12 @@ class Engine:
                 return denied
             acting, master_user = target, account.uid
         self._maybe_rehash(attempt, account)
-        fields = {k: v for k, v in acting.passdb_fields.items() if k not in HIDDEN_PASSDB_FIELDS}
-        fields.update(self._proxy_fields(acting, attempt.service))
+        passdb = acting.passdb_fields
+        fields = (
+            {k: v for k, v in passdb.items() if k not in HIDDEN_PASSDB_FIELDS} if passdb else {}
+        )
+        if self.config.cluster.enabled:
+            fields.update(self._proxy_fields(acting, attempt.service))
         return Accepted(
             user=acting.uid,
             account=acting,

@@ -335,6 +335,15 @@ def _settle_finds(
             future.set_result(answer)
 
 
+def _kinds(by: Sequence[LoginAttribute]) -> tuple[str, ...]:
+    """The three ``kind`` parameters of _FIND for ``by`` (always three, so that there is
+    one statement to cache), or () when ``by`` names none."""
+    kinds = [kind for kind in ALL_LOGIN_ATTRIBUTES if kind in by]
+    return (*kinds, *[kinds[0]] * (3 - len(kinds))) if kinds else ()
+
+
+_KINDS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
 #: Logins read by one reader thread in one go (see the module docstring).
 FIND_BATCH = 64
 
@@ -586,11 +595,12 @@ class SQLiteDirectory:
     async def find(
         self, login: str, *, by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
     ) -> Account | None:
-        kinds = [kind for kind in ALL_LOGIN_ATTRIBUTES if kind in by]
+        kinds = _KINDS.get(tuple(by))
+        if kinds is None:
+            kinds = _KINDS[tuple(by)] = _kinds(by)
         if not kinds:
             return None
-        # Always three parameters, so that there is one statement to cache.
-        params = (login_key(login), *kinds, *[kinds[0]] * (3 - len(kinds)))
+        params = (login_key(login), *kinds)
         if self._cache_size <= 0:
             return await self._find_soon(params)
         cached = self._cached(params)
