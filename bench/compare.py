@@ -914,14 +914,15 @@ NOTES = """\
   ratios and the CPU per auth, which move less, and rerun before drawing conclusions.
 - (1) cold: mailwarden verifies SHA512-CRYPT in one worker process per core
   (`hashing.processes`), Dovecot's auth process in its one process. The hashing
-  ceiling above bounds every server on this machine: with 2 cores and nothing else
-  running, one process per core does about 1.7x what one process does, so 1.9x is out
-  of reach here before any protocol work or the load generator's share of the cores;
-  it needs a machine with more cores than the generator and the event loop take. What
-  is left to gain is mailwarden's own work per cold login beside the hash (about 0.3 ms
-  of CPU: a directory read and a hash handed to other threads and processes, which
-  Dovecot's passwd-file in memory and in-process crypt do not need; see
-  `bench/request_cost.py --cold`). Neither server's verified-login cache is on.
+  ceiling above bounds every server on this machine: with 2 cores, 1.9x asks for
+  nearly every cycle of both cores to go to hashing, with nothing left for the load
+  generator (same machine), the event loop, or the directory; between runs of this
+  VM the ceiling itself has measured from 1.66x to 2.03x. The target needs more cores
+  than the generator and the event loop take. What is left to gain is mailwarden's
+  own work per cold login beside the hash (about 0.3 ms of CPU: a directory read and
+  a hash handed to other threads and processes, which Dovecot's passwd-file in memory
+  and in-process crypt do not need; see `bench/request_cost.py --cold`). Neither
+  server's verified-login cache is on.
 - (2) mix: after a warm-up in which every account logs in once (both servers), the repeat
   logins hit mailwarden's verified-login cache (a keyed digest of the stored hash and the
   password: microseconds instead of a SHA512-CRYPT), stale passwords its rejected-password
@@ -931,10 +932,12 @@ NOTES = """\
 - (3) {PLAIN}: no hashing at all; what is measured is protocol, engine and event loop,
   after the same warm-up as (2) (Dovecot holds the passwd-file in memory once read).
   `bench/request_cost.py` measures the same path without sockets, deterministic enough
-  to compare changes (under callgrind: instructions per request): about 50 µs of CPU
-  per login in one CPython process, down from about 120 µs before the optimisations
-  noted in issue #8. Dovecot's C needs about 20 µs; the figure here also carries the
-  sockets and the load generator sharing the two cores.
+  to compare changes under callgrind (instructions per request: 432,000 before the
+  optimisations noted in issue #8, 195,000 after): about 45 µs of CPU per login in one
+  CPython process, against Dovecot's 20 µs of C. The table's figure adds the sockets
+  and the load generator, which shares the two cores. The next step would be native
+  code for the Dovecot line codec and the request object (a C extension or mypyc behind
+  protocols/dovecot_client.py), the largest remaining share of the profile.
 - (4) ARGON2ID: 64 MiB per hash; each hashing worker process holds its own buffer.
 - (5) saslauthd: one request per connection on both sides; Cyrus saslauthd with
   `-a getpwent` (5 pre-forked processes) verifies the same SHA512-CRYPT hashes.
