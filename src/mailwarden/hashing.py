@@ -314,7 +314,7 @@ class ProcessPool:
 
     async def _replace(self) -> None:
         await asyncio.sleep(RESTART_DELAY)
-        if self._closed:
+        if self._closed or len(self._workers) >= self.size:  # a start filled the place
             return
         try:
             await self._spawn()
