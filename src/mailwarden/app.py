@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mailwarden import __version__
+from mailwarden import __version__, schemes
 from mailwarden.admin import AccountAdmin
 from mailwarden.config import Config
 from mailwarden.directories.base import Directory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.engine import Engine
-from mailwarden.errors import ConfigError, TemporaryFailure
+from mailwarden.errors import ConfigError, HashingUnavailable, TemporaryFailure
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.guard import Guard
 from mailwarden.hashing import Hasher
@@ -109,19 +109,31 @@ class App:
         await self.hasher.wait_closed()
 
 
+def expensive_policy(config: Config) -> bool:
+    """Whether new passwords get an expensive scheme (then most logins will need one)."""
+    scheme = schemes.SCHEMES.get(config.passwords.scheme.upper().partition(".")[0])
+    return scheme is not None and scheme.heavy
+
+
 @contextlib.asynccontextmanager
 async def running_app(
     config: Config, *, create: bool = False, guard_via_daemon: bool = False, daemon: bool = False
 ) -> AsyncIterator[App]:
     """Build the app, and close everything it opened on the way out (``guard_via_daemon``:
     see :func:`open_guard`; ``daemon``: ``serve``, which hashes in worker processes
-    when ``hashing.processes`` is on, started with the first expensive hash)."""
+    when ``hashing.processes`` is on: started now when new passwords get an expensive
+    scheme, else with the first expensive hash)."""
     directory = await open_directory(config, create=create)
+    processes = daemon and config.hashing.processes
     hasher = Hasher(
         workers=config.hashing.workers,
         queue_limit=config.hashing.queue_limit,
-        processes=daemon and config.hashing.processes,
+        processes=processes,
     )
+    if processes and expensive_policy(config):
+        # Logged by the pool; the first expensive hash tries again.
+        with contextlib.suppress(HashingUnavailable):
+            await hasher.start()
     engine = Engine(
         directory=directory,
         hasher=hasher,

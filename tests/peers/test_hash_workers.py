@@ -75,12 +75,11 @@ def test_a_killed_hash_worker_is_replaced_and_none_outlives_the_daemon() -> None
         (root / "min.conf").write_text("ssl = no\n")
         socket_path = str(root / "run" / "auth-client")
         with running_serve(config, ready=(str(root / "run" / "control"),)) as serve:
-            # Started by the first expensive hash, not before: alice's is {PLAIN}.
-            assert doveadm_auth(root / "min.conf", socket_path, "alice", "secret") == 0
-            assert hash_workers(serve.pid) == []
-            assert doveadm_auth(root / "min.conf", socket_path, "bob", "bobpw") == 0
+            # Started with the daemon: new passwords get an expensive scheme (the
+            # default policy), so nearly every login will need them.
             workers = hash_workers(serve.pid)
             assert len(workers) == 2
+            assert doveadm_auth(root / "min.conf", socket_path, "bob", "bobpw") == 0
             os.kill(workers[0], signal.SIGKILL)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -96,6 +95,20 @@ def test_a_killed_hash_worker_is_replaced_and_none_outlives_the_daemon() -> None
             assert "hashing worker exited" in log
         for pid in now:
             assert not alive(pid)
+
+
+def test_with_a_cheap_policy_workers_start_with_the_first_expensive_hash() -> None:
+    with private_dir("hashworkers") as root:
+        asyncio.run(populate(root / "mailwarden.db"))
+        config = root / "mailwarden.toml"
+        config.write_text(CONFIG.replace('rehash = "never"', 'rehash = "never"\nscheme = "PLAIN"'))
+        (root / "min.conf").write_text("ssl = no\n")
+        socket_path = str(root / "run" / "auth-client")
+        with running_serve(config, ready=(str(root / "run" / "control"),)) as serve:
+            assert doveadm_auth(root / "min.conf", socket_path, "alice", "secret") == 0
+            assert hash_workers(serve.pid) == []  # alice's password is {PLAIN}
+            assert doveadm_auth(root / "min.conf", socket_path, "bob", "bobpw") == 0
+            assert len(hash_workers(serve.pid)) == 2
 
 
 def test_hash_workers_end_when_the_daemon_is_killed() -> None:
