@@ -4,9 +4,10 @@ Cheap schemes (plain text, single digests) run inline: handing them away would
 cost more than the hash. Heavy ones (the crypt family, bcrypt, argon2, PBKDF2,
 SCRAM) run elsewhere, one worker per core:
 
-* in the daemon (``processes=True``, then :meth:`Hasher.start`), verifications go
-  to worker processes (:class:`ProcessPool`, :mod:`mailwarden.hashworker`), each
-  fed through a pipe; the frames batched per turn of the event loop;
+* in the daemon (``processes=True``), verifications go to worker processes
+  (:class:`ProcessPool`, :mod:`mailwarden.hashworker`), each fed through a pipe,
+  the frames of one turn of the event loop written together; the workers start
+  with :meth:`Hasher.start` or with the first verification that needs them;
 * otherwise (one-shot commands, tests) and for everything that is not a stored-hash
   verification (new hashes, SCRAM proofs), to a thread pool: every heavy scheme's C
   code runs without the GIL (libxcrypt through ctypes, bcrypt, argon2-cffi,
