@@ -44,6 +44,7 @@ pytestmark = [
 ]
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -171,6 +172,17 @@ def submit(driver: Any, button: Any) -> None:
     WebDriverWait(driver, 15).until(expected_conditions.staleness_of(page))
 
 
+def wait_for(driver: Any, node: Node, ready: Any, seconds: float = 30) -> None:
+    """WebDriverWait, but a timeout says what the page and the daemon showed (the chart
+    test has failed a few times under a loaded machine, never on its own)."""
+    try:
+        WebDriverWait(driver, seconds).until(ready)
+    except TimeoutException:
+        page = driver.find_element(By.TAG_NAME, "body").text
+        log = (node.root / "serve.log").read_text()[-3000:]
+        raise AssertionError(f"timed out; page:\n{page}\n--- serve.log tail:\n{log}") from None
+
+
 def text(driver: Any) -> str:
     return str(driver.find_element(By.TAG_NAME, "body").text)
 
@@ -235,7 +247,7 @@ def test_admin_watches_the_live_chart_and_unblocks_a_banned_source(
     fill(d, username="admin", password=ADMIN_TOKEN)
     click(d, "signin")
     d.get(node.url + "/ui/admin/chart")
-    WebDriverWait(d, 30).until(lambda drv: "accepted" in drv.find_element(By.ID, "totals").text)
+    wait_for(d, node, lambda drv: "accepted" in drv.find_element(By.ID, "totals").text)
     # Logins while the page polls: the next poll shows them as a rate.
     for i in range(3):
         for _ in range(i + 1):
@@ -248,7 +260,7 @@ def test_admin_watches_the_live_chart_and_unblocks_a_banned_source(
         m = re.search(result + r": [0-9.–]+/s \(peak ([0-9.]+)/s\)", legend)
         return float(m.group(1)) if m else 0.0
 
-    WebDriverWait(d, 30).until(lambda drv: peak(drv, "accepted") > 0 and peak(drv, "denied") > 0)
+    wait_for(d, node, lambda drv: peak(drv, "accepted") > 0 and peak(drv, "denied") > 0)
     shot(d, "08-live-chart")
 
     # The attacker's network is banned now: even bob's right password is refused from it.
