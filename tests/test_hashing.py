@@ -162,3 +162,20 @@ def test_a_broken_frame_is_a_protocol_error(frame: bytes) -> None:
     reader.feed(frame)
     with pytest.raises(ProtocolError):
         reader.next_request()
+
+
+@pytest.mark.parametrize("processes", [False, True])
+async def test_past_the_queue_limit_a_verification_is_refused_at_once(processes: bool) -> None:
+    h = Hasher(workers=1, queue_limit=2, processes=processes)
+    slow = schemes.parse(schemes.generate(b"right", "SHA512-CRYPT", rounds=500_000))
+    try:
+        waiting = [asyncio.ensure_future(h.verify(b"right", slow)) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(HashingUnavailable, match="queue full"):
+            await h.verify(b"right", SHA512)
+        assert await asyncio.gather(*waiting) == [True, True]
+        assert h.pending == 0
+        assert await h.verify(b"right", SHA512) is True
+    finally:
+        h.close()
+        await h.wait_closed()

@@ -30,9 +30,9 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from mailwarden import schemes
 from mailwarden.errors import (
@@ -88,15 +88,7 @@ class Hasher:
         processes = self._processes
         if processes is None:
             return await self._run(lambda: schemes.verify(password, stored, user=user))
-        if self._closed:
-            raise HashingUnavailable("hashing pool is shut down")
-        if self._pending >= self.queue_limit:
-            raise HashingUnavailable(f"hashing queue full ({self.queue_limit} waiting)")
-        self._pending += 1
-        try:
-            return await processes.verify(password, stored, user=user)
-        finally:
-            self._pending -= 1
+        return await self._admitted(processes.verify(password, stored, user=user))
 
     async def generate(
         self,
@@ -122,17 +114,25 @@ class Hasher:
         return await self._run(fn)
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        if self._closed:
-            raise HashingUnavailable("hashing pool is shut down")
-        if self._pending >= self.queue_limit:
+        return await self._admitted(self._in_thread(fn))
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        except RuntimeError as exc:  # executor shut down under us
+            raise HashingUnavailable(str(exc)) from exc
+
+    async def _admitted(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work`` under the queue limit (threads and processes alike); refused at
+        once, unstarted, when the pool is shut down or the queue is full."""
+        if self._closed or self._pending >= self.queue_limit:
+            work.close()
+            if self._closed:
+                raise HashingUnavailable("hashing pool is shut down")
             raise HashingUnavailable(f"hashing queue full ({self.queue_limit} waiting)")
         self._pending += 1
         try:
-            loop = asyncio.get_running_loop()
-            try:
-                return await loop.run_in_executor(self._pool, fn)
-            except RuntimeError as exc:  # executor shut down under us
-                raise HashingUnavailable(str(exc)) from exc
+            return await work
         finally:
             self._pending -= 1
 
