@@ -45,7 +45,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from mailwarden import schemes
 from mailwarden.config import Config
@@ -122,6 +122,11 @@ def policy_from_config(config: Config) -> HashPolicy:
     )
 
 
+# A stored password parsed: the value, whether it is heavy to verify, whether the
+# policy wants it rehashed.
+_Parsed: TypeAlias = tuple[StoredHash, bool, bool]
+
+
 @record
 class _Names:
     """Who authenticates and who they act as, after normalisation."""
@@ -174,8 +179,7 @@ class Engine:
         self._dummy: StoredHash | None = None
         # account.password -> (parsed, heavy): parsing and classifying the same few
         # stored values on every login costs more than the rest of a cached login.
-        self._parsed: dict[str, tuple[StoredHash, bool] | None] = {}
-        self._weaker: dict[str, bool] = {}  # account.password -> needs a rehash (policy)
+        self._parsed: dict[str, _Parsed | None] = {}
         self._verifier = getattr(self.directory, "verify_password", None)
         self._challenge_mechanisms = CHALLENGE_MECHANISMS & {
             m.upper() for m in config.dovecot.mechanisms
@@ -410,7 +414,7 @@ class Engine:
             return False
         assert account is not None
         # Only expensive schemes are cached: for the others a hash is as cheap as a hit.
-        stored, cached = parsed
+        stored, cached, _ = parsed
         if cached and self.cache.verified(account.uid, account.password, password.value):
             return True
         if cached and self.cache.rejected(account.uid, account.password, password.value):
@@ -432,9 +436,10 @@ class Engine:
         parsed = self._parse(account)
         return parsed[0] if parsed is not None else None
 
-    def _parse(self, account: Account | None) -> tuple[StoredHash, bool] | None:
-        """The account's parsed password and whether it is heavy to verify, or None
-        (no account, no password, unusable); remembered per stored value."""
+    def _parse(self, account: Account | None) -> _Parsed | None:
+        """The account's parsed password, whether it is heavy to verify and whether the
+        policy wants it rehashed, or None (no account, no password, unusable);
+        remembered per stored value (the policy is fixed until :meth:`_use` drops it)."""
         if account is None or not account.password:
             return None
         value = account.password
@@ -444,10 +449,14 @@ class Engine:
             pass
         try:
             stored = schemes.parse(value, default_scheme=self.config.passwords.default_scheme)
-            parsed: tuple[StoredHash, bool] | None = (stored, schemes.is_heavy(stored))
         except SchemeError as exc:
             log.error("account %s has an unusable password value: %s", account.uid, exc)
             parsed = None
+        else:
+            weaker = self.config.passwords.rehash != "never" and schemes.needs_rehash(
+                stored, self.policy
+            )
+            parsed = (stored, schemes.is_heavy(stored), weaker)
         if len(self._parsed) >= PARSED_CACHE_SIZE:
             self._parsed.clear()
         self._parsed[value] = parsed
@@ -595,17 +604,10 @@ class Engine:
             return
         if not isinstance(attempt.credentials, Password):
             return
-        stored = self._stored(account)
-        if stored is None:
+        parsed = self._parse(account)
+        if parsed is None or not parsed[2]:
             return
-        weaker = self._weaker.get(account.password)
-        if weaker is None:
-            weaker = schemes.needs_rehash(stored, self.policy)
-            if len(self._weaker) >= PARSED_CACHE_SIZE:
-                self._weaker.clear()
-            self._weaker[account.password] = weaker
-        if not weaker:
-            return
+        stored = parsed[0]
         if stored.scheme in schemes.CREDENTIAL_SCHEMES and self._challenge_mechanisms:
             # The account's credentials serve CRAM-MD5/DIGEST-MD5/SCRAM/APOP logins;
             # an argon2 hash could not, so upgrading would lock those clients out.
