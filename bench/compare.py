@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -514,22 +514,7 @@ async def _saslauthd_client(
 
 
 def saslauthd_load(path: str, accounts: int, seconds: float, clients: int) -> loadgen.Result:
-    latencies: list[float] = []
-    replies: dict[str, int] = {}
-
-    async def main() -> float:
-        started = time.monotonic()
-        deadline = started + seconds
-        await asyncio.gather(
-            *(
-                _saslauthd_client(path, accounts, deadline, latencies, replies)
-                for _ in range(clients)
-            )
-        )
-        return time.monotonic() - started
-
-    elapsed = asyncio.run(main())
-    return _result(replies, latencies, elapsed)
+    return _clients_load(partial(_saslauthd_client, path, accounts), seconds, clients)
 
 
 async def _http_client(
@@ -567,15 +552,22 @@ async def _http_client(
 
 
 def http_load(port: int, accounts: int, seconds: float, clients: int) -> loadgen.Result:
+    return _clients_load(partial(_http_client, port, accounts), seconds, clients)
+
+
+def _clients_load(
+    client: Callable[[float, list[float], dict[str, int]], Coroutine[Any, Any, None]],
+    seconds: float,
+    clients: int,
+) -> loadgen.Result:
+    """``clients`` copies of ``client(deadline, latencies, replies)`` for ``seconds``."""
     latencies: list[float] = []
     replies: dict[str, int] = {}
 
     async def main() -> float:
         started = time.monotonic()
         deadline = started + seconds
-        await asyncio.gather(
-            *(_http_client(port, accounts, deadline, latencies, replies) for _ in range(clients))
-        )
+        await asyncio.gather(*(client(deadline, latencies, replies) for _ in range(clients)))
         return time.monotonic() - started
 
     elapsed = asyncio.run(main())
