@@ -5,15 +5,19 @@ none is left behind when the daemon stops."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
-import time
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.peers.conftest import doveadm_auth, private_dir, running_serve
+from tests.peers.conftest import doveadm_auth, private_dir, running_serve, wait_until
 from tests.peers.test_doveadm import populate
 
 pytestmark = [
@@ -67,65 +71,66 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_a_killed_hash_worker_is_replaced_and_none_outlives_the_daemon() -> None:
+@dataclass(frozen=True)
+class Daemon:
+    root: Path
+    proc: subprocess.Popen[Any]
+
+    def login(self, user: str, password: str) -> int:
+        """doveadm's exit code for ``user``/``password``: 0 ok, 77 refused."""
+        socket_path = str(self.root / "run" / "auth-client")
+        return doveadm_auth(self.root / "min.conf", socket_path, user, password)
+
+
+@contextlib.contextmanager
+def served(config: str) -> Iterator[Daemon]:
+    """``mailwarden serve`` with ``config`` and the peer tests' accounts."""
     with private_dir("hashworkers") as root:
         asyncio.run(populate(root / "mailwarden.db"))
-        config = root / "mailwarden.toml"
-        config.write_text(CONFIG)
+        (root / "mailwarden.toml").write_text(config)
         (root / "min.conf").write_text("ssl = no\n")
-        socket_path = str(root / "run" / "auth-client")
-        with running_serve(config, ready=(str(root / "run" / "control"),)) as serve:
-            # Started with the daemon: new passwords get an expensive scheme (the
-            # default policy), so nearly every login will need them.
-            workers = hash_workers(serve.pid)
-            assert len(workers) == 2
-            assert doveadm_auth(root / "min.conf", socket_path, "bob", "bobpw") == 0
-            os.kill(workers[0], signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                now = hash_workers(serve.pid)
-                if len(now) == 2 and workers[0] not in now:
-                    break
-                time.sleep(0.1)
-            assert len(now) == 2 and workers[0] not in now
-            for _ in range(3):  # both workers answer, the new one included
-                assert doveadm_auth(root / "min.conf", socket_path, "bob", "bobpw") == 0
-                assert doveadm_auth(root / "min.conf", socket_path, "bob", "wrong") == 77
-            log = (root / "serve.log").read_text()
-            assert "hashing worker exited" in log
-        for pid in now:
-            assert not alive(pid)
+        ready = (str(root / "run" / "control"),)
+        with running_serve(root / "mailwarden.toml", ready=ready) as proc:
+            yield Daemon(root, proc)
+
+
+def test_a_killed_hash_worker_is_replaced_and_none_outlives_the_daemon() -> None:
+    with served(CONFIG) as daemon:
+        # Started with the daemon: new passwords get an expensive scheme (the
+        # default policy), so nearly every login will need them.
+        workers = hash_workers(daemon.proc.pid)
+        assert len(workers) == 2
+        assert daemon.login("bob", "bobpw") == 0
+        os.kill(workers[0], signal.SIGKILL)
+
+        def replaced() -> bool:
+            now = hash_workers(daemon.proc.pid)
+            return len(now) == 2 and workers[0] not in now
+
+        wait_until(replaced, "a new hashing worker", timeout=10)
+        now = hash_workers(daemon.proc.pid)
+        for _ in range(3):  # both workers answer, the new one included
+            assert daemon.login("bob", "bobpw") == 0
+            assert daemon.login("bob", "wrong") == 77
+        assert "hashing worker exited" in (daemon.root / "serve.log").read_text()
+    for pid in now:
+        assert not alive(pid)
 
 
 def test_with_a_cheap_policy_workers_start_with_the_first_expensive_hash() -> None:
-    with private_dir("hashworkers") as root:
-        asyncio.run(populate(root / "mailwarden.db"))
-        config = root / "mailwarden.toml"
-        config.write_text(CONFIG.replace('rehash = "never"', 'rehash = "never"\nscheme = "PLAIN"'))
-        (root / "min.conf").write_text("ssl = no\n")
-        socket_path = str(root / "run" / "auth-client")
-        with running_serve(config, ready=(str(root / "run" / "control"),)) as serve:
-            assert doveadm_auth(root / "min.conf", socket_path, "alice", "secret") == 0
-            assert hash_workers(serve.pid) == []  # alice's password is {PLAIN}
-            assert doveadm_auth(root / "min.conf", socket_path, "bob", "bobpw") == 0
-            assert len(hash_workers(serve.pid)) == 2
+    with served(CONFIG.replace('rehash = "never"', 'rehash = "never"\nscheme = "PLAIN"')) as daemon:
+        assert daemon.login("alice", "secret") == 0
+        assert hash_workers(daemon.proc.pid) == []  # alice's password is {PLAIN}
+        assert daemon.login("bob", "bobpw") == 0
+        assert len(hash_workers(daemon.proc.pid)) == 2
 
 
 def test_hash_workers_end_when_the_daemon_is_killed() -> None:
     """SIGKILL gives the daemon no chance to stop them: their stdin ends instead."""
-    with private_dir("hashworkers") as root:
-        asyncio.run(populate(root / "mailwarden.db"))
-        config = root / "mailwarden.toml"
-        config.write_text(CONFIG)
-        (root / "min.conf").write_text("ssl = no\n")
-        socket_path = str(root / "run" / "auth-client")
-        with running_serve(config, ready=(str(root / "run" / "control"),)) as serve:
-            assert doveadm_auth(root / "min.conf", socket_path, "bob", "bobpw") == 0
-            workers = hash_workers(serve.pid)
-            assert len(workers) == 2
-            serve.kill()
-            serve.wait(10)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and any(alive(pid) for pid in workers):
-                time.sleep(0.1)
-            assert not any(alive(pid) for pid in workers)
+    with served(CONFIG) as daemon:
+        assert daemon.login("bob", "bobpw") == 0
+        workers = hash_workers(daemon.proc.pid)
+        assert len(workers) == 2
+        daemon.proc.kill()
+        daemon.proc.wait(10)
+        wait_until(lambda: not any(alive(pid) for pid in workers), "the workers to end", timeout=10)
