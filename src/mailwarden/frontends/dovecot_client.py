@@ -52,6 +52,10 @@ would destroy.
 reply after ``request_timeout`` seconds (Dovecot: 150 s); Postfix never sends
 ``CANCEL``, so abandoned requests would otherwise pile up.
 
+**Bounds.** Besides ``max_pending`` per connection, every request holds a place
+under ``max_pending_total`` for all connections of the process together
+(``DovecotState.requests``); a request that finds none gets a temporary failure.
+
 **Login sockets.** On an auth-login socket the client's pid must not belong to
 another live login connection, and a successful login (without ``nologin`` or
 ``proxy``) is kept in the :class:`~mailwarden.frontends.dovecot_common.LoginRegistry`
