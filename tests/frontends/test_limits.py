@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import resource
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailwarden.config import GuardConfig, HttpConfig, SaslauthdConfig
 from mailwarden.engine import Engine
 from mailwarden.frontends.connlimit import FD_RESERVE, check_fd_budget, raise_fd_limit
+from mailwarden.frontends.control import ControlServer
 from mailwarden.frontends.dovecot import Role
 from mailwarden.frontends.http import HttpServer, start_http
 from mailwarden.frontends.saslauthd import start_saslauthd
@@ -165,6 +168,38 @@ async def test_saslauthd_closes_connections_beyond_its_cap(tmp_path: Path, engin
         writer.close()
         for _, w in held:
             w.close()
+    finally:
+        await server.close()
+
+
+# --------------------------------------------------------------------------- control
+
+
+async def test_the_control_socket_caps_connections_and_closes_silent_ones(
+    tmp_path: Path, engine: Engine
+) -> None:
+    async def status() -> dict[str, Any]:
+        return {}
+
+    path = tmp_path / "control"
+    server = ControlServer(engine, status, max_connections=2, idle_timeout=0.2)
+    await server.listen(path, 0o600)
+    try:
+        held = [await asyncio.open_unix_connection(str(path)) for _ in range(2)]
+        await eventually(lambda: server.gate.active == 2, "two connections admitted")
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        assert await closed_without_a_word(reader)
+        writer.close()
+        # The two held connections say nothing: both are closed, and their places
+        # serve the next ones.
+        for r, w in held:
+            assert await asyncio.wait_for(r.read(), BOUND) == b""
+            w.close()
+        await eventually(lambda: server.gate.active == 0, "the places given back")
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(b'{"op": "ping"}\n')
+        assert json.loads(await asyncio.wait_for(reader.readline(), BOUND))["result"] == "pong"
+        writer.close()
     finally:
         await server.close()
 

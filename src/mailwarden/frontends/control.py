@@ -29,7 +29,7 @@ log = logging.getLogger("mailwarden.control")
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
 
 #: Connections the control socket serves at once (its clients are one-shot commands).
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 256
 #: Seconds a control connection may stay silent between requests before it is closed.
 IDLE_TIMEOUT = 60.0
 
@@ -37,13 +37,21 @@ IDLE_TIMEOUT = 60.0
 class ControlServer:
     """The running control socket (from :func:`start_control`)."""
 
-    def __init__(self, engine: Engine, status: StatusProvider) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        status: StatusProvider,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         self.engine = engine
         self.status = status
         self.path: Path | None = None
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
-        self.gate = ConnectionGate("control socket", lambda: MAX_CONNECTIONS)
+        self.gate = ConnectionGate("control socket", lambda: max_connections)
+        self.idle_timeout = idle_timeout
 
     async def listen(
         self, path: Path, mode: int, *, inherited: socket.socket | None = None
@@ -64,7 +72,7 @@ class ControlServer:
             return
         lines = proto.LineReader()
         answering = False
-        idle = IdleTimer(IDLE_TIMEOUT, busy=lambda: answering, expire=writer.close)
+        idle = IdleTimer(self.idle_timeout, busy=lambda: answering, expire=writer.close)
         try:
             while data := await reader.read(65536):
                 idle.touch()
