@@ -429,11 +429,13 @@ async def serve(
     supervisor bound (``inherited``) and ``ready``, called instead of writing the pid
     file once every listener accepts.
     """
+    from mailwarden.frontends.connlimit import check_fd_budget, raise_fd_limit  # noqa: PLC0415
     from mailwarden.frontends.control import ControlServer, start_control  # noqa: PLC0415
     from mailwarden.frontends.dovecot import start_dovecot  # noqa: PLC0415 - lean start
     from mailwarden.frontends.http import HttpServer, start_http  # noqa: PLC0415
     from mailwarden.frontends.saslauthd import SaslauthdServer, start_saslauthd  # noqa: PLC0415
 
+    fd_limit = raise_fd_limit()  # every connection is a file descriptor (connlimit.py)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -498,7 +500,7 @@ async def serve(
             if config.http.enabled:
                 from mailwarden.metrics import Metrics, state_collector  # noqa: PLC0415
 
-                metrics = Metrics()
+                metrics = Metrics(services=config.http.metrics_services)
                 metrics.add_collector(state_collector(app.engine))
                 app.engine.metrics = metrics
 
@@ -518,6 +520,11 @@ async def serve(
                     inherited=inherited,
                     **http_options,
                 )
+            caps = {name: g.limit for name, g in (dovecot.gates if dovecot else {}).items()}
+            for name, server in (("saslauthd", saslauthd), ("http", http), ("control", control)):
+                if server is not None:
+                    caps[name] = server.gate.limit
+            check_fd_budget(caps, fd_limit)
             # The pid file appears only once every listener accepts: scripts and
             # tests that wait for it can connect right away.
             if pid_file is not None:

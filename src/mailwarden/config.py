@@ -140,6 +140,9 @@ class DovecotConfig:
     max_line_length: int = 16384
     max_pending: int = 256
     request_timeout: float = 150.0
+    max_connections: int = 1000
+    idle_timeout: float = 600.0
+    max_pending_total: int = 4096
 
     def _check(self, key: str) -> None:
         from mailwarden import sasl  # noqa: PLC0415 - avoid an import cycle at load time
@@ -170,6 +173,9 @@ class DovecotConfig:
         _require(self.max_line_length >= 1024, f"{key}.max_line_length", "an integer >= 1024")
         _require(self.max_pending >= 1, f"{key}.max_pending", "an integer >= 1")
         _require(self.request_timeout > 0, f"{key}.request_timeout", "seconds > 0")
+        _require(self.max_connections >= 1, f"{key}.max_connections", "an integer >= 1")
+        _require(self.idle_timeout >= 0, f"{key}.idle_timeout", "seconds >= 0 (0: never)")
+        _require(self.max_pending_total >= 1, f"{key}.max_pending_total", "an integer >= 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,6 +254,7 @@ class SaslauthdConfig:
     request_timeout: float = 10.0
     max_field_length: int = 1024
     failure_delay: float = 2.0
+    max_connections: int = 256
 
     def _check(self, key: str) -> None:
         _require(
@@ -260,6 +267,7 @@ class SaslauthdConfig:
         _require(
             1 <= self.max_field_length <= 65535, f"{key}.max_field_length", "an integer 1..65535"
         )
+        _require(self.max_connections >= 1, f"{key}.max_connections", "an integer >= 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -439,6 +447,18 @@ class HttpConfig:
     session_secret_file: str = ""
     session_lifetime: float = 3600.0
     min_password_length: int = 10
+    max_connections: int = 1000
+    header_timeout: float = 20.0
+    idle_timeout: float = 60.0
+    metrics_services: tuple[str, ...] = (
+        "imap",
+        "pop3",
+        "smtp",
+        "submission",
+        "lmtp",
+        "sieve",
+        "doveadm",
+    )
 
     def _check(self, key: str) -> None:
         from mailwarden.protocols import nauthilus  # noqa: PLC0415 - avoid an import cycle
@@ -456,6 +476,9 @@ class HttpConfig:
             )
         _require(bool(self.tls_cert) == bool(self.tls_key), f"{key}.tls_key", "set with tls_cert")
         _require(self.max_body_bytes >= 1024, f"{key}.max_body_bytes", "an integer >= 1024")
+        _require(self.max_connections >= 1, f"{key}.max_connections", "an integer >= 1")
+        _require(self.header_timeout > 0, f"{key}.header_timeout", "seconds > 0")
+        _require(self.idle_timeout > 0, f"{key}.idle_timeout", "seconds > 0")
         for name, source in self.attributes.items():
             _require(
                 nauthilus.valid_source(source),

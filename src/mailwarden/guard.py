@@ -64,6 +64,9 @@ PROTECTION_MEMO = 1.0
 BAN_MEMO = 5.0
 #: How many parsed remote addresses are remembered (then forgotten all at once).
 SOURCE_CACHE_SIZE = 16384
+#: Longer address text is never remembered: no address is written longer (an IPv6
+#: address with an IPv4 tail and a zone), so it is junk a client sent as ``rip``.
+SOURCE_TEXT_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,8 @@ class Guard:
             return self._sources[remote_ip]
         except KeyError:
             pass
+        if len(remote_ip) > SOURCE_TEXT_MAX:
+            return self._source(remote_ip)
         if len(self._sources) >= SOURCE_CACHE_SIZE:
             self._sources.clear()
         found = self._source(remote_ip)

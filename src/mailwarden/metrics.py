@@ -26,9 +26,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from mailwarden.config import HttpConfig
 from mailwarden.model import AuthAttempt, AuthOutcome, Denied, Unavailable, outcome_label
+from mailwarden.sasl import MECHANISMS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: The label of a service or mechanism outside the known ones: clients choose these
+#: names, and a label per name would let them grow memory and /metrics without bound.
+OTHER = "other"
 
 # Latency buckets from cache hits (tens of microseconds) to slow hashes and delays.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -37,14 +43,16 @@ _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class Metrics:
     """The daemon's metrics, in a registry of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, services: Iterable[str] | None = None) -> None:
+        if services is None:
+            services = HttpConfig().metrics_services
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         # Login decisions are counted in plain dicts and turned into metrics at
         # scrape time (_AuthCounts): prometheus_client's labelled children take a
         # lock per update and its histogram walks every bucket in Python, which
         # was a twentieth of the CPU of a cached login.
-        self._auth = _AuthCounts()
+        self._auth = _AuthCounts(services)
         r.register(self._auth)
         self.lookups = Counter(
             "mailwarden_lookups",
@@ -84,6 +92,10 @@ class Metrics:
             totals[result] = totals.get(result, 0) + count
         return totals
 
+    def set_services(self, services: Iterable[str]) -> None:
+        """The service names counted under their own label (``http.metrics_services``)."""
+        self._auth.set_services(services)
+
     def lookup(self, result: str) -> None:
         self.lookups.labels(result).inc()
         if result == "unavailable":
@@ -106,17 +118,30 @@ class _AuthCounts(Collector):
     ``mailwarden_auth_denied``, kept as plain numbers (updated on the event loop
     thread only, like everything that reads them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, services: Iterable[str]) -> None:
         self.attempts: dict[tuple[str, str, str, str], int] = {}
+        self._services: dict[str, str] = {}
+        self._mechanisms = {name: name for name in MECHANISMS}
+        self.set_services(services)
         # (frontend, result) -> observations per bucket (the last: above every
         # bucket), and their sum
         self.durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
         self.denied: dict[str, int] = {}
 
+    def set_services(self, services: Iterable[str]) -> None:
+        self._services = {"": "-", **{name.lower(): name.lower() for name in services}}
+
     def count(self, attempt: AuthAttempt, outcome: AuthOutcome, seconds: float) -> None:
         result = outcome_label(outcome)
         frontend = attempt.frontend or "unknown"
-        key = (frontend, attempt.service or "-", attempt.mechanism or "-", result)
+        # Labels come from bounded sets (see OTHER); the front end is ours to name.
+        service = self._services.get(attempt.service) or self._services.get(
+            attempt.service.lower(), OTHER
+        )
+        mechanism = self._mechanisms.get(attempt.mechanism) or (
+            "-" if not attempt.mechanism else OTHER
+        )
+        key = (frontend, service, mechanism, result)
         self.attempts[key] = self.attempts.get(key, 0) + 1
         histogram = self.durations.get((frontend, result))
         if histogram is None:

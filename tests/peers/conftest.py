@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -129,10 +130,18 @@ Address = str | tuple[str, int]
 
 
 @contextlib.contextmanager
-def running_serve(config: Path, *, ready: tuple[Address, ...]) -> Iterator[subprocess.Popen[Any]]:
+def running_serve(
+    config: Path, *, ready: tuple[Address, ...], open_files: int | None = None
+) -> Iterator[subprocess.Popen[Any]]:
     """``mailwarden serve`` with ``config`` until the block ends (log: ``serve.log`` beside
-    it), in a session of its own; ready once every address in ``ready`` accepts."""
+    it), in a session of its own; ready once every address in ``ready`` accepts.
+    ``open_files``: its open file limit (soft and hard), as systemd's LimitNOFILE sets it."""
     log_path = config.parent / "serve.log"
+
+    def limit_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mailwarden", "--config", str(config), "serve"],
@@ -140,6 +149,7 @@ def running_serve(config: Path, *, ready: tuple[Address, ...]) -> Iterator[subpr
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=limit_files if open_files is not None else None,  # noqa: PLW1509
         )
     try:
         wait_until(

@@ -3,7 +3,8 @@
 Line-delimited JSON (protocols/control.py) on a UNIX socket that only its owner
 may use (``server.control_socket_mode``, 0600 by default). Each connection is
 independent; a bad line gets an error reply and the connection stays usable; an
-over-long line closes only that connection.
+over-long line closes only that connection. At most :data:`MAX_CONNECTIONS` are
+served at once, and one silent for :data:`IDLE_TIMEOUT` seconds is closed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from mailwarden.engine import Engine
 from mailwarden.errors import ProtocolError
+from mailwarden.frontends.connlimit import ConnectionGate, IdleTimer
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 from mailwarden.protocols import control as proto
 from mailwarden.stores.control import METHODS
@@ -26,16 +28,30 @@ log = logging.getLogger("mailwarden.control")
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
 
+#: Connections the control socket serves at once (its clients are one-shot commands).
+MAX_CONNECTIONS = 256
+#: Seconds a control connection may stay silent between requests before it is closed.
+IDLE_TIMEOUT = 60.0
+
 
 class ControlServer:
     """The running control socket (from :func:`start_control`)."""
 
-    def __init__(self, engine: Engine, status: StatusProvider) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        status: StatusProvider,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         self.engine = engine
         self.status = status
         self.path: Path | None = None
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
+        self.gate = ConnectionGate("control socket", lambda: max_connections)
+        self.idle_timeout = idle_timeout
 
     async def listen(
         self, path: Path, mode: int, *, inherited: socket.socket | None = None
@@ -51,12 +67,20 @@ class ControlServer:
         log.info("control socket listening on %s (mode %04o)", path, mode)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.gate.admit():
+            writer.transport.abort()
+            return
         lines = proto.LineReader()
+        answering = False
+        idle = IdleTimer(self.idle_timeout, busy=lambda: answering, expire=writer.close)
         try:
             while data := await reader.read(65536):
+                idle.touch()
+                answering = True
                 for line in lines.receive_data(data):
                     writer.write(await self._answer(line))
                 await writer.drain()
+                answering = False
         except ProtocolError as exc:
             log.info("control: %s", exc)
             with contextlib.suppress(ConnectionError):
@@ -66,6 +90,8 @@ class ControlServer:
         except Exception:  # the connection boundary
             log.exception("control: request failed")
         finally:
+            idle.cancel()
+            self.gate.release()
             writer.close()
             with contextlib.suppress(OSError, ConnectionError):
                 await writer.wait_closed()

@@ -42,6 +42,7 @@ from typing import assert_never
 from mailwarden.config import DovecotConfig
 from mailwarden.engine import Engine
 from mailwarden.errors import ConfigError
+from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.dovecot_client import ClientConnection
 from mailwarden.frontends.dovecot_common import Connection, DovecotState
 from mailwarden.frontends.dovecot_master import MasterConnection
@@ -90,6 +91,8 @@ class DovecotServer:
         self._connections: dict[asyncio.Task[None], Connection] = {}
         self._unix: dict[Role, tuple[asyncio.Server, Listener]] = {}
         self._closed = False
+        #: One per listener: ``dovecot.max_connections`` each (frontends/connlimit.py).
+        self.gates: dict[str, ConnectionGate] = {}
 
     @property
     def listeners(self) -> tuple[Listener, ...]:
@@ -143,7 +146,15 @@ class DovecotServer:
     # ------------------------------------------------------------------ setup
 
     def _handler(self, role: Role, address: str) -> Handler:
+        gate = ConnectionGate(
+            f"dovecot {role.value} {address}", lambda: self.state.config.max_connections
+        )
+        self.gates[f"dovecot {role.value} {address}"] = gate
+
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if not gate.admit():
+                writer.transport.abort()
+                return
             task = asyncio.current_task()
             assert task is not None
             connection = self._connection(role, address, reader, writer)
@@ -156,6 +167,7 @@ class DovecotServer:
                 return
             finally:
                 del self._connections[task]
+                gate.release()
 
         return handle
 

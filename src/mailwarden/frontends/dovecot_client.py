@@ -52,6 +52,10 @@ would destroy.
 reply after ``request_timeout`` seconds (Dovecot: 150 s); Postfix never sends
 ``CANCEL``, so abandoned requests would otherwise pile up.
 
+**Bounds.** Besides ``max_pending`` per connection, every request holds a place
+under ``max_pending_total`` for all connections of the process together
+(``DovecotState.requests``); a request that finds none gets a temporary failure.
+
 **Login sockets.** On an auth-login socket the client's pid must not belong to
 another live login connection, and a successful login (without ``nologin`` or
 ``proxy``) is kept in the :class:`~mailwarden.frontends.dovecot_common.LoginRegistry`
@@ -119,6 +123,7 @@ class _Pending:
     last_access: float
     cont: asyncio.Future[bytes] | None = field(default=None)
     task: asyncio.Task[None] | None = field(default=None)
+    admitted: bool = False  # holds a place under dovecot.max_pending_total
 
 
 def build_attempt(request: AuthRequest, end: Finished) -> AuthAttempt:
@@ -211,6 +216,10 @@ class ClientConnection(Connection):
                     assert_never(event)
 
     def closed(self) -> None:
+        for pending in self._pending.values():
+            if pending.admitted:
+                self.state.requests.release()
+        self._pending.clear()
         if self._registered_pid is not None:
             self.state.logins.unregister(self._registered_pid)
 
@@ -232,7 +241,20 @@ class ClientConnection(Connection):
     def _start(self, request: AuthRequest) -> None:
         pending = _Pending(id=request.id, last_access=asyncio.get_running_loop().time())
         self._pending[request.id] = pending
+        pending.admitted = self.state.requests.admit()
+        if not pending.admitted:
+            # Too many requests in flight in the whole process: a temporary failure
+            # now, instead of memory without bound (docs/operations.md).
+            self._temp_fail(pending, user=None)
+            return
         pending.task = self.spawn(self._authenticate(pending, request), request_id=request.id)
+
+    def _unpend(self, request_id: int) -> _Pending | None:
+        """Forget the request ``request_id`` (answered, dropped or timed out)."""
+        pending = self._pending.pop(request_id, None)
+        if pending is not None and pending.admitted:
+            self.state.requests.release()
+        return pending
 
     def _continue(self, event: ContinueRequest) -> None:
         pending = self._pending.get(event.id)
@@ -245,13 +267,13 @@ class ClientConnection(Connection):
 
     def _drop(self, request_id: int) -> None:
         """The codec no longer has ``request_id`` pending: stop its work silently."""
-        pending = self._pending.pop(request_id, None)
+        pending = self._unpend(request_id)
         if pending is not None and pending.task is not None:
             pending.task.cancel()
 
     def _reply(self, pending: _Pending, line: bytes) -> None:
         """Write the final reply of ``pending`` (the codec already finished it)."""
-        self._pending.pop(pending.id, None)
+        self._unpend(pending.id)
         self.write(line)
 
     # ------------------------------------------------------------------ one request
@@ -412,7 +434,7 @@ class ClientConnection(Connection):
                 version.minor,
             )
             self.codec.forget(pending.id)
-            self._pending.pop(pending.id, None)
+            self._unpend(pending.id)
             self.abort()
             return
         self._reply(pending, self.codec.fail(pending.id, user=user, code="temp_fail"))
@@ -431,7 +453,7 @@ class ClientConnection(Connection):
                 "dovecot %s: request %d timed out waiting for the client", self.label, pending.id
             )
             self.codec.forget(pending.id)
-            self._pending.pop(pending.id, None)
+            self._unpend(pending.id)
             return None
         finally:
             pending.cont = None

@@ -38,6 +38,7 @@ from typing import Any
 from mailwarden.config import DovecotConfig
 from mailwarden.engine import Engine
 from mailwarden.errors import ProtocolError
+from mailwarden.frontends.connlimit import ConnectionGate, IdleTimer
 from mailwarden.sasl import MECHANISMS
 from mailwarden.sasl.base import MechanismContext
 
@@ -138,6 +139,11 @@ class DovecotState:
         self.hostname = config.hostname or socket.gethostname()
         self.mechanisms = offered_mechanisms(config)
         self.logins = LoginRegistry(ttl=config.request_timeout)
+        #: Client-protocol requests in flight on every connection together
+        #: (``dovecot.max_pending_total``); beyond it a request gets a temporary failure.
+        self.requests = ConnectionGate(
+            "dovecot requests in flight", lambda: self.config.max_pending_total
+        )
         self._cuids = itertools.count(1)
 
     def reconfigure(self, config: DovecotConfig) -> None:
@@ -272,11 +278,15 @@ class Connection(abc.ABC):
         metrics = self.state.engine.metrics
         if metrics is not None:
             metrics.connection("dovecot", 1)
+        idle = IdleTimer(
+            self.state.config.idle_timeout, busy=lambda: self.busy, expire=self._idle_expired
+        )
         try:
             self.write(self.greeting())
             while not self.closing:
                 await self.writer.drain()
                 data = await self.reader.read(READ_SIZE)
+                idle.touch()
                 self.feed(data)
                 self.dispatch()
                 if not data:
@@ -288,10 +298,19 @@ class Connection(abc.ABC):
         except Exception:  # the connection boundary: one bad connection must not spread
             log.exception("dovecot %s: unexpected error, disconnecting", self.label)
         finally:
+            idle.cancel()
             await self._shutdown()
             if metrics is not None:
                 metrics.connection("dovecot", -1)
         log.debug("dovecot %s: disconnected", self.label)
+
+    def _idle_expired(self) -> None:
+        log.info(
+            "dovecot %s: idle for %.0f s, disconnecting",
+            self.label,
+            self.state.config.idle_timeout,
+        )
+        self.abort()
 
     @property
     def busy(self) -> bool:

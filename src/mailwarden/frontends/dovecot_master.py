@@ -35,9 +35,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import assert_never
+from collections.abc import Coroutine
+from typing import Any, assert_never
 
 from mailwarden.errors import TemporaryFailure
+from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.dovecot_common import Connection, DovecotState, peer_pid
 from mailwarden.guard import ACCOUNT_PREFIX
 from mailwarden.model import NotFound, Unavailable, UserRecord
@@ -104,15 +106,15 @@ class MasterConnection(Connection):
                 case MasterVersion():
                     pass
                 case UserLookup():
-                    self.spawn(self._user(event), request_id=event.id)
+                    self._run(self._user(event), request_id=event.id)
                 case PassLookup():
-                    self.spawn(self._pass(event), request_id=event.id)
+                    self._run(self._pass(event), request_id=event.id)
                 case ListUsers():
-                    self.spawn(self._list(event), request_id=event.id)
+                    self._run(self._list(event), request_id=event.id)
                 case MasterRequest():
-                    self.spawn(self._request(event), request_id=event.id)
+                    self._run(self._request(event), request_id=event.id)
                 case CacheFlush():
-                    self.spawn(self._flush(event), request_id=event.id)
+                    self._run(self._flush(event), request_id=event.id)
                 case ConnectionClosed():
                     self.closing = True
                 case _:
@@ -120,6 +122,15 @@ class MasterConnection(Connection):
 
     def request_crashed(self, request_id: int) -> None:
         self.write(self.codec.fail(request_id))
+
+    def _run(self, coro: Coroutine[Any, Any, None], *, request_id: int) -> None:
+        """Run one request under ``dovecot.max_pending_total``; beyond it, FAIL at once."""
+        requests = self.state.requests
+        if not requests.admit():
+            coro.close()
+            self.request_crashed(request_id)
+            return
+        self.spawn(_released(coro, requests), request_id=request_id)
 
     # ------------------------------------------------------------------ commands
 
@@ -229,3 +240,11 @@ class MasterConnection(Connection):
         for user in event.users:
             await engine.guard.unblock(ACCOUNT_PREFIX + user.lower())
         self.write(self.codec.cache_flushed(event.id, count))
+
+
+async def _released(coro: Coroutine[Any, Any, None], requests: ConnectionGate) -> None:
+    """Run ``coro``, then give its place under ``dovecot.max_pending_total`` back."""
+    try:
+        await coro
+    finally:
+        requests.release()

@@ -46,6 +46,8 @@ from mailwarden.errors import (
     TemporaryFailure,
 )
 from mailwarden.frontends.asgi import Receive, Scope, Send
+from mailwarden.frontends.connlimit import ConnectionGate
+from mailwarden.frontends.httpconn import limited_protocol
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.web import WebUi
 from mailwarden.metrics import CONTENT_TYPE, Metrics
@@ -776,9 +778,10 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """The running HTTP API (from :func:`start_http`)."""
 
-    def __init__(self, server: _Server, sockets: list[socket.socket]) -> None:
+    def __init__(self, server: _Server, sockets: list[socket.socket], gate: ConnectionGate) -> None:
         self._server = server
         self.sockets = sockets
+        self.gate = gate  # http.max_connections, over every listen address together
         self._task: asyncio.Task[None] | None = None
 
     def reconfigure(self, config: HttpConfig) -> None:
@@ -786,6 +789,9 @@ class HttpServer:
         api = self._server.config.app
         if isinstance(api, HttpApi):
             api.config = config
+            self._server.config.timeout_keep_alive = math.ceil(config.idle_timeout)
+            if api.metrics is not None:
+                api.metrics.set_services(config.metrics_services)
             # The web pages read their settings per request; their session key
             # stays (a new one would sign everybody out).
             api.web.config = config
@@ -869,21 +875,24 @@ async def start_http(
         sockets = [bind_listener(addr) for addr in config.listen]
     else:
         sockets = [s for addr in config.listen for s in inherited.get("http.listen", addr)]
+    api = HttpApi(engine, config, admin=admin, metrics=metrics, readiness=readiness)
+    gate = ConnectionGate("http", lambda: api.config.max_connections)
     uv_config = uvicorn.Config(
-        HttpApi(engine, config, admin=admin, metrics=metrics, readiness=readiness),
-        http="httptools",
+        api,
+        # uvicorn's httptools protocol with a connection cap and a header timeout.
+        http=limited_protocol(gate, lambda: api.config.header_timeout),
         loop="none",
         lifespan="off",
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_keep_alive=60,
+        timeout_keep_alive=math.ceil(config.idle_timeout),
         # SIGTERM: requests in flight get this long to finish (server.shutdown_timeout).
         timeout_graceful_shutdown=max(1, math.ceil(shutdown_timeout)),
         **kwargs,
     )
     server = _Server(uv_config)
-    running = HttpServer(server, sockets)
+    running = HttpServer(server, sockets, gate)
     running._task = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started:
         if running._task.done():

@@ -1,8 +1,9 @@
 """The saslauthd front end: a UNIX socket (``mux``) speaking Cyrus saslauthd's protocol.
 
-What belongs here: accepting connections, reading one request with a size limit
-and a timeout, asking the engine, writing the reply and closing. Parsing lives in
-protocols/saslauthd.py. Every connection is independent, so many run at once.
+What belongs here: accepting connections (at most ``saslauthd.max_connections``
+at once), reading one request with a size limit and a timeout, asking the engine,
+writing the reply and closing. Parsing lives in protocols/saslauthd.py. Every
+connection is independent, so many run at once.
 
 Replies: ``OK`` for an accepted login; ``NO authentication failed`` for every
 refusal (unknown user and wrong password alike; a disabled account or service
@@ -24,6 +25,7 @@ from typing import assert_never
 from mailwarden.config import SaslauthdConfig
 from mailwarden.engine import Engine
 from mailwarden.errors import ProtocolError
+from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.delay import delay_failure
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
@@ -45,6 +47,7 @@ class SaslauthdServer:
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.gate = ConnectionGate("saslauthd", lambda: self.config.max_connections)
 
     def reconfigure(self, config: SaslauthdConfig) -> None:
         """SIGHUP: realm handling, limits and delay for the next connections."""
@@ -64,6 +67,9 @@ class SaslauthdServer:
         log.info("saslauthd socket listening on %s (mode %04o)", path, self.config.socket_mode)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.gate.admit():
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -91,6 +97,7 @@ class SaslauthdServer:
                 self._tasks.discard(task)
             if metrics is not None:
                 metrics.connection("saslauthd", -1)
+            self.gate.release()
 
     async def _answer(self, reader: asyncio.StreamReader) -> bytes | None:
         parser = proto.RequestReader(max_field=self.config.max_field_length)

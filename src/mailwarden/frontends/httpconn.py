@@ -1,0 +1,85 @@
+"""uvicorn's HTTP connection with mailwarden's limits: a connection cap and a header timeout.
+
+uvicorn has neither: every accepted connection is served however many there
+are (``limit_concurrency`` answers 503 but keeps the connection and its file
+descriptor), and a client that connects and says nothing, or sends its request a
+byte at a time, is never timed out (its keep-alive timer only runs between
+requests). :func:`limited_protocol` makes the protocol class ``start_http``
+gives uvicorn:
+
+* a connection beyond ``http.max_connections`` (the :class:`ConnectionGate`) is
+  closed as soon as it is accepted;
+* a request must arrive whole, head and body, within ``http.header_timeout``
+  seconds of the connection opening or of its first byte; else the client gets
+  ``408 Request Timeout`` (if nothing was sent yet) and the connection closes.
+
+Between requests uvicorn's own keep-alive timer (``http.idle_timeout``) applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from mailwarden.frontends.connlimit import ConnectionGate
+
+log = logging.getLogger("mailwarden.http")
+
+_TIMEOUT_REPLY = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+def limited_protocol(
+    gate: ConnectionGate, header_timeout: Callable[[], float]
+) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol admitted by ``gate`` and timed by ``header_timeout()``."""
+
+    class LimitedHttpProtocol(HttpToolsProtocol):
+        _admitted: bool = False
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if not gate.admit():
+                transport.abort()  # connection_lost follows
+                return
+            self._admitted = True
+            self._start_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_head_timer()
+            if self._admitted:
+                self._admitted = False
+                gate.release()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._head_timer is None:
+                self._start_head_timer()
+
+        def on_message_complete(self) -> None:
+            self._stop_head_timer()
+            super().on_message_complete()
+
+        def _start_head_timer(self) -> None:
+            self._head_timer = self.loop.call_later(header_timeout(), self._head_timed_out)
+
+        def _stop_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing():
+                return
+            log.debug("HTTP client %s: request not complete in time, closing", self.client)
+            cycle = self.cycle  # the last request's, if any
+            if cycle is None or cycle.response_complete or not cycle.response_started:
+                self.transport.write(_TIMEOUT_REPLY)
+            self.transport.close()
+
+    return LimitedHttpProtocol
