@@ -26,9 +26,7 @@ second signer could otherwise choose which account the message acts on.
 
 from __future__ import annotations
 
-import email
 import email.message
-import email.policy
 import os
 import re
 import tempfile
@@ -38,6 +36,7 @@ from typing import Literal
 import gnupg  # type: ignore[import-untyped]
 
 from mailwarden.errors import MailwardenError
+from mailwarden.mailgate import mime
 
 
 class VerificationError(MailwardenError):
@@ -142,6 +141,14 @@ def _bodies(message: email.message.Message) -> list[bytes]:
     return out
 
 
+def _parse(raw: bytes) -> email.message.Message:
+    """``raw`` parsed within :mod:`.mime`'s limits; VerificationError beyond them."""
+    try:
+        return mime.parse(raw)
+    except mime.TooComplex as exc:
+        raise VerificationError(str(exc)) from exc
+
+
 class Verifier:
     """Verifies mails against the keyring in ``gnupg_home``; also encrypts and signs replies."""
 
@@ -158,7 +165,7 @@ class Verifier:
 
     def verify_message(self, raw: bytes) -> SignedText:
         """The signed text of the mail ``raw`` and its signer; VerificationError if none."""
-        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+        message = _parse(raw)
         if (
             message.get_content_type() == "multipart/signed"
             and (message.get_param("protocol") or "") == "application/pgp-signature"
@@ -197,7 +204,7 @@ class Verifier:
         parts = split_multipart(raw, boundary)
         if len(parts) != 2:
             raise VerificationError(f"multipart/signed with {len(parts)} parts, not 2")
-        signature_part = email.message_from_bytes(parts[1], policy=email.policy.compat32)
+        signature_part = _parse(parts[1])
         if signature_part.get_content_type() != "application/pgp-signature":
             raise VerificationError("the second part is not application/pgp-signature")
         signature = signature_part.get_payload(decode=True)
@@ -212,7 +219,7 @@ class Verifier:
                 sig_file.name, signed, extra_args=["--no-auto-key-retrieve"]
             )
         fingerprint, signed_at = self._check(result)
-        inner = email.message_from_bytes(signed, policy=email.policy.compat32)
+        inner = _parse(signed)
         text = _first_text(inner)
         if text is None:
             raise VerificationError("the signed part has no text/plain body")
