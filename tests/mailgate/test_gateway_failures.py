@@ -4,7 +4,8 @@ Real failures, no mocks: the directory's write lock held by another SQLite
 connection (reads go on, the gateway's write times out: DirectoryUnavailable),
 a ``sendmail`` that exits 75 as an MTA that cannot queue does, and an SMTP port
 where nothing listens (the MTA is down). After each failure the same message is
-delivered again, as the MTA does after exit 75.
+delivered again, as the MTA does after exit 75. Last, hostile MIME structure:
+dropped with a log line, no reply, exit 0.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from mailwarden.mailgate import mime
 from tests.mailgate.conftest import Keys, gpg, mail
 from tests.mailgate.test_gateway import Site, body_of, make_site, write_config
+from tests.mailgate.test_mime import nested
 from tests.peers.conftest import free_port
 
 PHRASE = "Please change my mail password\n"
@@ -157,3 +160,29 @@ def test_chpasswd_whose_store_fails_after_the_mail_left_says_so_and_the_retry_wo
     assert works(site, "alice", second)
     assert not works(site, "alice", "old-password")
     assert not works(site, "alice", first)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+@pytest.mark.parametrize("depth", [1000, mime.MAX_DEPTH])
+def test_a_message_nested_too_deep_is_logged_and_dropped_without_reply(
+    site: Site, keys: Keys, depth: int
+) -> None:
+    # A valid signed request at the bottom: depth alone must be enough to drop it.
+    signed = mail(keys.clearsign("ircnick: deep\n", keys.alice)).split(b"\n\n", 1)[1]
+    raw = nested(depth, b"Content-Type: text/plain\n\n" + signed)
+    done = site.run("change", raw)
+    assert done.returncode == 0, done.stderr
+    assert b"Traceback" not in done.stderr
+    assert b"refused without reply" in done.stderr
+    assert site.replies() == []
+    assert site.account("alice").profile.irc_nick == "alice-irc"
+
+
+def test_a_signed_request_a_few_mime_levels_down_is_still_answered(site: Site, keys: Keys) -> None:
+    signed = mail(keys.clearsign("ircnick: shallow\n", keys.alice)).split(b"\n\n", 1)[1]
+    done = site.run("change", nested(3, b"Content-Type: text/plain\n\n" + signed))
+    assert done.returncode == 0, done.stderr
+    (reply,) = site.replies()
+    assert "Changed entry ircNick to shallow" in body_of(reply)
