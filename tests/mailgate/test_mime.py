@@ -10,6 +10,7 @@ else, and never a RecursionError.
 from __future__ import annotations
 
 import contextlib
+from email.message import Message
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -59,7 +60,7 @@ def depth_of(raw: bytes) -> int:
         deepest = max(deepest, depth)
         payload = part.get_payload()
         if isinstance(payload, list):
-            stack.extend((sub, depth + 1) for sub in payload)
+            stack.extend((sub, depth + 1) for sub in payload if isinstance(sub, Message))
     return deepest
 
 
