@@ -147,6 +147,7 @@ def test_any_mime_tree_parses_or_is_too_complex(raw: bytes) -> None:
         mime.parse(raw)
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(damaged_mime(), st.binary(max_size=2000)))
 def test_the_verifier_answers_any_input_with_a_signed_text_or_a_verification_error(
@@ -162,3 +163,24 @@ def test_a_signed_request_inside_a_few_mime_layers_still_verifies(keys: Keys) ->
     raw = nested(3, b"Content-Type: text/plain\n\n" + signed)
     result = Verifier(str(keys.gateway)).verify_message(raw)
     assert result.fingerprint == keys.alice and result.text == "ping\n"
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("at", [48, 60, 75])
+def test_stray_bytes_that_gpg_quotes_on_stderr_are_a_verification_error_not_a_traceback(
+    keys: Keys, at: int
+) -> None:
+    # gpg repeats bad armour lines on stderr; python-gnupg's reader thread must survive.
+    damaged = _ARMOUR[:at] + b"\xe5\xff" + _ARMOUR[at:]
+    with pytest.raises(VerificationError):
+        Verifier(str(keys.gateway)).verify_message(mail(damaged))
+
+
+def test_replies_keep_their_non_ascii_text(keys: Keys) -> None:
+    verifier = Verifier(str(keys.gateway))
+    signed = verifier.clearsign("l: Zürich, 東京\n", keys.gateway_key)
+    assert "l: Zürich, 東京" in signed
+    armoured = verifier.encrypt("l: Zürich, 東京\n", keys.alice)
+    from tests.mailgate.conftest import gpg
+
+    assert gpg(keys.world, "--decrypt", stdin=armoured.encode()).decode() == "l: Zürich, 東京\n"

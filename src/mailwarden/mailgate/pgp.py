@@ -159,7 +159,13 @@ class Verifier:
             self._gpg = gnupg.GPG(gnupghome=gnupg_home, gpgbinary=gpg_binary)
         except (OSError, ValueError) as exc:  # python-gnupg: the binary does not run
             raise VerificationError(f"cannot run {gpg_binary}: {exc}") from exc
-        self._gpg.encoding = "utf-8"
+        # python-gnupg decodes gpg's stderr (status lines and messages, which can
+        # quote the mail's bytes) with this codec, strictly, in a reader thread:
+        # with utf-8, one stray byte kills that thread (a traceback on stderr) and
+        # the rest of the status is lost. latin-1 decodes any byte; every text we
+        # hand to gpg is encoded to UTF-8 bytes here, and every text we take back
+        # is decoded from bytes here, so this codec is used for nothing else.
+        self._gpg.encoding = "latin-1"
 
     # ------------------------------------------------------------------ verify
 
@@ -252,7 +258,7 @@ class Verifier:
     def encrypt(self, text: str, fingerprint: str, *, sign_with: str = "") -> str:
         """``text`` encrypted to the key ``fingerprint`` only (ASCII armour)."""
         result = self._gpg.encrypt(
-            text,
+            text.encode("utf-8"),
             [fingerprint],
             always_trust=True,
             sign=sign_with or None,
@@ -261,20 +267,23 @@ class Verifier:
         )
         if not result.ok:
             raise VerificationError(f"cannot encrypt to {fingerprint}: {result.status}")
-        return str(result)
+        return bytes(result.data).decode("ascii")
 
     def clearsign(self, text: str, key: str) -> str:
         """``text`` clearsigned with the gateway's key ``key`` (no passphrase)."""
         result = self._gpg.sign(
-            text, keyid=key, clearsign=True, extra_args=["--pinentry-mode", "loopback"]
+            text.encode("utf-8"),
+            keyid=key,
+            clearsign=True,
+            extra_args=["--pinentry-mode", "loopback"],
         )
         if not result.data:
             raise VerificationError(f"cannot sign with {key}: {result.status}")
-        return str(result)
+        return bytes(result.data).decode("utf-8")
 
     def public_key(self, fingerprint: str) -> str:
         """The ASCII-armoured public key ``fingerprint`` ('' if the keyring lacks it)."""
-        return str(self._gpg.export_keys(fingerprint))
+        return str(self._gpg.export_keys(fingerprint))  # ASCII armour: any codec does
 
 
 _FPR_RE = re.compile(r"^[0-9A-F]{40}([0-9A-F]{24})?$")
