@@ -13,12 +13,22 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
+from mailwarden.admin import AccountAdmin
+from mailwarden.config import MailgateConfig
+from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.mailgate import mime
-from tests.mailgate.conftest import Keys, gpg, mail
+from mailwarden.mailgate.gateway import Function, Gateway
+from mailwarden.mailgate.pgp import Verifier
+from mailwarden.mailgate.replay import ReplayCache, Window
+from mailwarden.model import Account
+from tests.conftest import EngineFactory
+from tests.helpers import hashed
+from tests.mailgate.conftest import DAY, Keys, gpg, mail
 from tests.mailgate.test_gateway import Site, body_of, make_site, write_config
 from tests.mailgate.test_mime import nested
 from tests.peers.conftest import free_port
@@ -148,7 +158,7 @@ def test_chpasswd_whose_store_fails_after_the_mail_left_says_so_and_the_retry_wo
     sent, notice = site.replies()
     first = new_password(keys, body_of(sent))
     assert notice["In-Reply-To"] == sent["Message-ID"]
-    assert "was NOT stored" in body_of(notice) and "old password" in body_of(notice)
+    assert "could not be stored" in body_of(notice) and "old" in body_of(notice)
     assert first not in body_of(notice)
     assert works(site, "alice", "old-password")
     assert not works(site, "alice", first)
@@ -160,6 +170,47 @@ def test_chpasswd_whose_store_fails_after_the_mail_left_says_so_and_the_retry_wo
     assert works(site, "alice", second)
     assert not works(site, "alice", "old-password")
     assert not works(site, "alice", first)
+
+
+async def test_chpasswd_refused_by_the_directory_after_the_mail_left_sends_a_final_notice(
+    keys: Keys, tmp_path: Path, make_engine: EngineFactory
+) -> None:
+    directory = MemoryDirectory()
+    await directory.create(
+        Account(
+            uid="alice",
+            mail="alice@example.org",
+            password=hashed("old-password"),
+            pgp_fingerprint=keys.alice,
+        )
+    )
+    before = await directory.get("alice")
+    engine = make_engine(d=directory)
+    # A scheme the store refuses: AccountError (final), not a temporary failure.
+    admin = AccountAdmin(
+        directory=directory, hasher=engine.hasher, engine=engine, default_scheme="NO-SUCH"
+    )
+    sent: list[EmailMessage] = []
+    replay = ReplayCache(tmp_path / "replay.db", Window(max_age=DAY, max_future=DAY, keep=2 * DAY))
+    gateway = Gateway(
+        config=MailgateConfig(gnupg_home=str(keys.gateway)),
+        directory=directory,
+        admin=admin,
+        verifier=Verifier(str(keys.gateway)),
+        replay=replay,
+        send=sent.append,
+    )
+    raw = mail(keys.clearsign(PHRASE, keys.alice))
+    outcome = await gateway.handle(Function.CHPASSWD, raw)
+    assert not outcome.accepted
+    password_mail, notice = sent
+    assert notice["In-Reply-To"] == password_mail["Message-ID"]
+    assert "was NOT stored" in body_of(notice) and "NO-SUCH" in body_of(notice)
+    assert await directory.get("alice") == before  # nothing stored
+    # Final: the same mail again is a replay, not a second password.
+    await gateway.handle(Function.CHPASSWD, raw)
+    assert "already processed" in body_of(sent[-1]) and len(sent) == 3
+    replay.close()
 
 
 # --------------------------------------------------------------------------- hostile input

@@ -227,7 +227,11 @@ class Gateway:
             await self.admin.set_password(account.uid, password)
         except AccountError as exc:
             # Final (the account vanished meanwhile): say so, and never act again.
-            notice = self._not_stored(account, message, f"{exc}.\n")
+            notice = self._not_stored(
+                account,
+                message,
+                f"was NOT stored: {exc}.\nYour old password still works.\n",
+            )
             return self._finish(claim, account, False, "chpasswd failed", notice)
         except Exception:
             # Temporary (directory down). The mail already sent holds a password
@@ -236,8 +240,9 @@ class Gateway:
             notice = self._not_stored(
                 account,
                 message,
-                "The directory could not be written. Keep using your old password:\n"
-                "the gateway tries again later and then mails you a new one.\n",
+                "could not be stored (a temporary failure). Keep using your old\n"
+                "password: the gateway tries again later and then mails you a new\n"
+                "one. Only the newest password mail counts.\n",
             )
             try:
                 self._send(account, False, "chpasswd not stored", notice)
@@ -255,7 +260,7 @@ class Gateway:
 
     def _not_stored(self, account: Account, sent: EmailMessage, why: str) -> EmailMessage:
         """The notice that the password mailed in ``sent`` was not (surely) stored."""
-        text = f"The new password mailed to you in {sent['Message-ID']} was NOT stored.\n{why}"
+        text = f"The new password mailed to you in {sent['Message-ID']}\n{why}"
         notice = self._message(account, "chpasswd not stored", self._signed(text))
         notice["In-Reply-To"] = str(sent["Message-ID"])
         notice["References"] = str(sent["Message-ID"])
