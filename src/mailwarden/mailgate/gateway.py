@@ -226,7 +226,8 @@ class Gateway:
         try:
             await self.admin.set_password(account.uid, password)
         except AccountError as exc:
-            # Final (the account vanished meanwhile): say so, and never act again.
+            # Final (the account vanished meanwhile, or the store refuses the
+            # value): say so, and never act on this message again.
             notice = self._not_stored(
                 account,
                 message,
@@ -237,16 +238,16 @@ class Gateway:
             # Temporary (directory down). The mail already sent holds a password
             # that may not work: tell the owner, then exit 75 (the claim is
             # released) so that the retry makes and mails a new one.
-            notice = self._not_stored(
-                account,
-                message,
-                "could not be stored (a temporary failure). Keep using your old\n"
-                "password: the gateway tries again later and then mails you a new\n"
-                "one. Only the newest password mail counts.\n",
-            )
             try:
+                notice = self._not_stored(
+                    account,
+                    message,
+                    "could not be stored (a temporary failure). Keep using your old\n"
+                    "password: the gateway tries again later and then mails you a new\n"
+                    "one. Only the newest password mail counts.\n",
+                )
                 self._send(account, False, "chpasswd not stored", notice)
-            except MailUnsent as exc:
+            except (MailUnsent, VerificationError) as exc:
                 log.warning("could not send the not-stored notice to %s: %s", account.uid, exc)
             raise
         self.replay.commit(claim, reply=None, now=self.clock())
