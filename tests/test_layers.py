@@ -23,6 +23,7 @@ PURE = (
     "mailgate/sshkeys.py",
     "mailgate/dns.py",
     "mailgate/changes.py",
+    "mailgate/mime.py",
 )
 IO_MODULES = ("asyncio", "socket", "sqlite3", "ssl", "selectors", "ldap", "bonsai", "redis")
 

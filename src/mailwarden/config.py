@@ -533,6 +533,7 @@ class MailgateConfig:
     max_ssh_keys: int = 20
     ssh_key_blocklist: tuple[str, ...] = ()
     atomic: bool = False
+    dns_underscore_names: tuple[str, ...] = ()
 
     def _check(self, key: str) -> None:
         _require(bool(self.chpasswd_phrase.strip()), f"{key}.chpasswd_phrase", "a phrase")
@@ -549,6 +550,12 @@ class MailgateConfig:
         _require(self.max_ssh_keys >= 1, f"{key}.max_ssh_keys", "an integer >= 1")
         for i, name in enumerate(self.fields):
             _require(name.lower() in MAILGATE_FIELDS, f"{key}.fields[{i}]", "a field of the list")
+        for i, name in enumerate(self.dns_underscore_names):
+            _require(
+                name.startswith("_") and name.strip() == name and "." not in name,
+                f"{key}.dns_underscore_names[{i}]",
+                "a single DNS label starting with _ (e.g. _acme-challenge)",
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

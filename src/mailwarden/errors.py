@@ -18,8 +18,10 @@ owns the connection.
     │   ├── HashingUnavailable         hashing.py: worker pool broken or shut down
     │   ├── StoreUnavailable           stores/*: Redis down or slow; caught by the guard,
     │   │                              which carries on with local state (never Unavailable)
-    │   └── MailUnsent                 mailgate/mail.py: the MTA refused a reply; the
-    │                                  gateway command exits 75
+    │   ├── MailUnsent                 mailgate/mail.py: the MTA refused a reply; the
+    │   │                              gateway command exits 75
+    │   └── InProgress                 mailgate/replay.py: another delivery of the same
+    │                                  message is being processed; exit 75, MTA retries
     ├── SchemeError                    schemes/*: a stored hash cannot be used
     │   ├── UnknownScheme              ``{FOO}`` names no registered scheme
     │   └── MalformedHash              the data after ``{SCHEME}`` is not valid for it
@@ -33,6 +35,8 @@ owns the connection.
     │                                  Unsigned); caught by the gateway: logged, no reply
     ├── Replayed                       mailgate/replay.py: seen before or outside the clock
     │                                  window; caught by the gateway, reported to the signer
+    ├── TooComplex                     mailgate/mime.py: MIME nested too deep or too many
+    │                                  parts; mailgate/pgp.py turns it into VerificationError
     └── MailgateError                  mailgate/errors.py: a line of a signed ``change``
                                        message is malformed; caught by mailgate.changes,
                                        which halts processing and reports why

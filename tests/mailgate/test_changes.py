@@ -448,3 +448,35 @@ def test_any_mix_with_key_lines_gives_a_valid_account(
     result = process_change("\n".join(lines), ALICE, ChangePolicy(max_ssh_keys=2), owner)
     validate(result.account)
     assert len(result.account.ssh_keys) <= max(2, len(ALICE.ssh_keys))
+
+
+@pytest.mark.parametrize("name", ["_acme-challenge", "_dmarc", "_domainkey", "_Acme-Challenge"])
+def test_zone_wide_underscore_names_are_refused_by_default(name: str) -> None:
+    result = run(f'{name} in txt "token"\nircnick: goes-on\n')
+    assert result.account.dns_records == ALICE.dns_records
+    assert result.lines[0].status is LineStatus.REFUSED
+    assert "act for the whole zone" in result.lines[0].messages[0]
+    assert result.account.profile.irc_nick == "goes-on"  # a soft refusal
+    # Written in full, with the zone, it is the same name.
+    full = run(f'{name}.users.example.org. in txt "token"\n')
+    assert full.lines[0].status is LineStatus.REFUSED
+
+
+def test_the_site_may_allow_some_underscore_names() -> None:
+    cfg = MailgateConfig(dns_zone="users.example.org", dns_underscore_names=("_Acme-Challenge",))
+    policy = ChangePolicy.from_config(cfg)
+    result = run('_acme-challenge in txt "token"\n_dmarc in txt "v=DMARC1"\n', policy)
+    assert result.account.dns_records == ('_acme-challenge IN TXT "token"',)
+    assert result.lines[1].status is LineStatus.REFUSED
+    # An underscore inside a name is an ordinary host name.
+    assert run("my_host in a 192.0.2.5").account.dns_records == ("my_host IN A 192.0.2.5",)
+
+
+def test_the_allow_list_takes_only_underscore_labels() -> None:
+    from mailwarden.config import loads
+    from mailwarden.errors import ConfigError
+
+    assert loads('[mailgate]\ndns_underscore_names = ["_acme-challenge"]\n').mailgate
+    for bad in ("www", "_acme-challenge.example.org", " _dmarc"):
+        with pytest.raises(ConfigError, match=r"mailgate\.dns_underscore_names\[0\]"):
+            loads(f'[mailgate]\ndns_underscore_names = ["{bad}"]\n')

@@ -99,31 +99,37 @@ def body_of(message: email.message.EmailMessage) -> str:
     return str(part.get_content())
 
 
-@pytest.fixture
-def site(keys: Keys, tmp_path: Path) -> Site:
-    outbox = tmp_path / "outbox"
-    outbox.mkdir()
-    sendmail = tmp_path / "sendmail"
-    sendmail.write_text(SENDMAIL.format(outbox=outbox))
-    sendmail.chmod(0o755)
-    config = tmp_path / "mailwarden.toml"
-    config.write_text(
+def write_config(site: Site, *, mailer: str | None = None, directory_timeout: float = 5.0) -> None:
+    """The site's config; ``mailer`` replaces the default ``sendmail = <the outbox script>``."""
+    site.config.write_text(
         f"""
 [directory]
 path = "accounts.db"
+timeout = {directory_timeout}
 [passwords]
 scheme = "SHA512-CRYPT"
 [server]
 control_socket = ""
 [mailgate]
-gnupg_home = "{keys.gateway}"
+gnupg_home = "{site.keys.gateway}"
 state_dir = "state"
-sendmail = "{sendmail}"
+{mailer or f'sendmail = "{site.root / "sendmail"}"'}
 from_address = "mailgate@example.org"
-signing_key = "{keys.gateway_key}"
+signing_key = "{site.keys.gateway_key}"
 dns_zone = "users.example.org"
 """
     )
+
+
+def make_site(keys: Keys, tmp_path: Path) -> Site:
+    """A site in ``tmp_path``: config, a SQLite directory of five accounts, an outbox."""
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    sendmail = tmp_path / "sendmail"
+    sendmail.write_text(SENDMAIL.format(outbox=outbox))
+    sendmail.chmod(0o755)
+    site = Site(tmp_path, tmp_path / "mailwarden.toml", outbox, keys)
+    write_config(site)
 
     async def populate() -> None:
         directory = await SQLiteDirectory.open(tmp_path / "accounts.db", create=True)
@@ -148,7 +154,12 @@ dns_zone = "users.example.org"
             await directory.close()
 
     asyncio.run(populate())
-    return Site(tmp_path, config, outbox, keys)
+    return site
+
+
+@pytest.fixture
+def site(keys: Keys, tmp_path: Path) -> Site:
+    return make_site(keys, tmp_path)
 
 
 # --------------------------------------------------------------------------- ping

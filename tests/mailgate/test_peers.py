@@ -6,6 +6,9 @@
 * A signed mail sent over SMTP to a private Postfix instance is delivered by
   ``local`` to a pipe alias running ``mailwarden mailgate change``; the reply goes
   back over SMTP to the same Postfix and lands in the account's mailbox file.
+* chpasswd while that Postfix is stopped: the reply cannot be handed over, so the
+  command exits 75 and the old password still works; once Postfix runs, the same
+  mail (the MTA's retry) sets a new password that arrives in the mailbox.
 """
 
 from __future__ import annotations
@@ -215,6 +218,24 @@ def _running_postfix(root: Path, port: int) -> Iterator[Path]:
                 kill_group(os.getpgid(pid))
 
 
+def _postfix_instance(root: Path, port: int, user: str, aliases: str) -> None:
+    """A private Postfix in ``root`` (etc, queue, data) on ``port``, with ``aliases``."""
+    for sub in ("etc", "queue", "data"):
+        (root / sub).mkdir()
+    shutil.chown(root / "data", user="postfix")
+    (root / "etc" / "aliases").write_text(aliases)
+    (root / "etc" / "main.cf").write_text(MAIN_CF.format(root=root, user=user))
+    (root / "etc" / "master.cf").write_text(MASTER_CF.format(port=port))
+    newaliases = subprocess.run(
+        ["postalias", "-c", str(root / "etc"), str(root / "etc" / "aliases")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert newaliases.returncode == 0, newaliases.stderr
+
+
 def _python_for(user: str) -> tuple[str, str]:
     """An interpreter ``user`` may run that imports this mailwarden, and its PYTHONPATH.
 
@@ -256,10 +277,8 @@ def test_a_signed_mail_through_postfix_changes_the_account_and_the_reply_arrives
     entry = pwd.getpwnam(user)
     with private_dir("mailgate-postfix") as root:
         port = free_port()
-        for sub in ("etc", "queue", "data", "gate"):
-            (root / sub).mkdir()
-        shutil.chown(root / "data", user="postfix")
         gate = root / "gate"
+        gate.mkdir()
         # What the gateway runs as (local(8) never runs commands as root): its own
         # copy of the keyring, directory, state and the mailbox the reply goes to.
         shutil.copytree(keys.gateway, gate / "gnupg", ignore=shutil.ignore_patterns("S.*"))
@@ -286,17 +305,7 @@ from_address = "mailgate@gate.test"
             f"/usr/bin/env PYTHONPATH={pythonpath} {python} -m mailwarden"
             f" --config {gate / 'mailwarden.toml'} mailgate change"
         )
-        (root / "etc" / "aliases").write_text(f'change: "|{command}"\nalice: {mbox}\n')
-        (root / "etc" / "main.cf").write_text(MAIN_CF.format(root=root, user=user))
-        (root / "etc" / "master.cf").write_text(MASTER_CF.format(port=port))
-        newaliases = subprocess.run(
-            ["postalias", "-c", str(root / "etc"), str(root / "etc" / "aliases")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert newaliases.returncode == 0, newaliases.stderr
+        _postfix_instance(root, port, user, f'change: "|{command}"\nalice: {mbox}\n')
         with _running_postfix(root, port):
             raw = mail(keys.clearsign("ircnick: through-postfix\n", keys.alice))
             with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
@@ -323,3 +332,72 @@ from_address = "mailgate@gate.test"
                 await directory.close()
 
         assert asyncio.run(nick()) == "through-postfix"
+
+
+@pytest.mark.skipif(
+    not os.access(POSTFIX, os.X_OK) or os.geteuid() != 0,
+    reason="needs postfix and root (a private Postfix instance must start as root)",
+)
+def test_chpasswd_while_postfix_is_stopped_keeps_the_old_password_and_the_retry_delivers(
+    keys: Keys,
+) -> None:
+    user = "nobody"
+    with private_dir("mailgate-postfix-down") as root:
+        port = free_port()
+        gate = root / "gate"
+        gate.mkdir()
+        mbox = gate / "alice.mbox"
+        shutil.chown(gate, user=user)
+        _postfix_instance(root, port, user, f"alice: {mbox}\n")
+        asyncio.run(_populate(gate / "mailwarden.db", keys, mail_domain="gate.test"))
+        config = gate / "mailwarden.toml"
+        config.write_text(
+            f"""
+[directory]
+path = "mailwarden.db"
+[passwords]
+scheme = "SHA512-CRYPT"
+[server]
+control_socket = ""
+[mailgate]
+gnupg_home = "{keys.gateway}"
+state_dir = "state"
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+from_address = "mailgate@gate.test"
+"""
+        )
+
+        def mailwarden(*args: str, raw: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(
+                [sys.executable, "-m", "mailwarden", "--config", str(config), *args],
+                input=raw,
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+
+        raw = mail(keys.clearsign("Please change my mail password\n", keys.alice))
+        # Postfix is stopped: its smtpd port refuses the reply.
+        done = mailwarden("mailgate", "chpasswd", raw=raw)
+        assert done.returncode == 75, done.stderr
+        assert mailwarden("auth", "test", "alice", "old-password").returncode == 0
+
+        with _running_postfix(root, port):
+            done = mailwarden("mailgate", "chpasswd", raw=raw)  # the MTA's retry
+            assert done.returncode == 0, done.stderr
+
+            def arrived() -> bool:
+                return mbox.exists() and b"END PGP MESSAGE" in mbox.read_bytes()
+
+            wait_until(arrived, "the new password in alice's mailbox", timeout=60)
+        reply = email.message_from_bytes(
+            mbox.read_bytes().split(b"\n", 1)[1], policy=email.policy.default
+        )
+        assert isinstance(reply, email.message.EmailMessage)
+        body = reply.get_body(("plain",))
+        assert body is not None
+        plain = gpg(keys.world, "--decrypt", stdin=str(body.get_content()).encode()).decode()
+        password = plain.split("is:", 1)[1].split()[0]
+        assert mailwarden("auth", "test", "alice", password).returncode == 0
+        assert mailwarden("auth", "test", "alice", "old-password").returncode != 0

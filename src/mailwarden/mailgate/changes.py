@@ -28,7 +28,8 @@ line of a message replaces the stored keys and later ones add; the same holds
 for DNS entries.
 
 Two kinds of rejection. A *soft* one (a weak or blocklisted SSH key, too many
-keys, a DNS name owned by another account, a CNAME mixed with other types, a
+keys, a DNS name owned by another account, a zone-wide ``_`` name not in
+``dns_underscore_names``, a CNAME mixed with other types, a
 field that may not be deleted) is one report line and processing goes on. A
 *halting* one (a line nobody understands, a malformed value, an unparsable key)
 stops processing: with ``atomic = false`` (the seed's documented behaviour,
@@ -75,7 +76,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mailwarden.mailgate.dns import DnsRecord, looks_like_dns_line, parse_dns_line
+from mailwarden.mailgate.dns import DnsRecord, is_zone_wide, looks_like_dns_line, parse_dns_line
 from mailwarden.mailgate.errors import MailgateError
 from mailwarden.mailgate.position import parse_position_line
 from mailwarden.mailgate.sshkeys import key_refusal, looks_like_key_line, parse_key_line
@@ -118,7 +119,8 @@ class ChangePolicy:
     ``fields`` are seed field names (lower case, see SEED_FIELDS) that may be
     set; ``login_shells`` the only values ``loginshell`` accepts; ``dns_zone``
     empty means DNS lines are not accepted at all; ``ssh_key_blocklist`` holds
-    ``SHA256:...`` fingerprints.
+    ``SHA256:...`` fingerprints; ``dns_underscore_names`` the zone-wide names
+    (lower case, starting with ``_``) that DNS lines may nevertheless set.
     """
 
     fields: tuple[str, ...] = SEED_FIELDS
@@ -129,6 +131,7 @@ class ChangePolicy:
     max_dns_records: int = 50
     atomic: bool = False
     max_lines: int = 500
+    dns_underscore_names: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, cfg: MailgateConfig) -> ChangePolicy:
@@ -140,6 +143,7 @@ class ChangePolicy:
             max_ssh_keys=cfg.max_ssh_keys,
             ssh_key_blocklist=frozenset(cfg.ssh_key_blocklist),
             atomic=cfg.atomic,
+            dns_underscore_names=frozenset(n.lower() for n in cfg.dns_underscore_names),
         )
 
 
@@ -383,6 +387,11 @@ class _Working:
         if not self.policy.dns_zone:
             raise MailgateError("DNS entries are not accepted by this gateway (no zone)")
         rec = parse_dns_line(self._relative(line))
+        if is_zone_wide(rec.name) and rec.name not in self.policy.dns_underscore_names:
+            return LineStatus.REFUSED, (
+                f"DNS name {rec.name} is refused: names starting with _ (such as"
+                " _acme-challenge, _dmarc, _domainkey) act for the whole zone",
+            )
         owner = self.owner(rec.name)
         if owner is not None and owner != self.account.uid:
             return LineStatus.REFUSED, (

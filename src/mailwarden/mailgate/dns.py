@@ -23,6 +23,13 @@ like with like):
 ``name`` is a single label under the gateway's configured zone (letters,
 digits, ``-`` and ``_``, at most 63, not starting or ending with ``-``); the
 zone itself is the gateway's business, not this parser's.
+
+Names starting with ``_`` are *zone-wide* (:func:`is_zone_wide`): by DNS
+convention they are not hosts but records that speak for the whole zone —
+``_acme-challenge`` (an ACME TXT record gets certificates issued for the zone's
+names), ``_dmarc`` (the zone's mail policy), ``_domainkey`` and service labels.
+The parser accepts them; ``mailgate.changes`` refuses them unless the site
+lists them in ``[mailgate] dns_underscore_names``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ __all__ = [
     "MAX_DNS_LINE_LENGTH",
     "RECORD_TYPES",
     "DnsRecord",
+    "is_zone_wide",
     "looks_like_dns_line",
     "parse_dns_line",
 ]
@@ -61,6 +69,11 @@ class DnsRecord:
     def zone_line(self) -> str:
         """``name IN TYPE value``: the stored form and a valid zone-file line."""
         return f"{self.name} IN {self.type} {self.value}"
+
+
+def is_zone_wide(name: str) -> bool:
+    """Whether the label ``name`` speaks for the whole zone (it starts with ``_``)."""
+    return name.startswith("_")
 
 
 def looks_like_dns_line(line: str) -> bool:

@@ -9,16 +9,26 @@
 2. **Select the account** whose ``pgp_fingerprint`` is the signing key's primary
    fingerprint. No account, or more than one: silent refusal as in 1.
 3. **Replay and clock window** (:mod:`.replay`): from here on the signer is
-   known, so refusals are reported to the account's own address.
+   known, so refusals are reported to the account's own address. The message is
+   *claimed*, not yet recorded as processed.
 4. **Act**: ping, chpasswd or change, then mail the reply to ``Account.mail``.
 
-A directory outage at any step raises :class:`~mailwarden.errors.TemporaryFailure`
-out of :meth:`handle`; the command exits 75 (EX_TEMPFAIL) and the MTA keeps the
-message and tries again later. No mail is sent in that case.
+Nothing lost, nothing done twice. The claim becomes a finished replay entry
+only together with what it stands for: ``change`` commits it right after the
+directory write, with the reply, which stays stored until the MTA took it (a
+retry after a failed hand-over re-sends it and changes nothing). ``chpasswd``
+hands the encrypted password to the MTA *first* and stores it second, so a
+password is never stored that its owner cannot receive; if the store then
+fails, a second mail says the first password was not stored. Any error before
+the commit releases the claim: a directory or MTA outage raises
+:class:`~mailwarden.errors.TemporaryFailure` out of :meth:`handle`, the command
+exits 75 (EX_TEMPFAIL), and the MTA's retry is processed like a new message.
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
 import enum
 import logging
 import socket
@@ -30,11 +40,12 @@ from email.message import EmailMessage
 from mailwarden.admin import AccountAdmin, generate_password
 from mailwarden.config import MailgateConfig
 from mailwarden.directories.base import Directory
-from mailwarden.errors import AccountError
+from mailwarden.errors import AccountError, DirectoryUnavailable
 from mailwarden.mailgate import mail
 from mailwarden.mailgate.changes import ChangePolicy, ChangeResult, process_change
+from mailwarden.mailgate.mail import MailUnsent
 from mailwarden.mailgate.pgp import SignedText, VerificationError, Verifier
-from mailwarden.mailgate.replay import ReplayCache, Replayed
+from mailwarden.mailgate.replay import Claim, ReplayCache, Replayed
 from mailwarden.model import Account, AccountStatus
 
 log = logging.getLogger("mailwarden.mailgate")
@@ -145,63 +156,118 @@ class Gateway:
         if account.status is AccountStatus.DELETED or not account.mail:
             return self._silent(f"account {account.uid} is deleted or has no address")
         try:
-            self.replay.check_and_record(
+            claim = self.replay.claim(
                 signed.signed_bytes, signed.signed_at, signed.fingerprint, now=self.clock()
             )
         except Replayed as exc:
             return self._reply(account, False, f"{function.value} refused", str(exc) + "\n")
+        if claim.undelivered is not None:
+            return self._resend(account, claim, claim.undelivered)
+        try:
+            return await self._act(function, account, signed, claim)
+        except BaseException:
+            # Nothing was stored for this message (a committed claim is not
+            # released): the MTA's retry must be processed as new, not refused.
+            try:
+                self.replay.release(claim)
+            except DirectoryUnavailable as exc:
+                log.warning("could not release the replay claim (retried after a lease): %s", exc)
+            raise
+
+    async def _act(
+        self, function: Function, account: Account, signed: SignedText, claim: Claim
+    ) -> Outcome:
         if account.status is not AccountStatus.ACTIVE:
-            return self._reply(
-                account, False, f"{function.value} refused", "The account is disabled.\n"
-            )
+            text = self._signed("The account is disabled.\n")
+            what = f"{function.value} refused"
+            return self._finish(claim, account, False, what, self._message(account, what, text))
         match function:
             case Function.PING:
-                return self._reply(account, True, "ping", public_record(account))
+                message = self._message(account, "ping", self._signed(public_record(account)))
+                return self._finish(claim, account, True, "ping", message)
             case Function.CHPASSWD:
-                return await self._chpasswd(account, signed)
+                return await self._chpasswd(account, signed, claim)
             case Function.CHANGE:
-                return await self._change(account, signed)
+                return await self._change(account, signed, claim)
 
     # ------------------------------------------------------------------ functions
 
-    async def _chpasswd(self, account: Account, signed: SignedText) -> Outcome:
+    async def _chpasswd(self, account: Account, signed: SignedText, claim: Claim) -> Outcome:
         # The whole signed text must be the phrase: quoting it in any other
         # signed mail (as the original gateway allowed) must not reset a password.
         if " ".join(signed.text.split()) != " ".join(self.config.chpasswd_phrase.split()):
-            return self._reply(
+            return self._refuse(
+                claim,
                 account,
-                False,
                 "chpasswd refused",
                 "The signed text must be exactly the configured phrase, and nothing else.\n",
             )
-        # Encrypt first, store second: a key that cannot receive mail (no encryption
-        # subkey, expired one) must not leave the account with a password nobody knows.
+        # Encrypt first: a key that cannot receive mail (no encryption subkey,
+        # expired one) must not leave the account with a password nobody knows.
         password = generate_password()
         text = (
             f"The new mail password of {account.uid} is:\n\n"
             f"    {password.decode()}\n\n"
-            "It replaces the old one now.\n"
+            "It replaces the old one now (unless another mail from this gateway\n"
+            "says that it could not be stored).\n"
         )
         fingerprint = account.pgp_fingerprint or signed.fingerprint
         try:
             body = self.verifier.encrypt(text, fingerprint, sign_with=self.config.signing_key)
         except VerificationError as exc:
-            return self._reply(
-                account, False, "chpasswd refused", f"Nothing was changed: {exc.reason}\n"
+            return self._refuse(
+                claim, account, "chpasswd refused", f"Nothing was changed: {exc.reason}\n"
             )
+        # Hand the reply over *before* storing the password: a password whose mail
+        # never left (MTA down) would lock the owner out. MailUnsent propagates,
+        # the claim is released, nothing was stored, and the MTA's retry starts over.
+        message = self._message(account, "chpasswd", body)
+        self._send(account, True, "chpasswd", message)
         try:
             await self.admin.set_password(account.uid, password)
         except AccountError as exc:
-            return self._silent(f"chpasswd for {account.uid}: {exc}")
+            # Final (the account vanished meanwhile, or the store refuses the
+            # value): say so, and never act on this message again.
+            notice = self._not_stored(
+                account,
+                message,
+                f"was NOT stored: {exc}.\nYour old password still works.\n",
+            )
+            return self._finish(claim, account, False, "chpasswd failed", notice)
+        except Exception:
+            # Temporary (directory down). The mail already sent holds a password
+            # that may not work: tell the owner, then exit 75 (the claim is
+            # released) so that the retry makes and mails a new one.
+            try:
+                notice = self._not_stored(
+                    account,
+                    message,
+                    "could not be stored (a temporary failure). Keep using your old\n"
+                    "password: the gateway tries again later and then mails you a new\n"
+                    "one. Only the newest password mail counts.\n",
+                )
+                self._send(account, False, "chpasswd not stored", notice)
+            except (MailUnsent, VerificationError) as exc:
+                log.warning("could not send the not-stored notice to %s: %s", account.uid, exc)
+            raise
+        self.replay.commit(claim, reply=None, now=self.clock())
         if not notify_daemon(self.control_socket, list(account.logins())):
             log.warning(
                 "could not tell a daemon to flush %s (none running, or %s not reachable)",
                 account.uid,
                 self.control_socket or "no control_socket",
             )
-        return self._send(account, True, "chpasswd", self._message(account, "chpasswd", body))
+        return Outcome(accepted=True, detail="chpasswd", uid=account.uid, reply=message)
 
-    async def _change(self, account: Account, signed: SignedText) -> Outcome:
+    def _not_stored(self, account: Account, sent: EmailMessage, why: str) -> EmailMessage:
+        """The notice that the password mailed in ``sent`` was not (surely) stored."""
+        text = f"The new password mailed to you in {sent['Message-ID']}\n{why}"
+        notice = self._message(account, "chpasswd not stored", self._signed(text))
+        notice["In-Reply-To"] = str(sent["Message-ID"])
+        notice["References"] = str(sent["Message-ID"])
+        return notice
+
+    async def _change(self, account: Account, signed: SignedText, claim: Claim) -> Outcome:
         owners = await self._dns_owners() if self.config.dns_zone else {}
         policy = ChangePolicy.from_config(self.config)
         results: list[ChangeResult] = []
@@ -217,7 +283,7 @@ class Gateway:
             await self.admin.apply(account.uid, change)
         except AccountError as exc:
             # The account vanished, or the result breaks a directory rule: nothing stored.
-            return self._reply(account, False, "change refused", f"Nothing was changed: {exc}\n")
+            return self._refuse(claim, account, "change refused", f"Nothing was changed: {exc}\n")
         result = results[-1]
         attachment = None
         report = result.report_text()
@@ -236,7 +302,7 @@ class Gateway:
         body = self._signed(report)
         message = self._message(account, "change", body, attachment=attachment)
         log.info("change for %s: applied %d line(s)", account.uid, len(result.applied))
-        return self._send(account, True, "change", message)
+        return self._finish(claim, account, True, "change", message)
 
     async def _dns_owners(self) -> dict[str, str]:
         """DNS name (lower case) -> uid of its owner, over every account."""
@@ -280,6 +346,32 @@ class Gateway:
 
     def _reply(self, account: Account, accepted: bool, what: str, text: str) -> Outcome:
         return self._send(account, accepted, what, self._message(account, what, self._signed(text)))
+
+    def _refuse(self, claim: Claim, account: Account, what: str, text: str) -> Outcome:
+        return self._finish(
+            claim, account, False, what, self._message(account, what, self._signed(text))
+        )
+
+    def _finish(
+        self, claim: Claim, account: Account, accepted: bool, what: str, message: EmailMessage
+    ) -> Outcome:
+        """Mark the message processed, with its reply, then hand the reply over.
+
+        The reply is stored with the commit: if the MTA does not take it now, the
+        retry sends it again (see :meth:`_resend`) instead of acting twice.
+        """
+        self.replay.commit(claim, reply=message.as_bytes(), now=self.clock())
+        outcome = self._send(account, accepted, what, message)
+        self.replay.delivered(claim)
+        return outcome
+
+    def _resend(self, account: Account, claim: Claim, stored: bytes) -> Outcome:
+        message = email.message_from_bytes(stored, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.send(message)
+        self.replay.delivered(claim)
+        log.info("reply for %s resent (processed before, the MTA had not taken it)", account.uid)
+        return Outcome(accepted=True, detail="reply resent", uid=account.uid, reply=message)
 
     def _send(self, account: Account, accepted: bool, what: str, message: EmailMessage) -> Outcome:
         self.send(message)

@@ -26,9 +26,7 @@ second signer could otherwise choose which account the message acts on.
 
 from __future__ import annotations
 
-import email
 import email.message
-import email.policy
 import os
 import re
 import tempfile
@@ -38,6 +36,7 @@ from typing import Literal
 import gnupg  # type: ignore[import-untyped]
 
 from mailwarden.errors import MailwardenError
+from mailwarden.mailgate import mime
 
 
 class VerificationError(MailwardenError):
@@ -142,6 +141,14 @@ def _bodies(message: email.message.Message) -> list[bytes]:
     return out
 
 
+def _parse(raw: bytes) -> email.message.Message:
+    """``raw`` parsed within :mod:`.mime`'s limits; VerificationError beyond them."""
+    try:
+        return mime.parse(raw)
+    except mime.TooComplex as exc:
+        raise VerificationError(str(exc)) from exc
+
+
 class Verifier:
     """Verifies mails against the keyring in ``gnupg_home``; also encrypts and signs replies."""
 
@@ -152,13 +159,19 @@ class Verifier:
             self._gpg = gnupg.GPG(gnupghome=gnupg_home, gpgbinary=gpg_binary)
         except (OSError, ValueError) as exc:  # python-gnupg: the binary does not run
             raise VerificationError(f"cannot run {gpg_binary}: {exc}") from exc
-        self._gpg.encoding = "utf-8"
+        # python-gnupg decodes gpg's stderr (status lines and messages, which can
+        # quote the mail's bytes) with this codec, strictly, in a reader thread:
+        # with utf-8, one stray byte kills that thread (a traceback on stderr) and
+        # the rest of the status is lost. latin-1 decodes any byte; every text we
+        # hand to gpg is encoded to UTF-8 bytes here, and every text we take back
+        # is decoded from bytes here, so this codec is used for nothing else.
+        self._gpg.encoding = "latin-1"
 
     # ------------------------------------------------------------------ verify
 
     def verify_message(self, raw: bytes) -> SignedText:
         """The signed text of the mail ``raw`` and its signer; VerificationError if none."""
-        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+        message = _parse(raw)
         if (
             message.get_content_type() == "multipart/signed"
             and (message.get_param("protocol") or "") == "application/pgp-signature"
@@ -197,7 +210,7 @@ class Verifier:
         parts = split_multipart(raw, boundary)
         if len(parts) != 2:
             raise VerificationError(f"multipart/signed with {len(parts)} parts, not 2")
-        signature_part = email.message_from_bytes(parts[1], policy=email.policy.compat32)
+        signature_part = _parse(parts[1])
         if signature_part.get_content_type() != "application/pgp-signature":
             raise VerificationError("the second part is not application/pgp-signature")
         signature = signature_part.get_payload(decode=True)
@@ -212,7 +225,7 @@ class Verifier:
                 sig_file.name, signed, extra_args=["--no-auto-key-retrieve"]
             )
         fingerprint, signed_at = self._check(result)
-        inner = email.message_from_bytes(signed, policy=email.policy.compat32)
+        inner = _parse(signed)
         text = _first_text(inner)
         if text is None:
             raise VerificationError("the signed part has no text/plain body")
@@ -245,7 +258,7 @@ class Verifier:
     def encrypt(self, text: str, fingerprint: str, *, sign_with: str = "") -> str:
         """``text`` encrypted to the key ``fingerprint`` only (ASCII armour)."""
         result = self._gpg.encrypt(
-            text,
+            text.encode("utf-8"),
             [fingerprint],
             always_trust=True,
             sign=sign_with or None,
@@ -254,20 +267,23 @@ class Verifier:
         )
         if not result.ok:
             raise VerificationError(f"cannot encrypt to {fingerprint}: {result.status}")
-        return str(result)
+        return bytes(result.data).decode("ascii")
 
     def clearsign(self, text: str, key: str) -> str:
         """``text`` clearsigned with the gateway's key ``key`` (no passphrase)."""
         result = self._gpg.sign(
-            text, keyid=key, clearsign=True, extra_args=["--pinentry-mode", "loopback"]
+            text.encode("utf-8"),
+            keyid=key,
+            clearsign=True,
+            extra_args=["--pinentry-mode", "loopback"],
         )
         if not result.data:
             raise VerificationError(f"cannot sign with {key}: {result.status}")
-        return str(result)
+        return bytes(result.data).decode("utf-8")
 
     def public_key(self, fingerprint: str) -> str:
         """The ASCII-armoured public key ``fingerprint`` ('' if the keyring lacks it)."""
-        return str(self._gpg.export_keys(fingerprint))
+        return str(self._gpg.export_keys(fingerprint))  # ASCII armour: any codec does
 
 
 _FPR_RE = re.compile(r"^[0-9A-F]{40}([0-9A-F]{24})?$")
