@@ -337,7 +337,8 @@ class Running:
 
 
 async def check_backends(app: App) -> dict[str, str]:
-    """``/readyz``: "ok" or what is wrong, for the directory and the guard's store."""
+    """``/readyz``: "ok", or "<state>: <what is wrong>", for the directory and the guard's
+    store (the HTTP front end shows only the state word and logs the rest)."""
     checks: dict[str, str] = {}
     try:
         await app.directory.ping()

@@ -428,16 +428,18 @@ class WebUi:
         except _Refused as exc:
             response = self._page(exc_title(exc.status), _error(str(exc)), status=exc.status)
         except TemporaryFailure as exc:
-            log.warning("web: temporary failure: %s", exc)
+            rid = secrets.token_hex(8)
+            log.warning("session=%s web: temporary failure: %s", rid, exc)
             response = self._page(
                 "Temporarily unavailable",
-                _error("The directory does not answer; try again."),
+                _error(f"The service does not answer; try again (request id {rid})."),
                 status=503,
             )
         except Exception:
-            # The request boundary: logged once, never a trace in the page.
-            log.exception("web: internal error on %s", scope.get("path"))
-            response = self._page("Error", _error("Internal error."), status=500)
+            # The request boundary: logged once, never a trace or a cause in the page.
+            rid = secrets.token_hex(8)
+            log.exception("session=%s web: internal error on %s", rid, scope.get("path"))
+            response = self._page("Error", _error(f"Internal error (id {rid})."), status=500)
         await _send(send, response)
 
     async def _request(self, scope: Scope, receive: Receive) -> Request:
