@@ -439,6 +439,7 @@ class HttpConfig:
     session_secret_file: str = ""
     session_lifetime: float = 3600.0
     min_password_length: int = 10
+    trusted_proxies: tuple[str, ...] = ()
 
     def _check(self, key: str) -> None:
         from mailwarden.protocols import nauthilus  # noqa: PLC0415 - avoid an import cycle
@@ -456,6 +457,15 @@ class HttpConfig:
             )
         _require(bool(self.tls_cert) == bool(self.tls_key), f"{key}.tls_key", "set with tls_cert")
         _require(self.max_body_bytes >= 1024, f"{key}.max_body_bytes", "an integer >= 1024")
+        import ipaddress  # noqa: PLC0415 - keep checkpassword's lean start lean
+
+        for i, net in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise _Invalid(
+                    f"{key}.trusted_proxies[{i}]", "a network such as 127.0.0.1/32"
+                ) from None
         for name, source in self.attributes.items():
             _require(
                 nauthilus.valid_source(source),

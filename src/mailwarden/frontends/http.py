@@ -50,7 +50,7 @@ from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.web import WebUi
 from mailwarden.metrics import CONTENT_TYPE, Metrics
 from mailwarden.model import AuthAttempt, Unavailable
-from mailwarden.protocols import admin_api, nginx_auth
+from mailwarden.protocols import admin_api, forwarded, nginx_auth
 from mailwarden.protocols import nauthilus as proto
 
 log = logging.getLogger("mailwarden.http")
@@ -103,11 +103,13 @@ class HttpApi:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.config.trusted_proxies:
+            _apply_origin(scope, headers, self.config.trusted_proxies)
         if scope["path"] == "/ui" or scope["path"].startswith("/ui/"):
             await self.web(scope, receive, send)
             return
         session = secrets.token_hex(12)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             reply = await self._dispatch(scope, headers, receive, session)
         except ProtocolError as exc:
@@ -369,6 +371,17 @@ class HttpApi:
             "result": {"target": target, "lifted": lifted},
         }
         return proto.Reply(status=200, headers=(), body=json.dumps(body).encode())
+
+
+def _apply_origin(scope: Scope, headers: Mapping[str, str], proxies: tuple[str, ...]) -> None:
+    """Every route sees the client a trusted proxy forwarded (protocols/forwarded.py)."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    trusted = forwarded.networks(proxies)
+    found = forwarded.origin(peer, scope.get("scheme", "http"), headers, trusted)
+    if found.client_ip != peer:
+        scope["client"] = (found.client_ip, 0)
+    scope["scheme"] = found.scheme
 
 
 def _query_mode(scope: Scope) -> str:
@@ -894,6 +907,9 @@ async def start_http(
         log_config=None,
         access_log=False,
         server_header=False,
+        # uvicorn would take X-Forwarded-For/-Proto from 127.0.0.1 (its default
+        # forwarded_allow_ips): HttpApi believes only http.trusted_proxies.
+        proxy_headers=False,
         timeout_keep_alive=60,
         # SIGTERM: requests in flight get this long to finish (server.shutdown_timeout).
         timeout_graceful_shutdown=max(1, math.ceil(shutdown_timeout)),
