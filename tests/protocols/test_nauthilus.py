@@ -156,6 +156,37 @@ def test_a_lone_surrogate_in_any_field_is_a_clear_protocol_error(escaped: str, f
         proto.parse_request(proto.parse_json(body), need_password=True)
 
 
+@pytest.mark.parametrize("field", ["client_port", "x"])
+def test_a_number_too_long_for_int_is_a_protocol_error(field: str) -> None:
+    body = b'{"username": "a", "password": "x", "%s": 1%s}' % (field.encode(), b"0" * 5000)
+    with pytest.raises(ProtocolError, match="number too long"):
+        proto.parse_json(body)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(list(proto.REQUEST_HEADERS)),
+        st.one_of(
+            st.text(max_size=12),
+            st.lists(st.sampled_from(["%ff", "%C3", "%e9", "%00", "%0a", "a", "%"])).map("".join),
+        ),
+    ),
+    st.booleans(),
+)
+def test_any_header_mode_request_parses_to_a_usable_request_or_protocol_error(
+    headers: dict[str, str], encoded: bool
+) -> None:
+    if encoded:
+        headers["x-auth-password-encoded"] = "1"
+    try:
+        request = proto.parse_request(proto.fields_from_headers(headers), need_password=False)
+    except ProtocolError:
+        return
+    request.username.encode("utf-8")
+    request.service.encode("utf-8")
+    request.attempt(session="s")
+
+
 def test_a_surrogate_pair_is_one_character_and_accepted() -> None:
     body = b'{"username": "a\\ud83d\\ude00", "password": "\\ud83d\\ude00"}'
     request = proto.parse_request(proto.parse_json(body), need_password=True)

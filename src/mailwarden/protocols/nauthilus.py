@@ -178,6 +178,9 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise ProtocolError("request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"request body is not valid JSON: {exc.msg}") from None
+    except ValueError:
+        # int() refuses a number of more than 4300 digits (sys.set_int_max_str_digits).
+        raise ProtocolError("request body has a number too long to read") from None
     except RecursionError:
         raise ProtocolError("request body is nested too deeply") from None
     if not isinstance(data, dict):
