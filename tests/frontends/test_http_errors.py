@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from mailwarden.admin import AccountAdmin
 from mailwarden.app import App, check_backends, running_app
+from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.engine import Engine
-from mailwarden.frontends.http import HttpServer, start_http
+from mailwarden.frontends.http import HttpApi, HttpServer, start_http
 from tests.frontends.test_http_frontend import (
     CONFIG,
     CREDS,
@@ -28,6 +30,7 @@ from tests.frontends.test_http_frontend import (
     read_response,
     request,
 )
+from tests.frontends.test_web import Client, Clock, Served, token_of
 from tests.helpers import make_config
 from tests.slapd import SERVICE_DN, SERVICE_PW, SUFFIX, Slapd, have_slapd
 
@@ -169,5 +172,29 @@ async def test_a_lone_surrogate_in_the_json_body_is_a_400_not_a_500(
         )
         assert r.status == 400
         assert "lone surrogate" in r.json()["error"]
+    finally:
+        await server.close()
+
+
+async def test_a_password_with_a_nul_byte_is_a_400_on_the_admin_api_and_the_web_page(
+    engine: Engine, directory: MemoryDirectory
+) -> None:
+    admin = AccountAdmin(
+        directory=directory, hasher=engine.hasher, engine=engine, default_scheme="SHA256-CRYPT"
+    )
+    server = await start_http(engine, CONFIG, resolve=Path, admin=admin)
+    try:
+        bearer = {"Authorization": "Bearer admintoken", "Content-Type": "application/json"}
+        body = json.dumps({"password": "new\x00password"}).encode()
+        r = await request(server, "PUT", "/api/v1/accounts/alice/password", body, headers=bearer)
+        assert r.status == 400 and "NUL" in r.json()["error"]
+        api = server._server.config.app
+        assert isinstance(api, HttpApi)
+        c = Client(Served(server, api.web, Clock()))
+        await c.user_login("alice", "secret")
+        token = token_of((await c.go("GET", "/ui/me")).body)
+        form = {"csrf": token, "current": "secret", "new": "a\x00" * 6, "repeat": "a\x00" * 6}
+        r = await c.go("POST", "/ui/me/password", form)
+        assert r.status == 400 and b"NUL" in r.body
     finally:
         await server.close()

@@ -490,6 +490,9 @@ def test_password_policy_names_each_problem() -> None:
     assert password_problem("0123456789", old="0123456789", account=alice, min_length=10)
     assert password_problem("ALICE@example.com", old="x", account=alice, min_length=5)
     assert password_problem("Alice", old="x", account=alice, min_length=5)
+    assert "NUL" in (
+        password_problem("long enough\x00", old="x", account=alice, min_length=5) or ""
+    )
     assert password_problem("a good password", old="x", account=alice, min_length=10) is None
 
 

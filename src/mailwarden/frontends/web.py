@@ -79,6 +79,7 @@ from mailwarden.model import (
     AccountStatus,
     Unavailable,
 )
+from mailwarden.schemes.common import check_password
 
 log = logging.getLogger("mailwarden.web")
 
@@ -299,6 +300,10 @@ def password_problem(new: str, *, old: str, account: Account, min_length: int) -
     """Why ``new`` is not acceptable as the account's password, or None."""
     if len(new) < min_length:
         return f"The new password needs at least {min_length} characters."
+    try:
+        check_password(new.encode("utf-8"))
+    except ValueError as exc:
+        return f"The new password is not possible: {exc}."
     if new == old:
         return "The new password must differ from the current one."
     lowered = new.casefold()
