@@ -337,7 +337,8 @@ class Running:
 
 
 async def check_backends(app: App) -> dict[str, str]:
-    """``/readyz``: "ok" or what is wrong, for the directory and the guard's store."""
+    """``/readyz``: "ok", or "<state>: <what is wrong>", for the directory and the guard's
+    store (the HTTP front end shows only the state word and logs the rest)."""
     checks: dict[str, str] = {}
     try:
         await app.directory.ping()
@@ -403,15 +404,12 @@ def setup_logging(config: Config, *, with_pid: bool = False) -> None:
     _LOGGING["with_pid"] = with_pid
     level = getattr(logging, config.log.level.upper())
     handler = logging.StreamHandler(sys.stderr)
-    if config.log.format == "json":
-        from mailwarden.logs import JsonFormatter  # noqa: PLC0415 - lean start
+    from mailwarden.logs import JsonFormatter, TextFormatter  # noqa: PLC0415 - lean start
 
+    if config.log.format == "json":
         handler.setFormatter(JsonFormatter(with_pid=with_pid))
     else:
-        pid = "[%(process)d] " if with_pid else ""
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s " + pid + "%(levelname)s %(name)s: %(message)s")
-        )
+        handler.setFormatter(TextFormatter(with_pid=with_pid))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # A decision the caller asked to debug is logged whatever the level.
     logging.getLogger("mailwarden.debug").setLevel(logging.INFO)

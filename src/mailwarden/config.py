@@ -459,6 +459,7 @@ class HttpConfig:
         "sieve",
         "doveadm",
     )
+    trusted_proxies: tuple[str, ...] = ()
 
     def _check(self, key: str) -> None:
         from mailwarden.protocols import nauthilus  # noqa: PLC0415 - avoid an import cycle
@@ -479,6 +480,15 @@ class HttpConfig:
         _require(self.max_connections >= 1, f"{key}.max_connections", "an integer >= 1")
         _require(self.header_timeout > 0, f"{key}.header_timeout", "seconds > 0")
         _require(self.idle_timeout > 0, f"{key}.idle_timeout", "seconds > 0")
+        import ipaddress  # noqa: PLC0415 - keep checkpassword's lean start lean
+
+        for i, net in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise _Invalid(
+                    f"{key}.trusted_proxies[{i}]", "a network such as 127.0.0.1/32"
+                ) from None
         for name, source in self.attributes.items():
             _require(
                 nauthilus.valid_source(source),

@@ -301,7 +301,12 @@ def test_a_user_changes_their_password_and_the_old_one_stops_working(
     assert doveadm(node, "alice", "secret") == 77
     assert doveadm(node, "alice", "a much better password") == 0
 
-    fill(d, keys=ed25519_line(7, "alice@laptop"))
+    # SSH keys (and the OpenPGP key, the forward address) need the current password:
+    # a stolen session alone cannot hand the account to someone else.
+    fill(d, keys=ed25519_line(7, "alice@laptop"), **{"ssh-current": "secret"})
+    click(d, "save-ssh")
+    assert "The current password is not right." in text(d)
+    fill(d, keys=ed25519_line(7, "alice@laptop"), **{"ssh-current": "a much better password"})
     click(d, "save-ssh")
     assert "SSH keys saved." in text(d)
     assert "alice@laptop" in d.find_element(By.ID, "keys").get_attribute("value")

@@ -11,6 +11,7 @@ from mailwarden.accounts import account_to_json, apply_json
 from mailwarden.errors import AccountError, ProtocolError
 from mailwarden.model import Account
 from mailwarden.protocols import admin_api
+from mailwarden.schemes.common import check_password
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
@@ -67,6 +68,21 @@ def test_any_password_body_parses_or_fails_with_a_message(body: dict[str, Any]) 
         assert str(exc)
     else:
         assert (change.password is None) == (body.get("generate") is True)
+        if change.password is not None:
+            check_password(change.password)  # the hasher will take it
+
+
+@given(st.text(max_size=8), st.text(max_size=8))
+def test_a_password_with_a_nul_byte_is_a_protocol_error_not_a_hashing_crash(
+    before: str, after: str
+) -> None:
+    for parse in (admin_api.parse_password, admin_api.parse_create):
+        try:
+            parse({"uid": "bob", "password": before + "\x00" + after})
+        except ProtocolError as exc:
+            assert "NUL" in str(exc)
+        else:
+            raise AssertionError("a NUL byte was accepted")
 
 
 def test_get_output_patched_back_is_the_same_account() -> None:

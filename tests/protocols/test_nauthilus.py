@@ -113,6 +113,87 @@ def test_any_json_object_parses_or_raises_protocol_error(data: dict[str, object]
     assert request.username == data["username"]
 
 
+#: Strings as a JSON encoder may write them: any text, lone surrogates included
+#: (``json.dumps`` turns those into ``\\udXXX`` escapes, which ``json.loads`` accepts).
+_STRINGS = st.one_of(
+    st.text(st.characters(categories=["L", "N", "Cc"]), max_size=8),
+    # (st.text() leaves surrogates out, so the characters are joined by hand.)
+    st.lists(
+        st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF) | st.characters(),
+        min_size=1,
+        max_size=4,
+    ).map("".join),
+)
+_FIELDS = st.sampled_from(["username", "password", "service", "client_ip", "client_port", "x"])
+
+
+@given(
+    st.dictionaries(_FIELDS, st.one_of(_STRINGS, st.integers(), st.none(), st.booleans())),
+    st.booleans(),
+)
+def test_any_json_body_with_any_strings_parses_to_a_usable_request_or_protocol_error(
+    data: dict[str, object], need_password: bool
+) -> None:
+    body = json.dumps(data).encode()
+    try:
+        request = proto.parse_request(proto.parse_json(body), need_password=need_password)
+    except ProtocolError:
+        return
+    # Everything a parsed request carries can be encoded: hashing, SQLite and the
+    # log never meet a string they cannot write.
+    request.username.encode("utf-8")
+    request.service.encode("utf-8")
+    assert request.password is None or isinstance(request.password.value, bytes)
+    request.attempt(session="s")
+
+
+@pytest.mark.parametrize("escaped", ["\\ud800", "\\udfff", "a\\udc80b", "\\ude00\\ud83d"])
+@pytest.mark.parametrize("field", ["username", "password", "service"])
+def test_a_lone_surrogate_in_any_field_is_a_clear_protocol_error(escaped: str, field: str) -> None:
+    fields = {"username": "alice", "password": "x", "service": "imap"}
+    body = json.dumps(fields).replace(f'"{fields[field]}"', f'"{escaped}"', 1).encode()
+    with pytest.raises(ProtocolError, match="lone surrogate"):
+        proto.parse_request(proto.parse_json(body), need_password=True)
+
+
+@pytest.mark.parametrize("field", ["client_port", "x"])
+def test_a_number_too_long_for_int_is_a_protocol_error(field: str) -> None:
+    body = b'{"username": "a", "password": "x", "%s": 1%s}' % (field.encode(), b"0" * 5000)
+    with pytest.raises(ProtocolError, match="number too long"):
+        proto.parse_json(body)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(list(proto.REQUEST_HEADERS)),
+        st.one_of(
+            st.text(max_size=12),
+            st.lists(st.sampled_from(["%ff", "%C3", "%e9", "%00", "%0a", "a", "%"])).map("".join),
+        ),
+    ),
+    st.booleans(),
+)
+def test_any_header_mode_request_parses_to_a_usable_request_or_protocol_error(
+    headers: dict[str, str], encoded: bool
+) -> None:
+    if encoded:
+        headers["x-auth-password-encoded"] = "1"
+    try:
+        request = proto.parse_request(proto.fields_from_headers(headers), need_password=False)
+    except ProtocolError:
+        return
+    request.username.encode("utf-8")
+    request.service.encode("utf-8")
+    request.attempt(session="s")
+
+
+def test_a_surrogate_pair_is_one_character_and_accepted() -> None:
+    body = b'{"username": "a\\ud83d\\ude00", "password": "\\ud83d\\ude00"}'
+    request = proto.parse_request(proto.parse_json(body), need_password=True)
+    assert request.username == "a\U0001f600"
+    assert request.password == Password("\U0001f600".encode())
+
+
 def test_success_reply_has_the_headers_and_list_attributes_the_seed_reads() -> None:
     reply = reply_for(Accepted(user="alice", account=ALICE))
     assert reply.status == 200
@@ -148,10 +229,13 @@ def test_a_disabled_denial_without_a_proven_password_looks_like_a_wrong_password
     assert header(reply, "Auth-Status") == "Invalid login or password"
 
 
-def test_temporary_failure_is_500_with_an_error_body_never_a_denial() -> None:
-    reply = reply_for(Unavailable(detail="directory down"))
+def test_temporary_failure_is_500_with_a_generic_body_and_the_request_id_never_a_denial() -> None:
+    reply = reply_for(Unavailable(detail="ldap://10.0.0.5:389/: Can't contact LDAP server"))
     assert reply.status == 500
-    assert json.loads(reply.body) == {"error": "directory down"}
+    assert json.loads(reply.body) == {
+        "error": "Temporary server problem, try again later",
+        "request_id": "s1",
+    }
     assert header(reply, "Auth-Status") == "Temporary server problem, try again later"
 
 

@@ -74,6 +74,39 @@ def test_any_headers_parse_or_raise_protocol_error(headers: dict[str, str]) -> N
     assert req.protocol in nginx_auth.PROTOCOLS
 
 
+#: Header values as nginx may send them: any text, digits of every script.
+_VALUES = st.one_of(
+    st.text(),
+    st.text(st.characters(categories=["Nd", "No", "Nl"]), min_size=1, max_size=8),
+    st.sampled_from(["1", "\u00b2", "\u0663", "\uff11", "99999999999", "%ff", "%C3%A9"]),
+)
+_OTHERS = ("auth-method", "auth-user", "auth-pass", "auth-protocol", "client-ip")
+
+
+@given(
+    st.fixed_dictionaries(
+        {"auth-login-attempt": _VALUES}, optional=dict.fromkeys(_OTHERS, _VALUES)
+    ).map(lambda h: {"auth-user": "alice", "auth-pass": "x", "auth-protocol": "imap", **h})
+)
+def test_any_header_value_parses_or_raises_protocol_error_and_the_request_is_usable(
+    headers: dict[str, str],
+) -> None:
+    try:
+        req = nginx_auth.parse_headers(headers)
+    except ProtocolError:
+        return
+    assert 0 <= req.attempt <= 1000
+    assert nginx_auth.wait_seconds(req.attempt) >= 1
+    assert isinstance(req.password.value, bytes)
+    req.user.encode("utf-8")
+
+
+@pytest.mark.parametrize("attempt", ["\u00b2", "\u0663", "\uff11", "1\u00b2"])
+def test_a_login_attempt_in_non_ascii_digits_is_a_protocol_error(attempt: str) -> None:
+    with pytest.raises(ProtocolError, match="Auth-Login-Attempt"):
+        request(attempt=attempt)
+
+
 @pytest.mark.parametrize(
     ("host", "protocol", "server", "port"),
     [

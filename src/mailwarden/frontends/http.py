@@ -51,8 +51,8 @@ from mailwarden.frontends.httpconn import limited_protocol
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.web import WebUi
 from mailwarden.metrics import CONTENT_TYPE, Metrics
-from mailwarden.model import AuthAttempt
-from mailwarden.protocols import admin_api, nginx_auth
+from mailwarden.model import AuthAttempt, Unavailable
+from mailwarden.protocols import admin_api, forwarded, nginx_auth
 from mailwarden.protocols import nauthilus as proto
 
 log = logging.getLogger("mailwarden.http")
@@ -60,7 +60,8 @@ log = logging.getLogger("mailwarden.http")
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 
-#: What ``/readyz`` reports: check name -> "ok" or what is wrong (app.readiness).
+#: What ``/readyz`` reports: check name -> "ok", or "<state>: <what is wrong>" where
+#: the one-word state is public and the rest only logged (app.check_backends).
 Readiness = Callable[[], Awaitable[dict[str, str]]]
 
 
@@ -104,11 +105,13 @@ class HttpApi:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.config.trusted_proxies:
+            _apply_origin(scope, headers, self.config.trusted_proxies)
         if scope["path"] == "/ui" or scope["path"].startswith("/ui/"):
             await self.web(scope, receive, send)
             return
         session = secrets.token_hex(12)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             reply = await self._dispatch(scope, headers, receive, session)
         except ProtocolError as exc:
@@ -118,7 +121,7 @@ class HttpApi:
         except Exception:
             # The request boundary: log once with the session, never send a trace.
             log.exception("session=%s: internal error", session)
-            reply = proto.tempfail_reply("internal error", session=session)
+            reply = proto.tempfail_reply(session=session)
         if not any(name == "X-Nauthilus-Session" for name, _ in reply.headers):
             # The seed script logs this header on every reply; it must never be missing.
             reply = dataclasses.replace(
@@ -142,7 +145,7 @@ class HttpApi:
         if path in ("/ping", "/healthz"):
             return proto.Reply(status=200, headers=(), body=b'{"status":"ok"}')
         if path == "/readyz":
-            return await self._ready()
+            return await self._ready(session)
         if path == "/metrics":
             return self._metrics(headers)
         if path == OPENAPI_PATH:
@@ -192,6 +195,9 @@ class HttpApi:
         )
         if mode == "no-auth":
             outcome = await self.engine.lookup(request.username, service=request.service)
+            if isinstance(outcome, Unavailable):
+                # The reply says only "try again" with this id; the cause is here.
+                log.warning("session=%s lookup: temporary failure: %s", session, outcome.detail)
             return proto.lookup_reply(outcome, session=session, mapping=c.attributes)
         # mode=master: Dovecot's master passdb sends only the master's own name, so
         # without this check any account could act as master for every other one.
@@ -293,7 +299,9 @@ class HttpApi:
             return proto.error_reply(400, str(exc))
         except TemporaryFailure as exc:
             log.warning("session=%s admin: temporary failure: %s", session, exc)
-            return proto.error_reply(503, f"temporary failure: {exc}")
+            return proto.error_reply(
+                503, f"temporary failure, try again later (request id {session})"
+            )
 
     async def _flush(self, headers: Mapping[str, str], receive: Receive) -> proto.Reply:
         if not proto.bearer_ok(headers.get("authorization"), token=self.config.admin_token):
@@ -310,11 +318,22 @@ class HttpApi:
         }
         return proto.Reply(status=200, headers=(), body=json.dumps(body).encode())
 
-    async def _ready(self) -> proto.Reply:
-        """503 while the directory cannot answer or the guard runs without its store."""
+    async def _ready(self, session: str) -> proto.Reply:
+        """503 while the directory cannot answer or the guard runs without its store.
+
+        Anyone may ask, so each check shows only its state word ("ok",
+        "unavailable", "degraded"); what is wrong (an LDAP URL and its error, a
+        database path) goes to the log under the request id in the body.
+        """
         checks = await self.readiness() if self.readiness is not None else {}
         ready = all(value == "ok" for value in checks.values())
-        body = {"status": "ok" if ready else "unavailable", "checks": checks}
+        body: dict[str, object] = {
+            "status": "ok" if ready else "unavailable",
+            "checks": {name: value.partition(":")[0] for name, value in checks.items()},
+        }
+        if not ready:
+            body["request_id"] = session
+            log.warning("session=%s readyz: %s", session, json.dumps(checks))
         return proto.Reply(status=200 if ready else 503, headers=(), body=json.dumps(body).encode())
 
     def _metrics(self, headers: Mapping[str, str]) -> proto.Reply:
@@ -354,6 +373,17 @@ class HttpApi:
             "result": {"target": target, "lifted": lifted},
         }
         return proto.Reply(status=200, headers=(), body=json.dumps(body).encode())
+
+
+def _apply_origin(scope: Scope, headers: Mapping[str, str], proxies: tuple[str, ...]) -> None:
+    """Every route sees the client a trusted proxy forwarded (protocols/forwarded.py)."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    trusted = forwarded.networks(proxies)
+    found = forwarded.origin(peer, scope.get("scheme", "http"), headers, trusted)
+    if found.client_ip != peer:
+        scope["client"] = (found.client_ip, 0)
+    scope["scheme"] = found.scheme
 
 
 def _query_mode(scope: Scope) -> str:
@@ -886,6 +916,9 @@ async def start_http(
         log_config=None,
         access_log=False,
         server_header=False,
+        # uvicorn would take X-Forwarded-For/-Proto from 127.0.0.1 (its default
+        # forwarded_allow_ips): HttpApi believes only http.trusted_proxies.
+        proxy_headers=False,
         timeout_keep_alive=math.ceil(config.idle_timeout),
         # SIGTERM: requests in flight get this long to finish (server.shutdown_timeout).
         timeout_graceful_shutdown=max(1, math.ceil(shutdown_timeout)),

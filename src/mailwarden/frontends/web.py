@@ -27,6 +27,9 @@ Security choices (docs/web.md has the reasons in prose):
 * **No enumeration**: a failed sign-in says only "invalid login", whatever the
   engine's reason; users sign in through :meth:`Engine.authenticate` (front end
   ``web``, service ``web``), so the guard and the per-service switches apply.
+* **No takeover with a session alone** (frontends/web_auth.py): a master login
+  never reaches the self-service page, and a new password, SSH keys, an OpenPGP
+  key or a forward address need the current password entered again.
 * **Nothing secret leaves**: a password hash is never rendered; a generated
   password is shown once, on a page sent with ``Cache-Control: no-store`` (as
   every page is); errors never carry a trace. A Content-Security-Policy allows
@@ -65,20 +68,18 @@ from mailwarden.errors import (
     MailwardenError,
     TemporaryFailure,
 )
+from mailwarden.frontends import web_auth
 from mailwarden.frontends.asgi import Receive, Scope, Send
+from mailwarden.frontends.web_auth import SERVICE, Proof
 from mailwarden.mailgate.changes import ChangePolicy, LineStatus, process_change
 from mailwarden.mailgate.sshkeys import key_refusal, parse_key_line
 from mailwarden.metrics import Metrics
 from mailwarden.model import (
-    Accepted,
     Account,
     AccountStatus,
-    AuthAttempt,
-    Denied,
-    DenyReason,
-    Password,
     Unavailable,
 )
+from mailwarden.schemes.common import check_password
 
 log = logging.getLogger("mailwarden.web")
 
@@ -88,13 +89,12 @@ SESSION_COOKIE = "mw_session"
 LOGIN_COOKIE = "mw_login"
 #: Largest form accepted (an armoured OpenPGP key with signatures can be large).
 MAX_FORM_BYTES = 262_144
-#: The service name of a web sign-in (``service.web = off`` locks a user out of the page).
-SERVICE = "web"
 #: Services shown as switches on the edit page besides those the account already has.
 KNOWN_SERVICES = ("imap", "pop3", "smtp", "submission", "sieve", "lmtp", "web")
 #: A failed administrator sign-in waits this long (the guard only sees user sign-ins).
 ADMIN_FAILURE_DELAY = 1.0
 SEARCH_LIMIT = 200
+WRONG_CURRENT = "The current password is not right."
 
 _STATIC = {"style.css": "text/css; charset=utf-8", "chart.js": "text/javascript; charset=utf-8"}
 _RESULTS = ("accepted", "denied", "blocked", "unavailable")
@@ -300,6 +300,10 @@ def password_problem(new: str, *, old: str, account: Account, min_length: int) -
     """Why ``new`` is not acceptable as the account's password, or None."""
     if len(new) < min_length:
         return f"The new password needs at least {min_length} characters."
+    try:
+        check_password(new.encode("utf-8"))
+    except ValueError as exc:
+        return f"The new password is not possible: {exc}."
     if new == old:
         return "The new password must differ from the current one."
     lowered = new.casefold()
@@ -428,16 +432,18 @@ class WebUi:
         except _Refused as exc:
             response = self._page(exc_title(exc.status), _error(str(exc)), status=exc.status)
         except TemporaryFailure as exc:
-            log.warning("web: temporary failure: %s", exc)
+            rid = secrets.token_hex(8)
+            log.warning("session=%s web: temporary failure: %s", rid, exc)
             response = self._page(
                 "Temporarily unavailable",
-                _error("The directory does not answer; try again."),
+                _error(f"The service does not answer; try again (request id {rid})."),
                 status=503,
             )
         except Exception:
-            # The request boundary: logged once, never a trace in the page.
-            log.exception("web: internal error on %s", scope.get("path"))
-            response = self._page("Error", _error("Internal error."), status=500)
+            # The request boundary: logged once, never a trace or a cause in the page.
+            rid = secrets.token_hex(8)
+            log.exception("session=%s web: internal error on %s", rid, scope.get("path"))
+            response = self._page("Error", _error(f"Internal error (id {rid})."), status=500)
         await _send(send, response)
 
     async def _request(self, scope: Scope, receive: Receive) -> Request:
@@ -675,35 +681,34 @@ class WebUi:
         if request.method != "POST":
             return self._login_form(request, title, action, label)
         self._check_login_csrf(request)
-        outcome = await self._authenticate(
-            request, request.field("username"), request.field("password")
+        outcome = await web_auth.authenticate(
+            self.engine,
+            request.field("username"),
+            request.field("password"),
+            client_ip=request.client_ip,
+            secured=request.secure,
         )
         if isinstance(outcome, Unavailable):
             return self._login_form(
                 request, title, action, label, "The service is temporarily unavailable; try again."
             )
-        if not isinstance(outcome, Accepted) or self.admin is None:
+        accepted = web_auth.self_service(outcome)
+        if accepted is None or self.admin is None:
             return self._login_form(request, title, action, label, "invalid login")
-        account = outcome.account
+        account = accepted.account
         cookie = self._new_session("user", account.uid, self._user_tag(account), request)
         return _redirect(PREFIX + "/me", cookies=(cookie,))
 
-    async def _authenticate(
-        self, request: Request, username: str, password: str
-    ) -> Accepted | Denied | Unavailable:
-        if not username or not password or len(username) > 255 or len(password) > 1024:
-            return Denied(reason=DenyReason.CREDENTIALS)
-        attempt = AuthAttempt(
-            username=username,
-            credentials=Password.from_text(password),
-            service=SERVICE,
-            mechanism="PLAIN",
-            remote_ip=request.client_ip,
+    async def _proven(self, request: Request, account: Account) -> bool:
+        """Whether the form's ``current`` field is the account's current password."""
+        proof = await web_auth.confirm_password(
+            self.engine,
+            account,
+            request.field("current"),
+            client_ip=request.client_ip,
             secured=request.secure,
-            session=secrets.token_hex(8),
-            frontend="web",
         )
-        return await self.engine.authenticate(attempt)
+        return proof is Proof.CONFIRMED
 
     async def _logout(self, request: Request) -> Response:
         cookie = request.cookies.get(SESSION_COOKIE)
@@ -1035,6 +1040,7 @@ class WebUi:
             for seed in allowed
         )
         keys = "\n".join(account.ssh_keys)
+        confirmed = any(seed in web_auth.CONFIRMED_PROFILE_FIELDS for seed in allowed)
         body = (
             f"<p>Signed in as <strong>{e(account.uid)}</strong>"
             + (f" ({e(account.mail)})" if account.mail and account.mail != account.uid else "")
@@ -1058,7 +1064,8 @@ class WebUi:
             + '<label for="keys">One public key per line (authorized_keys format); '
             "saving replaces every stored key, an empty box removes them</label>"
             f'<textarea id="keys" name="keys" rows="5">{e(keys)}</textarea>'
-            '<button type="submit" id="save-ssh">Save SSH keys</button></form>'
+            + _current_input("ssh-current", required=True)
+            + '<button type="submit" id="save-ssh">Save SSH keys</button></form>'
             + '<h2 id="pgp-section">OpenPGP key</h2>'
             + err("pgp")
             + f'<form class="box" method="post" action="{PREFIX}/me/pgp">'
@@ -1068,12 +1075,20 @@ class WebUi:
             '<label for="key">Paste your ASCII-armoured public key '
             "(-----BEGIN PGP PUBLIC KEY BLOCK-----)</label>"
             '<textarea id="key" name="key" rows="6"></textarea>'
-            '<button type="submit" id="save-pgp">Save OpenPGP key</button></form>'
+            + _current_input("pgp-current", required=True)
+            + '<button type="submit" id="save-pgp">Save OpenPGP key</button></form>'
             + '<h2 id="profile-section">Profile</h2>'
             + err("profile")
             + f'<form class="box" method="post" action="{PREFIX}/me/profile">'
             + self._csrf_field(session)
             + (fields or "<p>No profile field may be changed on this site.</p>")
+            + (
+                _current_input(
+                    "profile-current", required=False, note=" (to change the forward address)"
+                )
+                if confirmed
+                else ""
+            )
             + ('<button type="submit" id="save-profile">Save profile</button>' if fields else "")
             + "</form>"
         )
@@ -1096,13 +1111,9 @@ class WebUi:
             problem = password_problem(
                 new, old=current, account=account, min_length=self.config.min_password_length
             )
-        if problem is None:
+        if problem is None and not await self._proven(request, account):
             # The current password again: a stolen session alone cannot take the account.
-            outcome = await self._authenticate(request, account.uid, current)
-            if isinstance(outcome, Unavailable):
-                raise TemporaryFailure(outcome.detail)
-            if not isinstance(outcome, Accepted) or outcome.account.uid != account.uid:
-                problem = "The current password is not right."
+            problem = WRONG_CURRENT
         if problem is not None:
             return self._me(
                 request, session, account, error=problem, section="password", status=400
@@ -1139,6 +1150,8 @@ class WebUi:
                 lines.append(key.line())
         if problem is None and len(lines) > cfg.max_ssh_keys:
             problem = f"At most {cfg.max_ssh_keys} keys per account."
+        if problem is None and not await self._proven(request, account):
+            problem = WRONG_CURRENT
         if problem is None:
             try:
                 await admin.apply(
@@ -1159,6 +1172,10 @@ class WebUi:
             fingerprint = openpgp_fingerprint(armored)
         except ValueError as exc:
             return self._me(request, session, account, error=str(exc), section="pgp", status=400)
+        if not await self._proven(request, account):
+            return self._me(
+                request, session, account, error=WRONG_CURRENT, section="pgp", status=400
+            )
         cfg = self.engine.config.mailgate
         home = self._base / cfg.gnupg_home
         if home.is_dir():
@@ -1230,6 +1247,11 @@ class WebUi:
                 status=400,
                 error=" ".join(problems) or "The profile was not changed.",
             )
+        touched = {command.removeprefix("del ").partition(":")[0] for command in commands}
+        if touched & web_auth.CONFIRMED_PROFILE_FIELDS and not await self._proven(request, account):
+            return self._me(
+                request, session, account, section="profile", status=400, error=WRONG_CURRENT
+            )
         profile = result.account.profile
         await admin.apply(account.uid, lambda a: dataclasses.replace(a, profile=profile))
         log.info("web: %s changed their profile", account.uid)
@@ -1266,6 +1288,15 @@ def _select(name: str, label: str, value: str, options: tuple[str, ...]) -> str:
     return (
         f'<label for="{e(ident)}">{e(label)}</label>'
         f'<select id="{e(ident)}" name="{e(name)}">{choices}</select>'
+    )
+
+
+def _current_input(ident: str, *, required: bool, note: str = "") -> str:
+    """The "current password" box of a form whose change needs it (web_auth.py)."""
+    return (
+        f'<label for="{e(ident)}">Current password{e(note)}</label>'
+        f'<input type="password" id="{e(ident)}" name="current" '
+        f'autocomplete="current-password"{" required" if required else ""}>'
     )
 
 

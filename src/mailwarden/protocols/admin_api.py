@@ -23,6 +23,7 @@ from mailwarden.accounts import account_to_json
 from mailwarden.errors import ProtocolError
 from mailwarden.model import Account
 from mailwarden.protocols.nauthilus import Reply
+from mailwarden.schemes.common import check_password
 
 PREFIX = "/api/v1/accounts"
 DEFAULT_LIMIT = 100
@@ -116,6 +117,10 @@ def parse_password(data: Mapping[str, Any]) -> PasswordChange:
             raise ProtocolError("password: must not be empty")
         if len(password.encode()) > MAX_PASSWORD_BYTES:
             raise ProtocolError(f"password: longer than {MAX_PASSWORD_BYTES} bytes")
+        try:
+            check_password(password.encode())
+        except ValueError as exc:
+            raise ProtocolError(f"password: {exc}") from None
     return PasswordChange(
         password=None if password is None else password.encode(),
         scheme=_optional_text(data, "scheme"),

@@ -11,7 +11,8 @@ Lua seed script reads). The wire facts come from /work/shared/reference/nauthilu
   or password`` and body ``null`` -- identical, so nothing tells which it was;
 * disabled account or service (only after the password was proven): 403 with the
   configured disabled text, the string the seed script compares;
-* temporary failure: 500, ``{"error": ...}`` and a "try again later" status.
+* temporary failure: 500, ``{"error": "Temporary server problem, try again later",
+  "request_id": ...}`` and the same status: never the cause, which goes to the log.
 
 Unknown JSON fields are ignored and both ``service`` and ``protocol`` are read:
 Nauthilus 3 rejects ``service`` with 400, which breaks the seed script.
@@ -140,7 +141,20 @@ def _text(data: Mapping[str, Any], name: str) -> str | None:
     text = str(value)
     if len(text) > MAX_FIELD_LENGTH:
         raise ProtocolError(f"field {name!r} is longer than {MAX_FIELD_LENGTH} characters")
+    if not _encodable(text, "strict"):
+        raise ProtocolError(f"field {name!r} is not valid Unicode (a lone surrogate)")
     return text
+
+
+def _encodable(text: str, errors: str) -> bool:
+    """Whether ``text`` has a UTF-8 form: JSON's ``\\ud800`` escapes decode to
+    lone surrogates, which every later ``encode()`` (hashing, SQLite, the log)
+    would refuse with an exception instead of an answer."""
+    try:
+        text.encode("utf-8", errors)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _port(data: Mapping[str, Any], name: str) -> int | None:
@@ -164,10 +178,19 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise ProtocolError("request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"request body is not valid JSON: {exc.msg}") from None
+    except ValueError:
+        # int() refuses a number of more than 4300 digits (sys.set_int_max_str_digits).
+        raise ProtocolError("request body has a number too long to read") from None
     except RecursionError:
         raise ProtocolError("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError("request body must be a JSON object")
+    try:
+        # One pass over every key and value: a ``\\udXXX`` escape without its pair
+        # decodes to a lone surrogate, which is not text and has no UTF-8 form.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("request body has a lone surrogate (\\uD800-\\uDFFF)") from None
     return data
 
 
@@ -187,6 +210,10 @@ def parse_request(data: Mapping[str, Any], *, need_password: bool) -> JsonReques
             raise ProtocolError("field 'password' must be a string")
         if len(password_text) > MAX_FIELD_LENGTH:
             raise ProtocolError(f"field 'password' is longer than {MAX_FIELD_LENGTH} characters")
+        # surrogateescape: header mode carries undecodable password bytes as
+        # U+DC80..U+DCFF (Password.from_text turns them back into those bytes).
+        if not _encodable(password_text, "surrogateescape"):
+            raise ProtocolError("field 'password' is not valid Unicode (a lone surrogate)")
         password = Password.from_text(password_text)
     if need_password and password is None:
         raise ProtocolError("field 'password' is required")
@@ -295,11 +322,17 @@ def denied_reply(status_text: str, *, session: str) -> Reply:
     )
 
 
-def tempfail_reply(detail: str, *, session: str) -> Reply:
+def tempfail_reply(*, session: str) -> Reply:
+    """500 with a generic text and the request id, never the cause.
+
+    The cause (an LDAP URL and its error, a database path) helps an attacker
+    map the site and is of no use to the caller, who can only retry; the front
+    end logs it under the same request id.
+    """
     return Reply(
         status=500,
         headers=(("Auth-Status", STATUS_TEMPFAIL), *session_headers(session)),
-        body=_json({"error": detail}),
+        body=_json({"error": STATUS_TEMPFAIL, "request_id": session}),
     )
 
 
@@ -339,7 +372,7 @@ def auth_reply(
                 return denied_reply(disabled_text, session=session)
             return denied_reply(STATUS_INVALID, session=session)
         case Unavailable():
-            return tempfail_reply(outcome.detail, session=session)
+            return tempfail_reply(session=session)
         case _:
             assert_never(outcome)
 
@@ -358,7 +391,7 @@ def lookup_reply(
         case NotFound():
             return denied_reply(STATUS_INVALID, session=session)
         case Unavailable():
-            return tempfail_reply(outcome.detail, session=session)
+            return tempfail_reply(session=session)
         case _:
             assert_never(outcome)
 

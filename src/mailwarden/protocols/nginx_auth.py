@@ -65,7 +65,8 @@ def parse_headers(headers: Mapping[str, str]) -> NginxRequest:
     if protocol not in PROTOCOLS:
         raise ProtocolError(f"header Auth-Protocol must be one of {', '.join(PROTOCOLS)}")
     attempt_text = _get(headers, "Auth-Login-Attempt") or "1"
-    if not attempt_text.isdigit():
+    # ASCII digits only: str.isdigit() also takes "²" or "٣", which int() refuses.
+    if not (attempt_text.isascii() and attempt_text.isdigit()):
         raise ProtocolError("header Auth-Login-Attempt must be a number")
     return NginxRequest(
         method=(_get(headers, "Auth-Method") or "plain").lower(),
