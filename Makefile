@@ -63,7 +63,8 @@ install:
 	umask 022 && $(INSTALL_BUILD)/venv/bin/pip install -q --disable-pip-version-check \
 		$(if $(WHEELS),--no-index --find-links $(WHEELS)) --target $(INSTALL_LIB) .
 	# pip --target's console scripts name the build venv: the launcher replaces them.
-	rm -rf $(INSTALL_LIB)/bin $(INSTALL_BUILD)
+	# build/ is setuptools' scratch folder of that build.
+	rm -rf $(INSTALL_LIB)/bin $(INSTALL_BUILD) build
 	# Compiled again so that tracebacks name $(PREFIX), not the staging folder.
 	umask 022 && $(PYTHON) -m compileall -q -f -j 0 -d $(PREFIX)/lib/mailwarden $(INSTALL_LIB)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/mailwarden $(DESTDIR)/etc/mailwarden $(DESTDIR)$(SYSTEMD_DIR)
