@@ -403,3 +403,13 @@ def test_check_config_refuses_what_serve_refuses_with_the_key(cfg: Path) -> None
     for args in (("check-config",), ("serve",)):
         r = run(cfg, *args)
         assert r.exit_code == 78 and "server.workers" in r.output, (args, r.output)
+
+
+def test_mailgate_without_a_database_keeps_the_mail_queued(tmp_path: Path) -> None:
+    # 78 would make Exim bounce the mail (with our output) to its unverified sender.
+    (tmp_path / "gpg").mkdir(mode=0o700)
+    cfg = tmp_path / "mg.toml"
+    cfg.write_text('[directory]\npath = "absent.db"\n[mailgate]\ngnupg_home = "gpg"\n')
+    r = run(cfg, "mailgate", "ping", stdin="From: a@example.com\nSubject: x\n\nhi\n")
+    assert r.exit_code == 75, r.output
+    assert "mailwarden init" in r.output

@@ -1259,6 +1259,12 @@ def mailgate_cmd(ctx: click.Context, function: str) -> None:
 
     try:
         run_with_app(ctx, run)
+    except SystemExit as exc:
+        # No database yet (78) or another refusal of run_with_app: keep the mail queued
+        # too, as below; the message is already on stderr.
+        if exc.code not in (None, 0, EX_TEMPFAIL):
+            sys.exit(EX_TEMPFAIL)
+        raise
     except Exception as exc:
         # An exit status other than 0 or 75 makes the MTA bounce the mail to its
         # (unverified) sender, with our output in it: keep the mail queued instead.
