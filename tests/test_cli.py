@@ -341,6 +341,8 @@ def test_password_prompts_come_after_the_checks(ready: Path) -> None:
     assert r.exit_code == 1 and "already exists" in r.output and "password" not in r.output
     r = run(ready, "user", "add", "bob@example.com", "--alt", "al@example.com")
     assert r.exit_code == 1 and "alice@example.com" in r.output and "password" not in r.output
+    r = run(ready, "user", "add", "bob", "--set", "alternate_addresses=al@example.com")
+    assert r.exit_code == 1 and "alice@example.com" in r.output and "password" not in r.output
 
 
 def test_config_may_follow_the_subcommand(ready: Path) -> None:

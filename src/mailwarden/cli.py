@@ -359,11 +359,11 @@ def user_add(
         mail = uid
     base = Account(uid=uid, mail=mail, alternate_addresses=alternates)
     try:
-        accounts.apply_assignments(base, assignments)
+        planned = accounts.apply_assignments(base, assignments)
     except AccountError as exc:
         fail(str(exc))
     scheme_name = _checked_scheme(ctx, scheme)
-    _check_free(ctx, base)
+    _check_free(ctx, planned)
     password = None if no_password else read_new_password(password_stdin)
 
     async def go(app: App) -> None:
