@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mailwarden import __version__, accounts, cliout, passwdfile, schemes
+from mailwarden import __version__, accounts, cliargs, cliout, passwdfile, schemes
 from mailwarden import config as config_mod
 from mailwarden.accounts import account_to_json
 from mailwarden.app import (
@@ -85,7 +85,7 @@ def _config(ctx: click.Context) -> Config:
     obj: dict[str, Any] = ctx.obj
     if "config" not in obj:
         try:
-            cfg = config_mod.load(obj["config_path"])
+            cfg = config_mod.load(obj[cliargs.CONFIG_PATH])
         except ConfigError as exc:
             fail(str(exc), EX_CONFIG)
         obj["config"] = cfg
@@ -112,7 +112,7 @@ def _missing(ctx: click.Context, exc: DirectoryMissing) -> NoReturn:
 
 def _format(ctx: click.Context, as_json: bool = False) -> cliout.Format:
     """``--format`` (or a command's ``--json``); by default a table only on a terminal."""
-    requested = "json" if as_json else ctx.obj.get("format")
+    requested = "json" if as_json else ctx.obj.get(cliargs.FORMAT)
     return cliout.choose(requested, terminal=out.is_terminal)
 
 
@@ -185,42 +185,10 @@ def main(ctx: click.Context, config_path: str | None, output_format: str | None)
     # follow the subcommand. checkpassword reads the file itself (a bad file is a
     # temporary failure, 111, there; see mailwarden.checkpassword).
     ctx.obj = {
-        "config_path": config_path,
-        "format": output_format,
+        cliargs.CONFIG_PATH: config_path,
+        cliargs.FORMAT: output_format,
         "serve": ctx.invoked_subcommand == "serve",
     }
-
-
-def _late_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value is not None:
-        ctx.obj["config_path"] = value
-
-
-def _late_format(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value is not None:
-        ctx.obj["format"] = value
-
-
-def _config_option() -> click.Option:
-    """``-c FILE`` after the subcommand (``mailwarden user list -c FILE``)."""
-    return click.Option(
-        ["-c", "--config"],
-        type=click.Path(dir_okay=False),
-        expose_value=False,
-        callback=_late_config,
-        help="Config file (as before the subcommand).",
-    )
-
-
-def format_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--format`` after the subcommand, for the commands that print records."""
-    return click.option(
-        "--format",
-        type=click.Choice(cliout.FORMAT_NAMES),
-        expose_value=False,
-        callback=_late_format,
-        help="table, tsv or json (default: table on a terminal, else tsv).",
-    )(fn)
 
 
 # --------------------------------------------------------------------------- daemon
@@ -386,7 +354,7 @@ def user_del(ctx: click.Context, uid: str) -> None:
 @user.command("show")
 @click.argument("uid")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (--format json).")
-@format_option
+@cliargs.format_option
 @click.pass_context
 def user_show(ctx: click.Context, uid: str, as_json: bool) -> None:
     """Show one account (the password hash is never printed)."""
@@ -403,7 +371,7 @@ def user_show(ctx: click.Context, uid: str, as_json: bool) -> None:
 @click.argument("pattern", default="*")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (--format json).")
 @click.option("--limit", default=100000, show_default=True)
-@format_option
+@cliargs.format_option
 @click.pass_context
 def user_list(ctx: click.Context, pattern: str, as_json: bool, limit: int) -> None:
     """List accounts whose uid or an address matches PATTERN (* and ? wildcards).
@@ -960,7 +928,7 @@ def checkpassword_cmd(ctx: click.Context, subprogram: tuple[str, ...]) -> None:
     # module; this command is the same code, for --help and for callers of cli.main.
     from mailwarden import checkpassword  # noqa: PLC0415
 
-    checkpassword.run(ctx.obj["config_path"], list(subprogram))
+    checkpassword.run(ctx.obj[cliargs.CONFIG_PATH], list(subprogram))
 
 
 # --------------------------------------------------------------------------- PAM helper
@@ -1137,7 +1105,7 @@ def guard_group() -> None:
 
 @guard_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (--format json).")
-@format_option
+@cliargs.format_option
 @click.pass_context
 def guard_list(ctx: click.Context, as_json: bool) -> None:
     """Banned networks and protected accounts, with their rule and time left.
@@ -1171,7 +1139,7 @@ def guard_unblock(ctx: click.Context, target: str | None, everything: bool) -> N
 
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (--format json).")
-@format_option
+@cliargs.format_option
 @click.pass_context
 def status_cmd(ctx: click.Context, as_json: bool) -> None:
     """What the running daemon is doing: backends, counters, guard and cache."""
@@ -1305,18 +1273,6 @@ def dns_zone_cmd(ctx: click.Context, serial_only: bool) -> None:
         click.echo(exports.zone_fragment(cfg.mailgate.dns_zone, records, serial), nl=False)
 
 
-def _accept_config_after_subcommand(group: click.Group) -> None:
-    """Give every command ``-c/--config`` too, so that it may follow the subcommand.
-
-    Not checkpassword and pam: their arguments belong to the program they run or
-    to pam_exec, and entry.py reads checkpassword's ``-c`` before the subcommand.
-    """
-    for name, command in group.commands.items():
-        if name in ("checkpassword", "pam"):
-            continue
-        command.params.append(_config_option())
-        if isinstance(command, click.Group):
-            _accept_config_after_subcommand(command)
-
-
-_accept_config_after_subcommand(main)
+# checkpassword's arguments are its subprogram's, pam's pam_exec's; entry.py reads
+# checkpassword's -c before the subcommand.
+cliargs.accept_config_after_subcommand(main, skip=("checkpassword", "pam"))
