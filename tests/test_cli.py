@@ -343,6 +343,9 @@ def test_password_prompts_come_after_the_checks(ready: Path) -> None:
     assert r.exit_code == 1 and "alice@example.com" in r.output and "password" not in r.output
     r = run(ready, "user", "add", "bob", "--set", "alternate_addresses=al@example.com")
     assert r.exit_code == 1 and "alice@example.com" in r.output and "password" not in r.output
+    for args in (("-s", "NOPE"), ("-s", "DIGEST-MD5"), ("-t", "{NOPE}x")):
+        r = run(ready, "pw", *args)
+        assert r.exit_code in (2, 75) and "Enter" not in r.output, (args, r.output)
 
 
 def test_config_may_follow_the_subcommand(ready: Path) -> None:

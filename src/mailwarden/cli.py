@@ -584,6 +584,17 @@ def pw(
     if list_schemes:
         click.echo(" ".join(sorted(schemes.SCHEMES)))
         return
+    cfg = _config(ctx)
+    # Everything that can be refused is checked before the password prompt.
+    if test_hash is not None:
+        try:
+            stored = schemes.parse(test_hash, default_scheme=cfg.passwords.default_scheme)
+        except UnknownScheme as exc:
+            fail_doveadm(str(exc), EX_USAGE)
+        name = stored.scheme
+    else:
+        name = (scheme or cfg.passwords.scheme).upper()
+    _need_user(name, user)
     if plaintext is None:
         plaintext = click.prompt(
             "Enter password" if test_hash else "Enter new password",
@@ -591,22 +602,15 @@ def pw(
             confirmation_prompt=test_hash is None and "Retype new password",
         )
     password = plaintext.encode("utf-8")
-    cfg = _config(ctx)
     if test_hash is not None:
         try:
-            stored = schemes.parse(test_hash, default_scheme=cfg.passwords.default_scheme)
-            _need_user(stored.scheme, user)
             ok = schemes.verify(password, stored, user=user)
-        except UnknownScheme as exc:
-            fail_doveadm(str(exc), EX_USAGE)
         except SchemeError as exc:
             fail_doveadm(str(exc))
         if not ok:
             fail_doveadm("reverse password verification check failed: Password mismatch")
         click.echo(f"{test_hash} (verified)")
         return
-    name = (scheme or cfg.passwords.scheme).upper()
-    _need_user(name, user)
     from mailwarden.engine import policy_from_config  # noqa: PLC0415 - cheap, keeps pw lean
 
     value = schemes.generate(
