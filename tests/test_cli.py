@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,10 +68,27 @@ def test_init_creates_the_database_beside_the_config(cfg: Path) -> None:
     assert run(cfg, "init").exit_code == 0  # idempotent
 
 
-def test_commands_before_init_are_a_temporary_failure_with_a_message(cfg: Path) -> None:
+def test_commands_before_init_are_a_configuration_error_naming_the_file(cfg: Path) -> None:
     r = run(cfg, "user", "list")
-    assert r.exit_code == 75
-    assert "temporary failure" in r.output
+    assert r.exit_code == 78, r.output
+    assert "mailwarden init" in r.output and f"{cfg}: directory.path" in r.output
+    assert "temporary" not in r.output
+
+
+def test_no_config_file_and_no_database_says_so_and_exits_78(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailwarden import config
+
+    default_db = Path(config.Config().directory.path)
+    if default_db.exists():
+        pytest.skip(f"this machine has {default_db}")
+    monkeypatch.delenv("MAILWARDEN_CONFIG", raising=False)
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "absent.toml")
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["user", "list"])
+    assert r.exit_code == 78, r.output
+    assert "no config file found" in r.output and str(default_db) in r.output
 
 
 def test_auth_test_accepts_the_right_password_and_prints_fields(ready: Path) -> None:
@@ -170,7 +188,7 @@ def test_import_reports_bad_lines_with_numbers_and_keeps_the_rest(
         "dave:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=::::::allow_nets=127.0.0.0/8\n"
     )
     r = run(ready, "import", "passwd-file", str(f), "-q")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 65, r.output  # a partial import: EX_DATAERR, with its summary
     assert "2 created" in r.output and "1 line(s) with errors" in r.output
     assert "3" in r.output  # the bad line's number is reported
     assert run(ready, "auth", "test", "bob@example.com", "bobpw").exit_code == 0
@@ -200,7 +218,7 @@ def test_pw_generates_and_verifies_like_doveadm(cfg: Path) -> None:
     r = run(cfg, "pw", "-t", value, "-p", "wrong")
     assert r.exit_code == 75 and "Password mismatch" in r.output
     r = run(cfg, "pw", "-s", "NOPE", "-p", "x")
-    assert r.exit_code == 75 and "Unknown scheme: NOPE" in r.output
+    assert r.exit_code == 2 and "Unknown scheme: NOPE" in r.output  # as in every command
     assert "ARGON2ID" in run(cfg, "pw", "-l").output.split()
 
 
@@ -279,3 +297,124 @@ def test_serve_admin_api_writes_what_the_cli_reads(ready: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
+
+
+def test_an_unknown_scheme_exits_2_in_every_command(ready: Path) -> None:
+    for args in (
+        ("pw", "-s", "NOPE", "-p", "x"),
+        ("pw", "-s", "SHA256.NOPE", "-p", "x"),
+        ("pw", "-t", "{NOPE}abc", "-p", "x"),
+        ("user", "add", "bob", "--scheme", "nope", "--password-stdin"),
+        ("user", "passwd", "alice@example.com", "--scheme", "NOPE", "--password-stdin"),
+    ):
+        r = run(ready, *args, stdin="pw\n")
+        assert r.exit_code == 2, (args, r.output)
+        assert "nknown" in r.output and "scheme" in r.output, (args, r.output)
+
+
+def test_pw_digest_md5_without_a_username_fails_as_doveadm_does(cfg: Path) -> None:
+    for args in (("-s", "DIGEST-MD5"), ("-t", "{DIGEST-MD5}94390127e00e81fb26b41c50ceef9fed")):
+        r = run(cfg, "pw", *args, "-p", "x")
+        assert r.exit_code == 75 and "username not given" in r.output, r.output
+    r = run(cfg, "pw", "-s", "DIGEST-MD5", "-p", "x", "-u", "bob")
+    assert r.exit_code == 0 and r.output == "{DIGEST-MD5}94390127e00e81fb26b41c50ceef9fed\n"
+    if shutil.which("doveadm") is None:
+        return
+    # Dovecot's own doveadm, for comparison: the same exit code and words.
+    conf = cfg.parent / "dovecot.conf"
+    conf.write_text("ssl = no\n")
+    real = subprocess.run(
+        ["doveadm", "-c", str(conf), "pw", "-s", "DIGEST-MD5", "-p", "x"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert real.returncode == 75 and "username not given" in real.stderr
+
+
+def test_password_prompts_come_after_the_checks(ready: Path) -> None:
+    # No --password-stdin and no input: a prompt would read EOF and abort (exit 1).
+    r = run(ready, "user", "passwd", "nobody@example.com")
+    assert r.exit_code == 67 and "no account" in r.output and "password" not in r.output
+    r = run(ready, "user", "add", "alice@example.com")
+    assert r.exit_code == 1 and "already exists" in r.output and "password" not in r.output
+    r = run(ready, "user", "add", "bob@example.com", "--alt", "al@example.com")
+    assert r.exit_code == 1 and "alice@example.com" in r.output and "password" not in r.output
+    r = run(ready, "user", "add", "bob", "--set", "alternate_addresses=al@example.com")
+    assert r.exit_code == 1 and "alice@example.com" in r.output and "password" not in r.output
+    for args in (("-s", "NOPE"), ("-s", "DIGEST-MD5"), ("-t", "{NOPE}x")):
+        r = run(ready, "pw", *args)
+        assert r.exit_code in (2, 75) and "Enter" not in r.output, (args, r.output)
+
+
+def test_config_may_follow_the_subcommand(ready: Path) -> None:
+    r = CliRunner().invoke(main, ["user", "list", "-c", str(ready), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert [a["uid"] for a in json.loads(r.output)] == ["alice@example.com"]
+    r = CliRunner().invoke(
+        main, ["--format", "tsv", "user", "show", "--config", str(ready), "al@example.com"]
+    )
+    assert r.exit_code == 0 and "uid\talice@example.com\n" in r.output
+
+
+def test_user_list_to_a_pipe_is_tab_separated_and_never_shortened(ready: Path) -> None:
+    long_uid = "firstname.middle.lastname-2026@mail.a-long-subdomain.of-an-example.example"
+    r = run(ready, "user", "add", long_uid, "--no-password", "--set", "service.pop3=off")
+    assert r.exit_code == 0, r.output
+    # CliRunner's stdout is not a terminal: TSV, one line per account, no header.
+    listed = run(ready, "user", "list")
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.splitlines() == [
+        "alice@example.com\talice@example.com\tactive\t\t",
+        f"{long_uid}\t{long_uid}\tactive\t\tpop3",
+    ]
+    table = run(ready, "--format", "table", "user", "list")
+    assert "┃ uid" in table.output and "2 account(s)" in table.output
+    assert json.loads(run(ready, "user", "list", "--format", "json").output)[1]["uid"] == long_uid
+
+
+def test_user_list_in_a_real_pipe_streams_tsv(ready: Path) -> None:
+    done = subprocess.run(
+        [*MAILWARDEN, "user", "list", "-c", str(ready)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "alice@example.com\talice@example.com\tactive\t\t\n"
+
+
+def test_check_config_refuses_what_serve_refuses_with_the_key(cfg: Path) -> None:
+    r = run(cfg, "check-config")
+    assert r.exit_code == 78 and "directory.path" in r.output and "mailwarden init" in r.output
+    assert run(cfg, "init").exit_code == 0
+    assert run(cfg, "check-config").exit_code == 0
+    text = cfg.read_text()
+    cfg.write_text(text.replace("[dovecot]\n", '[dovecot]\nsocket_user = "no-such-user-mw"\n'))
+    checked = run(cfg, "check-config")
+    assert checked.exit_code == 78, checked.output
+    assert f"{cfg}: dovecot.socket_user: no such user: 'no-such-user-mw'" in checked.output
+    served = subprocess.run(
+        [*MAILWARDEN, "--config", str(cfg), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert served.returncode == 78 and "dovecot.socket_user" in served.stderr
+    cfg.write_text(text + "workers = 2\n")  # [server] is the last table: memory guard store
+    for args in (("check-config",), ("serve",)):
+        r = run(cfg, *args)
+        assert r.exit_code == 78 and "server.workers" in r.output, (args, r.output)
+
+
+def test_mailgate_without_a_database_keeps_the_mail_queued(tmp_path: Path) -> None:
+    # 78 would make Exim bounce the mail (with our output) to its unverified sender.
+    (tmp_path / "gpg").mkdir(mode=0o700)
+    cfg = tmp_path / "mg.toml"
+    cfg.write_text('[directory]\npath = "absent.db"\n[mailgate]\ngnupg_home = "gpg"\n')
+    r = run(cfg, "mailgate", "ping", stdin="From: a@example.com\nSubject: x\n\nhi\n")
+    assert r.exit_code == 75, r.output
+    assert "mailwarden init" in r.output

@@ -1,16 +1,19 @@
 """The ``mailwarden`` command line (with app.py, the only place that wires classes).
 
 Exit codes follow sysexits where a caller may script around them: 0 success,
-1 a refused request (account exists, bad field), 2 usage, 67 no such user,
-71 a listener could not be opened, 75 temporary failure (directory down) and
-doveadm's fatal errors, 77 login refused (``auth test``), 78 configuration error.
+1 a refused request (account exists, bad field), 2 usage (also an unknown password
+scheme, in every command), 65 an import that left records out (its summary says
+which), 67 no such user, 71 a listener could not be opened, 75 temporary failure
+(directory down) and doveadm's fatal errors, 77 login refused (``auth test``),
+78 configuration error (also: no config file and no database yet).
+
+How results are printed (``--format``) is :mod:`mailwarden.cliout`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -22,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mailwarden import __version__, accounts, passwdfile, schemes
+from mailwarden import __version__, accounts, cliargs, cliout, passwdfile, schemes
 from mailwarden import config as config_mod
 from mailwarden.accounts import account_to_json
 from mailwarden.app import (
@@ -41,8 +44,10 @@ from mailwarden.errors import (
     AccountExists,
     AccountNotFound,
     ConfigError,
+    DirectoryMissing,
     SchemeError,
     TemporaryFailure,
+    UnknownScheme,
 )
 from mailwarden.model import (
     Accepted,
@@ -57,6 +62,7 @@ from mailwarden.model import (
 )
 
 EX_USAGE = 2
+EX_DATAERR = 65
 EX_NOUSER = 67
 EX_OSERR = 71
 EX_TEMPFAIL = 75
@@ -75,8 +81,39 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _config(ctx: click.Context) -> Config:
-    cfg: Config = ctx.obj["config"]
-    return cfg
+    """The configuration, loaded on first use (``-c`` may follow the subcommand)."""
+    obj: dict[str, Any] = ctx.obj
+    if "config" not in obj:
+        try:
+            cfg = config_mod.load(obj[cliargs.CONFIG_PATH])
+        except ConfigError as exc:
+            fail(str(exc), EX_CONFIG)
+        obj["config"] = cfg
+        if not obj.get("serve"):
+            # Commands print their own results; only warnings and errors go to the log.
+            cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, level="warning"))
+        setup_logging(cfg)
+    config: Config = obj["config"]
+    return config
+
+
+def _missing(ctx: click.Context, exc: DirectoryMissing) -> NoReturn:
+    """No database yet: a setup problem (78), saying which config file pointed there."""
+    source = _config(ctx).source
+    if source.startswith("<"):
+        fail(
+            "no config file found (give -c FILE or set $MAILWARDEN_CONFIG; there is no "
+            f"{config_mod.SYSTEM_CONFIG} and no ./{config_mod.LOCAL_CONFIG}), and with "
+            f"the defaults: {exc}",
+            EX_CONFIG,
+        )
+    fail(f"{source}: directory.path: {exc}", EX_CONFIG)
+
+
+def _format(ctx: click.Context, as_json: bool = False) -> cliout.Format:
+    """``--format`` (or a command's ``--json``); by default a table only on a terminal."""
+    requested = "json" if as_json else ctx.obj.get(cliargs.FORMAT)
+    return cliout.choose(requested, terminal=out.is_terminal)
 
 
 def run_with_app(
@@ -99,6 +136,8 @@ def run_with_app(
 
     try:
         return asyncio.run(main())
+    except DirectoryMissing as exc:
+        _missing(ctx, exc)
     except TemporaryFailure as exc:
         fail(f"temporary failure: {exc}", EX_TEMPFAIL)
     except AccountNotFound as exc:
@@ -131,26 +170,25 @@ def read_new_password(password_stdin: bool, *, confirm: bool = True) -> bytes:
     help="Config file (default: $MAILWARDEN_CONFIG, /etc/mailwarden/mailwarden.toml, "
     "./mailwarden.toml).",
 )
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(cliout.FORMAT_NAMES),
+    default=None,
+    help="Output of list and show commands (default: table on a terminal, else tsv).",
+)
 @click.version_option(__version__, prog_name="mailwarden")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None) -> None:
+def main(ctx: click.Context, config_path: str | None, output_format: str | None) -> None:
     """mailwarden: authentication and accounts for a whole mail system."""
-    if ctx.invoked_subcommand == "checkpassword":
-        # A bad config file is a temporary failure (111) there, not 78: the command
-        # reads the file itself (mailwarden.checkpassword).
-        ctx.obj = {"config_path": config_path}
-        return
-    try:
-        cfg = config_mod.load(config_path)
-    except ConfigError as exc:
-        fail(str(exc), EX_CONFIG)
-    ctx.obj = {"config": cfg}
-    if ctx.invoked_subcommand != "serve":
-        # Commands print their own results; only warnings and errors go to the log.
-        cfg_for_log = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, level="warning"))
-    else:
-        cfg_for_log = cfg
-    setup_logging(cfg_for_log)
+    # The config is loaded when a command first needs it (_config): -c may also
+    # follow the subcommand. checkpassword reads the file itself (a bad file is a
+    # temporary failure, 111, there; see mailwarden.checkpassword).
+    ctx.obj = {
+        cliargs.CONFIG_PATH: config_path,
+        cliargs.FORMAT: output_format,
+        "serve": ctx.invoked_subcommand == "serve",
+    }
 
 
 # --------------------------------------------------------------------------- daemon
@@ -159,8 +197,16 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 @main.command("check-config")
 @click.pass_context
 def check_config(ctx: click.Context) -> None:
-    """Validate the configuration file without starting anything."""
+    """Validate the configuration as 'serve' does, without starting anything: exit 78
+    with the key of the first problem (a socket owner that does not exist, an
+    unreadable certificate, no database yet...)."""
+    from mailwarden import preflight  # noqa: PLC0415 - lean start of the other commands
+
     cfg = _config(ctx)
+    try:
+        preflight.check(cfg)
+    except ConfigError as exc:
+        fail(str(exc) if exc.path else f"{cfg.source}: {exc}", EX_CONFIG)
     out.print(f"{cfg.source}: OK")
 
 
@@ -187,15 +233,19 @@ def init(ctx: click.Context) -> None:
 @click.pass_context
 def serve_cmd(ctx: click.Context, workers: int | None) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
-    from mailwarden import prefork  # noqa: PLC0415 - lean start of the other commands
+    # Imported here for a lean start of the other commands.
+    from mailwarden import preflight, prefork  # noqa: PLC0415
 
     cfg = _config(ctx)
     try:
+        preflight.check(cfg, workers=workers)
         count = prefork.effective_workers(cfg, workers)
         if count > 1:
             setup_logging(cfg, with_pid=True)
             sys.exit(prefork.supervise(cfg, count))
         run_loop(serve(cfg))
+    except DirectoryMissing as exc:
+        _missing(ctx, exc)
     except TemporaryFailure as exc:
         fail(f"cannot start: {exc}", EX_TEMPFAIL)
     except ConfigError as exc:
@@ -217,6 +267,34 @@ def _checked_scheme(ctx: click.Context, scheme: str | None) -> str:
     if name not in schemes.SCHEMES:
         fail(f"unknown scheme {name}", EX_USAGE)
     return name
+
+
+def _check_free(ctx: click.Context, account: Account) -> None:
+    """Exit 1 if the uid or one of the addresses is taken: asked before the password
+    prompt (the directory decides again when the account is stored)."""
+
+    async def go(app: App) -> str | None:
+        if await app.directory.get(account.uid) is not None:
+            return f"uid {account.uid!r} already exists"
+        for login in account.logins():
+            other = await app.directory.find(login)
+            if other is not None:
+                return f"{login!r} already belongs to {other.uid}"
+        return None
+
+    taken = run_with_app(ctx, go)
+    if taken is not None:
+        fail(taken)
+
+
+def _check_exists(ctx: click.Context, uid: str) -> None:
+    """Exit 67 if there is no account ``uid``: asked before the password prompt."""
+
+    async def go(app: App) -> bool:
+        return await app.directory.get(uid) is not None
+
+    if not run_with_app(ctx, go):
+        fail(f"no account {uid}", EX_NOUSER)
 
 
 @user.command("add")
@@ -249,10 +327,11 @@ def user_add(
         mail = uid
     base = Account(uid=uid, mail=mail, alternate_addresses=alternates)
     try:
-        accounts.apply_assignments(base, assignments)
+        planned = accounts.apply_assignments(base, assignments)
     except AccountError as exc:
         fail(str(exc))
     scheme_name = _checked_scheme(ctx, scheme)
+    _check_free(ctx, planned)
     password = None if no_password else read_new_password(password_stdin)
 
     async def go(app: App) -> None:
@@ -274,45 +353,50 @@ def user_del(ctx: click.Context, uid: str) -> None:
 
 @user.command("show")
 @click.argument("uid")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (--format json).")
+@cliargs.format_option
 @click.pass_context
 def user_show(ctx: click.Context, uid: str, as_json: bool) -> None:
     """Show one account (the password hash is never printed)."""
 
     account = run_with_app(ctx, lambda app: app.admin.show(uid))
     data = account_to_json(account)
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-        return
-    table = Table(show_header=False, box=None)
-    for key, value in data.items():
-        if value in (None, "", [], {}) or (value is False and key != "master"):
-            continue
-        table.add_row(
-            f"[bold]{key}[/bold]",
-            json.dumps(value) if isinstance(value, dict | list) else str(value),
-        )
-    out.print(table)
+    fmt = _format(ctx, as_json)
+    if fmt is cliout.Format.TABLE:
+        data = {k: v for k, v in data.items() if v is not False or k == "master"}
+    cliout.write_record(fmt, data, stream=sys.stdout, console=out)
 
 
 @user.command("list")
 @click.argument("pattern", default="*")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (--format json).")
 @click.option("--limit", default=100000, show_default=True)
+@cliargs.format_option
 @click.pass_context
 def user_list(ctx: click.Context, pattern: str, as_json: bool, limit: int) -> None:
-    """List accounts whose uid or an address matches PATTERN (* and ? wildcards)."""
+    """List accounts whose uid or an address matches PATTERN (* and ? wildcards).
+
+    Columns: uid, mail, status, mail host, services switched off (comma list)."""
 
     found = run_with_app(ctx, lambda app: app.admin.search(pattern, limit=limit))
-    if as_json:
-        click.echo(json.dumps([account_to_json(a) for a in found], indent=2, sort_keys=True))
+    fmt = _format(ctx, as_json)
+    if fmt is cliout.Format.JSON:
+        cliout.write_json_array((account_to_json(a) for a in found), stream=sys.stdout)
         return
-    table = Table("uid", "mail", "status", "mail host", "services off")
-    for a in found:
-        off = ",".join(sorted(k for k, v in a.services.items() if not v))
-        table.add_row(a.uid, a.mail or "", a.status.value, a.mail_host or "", off)
-    out.print(table)
-    out.print(f"{len(found)} account(s)")
+    rows = (
+        (
+            a.uid,
+            a.mail or "",
+            a.status.value,
+            a.mail_host or "",
+            ",".join(sorted(k for k, v in a.services.items() if not v)),
+        )
+        for a in found
+    )
+    columns = ("uid", "mail", "status", "mail host", "services off")
+    cliout.write_rows(
+        fmt, columns, rows, stream=sys.stdout, console=out, footer="{count} account(s)"
+    )
 
 
 @user.command("set")
@@ -357,6 +441,7 @@ def user_disable(ctx: click.Context, uid: str) -> None:
 def user_passwd(ctx: click.Context, uid: str, password_stdin: bool, scheme: str | None) -> None:
     """Set an account's password."""
     scheme_name = _checked_scheme(ctx, scheme)
+    _check_exists(ctx, uid)
     password = read_new_password(password_stdin)
     run_with_app(ctx, lambda app: app.admin.set_password(uid, password, scheme=scheme_name))
     out.print(f"password of {uid} changed ({scheme_name})")
@@ -442,6 +527,7 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
         err.print(table)
         if len(errors) > 200:
             err.print(f"... and {len(errors) - 200} more")
+        sys.exit(EX_DATAERR)  # a partial import: scripts must notice
 
 
 @main.group("export")
@@ -498,6 +584,17 @@ def pw(
     if list_schemes:
         click.echo(" ".join(sorted(schemes.SCHEMES)))
         return
+    cfg = _config(ctx)
+    # Everything that can be refused is checked before the password prompt.
+    if test_hash is not None:
+        try:
+            stored = schemes.parse(test_hash, default_scheme=cfg.passwords.default_scheme)
+        except UnknownScheme as exc:
+            fail_doveadm(str(exc), EX_USAGE)
+        name = stored.scheme
+    else:
+        name = (scheme or cfg.passwords.scheme).upper()
+    _need_user(name, user)
     if plaintext is None:
         plaintext = click.prompt(
             "Enter password" if test_hash else "Enter new password",
@@ -505,10 +602,8 @@ def pw(
             confirmation_prompt=test_hash is None and "Retype new password",
         )
     password = plaintext.encode("utf-8")
-    cfg = _config(ctx)
     if test_hash is not None:
         try:
-            stored = schemes.parse(test_hash, default_scheme=cfg.passwords.default_scheme)
             ok = schemes.verify(password, stored, user=user)
         except SchemeError as exc:
             fail_doveadm(str(exc))
@@ -516,9 +611,6 @@ def pw(
             fail_doveadm("reverse password verification check failed: Password mismatch")
         click.echo(f"{test_hash} (verified)")
         return
-    name = (scheme or cfg.passwords.scheme).upper()
-    if name not in schemes.SCHEMES:
-        fail_doveadm(f"Unknown scheme: {name}")
     from mailwarden.engine import policy_from_config  # noqa: PLC0415 - cheap, keeps pw lean
 
     value = schemes.generate(
@@ -529,10 +621,24 @@ def pw(
     click.echo(f"{value} (verified)" if reverse_verify else value)
 
 
-def fail_doveadm(message: str) -> NoReturn:
-    """doveadm's i_fatal(): 'Fatal: ...' on stderr and exit 75."""
+def fail_doveadm(message: str, code: int = EX_TEMPFAIL) -> NoReturn:
+    """doveadm's i_fatal(): 'Fatal: ...' on stderr and exit 75.
+
+    One deliberate difference: an unknown scheme is a usage error (2) here, as in
+    every other command (doveadm pw exits 75 for it)."""
     click.echo(f"Fatal: {message}", err=True)
-    sys.exit(EX_TEMPFAIL)
+    sys.exit(code)
+
+
+def _need_user(scheme: str, user: str) -> None:
+    """Exit 2 for an unknown scheme; 75, as doveadm pw, when ``scheme`` is salted with
+    the username (DIGEST-MD5) and no ``-u`` was given."""
+    try:
+        needed = schemes.needs_user(scheme)
+    except UnknownScheme:
+        fail_doveadm(f"Unknown scheme: {scheme}", EX_USAGE)
+    if needed and not user:
+        fail_doveadm(f"{scheme.partition('.')[0]}: username not given (use -u USER)")
 
 
 # --------------------------------------------------------------------------- auth
@@ -793,6 +899,7 @@ def _copy_accounts(
 
 
 def _print_errors(errors: list[tuple[str, str]]) -> None:
+    """The entries left out (to stderr); with any, exit 65 (a partial import or copy)."""
     if not errors:
         return
     table = Table("entry", "error", title="not copied")
@@ -801,6 +908,7 @@ def _print_errors(errors: list[tuple[str, str]]) -> None:
     err.print(table)
     if len(errors) > 200:
         err.print(f"... and {len(errors) - 200} more")
+    sys.exit(EX_DATAERR)
 
 
 # --------------------------------------------------------------------------- checkpassword
@@ -824,7 +932,7 @@ def checkpassword_cmd(ctx: click.Context, subprogram: tuple[str, ...]) -> None:
     # module; this command is the same code, for --help and for callers of cli.main.
     from mailwarden import checkpassword  # noqa: PLC0415
 
-    checkpassword.run(ctx.obj["config_path"], list(subprogram))
+    checkpassword.run(ctx.obj[cliargs.CONFIG_PATH], list(subprogram))
 
 
 # --------------------------------------------------------------------------- PAM helper
@@ -1000,19 +1108,25 @@ def guard_group() -> None:
 
 
 @guard_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (--format json).")
+@cliargs.format_option
 @click.pass_context
 def guard_list(ctx: click.Context, as_json: bool) -> None:
-    """Banned networks and protected accounts, with their rule and time left."""
+    """Banned networks and protected accounts, with their rule and time left.
+
+    Columns: target, kind, rule, seconds left."""
     bans = _control(ctx, "guard.list")
-    if as_json:
-        click.echo(json.dumps(bans, indent=2))
+    fmt = _format(ctx, as_json)
+    if fmt is cliout.Format.JSON:
+        cliout.write_json_array(bans, stream=sys.stdout)
         return
-    table = Table("target", "kind", "rule", "expires in")
-    for ban in bans:
-        table.add_row(ban["target"], ban["kind"], ban["rule"], f"{ban['ttl']} s")
-    out.print(table)
-    out.print(f"{len(bans)} ban(s)")
+    table = fmt is cliout.Format.TABLE
+    rows = (
+        (b["target"], b["kind"], b["rule"], f"{b['ttl']} s" if table else str(b["ttl"]))
+        for b in bans
+    )
+    columns = ("target", "kind", "rule", "expires in")
+    cliout.write_rows(fmt, columns, rows, stream=sys.stdout, console=out, footer="{count} ban(s)")
 
 
 @guard_group.command("unblock")
@@ -1028,23 +1142,21 @@ def guard_unblock(ctx: click.Context, target: str | None, everything: bool) -> N
 
 
 @main.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (--format json).")
+@cliargs.format_option
 @click.pass_context
 def status_cmd(ctx: click.Context, as_json: bool) -> None:
     """What the running daemon is doing: backends, counters, guard and cache."""
     result = _control(ctx, "status")
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    table = Table(show_header=False, box=None)
-    for key, value in result.items():
-        text = (
-            ", ".join(f"{k}={v}" for k, v in value.items())
+    fmt = _format(ctx, as_json)
+    if fmt is cliout.Format.TABLE:
+        result = {
+            key: ", ".join(f"{k}={v}" for k, v in value.items())
             if isinstance(value, dict)
-            else str(value)
-        )
-        table.add_row(f"[bold]{key}[/bold]", text)
-    out.print(table)
+            else value
+            for key, value in result.items()
+        }
+    cliout.write_record(fmt, result, stream=sys.stdout, console=out)
 
 
 @main.group("cache")
@@ -1119,6 +1231,12 @@ def mailgate_cmd(ctx: click.Context, function: str) -> None:
 
     try:
         run_with_app(ctx, run)
+    except SystemExit as exc:
+        # No database yet (78) or another refusal of run_with_app: keep the mail queued
+        # too, as below; the message is already on stderr.
+        if exc.code not in (None, 0, EX_TEMPFAIL):
+            sys.exit(EX_TEMPFAIL)
+        raise
     except Exception as exc:
         # An exit status other than 0 or 75 makes the MTA bounce the mail to its
         # (unverified) sender, with our output in it: keep the mail queued instead.
@@ -1157,3 +1275,8 @@ def dns_zone_cmd(ctx: click.Context, serial_only: bool) -> None:
         click.echo(str(serial))
     else:
         click.echo(exports.zone_fragment(cfg.mailgate.dns_zone, records, serial), nl=False)
+
+
+# checkpassword's arguments are its subprogram's, pam's pam_exec's; entry.py reads
+# checkpassword's -c before the subcommand.
+cliargs.accept_config_after_subcommand(main, skip=("checkpassword", "pam"))

@@ -15,6 +15,8 @@ owns the connection.
     ├── TemporaryFailure               a backend could not answer; caught by Engine,
     │   │                              which returns Unavailable (never Denied)
     │   ├── DirectoryUnavailable       directories/*: database or LDAP down, timeout
+    │   │   └── DirectoryMissing       directories/sqlite.py: no database file yet; the
+    │   │                              command line exits 78 (run ``mailwarden init``)
     │   ├── HashingUnavailable         hashing.py: worker pool broken or shut down
     │   ├── StoreUnavailable           stores/*: Redis down or slow; caught by the guard,
     │   │                              which carries on with local state (never Unavailable)
@@ -84,6 +86,15 @@ class TemporaryFailure(MailwardenError):
 
 class DirectoryUnavailable(TemporaryFailure):
     """The directory (SQLite file, LDAP servers) failed, timed out or is closed."""
+
+
+class DirectoryMissing(DirectoryUnavailable):
+    """The embedded database does not exist yet (or is empty): ``mailwarden init`` was not run.
+
+    Login peers see a temporary failure, like any directory that cannot answer; the
+    command line (cli.py) reports it as a configuration error (exit 78), since only an
+    administrator can fix it: a retry would never succeed.
+    """
 
 
 class HashingUnavailable(TemporaryFailure):

@@ -32,6 +32,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from mailwarden import schemes
@@ -227,6 +228,18 @@ class _Worker(asyncio.SubprocessProtocol):
             self.transport.close()  # kills the process if it still runs
 
 
+#: The folder that holds the mailwarden package. A worker is told where it is: the
+#: command ``make install`` writes runs the system Python with the packages in a
+#: folder of their own, which is not on the interpreter's default path.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
 class ProcessPool:
     """``size`` hashing worker processes, each given the next verification when it
     has the fewest in flight; one that dies is replaced (its logins in flight get
@@ -267,6 +280,7 @@ class ProcessPool:
             sys.executable,
             "-m",
             "mailwarden.hashworker",
+            env=_worker_env(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,

@@ -78,6 +78,7 @@ from mailwarden.directories.memory import (
 from mailwarden.errors import (
     AccountExists,
     AccountNotFound,
+    DirectoryMissing,
     DirectoryUnavailable,
     InvalidAccount,
     MailwardenError,
@@ -437,7 +438,9 @@ class SQLiteDirectory:
         """Open the writer connection and bring the schema up to date (writer thread)."""
         path = self._path
         if not create and not path.exists():
-            raise self._unavailable("no such file; create the directory with 'mailwarden init'")
+            raise DirectoryMissing(
+                f"{path}: no such file; create the directory with 'mailwarden init'"
+            )
         if create:
             # The file holds every password hash: create it private. SQLite gives
             # the -wal and -shm files the same permissions as the database file.
@@ -456,7 +459,9 @@ class SQLiteDirectory:
             if app_id not in (0, APPLICATION_ID) or (version == 0 and tables):
                 raise self._unavailable("not a mailwarden database")
             if version == 0 and not create:
-                raise self._unavailable("empty database; run 'mailwarden init' to create it")
+                raise DirectoryMissing(
+                    f"{path}: empty database; run 'mailwarden init' to create it"
+                )
             if version > SCHEMA_VERSION:
                 raise self._unavailable(
                     f"schema version {version} is newer than this mailwarden supports "

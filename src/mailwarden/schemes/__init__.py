@@ -232,6 +232,12 @@ def generate(
     return StoredHash(name, encoding, data).encoded()
 
 
+def needs_user(scheme: str) -> bool:
+    """Whether ``scheme`` (``NAME[.ENCODING]``) needs the username, as DIGEST-MD5 does.
+    UnknownScheme if it names no scheme."""
+    return _base(_split_name(scheme)[0]).needs_user
+
+
 def needs_rehash(stored: StoredHash, policy: HashPolicy) -> bool:
     """True when ``stored`` is weaker than what ``policy`` would generate now.
 

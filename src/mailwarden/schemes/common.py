@@ -135,6 +135,9 @@ class BaseScheme(ABC):
     heavy: bool = False
     default_encoding: str | None = None
     raw_len: int = 0
+    #: The value depends on the username (DIGEST-MD5): generating or verifying it
+    #: without one gives a value for the empty name (doveadm pw refuses; so do we).
+    needs_user: bool = False
 
     # ------------------------------------------------------------------ protocol
 

@@ -127,7 +127,12 @@ LDAP_MD5 = Unsalted(
     name="LDAP-MD5", family="PLAIN-MD5", strength=1, default_encoding="b64", raw_len=16, digest=_md5
 )
 DIGEST_MD5 = DigestMd5(
-    name="DIGEST-MD5", family="DIGEST-MD5", strength=1, default_encoding="hex", raw_len=16
+    name="DIGEST-MD5",
+    family="DIGEST-MD5",
+    strength=1,
+    default_encoding="hex",
+    raw_len=16,
+    needs_user=True,
 )
 
 SSHA = Salted(

@@ -1,0 +1,66 @@
+"""Options the command line accepts before *and* after the subcommand.
+
+``mailwarden -c FILE user list`` and ``mailwarden user list -c FILE`` are the same
+call, and so are ``--format F`` before or after a command that prints records.
+The group's own option (cli.py's ``main``) stores its value in the shared
+``ctx.obj``; the copies here, given to the subcommands, overwrite it when given
+(the one nearer the end wins). cli.py loads the config only when a command first
+needs it, after every option has been read.
+
+Belongs here: those copies and the walk that attaches ``-c`` to every command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+
+from mailwarden.cliout import FORMAT_NAMES
+
+#: The ``ctx.obj`` keys of the options (cli.py's ``main`` sets both).
+CONFIG_PATH = "config_path"
+FORMAT = "format"
+
+
+def _store(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.obj[key] = value
+
+    return callback
+
+
+def config_option() -> click.Option:
+    """``-c/--config FILE`` for a subcommand."""
+    return click.Option(
+        ["-c", "--config"],
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        callback=_store(CONFIG_PATH),
+        help="Config file (as before the subcommand).",
+    )
+
+
+def format_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: ``--format table|tsv|json`` for a command that prints records."""
+    return click.option(
+        "--format",
+        type=click.Choice(FORMAT_NAMES),
+        expose_value=False,
+        callback=_store(FORMAT),
+        help="table, tsv or json (default: table on a terminal, else tsv).",
+    )(fn)
+
+
+def accept_config_after_subcommand(group: click.Group, *, skip: Iterable[str] = ()) -> None:
+    """Give every command under ``group`` (groups too) ``-c/--config``, except the
+    ones named in ``skip`` (their arguments are another program's)."""
+    skipped = set(skip)
+    for name, command in group.commands.items():
+        if name in skipped:
+            continue
+        command.params.append(config_option())
+        if isinstance(command, click.Group):
+            accept_config_after_subcommand(command, skip=skipped)

@@ -1,0 +1,67 @@
+"""What ``serve`` checks before it opens anything: the one validation of a whole config.
+
+``config.load`` checks each key on its own (types, ranges, known names). Some
+values can only be judged on the machine that runs the daemon: a socket owner must
+exist in its user database, a certificate must be readable and match its key, the
+embedded database must have been created. ``serve`` refuses such a config when it
+starts; :func:`check` runs the same checks, through the same functions the daemon
+calls, so that ``mailwarden check-config`` (and the unit's ``ExecStartPre``)
+refuses exactly what ``serve`` would. Every problem is a
+:class:`~mailwarden.errors.ConfigError` naming the key (the command line exits 78).
+
+Nothing here binds or listens: what can only fail at that moment (an address in
+use, a socket folder that cannot be created) stays ``serve``'s. The embedded database
+is opened as ``serve`` opens it (pending schema steps are applied, as they would be).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mailwarden.app import open_directory, open_guard, resolve_path
+from mailwarden.config import Config
+from mailwarden.errors import ConfigError, DirectoryMissing, TemporaryFailure
+
+
+def check(config: Config, *, workers: int | None = None) -> None:
+    """ConfigError (naming the key) for the first thing ``serve`` would refuse.
+
+    ``workers``: ``serve --workers``, which overrides ``server.workers``.
+    """
+    from mailwarden import prefork  # noqa: PLC0415 - each import only where needed
+
+    prefork.check_workers(config, prefork.effective_workers(config, workers))
+    if config.dovecot.enabled:
+        from mailwarden.frontends.dovecot import socket_owner  # noqa: PLC0415
+
+        socket_owner(config.dovecot)
+    if config.http.enabled:
+        _check_http(config)
+    asyncio.run(_check_backends(config))
+
+
+def _check_http(config: Config) -> None:
+    from mailwarden.frontends.http import _tls_settings  # noqa: PLC0415
+    from mailwarden.frontends.web import load_secret  # noqa: PLC0415
+
+    http = config.http
+    if http.tls_cert:
+        _tls_settings(resolve_path(config, http.tls_cert), resolve_path(config, http.tls_key))
+    if http.session_secret_file:
+        load_secret(http, base=resolve_path(config, "."))
+
+
+async def _check_backends(config: Config) -> None:
+    """The directory exists (a directory that is down is not a config error) and the
+    guard's store can be set up (Redis URL, password file)."""
+    if config.directory.backend == "sqlite":
+        try:
+            directory = await open_directory(config)
+        except DirectoryMissing as exc:
+            raise ConfigError(str(exc), key="directory.path") from None
+        except TemporaryFailure:
+            pass  # locked or unreadable now: serve reports it when it starts
+        else:
+            await directory.close()
+    guard = await open_guard(config)
+    await guard.close()
