@@ -182,7 +182,7 @@ RESTART_KEYS: dict[str, tuple[str, ...]] = {
     "hashing": (),
     "server": (),
     "guard": ("store", "redis"),
-    "dovecot": ("enabled", "tcp_listen", "socket_user", "socket_group"),
+    "dovecot": ("enabled", "tcp_listen"),
     "saslauthd": ("enabled",),
     "http": ("enabled",),
 }
@@ -191,13 +191,10 @@ RESTART_KEYS: dict[str, tuple[str, ...]] = {
 #: workers of ``serve --workers`` share the sockets their supervisor bound, so for
 #: them these need a restart too.
 LISTENER_KEYS: dict[str, tuple[str, ...]] = {
-    "dovecot": (
-        "client_socket",
-        "login_socket",
-        "master_socket",
-        "userdb_socket",
-        "socket_mode",
-        "master_socket_mode",
+    "dovecot": tuple(
+        f"{role}_socket{suffix}"
+        for role in ("client", "login", "master", "userdb")
+        for suffix in ("", "_mode", "_user", "_group")
     ),
     "saslauthd": ("socket", "socket_mode"),
     "http": ("listen", "tls_cert", "tls_key"),
@@ -283,31 +280,19 @@ class Running:
 
     async def move_listeners(self, old: Config, new: Config) -> None:
         """Open moved listeners and close the ones they replace (see reload)."""
-        from mailwarden.frontends.dovecot import Role, socket_owner  # noqa: PLC0415
+        from mailwarden.frontends.dovecot_sockets import Role, unix_listeners  # noqa: PLC0415
         from mailwarden.frontends.http import start_http  # noqa: PLC0415
         from mailwarden.frontends.saslauthd import start_saslauthd  # noqa: PLC0415
 
         if self.dovecot is not None:
-            roles = (
-                (Role.CLIENT, "client_socket", "socket_mode"),
-                (Role.LOGIN, "login_socket", "socket_mode"),
-                (Role.MASTER, "master_socket", "master_socket_mode"),
-                (Role.USERDB, "userdb_socket", "socket_mode"),
-            )
-            for role, key, mode_key in roles:
-                before = (getattr(old.dovecot, key), getattr(old.dovecot, mode_key))
-                after = (getattr(new.dovecot, key), getattr(new.dovecot, mode_key))
-                if before == after:
+            before = {spec.role: spec for spec in unix_listeners(old.dovecot)}
+            after = {spec.role: spec for spec in unix_listeners(new.dovecot)}
+            for role in Role:
+                if before.get(role) == after.get(role):
                     continue
                 await self.dovecot.stop_listening(role)
-                if after[0]:
-                    await self.dovecot.listen_unix(
-                        role,
-                        self.resolve(after[0]),
-                        mode=after[1],
-                        owner=socket_owner(new.dovecot),
-                        key=f"dovecot.{key}",
-                    )
+                if role in after:
+                    await self.dovecot.listen_unix(after[role], self.resolve(after[role].path))
         drain = new.server.shutdown_timeout
         if self.saslauthd is not None and (
             (old.saslauthd.socket, old.saslauthd.socket_mode)

@@ -117,18 +117,11 @@ def bind_all(config: Config) -> _Bound:
 
     try:
         if config.dovecot.enabled:
-            from mailwarden.frontends.dovecot import _group_id, _user_id  # noqa: PLC0415 - lean
+            from mailwarden.frontends.dovecot_sockets import unix_listeners  # noqa: PLC0415
 
             d = config.dovecot
-            owner = (_user_id(d.socket_user), _group_id(d.socket_group))
-            for name, path, mode in (
-                ("client_socket", d.client_socket, d.socket_mode),
-                ("login_socket", d.login_socket, d.socket_mode),
-                ("master_socket", d.master_socket, d.master_socket_mode),
-                ("userdb_socket", d.userdb_socket, d.socket_mode),
-            ):
-                if path:
-                    unix(f"dovecot.{name}", path, mode, owner)
+            for spec in unix_listeners(d):
+                unix(spec.key, spec.path, spec.mode, spec.owner)
             for address in d.tcp_listen:
                 sockets.add(
                     "dovecot.tcp_listen", address, bind_tcp(address, key="dovecot.tcp_listen")
