@@ -307,9 +307,15 @@ class CheckpasswordConfig:
 
     via: Literal["auto", "daemon", "local"] = "auto"
     timeout: float = 15.0
+    first_valid_uid: int = 500
+    first_valid_gid: int = 1
 
     def _check(self, key: str) -> None:
         _require(self.timeout > 0, f"{key}.timeout", "seconds > 0")
+        _require(
+            self.first_valid_uid >= 1, f"{key}.first_valid_uid", "an integer >= 1 (never root)"
+        )
+        _require(self.first_valid_gid >= 0, f"{key}.first_valid_gid", "an integer >= 0")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
