@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -43,3 +44,33 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     # Unknown or misspelt settings are only warnings: there must be none.
     assert "Unknown" not in done.stderr and "ignoring" not in done.stderr.lower(), done.stderr
+
+
+def _installed_unit(tmp_path: Path) -> Path:
+    installed = tmp_path / "mailwarden.service"
+    unit = (ROOT / "etc" / "systemd" / "mailwarden.service").read_text()
+    installed.write_text(unit.replace("/opt/mailwarden", str(VENV)))
+    return installed
+
+
+def test_the_systemd_unit_waits_for_readiness() -> None:
+    unit = (ROOT / "etc" / "systemd" / "mailwarden.service").read_text()
+    # READY=1 after every listener is bound (tests/test_sdnotify.py), from the main
+    # process only.
+    assert "\nType=notify\n" in unit and "\nNotifyAccess=main\n" in unit
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_the_systemd_unit_is_hardened_to_an_exposure_of_at_most_3(tmp_path: Path) -> None:
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(_installed_unit(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for mailwarden\.service: (\d+\.\d+)", done.stdout)
+    if found is None and "--offline" in done.stderr:
+        pytest.skip("this systemd-analyze has no --offline (systemd < 252)")
+    assert found is not None, done.stdout + done.stderr
+    assert float(found.group(1)) <= 3.0, done.stdout

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mailwarden import __version__, schemes
+from mailwarden import __version__, schemes, sdnotify
 from mailwarden.admin import AccountAdmin
 from mailwarden.config import Config
 from mailwarden.directories.base import Directory
@@ -509,6 +509,8 @@ async def serve(
                 pid_file.write_text(f"{os.getpid()}\n")
             if ready is not None:
                 ready()
+            else:  # the process systemd started (Type=notify): Postfix and Dovecot may start
+                sdnotify.notify("READY=1", f"MAINPID={os.getpid()}", "STATUS=serving")
             log.info(
                 "mailwarden %s serving: directory=%s (%d accounts), hashing workers=%d, config=%s",
                 __version__,
@@ -536,8 +538,14 @@ async def serve(
                     waiter.cancel()
                 if hangups.is_set() and not stop.is_set():
                     hangups.clear()
+                    if ready is None:
+                        sdnotify.notify("RELOADING=1")
                     await running.reload()
+                    if ready is None:
+                        sdnotify.notify("READY=1", "STATUS=serving")
             log.info("shutting down")
+            if ready is None:
+                sdnotify.notify("STOPPING=1")
         finally:
             if control is not None:
                 await control.close()

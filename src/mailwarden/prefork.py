@@ -13,8 +13,9 @@ single-threaded process: the directory, the hashing pool and the guard's Redis
 connection are created in each worker after the fork, never shared. It then
 only supervises:
 
-* the pid file (``server.pid_file``, holding the supervisor's pid) appears once
-  every worker reported over a pipe that all its listeners accept;
+* the pid file (``server.pid_file``, holding the supervisor's pid) appears, and
+  systemd is told ``READY=1`` (:mod:`mailwarden.sdnotify`), once every worker
+  reported over a pipe that all its listeners accept;
 * SIGHUP is forwarded to the workers, each of which reloads its config;
 * SIGTERM/SIGINT are forwarded to the workers, which drain as a single process
   does; after ``server.shutdown_timeout`` the rest are killed (SIGKILL);
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from mailwarden import sdnotify
 from mailwarden.app import resolve_path, run_loop, serve
 from mailwarden.config import Config
 from mailwarden.errors import ConfigError, TemporaryFailure
@@ -197,6 +199,7 @@ class _Supervisor:
                 timeout = min([1.0, *(t - now for t in self.restart_at)])
                 self._wait(max(timeout, 0.0))
         finally:
+            sdnotify.notify("STOPPING=1")
             # Also when forking failed half-way: never leave a worker behind.
             self._shutdown()
             signal.set_wakeup_fd(old_wakeup)
@@ -251,6 +254,7 @@ class _Supervisor:
         self.started = True
         if self.pid_file is not None:
             self.pid_file.write_text(f"{os.getpid()}\n")
+        sdnotify.notify("READY=1", f"MAINPID={os.getpid()}", f"STATUS={self.count} workers serving")
         log.info(
             "supervisor %d: %d workers serving (%s)",
             os.getpid(),
