@@ -74,3 +74,21 @@ def test_the_systemd_unit_is_hardened_to_an_exposure_of_at_most_3(tmp_path: Path
         pytest.skip("this systemd-analyze has no --offline (systemd < 252)")
     assert found is not None, done.stdout + done.stderr
     assert float(found.group(1)) <= 3.0, done.stdout
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_the_socket_unit_for_activation_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    _installed_unit(tmp_path)
+    socket_unit = tmp_path / "mailwarden.socket"
+    socket_unit.write_text((ROOT / "etc" / "systemd" / "mailwarden.socket").read_text())
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(socket_unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # The path the daemon matches it by (mailwarden/activation.py).
+    example = config.load(ROOT / "etc" / "mailwarden.toml")
+    assert f"ListenStream={example.dovecot.client_socket}\n" in socket_unit.read_text()

@@ -412,7 +412,8 @@ async def serve(
 
     A worker of ``serve --workers`` (prefork.py) passes the listening sockets its
     supervisor bound (``inherited``) and ``ready``, called instead of writing the pid
-    file once every listener accepts.
+    file and telling systemd once every listener accepts. Under socket activation
+    without workers (prefork.serve_activated) ``inherited`` comes without ``ready``.
     """
     from mailwarden.frontends.control import ControlServer, start_control  # noqa: PLC0415
     from mailwarden.frontends.dovecot import start_dovecot  # noqa: PLC0415 - lean start
@@ -427,7 +428,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, hangups.set)
     pid_file = (
         resolve_path(config, config.server.pid_file)
-        if config.server.pid_file and inherited is None
+        if config.server.pid_file and ready is None
         else None
     )
     async with running_app(config, daemon=True) as app:

@@ -39,20 +39,23 @@ import logging
 import os
 import select
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
 from mailwarden import sdnotify
+from mailwarden.activation import Activated
 from mailwarden.app import resolve_path, run_loop, serve
 from mailwarden.config import Config
 from mailwarden.errors import ConfigError, TemporaryFailure
 from mailwarden.frontends.inherited import InheritedSockets, bind_tcp
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 
-__all__ = ["bind_all", "check_workers", "effective_workers", "supervise"]
+__all__ = ["bind_all", "check_workers", "effective_workers", "serve_activated", "supervise"]
 
 log = logging.getLogger("mailwarden.prefork")
 
@@ -100,16 +103,27 @@ class _Bound:
     files: tuple[tuple[Path, int], ...]
 
 
-def bind_all(config: Config) -> _Bound:
-    """Bind every listener ``serve`` would open, with the front ends' own rules."""
+def bind_all(config: Config, activated: Activated | None = None) -> _Bound:
+    """Bind every listener ``serve`` would open, with the front ends' own rules; a
+    listener systemd bound (socket activation, ``activated``) takes that socket."""
     sockets = InheritedSockets()
     files: list[tuple[Path, int]] = []
+    activated = activated if activated is not None else Activated([])
 
     def resolve(path: str) -> Path:
         return resolve_path(config, path)
 
+    def tcp(key: str, address: str, bind: Callable[[], list[socket.socket]]) -> None:
+        sockets.add(key, address, activated.take_tcp(address, key=key) or bind())
+
     def unix(key: str, path: str, mode: int, owner: tuple[int, int] = (-1, -1)) -> None:
         resolved = resolve(path)
+        passed = activated.take_unix(str(resolved))
+        if passed is not None:
+            # systemd's file, with the owner and mode its .socket unit gives.
+            log.info("%s: using the socket systemd passed for %s", key, resolved)
+            sockets.add(key, path, [passed])
+            return
         sock, inode = bind_unix_socket(resolved, mode=mode, key=key, owner=owner)
         files.append((resolved, inode))
         # Listening from here on: connections wait in the backlog until a worker
@@ -125,9 +139,8 @@ def bind_all(config: Config) -> _Bound:
             for spec in unix_listeners(d):
                 unix(spec.key, spec.path, spec.mode, spec.owner)
             for address in d.tcp_listen:
-                sockets.add(
-                    "dovecot.tcp_listen", address, bind_tcp(address, key="dovecot.tcp_listen")
-                )
+                key = "dovecot.tcp_listen"
+                tcp(key, address, partial(bind_tcp, address, key=key))
         if config.server.control_socket:
             unix(
                 "server.control_socket",
@@ -140,13 +153,18 @@ def bind_all(config: Config) -> _Bound:
             from mailwarden.frontends.http import bind_listener  # noqa: PLC0415 - lean start
 
             for address in config.http.listen:
-                sockets.add("http.listen", address, [bind_listener(address)])
+                tcp("http.listen", address, partial(_one, bind_listener, address))
+        activated.check_all_taken()
     except BaseException:
         sockets.close()
         for file, inode in files:
             remove_own_socket(file, inode)
         raise
     return _Bound(sockets, tuple(files))
+
+
+def _one(bind: Callable[[str], socket.socket], address: str) -> list[socket.socket]:
+    return [bind(address)]
 
 
 @dataclass(slots=True)
@@ -389,9 +407,22 @@ def _worker_main(config: Config, sockets: InheritedSockets, ready: Callable[[], 
     os._exit(code)
 
 
-def supervise(config: Config, workers: int) -> int:
-    """Bind, fork ``workers`` workers and supervise them until SIGTERM/SIGINT; the exit
-    code. ConfigError/OSError if the configuration or a listener is unusable."""
+def supervise(config: Config, workers: int, activated: list[socket.socket] | None = None) -> int:
+    """Bind (or take from systemd: ``activated``), fork ``workers`` workers and supervise
+    them until SIGTERM/SIGINT; the exit code. ConfigError/OSError if the configuration
+    or a listener is unusable."""
     check_workers(config, workers)
-    bound = bind_all(config)
+    bound = bind_all(config, Activated(activated or []))
     return _Supervisor(config, workers, bound).run()
+
+
+def serve_activated(config: Config, activated: list[socket.socket]) -> None:
+    """One process on the sockets systemd passed (mailwarden/activation.py); listeners
+    it did not pass are bound here, as the supervisor binds them, and removed at exit."""
+    bound = bind_all(config, Activated(activated))
+    try:
+        run_loop(serve(config, inherited=bound.sockets))
+    finally:
+        bound.sockets.close()
+        for path, inode in bound.files:
+            remove_own_socket(path, inode)

@@ -35,6 +35,7 @@ import asyncio
 import logging
 import secrets
 import socket
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,18 +225,25 @@ class DovecotServer:
             sock, inode = bind_unix_socket(path, mode=spec.mode, owner=spec.owner, key=spec.key)
         else:
             sock = inherited
-        handler = self._handler(spec.role, str(path), owner=spec.effective_owner())
+        # The file's actual owner (systemd may have made it: socket activation) is the
+        # one the userdb peer rule compares with.
+        try:
+            st = path.stat()
+            owner, mode = (st.st_uid, st.st_gid), stat.S_IMODE(st.st_mode)
+        except OSError:
+            owner, mode = spec.effective_owner(), spec.mode
+        handler = self._handler(spec.role, str(path), owner=owner)
         server = await asyncio.start_unix_server(handler, sock=sock)
         listener = Listener(role=spec.role, address=str(path), path=path, inode=inode)
         self._servers.append(server)
         self._listeners.append(listener)
         self._unix[spec.role] = (server, listener)
-        uid, gid = spec.effective_owner()
+        uid, gid = owner
         log.info(
             "dovecot %s socket listening on %s (mode %04o, uid %d, gid %d)",
             spec.role.value,
             path,
-            spec.mode,
+            mode,
             uid,
             gid,
         )
