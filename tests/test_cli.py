@@ -392,10 +392,11 @@ def test_check_config_refuses_what_serve_refuses_with_the_key(cfg: Path) -> None
     assert run(cfg, "init").exit_code == 0
     assert run(cfg, "check-config").exit_code == 0
     text = cfg.read_text()
-    cfg.write_text(text.replace("[dovecot]\n", '[dovecot]\nsocket_user = "no-such-user-mw"\n'))
+    unknown_owner = '[dovecot]\nclient_socket_user = "no-such-user-mw"\n'
+    cfg.write_text(text.replace("[dovecot]\n", unknown_owner))
     checked = run(cfg, "check-config")
     assert checked.exit_code == 78, checked.output
-    assert f"{cfg}: dovecot.socket_user: no such user: 'no-such-user-mw'" in checked.output
+    assert f"{cfg}: dovecot.client_socket_user: no such user: 'no-such-user-mw'" in checked.output
     served = subprocess.run(
         [*MAILWARDEN, "--config", str(cfg), "serve"],
         capture_output=True,
@@ -403,7 +404,7 @@ def test_check_config_refuses_what_serve_refuses_with_the_key(cfg: Path) -> None
         timeout=60,
         check=False,
     )
-    assert served.returncode == 78 and "dovecot.socket_user" in served.stderr
+    assert served.returncode == 78 and "dovecot.client_socket_user" in served.stderr
     cfg.write_text(text + "workers = 2\n")  # [server] is the last table: memory guard store
     for args in (("check-config",), ("serve",)):
         r = run(cfg, *args)

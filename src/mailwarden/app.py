@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mailwarden import __version__, schemes
+from mailwarden import __version__, schemes, sdnotify
 from mailwarden.admin import AccountAdmin
 from mailwarden.config import Config
 from mailwarden.directories.base import Directory
@@ -182,7 +182,7 @@ RESTART_KEYS: dict[str, tuple[str, ...]] = {
     "hashing": (),
     "server": (),
     "guard": ("store", "redis"),
-    "dovecot": ("enabled", "tcp_listen", "socket_user", "socket_group"),
+    "dovecot": ("enabled", "tcp_listen"),
     "saslauthd": ("enabled",),
     "http": ("enabled",),
 }
@@ -191,13 +191,10 @@ RESTART_KEYS: dict[str, tuple[str, ...]] = {
 #: workers of ``serve --workers`` share the sockets their supervisor bound, so for
 #: them these need a restart too.
 LISTENER_KEYS: dict[str, tuple[str, ...]] = {
-    "dovecot": (
-        "client_socket",
-        "login_socket",
-        "master_socket",
-        "userdb_socket",
-        "socket_mode",
-        "master_socket_mode",
+    "dovecot": tuple(
+        f"{role}_socket{suffix}"
+        for role in ("client", "login", "master", "userdb")
+        for suffix in ("", "_mode", "_user", "_group")
     ),
     "saslauthd": ("socket", "socket_mode"),
     "http": ("listen", "tls_cert", "tls_key"),
@@ -283,31 +280,19 @@ class Running:
 
     async def move_listeners(self, old: Config, new: Config) -> None:
         """Open moved listeners and close the ones they replace (see reload)."""
-        from mailwarden.frontends.dovecot import Role, socket_owner  # noqa: PLC0415
+        from mailwarden.frontends.dovecot_sockets import Role, unix_listeners  # noqa: PLC0415
         from mailwarden.frontends.http import start_http  # noqa: PLC0415
         from mailwarden.frontends.saslauthd import start_saslauthd  # noqa: PLC0415
 
         if self.dovecot is not None:
-            roles = (
-                (Role.CLIENT, "client_socket", "socket_mode"),
-                (Role.LOGIN, "login_socket", "socket_mode"),
-                (Role.MASTER, "master_socket", "master_socket_mode"),
-                (Role.USERDB, "userdb_socket", "socket_mode"),
-            )
-            for role, key, mode_key in roles:
-                before = (getattr(old.dovecot, key), getattr(old.dovecot, mode_key))
-                after = (getattr(new.dovecot, key), getattr(new.dovecot, mode_key))
-                if before == after:
+            before = {spec.role: spec for spec in unix_listeners(old.dovecot)}
+            after = {spec.role: spec for spec in unix_listeners(new.dovecot)}
+            for role in Role:
+                if before.get(role) == after.get(role):
                     continue
                 await self.dovecot.stop_listening(role)
-                if after[0]:
-                    await self.dovecot.listen_unix(
-                        role,
-                        self.resolve(after[0]),
-                        mode=after[1],
-                        owner=socket_owner(new.dovecot),
-                        key=f"dovecot.{key}",
-                    )
+                if role in after:
+                    await self.dovecot.listen_unix(after[role], self.resolve(after[role].path))
         drain = new.server.shutdown_timeout
         if self.saslauthd is not None and (
             (old.saslauthd.socket, old.saslauthd.socket_mode)
@@ -425,7 +410,8 @@ async def serve(
 
     A worker of ``serve --workers`` (prefork.py) passes the listening sockets its
     supervisor bound (``inherited``) and ``ready``, called instead of writing the pid
-    file once every listener accepts.
+    file and telling systemd once every listener accepts. Under socket activation
+    without workers (prefork.serve_activated) ``inherited`` comes without ``ready``.
     """
     from mailwarden.frontends.connlimit import check_fd_budget, raise_fd_limit  # noqa: PLC0415
     from mailwarden.frontends.control import ControlServer, start_control  # noqa: PLC0415
@@ -442,7 +428,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, hangups.set)
     pid_file = (
         resolve_path(config, config.server.pid_file)
-        if config.server.pid_file and inherited is None
+        if config.server.pid_file and ready is None
         else None
     )
     async with running_app(config, daemon=True) as app:
@@ -529,6 +515,8 @@ async def serve(
                 pid_file.write_text(f"{os.getpid()}\n")
             if ready is not None:
                 ready()
+            else:  # the process systemd started (Type=notify): Postfix and Dovecot may start
+                sdnotify.notify("READY=1", f"MAINPID={os.getpid()}", "STATUS=serving")
             log.info(
                 "mailwarden %s serving: directory=%s (%d accounts), hashing workers=%d, config=%s",
                 __version__,
@@ -556,8 +544,14 @@ async def serve(
                     waiter.cancel()
                 if hangups.is_set() and not stop.is_set():
                     hangups.clear()
+                    if ready is None:
+                        sdnotify.notify("RELOADING=1")
                     await running.reload()
+                    if ready is None:
+                        sdnotify.notify("READY=1", "STATUS=serving")
             log.info("shutting down")
+            if ready is None:
+                sdnotify.notify("STOPPING=1")
         finally:
             if control is not None:
                 await control.close()

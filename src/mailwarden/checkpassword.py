@@ -67,7 +67,12 @@ _DEFAULTS: dict[str, dict[str, object]] = {
         "userdb_socket": "/run/mailwarden/auth-userdb",
         "master_socket": "/run/mailwarden/auth-master",
     },
-    "checkpassword": {"via": "auto", "timeout": 15.0},
+    "checkpassword": {
+        "via": "auto",
+        "timeout": 15.0,
+        "first_valid_uid": 500,
+        "first_valid_gid": 1,
+    },
 }
 _VIA_CHOICES = ("auto", "daemon", "local")
 
@@ -107,6 +112,8 @@ class Settings:
     dovecot_enabled: bool = True
     client_socket: str = ""
     userdb_socket: str = ""
+    first_valid_uid: int = 500
+    first_valid_gid: int = 1
 
 
 def config_path(explicit: str | None) -> str | None:
@@ -153,6 +160,16 @@ def read_settings(explicit: str | None) -> Settings:
         "checkpassword.timeout",
         "seconds > 0",
     )
+    ids: dict[str, int] = {}
+    for key, least in (("first_valid_uid", 1), ("first_valid_gid", 0)):
+        value = check[key]
+        _expect(
+            isinstance(value, int) and not isinstance(value, bool) and value >= least,
+            source,
+            f"checkpassword.{key}",
+            f"an integer >= {least}",
+        )
+        ids[key] = int(value)  # type: ignore[call-overload]  # checked above
     userdb = str(dovecot["userdb_socket"]) or str(dovecot["master_socket"])
     return Settings(
         source=source,
@@ -161,6 +178,7 @@ def read_settings(explicit: str | None) -> Settings:
         dovecot_enabled=bool(dovecot["enabled"]),
         client_socket=_resolve(source, str(dovecot["client_socket"])),
         userdb_socket=_resolve(source, userdb),
+        **ids,
     )
 
 
@@ -471,12 +489,8 @@ def _read_fd3(limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decide(config: str | None, request: Request) -> Decision:
+def decide(config: str | None, settings: Settings, request: Request) -> Decision:
     """Pick the path (module docstring), log it at LOGLEVEL 3, and decide."""
-    try:
-        settings = read_settings(config)
-    except SettingsError as exc:
-        return TempFail(detail=str(exc))
     if settings.via == "local":
         log(3, "deciding locally (checkpassword.via = local)")
         return decide_locally(config, request)
@@ -525,8 +539,12 @@ def run(config: str | None, subprogram: list[str]) -> NoReturn:
         remote_ip=os.environ.get("TCPREMOTEIP") or None,
         local_ip=os.environ.get("TCPLOCALIP") or None,
     )
+    settings = Settings()
     try:
-        decision = decide(config, request)
+        settings = read_settings(config)
+        decision = decide(config, settings, request)
+    except SettingsError as exc:
+        decision = TempFail(detail=str(exc))
     except Exception as exc:  # the process boundary
         # An uncaught exception would exit 1, which callers read as a wrong password.
         decision = TempFail(detail=f"internal error: {exc!r}")
@@ -556,7 +574,10 @@ def run(config: str | None, subprogram: list[str]) -> NoReturn:
     log(3, f"login accepted for {decision.user!r}")
     if not request.lookup_only and "host" in decision.passdb:
         sys.exit(_forward(config, decision, request))
-    _switch_user(decision.userdb)
+    refused = _switch_user(decision.userdb, settings)
+    if refused is not None:
+        log(1, f"refusing to run {subprogram[0]} for {decision.user!r}: {refused}")
+        sys.exit(cp.EXIT_TEMPFAIL)
     try:
         os.execvpe(subprogram[0], subprogram, env)  # noqa: S606 - the interface is exec
     except OSError as exc:
@@ -607,19 +628,35 @@ def _forward(config: str | None, login: Login, request: Request) -> int:
         return cp.EXIT_TEMPFAIL
 
 
-def _switch_user(userdb: Mapping[str, str]) -> None:
-    """Drop to the account's uid/gid before exec, as auth_pop does for qmail-pop3d.
+def _switch_user(userdb: Mapping[str, str], settings: Settings) -> str | None:
+    """Drop to the account's uid/gid before exec, as auth_pop does for qmail-pop3d;
+    the reason to refuse instead, or None.
 
     Only when running as root and not under Dovecot (which sets ORIG_UID and
     makes its reply helper refuse a changed uid): Dovecot switches users itself
     from the userdb_uid/userdb_gid it is told. The ids are the userdb's ``uid`` and
     ``gid`` fields (the account's uid/gid numbers unless a userdb field overrides
     them), the same on both paths.
+
+    **Never as root, never as a system account.** An account without a uid, or
+    without a gid, would keep root's (the subprogram, a POP3 server reading the
+    user's mail, would run as root or with group 0); a uid below
+    ``checkpassword.first_valid_uid`` or a gid below ``first_valid_gid`` (Dovecot's
+    settings and defaults, 500 and 1) is a daemon's or the system's. Such a login is
+    refused as a temporary failure (111, logged): the password was right, the
+    account is misconfigured, and the administrator must fix it. uid 0 is refused
+    whatever the setting (first_valid_uid cannot be 0), as Dovecot hard-codes it.
     """
+    if os.geteuid() != 0 or "ORIG_UID" in os.environ:
+        return None
     uid, gid = userdb.get("uid", ""), userdb.get("gid", "")
-    if os.geteuid() != 0 or "ORIG_UID" in os.environ or not uid.isdigit():
-        return
+    if not uid.isdigit() or not gid.isdigit():
+        return f"the account has no numeric uid and gid (uid={uid!r}, gid={gid!r})"
+    if int(uid) < max(settings.first_valid_uid, 1):
+        return f"uid {uid} is below checkpassword.first_valid_uid ({settings.first_valid_uid})"
+    if int(gid) < settings.first_valid_gid:
+        return f"gid {gid} is below checkpassword.first_valid_gid ({settings.first_valid_gid})"
     os.setgroups([])
-    if gid.isdigit():
-        os.setgid(int(gid))
+    os.setgid(int(gid))
     os.setuid(int(uid))
+    return None

@@ -233,16 +233,19 @@ def init(ctx: click.Context) -> None:
 @click.pass_context
 def serve_cmd(ctx: click.Context, workers: int | None) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
-    # Imported here for a lean start of the other commands.
-    from mailwarden import preflight, prefork  # noqa: PLC0415
+    from mailwarden import activation, preflight, prefork  # noqa: PLC0415 - lean start of the others
 
     cfg = _config(ctx)
+    activated = activation.listen_fds()  # systemd's sockets (mailwarden.socket), if any
     try:
         preflight.check(cfg, workers=workers)
         count = prefork.effective_workers(cfg, workers)
         if count > 1:
             setup_logging(cfg, with_pid=True)
-            sys.exit(prefork.supervise(cfg, count))
+            sys.exit(prefork.supervise(cfg, count, activated))
+        if activated:
+            prefork.serve_activated(cfg, activated)
+            return
         run_loop(serve(cfg))
     except DirectoryMissing as exc:
         _missing(ctx, exc)

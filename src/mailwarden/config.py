@@ -128,10 +128,24 @@ class DovecotConfig:
     master_socket: str = "/run/mailwarden/auth-master"
     userdb_socket: str = "/run/mailwarden/auth-userdb"
     tcp_listen: tuple[str, ...] = ()
-    socket_mode: int = 0o666
+    # Each UNIX listener's file mode, owner and group (empty: the daemon's own);
+    # defaults as Dovecot's (docs/dovecot-protocol.md, "Socket permissions").
+    client_socket_mode: int = 0o666
+    client_socket_user: str = ""
+    client_socket_group: str = ""
+    client_socket_trusted: bool = False
+    login_socket_mode: int = 0o600
+    login_socket_user: str = ""
+    login_socket_group: str = ""
+    login_socket_trusted: bool = True
     master_socket_mode: int = 0o600
-    socket_user: str = ""
-    socket_group: str = ""
+    master_socket_user: str = ""
+    master_socket_group: str = ""
+    userdb_socket_mode: int = 0o600
+    userdb_socket_user: str = ""
+    userdb_socket_group: str = ""
+    userdb_trusted_users: tuple[str, ...] = ()
+    userdb_trusted_groups: tuple[str, ...] = ()
     mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     anonymous_username: str = "anonymous"
     hostname: str = ""
@@ -153,7 +167,8 @@ class DovecotConfig:
                 f"{key}.mechanisms[{i}]",
                 f"a SASL mechanism (one of {', '.join(sorted(sasl.MECHANISMS))})",
             )
-        for name in ("socket_mode", "master_socket_mode"):
+        for role in ("client", "login", "master", "userdb"):
+            name = f"{role}_socket_mode"
             _require(
                 0 <= getattr(self, name) <= 0o777, f"{key}.{name}", "a file mode such as 0o660"
             )
@@ -300,9 +315,15 @@ class CheckpasswordConfig:
 
     via: Literal["auto", "daemon", "local"] = "auto"
     timeout: float = 15.0
+    first_valid_uid: int = 500
+    first_valid_gid: int = 1
 
     def _check(self, key: str) -> None:
         _require(self.timeout > 0, f"{key}.timeout", "seconds > 0")
+        _require(
+            self.first_valid_uid >= 1, f"{key}.first_valid_uid", "an integer >= 1 (never root)"
+        )
+        _require(self.first_valid_gid >= 0, f"{key}.first_valid_gid", "an integer >= 0")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -614,6 +635,16 @@ def _require(ok: bool, key: str, expected: str) -> None:
 
 T = TypeVar("T")
 
+#: Keys that existed once, with what replaces them (a clearer error than "unknown key").
+RETIRED_KEYS: dict[str, str] = {
+    "dovecot.socket_mode": "client_socket_mode, login_socket_mode and userdb_socket_mode "
+    "instead (socket_mode was removed: every socket has its own mode)",
+    "dovecot.socket_user": "client_socket_user, login_socket_user, master_socket_user and "
+    "userdb_socket_user instead (socket_user was removed: every socket has its own owner)",
+    "dovecot.socket_group": "client_socket_group, login_socket_group, master_socket_group and "
+    "userdb_socket_group instead (socket_group was removed: every socket has its own group)",
+}
+
 
 def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """The file to read, by the precedence in the module docstring; None: defaults."""
@@ -659,6 +690,8 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     for key in data:
+        if f"{prefix}{key}" in RETIRED_KEYS:
+            raise _Invalid(f"{prefix}{key}", RETIRED_KEYS[f"{prefix}{key}"])
         if key not in known:
             raise _Invalid(
                 f"{prefix}{key}",

@@ -32,9 +32,13 @@ def check(config: Config, *, workers: int | None = None) -> None:
 
     prefork.check_workers(config, prefork.effective_workers(config, workers))
     if config.dovecot.enabled:
-        from mailwarden.frontends.dovecot import socket_owner  # noqa: PLC0415
+        from mailwarden.frontends.dovecot_sockets import (  # noqa: PLC0415
+            trusted_peers,
+            unix_listeners,
+        )
 
-        socket_owner(config.dovecot)
+        unix_listeners(config.dovecot)  # socket owners and groups exist
+        trusted_peers(config.dovecot)  # so do the userdb socket's trusted users
     if config.http.enabled:
         _check_http(config)
     asyncio.run(_check_backends(config))

@@ -13,8 +13,9 @@ single-threaded process: the directory, the hashing pool and the guard's Redis
 connection are created in each worker after the fork, never shared. It then
 only supervises:
 
-* the pid file (``server.pid_file``, holding the supervisor's pid) appears once
-  every worker reported over a pipe that all its listeners accept;
+* the pid file (``server.pid_file``, holding the supervisor's pid) appears, and
+  systemd is told ``READY=1`` (:mod:`mailwarden.sdnotify`), once every worker
+  reported over a pipe that all its listeners accept;
 * SIGHUP is forwarded to the workers, each of which reloads its config;
 * SIGTERM/SIGINT are forwarded to the workers, which drain as a single process
   does; after ``server.shutdown_timeout`` the rest are killed (SIGKILL);
@@ -38,19 +39,23 @@ import logging
 import os
 import select
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
+from mailwarden import sdnotify
+from mailwarden.activation import Activated
 from mailwarden.app import resolve_path, run_loop, serve
 from mailwarden.config import Config
 from mailwarden.errors import ConfigError, TemporaryFailure
 from mailwarden.frontends.inherited import InheritedSockets, bind_tcp
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 
-__all__ = ["bind_all", "check_workers", "effective_workers", "supervise"]
+__all__ = ["bind_all", "check_workers", "effective_workers", "serve_activated", "supervise"]
 
 log = logging.getLogger("mailwarden.prefork")
 
@@ -98,16 +103,27 @@ class _Bound:
     files: tuple[tuple[Path, int], ...]
 
 
-def bind_all(config: Config) -> _Bound:
-    """Bind every listener ``serve`` would open, with the front ends' own rules."""
+def bind_all(config: Config, activated: Activated | None = None) -> _Bound:
+    """Bind every listener ``serve`` would open, with the front ends' own rules; a
+    listener systemd bound (socket activation, ``activated``) takes that socket."""
     sockets = InheritedSockets()
     files: list[tuple[Path, int]] = []
+    activated = activated if activated is not None else Activated([])
 
     def resolve(path: str) -> Path:
         return resolve_path(config, path)
 
+    def tcp(key: str, address: str, bind: Callable[[], list[socket.socket]]) -> None:
+        sockets.add(key, address, activated.take_tcp(address, key=key) or bind())
+
     def unix(key: str, path: str, mode: int, owner: tuple[int, int] = (-1, -1)) -> None:
         resolved = resolve(path)
+        passed = activated.take_unix(str(resolved))
+        if passed is not None:
+            # systemd's file, with the owner and mode its .socket unit gives.
+            log.info("%s: using the socket systemd passed for %s", key, resolved)
+            sockets.add(key, path, [passed])
+            return
         sock, inode = bind_unix_socket(resolved, mode=mode, key=key, owner=owner)
         files.append((resolved, inode))
         # Listening from here on: connections wait in the backlog until a worker
@@ -117,22 +133,14 @@ def bind_all(config: Config) -> _Bound:
 
     try:
         if config.dovecot.enabled:
-            from mailwarden.frontends.dovecot import _group_id, _user_id  # noqa: PLC0415 - lean
+            from mailwarden.frontends.dovecot_sockets import unix_listeners  # noqa: PLC0415
 
             d = config.dovecot
-            owner = (_user_id(d.socket_user), _group_id(d.socket_group))
-            for name, path, mode in (
-                ("client_socket", d.client_socket, d.socket_mode),
-                ("login_socket", d.login_socket, d.socket_mode),
-                ("master_socket", d.master_socket, d.master_socket_mode),
-                ("userdb_socket", d.userdb_socket, d.socket_mode),
-            ):
-                if path:
-                    unix(f"dovecot.{name}", path, mode, owner)
+            for spec in unix_listeners(d):
+                unix(spec.key, spec.path, spec.mode, spec.owner)
             for address in d.tcp_listen:
-                sockets.add(
-                    "dovecot.tcp_listen", address, bind_tcp(address, key="dovecot.tcp_listen")
-                )
+                key = "dovecot.tcp_listen"
+                tcp(key, address, partial(bind_tcp, address, key=key))
         if config.server.control_socket:
             unix(
                 "server.control_socket",
@@ -145,13 +153,18 @@ def bind_all(config: Config) -> _Bound:
             from mailwarden.frontends.http import bind_listener  # noqa: PLC0415 - lean start
 
             for address in config.http.listen:
-                sockets.add("http.listen", address, [bind_listener(address)])
+                tcp("http.listen", address, partial(_one, bind_listener, address))
+        activated.check_all_taken()
     except BaseException:
         sockets.close()
         for file, inode in files:
             remove_own_socket(file, inode)
         raise
     return _Bound(sockets, tuple(files))
+
+
+def _one(bind: Callable[[str], socket.socket], address: str) -> list[socket.socket]:
+    return [bind(address)]
 
 
 @dataclass(slots=True)
@@ -204,6 +217,7 @@ class _Supervisor:
                 timeout = min([1.0, *(t - now for t in self.restart_at)])
                 self._wait(max(timeout, 0.0))
         finally:
+            sdnotify.notify("STOPPING=1")
             # Also when forking failed half-way: never leave a worker behind.
             self._shutdown()
             signal.set_wakeup_fd(old_wakeup)
@@ -258,6 +272,7 @@ class _Supervisor:
         self.started = True
         if self.pid_file is not None:
             self.pid_file.write_text(f"{os.getpid()}\n")
+        sdnotify.notify("READY=1", f"MAINPID={os.getpid()}", f"STATUS={self.count} workers serving")
         log.info(
             "supervisor %d: %d workers serving (%s)",
             os.getpid(),
@@ -392,9 +407,22 @@ def _worker_main(config: Config, sockets: InheritedSockets, ready: Callable[[], 
     os._exit(code)
 
 
-def supervise(config: Config, workers: int) -> int:
-    """Bind, fork ``workers`` workers and supervise them until SIGTERM/SIGINT; the exit
-    code. ConfigError/OSError if the configuration or a listener is unusable."""
+def supervise(config: Config, workers: int, activated: list[socket.socket] | None = None) -> int:
+    """Bind (or take from systemd: ``activated``), fork ``workers`` workers and supervise
+    them until SIGTERM/SIGINT; the exit code. ConfigError/OSError if the configuration
+    or a listener is unusable."""
     check_workers(config, workers)
-    bound = bind_all(config)
+    bound = bind_all(config, Activated(activated or []))
     return _Supervisor(config, workers, bound).run()
+
+
+def serve_activated(config: Config, activated: list[socket.socket]) -> None:
+    """One process on the sockets systemd passed (mailwarden/activation.py); listeners
+    it did not pass are bound here, as the supervisor binds them, and removed at exit."""
+    bound = bind_all(config, Activated(activated))
+    try:
+        run_loop(serve(config, inherited=bound.sockets))
+    finally:
+        bound.sockets.close()
+        for path, inode in bound.files:
+            remove_own_socket(path, inode)

@@ -30,7 +30,14 @@ def classic_accounts() -> tuple[Account, ...]:
             uid_number=5000,
             gid_number=5000,
         ),
-        Account(uid="carol", password="{PLAIN}carolpw", services={"pop3": False}),
+        Account(
+            uid="carol",
+            password="{PLAIN}carolpw",
+            services={"pop3": False},
+            # checkpassword as root runs nobody's program without a uid (first_valid_uid)
+            uid_number=5002,
+            gid_number=5002,
+        ),
         Account(uid="dave", password="{PLAIN}davepw", status=AccountStatus.DISABLED),
         Account(uid="admin", password="{PLAIN}masterpw", master=True),
     )

@@ -83,6 +83,8 @@ ERIN = Account(
     home="/srv/erin",
     mail_location="maildir:/srv/mail/erin:INDEX=/srv/idx/erin",
     quota_bytes=1000,
+    uid_number=5001,
+    gid_number=5001,
     userdb_fields={"mail_plugins": "quota", "note": "a\tb", "empty": ""},
     profile=Profile(login_shell="/bin/zsh"),
 )

@@ -53,7 +53,13 @@ def test_the_lean_defaults_are_the_config_modules() -> None:
     assert lean["checkpassword"] == {
         "via": full.checkpassword.via,
         "timeout": full.checkpassword.timeout,
+        "first_valid_uid": full.checkpassword.first_valid_uid,
+        "first_valid_gid": full.checkpassword.first_valid_gid,
     }
+    assert (defaults.first_valid_uid, defaults.first_valid_gid) == (
+        full.checkpassword.first_valid_uid,
+        full.checkpassword.first_valid_gid,
+    )
     assert (defaults.via, defaults.timeout) == (full.checkpassword.via, full.checkpassword.timeout)
     assert str(config.SYSTEM_CONFIG) == checkpassword._DEFAULT_SYSTEM_CONFIG
     assert str(config.LOCAL_CONFIG) == checkpassword._DEFAULT_LOCAL_CONFIG
@@ -91,6 +97,8 @@ def test_the_settings_match_the_full_config(tmp_path: Path) -> None:
         ("[dovecot]\nenabled = 1\n", "dovecot.enabled"),
         ("[checkpassword]\nvia = 1\n", "checkpassword.via"),
         ("[checkpassword]\ntimeout = true\n", "checkpassword.timeout"),
+        ("[checkpassword]\nfirst_valid_uid = 0\n", "checkpassword.first_valid_uid"),
+        ("[checkpassword]\nfirst_valid_gid = '1'\n", "checkpassword.first_valid_gid"),
         ("[checkpassword]\nsocket = 'x'\n", "checkpassword.socket"),
     ],
 )

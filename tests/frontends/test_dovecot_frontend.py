@@ -422,7 +422,8 @@ async def test_anonymous_logs_in_as_the_anonymous_user(server: DovecotServer) ->
 
 
 async def test_external_logs_in_the_user_of_a_verified_certificate(server: DovecotServer) -> None:
-    peer = await client(server)
+    # On the login socket: trusted by default (tests/frontends/test_dovecot_sockets.py).
+    peer = await Peer.client(server.address(Role.LOGIN))
     peer.send(auth(1, "EXTERNAL", "valid-client-cert", "cert_username=bob", resp=b""))
     peer.send(auth(2, "EXTERNAL", "cert_username=bob", resp=b""))
     assert sorted(await peer.lines(2)) == ["FAIL\t2", "OK\t1\tuser=bob"]
@@ -852,13 +853,13 @@ async def test_sockets_get_their_modes_and_the_master_socket_is_private(
     server: DovecotServer,
 ) -> None:
     assert mode_of(server.address(Role.CLIENT)) == 0o666
-    assert mode_of(server.address(Role.USERDB)) == 0o666
+    assert mode_of(server.address(Role.USERDB)) == 0o600
     assert mode_of(server.address(Role.MASTER)) == 0o600
-    assert stat.S_ISSOCK(os.stat(server.address(Role.LOGIN)).st_mode)
+    assert mode_of(server.address(Role.LOGIN)) == 0o600
 
 
 async def test_configured_modes_apply(serve: Serve) -> None:
-    server = await serve(socket_mode=0o660, master_socket_mode=0o640)
+    server = await serve(client_socket_mode=0o660, master_socket_mode=0o640)
     assert mode_of(server.address(Role.CLIENT)) == 0o660
     assert mode_of(server.address(Role.MASTER)) == 0o640
 
@@ -932,8 +933,8 @@ async def test_a_failed_start_closes_the_listeners_already_started(
 async def test_an_unknown_socket_owner_is_a_config_error(
     make_engine: EngineFactory, tmp_path: Path
 ) -> None:
-    config = config_with(socket_user="no-such-user-here")
-    with pytest.raises(ConfigError, match=r"dovecot\.socket_user"):
+    config = config_with(userdb_socket_user="no-such-user-here")
+    with pytest.raises(ConfigError, match=r"dovecot\.userdb_socket_user"):
         await start_dovecot(make_engine(config), config.dovecot, resolve=lambda p: tmp_path / p)
 
 

@@ -1,23 +1,27 @@
 """The Dovecot auth front end: its listeners, and :func:`start_dovecot`.
 
-Roles and sockets (``[dovecot]`` in the configuration; an empty path turns one off):
+Roles and sockets (``[dovecot]`` in the configuration; an empty path turns one off;
+each has its own ``<role>_socket_mode``, ``_user`` and ``_group``, see
+:mod:`~mailwarden.frontends.dovecot_sockets` for the defaults and the trust rules):
 
-* **client** (``client_socket``, and ``tcp_listen`` on TCP; mode ``socket_mode``):
-  the client protocol for Postfix, Exim and ``doveadm auth test``.
-* **login** (``login_socket``; ``socket_mode``): the client protocol for Dovecot
-  login processes and ``doveadm auth login -a``; successful logins are kept for
-  the master's REQUEST.
-* **master** (``master_socket``; ``master_socket_mode``): the master protocol with
-  every command (``doveadm auth login -m``, ``doveadm auth cache flush``).
-* **userdb** (``userdb_socket``; ``socket_mode``): the master protocol without
-  REQUEST and CACHE-FLUSH (``doveadm user``, ``doveadm auth lookup``, LDA, LMTP).
+* **client** (``client_socket``, and ``tcp_listen`` on TCP; 0666): the client
+  protocol for Postfix, Exim and ``doveadm auth test``.
+* **login** (``login_socket``; 0600, trusted for client certificates): the client
+  protocol for Dovecot login processes and ``doveadm auth login -a``; successful
+  logins are kept for the master's REQUEST.
+* **master** (``master_socket``; 0600): the master protocol with every command
+  (``doveadm auth login -m``, ``doveadm auth cache flush``, the mail processes'
+  REQUEST).
+* **userdb** (``userdb_socket``; 0600): the master protocol without REQUEST and
+  CACHE-FLUSH (``doveadm user``, ``doveadm auth lookup``, LDA, LMTP); peers that
+  are not trusted may only look up their own account.
 
 A UNIX socket is set up so that no peer can ever reach it with the wrong
 permissions: the parent directory is created if needed; a leftover socket file
 from a dead server is removed (one that still answers is left alone and is an
 error, so two servers never fight over a path, and a file that is not a socket
-is never deleted); the socket is bound, given its mode and owner
-(``socket_user``/``socket_group``), and only then starts listening. A UNIX
+is never deleted); the socket is bound, given its mode and owner, and only then
+starts listening. A UNIX
 socket only accepts connections from peers with write permission on it.
 Problems are :class:`~mailwarden.errors.ConfigError` naming the key.
 
@@ -28,12 +32,10 @@ it every request in flight) and removes the socket files it created.
 from __future__ import annotations
 
 import asyncio
-import enum
-import grp
 import logging
-import pwd
 import secrets
 import socket
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,26 +48,25 @@ from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.dovecot_client import ClientConnection
 from mailwarden.frontends.dovecot_common import Connection, DovecotState
 from mailwarden.frontends.dovecot_master import MasterConnection
+from mailwarden.frontends.dovecot_sockets import (
+    Role,
+    SocketSpec,
+    peer_credentials,
+    trusted,
+    unix_listeners,
+    userdb_full_access,
+)
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 from mailwarden.protocols.dovecot_client import COOKIE_SIZE
 
-__all__ = ["DovecotServer", "Listener", "Role", "start_dovecot"]
+__all__ = ["DovecotServer", "Listener", "Role", "SocketSpec", "start_dovecot"]
 
 log = logging.getLogger("mailwarden.dovecot")
 
 
 # How long close() lets killed connections finish before cancelling them.
 _CLOSE_TIMEOUT = 5.0
-
-
-class Role(enum.Enum):
-    """What a listener serves (Dovecot picks it from the listener name's suffix)."""
-
-    CLIENT = "client"
-    LOGIN = "login"
-    MASTER = "master"
-    USERDB = "userdb"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,7 +146,11 @@ class DovecotServer:
 
     # ------------------------------------------------------------------ setup
 
-    def _handler(self, role: Role, address: str) -> Handler:
+    def _handler(
+        self, role: Role, address: str, *, owner: tuple[int, int] | None = None
+    ) -> Handler:
+        """Connections of one listener; ``owner``: its socket file's (uid, gid), None
+        for TCP."""
         gate = ConnectionGate(
             f"dovecot {role.value} {address}", lambda: self.state.config.max_connections
         )
@@ -157,7 +162,7 @@ class DovecotServer:
                 return
             task = asyncio.current_task()
             assert task is not None
-            connection = self._connection(role, address, reader, writer)
+            connection = self._connection(role, address, reader, writer, owner=owner)
             self._connections[task] = connection
             try:
                 await connection.run()
@@ -177,11 +182,14 @@ class DovecotServer:
         address: str,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        *,
+        owner: tuple[int, int] | None,
     ) -> Connection:
         label = f"{role.value}:{address}"
         peer = writer.get_extra_info("peername")
         if isinstance(peer, tuple):
             label += f" from {peer[0]}:{peer[1]}"
+        config = self.state.config
         match role:
             case Role.CLIENT | Role.LOGIN:
                 connection = ClientConnection(
@@ -191,39 +199,65 @@ class DovecotServer:
                     login=role is Role.LOGIN,
                     label=label,
                     cookie=secrets.token_bytes(COOKIE_SIZE),
+                    trusted=trusted(config, role, tcp=owner is None),
                 )
                 connection.label += f" #{connection.cuid}"
                 return connection
-            case Role.MASTER | Role.USERDB:
+            case Role.MASTER:
+                return MasterConnection(self.state, reader, writer, userdb_only=False, label=label)
+            case Role.USERDB:
+                credentials = peer_credentials(writer.get_extra_info("socket"))
+                full = owner is not None and userdb_full_access(
+                    credentials, owner, self.state.userdb_peers
+                )
+                if credentials is not None:
+                    label += f" uid={credentials.uid}"
                 return MasterConnection(
-                    self.state, reader, writer, userdb_only=role is Role.USERDB, label=label
+                    self.state,
+                    reader,
+                    writer,
+                    userdb_only=True,
+                    label=label,
+                    restricted_uid=(
+                        None if full else credentials.uid if credentials is not None else -1
+                    ),
                 )
             case _:
                 assert_never(role)
 
     async def listen_unix(
-        self,
-        role: Role,
-        path: Path,
-        *,
-        mode: int,
-        owner: tuple[int, int],
-        key: str,
-        inherited: socket.socket | None = None,
+        self, spec: SocketSpec, path: Path, *, inherited: socket.socket | None = None
     ) -> None:
-        """Serve ``role`` on the UNIX socket ``path`` (see the module docstring), or on
-        ``inherited``, bound there by the supervisor (whose file close() leaves alone)."""
+        """Serve ``spec`` on the UNIX socket ``path`` (``spec.path`` resolved; see the
+        module docstring), or on ``inherited``, bound there by the supervisor (whose
+        file close() leaves alone)."""
         inode: int | None = None
         if inherited is None:
-            sock, inode = bind_unix_socket(path, mode=mode, owner=owner, key=key)
+            sock, inode = bind_unix_socket(path, mode=spec.mode, owner=spec.owner, key=spec.key)
         else:
             sock = inherited
-        server = await asyncio.start_unix_server(self._handler(role, str(path)), sock=sock)
-        listener = Listener(role=role, address=str(path), path=path, inode=inode)
+        # The file's actual owner (systemd may have made it: socket activation) is the
+        # one the userdb peer rule compares with.
+        try:
+            st = path.stat()
+            owner, mode = (st.st_uid, st.st_gid), stat.S_IMODE(st.st_mode)
+        except OSError:
+            owner, mode = spec.effective_owner(), spec.mode
+        handler = self._handler(spec.role, str(path), owner=owner)
+        server = await asyncio.start_unix_server(handler, sock=sock)
+        listener = Listener(role=spec.role, address=str(path), path=path, inode=inode)
         self._servers.append(server)
         self._listeners.append(listener)
-        self._unix[role] = (server, listener)
-        log.info("dovecot %s socket listening on %s (mode %04o)", role.value, path, mode)
+        self._unix[spec.role] = (server, listener)
+        uid, gid = owner
+        log.info(
+            "dovecot %s socket listening on %s (mode %04o, uid %d, gid %d)",
+            spec.role.value,
+            path,
+            mode,
+            uid,
+            gid,
+        )
 
     async def stop_listening(self, role: Role) -> None:
         """Close the UNIX listener of ``role`` (SIGHUP moved it); its connections stay."""
@@ -283,25 +317,15 @@ async def start_dovecot(
     supervisor bound instead of binding. Raises ConfigError when a socket cannot be
     set up; listeners already started are closed again.
     """
+    specs = unix_listeners(config)
     server = DovecotServer(DovecotState(engine, config))
-    owner = socket_owner(config)
-    unix = (
-        (Role.CLIENT, config.client_socket, config.socket_mode, "client_socket"),
-        (Role.LOGIN, config.login_socket, config.socket_mode, "login_socket"),
-        (Role.MASTER, config.master_socket, config.master_socket_mode, "master_socket"),
-        (Role.USERDB, config.userdb_socket, config.socket_mode, "userdb_socket"),
-    )
     try:
-        for role, path, mode, key in unix:
-            if path:
-                await server.listen_unix(
-                    role,
-                    resolve(path),
-                    mode=mode,
-                    owner=owner,
-                    key=f"dovecot.{key}",
-                    inherited=(inherited.get(f"dovecot.{key}", path)[0] if inherited else None),
-                )
+        for spec in specs:
+            await server.listen_unix(
+                spec,
+                resolve(spec.path),
+                inherited=(inherited.get(spec.key, spec.path)[0] if inherited else None),
+            )
         for address in config.tcp_listen:
             await server.listen_tcp(
                 address,
@@ -313,33 +337,3 @@ async def start_dovecot(
     if not server.listeners:
         log.warning("dovecot front end enabled but no socket is configured")
     return server
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def socket_owner(config: DovecotConfig) -> tuple[int, int]:
-    """The (uid, gid) the sockets are given (-1: leave as is)."""
-    return (_user_id(config.socket_user), _group_id(config.socket_group))
-
-
-def _user_id(name: str) -> int:
-    if not name:
-        return -1
-    if name.isdigit():
-        return int(name)
-    try:
-        return pwd.getpwnam(name).pw_uid
-    except KeyError:
-        raise ConfigError(f"no such user: {name!r}", key="dovecot.socket_user") from None
-
-
-def _group_id(name: str) -> int:
-    if not name:
-        return -1
-    if name.isdigit():
-        return int(name)
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        raise ConfigError(f"no such group: {name!r}", key="dovecot.socket_group") from None

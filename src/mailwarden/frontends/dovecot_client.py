@@ -56,6 +56,10 @@ reply after ``request_timeout`` seconds (Dovecot: 150 s); Postfix never sends
 under ``max_pending_total`` for all connections of the process together
 (``DovecotState.requests``); a request that finds none gets a temporary failure.
 
+**Trust.** ``valid-client-cert`` and ``cert_username=`` (what EXTERNAL logs in
+with) are ignored, with a warning, unless the connection came through a socket
+marked trusted (:mod:`~mailwarden.frontends.dovecot_sockets`).
+
 **Login sockets.** On an auth-login socket the client's pid must not belong to
 another live login connection, and a successful login (without ``nologin`` or
 ``proxy``) is kept in the :class:`~mailwarden.frontends.dovecot_common.LoginRegistry`
@@ -65,6 +69,7 @@ for the master's ``REQUEST``, as Dovecot keeps it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import assert_never
@@ -167,9 +172,11 @@ class ClientConnection(Connection):
         login: bool,
         label: str,
         cookie: bytes,
+        trusted: bool = False,
     ) -> None:
         super().__init__(state, reader, writer, label=label)
         self.login = login
+        self.trusted = trusted
         self.cuid = state.next_cuid()
         self.cookie = cookie
         self.codec = AuthClientConnection(
@@ -239,6 +246,16 @@ class ClientConnection(Connection):
         self._registered_pid = pid
 
     def _start(self, request: AuthRequest) -> None:
+        if not self.trusted and (request.valid_client_cert or request.cert_username is not None):
+            # Only a trusted peer may vouch for a TLS client certificate; anyone else
+            # could name any user and log in with EXTERNAL (dovecot_sockets.py).
+            log.warning(
+                "dovecot %s: request %d: client certificate parameters ignored: "
+                "this socket is not trusted (dovecot.*_socket_trusted)",
+                self.label,
+                request.id,
+            )
+            request = dataclasses.replace(request, valid_client_cert=False, cert_username=None)
         pending = _Pending(id=request.id, last_access=asyncio.get_running_loop().time())
         self._pending[request.id] = pending
         pending.admitted = self.state.requests.admit()

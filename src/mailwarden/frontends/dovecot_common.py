@@ -27,7 +27,6 @@ import itertools
 import logging
 import os
 import socket
-import struct
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Generator
@@ -39,6 +38,7 @@ from mailwarden.config import DovecotConfig
 from mailwarden.engine import Engine
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.connlimit import ConnectionGate, IdleTimer
+from mailwarden.frontends.dovecot_sockets import peer_credentials, trusted_peers
 from mailwarden.sasl import MECHANISMS
 from mailwarden.sasl.base import MechanismContext
 
@@ -144,6 +144,7 @@ class DovecotState:
         self.requests = ConnectionGate(
             "dovecot requests in flight", lambda: self.config.max_pending_total
         )
+        self.userdb_peers = trusted_peers(config)
         self._cuids = itertools.count(1)
 
     def reconfigure(self, config: DovecotConfig) -> None:
@@ -151,6 +152,7 @@ class DovecotState:
         self.config = config
         self.hostname = config.hostname or socket.gethostname()
         self.mechanisms = offered_mechanisms(config)
+        self.userdb_peers = trusted_peers(config, strict=False)
 
     def next_cuid(self) -> int:
         """The next connection number (Dovecot's CUID, from 1; APOP binds to it)."""
@@ -221,15 +223,8 @@ async def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
 
 def peer_pid(writer: asyncio.StreamWriter) -> int | None:
     """The peer's pid from ``SO_PEERCRED`` on a UNIX socket, else None."""
-    sock = writer.get_extra_info("socket")
-    if sock is None or sock.family != socket.AF_UNIX:
-        return None
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    pid: int = struct.unpack("3i", raw)[0]
-    return pid if pid > 0 else None
+    peer = peer_credentials(writer.get_extra_info("socket"))
+    return peer.pid if peer is not None and peer.pid > 0 else None
 
 
 class Connection(abc.ABC):

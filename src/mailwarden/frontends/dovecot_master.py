@@ -26,6 +26,11 @@ for an unknown client pid, a wrong cookie, an unknown, unfinished, failed or
 already fetched login, or a ``session_pid`` that differs from the pid of the
 process connected to the master socket (``SO_PEERCRED``).
 
+On a userdb socket, a peer that is not trusted (``restricted_uid``; rules in
+:mod:`~mailwarden.frontends.dovecot_sockets`) gets ``USER`` only for an account
+whose ``uid`` is its own (anything else, unknown users included, is ``FAIL``);
+``PASS`` is ``FAIL`` and ``LIST`` is ``DONE id fail``.
+
 The ``LIST`` mask (``user=``) is matched like Dovecot's ``wildcard_match``: ``*``
 and ``?`` are wildcards and every other character is literal, case-sensitively.
 """
@@ -87,8 +92,10 @@ class MasterConnection(Connection):
         *,
         userdb_only: bool,
         label: str,
+        restricted_uid: int | None = None,
     ) -> None:
         super().__init__(state, reader, writer, label=label)
+        self.restricted_uid = restricted_uid
         self.codec = AuthMasterConnection(
             userdb_only=userdb_only, max_line_length=state.config.max_line_length
         )
@@ -136,6 +143,12 @@ class MasterConnection(Connection):
 
     async def _user(self, event: UserLookup) -> None:
         outcome = await self.state.engine.lookup(event.user, service=event.service)
+        if self.restricted_uid is not None and not (
+            isinstance(outcome, UserRecord)
+            and outcome.fields.get("uid") == str(self.restricted_uid)
+        ):
+            self._refuse(event.id, "USER of another uid's account")
+            return
         if (
             isinstance(outcome, UserRecord)
             and (LOGIN_SHELL, None) in event.extra_params
@@ -148,8 +161,22 @@ class MasterConnection(Connection):
         self.write(self._lookup_reply(event.id, outcome, user_reply=True))
 
     async def _pass(self, event: PassLookup) -> None:
+        if self.restricted_uid is not None:
+            self._refuse(event.id, "PASS")
+            return
         outcome = await self.state.engine.passdb_lookup(event.user)
         self.write(self._lookup_reply(event.id, outcome, user_reply=False))
+
+    def _refuse(self, request_id: int, what: str) -> None:
+        """A peer without full access asked for more than its own account."""
+        log.warning(
+            "dovecot %s: %s (request %d) refused: peer is not trusted "
+            "(dovecot.userdb_trusted_users/_groups)",
+            self.label,
+            what,
+            request_id,
+        )
+        self.write(self.codec.fail(request_id))
 
     def _lookup_reply(
         self, request_id: int, outcome: UserRecord | NotFound | Unavailable, *, user_reply: bool
@@ -171,6 +198,10 @@ class MasterConnection(Connection):
                 assert_never(outcome)
 
     async def _list(self, event: ListUsers) -> None:
+        if self.restricted_uid is not None:
+            log.warning("dovecot %s: LIST %d refused: peer is not trusted", self.label, event.id)
+            self.write(self.codec.list_done(event.id, failed=True))
+            return
         mask = wildcard(event.user_mask) if event.user_mask else None
         failed = False
         written = 0
