@@ -51,7 +51,7 @@ from mailwarden import schemes
 from mailwarden.config import Config
 from mailwarden.directories.base import Directory
 from mailwarden.errors import SchemeError, TemporaryFailure
-from mailwarden.guard import Guard
+from mailwarden.guard import Guard, unknown_subject
 from mailwarden.hashing import Hasher
 from mailwarden.logincache import LoginCache
 from mailwarden.model import (
@@ -239,8 +239,11 @@ class Engine:
         account = await self._find_login(names.authcid)
         if debug:
             self._trace(attempt, "account: %s", account.uid if account is not None else "not found")
-        if source is not None and account is not None:
-            delay = await self.guard.delay(source, account.uid)
+        # The guard counts and slows a name that matches no account exactly as it
+        # does an account, so neither tells which names exist.
+        subject = account.uid if account is not None else unknown_subject(names.authcid or names.original)
+        if source is not None:
+            delay = await self.guard.delay(source, subject)
             if delay > 0:
                 if debug:
                     self._trace(attempt, "account is protected, unknown network: +%.1f s", delay)
@@ -252,7 +255,7 @@ class Engine:
                 creds = attempt.credentials
                 await self.guard.failed(
                     source,
-                    uid=account.uid if account is not None else None,
+                    uid=subject,
                     password=creds.value if isinstance(creds, Password) else None,
                 )
             return Denied(reason=DenyReason.CREDENTIALS)

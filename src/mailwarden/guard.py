@@ -13,19 +13,24 @@ Policy (docs/guard.md has the full story and the reasons):
   password after a change) is not counted again. The history holds keyed digests
   (BLAKE2b with a per-process key, 96 bits) and never leaves this process;
   with several workers a stale password may count once per worker (docs/guard.md).
-* **Known networks do not count.** A wrong password for an account from a network
-  where that account logged in successfully before is its owner's typo or stale
-  password: it is not counted at all, so many users behind one office NAT, each
-  with an old password on a phone, cannot ban their own network.
-* **Unknown users leave no state** except the per-network counters they increment:
-  credential stuffing with random names cannot grow memory or Redis.
+* **Known networks raise the threshold, they never stop the counting.** A wrong
+  password for an account from a network where it logged in before is most likely
+  its owner's typo: the first ``known_network_failures`` of them per account and
+  network within ``account_period`` are counted only against the account, so an
+  office NAT full of typing users does not ban itself; beyond that they count like
+  any other failure, so a guesser behind the same NAT is banned all the same.
+* **Every name is counted, existing or not.** A made-up name gets the same
+  per-name counters, history and protection as an account (under ``?<digest>``, so
+  no name is stored in clear): after ``account_threshold`` failures it is slowed
+  exactly like a real account, so the delay does not tell which names exist.
 * **Distributed attacks on one account** (many networks, few attempts each): after
   ``account_threshold`` failures within ``account_period`` the account is
   *protected*: attempts on it from networks where it never logged in are slowed by
   ``account_delay``; networks where it logged in successfully before are not.
   The account is never locked.
-* **Allow-listed networks** (and attempts without a remote address) are neither
-  checked nor counted.
+* **No client address is no excuse.** An attempt without a usable address is
+  counted as coming from ``stand_in_address`` (saslauthd, Dovecot without ``rip``).
+  Allow-listed networks are never banned, but their failures still count per name.
 * **Store failures never decide a login.** A Redis error makes the guard carry on
   with its local in-memory store (still protecting this process) and retry Redis
   later; it counts the errors for monitoring.
@@ -66,14 +71,34 @@ BAN_MEMO = 5.0
 SOURCE_CACHE_SIZE = 16384
 
 
+#: Prefix of the per-name subject of a login name that matches no account.
+UNKNOWN_SUBJECT = "?"
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where an attempt comes from, cut to each rule's prefix."""
+    """Where an attempt comes from, cut to each rule's prefix.
+
+    An allow-listed source has no networks (nothing to ban) and ``home`` ``"*"``:
+    it is still counted per name, and is never a known network."""
 
     ip: str
     networks: tuple[tuple[GuardRule, str], ...]
     home: str  # the network used for "known networks" and the password history
     targets: tuple[str, ...]  # the distinct networks of ``networks``, as bans name them
+
+    @property
+    def trusted(self) -> bool:
+        """Allow-listed: counted per name only, never banned, never a known network."""
+        return not self.networks
+
+
+def unknown_subject(login: str) -> str:
+    """The per-name subject of a login name that matches no account: a digest, so
+    that names (often a user's typo of their own address) are not stored in clear.
+    Unkeyed, so that every process and node of a site counts the same name alike."""
+    digest = hashlib.blake2b(login.lower().encode(), digest_size=12, person=b"mw-unknown")
+    return UNKNOWN_SUBJECT + digest.hexdigest()
 
 
 def network_of(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, v4: int, v6: int) -> str:
@@ -158,10 +183,14 @@ class Guard:
     # ------------------------------------------------------------ decisions
 
     def source(self, remote_ip: str | None) -> Source | None:
-        """The attempt's source, or None when it is not guarded (disabled, no
-        address, unparsable address, allow-listed network)."""
-        if not self.config.enabled or not remote_ip:
+        """The attempt's source, or None when the guard is disabled.
+
+        No address, or one that does not parse, is ``stand_in_address`` (or, when
+        that is empty, a trusted source: counted per name only)."""
+        if not self.config.enabled:
             return None
+        if not remote_ip:
+            remote_ip = self.config.stand_in_address or "-"
         # Parsing addresses and cutting networks costs tens of microseconds and the
         # same clients come back all the time: remember recent answers (bounded).
         try:
@@ -174,15 +203,18 @@ class Guard:
         self._sources[remote_ip] = found
         return found
 
-    def _source(self, remote_ip: str) -> Source | None:
+    def _source(self, remote_ip: str) -> Source:
         try:
             ip = ipaddress.ip_address(remote_ip.split("%", 1)[0])
         except ValueError:
-            return None
+            stand_in = self.config.stand_in_address
+            if not stand_in or remote_ip == stand_in:
+                return Source(ip="-", networks=(), home="*", targets=())
+            return self._source(stand_in)
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         if any(ip in net for net in self._allow):
-            return None
+            return Source(ip=str(ip), networks=(), home="*", targets=())
         c = self.config
         networks = tuple(
             (rule, network_of(ip, rule.ipv4_prefix, rule.ipv6_prefix)) for rule in c.rules
@@ -204,7 +236,11 @@ class Guard:
         return await self._call(lambda s: s.banned(targets, now))
 
     async def delay(self, source: Source, uid: str) -> float:
-        """Seconds to slow this attempt on ``uid`` (account protection), or 0."""
+        """Seconds to slow this attempt on ``uid`` (account protection), or 0.
+
+        ``uid`` is an account's uid or, for a name that matches no account, its
+        :func:`unknown_subject`: both take the same steps, so the delay (and the time
+        taken to decide it) does not tell which names exist."""
         c = self.config
         if c.account_threshold <= 0 or c.account_delay <= 0:
             return 0.0
@@ -227,36 +263,44 @@ class Guard:
         known = await self._call(lambda s: s.has_member(_known_key(uid), source.home, now))
         return 0.0 if known else c.account_delay
 
-    async def failed(self, source: Source, *, uid: str | None, password: bytes | None) -> bool:
-        """Count a wrong password (``uid`` None: unknown user); whether it counted."""
+    async def failed(self, source: Source, *, uid: str, password: bytes | None) -> bool:
+        """Count a wrong password on ``uid`` (an account's uid, or the
+        :func:`unknown_subject` of a name that matches none); whether it counted."""
         c = self.config
         now = self.clock()
-        if c.distinct_passwords and uid is not None and password is not None:
+        user = uid.lower()
+        if c.distinct_passwords and password is not None:
             digest = hashlib.blake2b(
-                uid.lower().encode() + b"\0" + password, key=self._history_key, digest_size=12
+                user.encode() + b"\0" + password, key=self._history_key, digest_size=12
             ).digest()
-            key = f"history|{source.home}|{uid.lower()}"
+            key = f"history|{source.home}|{user}"
             new = await self.local.add_member(
                 key, digest.hex(), self._history_ttl, c.history_size, now
             )
             if not new:
                 log.debug("guard: repeated wrong password for %s from %s", uid, source.home)
                 return False
-        if uid is not None and await self._call(
-            lambda s: s.has_member(_known_key(uid), source.home, now)
-        ):
-            # The account logged in from this network before: a wrong password here
-            # is its owner's typo or stale password, not an attack on the network.
-            # Many such owners behind one NAT must not ban their own office.
-            log.debug("guard: wrong password for %s from its known network %s", uid, source.home)
-            return False
-        counters = [(f"{rule.name}|{net}", rule.period) for rule, net in source.networks]
+        networks = source.networks
+        if networks and await self._call(lambda s: s.has_member(_known_key(uid), source.home, now)):
+            # The account logged in from this network before: a wrong password here is
+            # most likely its owner's typo. The first few per account and network are
+            # kept off the network rules (many owners behind one NAT must not ban
+            # their office), the rest count as usual: a known network raises the
+            # threshold, it never stops the counting (docs/guard.md).
+            key = f"known-net|{source.home}|{user}"
+            tolerated = await self._call(lambda s: s.hit([(key, c.account_period)], now))
+            if tolerated[0] <= c.known_network_failures:
+                log.debug("guard: wrong password for %s from its known network", uid)
+                networks = ()
+        counters = [(f"{rule.name}|{net}", rule.period) for rule, net in networks]
         account_target = None
-        if uid is not None and c.account_threshold > 0:
-            account_target = ACCOUNT_PREFIX + uid.lower()
+        if c.account_threshold > 0:
+            account_target = ACCOUNT_PREFIX + user
             counters.append((f"{ACCOUNT_RULE}|{account_target}", c.account_period))
+        if not counters:
+            return True
         estimates = await self._call(lambda s: s.hit(counters, now))
-        for (rule, net), estimate in zip(source.networks, estimates, strict=False):
+        for (rule, net), estimate in zip(networks, estimates, strict=False):
             if estimate >= rule.threshold and self._first_ban(net, now):
                 log.warning(
                     "guard: banning %s for %.0f s (rule %s: %.0f failures in %.0f s)",
@@ -292,7 +336,10 @@ class Guard:
         return True
 
     async def succeeded(self, source: Source, uid: str) -> None:
-        """Remember that ``uid`` logs in from ``source``'s network."""
+        """Remember that ``uid`` logs in from ``source``'s network (not a trusted one:
+        everyone comes from there)."""
+        if source.trusted:
+            return
         now = self.clock()
         mark = (uid.lower(), source.home)
         if self._recent_known.get(mark, 0.0) > now:
