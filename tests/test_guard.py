@@ -232,7 +232,9 @@ async def test_attempts_without_an_address_count_as_the_stand_in(
     make_engine: EngineFactory, directory: MemoryDirectory
 ) -> None:
     """saslauthd, or the Dovecot socket without rip: 200 guesses used to go unbanned."""
-    engine = make(make_engine, directory, guard=guard_config(account_threshold=3, account_delay=0.01))
+    engine = make(
+        make_engine, directory, guard=guard_config(account_threshold=3, account_delay=0.01)
+    )
     for i in range(3):  # under the rule's 5: the name's own counter protects it
         await engine.authenticate(attempt("alice", f"guess{i}"))
     assert {b.target for b in await engine.guard.bans()} == {"account:alice"}

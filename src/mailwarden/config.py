@@ -374,7 +374,7 @@ class GuardConfig:
     known_ipv6_prefix: int = 64
     known_network_ttl: float = 90 * 86400.0
     known_network_failures: int = 20
-    stand_in_address: str = "0.0.0.0"
+    stand_in_address: str = "0.0.0.0"  # noqa: S104 - an address to count by, not to bind
     redis: RedisConfig = field(default_factory=RedisConfig)
 
     def _check(self, key: str) -> None:

@@ -241,7 +241,9 @@ class Engine:
             self._trace(attempt, "account: %s", account.uid if account is not None else "not found")
         # The guard counts and slows a name that matches no account exactly as it
         # does an account, so neither tells which names exist.
-        subject = account.uid if account is not None else unknown_subject(names.authcid or names.original)
+        subject = (
+            account.uid if account is not None else unknown_subject(names.authcid or names.original)
+        )
         if source is not None:
             delay = await self.guard.delay(source, subject)
             if delay > 0:
