@@ -1,0 +1,127 @@
+"""Dummy verifications that cost what this site's real ones cost.
+
+An unknown user (or an account without a usable password) must take as long to
+refuse as a wrong password on a real account, or the time of a reply says which
+names exist. A dummy hash in the *policy* scheme is not enough: a site that
+imported its accounts has mostly other values (SHA512-CRYPT at about 3 ms where the
+policy's ARGON2ID takes about 260 ms), and every unknown name would stand out.
+
+So the engine tells :class:`DummyHashes` about the stored values it meets (a sample
+of the directory at start, then every account it verifies), grouped by *cost
+profile* (algorithm and work factors: two values with one profile take the same
+time). An unknown name is verified against a value of one of those profiles, chosen
+from a keyed digest of the name with the profiles' shares as weights: the same
+name always costs the same (as an account would), and over many names the costs
+follow the site's own mix. Until anything is known, the policy's dummy hash is used.
+
+Why not a reply held to a fixed deadline: the deadline would have to exceed the
+slowest real verification under load, every refusal would pay it, and a loaded
+server that misses it would leak again; matching the work keeps both sides equal
+under any load. The representative of a profile is the stored value of a real
+account: verifying a guess against it only ever costs time, because the verdict is
+thrown away (the unknown name is refused whatever it says). No value leaves the
+process, and none is logged (StoredHash hides its data in repr).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+
+from mailwarden import schemes
+from mailwarden.directories.base import Directory
+from mailwarden.errors import TemporaryFailure
+from mailwarden.model import Account
+from mailwarden.schemes.base import StoredHash
+from mailwarden.schemes.common import Profile
+
+log = logging.getLogger("mailwarden.auth")
+
+#: How many accounts' profiles are remembered (the oldest forgotten first).
+ACCOUNTS_LIMIT = 4096
+#: How many accounts are read from the directory at start.
+SAMPLE_SIZE = 256
+
+
+class DummyHashes:
+    """The site's cost profiles, and a dummy value for any name (module docstring)."""
+
+    def __init__(self, *, limit: int = ACCOUNTS_LIMIT) -> None:
+        self.limit = limit
+        self._key = secrets.token_bytes(32)
+        # uid -> (stored value text, its profile); insertion order = age
+        self._accounts: collections.OrderedDict[str, tuple[str, Profile]] = (
+            collections.OrderedDict()
+        )
+        self._shares: collections.Counter[Profile] = collections.Counter()
+        self._examples: dict[Profile, StoredHash] = {}
+        self._order: list[tuple[Profile, int]] | None = None
+
+    def observe(self, uid: str, value: str, stored: StoredHash) -> None:
+        """Account ``uid`` has the stored ``value`` (parsed: ``stored``)."""
+        known = self._accounts.get(uid)
+        if known is not None and known[0] == value:
+            return
+        profile = schemes.cost_profile(stored)
+        if profile is None:
+            return
+        if known is not None:
+            self._forget(uid)
+        elif len(self._accounts) >= self.limit:
+            self._forget(next(iter(self._accounts)))
+        self._accounts[uid] = (value, profile)
+        self._shares[profile] += 1
+        self._examples[profile] = stored
+        self._order = None
+
+    def _forget(self, uid: str) -> None:
+        _, profile = self._accounts.pop(uid)
+        self._shares[profile] -= 1
+        if self._shares[profile] <= 0:
+            del self._shares[profile]
+            del self._examples[profile]
+        self._order = None
+
+    async def sample(
+        self, directory: Directory, parse: Callable[[Account | None], StoredHash | None]
+    ) -> None:
+        """Observe up to SAMPLE_SIZE accounts of ``directory`` (at start: logins
+        refresh the picture as they go)."""
+        try:
+            accounts = await directory.search("*", limit=SAMPLE_SIZE)
+        except TemporaryFailure as exc:
+            log.warning("cannot sample stored passwords for the dummy hash: %s", exc)
+            return
+        for account in accounts:
+            if account.password and (stored := parse(account)) is not None:
+                self.observe(account.uid, account.password, stored)
+
+    @property
+    def shares(self) -> dict[Profile, int]:
+        """How many remembered accounts have each profile."""
+        return dict(self._shares)
+
+    def pick(self, name: str) -> StoredHash | None:
+        """A stored value whose verification costs what one of this site's accounts'
+        does, the same for the same ``name``; None while no account is known."""
+        order = self._order
+        if order is None:
+            # Largest share first, ties in a fixed order: a name keeps its profile
+            # while the shares move a little.
+            order = sorted(self._shares.items(), key=lambda kv: (-kv[1], repr(kv[0])))
+            self._order = order
+        if not order:
+            return None
+        total = sum(count for _, count in order)
+        digest = hashlib.blake2b(name.lower().encode(), key=self._key, digest_size=8).digest()
+        # A point in [0, total) proportional to the digest, not a remainder: when the
+        # total moves a little, few names change profile.
+        point = (int.from_bytes(digest, "big") * total) >> 64
+        for profile, count in order:
+            if point < count:
+                return self._examples[profile]
+            point -= count
+        raise AssertionError("unreachable: point < total")
