@@ -32,12 +32,17 @@ Policy (docs/guard.md has the full story and the reasons):
   counted as coming from ``stand_in_address`` (saslauthd, Dovecot without ``rip``).
   Allow-listed networks are never banned, but their failures still count per name.
 * **Store failures never decide a login.** A Redis error makes the guard carry on
-  with its local in-memory store (still protecting this process) and retry Redis
-  later; it counts the errors for monitoring.
+  with its local in-memory store (still protecting this process) and counts the
+  errors for monitoring. A background probe pings Redis every PROBE_EVERY seconds
+  and returns to it at the first answer (at the latest after ``retry_interval``);
+  failures of operations that started before the latest failure or return belong to
+  that episode and do not send the guard back (a restart leaves several pooled
+  connections dead at once, each failing once).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import ipaddress
@@ -50,6 +55,7 @@ from typing import TypeVar
 
 from mailwarden.config import GuardConfig, GuardRule
 from mailwarden.errors import StoreUnavailable
+from mailwarden.lograte import RateLimitedLog
 from mailwarden.stores.base import Ban, FlushHandler, GuardStore
 from mailwarden.stores.memory import MemoryStore
 
@@ -69,6 +75,8 @@ PROTECTION_MEMO = 1.0
 BAN_MEMO = 5.0
 #: How many parsed remote addresses are remembered (then forgotten all at once).
 SOURCE_CACHE_SIZE = 16384
+#: Seconds between two pings of an unavailable shared store.
+PROBE_EVERY = 0.5
 
 
 #: Prefix of the per-name subject of a login name that matches no account.
@@ -126,6 +134,11 @@ class Guard:
         self.clock = clock
         self.store_errors = 0
         self.degraded_until = 0.0
+        # When the latest episode of store trouble started or ended (monotonic):
+        # a failure of an operation started before it belongs to that episode.
+        self._episode = 0.0
+        self._probe: asyncio.Task[None] | None = None
+        self._log = RateLimitedLog(log)
         self._history_key = secrets.token_bytes(32)
         self._recent_known: dict[tuple[str, str], float] = {}
         self._sources: dict[str, Source | None] = {}
@@ -148,19 +161,41 @@ class Guard:
 
     async def _call(self, op: Callable[[GuardStore], Awaitable[T]]) -> T:
         """Run ``op`` on the shared store; on StoreUnavailable, on the local one."""
-        now = self.clock()
-        if self.store is not self.local and now >= self.degraded_until:
+        if self.store is not self.local and self.clock() >= self.degraded_until:
+            started = time.monotonic()
             try:
                 return await op(self.store)
             except StoreUnavailable as exc:
-                self.store_errors += 1
-                self.degraded_until = now + self._retry_interval
-                log.warning(
-                    "guard store unavailable (%s): using local state for %.0f s",
-                    exc,
-                    self._retry_interval,
-                )
+                self._store_failed(exc, started)
         return await op(self.local)
+
+    def _store_failed(self, exc: StoreUnavailable, started: float) -> None:
+        self.store_errors += 1
+        if started < self._episode:
+            return  # another failure of the episode already handled (module docstring)
+        self._episode = time.monotonic()
+        self.degraded_until = self.clock() + self._retry_interval
+        self._log.warning(
+            "store", "guard store unavailable (%s): using local state until it answers", exc
+        )
+        if self._probe is None or self._probe.done():
+            with contextlib.suppress(RuntimeError):  # no running loop: retry_interval rules
+                self._probe = asyncio.get_running_loop().create_task(self._probe_store())
+
+    async def _probe_store(self) -> None:
+        """Ping the shared store until it answers, then use it again."""
+        while self.degraded:
+            await asyncio.sleep(min(PROBE_EVERY, self._retry_interval))
+            try:
+                await self.store.ping()
+            except StoreUnavailable:
+                continue
+            self._episode = time.monotonic()
+            self.degraded_until = 0.0
+            left_out = self._log.clear("store")
+            log.warning(
+                "guard store is back (%d failures not logged): shared state again", left_out
+            )
 
     async def on_store(self, op: Callable[[GuardStore], Awaitable[T]]) -> T:
         """Run ``op`` on the store this guard uses now (the control socket's ``store``
@@ -436,6 +471,10 @@ class Guard:
             await self.local.publish_flush(users)
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         if self.store is not self.local:
             await self.store.close()
         await self.local.close()
