@@ -316,7 +316,10 @@ class Guard:
                 log.debug("guard: repeated wrong password for %s from %s", uid, source.home)
                 return False
         networks = source.networks
-        if networks and await self._call(lambda s: s.has_member(_known_key(uid), source.home, now)):
+        known = bool(networks) and await self._call(
+            lambda s: s.has_member(_known_key(uid), source.home, now)
+        )
+        if known:
             # The account logged in from this network before: a wrong password here is
             # most likely its owner's typo. The first few per account and network are
             # kept off the network rules (many owners behind one NAT must not ban

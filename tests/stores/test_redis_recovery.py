@@ -24,6 +24,10 @@ GUARD = GuardConfig(
 )
 
 
+def on_redis(guard: Guard) -> bool:
+    return not guard.degraded
+
+
 async def test_the_guard_is_back_on_redis_within_5_s_of_a_restart(
     redis_server: RedisServer,
 ) -> None:
@@ -39,7 +43,7 @@ async def test_the_guard_is_back_on_redis_within_5_s_of_a_restart(
 
         # A busy moment fills the pool with connections...
         await asyncio.gather(*(busy() for _ in range(48)))
-        assert not guard.degraded
+        assert on_redis(guard)
         # ...which the restart leaves dead.
         redis_server.kill()
         redis_server.start()
@@ -48,7 +52,7 @@ async def test_the_guard_is_back_on_redis_within_5_s_of_a_restart(
         on_redis_since: float | None = None
         while time.monotonic() - back < 12.0:
             await asyncio.gather(*(busy() for _ in range(4)))
-            if guard.degraded:
+            if not on_redis(guard):
                 on_redis_since = None
             elif on_redis_since is None:
                 on_redis_since = time.monotonic()
