@@ -173,6 +173,7 @@ class Engine:
         self._secret = secrets.token_bytes(32)
         self._background: set[asyncio.Task[None]] = set()
         self.dummies = DummyHashes()
+        self._sampling: asyncio.Task[None] | None = None
 
     def _use(self, config: Config) -> None:
         """Everything the engine derives from its config (at start and on SIGHUP)."""
@@ -218,7 +219,7 @@ class Engine:
         and learn in the background what the directory's stored values cost."""
         await self.guard.subscribe_flush(self.cache.flush)
         sample = self.dummies.sample(self.directory, self._stored)
-        task = asyncio.get_running_loop().create_task(sample)
+        self._sampling = task = asyncio.get_running_loop().create_task(sample)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -479,6 +480,8 @@ class Engine:
     async def _dummy_verify(self, password: Password, name: str) -> StoredHash:
         """Verify ``password`` against a value as costly as ``name``'s would be if it
         existed (dummies.py); the verdict is discarded. Returns the value used."""
+        if self._sampling is not None and not self._sampling.done():
+            await asyncio.shield(self._sampling)  # not the policy's cost while it is learnt
         dummy = self.dummies.pick(name)
         if dummy is None:  # nothing known about the site yet: the policy's cost
             if self._dummy is None:
