@@ -14,6 +14,18 @@ Usage: ``.venv/bin/python bench/unknown_user_timing.py [--samples 500] [--accoun
 (a few minutes in all). Every child process is stopped at the end. Timing belongs
 here, never in the test suite.
 
+Measured on a shared 2-vCPU VM (500 samples each, 500 SHA512-CRYPT accounts)::
+
+                    before (policy-scheme dummy)     after (dummies.py)
+    dovecot socket  wrong 4.21  unknown 324.06 ms    wrong 1.84  unknown 1.81 ms  p = 0.003
+    http json       wrong 4.03  unknown 292.00 ms    wrong 1.99  unknown 1.97 ms  p = 0.22
+    web sign-in     wrong 3.50  unknown 244.21 ms    wrong 1.93  unknown 1.90 ms  p = 2e-6
+    (before: p = 6e-165 on each)
+
+What is left is tens of microseconds, the other way round: an existing account's row
+is decoded and its stored value parsed, an unknown name has neither. Loopback and 500
+samples show it; a network's jitter hides it far better than it hid 300 ms.
+
 With ``--accounts`` as large as ``--samples`` (the default) every real account is
 asked once, like every unknown name: the SQLite directory keeps found accounts in
 memory, never misses, so an account asked again answers about 0.2 ms faster than
