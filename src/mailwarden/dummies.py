@@ -25,6 +25,7 @@ process, and none is logged (StoredHash hides its data in repr).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hashlib
 import logging
@@ -35,7 +36,7 @@ from mailwarden import schemes
 from mailwarden.directories.base import Directory
 from mailwarden.errors import TemporaryFailure
 from mailwarden.model import Account
-from mailwarden.schemes.base import StoredHash
+from mailwarden.schemes.base import HashPolicy, StoredHash
 from mailwarden.schemes.common import Profile
 
 log = logging.getLogger("mailwarden.auth")
@@ -59,6 +60,8 @@ class DummyHashes:
         self._shares: collections.Counter[Profile] = collections.Counter()
         self._examples: dict[Profile, StoredHash] = {}
         self._order: list[tuple[Profile, int]] | None = None
+        self._sampling: asyncio.Task[None] | None = None
+        self._fallback: tuple[HashPolicy, StoredHash] | None = None
 
     def observe(self, uid: str, value: str, stored: StoredHash) -> None:
         """Account ``uid`` has the stored ``value`` (parsed: ``stored``)."""
@@ -84,6 +87,29 @@ class DummyHashes:
             del self._shares[profile]
             del self._examples[profile]
         self._order = None
+
+    def start_sampling(
+        self, directory: Directory, parse: Callable[[Account | None], StoredHash | None]
+    ) -> asyncio.Task[None]:
+        """:meth:`sample` in the background (at start); :meth:`value_for` waits for it."""
+        self._sampling = asyncio.get_running_loop().create_task(self.sample(directory, parse))
+        return self._sampling
+
+    async def value_for(self, name: str, policy: HashPolicy) -> StoredHash:
+        """What to verify an unknown ``name``'s password against: :meth:`pick`, or the
+        policy's dummy hash while nothing is known (an empty directory)."""
+        sampling = self._sampling
+        if sampling is not None and not sampling.done():
+            await asyncio.shield(sampling)  # not the policy's cost while the site's is learnt
+        dummy = self.pick(name)
+        if dummy is not None:
+            return dummy
+        if self._fallback is None or self._fallback[0] != policy:
+            made = await asyncio.get_running_loop().run_in_executor(
+                None, schemes.dummy_hash, policy
+            )
+            self._fallback = (policy, made)
+        return self._fallback[1]
 
     async def sample(
         self, directory: Directory, parse: Callable[[Account | None], StoredHash | None]

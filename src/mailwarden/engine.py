@@ -173,7 +173,6 @@ class Engine:
         self._secret = secrets.token_bytes(32)
         self._background: set[asyncio.Task[None]] = set()
         self.dummies = DummyHashes()
-        self._sampling: asyncio.Task[None] | None = None
 
     def _use(self, config: Config) -> None:
         """Everything the engine derives from its config (at start and on SIGHUP)."""
@@ -181,7 +180,6 @@ class Engine:
         self.policy = policy_from_config(config)
         self.rules = UsernameRules.from_config(config.auth)
         self._login_by = config.directory.login_attributes
-        self._dummy: StoredHash | None = None
         # account.password -> (parsed, heavy): parsing and classifying the same few
         # stored values on every login costs more than the rest of a cached login.
         self._parsed: dict[str, _Parsed | None] = {}
@@ -218,8 +216,7 @@ class Engine:
         """Join the guard's flush fan-out (several processes sharing a Redis store),
         and learn in the background what the directory's stored values cost."""
         await self.guard.subscribe_flush(self.cache.flush)
-        sample = self.dummies.sample(self.directory, self._stored)
-        self._sampling = task = asyncio.get_running_loop().create_task(sample)
+        task = self.dummies.start_sampling(self.directory, self._stored)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -480,15 +477,7 @@ class Engine:
     async def _dummy_verify(self, password: Password, name: str) -> StoredHash:
         """Verify ``password`` against a value as costly as ``name``'s would be if it
         existed (dummies.py); the verdict is discarded. Returns the value used."""
-        if self._sampling is not None and not self._sampling.done():
-            await asyncio.shield(self._sampling)  # not the policy's cost while it is learnt
-        dummy = self.dummies.pick(name)
-        if dummy is None:  # nothing known about the site yet: the policy's cost
-            if self._dummy is None:
-                self._dummy = await asyncio.get_running_loop().run_in_executor(
-                    None, schemes.dummy_hash, self.policy
-                )
-            dummy = self._dummy
+        dummy = await self.dummies.value_for(name, self.policy)
         with contextlib.suppress(SchemeError):  # a value that verifies nothing cost as much
             await self.hasher.verify(password.value, dummy)
         return dummy
