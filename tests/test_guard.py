@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 from typing import Any
 
 import pytest
@@ -193,7 +194,7 @@ async def test_many_random_usernames_keep_the_state_bounded(
 
 
 async def test_account_protection_looks_the_same_for_unknown_names(
-    make_engine: EngineFactory, directory: MemoryDirectory
+    make_engine: EngineFactory, directory: MemoryDirectory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """30 failures on a real account slowed it; made-up names answered at once."""
     engine = make(
@@ -213,6 +214,12 @@ async def test_account_protection_looks_the_same_for_unknown_names(
     assert {b.target for b in await guard.bans()} == {"account:alice", "account:" + made_up}
     # A name never tried is not slowed, existing or not.
     assert await guard.delay(new_source, unknown_subject("other")) == 0.0
+    # And the engine does slow the made-up name (its debug trace says so).
+    caplog.set_level(logging.INFO, logger="mailwarden.debug")
+    for user in ("alice", "made-up@example.com"):
+        await engine.authenticate(attempt(user, "again", remote_ip="100.65.0.1", debug=True))
+    slowed = [r for r in caplog.records if "account is protected" in r.getMessage()]
+    assert len(slowed) == 2
 
 
 async def test_a_known_network_raises_the_threshold_but_never_stops_counting(
