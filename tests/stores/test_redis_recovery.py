@@ -8,7 +8,10 @@ the guard must be back on Redis within 5 s of Redis answering again, and stay th
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+
+import pytest
 
 from mailwarden.config import GuardConfig, GuardRule
 from mailwarden.guard import Guard
@@ -29,8 +32,9 @@ def on_redis(guard: Guard) -> bool:
 
 
 async def test_the_guard_is_back_on_redis_within_5_s_of_a_restart(
-    redis_server: RedisServer,
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="mailwarden.guard")
     store = await RedisStore.open(redis_config(redis_server, retry_interval=5.0))
     guard = Guard(GUARD, store)
     try:
@@ -64,5 +68,9 @@ async def test_the_guard_is_back_on_redis_within_5_s_of_a_restart(
         # What it counts now lands in Redis (the new, empty server).
         counts = await store.counts([("ip|192.0.2.1/32", 60.0)], time.time())
         assert counts[0] > 0
+        # One episode, one warning (not one per dead connection), and the return.
+        lines = [r.getMessage() for r in caplog.records]
+        assert len([m for m in lines if m.startswith("guard store unavailable")]) == 1
+        assert len([m for m in lines if m.startswith("guard store is back")]) == 1
     finally:
         await guard.close()
