@@ -106,3 +106,14 @@ def test_rehashed_and_forgotten_accounts_leave_the_shares() -> None:
     assert sum(dummies.shares.values()) == 3
     # Work factors are part of the profile: 6000 rounds is not the default 5000.
     assert schemes.cost_profile(sha) != schemes.cost_profile(rounds)
+
+
+def test_a_plaintext_account_is_never_compared_against_for_an_unknown_name() -> None:
+    dummies = DummyHashes()
+    dummies.observe("carol", "{PLAIN}carolpw", schemes.parse("{PLAIN}carolpw"))
+    heavy = schemes.parse(hashed("x", "SHA512-CRYPT"))
+    dummies.observe("dave", "v", heavy)
+    values = {dummies.pick(f"name{i}") for i in range(200)}
+    assert heavy in values  # an expensive profile: the real value, for its work factors
+    plain = [v for v in values if v is not None and v.scheme == "PLAIN"]
+    assert len(plain) == 1 and plain[0].data != "carolpw"

@@ -17,9 +17,12 @@ follow the site's own mix. Until anything is known, the policy's dummy hash is u
 Why not a reply held to a fixed deadline: the deadline would have to exceed the
 slowest real verification under load, every refusal would pay it, and a loaded
 server that misses it would leak again; matching the work keeps both sides equal
-under any load. The representative of a profile is the stored value of a real
-account: verifying a guess against it only ever costs time, because the verdict is
-thrown away (the unknown name is refused whatever it says). No value leaves the
+under any load. The representative of an expensive profile is the stored value of a
+real account (its work factors are what must match): verifying a guess against it
+only ever costs time, because the verdict is thrown away (the unknown name is refused
+whatever it says), and these schemes compare fixed-size digests. A cheap profile
+(``{PLAIN}``, salted SHA...) is represented by a fresh value of its scheme instead,
+so that no comparison ever runs against a real plaintext. No value leaves the
 process, and none is logged (StoredHash hides its data in repr).
 """
 
@@ -34,7 +37,7 @@ from collections.abc import Callable
 
 from mailwarden import schemes
 from mailwarden.directories.base import Directory
-from mailwarden.errors import TemporaryFailure
+from mailwarden.errors import SchemeError, TemporaryFailure
 from mailwarden.model import Account
 from mailwarden.schemes.base import HashPolicy, StoredHash
 from mailwarden.schemes.common import Profile
@@ -77,7 +80,8 @@ class DummyHashes:
             self._forget(next(iter(self._accounts)))
         self._accounts[uid] = (value, profile)
         self._shares[profile] += 1
-        self._examples[profile] = stored
+        if profile not in self._examples:
+            self._examples[profile] = stored if schemes.is_heavy(stored) else _fresh(stored)
         self._order = None
 
     def _forget(self, uid: str) -> None:
@@ -151,3 +155,14 @@ class DummyHashes:
                 return self._examples[profile]
             point -= count
         raise AssertionError("unreachable: point < total")
+
+
+def _fresh(stored: StoredHash) -> StoredHash:
+    """A value of ``stored``'s scheme and profile for a random password (``stored``
+    itself when the scheme cannot make one alone, or makes another profile: ``{MD5}``
+    generates MD5-CRYPT where the stored value may be a plain MD5 digest)."""
+    try:
+        made = schemes.parse(schemes.generate(secrets.token_hex(12).encode(), stored.scheme))
+    except (SchemeError, ValueError):
+        return stored
+    return made if schemes.cost_profile(made) == schemes.cost_profile(stored) else stored
