@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from mailwarden.config import CacheConfig, Config, GuardConfig, GuardRule
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.engine import Engine
 from mailwarden.errors import StoreUnavailable
-from mailwarden.guard import Guard, network_of
+from mailwarden.guard import Guard, network_of, unknown_subject
 from mailwarden.model import Accepted, AccountStatus, Denied, DenyReason
 from mailwarden.stores.memory import MemoryStore
 from tests.conftest import EngineFactory
@@ -159,20 +160,25 @@ async def test_an_office_full_of_stale_passwords_does_not_ban_itself(
     assert is_blocked(await login(engine, "staff1", "right", office))
 
 
-async def test_unknown_users_always_count_and_leave_no_history(
+async def test_unknown_names_are_counted_like_accounts_without_their_names_in_clear(
     make_engine: EngineFactory, directory: MemoryDirectory
 ) -> None:
     engine = make(make_engine, directory)
-    for _ in range(5):
-        await login(engine, "nobody", "same", ATTACKER)
+    # A repeated password counts once, for a made-up name as for alice (else a ban
+    # after five repeats would say "this name does not exist")...
+    for user in ("alice", "nobody"):
+        for _ in range(20):
+            await login(engine, user, "same", ATTACKER)
+    assert await engine.guard.bans() == []
+    # ...and distinct ones count for both.
+    for i in range(5):
+        await login(engine, "nobody", f"guess{i}", ATTACKER)
     assert is_blocked(await login(engine, "alice", "secret", ATTACKER))
-    # Only the counters: no password history, no per-account key for unknown names.
     local = engine.guard.local
-    assert not any("nobody" in key for key in local._sets)
-    assert not any("nobody" in key for key in local._windows)
+    assert not any("nobody" in key for key in [*local._sets, *local._windows])
 
 
-async def test_many_random_usernames_keep_the_state_small(
+async def test_many_random_usernames_keep_the_state_bounded(
     make_engine: EngineFactory, directory: MemoryDirectory
 ) -> None:
     engine = make(
@@ -180,23 +186,112 @@ async def test_many_random_usernames_keep_the_state_small(
         directory,
         guard=guard_config(rules=(GuardRule(name="ip", period=60.0, threshold=10**6),)),
     )
+    engine.guard.local.max_keys = 100
     for i in range(300):
         await login(engine, f"random{i}", "pw", f"198.18.{i // 250}.{i % 250}")
     local = engine.guard.local
-    assert len(local._sets) == 0
-    assert len(local._windows) == 300  # one counter per source address, nothing per name
+    assert len(local._sets) <= 100 and len(local._windows) <= 100
 
 
-async def test_allow_listed_networks_are_neither_checked_nor_counted(
+async def test_account_protection_looks_the_same_for_unknown_names(
+    make_engine: EngineFactory, directory: MemoryDirectory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """30 failures on a real account slowed it; made-up names answered at once."""
+    engine = make(
+        make_engine,
+        directory,
+        guard=guard_config(account_threshold=6, account_delay=0.25, account_period=3600.0),
+    )
+    guard = engine.guard
+    for user in ("alice", "made-up@example.com"):
+        for i in range(6):  # one guess each from many networks: no network rule trips
+            await login(engine, user, f"guess{i}", f"100.64.{i}.1")
+    new_source = guard.source("100.65.0.1")
+    assert new_source is not None
+    made_up = unknown_subject("made-up@example.com")
+    assert await guard.delay(new_source, "alice") == 0.25
+    assert await guard.delay(new_source, made_up) == 0.25
+    assert {b.target for b in await guard.bans()} == {"account:alice", "account:" + made_up}
+    # A name never tried is not slowed, existing or not.
+    assert await guard.delay(new_source, unknown_subject("other")) == 0.0
+    # And the engine does slow the made-up name (its debug trace says so).
+    caplog.set_level(logging.INFO, logger="mailwarden.debug")
+    for user in ("alice", "made-up@example.com"):
+        await engine.authenticate(attempt(user, "again", remote_ip="100.65.0.1", debug=True))
+    slowed = [r for r in caplog.records if "account is protected" in r.getMessage()]
+    assert len(slowed) == 2
+
+
+async def test_a_known_network_raises_the_threshold_but_never_stops_counting(
     make_engine: EngineFactory, directory: MemoryDirectory
 ) -> None:
-    engine = make(make_engine, directory, guard=guard_config(allow_networks=("192.0.2.0/24",)))
-    for i in range(20):
-        await login(engine, "alice", f"guess{i}", ATTACKER)
+    """300 wrong passwords from the victim's own /24 used to go unbanned."""
+    engine = make(make_engine, directory, guard=guard_config(known_network_failures=20))
+    assert isinstance(await login(engine, "alice", "secret", NEIGHBOUR), Accepted)
+    outcomes = [await login(engine, "alice", f"guess{i}", ATTACKER) for i in range(300)]
+    first_blocked = next(i for i, o in enumerate(outcomes) if is_blocked(o))
+    # The owner's typos: 20 are tolerated, the rule's 5 more ban the address.
+    assert first_blocked == 25
+    assert is_blocked(await login(engine, "alice", "secret", ATTACKER))
+
+
+async def test_attempts_without_an_address_count_as_the_stand_in(
+    make_engine: EngineFactory, directory: MemoryDirectory
+) -> None:
+    """saslauthd, or the Dovecot socket without rip: 200 guesses used to go unbanned."""
+    engine = make(
+        make_engine, directory, guard=guard_config(account_threshold=3, account_delay=0.01)
+    )
+    for i in range(3):  # under the rule's 5: the name's own counter protects it
+        await engine.authenticate(attempt("alice", f"guess{i}"))
+    assert {b.target for b in await engine.guard.bans()} == {"account:alice"}
+    for i in range(3, 200):
+        await engine.authenticate(attempt("alice", f"guess{i}"))
+    assert is_blocked(await engine.authenticate(attempt("alice", "secret")))
+    targets = {b.target for b in await engine.guard.bans()}
+    assert targets == {"0.0.0.0/32", "account:alice"}
+    # An address that does not parse is no way around it.
+    assert is_blocked(await engine.authenticate(attempt("alice", "secret", remote_ip="x")))
+    # Real addresses are not affected.
+    assert isinstance(await login(engine, "alice", "secret", OWNER), Accepted)
+
+
+async def test_without_a_stand_in_addressless_attempts_count_per_name(
+    make_engine: EngineFactory, directory: MemoryDirectory
+) -> None:
+    engine = make(
+        make_engine,
+        directory,
+        guard=guard_config(stand_in_address="", account_threshold=30, account_delay=0.25),
+    )
+    for i in range(30):
+        await engine.authenticate(attempt("alice", f"guess{i}"))
+    source = engine.guard.source(None)
+    assert source is not None and source.trusted
+    assert await engine.guard.delay(source, "alice") == 0.25
+    assert {b.target for b in await engine.guard.bans()} == {"account:alice"}
+
+
+async def test_allow_listed_networks_are_never_banned_but_count_per_name(
+    make_engine: EngineFactory, directory: MemoryDirectory
+) -> None:
+    engine = make(
+        make_engine,
+        directory,
+        guard=guard_config(
+            allow_networks=("192.0.2.0/24",), account_threshold=30, account_delay=0.01
+        ),
+    )
+    for i in range(40):  # Dovecot's rip=127.0.0.1 of a local webmail, say
+        outcome = await login(engine, "alice", f"guess{i}", ATTACKER)
+        assert isinstance(outcome, Denied) and outcome.reason is DenyReason.CREDENTIALS
+    assert {b.target for b in await engine.guard.bans()} == {"account:alice"}
+    source = engine.guard.source(ATTACKER)
+    assert source is not None and source.trusted
+    # Slowed, never locked; and a login from there never makes the network "known".
+    assert await engine.guard.delay(source, "alice") == 0.01
     assert isinstance(await login(engine, "alice", "secret", ATTACKER), Accepted)
-    assert await engine.guard.bans() == []
-    # No remote address at all (the CLI, a local socket): not guarded either.
-    assert engine.guard.source(None) is None
+    assert await engine.guard.delay(source, "alice") == 0.01
 
 
 async def test_bans_expire_and_can_be_lifted(

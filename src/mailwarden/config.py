@@ -402,6 +402,8 @@ class GuardConfig:
     known_ipv4_prefix: int = 24
     known_ipv6_prefix: int = 64
     known_network_ttl: float = 90 * 86400.0
+    known_network_failures: int = 20
+    stand_in_address: str = "0.0.0.0"  # noqa: S104 - an address to count by, not to bind
     redis: RedisConfig = field(default_factory=RedisConfig)
 
     def _check(self, key: str) -> None:
@@ -428,6 +430,16 @@ class GuardConfig:
         _require(0 <= self.known_ipv4_prefix <= 32, f"{key}.known_ipv4_prefix", "0 to 32")
         _require(0 <= self.known_ipv6_prefix <= 128, f"{key}.known_ipv6_prefix", "0 to 128")
         _require(self.known_network_ttl > 0, f"{key}.known_network_ttl", "seconds > 0")
+        _require(
+            self.known_network_failures >= 0, f"{key}.known_network_failures", "an integer >= 0"
+        )
+        if self.stand_in_address:
+            try:
+                ipaddress.ip_address(self.stand_in_address)
+            except ValueError:
+                raise _Invalid(
+                    f"{key}.stand_in_address", "an IP address such as 0.0.0.0, or empty"
+                ) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,8 +9,9 @@ Rules, and why:
 
 * **Unknown user and wrong password are one outcome.** Both give
   ``Denied(CREDENTIALS)`` with no message, and an unknown (or malformed) user
-  still pays for a verification of a dummy hash in the policy scheme, so neither
-  the reply nor its timing says which accounts exist.
+  still pays for a verification of a dummy value that costs what this site's
+  stored values cost (dummies.py), so neither the reply nor its timing says which
+  accounts exist.
 * **Status and service switches are checked only after the password was proven.**
   "Account not enabled" is useful to the owner and tells an attacker nothing they
   did not already know, because they needed the right password to see it.
@@ -39,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -50,8 +52,9 @@ from typing import Protocol, TypeAlias
 from mailwarden import schemes
 from mailwarden.config import Config
 from mailwarden.directories.base import Directory
+from mailwarden.dummies import DummyHashes
 from mailwarden.errors import SchemeError, TemporaryFailure
-from mailwarden.guard import Guard
+from mailwarden.guard import Guard, unknown_subject
 from mailwarden.hashing import Hasher
 from mailwarden.logincache import LoginCache
 from mailwarden.model import (
@@ -169,6 +172,7 @@ class Engine:
         self.decisions: collections.Counter[str] = collections.Counter()  # for `status`
         self._secret = secrets.token_bytes(32)
         self._background: set[asyncio.Task[None]] = set()
+        self.dummies = DummyHashes()
 
     def _use(self, config: Config) -> None:
         """Everything the engine derives from its config (at start and on SIGHUP)."""
@@ -176,7 +180,6 @@ class Engine:
         self.policy = policy_from_config(config)
         self.rules = UsernameRules.from_config(config.auth)
         self._login_by = config.directory.login_attributes
-        self._dummy: StoredHash | None = None
         # account.password -> (parsed, heavy): parsing and classifying the same few
         # stored values on every login costs more than the rest of a cached login.
         self._parsed: dict[str, _Parsed | None] = {}
@@ -210,8 +213,12 @@ class Engine:
         self.cache.reconfigure(config.cache, policy_tag=repr(self.policy))
 
     async def start(self) -> None:
-        """Join the guard's flush fan-out (several processes sharing a Redis store)."""
+        """Join the guard's flush fan-out (several processes sharing a Redis store),
+        and learn in the background what the directory's stored values cost."""
         await self.guard.subscribe_flush(self.cache.flush)
+        task = self.dummies.start_sampling(self.directory, self._stored)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _trace(self, attempt: AuthAttempt, message: str, *args: object) -> None:
         if attempt.debug:
@@ -239,8 +246,13 @@ class Engine:
         account = await self._find_login(names.authcid)
         if debug:
             self._trace(attempt, "account: %s", account.uid if account is not None else "not found")
-        if source is not None and account is not None:
-            delay = await self.guard.delay(source, account.uid)
+        # The guard counts and slows a name that matches no account exactly as it
+        # does an account, so neither tells which names exist.
+        subject = (
+            account.uid if account is not None else unknown_subject(names.authcid or names.original)
+        )
+        if source is not None:
+            delay = await self.guard.delay(source, subject)
             if delay > 0:
                 if debug:
                     self._trace(attempt, "account is protected, unknown network: +%.1f s", delay)
@@ -252,7 +264,7 @@ class Engine:
                 creds = attempt.credentials
                 await self.guard.failed(
                     source,
-                    uid=account.uid if account is not None else None,
+                    uid=subject,
                     password=creds.value if isinstance(creds, Password) else None,
                 )
             return Denied(reason=DenyReason.CREDENTIALS)
@@ -408,13 +420,13 @@ class Engine:
             name = account.uid if account is not None else (authcid or "")
             if self.cache.rejected(name, "", password.value):
                 return False
-            await self._dummy_verify(password)
-            if self._dummy is not None and schemes.is_heavy(self._dummy):
+            if schemes.is_heavy(await self._dummy_verify(password, name)):
                 self.cache.remember_rejected(name, "", password.value)
             return False
         assert account is not None
         # Only expensive schemes are cached: for the others a hash is as cheap as a hit.
         stored, cached, _ = parsed
+        self.dummies.observe(account.uid, account.password, stored)
         if cached and self.cache.verified(account.uid, account.password, password.value):
             return True
         if cached and self.cache.rejected(account.uid, account.password, password.value):
@@ -462,12 +474,13 @@ class Engine:
         self._parsed[value] = parsed
         return parsed
 
-    async def _dummy_verify(self, password: Password) -> None:
-        if self._dummy is None:
-            self._dummy = await asyncio.get_running_loop().run_in_executor(
-                None, schemes.dummy_hash, self.policy
-            )
-        await self.hasher.verify(password.value, self._dummy)
+    async def _dummy_verify(self, password: Password, name: str) -> StoredHash:
+        """Verify ``password`` against a value as costly as ``name``'s would be if it
+        existed (dummies.py); the verdict is discarded. Returns the value used."""
+        dummy = await self.dummies.value_for(name, self.policy)
+        with contextlib.suppress(SchemeError):  # a value that verifies nothing cost as much
+            await self.hasher.verify(password.value, dummy)
+        return dummy
 
     async def _proof_valid(
         self, proof: CredentialProof, account: Account | None, authcid: str | None

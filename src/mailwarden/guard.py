@@ -13,26 +13,36 @@ Policy (docs/guard.md has the full story and the reasons):
   password after a change) is not counted again. The history holds keyed digests
   (BLAKE2b with a per-process key, 96 bits) and never leaves this process;
   with several workers a stale password may count once per worker (docs/guard.md).
-* **Known networks do not count.** A wrong password for an account from a network
-  where that account logged in successfully before is its owner's typo or stale
-  password: it is not counted at all, so many users behind one office NAT, each
-  with an old password on a phone, cannot ban their own network.
-* **Unknown users leave no state** except the per-network counters they increment:
-  credential stuffing with random names cannot grow memory or Redis.
+* **Known networks raise the threshold, they never stop the counting.** A wrong
+  password for an account from a network where it logged in before is most likely
+  its owner's typo: the first ``known_network_failures`` of them per account and
+  network within ``account_period`` are counted only against the account, so an
+  office NAT full of typing users does not ban itself; beyond that they count like
+  any other failure, so a guesser behind the same NAT is banned all the same.
+* **Every name is counted, existing or not.** A made-up name gets the same
+  per-name counters, history and protection as an account (under ``?<digest>``, so
+  no name is stored in clear): after ``account_threshold`` failures it is slowed
+  exactly like a real account, so the delay does not tell which names exist.
 * **Distributed attacks on one account** (many networks, few attempts each): after
   ``account_threshold`` failures within ``account_period`` the account is
   *protected*: attempts on it from networks where it never logged in are slowed by
   ``account_delay``; networks where it logged in successfully before are not.
   The account is never locked.
-* **Allow-listed networks** (and attempts without a remote address) are neither
-  checked nor counted.
+* **No client address is no excuse.** An attempt without a usable address is
+  counted as coming from ``stand_in_address`` (saslauthd, Dovecot without ``rip``).
+  Allow-listed networks are never banned, but their failures still count per name.
 * **Store failures never decide a login.** A Redis error makes the guard carry on
-  with its local in-memory store (still protecting this process) and retry Redis
-  later; it counts the errors for monitoring.
+  with its local in-memory store (still protecting this process) and counts the
+  errors for monitoring. A background probe pings Redis every PROBE_EVERY seconds
+  and returns to it at the first answer (at the latest after ``retry_interval``);
+  failures of operations that started before the latest failure or return belong to
+  that episode and do not send the guard back (a restart leaves several pooled
+  connections dead at once, each failing once).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import ipaddress
@@ -45,6 +55,7 @@ from typing import TypeVar
 
 from mailwarden.config import GuardConfig, GuardRule
 from mailwarden.errors import StoreUnavailable
+from mailwarden.lograte import RateLimitedLog
 from mailwarden.stores.base import Ban, FlushHandler, GuardStore
 from mailwarden.stores.memory import MemoryStore
 
@@ -67,16 +78,38 @@ SOURCE_CACHE_SIZE = 16384
 #: Longer address text is never remembered: no address is written longer (an IPv6
 #: address with an IPv4 tail and a zone), so it is junk a client sent as ``rip``.
 SOURCE_TEXT_MAX = 64
+#: Seconds between two pings of an unavailable shared store.
+PROBE_EVERY = 0.5
+
+
+#: Prefix of the per-name subject of a login name that matches no account.
+UNKNOWN_SUBJECT = "?"
 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where an attempt comes from, cut to each rule's prefix."""
+    """Where an attempt comes from, cut to each rule's prefix.
+
+    An allow-listed source has no networks (nothing to ban) and ``home`` ``"*"``:
+    it is still counted per name, and is never a known network."""
 
     ip: str
     networks: tuple[tuple[GuardRule, str], ...]
     home: str  # the network used for "known networks" and the password history
     targets: tuple[str, ...]  # the distinct networks of ``networks``, as bans name them
+
+    @property
+    def trusted(self) -> bool:
+        """Allow-listed: counted per name only, never banned, never a known network."""
+        return not self.networks
+
+
+def unknown_subject(login: str) -> str:
+    """The per-name subject of a login name that matches no account: a digest, so
+    that names (often a user's typo of their own address) are not stored in clear.
+    Unkeyed, so that every process and node of a site counts the same name alike."""
+    digest = hashlib.blake2b(login.lower().encode(), digest_size=12, person=b"mw-unknown")
+    return UNKNOWN_SUBJECT + digest.hexdigest()
 
 
 def network_of(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, v4: int, v6: int) -> str:
@@ -104,6 +137,11 @@ class Guard:
         self.clock = clock
         self.store_errors = 0
         self.degraded_until = 0.0
+        # When the latest episode of store trouble started or ended (monotonic):
+        # a failure of an operation started before it belongs to that episode.
+        self._episode = 0.0
+        self._probe: asyncio.Task[None] | None = None
+        self._log = RateLimitedLog(log)
         self._history_key = secrets.token_bytes(32)
         self._recent_known: dict[tuple[str, str], float] = {}
         self._sources: dict[str, Source | None] = {}
@@ -126,19 +164,41 @@ class Guard:
 
     async def _call(self, op: Callable[[GuardStore], Awaitable[T]]) -> T:
         """Run ``op`` on the shared store; on StoreUnavailable, on the local one."""
-        now = self.clock()
-        if self.store is not self.local and now >= self.degraded_until:
+        if self.store is not self.local and self.clock() >= self.degraded_until:
+            started = time.monotonic()
             try:
                 return await op(self.store)
             except StoreUnavailable as exc:
-                self.store_errors += 1
-                self.degraded_until = now + self._retry_interval
-                log.warning(
-                    "guard store unavailable (%s): using local state for %.0f s",
-                    exc,
-                    self._retry_interval,
-                )
+                self._store_failed(exc, started)
         return await op(self.local)
+
+    def _store_failed(self, exc: StoreUnavailable, started: float) -> None:
+        self.store_errors += 1
+        if started < self._episode:
+            return  # another failure of the episode already handled (module docstring)
+        self._episode = time.monotonic()
+        self.degraded_until = self.clock() + self._retry_interval
+        self._log.warning(
+            "store", "guard store unavailable (%s): using local state until it answers", exc
+        )
+        if self._probe is None or self._probe.done():
+            with contextlib.suppress(RuntimeError):  # no running loop: retry_interval rules
+                self._probe = asyncio.get_running_loop().create_task(self._probe_store())
+
+    async def _probe_store(self) -> None:
+        """Ping the shared store until it answers, then use it again."""
+        while self.degraded:
+            await asyncio.sleep(min(PROBE_EVERY, self._retry_interval))
+            try:
+                await self.store.ping()
+            except StoreUnavailable:
+                continue
+            self._episode = time.monotonic()
+            self.degraded_until = 0.0
+            left_out = self._log.clear("store")
+            log.warning(
+                "guard store is back (%d failures not logged): shared state again", left_out
+            )
 
     async def on_store(self, op: Callable[[GuardStore], Awaitable[T]]) -> T:
         """Run ``op`` on the store this guard uses now (the control socket's ``store``
@@ -161,10 +221,14 @@ class Guard:
     # ------------------------------------------------------------ decisions
 
     def source(self, remote_ip: str | None) -> Source | None:
-        """The attempt's source, or None when it is not guarded (disabled, no
-        address, unparsable address, allow-listed network)."""
-        if not self.config.enabled or not remote_ip:
+        """The attempt's source, or None when the guard is disabled.
+
+        No address, or one that does not parse, is ``stand_in_address`` (or, when
+        that is empty, a trusted source: counted per name only)."""
+        if not self.config.enabled:
             return None
+        if not remote_ip:
+            remote_ip = self.config.stand_in_address or "-"
         # Parsing addresses and cutting networks costs tens of microseconds and the
         # same clients come back all the time: remember recent answers (bounded).
         try:
@@ -179,15 +243,18 @@ class Guard:
         self._sources[remote_ip] = found
         return found
 
-    def _source(self, remote_ip: str) -> Source | None:
+    def _source(self, remote_ip: str) -> Source:
         try:
             ip = ipaddress.ip_address(remote_ip.split("%", 1)[0])
         except ValueError:
-            return None
+            stand_in = self.config.stand_in_address
+            if not stand_in or remote_ip == stand_in:
+                return Source(ip="-", networks=(), home="*", targets=())
+            return self._source(stand_in)
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         if any(ip in net for net in self._allow):
-            return None
+            return Source(ip=str(ip), networks=(), home="*", targets=())
         c = self.config
         networks = tuple(
             (rule, network_of(ip, rule.ipv4_prefix, rule.ipv6_prefix)) for rule in c.rules
@@ -209,7 +276,11 @@ class Guard:
         return await self._call(lambda s: s.banned(targets, now))
 
     async def delay(self, source: Source, uid: str) -> float:
-        """Seconds to slow this attempt on ``uid`` (account protection), or 0."""
+        """Seconds to slow this attempt on ``uid`` (account protection), or 0.
+
+        ``uid`` is an account's uid or, for a name that matches no account, its
+        :func:`unknown_subject`: both take the same steps, so the delay (and the time
+        taken to decide it) does not tell which names exist."""
         c = self.config
         if c.account_threshold <= 0 or c.account_delay <= 0:
             return 0.0
@@ -232,36 +303,47 @@ class Guard:
         known = await self._call(lambda s: s.has_member(_known_key(uid), source.home, now))
         return 0.0 if known else c.account_delay
 
-    async def failed(self, source: Source, *, uid: str | None, password: bytes | None) -> bool:
-        """Count a wrong password (``uid`` None: unknown user); whether it counted."""
+    async def failed(self, source: Source, *, uid: str, password: bytes | None) -> bool:
+        """Count a wrong password on ``uid`` (an account's uid, or the
+        :func:`unknown_subject` of a name that matches none); whether it counted."""
         c = self.config
         now = self.clock()
-        if c.distinct_passwords and uid is not None and password is not None:
+        user = uid.lower()
+        if c.distinct_passwords and password is not None:
             digest = hashlib.blake2b(
-                uid.lower().encode() + b"\0" + password, key=self._history_key, digest_size=12
+                user.encode() + b"\0" + password, key=self._history_key, digest_size=12
             ).digest()
-            key = f"history|{source.home}|{uid.lower()}"
+            key = f"history|{source.home}|{user}"
             new = await self.local.add_member(
                 key, digest.hex(), self._history_ttl, c.history_size, now
             )
             if not new:
                 log.debug("guard: repeated wrong password for %s from %s", uid, source.home)
                 return False
-        if uid is not None and await self._call(
+        networks = source.networks
+        known = bool(networks) and await self._call(
             lambda s: s.has_member(_known_key(uid), source.home, now)
-        ):
-            # The account logged in from this network before: a wrong password here
-            # is its owner's typo or stale password, not an attack on the network.
-            # Many such owners behind one NAT must not ban their own office.
-            log.debug("guard: wrong password for %s from its known network %s", uid, source.home)
-            return False
-        counters = [(f"{rule.name}|{net}", rule.period) for rule, net in source.networks]
+        )
+        if known:
+            # The account logged in from this network before: a wrong password here is
+            # most likely its owner's typo. The first few per account and network are
+            # kept off the network rules (many owners behind one NAT must not ban
+            # their office), the rest count as usual: a known network raises the
+            # threshold, it never stops the counting (docs/guard.md).
+            key = f"known-net|{source.home}|{user}"
+            tolerated = await self._call(lambda s: s.hit([(key, c.account_period)], now))
+            if tolerated[0] <= c.known_network_failures:
+                log.debug("guard: wrong password for %s from its known network", uid)
+                networks = ()
+        counters = [(f"{rule.name}|{net}", rule.period) for rule, net in networks]
         account_target = None
-        if uid is not None and c.account_threshold > 0:
-            account_target = ACCOUNT_PREFIX + uid.lower()
+        if c.account_threshold > 0:
+            account_target = ACCOUNT_PREFIX + user
             counters.append((f"{ACCOUNT_RULE}|{account_target}", c.account_period))
+        if not counters:
+            return True
         estimates = await self._call(lambda s: s.hit(counters, now))
-        for (rule, net), estimate in zip(source.networks, estimates, strict=False):
+        for (rule, net), estimate in zip(networks, estimates, strict=False):
             if estimate >= rule.threshold and self._first_ban(net, now):
                 log.warning(
                     "guard: banning %s for %.0f s (rule %s: %.0f failures in %.0f s)",
@@ -297,7 +379,10 @@ class Guard:
         return True
 
     async def succeeded(self, source: Source, uid: str) -> None:
-        """Remember that ``uid`` logs in from ``source``'s network."""
+        """Remember that ``uid`` logs in from ``source``'s network (not a trusted one:
+        everyone comes from there)."""
+        if source.trusted:
+            return
         now = self.clock()
         mark = (uid.lower(), source.home)
         if self._recent_known.get(mark, 0.0) > now:
@@ -394,6 +479,10 @@ class Guard:
             await self.local.publish_flush(users)
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         if self.store is not self.local:
             await self.store.close()
         await self.local.close()

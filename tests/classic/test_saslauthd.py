@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from mailwarden.errors import ProtocolError
 from mailwarden.frontends.saslauthd import start_saslauthd
 from mailwarden.protocols import saslauthd as proto
 from tests.classic.conftest import serving_saslauthd
+from tests.conftest import EngineFactory
+from tests.helpers import FAST
 
 REQUEST = proto.encode_request(b"alice", b"secret", b"smtp", b"example.com")
 
@@ -194,3 +197,32 @@ async def test_a_refusal_is_delayed_and_an_accept_is_not(
     assert ok.endswith(b"OK") and no[2:4] == b"NO"
     assert slow >= 0.4 * 0.9
     assert fast < 0.4 * 0.9
+
+
+async def test_saslauthd_failures_count_per_account_and_as_the_stand_in_address(
+    tmp_path: Path, make_engine: EngineFactory
+) -> None:
+    """saslauthd carries no client address: its failures used to count nowhere."""
+    guard = dataclasses.replace(FAST.guard, account_threshold=5, account_delay=0.01)
+    engine = make_engine(dataclasses.replace(FAST, guard=guard))
+    config = SaslauthdConfig(socket=str(tmp_path / "mux"), failure_delay=0)
+    server = await start_saslauthd(engine, config, resolve=Path)
+
+    async def ask(password: bytes) -> bytes:
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "mux"))
+        fields = (b"alice", password, b"imap", b"")
+        writer.write(b"".join(len(f).to_bytes(2, "big") + f for f in fields))
+        reply = await reader.read()
+        writer.close()
+        return reply
+
+    try:
+        for i in range(5):
+            assert (await ask(f"guess{i}".encode()))[2:4] == b"NO"
+        assert {b.target for b in await engine.guard.bans()} == {"account:alice"}
+        for i in range(5, 10):  # the default rule: 10 a minute from one address
+            await ask(f"guess{i}".encode())
+        assert "0.0.0.0/32" in {b.target for b in await engine.guard.bans()}
+        assert (await ask(b"secret"))[2:4] == b"NO"
+    finally:
+        await server.close()

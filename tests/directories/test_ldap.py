@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -535,3 +536,31 @@ async def test_starttls_verifies_the_server_certificate_against_the_ca_file(
 def _fresh(path: Path) -> Path:
     path.mkdir()
     return path
+
+
+async def test_an_ldap_outage_logs_a_line_every_few_seconds_with_a_count(
+    own_slapd: Slapd, hasher: Hasher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outage wrote a warning per request: 150 lines a second."""
+    d = await LDAPDirectory.open(_config(own_slapd))
+    engine = engine_on(d, hasher, passwords={"rehash": "never"})
+    caplog.set_level(logging.INFO, logger="mailwarden.directory.ldap")
+    try:
+        assert isinstance(await engine.authenticate(attempt("alice", "secret")), Accepted)
+        own_slapd.stop()
+        for _ in range(150):
+            outcome = await engine.authenticate(attempt("alice", "secret"))
+            assert isinstance(outcome, Unavailable), outcome
+        failures = [r for r in caplog.records if "failed; resting" in r.getMessage()]
+        assert len(failures) == 1  # the next one after 10 s, with the count of the rest
+        own_slapd.start()
+        for _ in range(50):
+            if isinstance(await engine.authenticate(attempt("alice", "secret")), Accepted):
+                break
+            await asyncio.sleep(0.1)
+        back = [r.getMessage() for r in caplog.records if "is back" in r.getMessage()]
+        assert len(back) == 1
+        left_out = int(back[0].split("(")[1].split()[0])
+        assert left_out >= 149
+    finally:
+        await d.close()

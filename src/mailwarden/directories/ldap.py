@@ -86,6 +86,7 @@ from mailwarden.errors import (
     DirectoryUnavailable,
     InvalidAccount,
 )
+from mailwarden.lograte import RateLimitedLog
 from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
 
 log = logging.getLogger("mailwarden.directory.ldap")
@@ -194,6 +195,8 @@ class _Servers:
         self.backoff_max = backoff_max
         self._rest_until: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
+        # An outage fails every request: one line per server every few seconds.
+        self._log = RateLimitedLog(log)
 
     def candidates(self) -> list[str]:
         """Servers to try, in configured order, resting ones left out."""
@@ -219,12 +222,13 @@ class _Servers:
         backoff = min(self._backoff.get(url, _BACKOFF_START / 2) * 2, self.backoff_max)
         self._backoff[url] = backoff
         self._rest_until[url] = time.monotonic() + backoff
-        log.warning("ldap server %s failed; resting %.1f s", url, backoff)
+        self._log.warning(url, "ldap server %s failed; resting %.1f s", url, backoff)
 
     def worked(self, url: str) -> None:
         if self._backoff.pop(url, None) is not None:
             self._rest_until.pop(url, None)
-            log.info("ldap server %s is back", url)
+            left_out = self._log.clear(url)
+            log.info("ldap server %s is back (%d failure lines left out)", url, left_out)
 
 
 class LdapMapping:

@@ -47,6 +47,7 @@ from mailwarden.errors import TemporaryFailure
 from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.dovecot_common import Connection, DovecotState, peer_pid
 from mailwarden.guard import ACCOUNT_PREFIX
+from mailwarden.lograte import RateLimitedLog
 from mailwarden.model import NotFound, Unavailable, UserRecord
 from mailwarden.protocols.dovecot_master import (
     AuthMasterConnection,
@@ -61,6 +62,9 @@ from mailwarden.protocols.dovecot_master import (
 )
 
 log = logging.getLogger("mailwarden.dovecot")
+# A directory outage fails every userdb lookup (each mail delivered): a line every
+# few seconds, with the count of the others.
+_lookup_failures = RateLimitedLog(log)
 
 LIST_DRAIN_EVERY = 256
 """Users written between waits for the peer to read, during a LIST."""
@@ -190,8 +194,12 @@ class MasterConnection(Connection):
             case NotFound():
                 return self.codec.not_found(request_id)
             case Unavailable():
-                log.warning(
-                    "dovecot %s: lookup %d failed: %s", self.label, request_id, outcome.detail
+                _lookup_failures.warning(
+                    self.label,
+                    "dovecot %s: lookup %d failed: %s",
+                    self.label,
+                    request_id,
+                    outcome.detail,
                 )
                 return self.codec.fail(request_id)
             case _:

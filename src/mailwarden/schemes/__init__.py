@@ -35,7 +35,14 @@ import secrets
 from mailwarden.errors import MalformedHash, UnknownScheme
 from mailwarden.schemes import argon2, cram, cryptfamily, digests, otp, pbkdf2, plain, scram
 from mailwarden.schemes.base import HashPolicy, Scheme, StoredHash
-from mailwarden.schemes.common import DEFAULT_POLICY, ENCODINGS, BaseScheme, check_password, encode
+from mailwarden.schemes.common import (
+    DEFAULT_POLICY,
+    ENCODINGS,
+    BaseScheme,
+    Profile,
+    check_password,
+    encode,
+)
 
 __all__ = [
     "CREDENTIAL_SCHEMES",
@@ -44,6 +51,7 @@ __all__ = [
     "HashPolicy",
     "Scheme",
     "StoredHash",
+    "cost_profile",
     "credentials",
     "dummy_hash",
     "generate",
@@ -303,3 +311,13 @@ def dummy_hash(policy: HashPolicy) -> StoredHash:
     """
     password = secrets.token_urlsafe(24).encode("ascii")
     return parse(generate(password, policy.scheme, policy=policy))
+
+
+def cost_profile(stored: StoredHash) -> Profile | None:
+    """What verifying ``stored`` costs: its algorithm and work factors (argon2 memory
+    and time, bcrypt cost, rounds...), or None for a value that cannot be read.
+    Two values with the same profile take the same time to verify."""
+    try:
+        return _base(stored.scheme).profile(stored)
+    except (MalformedHash, UnknownScheme):
+        return None

@@ -204,6 +204,10 @@ class RedisStore:
             # that task, not the login's own, to cancel.
             return await asyncio.wait_for(op, timeout if timeout is not None else self.timeout)
         except _ERRORS as exc:
+            # One dead connection means the others to that server are likely dead too
+            # (Redis restarted): close the idle ones, so that each is not found dead
+            # by a login of its own. In-use ones fail, or not, on their own.
+            await _quietly(self.client.connection_pool.disconnect(inuse_connections=False))
             raise StoreUnavailable(f"redis {self.where}: {what}: {exc!r}") from exc
         except (ValueError, TypeError) as exc:  # a key we did not write (another program?)
             raise StoreUnavailable(f"redis {self.where}: {what}: unexpected data: {exc}") from exc
