@@ -18,8 +18,12 @@ owns the connection.
     │   ├── HashingUnavailable         hashing.py: worker pool broken or shut down
     │   ├── StoreUnavailable           stores/*: Redis down or slow; caught by the guard,
     │   │                              which carries on with local state (never Unavailable)
-    │   └── MailUnsent                 mailgate/mail.py: the MTA refused a reply; the
-    │                                  gateway command exits 75
+    │   ├── MailUnsent                 mailgate/mail.py: the MTA refused a reply; the
+    │   │                              gateway command exits 75
+    │   └── AccountChanged             directories/*: another writer kept changing the
+    │                                  account during a compare-and-swap write; the
+    │                                  CLI exits 75, the admin API answers 409, the
+    │                                  gateway exits 75 (the MTA retries)
     ├── SchemeError                    schemes/*: a stored hash cannot be used
     │   ├── UnknownScheme              ``{FOO}`` names no registered scheme
     │   └── MalformedHash              the data after ``{SCHEME}`` is not valid for it
@@ -80,6 +84,15 @@ class TemporaryFailure(MailwardenError):
 
 class DirectoryUnavailable(TemporaryFailure):
     """The directory (SQLite file, LDAP servers) failed, timed out or is closed."""
+
+
+class AccountChanged(TemporaryFailure):
+    """The account changed meanwhile, every time a write was tried; nothing was written.
+
+    Raised by directories without transactions (LDAP) after their compare-and-swap
+    retries run out. Retrying the whole request is safe and will apply on top of the
+    other writer's change.
+    """
 
 
 class HashingUnavailable(TemporaryFailure):

@@ -13,7 +13,7 @@ given but look them up lower-cased (the engine has already applied
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -30,6 +30,14 @@ class BulkReport:
     created: int = 0
     replaced: int = 0
     skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Modified:
+    """What :meth:`Directory.modify` did: the account as it was read and as stored."""
+
+    before: Account
+    after: Account
 
 
 def fingerprint_key(fingerprint: str) -> str:
@@ -74,11 +82,28 @@ class Directory(Protocol):
         ...
 
     async def replace(self, account: Account) -> None:
-        """Overwrite the account with ``account.uid``; AccountNotFound if there is none."""
+        """Overwrite the account with ``account.uid``; AccountNotFound if there is none.
+
+        A blind overwrite: whatever another writer stored since ``account`` was read
+        is lost. Edits use :meth:`modify`."""
         ...
 
     async def update(self, uid: str, changes: Mapping[str, Any]) -> Account:
-        """Change some fields (names as on :class:`Account`); returns the new account."""
+        """Change some fields (names as on :class:`Account`) on the account as stored
+        now (as :meth:`modify` does); returns the new account."""
+        ...
+
+    async def modify(self, uid: str, change: Callable[[Account], Account]) -> Modified:
+        """Store ``change(current)``, where ``current`` is the account as stored when the
+        write is made: no other writer's change can fall between the read and the write.
+
+        This is how every edit of an existing account is made (``AccountAdmin``), so
+        that two edits at once, or an edit and a password change, both survive.
+        ``change`` must be pure: it may run more than once (LDAP retries a
+        compare-and-swap) and, on SQLite, runs inside the write transaction. Its
+        exceptions propagate and nothing is written. AccountNotFound if there is no
+        such uid; AccountChanged if the account kept changing under every attempt.
+        """
         ...
 
     async def set_password(self, uid: str, new: str, *, expected: str | None = None) -> bool:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -41,6 +41,7 @@ from mailwarden.directories.base import (
     ALL_LOGIN_ATTRIBUTES,
     BulkReport,
     LoginAttribute,
+    Modified,
     fingerprint_key,
 )
 from mailwarden.errors import (
@@ -371,6 +372,7 @@ class MemoryDirectory:
         self._state = _State()
         self._closed = False
         self._failure: str | None = None
+        self._version = 0
         for account in accounts:
             check_account(account)
             self._state.insert(frozen(account))
@@ -378,6 +380,11 @@ class MemoryDirectory:
     def set_unavailable(self, detail: str | None) -> None:
         """From now on every call raises DirectoryUnavailable(detail); None: work again."""
         self._failure = detail
+
+    def data_version(self) -> int | None:
+        """A number that changes with every write (the engine's negative cache
+        drops its entries when it does; see SQLiteDirectory.data_version)."""
+        return self._version
 
     def _check(self) -> _State:
         if self._closed:
@@ -433,6 +440,7 @@ class MemoryDirectory:
         state = self._check()
         check_account(account)
         state.insert(frozen(account))
+        self._version += 1
 
     async def replace(self, account: Account) -> None:
         state = self._check()
@@ -441,19 +449,27 @@ class MemoryDirectory:
         if key not in state.accounts:
             raise AccountNotFound(f"no account with uid {account.uid!r}")
         state.overwrite(key, frozen(account))
+        self._version += 1
 
     async def update(self, uid: str, changes: Mapping[str, Any]) -> Account:
+        return (await self.modify(uid, lambda current: apply_changes(current, changes))).after
+
+    async def modify(self, uid: str, change: Callable[[Account], Account]) -> Modified:
+        # No await between the read and the write: nothing else runs in between.
         state = self._check()
         key = login_key(uid)
         current = state.accounts.get(key)
         if current is None:
             raise AccountNotFound(f"no account with uid {uid!r}")
-        new = apply_changes(current, changes)
+        new = change(current)
+        check_account(new)
+        new = frozen(new)
         new_key = login_key(new.uid)
         if new_key != key and new_key in state.accounts:
             raise AccountExists(f"uid {new.uid!r} already exists")
         state.overwrite(key, new)
-        return new
+        self._version += 1
+        return Modified(before=current, after=new)
 
     async def set_password(self, uid: str, new: str, *, expected: str | None = None) -> bool:
         state = self._check()
@@ -463,10 +479,13 @@ class MemoryDirectory:
         if current is None or (expected is not None and current.password != expected):
             return False
         state.accounts[key] = dataclasses.replace(current, password=new)
+        self._version += 1
         return True
 
     async def delete(self, uid: str) -> bool:
-        return self._check().remove(login_key(uid)) is not None
+        removed = self._check().remove(login_key(uid)) is not None
+        self._version += removed
+        return removed
 
     async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
         state = self._check().copy()
@@ -478,6 +497,7 @@ class MemoryDirectory:
         for account in batch.values():
             state.insert(frozen(account))
         self._state = state
+        self._version += 1
         return report
 
     async def count(self) -> int:

@@ -64,6 +64,7 @@ from mailwarden.directories.base import (
     ALL_LOGIN_ATTRIBUTES,
     BulkReport,
     LoginAttribute,
+    Modified,
     fingerprint_key,
 )
 from mailwarden.directories.memory import (
@@ -400,15 +401,14 @@ class SQLiteDirectory:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(directory._writer, directory._setup, create)
-            if cache_size > 0:
-                directory._probe = directory._connect("rw")
-                directory._probe.execute("PRAGMA query_only = ON")
-                # Known from the start, so that the first burst of finds can be kept
-                # (a find stores its answer only under the version it began with).
-                directory._cache_version = directory._probe.execute(
-                    "PRAGMA data_version"
-                ).fetchone()[0]
-                directory._cache_checked = time.monotonic()
+            # The probe reads data_version for the login cache and for the engine's
+            # negative cache, so it exists even with the login cache off.
+            probe = directory._probe = directory._connect("rw")
+            probe.execute("PRAGMA query_only = ON")
+            # Known from the start, so that the first burst of finds can be kept
+            # (a find stores its answer only under the version it began with).
+            directory._cache_version = probe.execute("PRAGMA data_version").fetchone()[0]
+            directory._cache_checked = time.monotonic()
         except BaseException:
             await directory.close()
             raise
@@ -618,37 +618,46 @@ class SQLiteDirectory:
         return account
 
     def _cached(self, params: tuple[str, ...]) -> Account | object | None:
-        """The remembered answer to ``params``, or _MISS.
-
-        It first reads ``PRAGMA data_version`` on the probe connection (no disk I/O
-        in WAL mode; at most once per CACHE_RECHECK, ten milliseconds, so a burst of
-        pipelined requests pays for it once): it changes whenever any other
-        connection — a CLI command, another process on the same file — commits,
-        and then the whole cache is dropped. This process's own writes drop it
-        directly (:meth:`_write`). So a cached login is never older than the last
-        commit by more than ten milliseconds, and changes made here apply at once.
-        """
-        probe = self._probe
-        if probe is None or self._closed:
-            return _MISS
-        now = time.monotonic()
-        if now >= self._cache_checked + CACHE_RECHECK:
-            try:
-                version = probe.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error:
-                version = None
-            self._cache_checked = now
-        else:
-            version = self._cache_version
-        if version is None or version != self._cache_version:
-            self._cache.clear()
-            self._cache_version = version
+        """The remembered answer to ``params``, or _MISS (see :meth:`data_version`,
+        which drops the whole cache when another connection has committed)."""
+        if self.data_version() is None:
             return _MISS
         try:
             self._cache.move_to_end(params)
         except KeyError:
             return _MISS
         return self._cache[params]
+
+    def data_version(self) -> int | None:
+        """A number that changes whenever anyone commits a write to the file; None
+        when it cannot be read (closed).
+
+        It is ``PRAGMA data_version`` on the event loop's probe connection (no disk
+        I/O in WAL mode; read at most once per CACHE_RECHECK, ten milliseconds, so a
+        burst of pipelined requests pays for it once): it changes whenever any
+        other connection — this process's writer, a CLI command, the mail
+        gateway, another process on the same file — commits. When it changes, the
+        login cache is dropped; the engine's negative cache keeps its entries only
+        under the version they were made at. This process's own writes make the
+        next call read it again (:meth:`_write`). So a cached answer is never older
+        than the last commit by more than ten milliseconds, and changes made here
+        apply at once.
+        """
+        probe = self._probe
+        if probe is None or self._closed:
+            return None
+        now = time.monotonic()
+        if now < self._cache_checked + CACHE_RECHECK:
+            return self._cache_version
+        try:
+            version = probe.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            version = None
+        self._cache_checked = now
+        if version is None or version != self._cache_version:
+            self._cache.clear()
+            self._cache_version = version
+        return self._cache_version
 
     async def get(self, uid: str) -> Account | None:
         key = login_key(uid)
@@ -731,19 +740,32 @@ class SQLiteDirectory:
         await self._write(job)
 
     async def update(self, uid: str, changes: Mapping[str, Any]) -> Account:
-        key = login_key(uid)
         changes = dict(changes)
+        return (await self.modify(uid, lambda current: apply_changes(current, changes))).after
 
-        def job(conn: sqlite3.Connection) -> Account:
+    async def modify(self, uid: str, change: Callable[[Account], Account]) -> Modified:
+        key = login_key(uid)
+
+        # Read, change and write in one BEGIN IMMEDIATE transaction: SQLite's write
+        # lock is held from the read on, so no other writer (thread or process) can
+        # commit in between, and nothing another writer stored can be reverted.
+        def job(conn: sqlite3.Connection) -> Modified:
             row = conn.execute(_FIND, (key, "uid", "uid", "uid")).fetchone()
             if row is None:
                 raise AccountNotFound(f"no account with uid {uid!r}")
-            new = apply_changes(_account_from_row(row), changes)
+            try:
+                old = _account_from_row(row)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise self._read_error(exc) from exc
+            new = change(old)
+            check_account(new)
+            if new == old:
+                return Modified(before=old, after=new)
             conn.execute("DELETE FROM accounts WHERE id = ?", (row[0],))
             if _uid_id(conn, login_key(new.uid)) is not None:
                 raise AccountExists(f"uid {new.uid!r} already exists")
             _insert(conn, [new])
-            return new
+            return Modified(before=old, after=new)
 
         return await self._write(job)
 
