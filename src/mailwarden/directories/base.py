@@ -9,6 +9,11 @@ unreadable, database locked past its timeout, server down) raises
 Logins are matched case-insensitively: directories store uid and addresses as
 given but look them up lower-cased (the engine has already applied
 ``auth_username_format``).
+
+Optional methods, looked up with ``getattr`` by the engine: ``verify_password``
+(docs/architecture.md) and ``data_version() -> int | None``, a cheap, non-blocking
+number that changes whenever anyone writes to the directory; the engine keeps its
+negative cache of unknown names only while it is unchanged (docs/guard.md).
 """
 
 from __future__ import annotations
