@@ -135,8 +135,20 @@ def check_account(account: Account) -> None:
             raise InvalidAccount(f"service name {service!r} must be non-empty and lower case")
         if not isinstance(enabled, bool):
             raise InvalidAccount(f"service {service!r} must be switched by a bool")
-    if "" in account.passdb_fields or "" in account.userdb_fields:
-        raise InvalidAccount("passdb and userdb field names must be non-empty")
+    for kind, fields in (("passdb", account.passdb_fields), ("userdb", account.userdb_fields)):
+        for key in fields:
+            if not field_name_storable(key):
+                raise InvalidAccount(
+                    f"{kind} field name {key!r} must be non-empty, without '=', spaces "
+                    "or control characters"
+                )
+
+
+def field_name_storable(key: str) -> bool:
+    """Whether a passdb/userdb field name can be stored and read back everywhere:
+    Dovecot's protocol, LDAP values and passwd-file extra fields all carry fields
+    as ``name=value`` separated by TAB or space, one per line."""
+    return bool(key) and "=" not in key and " " not in key and key.isprintable()
 
 
 def _valid_unicode(text: str) -> bool:
