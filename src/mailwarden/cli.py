@@ -38,7 +38,6 @@ from mailwarden.config import Config
 from mailwarden.directories.base import BulkReport, Directory
 from mailwarden.errors import (
     AccountError,
-    AccountExists,
     AccountNotFound,
     ConfigError,
     SchemeError,
@@ -382,23 +381,6 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
     errors: list[tuple[int, str]] = []
     counts = {"created": 0, "replaced": 0, "skipped": 0}
 
-    async def write(directory: Directory, batch: list[tuple[int, Account]]) -> None:
-        try:
-            reports = [await directory.bulk_upsert([a for _, a in batch], replace=replace)]
-        except AccountExists:
-            # An address in this batch clashes with a stored account: write the batch
-            # one by one so only the clashing lines are skipped, with their numbers.
-            reports = []
-            for lineno, account in batch:
-                try:
-                    reports.append(await directory.bulk_upsert([account], replace=replace))
-                except AccountExists as exc:
-                    errors.append((lineno, str(exc)))
-        for report in reports:
-            counts["created"] += report.created
-            counts["replaced"] += report.replaced
-            counts["skipped"] += report.skipped
-
     async def go(app: App) -> None:
         stream = sys.stdin if file == "-" else path.open(encoding="utf-8", errors="surrogateescape")
         progress = Progress(
@@ -409,6 +391,8 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
             console=err,
             disable=quiet or not err.is_terminal,
         )
+        lines_of: dict[str, int] = {}  # uid key -> the (last) line that gave it
+
         with stream as fh, progress:
             task = progress.add_task("import", total=total)
 
@@ -417,17 +401,21 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
                     progress.advance(task, len(line))
                     yield line
 
-            batch: list[tuple[int, Account]] = []
-            for lineno, item in passwdfile.read_accounts(lines()):
-                if isinstance(item, Account):
-                    batch.append((lineno, item))
-                else:
-                    errors.append((lineno, item.message))
-                if len(batch) >= 5000:
-                    await write(app.directory, batch)
-                    batch = []
-            if batch:
-                await write(app.directory, batch)
+            def parsed() -> Iterator[Account]:
+                for lineno, item in passwdfile.read_accounts(lines()):
+                    if isinstance(item, Account):
+                        lines_of[item.uid.lower()] = lineno
+                        yield item
+                    else:
+                        errors.append((lineno, item.message))
+
+            # One bulk_upsert, one transaction (SQLite): the file is read and
+            # written on the directory's writer thread, and an import that is
+            # killed or fails leaves nothing behind. Lines whose address another
+            # account holds are left out and listed, as are unreadable lines.
+            report = await app.directory.bulk_upsert(parsed(), replace=replace, skip_refused=True)
+        counts.update(created=report.created, replaced=report.replaced, skipped=report.skipped)
+        errors.extend((lines_of.get(r.uid.lower(), 0), r.message) for r in report.refused)
 
     run_with_app(ctx, go)
     errors.sort()
@@ -632,8 +620,6 @@ def auth_lookup(ctx: click.Context, username: str, service: str) -> None:
 
 # --------------------------------------------------------------------------- LDIF and migrate
 
-LDIF_BATCH = 1000
-
 
 @import_group.command("ldif")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
@@ -753,19 +739,14 @@ def _copy_accounts(
     quiet: bool,
     errors: list[tuple[str, str]],
 ) -> dict[str, int]:
-    """bulk_upsert ``accounts`` into ``ctx``'s directory in batches, with a progress bar.
+    """bulk_upsert ``accounts`` into ``ctx``'s directory, with a progress bar.
 
-    A batch the directory refuses (a clash, a value it cannot store) is retried one
-    account at a time, so only the refused accounts are reported and left out.
+    One bulk_upsert: on SQLite one transaction, so an interrupted copy leaves
+    nothing behind. Accounts the directory refuses (a clash, a value it cannot
+    store) are left out and reported; the rest is written.
     """
-    counts = {"created": 0, "replaced": 0, "skipped": 0}
 
-    def add(report: BulkReport) -> None:
-        counts["created"] += report.created
-        counts["replaced"] += report.replaced
-        counts["skipped"] += report.skipped
-
-    async def go(app: App) -> None:
+    async def go(app: App) -> BulkReport:
         progress = Progress(
             TextColumn("copying"),
             BarColumn(),
@@ -776,20 +757,17 @@ def _copy_accounts(
         )
         with progress:
             task = progress.add_task("copy", total=len(accounts))
-            for start in range(0, len(accounts), LDIF_BATCH):
-                batch = accounts[start : start + LDIF_BATCH]
-                try:
-                    add(await app.directory.bulk_upsert(batch, replace=replace))
-                except AccountError:
-                    for account in batch:
-                        try:
-                            add(await app.directory.bulk_upsert([account], replace=replace))
-                        except AccountError as exc:
-                            errors.append((account.uid, str(exc)))
-                progress.advance(task, len(batch))
 
-    run_with_app(ctx, go)
-    return counts
+            def counted() -> Iterator[Account]:
+                for account in accounts:
+                    progress.advance(task, 1)
+                    yield account
+
+            return await app.directory.bulk_upsert(counted(), replace=replace, skip_refused=True)
+
+    report = run_with_app(ctx, go)
+    errors.extend((r.uid, r.message) for r in report.refused)
+    return {"created": report.created, "replaced": report.replaced, "skipped": report.skipped}
 
 
 def _print_errors(errors: list[tuple[str, str]]) -> None:

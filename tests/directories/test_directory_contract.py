@@ -360,6 +360,30 @@ async def test_modify_of_an_unknown_uid_or_a_failing_change_writes_nothing(
     assert await directory.get("alice") == full_account()
 
 
+async def test_bulk_upsert_can_skip_refused_accounts_and_write_the_rest(
+    directory: Directory,
+) -> None:
+    await directory.create(Account(uid="a", mail="x@example.org"))
+    await directory.create(Account(uid="d", mail="y@example.org"))
+    batch = [
+        Account(uid="b", mail="X@example.org"),  # taken by a
+        Account(uid="c", mail="z@example.org"),
+        Account(uid="a", mail="y@example.org", home="/new"),  # taken by d
+    ]
+    with pytest.raises(AccountExists):
+        await directory.bulk_upsert(batch, replace=True)
+    assert await directory.count() == 2
+    report = await directory.bulk_upsert(batch, replace=True, skip_refused=True)
+    assert (report.created, report.replaced, report.skipped) == (1, 0, 0)
+    assert [(r.uid, "already belongs to" in r.message) for r in report.refused] == [
+        ("a", True),
+        ("b", True),
+    ]
+    assert await directory.get("a") == Account(uid="a", mail="x@example.org")  # kept as it was
+    assert await directory.get("b") is None
+    assert await directory.get("c") == Account(uid="c", mail="z@example.org")
+
+
 async def test_update_changes_only_the_given_fields(directory: Directory) -> None:
     await directory.create(full_account())
     new = await directory.update(

@@ -29,12 +29,22 @@ ALL_LOGIN_ATTRIBUTES: tuple[LoginAttribute, ...] = ("uid", "mail", "alternate")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """An account a bulk write left out: an address it needs is taken, or a value
+    is one the directory cannot store."""
+
+    uid: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BulkReport:
-    """What a bulk write did."""
+    """What a bulk write did (``refused``: only with ``skip_refused``)."""
 
     created: int = 0
     replaced: int = 0
     skipped: int = 0
+    refused: tuple[Refusal, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,9 +134,19 @@ class Directory(Protocol):
         """Remove the account; False if there was none."""
         ...
 
-    async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
+    async def bulk_upsert(
+        self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False
+    ) -> BulkReport:
         """Write many accounts in one transaction (imports). With ``replace`` False,
-        existing uids are skipped; with True they are overwritten."""
+        existing uids are skipped; with True they are overwritten.
+
+        An address clash (AccountExists) or an invalid account (InvalidAccount)
+        raises and writes nothing; with ``skip_refused`` such accounts are left out
+        instead (an account one would replace stays as it was), listed in the
+        report's ``refused``, and the rest is still written in the same
+        transaction. LDAP has no multi-entry transaction: there an interrupted
+        bulk write can leave part of it written, and running it again completes it
+        (docs/directories.md)."""
         ...
 
     async def count(self) -> int: ...

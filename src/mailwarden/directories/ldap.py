@@ -71,6 +71,7 @@ from mailwarden.directories.base import (
     BulkReport,
     LoginAttribute,
     Modified,
+    Refusal,
     fingerprint_key,
 )
 from mailwarden.directories.memory import (
@@ -81,6 +82,7 @@ from mailwarden.directories.memory import (
     login_key,
     settle_batch,
     settle_existing,
+    without_refused,
 )
 from mailwarden.errors import (
     AccountChanged,
@@ -835,10 +837,13 @@ class LDAPDirectory(LdapMapping):
 
         return await self._run(op, read=False)
 
-    async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
-        batch, report = settle_batch(accounts, replace=replace)
-        for account in batch.values():
-            self._values(account)
+    async def bulk_upsert(
+        self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False
+    ) -> BulkReport:
+        # _values: what check_account refuses, and what this schema cannot hold.
+        batch, report = settle_batch(
+            accounts, replace=replace, skip_invalid=skip_refused, check=self._values
+        )
 
         def op(conn: Any) -> BulkReport:
             existing: dict[str, tuple[str, str]] = {}
@@ -852,26 +857,17 @@ class LDAPDirectory(LdapMapping):
                     if address:
                         stored.setdefault(login_key(address), set()).add(key)
             final, obsolete = settle_existing(batch, existing, report, replace=replace)
-            replaced = {login_key(uid) for _dn, uid in obsolete}
-            # Addresses are judged on the outcome: what stays stored plus the batch.
-            taken: dict[str, str] = {
-                addr: next(iter(owners))
-                for addr, owners in stored.items()
-                if not owners <= replaced
-            }
+            replacing = {login_key(uid) for _dn, uid in obsolete}
+            refused = _clashes(batch, stored, replacing, skip=skip_refused)
+            # Everything is checked before the first write: a clash without
+            # skip_refused has raised in _clashes and nothing is written.
+            for dn, uid in obsolete:
+                if login_key(uid) not in refused:
+                    conn.delete_s(dn)
             for key, account in batch.items():
-                for address in (account.mail, *account.alternate_addresses):
-                    if not address:
-                        continue
-                    owner = taken.get(login_key(address))
-                    if owner is not None and owner != key:
-                        raise AccountExists(f"address {address!r} already belongs to {owner!r}")
-                    taken[login_key(address)] = key
-            for dn, _uid in obsolete:
-                conn.delete_s(dn)
-            for account in batch.values():
-                self._add(conn, account)
-            return final
+                if key not in refused:
+                    self._add(conn, account)
+            return without_refused(final, refused, replacing)
 
         return await self._run(op, read=False)
 
@@ -927,6 +923,40 @@ class LDAPDirectory(LdapMapping):
             slot = self._slots.get_nowait()
             self._discard(slot)
         self._executor.shutdown(wait=False)
+
+
+def _clashes(
+    batch: Mapping[str, Account],
+    stored: Mapping[str, set[str]],
+    replacing: set[str],
+    *,
+    skip: bool,
+) -> dict[str, Refusal]:
+    """The batch accounts (by uid key) whose addresses clash, judged on the outcome:
+    what stays stored plus the batch, so an address can move between replaced
+    accounts. Without ``skip`` the first clash raises AccountExists. With it, a
+    refused account's stored entry stays, keeping its addresses, so the judgement
+    is repeated until no more accounts are refused."""
+    refused: dict[str, Refusal] = {}
+    while True:
+        gone = replacing - set(refused)
+        taken = {a: next(iter(owners)) for a, owners in stored.items() if not owners <= gone}
+        found: dict[str, Refusal] = {}
+        for key, account in batch.items():
+            if key in refused:
+                continue
+            addresses = [a for a in (account.mail, *account.alternate_addresses) if a]
+            clash = next((a for a in addresses if taken.get(login_key(a), key) != key), None)
+            if clash is None:
+                taken.update((login_key(a), key) for a in addresses)
+                continue
+            message = f"address {clash!r} already belongs to {taken[login_key(clash)]!r}"
+            if not skip:
+                raise AccountExists(message)
+            found[key] = Refusal(uid=account.uid, message=message)
+        if not found:
+            return refused
+        refused.update(found)
 
 
 def _quiet_unbind(conn: Any) -> None:

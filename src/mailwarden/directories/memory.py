@@ -21,9 +21,11 @@ Semantics that the protocol leaves open and this module fixes:
 * One account may not list the same address twice (mail and alternates).
 * :meth:`set_password` returns False for an unknown uid (nothing was written).
 * :meth:`bulk_upsert` is all or nothing: an invalid account or an address clash
-  raises and nothing is written. A uid given twice in one batch is created and
-  then replaced by the later account (or, without ``replace``, the later one is
-  skipped); clashes are judged on the batch's outcome (:func:`settle_existing`).
+  raises and nothing is written (with ``skip_refused``, clashing accounts are left
+  out and reported, the rest written: :func:`write_one_by_one`). A uid given twice
+  in one batch is created and then replaced by the later account (or, without
+  ``replace``, the later one is skipped); clashes are judged on the batch's outcome
+  (:func:`settle_existing`).
 * Order is by lower-cased uid (``iterate``, ``search``).
 
 No I/O happens here; the methods are async only to satisfy the protocol.
@@ -42,6 +44,7 @@ from mailwarden.directories.base import (
     BulkReport,
     LoginAttribute,
     Modified,
+    Refusal,
     fingerprint_key,
 )
 from mailwarden.errors import (
@@ -278,19 +281,31 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 def settle_batch(
-    accounts: Iterable[Account], *, replace: bool
+    accounts: Iterable[Account],
+    *,
+    replace: bool,
+    skip_invalid: bool = False,
+    check: Callable[[Account], object] = check_account,
 ) -> tuple[dict[str, Account], BulkReport]:
     """The accounts a bulk write stores, by uid key, and its report so far.
 
-    Accounts are checked (InvalidAccount). A uid given twice counts as created
+    Accounts are checked with ``check`` (InvalidAccount; with ``skip_invalid`` they
+    are left out and listed in the report's ``refused``). A uid given twice counts as created
     then replaced (the later account wins) with ``replace``, else as created then
     skipped (the first one stays). Every account is counted as created until
     :func:`settle_existing` has compared the batch with the directory.
     """
     batch: dict[str, Account] = {}
     created = replaced = skipped = 0
+    refused: list[Refusal] = []
     for account in accounts:
-        check_account(account)
+        try:
+            check(account)
+        except InvalidAccount as exc:
+            if not skip_invalid:
+                raise
+            refused.append(Refusal(uid=str(getattr(account, "uid", "")), message=str(exc)))
+            continue
         key = login_key(account.uid)
         if key not in batch:
             batch[key] = account
@@ -300,7 +315,8 @@ def settle_batch(
             replaced += 1
         else:
             skipped += 1
-    return batch, BulkReport(created=created, replaced=replaced, skipped=skipped)
+    report = BulkReport(created=created, replaced=replaced, skipped=skipped, refused=(*refused,))
+    return batch, report
 
 
 def settle_existing(
@@ -325,6 +341,47 @@ def settle_existing(
             del batch[key]
             skipped += 1
     return BulkReport(created=created, replaced=replaced, skipped=skipped), obsolete
+
+
+def write_one_by_one(
+    batch: Mapping[str, Account],
+    replacing: set[str],
+    write_one: Callable[[str, Account, bool], None],
+) -> dict[str, Refusal]:
+    """Write each account of ``batch`` (by uid key) with ``write_one(key, account,
+    replaces)``, which must raise AccountExists and leave nothing behind on a clash
+    (the stored account it would replace included). Accounts refused are tried again
+    while a pass makes progress: a later replacement may free an address. Returns
+    the accounts still refused, by uid key (``bulk_upsert(skip_refused=True)``)."""
+    pending = list(batch.items())
+    refused: dict[str, Refusal] = {}
+    while pending:
+        refused, left = {}, []
+        for key, account in pending:
+            try:
+                write_one(key, account, key in replacing)
+            except AccountExists as exc:
+                refused[key] = Refusal(uid=account.uid, message=str(exc))
+                left.append((key, account))
+        if len(left) == len(pending):
+            break
+        pending = left
+    return refused
+
+
+def without_refused(
+    report: BulkReport, refused: Mapping[str, Refusal], replacing: set[str]
+) -> BulkReport:
+    """``report`` with the ``refused`` accounts counted as refused, not written."""
+    if not refused:
+        return report
+    replaced = sum(1 for key in refused if key in replacing)
+    return dataclasses.replace(
+        report,
+        created=report.created - (len(refused) - replaced),
+        replaced=report.replaced - replaced,
+        refused=(*report.refused, *(refused[key] for key in sorted(refused))),
+    )
 
 
 @dataclasses.dataclass(slots=True)
@@ -499,15 +556,36 @@ class MemoryDirectory:
         self._version += removed
         return removed
 
-    async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
-        state = self._check().copy()
-        batch, report = settle_batch(accounts, replace=replace)
+    async def bulk_upsert(
+        self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False
+    ) -> BulkReport:
+        original = self._check()
+        state = original.copy()
+        batch, report = settle_batch(accounts, replace=replace, skip_invalid=skip_refused)
         existing = {key: key for key in batch if key in state.accounts}
         report, obsolete = settle_existing(batch, existing, report, replace=replace)
-        for key in obsolete:
-            state.remove(key)
-        for account in batch.values():
-            state.insert(frozen(account))
+        try:
+            for key in obsolete:
+                state.remove(key)
+            for account in batch.values():
+                state.insert(frozen(account))
+        except AccountExists:
+            if not skip_refused:
+                raise
+            state = original.copy()
+            replacing = set(obsolete)
+
+            def write_one(key: str, account: Account, replaces: bool) -> None:
+                old = state.remove(key) if replaces else None
+                try:
+                    state.insert(frozen(account))
+                except AccountExists:
+                    if old is not None:
+                        state.insert(old)  # its addresses were free a moment ago
+                    raise
+
+            refused = write_one_by_one(batch, replacing, write_one)
+            report = without_refused(report, refused, replacing)
         self._state = state
         self._version += 1
         return report

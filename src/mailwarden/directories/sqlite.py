@@ -75,6 +75,8 @@ from mailwarden.directories.memory import (
     login_key,
     settle_batch,
     settle_existing,
+    without_refused,
+    write_one_by_one,
 )
 from mailwarden.errors import (
     AccountExists,
@@ -788,18 +790,58 @@ class SQLiteDirectory:
 
         return await self._write(job)
 
-    async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
+    async def bulk_upsert(
+        self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False
+    ) -> BulkReport:
         def job(conn: sqlite3.Connection) -> BulkReport:
-            batch, report = settle_batch(accounts, replace=replace)
+            batch, report = settle_batch(accounts, replace=replace, skip_invalid=skip_refused)
             existing = dict(conn.execute(_UID_IDS, (json.dumps(list(batch)),)).fetchall())
             report, obsolete = settle_existing(batch, existing, report, replace=replace)
-            conn.executemany("DELETE FROM accounts WHERE id = ?", [(i,) for i in obsolete])
-            _insert(conn, list(batch.values()))
+            conn.execute("SAVEPOINT bulk")
+            try:
+                conn.executemany("DELETE FROM accounts WHERE id = ?", [(i,) for i in obsolete])
+                _insert(conn, list(batch.values()))
+            except AccountExists:
+                conn.execute("ROLLBACK TO bulk")
+                conn.execute("RELEASE bulk")
+                if not skip_refused:
+                    raise
+                return self._insert_each(conn, batch, existing, report, replace=replace)
+            conn.execute("RELEASE bulk")
             return report
 
         # The accounts are consumed on the writer thread: an import that passes a
         # generator over a parsed file does its parsing off the event loop too.
+        # Everything is one transaction (a killed import leaves nothing behind).
         return await self._write(job)
+
+    @staticmethod
+    def _insert_each(
+        conn: sqlite3.Connection,
+        batch: dict[str, Account],
+        existing: Mapping[str, int],
+        report: BulkReport,
+        *,
+        replace: bool,
+    ) -> BulkReport:
+        """bulk_upsert's slow path for skip_refused: one savepoint per account, in the
+        same transaction, so a clashing account leaves nothing behind."""
+        replacing = set(existing) if replace else set()
+
+        def write_one(key: str, account: Account, replaces: bool) -> None:
+            conn.execute("SAVEPOINT one")
+            try:
+                if replaces:
+                    conn.execute("DELETE FROM accounts WHERE id = ?", (existing[key],))
+                _insert(conn, [account])
+            except AccountExists:
+                conn.execute("ROLLBACK TO one")
+                raise
+            finally:
+                conn.execute("RELEASE one")
+
+        refused = write_one_by_one(batch, replacing, write_one)
+        return without_refused(report, refused, replacing)
 
     # ----------------------------------------------------------------- closing
 
