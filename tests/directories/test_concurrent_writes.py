@@ -26,7 +26,7 @@ from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.engine import Engine
 from mailwarden.errors import AccountChanged
 from mailwarden.hashing import Hasher
-from mailwarden.model import Account
+from mailwarden.model import Account, Profile
 from tests.helpers import FAST
 
 ROUNDS = 200
@@ -188,4 +188,22 @@ async def test_an_ldap_entry_that_keeps_changing_fails_with_changed_meanwhile(
     finally:
         other.unbind_s()
         hasher.close()
+        await directory.close()
+
+
+async def test_an_attribute_without_equality_rule_is_learnt_and_replaced_whole(
+    ldap_config: LdapConfig,
+) -> None:
+    # Start as if the schema's gaps were unknown: the server's "inappropriate
+    # matching" answer must teach the directory to replace that attribute whole.
+    directory = await LDAPDirectory.open(ldap_config)
+    try:
+        directory._replace_whole.clear()
+        await directory.create(Account(uid=UID, profile=Profile(facsimile_telephone_number="1")))
+        changed = Profile(facsimile_telephone_number="2")
+        await directory.replace(Account(uid=UID, profile=changed))
+        stored = await directory.get(UID)
+        assert stored is not None and stored.profile == changed
+        assert "facsimiletelephonenumber" in directory._replace_whole
+    finally:
         await directory.close()
