@@ -10,12 +10,15 @@ JSON, the directories' own check), and what is accepted always exports.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 from mailwarden import accounts, passwdfile
 from mailwarden.admin import AccountAdmin
+from mailwarden.cli import main
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.errors import InvalidAccount
 from mailwarden.model import Account, Profile
@@ -103,3 +106,26 @@ async def test_what_the_admin_accepts_always_exports(make_engine: EngineFactory)
     assert "reason\n" not in stored.passdb_fields
     assert stored.mail == "alice@example.com"
     assert stored.profile == Profile(email_forward="carl@elsewhere.example")
+
+
+def test_an_account_a_passwd_file_cannot_carry_does_not_stop_the_export(tmp_path: Path) -> None:
+    config = tmp_path / "mw.toml"
+    config.write_text(
+        '[directory]\npath = "mw.db"\n[passwords]\nscheme = "SHA512-CRYPT"\n'
+        '[dovecot]\nclient_socket = "run/auth-client"\nmaster_socket = "run/auth-master"\n'
+        'userdb_socket = "run/auth-userdb"\n[server]\ncontrol_socket = "run/control"\n'
+    )
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(main, ["--config", str(config), *args], input="pw\n")
+
+    assert run("init").exit_code == 0
+    # A space in a value is fine in SQLite and LDAP; passwd-file has no escape for it.
+    added = run("user", "add", "aaron", "--password-stdin", "--set", "passdb.reason=Gone away")
+    assert added.exit_code == 0, added.output
+    assert run("user", "add", "zoe", "--password-stdin").exit_code == 0
+    out = tmp_path / "out.passwd"
+    r = run("export", "passwd-file", str(out))
+    assert r.exit_code == 65
+    assert "aaron" in r.output and "contains a space" in r.output
+    assert [line.split(":")[0] for line in out.read_text().splitlines()] == ["zoe"]

@@ -56,6 +56,7 @@ from mailwarden.model import (
 )
 
 EX_USAGE = 2
+EX_DATAERR = 65
 EX_NOUSER = 67
 EX_OSERR = 71
 EX_TEMPFAIL = 75
@@ -441,14 +442,23 @@ def export_group() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True), default="-")
 @click.pass_context
 def export_passwd_file(ctx: click.Context, file: str) -> None:
-    """Write every account as a Dovecot passwd-file line (to FILE or stdout)."""
+    """Write every account as a Dovecot passwd-file line (to FILE or stdout).
+
+    An account the format cannot carry (a value with a space, say) is left out and
+    listed, and the command exits 65 after writing the others: one such account
+    never stops the export of the whole directory."""
+    skipped: list[tuple[str, str]] = []
 
     async def go(app: App) -> list[str]:
         lines = []
         async for uid in app.directory.iterate():
             account = await app.directory.get(uid)
-            if account is not None:
+            if account is None:
+                continue
+            try:
                 lines.append(passwdfile.format_account(account))
+            except AccountError as exc:
+                skipped.append((account.uid, str(exc)))
         return lines
 
     lines = run_with_app(ctx, go)
@@ -458,6 +468,10 @@ def export_passwd_file(ctx: click.Context, file: str) -> None:
     else:
         Path(file).write_text(text, encoding="utf-8", errors="surrogateescape")
         err.print(f"exported {len(lines)} account(s) to {file}")
+    if skipped:
+        err.print(f"{len(skipped)} account(s) left out: a passwd-file cannot carry them")
+        _print_errors(skipped)
+        sys.exit(EX_DATAERR)
 
 
 # --------------------------------------------------------------------------- pw
