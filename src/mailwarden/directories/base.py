@@ -55,6 +55,11 @@ class Modified:
     after: Account
 
 
+def login_key(name: str) -> str:
+    """The form a login is indexed and compared under (case-insensitive)."""
+    return name.lower()
+
+
 def fingerprint_key(fingerprint: str) -> str:
     """The form OpenPGP fingerprints are compared under: no spaces, upper case."""
     return fingerprint.replace(" ", "").upper()

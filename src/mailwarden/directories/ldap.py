@@ -71,18 +71,20 @@ from mailwarden.directories.base import (
     BulkReport,
     LoginAttribute,
     Modified,
-    Refusal,
     fingerprint_key,
+    login_key,
+)
+from mailwarden.directories.bulk import (
+    judge_clashes,
+    settle_batch,
+    settle_existing,
+    without_refused,
 )
 from mailwarden.directories.memory import (
     apply_changes,
     check_account,
     check_password,
     glob_regex,
-    login_key,
-    settle_batch,
-    settle_existing,
-    without_refused,
 )
 from mailwarden.errors import (
     AccountChanged,
@@ -858,9 +860,9 @@ class LDAPDirectory(LdapMapping):
                         stored.setdefault(login_key(address), set()).add(key)
             final, obsolete = settle_existing(batch, existing, report, replace=replace)
             replacing = {login_key(uid) for _dn, uid in obsolete}
-            refused = _clashes(batch, stored, replacing, skip=skip_refused)
+            refused = judge_clashes(batch, stored, replacing, skip=skip_refused)
             # Everything is checked before the first write: a clash without
-            # skip_refused has raised in _clashes and nothing is written.
+            # skip_refused has raised in judge_clashes and nothing is written.
             for dn, uid in obsolete:
                 if login_key(uid) not in refused:
                     conn.delete_s(dn)
@@ -923,40 +925,6 @@ class LDAPDirectory(LdapMapping):
             slot = self._slots.get_nowait()
             self._discard(slot)
         self._executor.shutdown(wait=False)
-
-
-def _clashes(
-    batch: Mapping[str, Account],
-    stored: Mapping[str, set[str]],
-    replacing: set[str],
-    *,
-    skip: bool,
-) -> dict[str, Refusal]:
-    """The batch accounts (by uid key) whose addresses clash, judged on the outcome:
-    what stays stored plus the batch, so an address can move between replaced
-    accounts. Without ``skip`` the first clash raises AccountExists. With it, a
-    refused account's stored entry stays, keeping its addresses, so the judgement
-    is repeated until no more accounts are refused."""
-    refused: dict[str, Refusal] = {}
-    while True:
-        gone = replacing - set(refused)
-        taken = {a: next(iter(owners)) for a, owners in stored.items() if not owners <= gone}
-        found: dict[str, Refusal] = {}
-        for key, account in batch.items():
-            if key in refused:
-                continue
-            addresses = [a for a in (account.mail, *account.alternate_addresses) if a]
-            clash = next((a for a in addresses if taken.get(login_key(a), key) != key), None)
-            if clash is None:
-                taken.update((login_key(a), key) for a in addresses)
-                continue
-            message = f"address {clash!r} already belongs to {taken[login_key(clash)]!r}"
-            if not skip:
-                raise AccountExists(message)
-            found[key] = Refusal(uid=account.uid, message=message)
-        if not found:
-            return refused
-        refused.update(found)
 
 
 def _quiet_unbind(conn: Any) -> None:

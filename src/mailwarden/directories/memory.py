@@ -10,8 +10,7 @@ accept, refuse and count the same things:
 * :func:`check_account` - what a storable account looks like;
 * :func:`apply_changes` - how :meth:`Directory.update` turns field changes into a
   new account;
-* :func:`settle_batch` and :func:`settle_existing` - what a bulk write stores and
-  how its report counts.
+* bulk writes: :mod:`mailwarden.directories.bulk`.
 
 Semantics that the protocol leaves open and this module fixes:
 
@@ -22,10 +21,10 @@ Semantics that the protocol leaves open and this module fixes:
 * :meth:`set_password` returns False for an unknown uid (nothing was written).
 * :meth:`bulk_upsert` is all or nothing: an invalid account or an address clash
   raises and nothing is written (with ``skip_refused``, clashing accounts are left
-  out and reported, the rest written: :func:`write_one_by_one`). A uid given twice
+  out and reported, the rest written: ``bulk.write_one_by_one``). A uid given twice
   in one batch is created and then replaced by the later account (or, without
   ``replace``, the later one is skipped); clashes are judged on the batch's outcome
-  (:func:`settle_existing`).
+  (``bulk.settle_existing``).
 * Order is by lower-cased uid (``iterate``, ``search``).
 
 No I/O happens here; the methods are async only to satisfy the protocol.
@@ -44,8 +43,14 @@ from mailwarden.directories.base import (
     BulkReport,
     LoginAttribute,
     Modified,
-    Refusal,
     fingerprint_key,
+    login_key,
+)
+from mailwarden.directories.bulk import (
+    settle_batch,
+    settle_existing,
+    without_refused,
+    write_one_by_one,
 )
 from mailwarden.errors import (
     AccountExists,
@@ -65,11 +70,6 @@ _TUPLE_FIELDS = ("alternate_addresses", "allow_nets", "ssh_keys", "dns_records")
 _MAPPING_FIELDS = ("services", "passdb_fields", "userdb_fields")
 _OPTIONAL_TEXT_FIELDS = ("mail", "mail_host", "home", "mail_location", "pgp_fingerprint")
 _INTEGER_FIELDS = ("uid_number", "gid_number", "quota_bytes", "quota_messages")
-
-
-def login_key(name: str) -> str:
-    """The form a login is indexed and compared under (case-insensitive)."""
-    return name.lower()
 
 
 def _text(what: str, value: object) -> str:
@@ -280,110 +280,6 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
-def settle_batch(
-    accounts: Iterable[Account],
-    *,
-    replace: bool,
-    skip_invalid: bool = False,
-    check: Callable[[Account], object] = check_account,
-) -> tuple[dict[str, Account], BulkReport]:
-    """The accounts a bulk write stores, by uid key, and its report so far.
-
-    Accounts are checked with ``check`` (InvalidAccount; with ``skip_invalid`` they
-    are left out and listed in the report's ``refused``). A uid given twice counts as created
-    then replaced (the later account wins) with ``replace``, else as created then
-    skipped (the first one stays). Every account is counted as created until
-    :func:`settle_existing` has compared the batch with the directory.
-    """
-    batch: dict[str, Account] = {}
-    created = replaced = skipped = 0
-    refused: list[Refusal] = []
-    for account in accounts:
-        try:
-            check(account)
-        except InvalidAccount as exc:
-            if not skip_invalid:
-                raise
-            refused.append(Refusal(uid=str(getattr(account, "uid", "")), message=str(exc)))
-            continue
-        key = login_key(account.uid)
-        if key not in batch:
-            batch[key] = account
-            created += 1
-        elif replace:
-            batch[key] = account
-            replaced += 1
-        else:
-            skipped += 1
-    report = BulkReport(created=created, replaced=replaced, skipped=skipped, refused=(*refused,))
-    return batch, report
-
-
-def settle_existing(
-    batch: dict[str, Account], existing: Mapping[str, T], report: BulkReport, *, replace: bool
-) -> tuple[BulkReport, list[T]]:
-    """Account for the batch's uids that the directory already has.
-
-    ``existing`` maps those uid keys to the backend's handle on the stored
-    account. With ``replace`` they are replaced (the handles returned must be
-    removed before the batch is inserted); without, they leave the batch as
-    skipped. Address clashes are then judged on the outcome, not on the order of
-    the batch: an address may move from one replaced account to another.
-    """
-    obsolete: list[T] = []
-    created, replaced, skipped = report.created, report.replaced, report.skipped
-    for key, handle in existing.items():
-        created -= 1
-        if replace:
-            obsolete.append(handle)
-            replaced += 1
-        else:
-            del batch[key]
-            skipped += 1
-    return BulkReport(created=created, replaced=replaced, skipped=skipped), obsolete
-
-
-def write_one_by_one(
-    batch: Mapping[str, Account],
-    replacing: set[str],
-    write_one: Callable[[str, Account, bool], None],
-) -> dict[str, Refusal]:
-    """Write each account of ``batch`` (by uid key) with ``write_one(key, account,
-    replaces)``, which must raise AccountExists and leave nothing behind on a clash
-    (the stored account it would replace included). Accounts refused are tried again
-    while a pass makes progress: a later replacement may free an address. Returns
-    the accounts still refused, by uid key (``bulk_upsert(skip_refused=True)``)."""
-    pending = list(batch.items())
-    refused: dict[str, Refusal] = {}
-    while pending:
-        refused, left = {}, []
-        for key, account in pending:
-            try:
-                write_one(key, account, key in replacing)
-            except AccountExists as exc:
-                refused[key] = Refusal(uid=account.uid, message=str(exc))
-                left.append((key, account))
-        if len(left) == len(pending):
-            break
-        pending = left
-    return refused
-
-
-def without_refused(
-    report: BulkReport, refused: Mapping[str, Refusal], replacing: set[str]
-) -> BulkReport:
-    """``report`` with the ``refused`` accounts counted as refused, not written."""
-    if not refused:
-        return report
-    replaced = sum(1 for key in refused if key in replacing)
-    return dataclasses.replace(
-        report,
-        created=report.created - (len(refused) - replaced),
-        replaced=report.replaced - replaced,
-        refused=(*report.refused, *(refused[key] for key in sorted(refused))),
-    )
-
-
 @dataclasses.dataclass(slots=True)
 class _State:
     """The directory's data; copied whole by bulk_upsert so a failed batch leaves no trace."""
@@ -561,7 +457,9 @@ class MemoryDirectory:
     ) -> BulkReport:
         original = self._check()
         state = original.copy()
-        batch, report = settle_batch(accounts, replace=replace, skip_invalid=skip_refused)
+        batch, report = settle_batch(
+            accounts, replace=replace, check=check_account, skip_invalid=skip_refused
+        )
         existing = {key: key for key in batch if key in state.accounts}
         report, obsolete = settle_existing(batch, existing, report, replace=replace)
         try:

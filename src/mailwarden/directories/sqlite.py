@@ -66,17 +66,19 @@ from mailwarden.directories.base import (
     LoginAttribute,
     Modified,
     fingerprint_key,
+    login_key,
+)
+from mailwarden.directories.bulk import (
+    settle_batch,
+    settle_existing,
+    without_refused,
+    write_one_by_one,
 )
 from mailwarden.directories.memory import (
     address_logins,
     apply_changes,
     check_account,
     check_password,
-    login_key,
-    settle_batch,
-    settle_existing,
-    without_refused,
-    write_one_by_one,
 )
 from mailwarden.errors import (
     AccountExists,
@@ -794,7 +796,9 @@ class SQLiteDirectory:
         self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False
     ) -> BulkReport:
         def job(conn: sqlite3.Connection) -> BulkReport:
-            batch, report = settle_batch(accounts, replace=replace, skip_invalid=skip_refused)
+            batch, report = settle_batch(
+                accounts, replace=replace, check=check_account, skip_invalid=skip_refused
+            )
             existing = dict(conn.execute(_UID_IDS, (json.dumps(list(batch)),)).fetchall())
             report, obsolete = settle_existing(batch, existing, report, replace=replace)
             conn.execute("SAVEPOINT bulk")
