@@ -212,6 +212,8 @@ async def main():
 
 asyncio.run(main())
 """
+
+
 def _installed_unit(tmp_path: Path) -> Path:
     installed = tmp_path / "mailwarden.service"
     unit = (ROOT / "etc" / "systemd" / "mailwarden.service").read_text()

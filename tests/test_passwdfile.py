@@ -391,7 +391,8 @@ _column = st.text(
 )
 _any_text = st.text(st.characters(codec="utf-8"), max_size=12)
 _token = st.text(st.characters(codec="utf-8", exclude_characters=" " + _LINE_BREAKS), max_size=10)
-_key = _token.filter(lambda k: k != "" and "=" not in k)
+# Field names: no '=', no space, no control character (memory.field_name_storable).
+_key = _token.filter(lambda k: k != "" and "=" not in k and k.isprintable())
 _numbers = st.none() | st.integers(0, 2**63 - 1)
 _quota = st.none() | st.integers(0, 2**63 - 1) | st.sampled_from([0, 1024, 1024**3, 5 * 1024**4])
 _userdb_keys = _key.filter(lambda k: k not in {"mail", "home", "uid", "gid"}) | st.sampled_from(

@@ -18,10 +18,19 @@ from typing import Any
 from mailwarden.errors import InvalidAccount
 from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
 
-_UID_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,255}$")
-_ADDRESS_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
-_SERVICE_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
-_FIELD_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# Every pattern is used with fullmatch: "$" would also match before a final newline.
+_UID_RE = re.compile(r"[A-Za-z0-9._@+-]{1,255}")
+# An address is one mailbox, local@domain: the local part a dot-atom of RFC 5322's
+# atext (with \w: letters and digits of any script, for SMTPUTF8), the domain dot-
+# separated labels. No list separators (',' ';'), no spaces, angle brackets, quotes,
+# comments or control characters: "root,carl@example.com" is two recipients to an
+# MTA, and the mail gateway's reply would go to local root too.
+_ATEXT = r"[\w!#$%&'*+/=?^`{|}~-]+"
+_ADDRESS_RE = re.compile(rf"(?P<local>{_ATEXT}(?:\.{_ATEXT})*)@(?P<domain>[\w-]+(?:\.[\w-]+)*)")
+_SERVICE_RE = re.compile(r"[a-z0-9_-]{1,64}")
+# Field names travel as "name=value" in Dovecot's protocol, LDAP values and
+# passwd-file extra fields: no '=', space, TAB or line break may be part of one.
+_FIELD_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 _TEXT_FIELDS = ("mail", "mail_host", "home", "mail_location", "pgp_fingerprint")
 _INT_FIELDS = ("uid_number", "gid_number", "quota_bytes", "quota_messages")
@@ -118,15 +127,31 @@ def apply_assignments(account: Account, assignments: Iterable[str]) -> Account:
     return new
 
 
+def check_address(address: str, what: str = "address") -> None:
+    """InvalidAccount unless ``address`` is one mailbox ``local@domain`` (see _ADDRESS_RE)."""
+    found = _ADDRESS_RE.fullmatch(address)
+    if found is None:
+        raise InvalidAccount(
+            f"{what} {address!r} is not one address of the form local@domain "
+            "(no spaces, commas, quotes, brackets or control characters)"
+        )
+    if len(found["local"]) > 64 or len(found["domain"]) > 255:
+        raise InvalidAccount(f"{what} {address!r}: local part over 64 or domain over 255")
+    if address.startswith("-"):
+        # Handed to sendmail as an argument it would be read as an option.
+        raise InvalidAccount(f"{what} {address!r} must not start with '-'")
+
+
 def validate(account: Account) -> None:
     """Raise InvalidAccount for the first field that breaks a rule."""
-    if not _UID_RE.match(account.uid):
+    if not _UID_RE.fullmatch(account.uid):
         raise InvalidAccount(
             f"uid {account.uid!r}: 1-255 characters from letters, digits and . _ @ + -"
         )
     for addr in ((account.mail,) if account.mail else ()) + account.alternate_addresses:
-        if not _ADDRESS_RE.match(addr):
-            raise InvalidAccount(f"address {addr!r} is not of the form local@domain")
+        check_address(addr)
+    if account.profile.email_forward is not None:
+        check_address(account.profile.email_forward, "profile.email_forward")
     for name in _INT_FIELDS:
         value = getattr(account, name)
         if value is not None and value < 0:
@@ -139,11 +164,11 @@ def validate(account: Account) -> None:
         except ValueError:
             raise InvalidAccount(f"allow_nets: {net!r} is not a network") from None
     for service in account.services:
-        if not _SERVICE_RE.match(service):
+        if not _SERVICE_RE.fullmatch(service):
             raise InvalidAccount(f"service {service!r}: lower-case letters, digits, - and _")
     for kind, mapping in (("passdb", account.passdb_fields), ("userdb", account.userdb_fields)):
         for key, value in mapping.items():
-            if not _FIELD_KEY_RE.match(key):
+            if not _FIELD_KEY_RE.fullmatch(key):
                 raise InvalidAccount(f"{kind}.{key}: field names are letters, digits and _ . : -")
             if any(c in value for c in "\t\n\r\0"):
                 raise InvalidAccount(f"{kind}.{key}: value must not contain TAB, CR, LF or NUL")

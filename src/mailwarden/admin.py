@@ -7,10 +7,17 @@ neither talks to the directory for writes itself. That keeps three rules in one 
 * new passwords are hashed on the hashing pool with the configured scheme, and a
   password is never returned or logged (only generated ones are returned, once);
 * every change that can alter a login decision (password, status, service switches,
-  addresses...) flushes the engine's caches for that account at once.
+  addresses...) flushes the engine's caches for that account at once;
+* nothing another writer stored meanwhile is lost: an edit is applied by the
+  directory to the account as stored at the moment of writing
+  (:meth:`~mailwarden.directories.base.Directory.modify`), and a password change
+  writes the password alone. Where the backend cannot guarantee that (LDAP after
+  repeated interference) the write fails with
+  :class:`~mailwarden.errors.AccountChanged` ("changed meanwhile, retry").
 
 Errors are the :class:`~mailwarden.errors.AccountError` tree (shown to the
-administrator) and :class:`~mailwarden.errors.TemporaryFailure` (backend down).
+administrator) and :class:`~mailwarden.errors.TemporaryFailure` (backend down, or
+``AccountChanged``).
 """
 
 from __future__ import annotations
@@ -105,8 +112,9 @@ class AccountAdmin:
         return await self._replace(uid, lambda a: accounts.apply_json(a, changes))
 
     async def apply(self, uid: str, change: Callable[[Account], Account]) -> Account:
-        """Replace the account with ``change(current)``, checked (the mail gateway's writes:
-        ``change`` runs on the account as read now, and one replace stores the result)."""
+        """Store ``change(current)``, checked (the mail gateway's writes): ``change`` runs
+        on the account as stored when the directory writes (:meth:`Directory.modify`),
+        possibly more than once (LDAP retries), so it must be pure."""
 
         def checked(old: Account) -> Account:
             new = change(old)
@@ -119,13 +127,15 @@ class AccountAdmin:
         return await self._replace(uid, lambda a: dataclasses.replace(a, status=status))
 
     async def _replace(self, uid: str, change: Callable[[Account], Account]) -> Account:
-        old = await self.directory.get(uid)
-        if old is None:
-            raise AccountNotFound(f"no account {uid}")
-        new = change(old)
-        await self.directory.replace(new)
-        await self.engine.flush_cache(sorted({*old.logins(), *new.logins()}))
-        return new
+        # The directory applies ``change`` to the account as stored when it writes
+        # (Directory.modify), never to a copy read earlier: a password change or
+        # another edit made meanwhile is kept, not reverted.
+        try:
+            done = await self.directory.modify(uid, change)
+        except AccountNotFound:
+            raise AccountNotFound(f"no account {uid}") from None
+        await self.engine.flush_cache(sorted({*done.before.logins(), *done.after.logins()}))
+        return done.after
 
     async def set_password(
         self, uid: str, password: bytes | None = None, *, scheme: str | None = None

@@ -41,7 +41,6 @@ from mailwarden.config import Config
 from mailwarden.directories.base import BulkReport, Directory
 from mailwarden.errors import (
     AccountError,
-    AccountExists,
     AccountNotFound,
     ConfigError,
     DirectoryMissing,
@@ -470,23 +469,6 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
     errors: list[tuple[int, str]] = []
     counts = {"created": 0, "replaced": 0, "skipped": 0}
 
-    async def write(directory: Directory, batch: list[tuple[int, Account]]) -> None:
-        try:
-            reports = [await directory.bulk_upsert([a for _, a in batch], replace=replace)]
-        except AccountExists:
-            # An address in this batch clashes with a stored account: write the batch
-            # one by one so only the clashing lines are skipped, with their numbers.
-            reports = []
-            for lineno, account in batch:
-                try:
-                    reports.append(await directory.bulk_upsert([account], replace=replace))
-                except AccountExists as exc:
-                    errors.append((lineno, str(exc)))
-        for report in reports:
-            counts["created"] += report.created
-            counts["replaced"] += report.replaced
-            counts["skipped"] += report.skipped
-
     async def go(app: App) -> None:
         stream = sys.stdin if file == "-" else path.open(encoding="utf-8", errors="surrogateescape")
         progress = Progress(
@@ -497,6 +479,8 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
             console=err,
             disable=quiet or not err.is_terminal,
         )
+        lines_of: dict[str, int] = {}  # uid key -> the (last) line that gave it
+
         with stream as fh, progress:
             task = progress.add_task("import", total=total)
 
@@ -505,17 +489,21 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
                     progress.advance(task, len(line))
                     yield line
 
-            batch: list[tuple[int, Account]] = []
-            for lineno, item in passwdfile.read_accounts(lines()):
-                if isinstance(item, Account):
-                    batch.append((lineno, item))
-                else:
-                    errors.append((lineno, item.message))
-                if len(batch) >= 5000:
-                    await write(app.directory, batch)
-                    batch = []
-            if batch:
-                await write(app.directory, batch)
+            def parsed() -> Iterator[Account]:
+                for lineno, item in passwdfile.read_accounts(lines()):
+                    if isinstance(item, Account):
+                        lines_of[item.uid.lower()] = lineno
+                        yield item
+                    else:
+                        errors.append((lineno, item.message))
+
+            # One bulk_upsert, one transaction (SQLite): the file is read and
+            # written on the directory's writer thread, and an import that is
+            # killed or fails leaves nothing behind. Lines whose address another
+            # account holds are left out and listed, as are unreadable lines.
+            report = await app.directory.bulk_upsert(parsed(), replace=replace, skip_refused=True)
+        counts.update(created=report.created, replaced=report.replaced, skipped=report.skipped)
+        errors.extend((lines_of.get(r.uid.lower(), 0), r.message) for r in report.refused)
 
     run_with_app(ctx, go)
     errors.sort()
@@ -542,14 +530,23 @@ def export_group() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True), default="-")
 @click.pass_context
 def export_passwd_file(ctx: click.Context, file: str) -> None:
-    """Write every account as a Dovecot passwd-file line (to FILE or stdout)."""
+    """Write every account as a Dovecot passwd-file line (to FILE or stdout).
+
+    An account the format cannot carry (a value with a space, say) is left out and
+    listed, and the command exits 65 after writing the others: one such account
+    never stops the export of the whole directory."""
+    skipped: list[tuple[str, str]] = []
 
     async def go(app: App) -> list[str]:
         lines = []
         async for uid in app.directory.iterate():
             account = await app.directory.get(uid)
-            if account is not None:
+            if account is None:
+                continue
+            try:
                 lines.append(passwdfile.format_account(account))
+            except AccountError as exc:
+                skipped.append((account.uid, str(exc)))
         return lines
 
     lines = run_with_app(ctx, go)
@@ -559,6 +556,10 @@ def export_passwd_file(ctx: click.Context, file: str) -> None:
     else:
         Path(file).write_text(text, encoding="utf-8", errors="surrogateescape")
         err.print(f"exported {len(lines)} account(s) to {file}")
+    if skipped:
+        err.print(f"{len(skipped)} account(s) left out: a passwd-file cannot carry them")
+        _print_errors(skipped)
+        sys.exit(EX_DATAERR)
 
 
 # --------------------------------------------------------------------------- pw
@@ -741,8 +742,6 @@ def auth_lookup(ctx: click.Context, username: str, service: str) -> None:
 
 # --------------------------------------------------------------------------- LDIF and migrate
 
-LDIF_BATCH = 1000
-
 
 @import_group.command("ldif")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
@@ -862,19 +861,14 @@ def _copy_accounts(
     quiet: bool,
     errors: list[tuple[str, str]],
 ) -> dict[str, int]:
-    """bulk_upsert ``accounts`` into ``ctx``'s directory in batches, with a progress bar.
+    """bulk_upsert ``accounts`` into ``ctx``'s directory, with a progress bar.
 
-    A batch the directory refuses (a clash, a value it cannot store) is retried one
-    account at a time, so only the refused accounts are reported and left out.
+    One bulk_upsert: on SQLite one transaction, so an interrupted copy leaves
+    nothing behind. Accounts the directory refuses (a clash, a value it cannot
+    store) are left out and reported; the rest is written.
     """
-    counts = {"created": 0, "replaced": 0, "skipped": 0}
 
-    def add(report: BulkReport) -> None:
-        counts["created"] += report.created
-        counts["replaced"] += report.replaced
-        counts["skipped"] += report.skipped
-
-    async def go(app: App) -> None:
+    async def go(app: App) -> BulkReport:
         progress = Progress(
             TextColumn("copying"),
             BarColumn(),
@@ -885,20 +879,17 @@ def _copy_accounts(
         )
         with progress:
             task = progress.add_task("copy", total=len(accounts))
-            for start in range(0, len(accounts), LDIF_BATCH):
-                batch = accounts[start : start + LDIF_BATCH]
-                try:
-                    add(await app.directory.bulk_upsert(batch, replace=replace))
-                except AccountError:
-                    for account in batch:
-                        try:
-                            add(await app.directory.bulk_upsert([account], replace=replace))
-                        except AccountError as exc:
-                            errors.append((account.uid, str(exc)))
-                progress.advance(task, len(batch))
 
-    run_with_app(ctx, go)
-    return counts
+            def counted() -> Iterator[Account]:
+                for account in accounts:
+                    progress.advance(task, 1)
+                    yield account
+
+            return await app.directory.bulk_upsert(counted(), replace=replace, skip_refused=True)
+
+    report = run_with_app(ctx, go)
+    errors.extend((r.uid, r.message) for r in report.refused)
+    return {"created": report.created, "replaced": report.replaced, "skipped": report.skipped}
 
 
 def _print_errors(errors: list[tuple[str, str]]) -> None:

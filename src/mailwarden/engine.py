@@ -46,7 +46,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol, TypeAlias
 
 from mailwarden import schemes
@@ -184,6 +184,10 @@ class Engine:
         # stored values on every login costs more than the rest of a cached login.
         self._parsed: dict[str, _Parsed | None] = {}
         self._verifier = getattr(self.directory, "verify_password", None)
+        # Optional: a number that changes on every write (Directory.data_version).
+        self._data_version: Callable[[], int | None] | None = getattr(
+            self.directory, "data_version", None
+        )
         self._challenge_mechanisms = CHALLENGE_MECHANISMS & {
             m.upper() for m in config.dovecot.mechanisms
         }
@@ -308,11 +312,15 @@ class Engine:
     async def _find_login(self, authcid: str | None) -> Account | None:
         """The account ``authcid`` logs in as; a name known to match nothing is not
         looked up again for a while (the negative cache)."""
-        if authcid is None or self.cache.unknown(authcid):
+        if authcid is None:
+            return None
+        # Read before the lookup: a write that lands during it voids the entry.
+        version = self._data_version() if self._data_version is not None else None
+        if self.cache.unknown(authcid, version):
             return None
         account = await self.directory.find(authcid, by=self._login_by)
         if account is None:
-            self.cache.remember_unknown(authcid)
+            self.cache.remember_unknown(authcid, version)
         return account
 
     def _proxy_fields(self, account: Account, service: str) -> dict[str, str]:

@@ -22,8 +22,12 @@ owns the connection.
     │   │                              which carries on with local state (never Unavailable)
     │   ├── MailUnsent                 mailgate/mail.py: the MTA refused a reply; the
     │   │                              gateway command exits 75
-    │   └── InProgress                 mailgate/replay.py: another delivery of the same
-    │                                  message is being processed; exit 75, MTA retries
+    │   ├── InProgress                 mailgate/replay.py: another delivery of the same
+    │   │                              message is being processed; exit 75, MTA retries
+    │   └── AccountChanged             directories/*: another writer kept changing the
+    │                                  account during a compare-and-swap write; the
+    │                                  CLI exits 75, the admin API answers 409, the
+    │                                  gateway exits 75 (the MTA retries)
     ├── SchemeError                    schemes/*: a stored hash cannot be used
     │   ├── UnknownScheme              ``{FOO}`` names no registered scheme
     │   └── MalformedHash              the data after ``{SCHEME}`` is not valid for it
@@ -94,6 +98,15 @@ class DirectoryMissing(DirectoryUnavailable):
     Login peers see a temporary failure, like any directory that cannot answer; the
     command line (cli.py) reports it as a configuration error (exit 78), since only an
     administrator can fix it: a retry would never succeed.
+    """
+
+
+class AccountChanged(TemporaryFailure):
+    """The account changed meanwhile, every time a write was tried; nothing was written.
+
+    Raised by directories without transactions (LDAP) after their compare-and-swap
+    retries run out. Retrying the whole request is safe and will apply on top of the
+    other writer's change.
     """
 
 

@@ -29,8 +29,15 @@ logins.
 A small *negative* cache remembers login names that match no account for
 ``negative_ttl`` seconds, so credential stuffing with random names does not hit
 the directory every time. It never skips the dummy verification (the timing of
-an unknown user stays that of a wrong password) and is flushed when an account is
-created through mailwarden; accounts created elsewhere appear within ``negative_ttl``.
+an unknown user stays that of a wrong password). No write may leave a name
+refused once it resolves (docs/guard.md, "The negative cache"): each entry is kept
+under the directory's *data version* at the time of the lookup (SQLite's ``PRAGMA
+data_version``, which changes when any process commits), and is void as soon as the
+version differs, so any write — this process, the CLI, an import, the mail gateway —
+ends every entry within the directory's recheck interval (10 ms). A directory that
+has no such signal (LDAP: another node or tool may write) gets no version, and its
+entries live at most :data:`UNSIGNALLED_NEGATIVE_TTL` seconds. Explicit flushes
+(admin, ``CACHE-FLUSH``, the guard's fan-out) drop them too.
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from mailwarden.config import CacheConfig
+
+#: Longest life of a negative entry when the directory cannot say that it changed
+#: (LDAP): a name created by another node or tool is refused at most this long.
+UNSIGNALLED_NEGATIVE_TTL = 1.0
 
 
 class LoginCache:
@@ -60,7 +71,8 @@ class LoginCache:
         self._policy = policy_tag.encode()
         self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._by_user: dict[str, set[bytes]] = {}
-        self._unknown: OrderedDict[str, float] = OrderedDict()
+        # login name -> (expiry, directory data version when it was looked up)
+        self._unknown: OrderedDict[str, tuple[float, int | None]] = OrderedDict()
         self._rejected: OrderedDict[bytes, float] = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -147,23 +159,32 @@ class LoginCache:
 
     # ------------------------------------------------------------ unknown names
 
-    def unknown(self, login: str) -> bool:
-        """Whether ``login`` matched no account within the last ``negative_ttl`` seconds."""
+    def unknown(self, login: str, version: int | None = None) -> bool:
+        """Whether ``login`` matched no account within the last ``negative_ttl`` seconds,
+        at the directory data ``version`` (None: the directory has none)."""
         if not self.config.enabled or self.config.negative_ttl <= 0:
             return False
-        expiry = self._unknown.get(login.lower())
-        if expiry is None:
+        name = login.lower()
+        entry = self._unknown.get(name)
+        if entry is None:
             return False
-        if expiry <= self.clock():
-            del self._unknown[login.lower()]
+        expiry, seen = entry
+        if expiry <= self.clock() or seen != version:
+            del self._unknown[name]
             return False
         return True
 
-    def remember_unknown(self, login: str) -> None:
+    def remember_unknown(self, login: str, version: int | None = None) -> None:
+        """Remember that ``login`` matched nothing in a lookup that began at directory
+        data ``version`` (read *before* the lookup, so that a write that raced with
+        it voids the entry)."""
         if not self.config.enabled or self.config.negative_ttl <= 0:
             return
         name = login.lower()
-        self._unknown[name] = self.clock() + self.config.negative_ttl
+        ttl = self.config.negative_ttl
+        if version is None:
+            ttl = min(ttl, UNSIGNALLED_NEGATIVE_TTL)
+        self._unknown[name] = (self.clock() + ttl, version)
         self._unknown.move_to_end(name)
         while len(self._unknown) > self.config.max_entries:
             self._unknown.popitem(last=False)

@@ -239,8 +239,12 @@ def _check_storable(account: Account) -> None:
     for service in account.services:
         if not service or service != service.lower():
             raise ValueError(f"service name {service!r} must be non-empty and lower case")
-    if "" in account.passdb_fields or "" in account.userdb_fields:
-        raise ValueError("extra field names must be non-empty")
+    for key in (*account.passdb_fields, *account.userdb_fields):
+        # memory.field_name_storable: this module may not import the directories.
+        if not key or "=" in key or " " in key or not key.isprintable():
+            raise ValueError(
+                f"extra field name {key!r} is empty or contains '=', a space or a control character"
+            )
 
 
 def _number(what: str, text: str) -> int:

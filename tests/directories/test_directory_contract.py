@@ -331,6 +331,59 @@ async def test_replace_that_clashes_leaves_the_account_unchanged(directory: Dire
     assert await directory.get("alice") == full_account()
 
 
+async def test_modify_applies_the_change_to_the_account_as_stored_now(
+    directory: Directory,
+) -> None:
+    await directory.create(full_account())
+    # Written after the caller could have read the account: modify must see it.
+    assert await directory.set_password("alice", "{PLAIN}new")
+    done = await directory.modify("alice", lambda a: dataclasses.replace(a, home="/elsewhere"))
+    assert done.before == full_account(password="{PLAIN}new")
+    assert done.after == full_account(password="{PLAIN}new", home="/elsewhere")
+    assert await directory.get("alice") == done.after
+
+
+async def test_modify_of_an_unknown_uid_or_a_failing_change_writes_nothing(
+    directory: Directory,
+) -> None:
+    await directory.create(full_account())
+
+    def refuse(account: Account) -> Account:
+        raise InvalidAccount("no")
+
+    with pytest.raises(AccountNotFound):
+        await directory.modify("nobody", lambda a: a)
+    with pytest.raises(InvalidAccount):
+        await directory.modify("alice", refuse)
+    with pytest.raises(InvalidAccount):
+        await directory.modify("alice", lambda a: dataclasses.replace(a, uid_number=-1))
+    assert await directory.get("alice") == full_account()
+
+
+async def test_bulk_upsert_can_skip_refused_accounts_and_write_the_rest(
+    directory: Directory,
+) -> None:
+    await directory.create(Account(uid="a", mail="x@example.org"))
+    await directory.create(Account(uid="d", mail="y@example.org"))
+    batch = [
+        Account(uid="b", mail="X@example.org"),  # taken by a
+        Account(uid="c", mail="z@example.org"),
+        Account(uid="a", mail="y@example.org", home="/new"),  # taken by d
+    ]
+    with pytest.raises(AccountExists):
+        await directory.bulk_upsert(batch, replace=True)
+    assert await directory.count() == 2
+    report = await directory.bulk_upsert(batch, replace=True, skip_refused=True)
+    assert (report.created, report.replaced, report.skipped) == (1, 0, 0)
+    assert [(r.uid, "already belongs to" in r.message) for r in report.refused] == [
+        ("a", True),
+        ("b", True),
+    ]
+    assert await directory.get("a") == Account(uid="a", mail="x@example.org")  # kept as it was
+    assert await directory.get("b") is None
+    assert await directory.get("c") == Account(uid="c", mail="z@example.org")
+
+
 async def test_update_changes_only_the_given_fields(directory: Directory) -> None:
     await directory.create(full_account())
     new = await directory.update(

@@ -9,11 +9,16 @@ unreadable, database locked past its timeout, server down) raises
 Logins are matched case-insensitively: directories store uid and addresses as
 given but look them up lower-cased (the engine has already applied
 ``auth_username_format``).
+
+Optional methods, looked up with ``getattr`` by the engine: ``verify_password``
+(docs/architecture.md) and ``data_version() -> int | None``, a cheap, non-blocking
+number that changes whenever anyone writes to the directory; the engine keeps its
+negative cache of unknown names only while it is unchanged (docs/guard.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -24,12 +29,35 @@ ALL_LOGIN_ATTRIBUTES: tuple[LoginAttribute, ...] = ("uid", "mail", "alternate")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """An account a bulk write left out: an address it needs is taken, or a value
+    is one the directory cannot store."""
+
+    uid: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BulkReport:
-    """What a bulk write did."""
+    """What a bulk write did (``refused``: only with ``skip_refused``)."""
 
     created: int = 0
     replaced: int = 0
     skipped: int = 0
+    refused: tuple[Refusal, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Modified:
+    """What :meth:`Directory.modify` did: the account as it was read and as stored."""
+
+    before: Account
+    after: Account
+
+
+def login_key(name: str) -> str:
+    """The form a login is indexed and compared under (case-insensitive)."""
+    return name.lower()
 
 
 def fingerprint_key(fingerprint: str) -> str:
@@ -74,11 +102,28 @@ class Directory(Protocol):
         ...
 
     async def replace(self, account: Account) -> None:
-        """Overwrite the account with ``account.uid``; AccountNotFound if there is none."""
+        """Overwrite the account with ``account.uid``; AccountNotFound if there is none.
+
+        A blind overwrite: whatever another writer stored since ``account`` was read
+        is lost. Edits use :meth:`modify`."""
         ...
 
     async def update(self, uid: str, changes: Mapping[str, Any]) -> Account:
-        """Change some fields (names as on :class:`Account`); returns the new account."""
+        """Change some fields (names as on :class:`Account`) on the account as stored
+        now (as :meth:`modify` does); returns the new account."""
+        ...
+
+    async def modify(self, uid: str, change: Callable[[Account], Account]) -> Modified:
+        """Store ``change(current)``, where ``current`` is the account as stored when the
+        write is made: no other writer's change can fall between the read and the write.
+
+        This is how every edit of an existing account is made (``AccountAdmin``), so
+        that two edits at once, or an edit and a password change, both survive.
+        ``change`` must be pure: it may run more than once (LDAP retries a
+        compare-and-swap) and, on SQLite, runs inside the write transaction. Its
+        exceptions propagate and nothing is written. AccountNotFound if there is no
+        such uid; AccountChanged if the account kept changing under every attempt.
+        """
         ...
 
     async def set_password(self, uid: str, new: str, *, expected: str | None = None) -> bool:
@@ -94,9 +139,19 @@ class Directory(Protocol):
         """Remove the account; False if there was none."""
         ...
 
-    async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
+    async def bulk_upsert(
+        self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False
+    ) -> BulkReport:
         """Write many accounts in one transaction (imports). With ``replace`` False,
-        existing uids are skipped; with True they are overwritten."""
+        existing uids are skipped; with True they are overwritten.
+
+        An address clash (AccountExists) or an invalid account (InvalidAccount)
+        raises and writes nothing; with ``skip_refused`` such accounts are left out
+        instead (an account one would replace stays as it was), listed in the
+        report's ``refused``, and the rest is still written in the same
+        transaction. LDAP has no multi-entry transaction: there an interrupted
+        bulk write can leave part of it written, and running it again completes it
+        (docs/directories.md)."""
         ...
 
     async def count(self) -> int: ...

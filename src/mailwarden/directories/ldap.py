@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -69,18 +70,24 @@ from mailwarden.directories.base import (
     ALL_LOGIN_ATTRIBUTES,
     BulkReport,
     LoginAttribute,
+    Modified,
     fingerprint_key,
+    login_key,
+)
+from mailwarden.directories.bulk import (
+    judge_clashes,
+    settle_batch,
+    settle_existing,
+    without_refused,
 )
 from mailwarden.directories.memory import (
     apply_changes,
     check_account,
     check_password,
     glob_regex,
-    login_key,
-    settle_batch,
-    settle_existing,
 )
 from mailwarden.errors import (
+    AccountChanged,
     AccountExists,
     AccountNotFound,
     DirectoryUnavailable,
@@ -171,6 +178,21 @@ _VALUE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 _BACKOFF_START = 0.1
+
+#: How often :meth:`LDAPDirectory.modify` reads and tries again when another writer
+#: changed the entry between its read and its write, before AccountChanged.
+MODIFY_ATTEMPTS = 8
+
+
+# Attributes without an equality matching rule (RFC 4519 gives facsimileTelephoneNumber
+# none): a value cannot be deleted by naming it, so _rewrite replaces them whole (the
+# last writer wins on that attribute alone). Others are learnt from the server's
+# "inappropriate matching" answer.
+_NO_EQUALITY = frozenset({"facsimiletelephonenumber", "mailreplytext"})
+
+
+class _Conflict(Exception):
+    """A compare-and-swap modify found the entry changed since it was read."""
 
 
 def _b(text: str) -> bytes:
@@ -383,6 +405,7 @@ class LDAPDirectory(LdapMapping):
         )
         self._closed = False
         self._read_attrs = sorted({*self.attrs.values(), "objectClass"})
+        self._replace_whole: set[str] = set(_NO_EQUALITY)
 
     @classmethod
     async def open(cls, config: LdapConfig) -> LDAPDirectory:
@@ -559,14 +582,23 @@ class LDAPDirectory(LdapMapping):
             raise InvalidAccount(f"the LDAP server refused the account: {_describe(exc)}") from None
 
     def _rewrite(self, conn: Any, found: tuple[str, Entry], old_uid: str, account: Account) -> None:
-        """Make the entry ``found`` hold exactly ``account`` (renaming it if the uid changed).
+        """Make the entry ``found`` hold exactly ``account`` (renaming it if the uid
+        changed), as a compare-and-swap on every attribute it writes: _Conflict if
+        another writer changed one of them since ``found`` was read.
+
+        Only attributes whose stored values differ from ``account``'s are written,
+        each as a delete of exactly the values read plus an add of the new ones, in
+        one modify (which LDAP applies atomically). A delete of a value that is no
+        longer there fails the whole modify, so a concurrent change of the same
+        attribute is never overwritten, and one of another attribute is left alone.
 
         The entry keeps its own object classes (its structural class cannot change:
         it may be an inetOrgPerson made by another tool); only the auxiliary classes
         the account needs are added, and ``qmailUser`` is dropped without a mail.
         """
         dn, entry = found
-        classes = {_s(c).lower(): c for c in entry.get("objectclass", [])}
+        stored_classes = list(entry.get("objectclass", []))
+        classes = {_s(c).lower(): c for c in stored_classes}
         for wanted in self._object_classes(account)[1:]:  # [0] is the structural class
             classes.setdefault(_s(wanted).lower(), wanted)
         if not account.mail:
@@ -577,21 +609,72 @@ class LDAPDirectory(LdapMapping):
                 conn.rename_s(dn, rdn, delold=1)
             except ldap.ALREADY_EXISTS:
                 raise AccountExists(f"uid {account.uid!r} already exists") from None
+            except ldap.NO_SUCH_OBJECT:
+                raise _Conflict from None
             dn = ",".join([rdn, *ldap.dn.explode_dn(dn)[1:]])
-        values = self._values(account)
-        mods: list[tuple[int, str, list[bytes] | None]] = [
-            (ldap.MOD_REPLACE, "objectClass", list(classes.values()))
-        ]
-        for attr, vals in values.items():
+        mods: list[tuple[int, str, list[bytes] | None]] = []
+        stored_names = {_s(c).lower() for c in stored_classes}
+        removed = [c for c in stored_classes if _s(c).lower() not in classes]
+        added = [c for name, c in classes.items() if name not in stored_names]
+        if removed:
+            mods.append((ldap.MOD_DELETE, "objectClass", removed))
+        if added:
+            mods.append((ldap.MOD_ADD, "objectClass", added))
+        for attr, vals in self._values(account).items():
             if attr == self.attrs["uid"]:
                 continue
-            mods.append((ldap.MOD_REPLACE, attr, vals or None))
+            stored = entry.get(attr.lower(), [])
+            if stored == vals:
+                continue
+            if attr.lower() in self._replace_whole:
+                mods.append((ldap.MOD_REPLACE, attr, vals or None))
+                continue
+            if stored:
+                mods.append((ldap.MOD_DELETE, attr, list(stored)))
+            if vals:
+                mods.append((ldap.MOD_ADD, attr, vals))
+        if not mods:
+            return
         try:
             conn.modify_s(dn, mods)
-        except ldap.NO_SUCH_OBJECT:
-            raise AccountNotFound(f"no account with uid {old_uid!r}") from None
+        except (ldap.NO_SUCH_OBJECT, ldap.NO_SUCH_ATTRIBUTE):
+            raise _Conflict from None
+        except ldap.INAPPROPRIATE_MATCHING as exc:
+            text = _describe(exc)
+            named = {
+                a.lower() for _op, a, _v in mods if re.search(rf"\b{re.escape(a)}\b", text, re.I)
+            }
+            if not named - self._replace_whole:
+                raise
+            self._replace_whole.update(named)  # and try again, replacing those whole
+            raise _Conflict from None
         except _VALUE_ERRORS as exc:
+            # Adding a value another writer added meanwhile (or a second value to a
+            # single-valued attribute another writer filled) also lands here.
+            now = self._entry_by_uid(conn, account.uid)
+            if now is None or now[1] != entry:
+                raise _Conflict from None
             raise InvalidAccount(f"the LDAP server refused the account: {_describe(exc)}") from None
+
+    def _modify_once(
+        self, conn: Any, uid: str, change: Callable[[Account], Account]
+    ) -> Modified | None:
+        """One read-change-write of :meth:`modify`; None if another writer got between."""
+        found = self._entry_by_uid(conn, uid)
+        if found is None:
+            raise AccountNotFound(f"no account with uid {uid!r}")
+        current = self._account(found[1])
+        if login_key(current.uid) != login_key(uid):
+            raise AccountNotFound(f"no account with uid {uid!r}")
+        new = change(current)
+        self._values(new)
+        if (why := self._clash(conn, new, own_uid=current.uid)) is not None:
+            raise AccountExists(why)
+        try:
+            self._rewrite(conn, found, current.uid, new)
+        except _Conflict:
+            return None
+        return Modified(before=current, after=new)
 
     # ------------------------------------------------------------------ reads
 
@@ -696,32 +779,25 @@ class LDAPDirectory(LdapMapping):
 
     async def replace(self, account: Account) -> None:
         self._values(account)
-
-        def op(conn: Any) -> None:
-            found = self._entry_by_uid(conn, account.uid)
-            if found is None:
-                raise AccountNotFound(f"no account with uid {account.uid!r}")
-            old_uid = self._first(found[1], "uid") or account.uid
-            if (why := self._clash(conn, account, own_uid=old_uid)) is not None:
-                raise AccountExists(why)
-            self._rewrite(conn, found, old_uid, account)
-
-        await self._run(op, read=False)
+        await self.modify(account.uid, lambda _current: account)
 
     async def update(self, uid: str, changes: Mapping[str, Any]) -> Account:
-        def op(conn: Any) -> Account:
-            found = self._entry_by_uid(conn, uid)
-            if found is None:
-                raise AccountNotFound(f"no account with uid {uid!r}")
-            current = self._account(found[1])
-            new = apply_changes(current, changes)
-            self._values(new)
-            if (why := self._clash(conn, new, own_uid=current.uid)) is not None:
-                raise AccountExists(why)
-            self._rewrite(conn, found, current.uid, new)
-            return new
+        return (await self.modify(uid, lambda current: apply_changes(current, changes))).after
 
-        return await self._run(op, read=False)
+    async def modify(self, uid: str, change: Callable[[Account], Account]) -> Modified:
+        # LDAP has no multi-operation transaction: read, change, then write with a
+        # compare-and-swap on what was read (_rewrite); if another writer got in
+        # between, read again and apply ``change`` to what it stored.
+        for _attempt in range(MODIFY_ATTEMPTS):
+            done = await self._run(
+                functools.partial(self._modify_once, uid=uid, change=change), read=False
+            )
+            if done is not None:
+                return done
+        raise AccountChanged(
+            f"account {uid!r} changed meanwhile, {MODIFY_ATTEMPTS} times; nothing was "
+            "written, retry"
+        )
 
     async def set_password(self, uid: str, new: str, *, expected: str | None = None) -> bool:
         check_password(new)
@@ -767,10 +843,13 @@ class LDAPDirectory(LdapMapping):
 
         return await self._run(op, read=False)
 
-    async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
-        batch, report = settle_batch(accounts, replace=replace)
-        for account in batch.values():
-            self._values(account)
+    async def bulk_upsert(
+        self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False
+    ) -> BulkReport:
+        # _values: what check_account refuses, and what this schema cannot hold.
+        batch, report = settle_batch(
+            accounts, replace=replace, skip_invalid=skip_refused, check=self._values
+        )
 
         def op(conn: Any) -> BulkReport:
             existing: dict[str, tuple[str, str]] = {}
@@ -784,26 +863,17 @@ class LDAPDirectory(LdapMapping):
                     if address:
                         stored.setdefault(login_key(address), set()).add(key)
             final, obsolete = settle_existing(batch, existing, report, replace=replace)
-            replaced = {login_key(uid) for _dn, uid in obsolete}
-            # Addresses are judged on the outcome: what stays stored plus the batch.
-            taken: dict[str, str] = {
-                addr: next(iter(owners))
-                for addr, owners in stored.items()
-                if not owners <= replaced
-            }
+            replacing = {login_key(uid) for _dn, uid in obsolete}
+            refused = judge_clashes(batch, stored, replacing, skip=skip_refused)
+            # Everything is checked before the first write: a clash without
+            # skip_refused has raised in judge_clashes and nothing is written.
+            for dn, uid in obsolete:
+                if login_key(uid) not in refused:
+                    conn.delete_s(dn)
             for key, account in batch.items():
-                for address in (account.mail, *account.alternate_addresses):
-                    if not address:
-                        continue
-                    owner = taken.get(login_key(address))
-                    if owner is not None and owner != key:
-                        raise AccountExists(f"address {address!r} already belongs to {owner!r}")
-                    taken[login_key(address)] = key
-            for dn, _uid in obsolete:
-                conn.delete_s(dn)
-            for account in batch.values():
-                self._add(conn, account)
-            return final
+                if key not in refused:
+                    self._add(conn, account)
+            return without_refused(final, refused, replacing)
 
         return await self._run(op, read=False)
 

@@ -10,8 +10,7 @@ accept, refuse and count the same things:
 * :func:`check_account` - what a storable account looks like;
 * :func:`apply_changes` - how :meth:`Directory.update` turns field changes into a
   new account;
-* :func:`settle_batch` and :func:`settle_existing` - what a bulk write stores and
-  how its report counts.
+* bulk writes: :mod:`mailwarden.directories.bulk`.
 
 Semantics that the protocol leaves open and this module fixes:
 
@@ -21,9 +20,11 @@ Semantics that the protocol leaves open and this module fixes:
 * One account may not list the same address twice (mail and alternates).
 * :meth:`set_password` returns False for an unknown uid (nothing was written).
 * :meth:`bulk_upsert` is all or nothing: an invalid account or an address clash
-  raises and nothing is written. A uid given twice in one batch is created and
-  then replaced by the later account (or, without ``replace``, the later one is
-  skipped); clashes are judged on the batch's outcome (:func:`settle_existing`).
+  raises and nothing is written (with ``skip_refused``, clashing accounts are left
+  out and reported, the rest written: ``bulk.write_one_by_one``). A uid given twice
+  in one batch is created and then replaced by the later account (or, without
+  ``replace``, the later one is skipped); clashes are judged on the batch's outcome
+  (``bulk.settle_existing``).
 * Order is by lower-cased uid (``iterate``, ``search``).
 
 No I/O happens here; the methods are async only to satisfy the protocol.
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -41,7 +42,15 @@ from mailwarden.directories.base import (
     ALL_LOGIN_ATTRIBUTES,
     BulkReport,
     LoginAttribute,
+    Modified,
     fingerprint_key,
+    login_key,
+)
+from mailwarden.directories.bulk import (
+    settle_batch,
+    settle_existing,
+    without_refused,
+    write_one_by_one,
 )
 from mailwarden.errors import (
     AccountExists,
@@ -61,11 +70,6 @@ _TUPLE_FIELDS = ("alternate_addresses", "allow_nets", "ssh_keys", "dns_records")
 _MAPPING_FIELDS = ("services", "passdb_fields", "userdb_fields")
 _OPTIONAL_TEXT_FIELDS = ("mail", "mail_host", "home", "mail_location", "pgp_fingerprint")
 _INTEGER_FIELDS = ("uid_number", "gid_number", "quota_bytes", "quota_messages")
-
-
-def login_key(name: str) -> str:
-    """The form a login is indexed and compared under (case-insensitive)."""
-    return name.lower()
 
 
 def _text(what: str, value: object) -> str:
@@ -134,8 +138,20 @@ def check_account(account: Account) -> None:
             raise InvalidAccount(f"service name {service!r} must be non-empty and lower case")
         if not isinstance(enabled, bool):
             raise InvalidAccount(f"service {service!r} must be switched by a bool")
-    if "" in account.passdb_fields or "" in account.userdb_fields:
-        raise InvalidAccount("passdb and userdb field names must be non-empty")
+    for kind, fields in (("passdb", account.passdb_fields), ("userdb", account.userdb_fields)):
+        for key in fields:
+            if not field_name_storable(key):
+                raise InvalidAccount(
+                    f"{kind} field name {key!r} must be non-empty, without '=', spaces "
+                    "or control characters"
+                )
+
+
+def field_name_storable(key: str) -> bool:
+    """Whether a passdb/userdb field name can be stored and read back everywhere:
+    Dovecot's protocol, LDAP values and passwd-file extra fields all carry fields
+    as ``name=value`` separated by TAB or space, one per line."""
+    return bool(key) and "=" not in key and " " not in key and key.isprintable()
 
 
 def _valid_unicode(text: str) -> bool:
@@ -264,56 +280,6 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
-def settle_batch(
-    accounts: Iterable[Account], *, replace: bool
-) -> tuple[dict[str, Account], BulkReport]:
-    """The accounts a bulk write stores, by uid key, and its report so far.
-
-    Accounts are checked (InvalidAccount). A uid given twice counts as created
-    then replaced (the later account wins) with ``replace``, else as created then
-    skipped (the first one stays). Every account is counted as created until
-    :func:`settle_existing` has compared the batch with the directory.
-    """
-    batch: dict[str, Account] = {}
-    created = replaced = skipped = 0
-    for account in accounts:
-        check_account(account)
-        key = login_key(account.uid)
-        if key not in batch:
-            batch[key] = account
-            created += 1
-        elif replace:
-            batch[key] = account
-            replaced += 1
-        else:
-            skipped += 1
-    return batch, BulkReport(created=created, replaced=replaced, skipped=skipped)
-
-
-def settle_existing(
-    batch: dict[str, Account], existing: Mapping[str, T], report: BulkReport, *, replace: bool
-) -> tuple[BulkReport, list[T]]:
-    """Account for the batch's uids that the directory already has.
-
-    ``existing`` maps those uid keys to the backend's handle on the stored
-    account. With ``replace`` they are replaced (the handles returned must be
-    removed before the batch is inserted); without, they leave the batch as
-    skipped. Address clashes are then judged on the outcome, not on the order of
-    the batch: an address may move from one replaced account to another.
-    """
-    obsolete: list[T] = []
-    created, replaced, skipped = report.created, report.replaced, report.skipped
-    for key, handle in existing.items():
-        created -= 1
-        if replace:
-            obsolete.append(handle)
-            replaced += 1
-        else:
-            del batch[key]
-            skipped += 1
-    return BulkReport(created=created, replaced=replaced, skipped=skipped), obsolete
-
-
 @dataclasses.dataclass(slots=True)
 class _State:
     """The directory's data; copied whole by bulk_upsert so a failed batch leaves no trace."""
@@ -371,6 +337,7 @@ class MemoryDirectory:
         self._state = _State()
         self._closed = False
         self._failure: str | None = None
+        self._version = 0
         for account in accounts:
             check_account(account)
             self._state.insert(frozen(account))
@@ -378,6 +345,11 @@ class MemoryDirectory:
     def set_unavailable(self, detail: str | None) -> None:
         """From now on every call raises DirectoryUnavailable(detail); None: work again."""
         self._failure = detail
+
+    def data_version(self) -> int | None:
+        """A number that changes with every write (the engine's negative cache
+        drops its entries when it does; see SQLiteDirectory.data_version)."""
+        return self._version
 
     def _check(self) -> _State:
         if self._closed:
@@ -433,6 +405,7 @@ class MemoryDirectory:
         state = self._check()
         check_account(account)
         state.insert(frozen(account))
+        self._version += 1
 
     async def replace(self, account: Account) -> None:
         state = self._check()
@@ -441,19 +414,27 @@ class MemoryDirectory:
         if key not in state.accounts:
             raise AccountNotFound(f"no account with uid {account.uid!r}")
         state.overwrite(key, frozen(account))
+        self._version += 1
 
     async def update(self, uid: str, changes: Mapping[str, Any]) -> Account:
+        return (await self.modify(uid, lambda current: apply_changes(current, changes))).after
+
+    async def modify(self, uid: str, change: Callable[[Account], Account]) -> Modified:
+        # No await between the read and the write: nothing else runs in between.
         state = self._check()
         key = login_key(uid)
         current = state.accounts.get(key)
         if current is None:
             raise AccountNotFound(f"no account with uid {uid!r}")
-        new = apply_changes(current, changes)
+        new = change(current)
+        check_account(new)
+        new = frozen(new)
         new_key = login_key(new.uid)
         if new_key != key and new_key in state.accounts:
             raise AccountExists(f"uid {new.uid!r} already exists")
         state.overwrite(key, new)
-        return new
+        self._version += 1
+        return Modified(before=current, after=new)
 
     async def set_password(self, uid: str, new: str, *, expected: str | None = None) -> bool:
         state = self._check()
@@ -463,21 +444,48 @@ class MemoryDirectory:
         if current is None or (expected is not None and current.password != expected):
             return False
         state.accounts[key] = dataclasses.replace(current, password=new)
+        self._version += 1
         return True
 
     async def delete(self, uid: str) -> bool:
-        return self._check().remove(login_key(uid)) is not None
+        removed = self._check().remove(login_key(uid)) is not None
+        self._version += removed
+        return removed
 
-    async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
-        state = self._check().copy()
-        batch, report = settle_batch(accounts, replace=replace)
+    async def bulk_upsert(
+        self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False
+    ) -> BulkReport:
+        original = self._check()
+        state = original.copy()
+        batch, report = settle_batch(
+            accounts, replace=replace, check=check_account, skip_invalid=skip_refused
+        )
         existing = {key: key for key in batch if key in state.accounts}
         report, obsolete = settle_existing(batch, existing, report, replace=replace)
-        for key in obsolete:
-            state.remove(key)
-        for account in batch.values():
-            state.insert(frozen(account))
+        try:
+            for key in obsolete:
+                state.remove(key)
+            for account in batch.values():
+                state.insert(frozen(account))
+        except AccountExists:
+            if not skip_refused:
+                raise
+            state = original.copy()
+            replacing = set(obsolete)
+
+            def write_one(key: str, account: Account, replaces: bool) -> None:
+                old = state.remove(key) if replaces else None
+                try:
+                    state.insert(frozen(account))
+                except AccountExists:
+                    if old is not None:
+                        state.insert(old)  # its addresses were free a moment ago
+                    raise
+
+            refused = write_one_by_one(batch, replacing, write_one)
+            report = without_refused(report, refused, replacing)
         self._state = state
+        self._version += 1
         return report
 
     async def count(self) -> int:

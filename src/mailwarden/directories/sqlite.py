@@ -64,16 +64,21 @@ from mailwarden.directories.base import (
     ALL_LOGIN_ATTRIBUTES,
     BulkReport,
     LoginAttribute,
+    Modified,
     fingerprint_key,
+    login_key,
+)
+from mailwarden.directories.bulk import (
+    settle_batch,
+    settle_existing,
+    without_refused,
+    write_one_by_one,
 )
 from mailwarden.directories.memory import (
     address_logins,
     apply_changes,
     check_account,
     check_password,
-    login_key,
-    settle_batch,
-    settle_existing,
 )
 from mailwarden.errors import (
     AccountExists,
@@ -401,15 +406,14 @@ class SQLiteDirectory:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(directory._writer, directory._setup, create)
-            if cache_size > 0:
-                directory._probe = directory._connect("rw")
-                directory._probe.execute("PRAGMA query_only = ON")
-                # Known from the start, so that the first burst of finds can be kept
-                # (a find stores its answer only under the version it began with).
-                directory._cache_version = directory._probe.execute(
-                    "PRAGMA data_version"
-                ).fetchone()[0]
-                directory._cache_checked = time.monotonic()
+            # The probe reads data_version for the login cache and for the engine's
+            # negative cache, so it exists even with the login cache off.
+            probe = directory._probe = directory._connect("rw")
+            probe.execute("PRAGMA query_only = ON")
+            # Known from the start, so that the first burst of finds can be kept
+            # (a find stores its answer only under the version it began with).
+            directory._cache_version = probe.execute("PRAGMA data_version").fetchone()[0]
+            directory._cache_checked = time.monotonic()
         except BaseException:
             await directory.close()
             raise
@@ -623,37 +627,46 @@ class SQLiteDirectory:
         return account
 
     def _cached(self, params: tuple[str, ...]) -> Account | object | None:
-        """The remembered answer to ``params``, or _MISS.
-
-        It first reads ``PRAGMA data_version`` on the probe connection (no disk I/O
-        in WAL mode; at most once per CACHE_RECHECK, ten milliseconds, so a burst of
-        pipelined requests pays for it once): it changes whenever any other
-        connection — a CLI command, another process on the same file — commits,
-        and then the whole cache is dropped. This process's own writes drop it
-        directly (:meth:`_write`). So a cached login is never older than the last
-        commit by more than ten milliseconds, and changes made here apply at once.
-        """
-        probe = self._probe
-        if probe is None or self._closed:
-            return _MISS
-        now = time.monotonic()
-        if now >= self._cache_checked + CACHE_RECHECK:
-            try:
-                version = probe.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error:
-                version = None
-            self._cache_checked = now
-        else:
-            version = self._cache_version
-        if version is None or version != self._cache_version:
-            self._cache.clear()
-            self._cache_version = version
+        """The remembered answer to ``params``, or _MISS (see :meth:`data_version`,
+        which drops the whole cache when another connection has committed)."""
+        if self.data_version() is None:
             return _MISS
         try:
             self._cache.move_to_end(params)
         except KeyError:
             return _MISS
         return self._cache[params]
+
+    def data_version(self) -> int | None:
+        """A number that changes whenever anyone commits a write to the file; None
+        when it cannot be read (closed).
+
+        It is ``PRAGMA data_version`` on the event loop's probe connection (no disk
+        I/O in WAL mode; read at most once per CACHE_RECHECK, ten milliseconds, so a
+        burst of pipelined requests pays for it once): it changes whenever any
+        other connection — this process's writer, a CLI command, the mail
+        gateway, another process on the same file — commits. When it changes, the
+        login cache is dropped; the engine's negative cache keeps its entries only
+        under the version they were made at. This process's own writes make the
+        next call read it again (:meth:`_write`). So a cached answer is never older
+        than the last commit by more than ten milliseconds, and changes made here
+        apply at once.
+        """
+        probe = self._probe
+        if probe is None or self._closed:
+            return None
+        now = time.monotonic()
+        if now < self._cache_checked + CACHE_RECHECK:
+            return self._cache_version
+        try:
+            version = probe.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            version = None
+        self._cache_checked = now
+        if version is None or version != self._cache_version:
+            self._cache.clear()
+            self._cache_version = version
+        return self._cache_version
 
     async def get(self, uid: str) -> Account | None:
         key = login_key(uid)
@@ -736,19 +749,32 @@ class SQLiteDirectory:
         await self._write(job)
 
     async def update(self, uid: str, changes: Mapping[str, Any]) -> Account:
-        key = login_key(uid)
         changes = dict(changes)
+        return (await self.modify(uid, lambda current: apply_changes(current, changes))).after
 
-        def job(conn: sqlite3.Connection) -> Account:
+    async def modify(self, uid: str, change: Callable[[Account], Account]) -> Modified:
+        key = login_key(uid)
+
+        # Read, change and write in one BEGIN IMMEDIATE transaction: SQLite's write
+        # lock is held from the read on, so no other writer (thread or process) can
+        # commit in between, and nothing another writer stored can be reverted.
+        def job(conn: sqlite3.Connection) -> Modified:
             row = conn.execute(_FIND, (key, "uid", "uid", "uid")).fetchone()
             if row is None:
                 raise AccountNotFound(f"no account with uid {uid!r}")
-            new = apply_changes(_account_from_row(row), changes)
+            try:
+                old = _account_from_row(row)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise self._read_error(exc) from exc
+            new = change(old)
+            check_account(new)
+            if new == old:
+                return Modified(before=old, after=new)
             conn.execute("DELETE FROM accounts WHERE id = ?", (row[0],))
             if _uid_id(conn, login_key(new.uid)) is not None:
                 raise AccountExists(f"uid {new.uid!r} already exists")
             _insert(conn, [new])
-            return new
+            return Modified(before=old, after=new)
 
         return await self._write(job)
 
@@ -771,18 +797,60 @@ class SQLiteDirectory:
 
         return await self._write(job)
 
-    async def bulk_upsert(self, accounts: Iterable[Account], *, replace: bool) -> BulkReport:
+    async def bulk_upsert(
+        self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False
+    ) -> BulkReport:
         def job(conn: sqlite3.Connection) -> BulkReport:
-            batch, report = settle_batch(accounts, replace=replace)
+            batch, report = settle_batch(
+                accounts, replace=replace, check=check_account, skip_invalid=skip_refused
+            )
             existing = dict(conn.execute(_UID_IDS, (json.dumps(list(batch)),)).fetchall())
             report, obsolete = settle_existing(batch, existing, report, replace=replace)
-            conn.executemany("DELETE FROM accounts WHERE id = ?", [(i,) for i in obsolete])
-            _insert(conn, list(batch.values()))
+            conn.execute("SAVEPOINT bulk")
+            try:
+                conn.executemany("DELETE FROM accounts WHERE id = ?", [(i,) for i in obsolete])
+                _insert(conn, list(batch.values()))
+            except AccountExists:
+                conn.execute("ROLLBACK TO bulk")
+                conn.execute("RELEASE bulk")
+                if not skip_refused:
+                    raise
+                return self._insert_each(conn, batch, existing, report, replace=replace)
+            conn.execute("RELEASE bulk")
             return report
 
         # The accounts are consumed on the writer thread: an import that passes a
         # generator over a parsed file does its parsing off the event loop too.
+        # Everything is one transaction (a killed import leaves nothing behind).
         return await self._write(job)
+
+    @staticmethod
+    def _insert_each(
+        conn: sqlite3.Connection,
+        batch: dict[str, Account],
+        existing: Mapping[str, int],
+        report: BulkReport,
+        *,
+        replace: bool,
+    ) -> BulkReport:
+        """bulk_upsert's slow path for skip_refused: one savepoint per account, in the
+        same transaction, so a clashing account leaves nothing behind."""
+        replacing = set(existing) if replace else set()
+
+        def write_one(key: str, account: Account, replaces: bool) -> None:
+            conn.execute("SAVEPOINT one")
+            try:
+                if replaces:
+                    conn.execute("DELETE FROM accounts WHERE id = ?", (existing[key],))
+                _insert(conn, [account])
+            except AccountExists:
+                conn.execute("ROLLBACK TO one")
+                raise
+            finally:
+                conn.execute("RELEASE one")
+
+        refused = write_one_by_one(batch, replacing, write_one)
+        return without_refused(report, refused, replacing)
 
     # ----------------------------------------------------------------- closing
 

@@ -38,6 +38,7 @@ from mailwarden.admin import AccountAdmin, generate_password
 from mailwarden.config import HttpConfig
 from mailwarden.engine import Engine, userdb_fields
 from mailwarden.errors import (
+    AccountChanged,
     AccountError,
     AccountExists,
     AccountNotFound,
@@ -297,6 +298,11 @@ class HttpApi:
             return proto.error_reply(409, str(exc))
         except AccountError as exc:
             return proto.error_reply(400, str(exc))
+        except AccountChanged as exc:
+            # Another writer kept changing the account: nothing was written; the
+            # client may send the same request again.
+            log.warning("session=%s admin: %s", session, exc)
+            return proto.error_reply(409, str(exc))
         except TemporaryFailure as exc:
             log.warning("session=%s admin: temporary failure: %s", session, exc)
             return proto.error_reply(
@@ -694,6 +700,7 @@ def _admin_paths(error: dict[str, Any]) -> dict[str, Any]:
                     "200": ok("Account", "changed"),
                     "400": error,
                     "404": error,
+                    "409": error,
                     "413": error,
                     **common,
                 },

@@ -61,6 +61,7 @@ from mailwarden.admin import AccountAdmin, generate_password
 from mailwarden.config import HttpConfig
 from mailwarden.engine import Engine
 from mailwarden.errors import (
+    AccountChanged,
     AccountError,
     AccountExists,
     AccountNotFound,
@@ -431,6 +432,13 @@ class WebUi:
             response = await self._route(request)
         except _Refused as exc:
             response = self._page(exc_title(exc.status), _error(str(exc)), status=exc.status)
+        except AccountChanged as exc:
+            log.warning("web: %s", exc)
+            response = self._page(
+                "Changed meanwhile",
+                _error("The account was changed meanwhile; nothing was saved. Try again."),
+                status=409,
+            )
         except TemporaryFailure as exc:
             rid = secrets.token_hex(8)
             log.warning("session=%s web: temporary failure: %s", rid, exc)
