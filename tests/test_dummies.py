@@ -61,6 +61,22 @@ async def test_an_unknown_name_pays_the_stored_scheme_not_the_policy_scheme() ->
     assert hasher.schemes == ["SHA512-CRYPT"] * 4
 
 
+async def test_a_one_shot_engine_samples_at_its_first_unknown_name_not_at_start() -> None:
+    """checkpassword under Dovecot's 256 MiB vsz_limit had no room for a sampling
+    thread beside the login's own: a one-shot command samples only when it must."""
+    directory = await imported_site(3)
+    hasher = RecordingHasher(workers=1)
+    engine = Engine(directory=directory, hasher=hasher, config=ARGON_POLICY)
+    try:
+        await engine.start(sample=False)
+        assert engine.dummies.shares == {}  # nothing read at start
+        await engine.authenticate(attempt("nobody", "wrong"))
+        assert sum(engine.dummies.shares.values()) == 3
+    finally:
+        hasher.close()
+    assert hasher.schemes == ["SHA512-CRYPT"]
+
+
 async def test_logins_teach_the_dummy_without_a_sample() -> None:
     directory = await imported_site(1, "BLF-CRYPT")
     hasher = RecordingHasher(workers=1)

@@ -140,7 +140,7 @@ async def running_app(
         config=config,
         guard=await open_guard(config, via_daemon=guard_via_daemon),
     )
-    await engine.start()
+    await engine.start(sample=daemon)
     app = App(
         config=config,
         directory=directory,

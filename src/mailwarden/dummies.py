@@ -64,6 +64,7 @@ class DummyHashes:
         self._examples: dict[Profile, StoredHash] = {}
         self._order: list[tuple[Profile, int]] | None = None
         self._sampling: asyncio.Task[None] | None = None
+        self._source: tuple[Directory, Callable[[Account | None], StoredHash | None]] | None = None
         self._fallback: tuple[HashPolicy, StoredHash] | None = None
 
     def observe(self, uid: str, value: str, stored: StoredHash) -> None:
@@ -92,16 +93,30 @@ class DummyHashes:
             del self._examples[profile]
         self._order = None
 
-    def start_sampling(
+    def sample_from(
         self, directory: Directory, parse: Callable[[Account | None], StoredHash | None]
-    ) -> asyncio.Task[None]:
-        """:meth:`sample` in the background (at start); :meth:`value_for` waits for it."""
-        self._sampling = asyncio.get_running_loop().create_task(self.sample(directory, parse))
+    ) -> None:
+        """Where :meth:`sample` reads: at the first unknown name, or at once with
+        :meth:`start_sampling`."""
+        self._source = (directory, parse)
+
+    def start_sampling(self) -> asyncio.Task[None]:
+        """:meth:`sample` in the background (the daemon, at start): the first unknown
+        name need not wait for it. :meth:`value_for` waits for it if it does come first."""
+        assert self._source is not None, "sample_from() first"
+        self._sampling = asyncio.get_running_loop().create_task(self.sample(*self._source))
         return self._sampling
 
     async def value_for(self, name: str, policy: HashPolicy) -> StoredHash:
         """What to verify an unknown ``name``'s password against: :meth:`pick`, or the
-        policy's dummy hash while nothing is known (an empty directory)."""
+        policy's dummy hash while nothing is known (an empty directory).
+
+        A one-shot command (checkpassword, pam, auth test) samples here, at its first
+        unknown name, and not at start: most of its runs never need it, and a thread
+        started beside the login's own would not fit in the 256 MiB of address space
+        Dovecot's auth process gives checkpassword (``vsz_limit``)."""
+        if self._sampling is None and self._source is not None:
+            self._sampling = asyncio.get_running_loop().create_task(self.sample(*self._source))
         sampling = self._sampling
         if sampling is not None and not sampling.done():
             await asyncio.shield(sampling)  # not the policy's cost while the site's is learnt

@@ -216,13 +216,16 @@ class Engine:
         self.guard.reconfigure(config.guard)
         self.cache.reconfigure(config.cache, policy_tag=repr(self.policy))
 
-    async def start(self) -> None:
+    async def start(self, *, sample: bool = True) -> None:
         """Join the guard's flush fan-out (several processes sharing a Redis store),
-        and learn in the background what the directory's stored values cost."""
+        and learn in the background what the directory's stored values cost
+        (``sample``; else at the first unknown name: dummies.py)."""
         await self.guard.subscribe_flush(self.cache.flush)
-        task = self.dummies.start_sampling(self.directory, self._stored)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.dummies.sample_from(self.directory, self._stored)
+        if sample:
+            task = self.dummies.start_sampling()
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _trace(self, attempt: AuthAttempt, message: str, *args: object) -> None:
         if attempt.debug:
