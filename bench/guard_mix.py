@@ -44,13 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.helpers import make_config
 
 from mailwarden import schemes
+from mailwarden.auth.engine import Engine
 from mailwarden.config import GuardConfig, RedisConfig
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
-from mailwarden.guard import Guard
-from mailwarden.hashing import Hasher
+from mailwarden.guard.policy import Guard
+from mailwarden.guard.stores.base import GuardStore
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Accepted, Account, AuthAttempt, Denied, Password
-from mailwarden.stores.base import GuardStore
 
 SPRAY_NETWORKS = ("203.0.113", "192.0.2", "198.51.100")
 
@@ -109,14 +109,14 @@ async def populate(users: int) -> MemoryDirectory:
 async def open_store(args: argparse.Namespace) -> GuardStore | None:
     if args.store != "redis":
         return None
-    from mailwarden.stores.redis import RedisStore  # noqa: PLC0415 - only with --store redis
+    from mailwarden.guard.stores.redis import RedisStore  # noqa: PLC0415 - only with --store redis
 
     prefix = f"bench-{secrets.token_hex(4)}:"
     return await RedisStore.open(RedisConfig(url=args.redis_url, key_prefix=prefix, timeout=2.0))
 
 
 async def drop_keys(store: GuardStore) -> None:
-    from mailwarden.stores.redis import RedisStore  # noqa: PLC0415
+    from mailwarden.guard.stores.redis import RedisStore  # noqa: PLC0415
 
     if isinstance(store, RedisStore):
         keys = [k async for k in store.client.scan_iter(match=f"{store.prefix}*", count=1000)]

@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.helpers import make_config
 
 from mailwarden import schemes
+from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.frontends.http import start_http
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account
 
 LEVELS = (1, 16, 64)

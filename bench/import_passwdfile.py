@@ -1,7 +1,7 @@
 """Import benchmark: parse a generated passwd-file, bulk-write it, then time find().
 
 Generates LINES passwd-file lines in a temporary directory, reads them back
-through :func:`mailwarden.passwdfile.read_accounts`, writes them into a fresh
+through :func:`mailwarden.accounts.passwdfile.read_accounts`, writes them into a fresh
 :class:`~mailwarden.directories.sqlite.SQLiteDirectory` with one ``bulk_upsert``
 and then runs ``find()`` lookups of random accounts (by mail, uid and alternate
 address) from 1 task and from 8 concurrent tasks.
@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from mailwarden.accounts.passwdfile import PasswdFileError, bounded_lines, read_accounts
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.model import Account
-from mailwarden.passwdfile import PasswdFileError, bounded_lines, read_accounts
 
 FAKE_HASH = "{SHA512-CRYPT}$6$rounds=5000$Zm9vYmFyYmF6$" + "x" * 86
 MAX_LINES = 1_000_000

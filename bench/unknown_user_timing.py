@@ -16,7 +16,7 @@ here, never in the test suite.
 
 Measured on a shared 2-vCPU VM (500 samples each, 500 SHA512-CRYPT accounts)::
 
-                    before (policy-scheme dummy)     after (dummies.py)
+                    before (policy-scheme dummy)     after (auth/dummies.py)
     dovecot socket  wrong 4.21  unknown 324.06 ms    wrong 1.84  unknown 1.81 ms  p = 0.003
     http json       wrong 4.03  unknown 292.00 ms    wrong 1.99  unknown 1.97 ms  p = 0.22
     web sign-in     wrong 3.50  unknown 244.21 ms    wrong 1.93  unknown 1.90 ms  p = 2e-6

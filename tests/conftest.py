@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import Config
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account
 from tests.helpers import FAST, hashed
 

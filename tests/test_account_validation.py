@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from mailwarden import accounts, passwdfile
-from mailwarden.admin import AccountAdmin
+from mailwarden.accounts import passwdfile
+from mailwarden.accounts import rules as accounts
+from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.cli import main
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.errors import InvalidAccount

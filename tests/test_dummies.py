@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from mailwarden import schemes
+from mailwarden.auth.dummies import DummyHashes
+from mailwarden.auth.engine import Engine
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.dummies import DummyHashes
-from mailwarden.engine import Engine
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account
 from mailwarden.schemes.base import StoredHash
 from tests.helpers import attempt, hashed, make_config

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from mailwarden import schemes
+from mailwarden.auth.engine import Engine
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
-from mailwarden.engine import Engine
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import (
     Accepted,
     Account,

@@ -15,13 +15,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import CacheConfig, Config, GuardConfig, GuardRule
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.errors import StoreUnavailable
-from mailwarden.guard import Guard, network_of, unknown_subject
+from mailwarden.guard.policy import Guard, network_of, unknown_subject
+from mailwarden.guard.stores.memory import MemoryStore
 from mailwarden.model import Accepted, AccountStatus, Denied, DenyReason
-from mailwarden.stores.memory import MemoryStore
 from tests.conftest import EngineFactory
 from tests.helpers import FAST, attempt, hashed
 
@@ -432,7 +432,7 @@ async def test_flush_by_address_drops_the_uids_entries(
 
 
 async def test_the_cache_holds_no_password_and_is_bounded(make_engine: EngineFactory) -> None:
-    from mailwarden.logincache import LoginCache
+    from mailwarden.guard.logincache import LoginCache
 
     clock = Clock()
     cache = LoginCache(CacheConfig(ttl=10.0, max_entries=3), clock=clock)

@@ -1,5 +1,5 @@
 """The Hasher's worker processes (serve) and its frames: real ``python -m
-mailwarden.hashworker`` processes, killed and fed garbage."""
+mailwarden.hashing.worker`` processes, killed and fed garbage."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwarden import hashing, schemes
+from mailwarden import schemes
 from mailwarden.errors import HashingUnavailable, MalformedHash, ProtocolError
-from mailwarden.hashing import Hasher
-from mailwarden.hashworker import answer
-from mailwarden.protocols.hashwork import MAX_FRAME, FrameReader, encode_frame
+from mailwarden.hashing import pool as hashing
+from mailwarden.hashing.frames import MAX_FRAME, FrameReader, encode_frame
+from mailwarden.hashing.pool import Hasher
+from mailwarden.hashing.worker import answer
 
 SHA512 = schemes.parse(schemes.generate(b"right", "SHA512-CRYPT", rounds=1000))
 

@@ -201,7 +201,7 @@ HASH_IN_A_WORKER = """
 import asyncio, site
 site.addsitedir("@LIB@")
 from mailwarden import schemes
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 
 async def main():
     hasher = Hasher(workers=1, processes=True)

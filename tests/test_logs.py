@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailwarden.app import setup_logging
-from mailwarden.engine import Engine
+from mailwarden.auth.engine import Engine
 from mailwarden.frontends.http import start_http
 from mailwarden.logs import CONTINUATION, JsonFormatter, TextFormatter
 from tests.frontends.test_http_frontend import CONFIG as HTTP_CONFIG

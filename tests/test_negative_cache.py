@@ -15,7 +15,7 @@ from pathlib import Path
 from mailwarden.config import CacheConfig
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
-from mailwarden.logincache import UNSIGNALLED_NEGATIVE_TTL, LoginCache
+from mailwarden.guard.logincache import UNSIGNALLED_NEGATIVE_TTL, LoginCache
 from mailwarden.model import Accepted, Account, Denied
 from tests.conftest import EngineFactory
 from tests.helpers import attempt, hashed

@@ -10,10 +10,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from mailwarden.directories.memory import check_account
-from mailwarden.errors import ImportError_, InvalidAccount
-from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
-from mailwarden.passwdfile import (
+from mailwarden.accounts.passwdfile import (
     MAX_LINE_LENGTH,
     PasswdFileError,
     bounded_lines,
@@ -23,6 +20,9 @@ from mailwarden.passwdfile import (
     quota_limits,
     read_accounts,
 )
+from mailwarden.directories.memory import check_account
+from mailwarden.errors import ImportError_, InvalidAccount
+from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
 
 
 def parse(line: str) -> Account:

@@ -2,7 +2,7 @@
 
 The package is split by layer (see docs/architecture.md): pure value types,
 schemes and protocol cores that do no I/O, directories that do, the one
-:class:`~mailwarden.engine.Engine` that holds all policy, and thin front ends.
+:class:`~mailwarden.auth.engine.Engine` that holds all policy, and thin front ends.
 """
 
 __version__ = "0.1.0"

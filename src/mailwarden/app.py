@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailwarden import __version__, schemes, sdnotify
-from mailwarden.admin import AccountAdmin
+from mailwarden.accounts.edit import AccountAdmin
+from mailwarden.auth.engine import Engine
 from mailwarden.config import Config
 from mailwarden.directories.base import Directory
 from mailwarden.directories.sqlite import SQLiteDirectory
-from mailwarden.engine import Engine
 from mailwarden.errors import ConfigError, HashingUnavailable, TemporaryFailure
 from mailwarden.frontends.inherited import InheritedSockets
-from mailwarden.guard import Guard
-from mailwarden.hashing import Hasher
+from mailwarden.guard.policy import Guard
+from mailwarden.guard.stores.base import GuardStore
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Accepted, AuthAttempt, AuthOutcome, LookupOutcome
-from mailwarden.stores.base import GuardStore
 
 # The LDAP driver and the front ends are imported where they are used: every
 # one-shot command (checkpassword runs once per login) would otherwise pay about
@@ -81,11 +81,11 @@ async def open_guard(config: Config, *, via_daemon: bool = False) -> Guard:
     if via_daemon and config.guard.store == "memory" and control:
         path = resolve_path(config, control)
         if path.exists():
-            from mailwarden.stores.control import ControlStore  # noqa: PLC0415 - lean start
+            from mailwarden.guard.stores.control import ControlStore  # noqa: PLC0415 - lean start
 
             store = ControlStore(path)
     if config.guard.store == "redis":
-        from mailwarden.stores.redis import RedisStore  # noqa: PLC0415 - lean start
+        from mailwarden.guard.stores.redis import RedisStore  # noqa: PLC0415 - lean start
 
         store = await RedisStore.open(config.guard.redis, resolve=lambda p: resolve_path(config, p))
     return Guard(config.guard, store)

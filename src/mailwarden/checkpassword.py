@@ -589,8 +589,8 @@ def _forward(config: str | None, login: Login, request: Request) -> int:
     """Cluster session forwarding: the account lives on another mail host (the engine
     said so with proxy fields). Log in there and relay instead of exec'ing locally."""
     from mailwarden import config as config_mod  # noqa: PLC0415 - forwarded sessions only
+    from mailwarden.cluster import relay  # noqa: PLC0415
     from mailwarden.errors import ConfigError  # noqa: PLC0415
-    from mailwarden.frontends import relay  # noqa: PLC0415
 
     host = login.passdb["host"]
     if request.apop_digest is not None:

@@ -25,9 +25,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mailwarden import __version__, accounts, cliargs, cliout, passwdfile, schemes
+from mailwarden import __version__, cliargs, cliout, schemes
 from mailwarden import config as config_mod
-from mailwarden.accounts import account_to_json
+from mailwarden.accounts import passwdfile
+from mailwarden.accounts import rules as accounts
+from mailwarden.accounts.rules import account_to_json
 from mailwarden.app import (
     App,
     authenticate_and_describe,
@@ -615,7 +617,7 @@ def pw(
             fail_doveadm("reverse password verification check failed: Password mismatch")
         click.echo(f"{test_hash} (verified)")
         return
-    from mailwarden.engine import policy_from_config  # noqa: PLC0415 - cheap, keeps pw lean
+    from mailwarden.auth.engine import policy_from_config  # noqa: PLC0415 - cheap, keeps pw lean
 
     value = schemes.generate(
         password, name, user=user, rounds=rounds, policy=policy_from_config(cfg)

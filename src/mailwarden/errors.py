@@ -17,7 +17,7 @@ owns the connection.
     │   ├── DirectoryUnavailable       directories/*: database or LDAP down, timeout
     │   │   └── DirectoryMissing       directories/sqlite.py: no database file yet; the
     │   │                              command line exits 78 (run ``mailwarden init``)
-    │   ├── HashingUnavailable         hashing.py: worker pool broken or shut down
+    │   ├── HashingUnavailable         hashing/pool.py: worker pool broken or shut down
     │   ├── StoreUnavailable           stores/*: Redis down or slow; caught by the guard,
     │   │                              which carries on with local state (never Unavailable)
     │   ├── MailUnsent                 mailgate/mail.py: the MTA refused a reply; the

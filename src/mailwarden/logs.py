@@ -1,6 +1,6 @@
 """Log formatting: text for a terminal, one JSON object per line for journald/collectors.
 
-Decision lines (engine.py) carry their fields in ``record.decision`` (request id,
+Decision lines (auth/engine.py) carry their fields in ``record.decision`` (request id,
 front end, service, mechanism, user, remote IP, result, reason); in JSON they
 become top-level keys, so fail2ban or a log shipper can match them without
 parsing prose. Never a password or a hash: the engine does not put them there.

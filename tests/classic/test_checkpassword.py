@@ -413,7 +413,7 @@ def imported_modules(cfg: Path, block: bytes) -> set[str]:
     return {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
 
 
-LEAN_FORBIDDEN = {"click", "rich", "asyncio", "sqlite3", "mailwarden.engine", "mailwarden.cli"}
+LEAN_FORBIDDEN = {"click", "rich", "asyncio", "sqlite3", "mailwarden.auth.engine", "mailwarden.cli"}
 
 
 def test_the_daemon_path_imports_no_click_rich_asyncio_sqlite_or_engine(
@@ -427,7 +427,7 @@ def test_the_daemon_path_imports_no_click_rich_asyncio_sqlite_or_engine(
     assert imported_modules(local_cfg, b"alice\0secret\0\0") & LEAN_FORBIDDEN == {
         "asyncio",
         "sqlite3",
-        "mailwarden.engine",
+        "mailwarden.auth.engine",
     }
 
 

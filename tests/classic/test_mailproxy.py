@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailwarden.cluster.mailproxy import LoggedIn, LoginDialog, Refused, Send, client_reply
 from mailwarden.errors import ProtocolError
-from mailwarden.protocols.mailproxy import LoggedIn, LoginDialog, Refused, Send, client_reply
 
 
 def test_pop3_sends_user_then_pass_and_ends_with_the_hosts_reply() -> None:

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import SaslauthdConfig
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.saslauthd import start_saslauthd
 from mailwarden.protocols import saslauthd as proto

@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from mailwarden.admin import AccountAdmin
+from mailwarden.accounts.edit import AccountAdmin
+from mailwarden.auth.engine import Engine
 from mailwarden.config import LdapConfig
 from mailwarden.directories.base import Directory
 from mailwarden.directories.ldap import MODIFY_ATTEMPTS, LDAPDirectory
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
-from mailwarden.engine import Engine
 from mailwarden.errors import AccountChanged
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account, Profile
 from tests.helpers import FAST
 

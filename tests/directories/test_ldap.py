@@ -19,13 +19,13 @@ import ldap  # type: ignore[import-untyped]
 import pytest
 import pytest_asyncio
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import LdapConfig
 from mailwarden.directories.base import Directory
 from mailwarden.directories.ldap import LDAPDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
-from mailwarden.engine import Engine
 from mailwarden.errors import DirectoryUnavailable, InvalidAccount
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import (
     Accepted,
     Account,

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import LdapConfig
 from mailwarden.directories.base import Directory
 from mailwarden.directories.ldap import LDAPDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
-from mailwarden.engine import Engine
 from mailwarden.frontends.dovecot import DovecotServer, Role, start_dovecot
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account, AccountStatus
 from tests.frontends.test_dovecot_frontend import Peer, config_with, plain
 from tests.helpers import hashed

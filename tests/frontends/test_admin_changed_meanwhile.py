@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest_asyncio
 
-from mailwarden.admin import AccountAdmin
+from mailwarden.accounts.edit import AccountAdmin
+from mailwarden.auth.engine import Engine
 from mailwarden.directories.base import Modified
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.errors import AccountChanged
 from mailwarden.frontends.http import HttpApi, HttpServer, start_http
 from mailwarden.model import Account

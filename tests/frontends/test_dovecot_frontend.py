@@ -1,7 +1,7 @@
 """The asyncio Dovecot front end over real UNIX sockets, with a real engine.
 
 Every test starts :func:`start_dovecot` on sockets in a temporary directory, with
-an :class:`~mailwarden.engine.Engine` over a MemoryDirectory (or a real SQLite
+an :class:`~mailwarden.auth.engine.Engine` over a MemoryDirectory (or a real SQLite
 directory that was closed, for backend failures), and talks to it as Postfix,
 Exim, doveadm or a login process would: bytes on a socket, nothing patched.
 """

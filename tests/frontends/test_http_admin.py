@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from mailwarden.admin import AccountAdmin
+from mailwarden.accounts.edit import AccountAdmin
+from mailwarden.auth.engine import Engine
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.frontends.http import HttpServer, start_http
 from mailwarden.model import Accepted, Denied
 from tests.frontends.test_http_frontend import CONFIG, Response, auth, request
@@ -301,7 +301,7 @@ async def test_the_auth_endpoint_credentials_still_work_and_are_unaffected(
 
 
 def test_generated_passwords_never_start_with_a_dash() -> None:
-    from mailwarden.admin import generate_password
+    from mailwarden.accounts.edit import generate_password
 
     passwords = [generate_password() for _ in range(2000)]
     assert not any(p.startswith(b"-") for p in passwords)

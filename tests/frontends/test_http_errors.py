@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from mailwarden.admin import AccountAdmin
+from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.app import App, check_backends, running_app
+from mailwarden.auth.engine import Engine
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.frontends.http import HttpApi, HttpServer, start_http
 from tests.frontends.test_http_frontend import (
     CONFIG,

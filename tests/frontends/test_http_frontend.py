@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.frontends.http import OPENAPI_PATH, HttpApi, HttpServer, openapi, start_http
 from mailwarden.model import Account, AccountStatus
 from mailwarden.protocols import admin_api

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailwarden.auth.engine import Engine
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.frontends.http import HttpServer, start_http
 from mailwarden.metrics import Metrics, state_collector
 from tests.frontends.test_http_frontend import CONFIG, auth, request

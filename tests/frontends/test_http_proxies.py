@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mailwarden.admin import AccountAdmin
+from mailwarden.accounts.edit import AccountAdmin
+from mailwarden.auth.engine import Engine
 from mailwarden.config import loads
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.errors import ConfigError
 from mailwarden.frontends.http import HttpApi, start_http
 from tests.frontends.test_web import WEB_CONFIG, Client, Clock, Served

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
-from mailwarden.engine import Engine
 from mailwarden.errors import ConfigError
 from mailwarden.frontends.http import HttpServer, start_http
 from tests.helpers import Pem, make_cert

@@ -19,14 +19,14 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import GuardConfig, HttpConfig, SaslauthdConfig
-from mailwarden.engine import Engine
 from mailwarden.frontends.connlimit import FD_RESERVE, check_fd_budget, raise_fd_limit
 from mailwarden.frontends.control import ControlServer
 from mailwarden.frontends.dovecot import Role
 from mailwarden.frontends.http import HttpServer, start_http
 from mailwarden.frontends.saslauthd import start_saslauthd
-from mailwarden.guard import SOURCE_CACHE_SIZE, Guard
+from mailwarden.guard.policy import SOURCE_CACHE_SIZE, Guard
 from mailwarden.metrics import Metrics
 from mailwarden.model import Denied, DenyReason
 from mailwarden.protocols import saslauthd as sasl_proto

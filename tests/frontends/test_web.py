@@ -22,9 +22,9 @@ from urllib.parse import urlencode
 import pytest
 import pytest_asyncio
 
-from mailwarden.admin import AccountAdmin
+from mailwarden.accounts.edit import AccountAdmin
+from mailwarden.auth.engine import Engine
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.errors import ConfigError
 from mailwarden.frontends.http import HttpApi, HttpServer, start_http
 from mailwarden.frontends.web import WebUi, load_secret, openpgp_fingerprint, password_problem

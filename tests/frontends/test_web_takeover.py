@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from mailwarden.admin import AccountAdmin
+from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.frontends.http import HttpApi, start_http
 from mailwarden.model import Account, Profile

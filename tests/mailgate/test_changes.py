@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailwarden.accounts import validate
+from mailwarden.accounts.rules import validate
 from mailwarden.config import MailgateConfig
 from mailwarden.errors import DirectoryUnavailable
 from mailwarden.mailgate.changes import (

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mailwarden.admin import AccountAdmin
+from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.config import MailgateConfig
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.mailgate import mime

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailwarden import schemes
+from mailwarden.auth.engine import Engine
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
-from mailwarden.engine import Engine
 from mailwarden.frontends.dovecot import DovecotServer, start_dovecot
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account
 from tests.helpers import make_config
 

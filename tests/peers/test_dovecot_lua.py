@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.frontends.http import HttpServer, start_http
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account, AccountStatus
 from tests.helpers import make_cert, make_config
 from tests.peers.conftest import (

@@ -58,7 +58,7 @@ def hash_workers(pid: int) -> list[int]:
                 cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
             except FileNotFoundError:
                 continue
-            if b"mailwarden.hashworker" in cmdline:
+            if b"mailwarden.hashing.worker" in cmdline:
                 found.append(int(child))
     return sorted(found)
 

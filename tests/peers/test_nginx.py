@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.engine import Engine
 from mailwarden.frontends.http import HttpServer, start_http
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account
 from tests.helpers import make_config
 from tests.peers.conftest import START_TIMEOUT, connectable, private_dir, stop_process, wait_until

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwarden.accounts import account_to_json, apply_json
+from mailwarden.accounts.rules import account_to_json, apply_json
 from mailwarden.errors import AccountError, ProtocolError
 from mailwarden.model import Account
 from mailwarden.protocols import admin_api

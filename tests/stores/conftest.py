@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from mailwarden.config import RedisConfig
-from mailwarden.stores.redis import RedisStore
+from mailwarden.guard.stores.redis import RedisStore
 from tests.redisserver import RedisServer, have_redis, running_redis
 
 _prefixes = itertools.count()

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest_asyncio
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import Config, GuardConfig, GuardRule
 from mailwarden.directories.sqlite import SQLiteDirectory
-from mailwarden.engine import Engine
-from mailwarden.guard import Guard
-from mailwarden.hashing import Hasher
+from mailwarden.guard.policy import Guard
+from mailwarden.guard.stores.redis import RedisStore
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Accepted, Account, Denied, DenyReason
-from mailwarden.stores.redis import RedisStore
 from tests.helpers import FAST, attempt, hashed
 from tests.redisserver import RedisServer
 from tests.stores.conftest import redis_config

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from mailwarden.config import GuardConfig, GuardRule
-from mailwarden.guard import Guard
-from mailwarden.stores.redis import RedisStore
+from mailwarden.guard.policy import Guard
+from mailwarden.guard.stores.redis import RedisStore
 from tests.redisserver import RedisServer
 from tests.stores.conftest import redis_config
 

@@ -20,7 +20,7 @@ import pytest
 
 from mailwarden.config import RedisConfig
 from mailwarden.errors import ConfigError, StoreUnavailable
-from mailwarden.stores.redis import RedisStore
+from mailwarden.guard.stores.redis import RedisStore
 from tests.helpers import make_cert
 from tests.redisserver import REDIS_SERVER, RedisServer, answers, free_port
 from tests.stores.conftest import redis_config

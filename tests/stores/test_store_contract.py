@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from mailwarden.stores.base import Ban, GuardStore
-from mailwarden.stores.memory import MemoryStore
-from mailwarden.stores.redis import RedisStore
+from mailwarden.guard.stores.base import Ban, GuardStore
+from mailwarden.guard.stores.memory import MemoryStore
+from mailwarden.guard.stores.redis import RedisStore
 from tests.redisserver import RedisServer
 from tests.stores.conftest import redis_config
 

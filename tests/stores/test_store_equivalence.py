@@ -20,9 +20,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailwarden.stores.base import GuardStore
-from mailwarden.stores.memory import MemoryStore
-from mailwarden.stores.redis import RedisStore
+from mailwarden.guard.stores.base import GuardStore
+from mailwarden.guard.stores.memory import MemoryStore
+from mailwarden.guard.stores.redis import RedisStore
 from tests.redisserver import RedisServer
 from tests.stores.conftest import redis_config
 

@@ -2,7 +2,7 @@
 
 Each front end owns its listeners and connections and nothing else: it reads bytes,
 hands them to a sans-I/O codec from :mod:`mailwarden.protocols` (and SASL
-mechanisms from :mod:`mailwarden.sasl`), asks the :class:`~mailwarden.engine.Engine`
+mechanisms from :mod:`mailwarden.sasl`), asks the :class:`~mailwarden.auth.engine.Engine`
 for every decision, and writes the codec's reply bytes. Policy lives in the engine;
 wire formats live in the codecs. What belongs here is what needs the event loop:
 sockets and their permissions, concurrency of requests, delays and timeouts, and

@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from mailwarden.engine import Engine
+from mailwarden.auth.engine import Engine
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.connlimit import ConnectionGate, IdleTimer
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
+from mailwarden.guard.stores.control import METHODS
 from mailwarden.protocols import control as proto
-from mailwarden.stores.control import METHODS
 
 log = logging.getLogger("mailwarden.control")
 
@@ -132,7 +132,7 @@ class ControlServer:
         raise ProtocolError(f"unknown op {request.op!r}")  # pragma: no cover - OPS is checked
 
     async def _store(self, method: object, args: object) -> Any:
-        """A guard-store operation of a one-shot command (stores/control.py), run on
+        """A guard-store operation of a one-shot command (guard/stores/control.py), run on
         the daemon's own store so that both see one state."""
         if not isinstance(method, str) or method not in METHODS:
             raise ProtocolError(f"store: method must be one of {', '.join(sorted(METHODS))}")

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import assert_never
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import DovecotConfig
-from mailwarden.engine import Engine
 from mailwarden.errors import ConfigError
 from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.dovecot_client import ClientConnection

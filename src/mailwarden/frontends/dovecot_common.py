@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import DovecotConfig
-from mailwarden.engine import Engine
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.connlimit import ConnectionGate, IdleTimer
 from mailwarden.frontends.dovecot_sockets import peer_credentials, trusted_peers

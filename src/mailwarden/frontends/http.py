@@ -34,9 +34,9 @@ from urllib.parse import parse_qs
 
 import uvicorn
 
-from mailwarden.admin import AccountAdmin, generate_password
+from mailwarden.accounts.edit import AccountAdmin, generate_password
+from mailwarden.auth.engine import Engine, userdb_fields
 from mailwarden.config import HttpConfig
-from mailwarden.engine import Engine, userdb_fields
 from mailwarden.errors import (
     AccountChanged,
     AccountError,

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import assert_never
 
+from mailwarden.auth.engine import Engine
 from mailwarden.config import SaslauthdConfig
-from mailwarden.engine import Engine
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.delay import delay_failure

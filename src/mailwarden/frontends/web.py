@@ -3,7 +3,7 @@
 What belongs here: routing of ``/ui/...``, sessions and CSRF tokens, reading forms
 with a size limit, rendering server-side HTML (``string.Template`` around the
 layout in ``mailwarden/web/``, every value through :func:`html.escape`) and
-calling the one code path for each change: :class:`~mailwarden.admin.AccountAdmin`
+calling the one code path for each change: :class:`~mailwarden.accounts.edit.AccountAdmin`
 for accounts, :meth:`Engine.authenticate` for a user's sign-in, the guard for bans.
 ``HttpApi`` (frontends/http.py) hands every ``/ui`` path to :class:`WebUi`.
 
@@ -57,9 +57,9 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
-from mailwarden.admin import AccountAdmin, generate_password
+from mailwarden.accounts.edit import AccountAdmin, generate_password
+from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
-from mailwarden.engine import Engine
 from mailwarden.errors import (
     AccountChanged,
     AccountError,

@@ -30,7 +30,7 @@ import enum
 import logging
 import secrets
 
-from mailwarden.engine import Engine
+from mailwarden.auth.engine import Engine
 from mailwarden.errors import TemporaryFailure
 from mailwarden.model import (
     Accepted,

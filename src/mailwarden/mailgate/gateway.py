@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from mailwarden.admin import AccountAdmin, generate_password
+from mailwarden.accounts.edit import AccountAdmin, generate_password
 from mailwarden.config import MailgateConfig
 from mailwarden.directories.base import Directory
 from mailwarden.errors import AccountError, DirectoryUnavailable

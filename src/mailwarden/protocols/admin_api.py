@@ -1,7 +1,7 @@
 """The admin API's requests and replies (``/api/v1/accounts...``): pure functions.
 
 Routing, the bearer-token check and the calls into
-:class:`~mailwarden.admin.AccountAdmin` live in frontends/http.py; what a request
+:class:`~mailwarden.accounts.edit.AccountAdmin` live in frontends/http.py; what a request
 body must contain and what a reply looks like lives here, so both can be tested
 without a server.
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from mailwarden.accounts import account_to_json
+from mailwarden.accounts.rules import account_to_json
 from mailwarden.errors import ProtocolError
 from mailwarden.model import Account
 from mailwarden.protocols.nauthilus import Reply

@@ -4,7 +4,7 @@ A scheme is a small object with a name that can *generate* an encoded hash for a
 password and *verify* a password against one (passlib's interface, without its
 metaprogramming). Schemes are pure: no I/O, no asyncio. Whether a verification is
 expensive enough to leave the event loop is a property of the scheme (``heavy``);
-``mailwarden.hashing`` acts on it.
+``mailwarden.hashing.pool`` acts on it.
 """
 
 from __future__ import annotations

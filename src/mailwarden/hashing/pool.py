@@ -5,7 +5,7 @@ cost more than the hash. Heavy ones (the crypt family, bcrypt, argon2, PBKDF2,
 SCRAM) run elsewhere, one worker per core:
 
 * in the daemon (``processes=True``), verifications go to worker processes
-  (:class:`ProcessPool`, :mod:`mailwarden.hashworker`), each fed through a pipe,
+  (:class:`ProcessPool`, :mod:`mailwarden.hashing.worker`), each fed through a pipe,
   the frames of one turn of the event loop written together; the workers start
   with :meth:`Hasher.start` or with the first verification that needs them;
 * otherwise (one-shot commands, tests) and for everything that is not a stored-hash
@@ -43,7 +43,7 @@ from mailwarden.errors import (
     SchemeError,
     UnknownScheme,
 )
-from mailwarden.protocols.hashwork import FrameReader, Request, encode_frame
+from mailwarden.hashing.frames import FrameReader, Request, encode_frame
 from mailwarden.schemes.base import HashPolicy, StoredHash
 
 log = logging.getLogger("mailwarden.hashing")
@@ -279,7 +279,7 @@ class ProcessPool:
             lambda: _Worker(self),
             sys.executable,
             "-m",
-            "mailwarden.hashworker",
+            "mailwarden.hashing.worker",
             env=_worker_env(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

@@ -50,13 +50,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol, TypeAlias
 
 from mailwarden import schemes
+from mailwarden.auth.dummies import DummyHashes
+from mailwarden.auth.usernames import UsernameRules
 from mailwarden.config import Config
 from mailwarden.directories.base import Directory
-from mailwarden.dummies import DummyHashes
 from mailwarden.errors import SchemeError, TemporaryFailure
-from mailwarden.guard import Guard, unknown_subject
-from mailwarden.hashing import Hasher
-from mailwarden.logincache import LoginCache
+from mailwarden.guard.logincache import LoginCache
+from mailwarden.guard.policy import Guard, unknown_subject
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import (
     Accepted,
     Account,
@@ -77,7 +78,6 @@ from mailwarden.model import (
 from mailwarden.records import record
 from mailwarden.schemes import scram
 from mailwarden.schemes.base import HashPolicy, StoredHash
-from mailwarden.usernames import UsernameRules
 
 log = logging.getLogger("mailwarden.auth")
 # Step-by-step lines of a decision the caller asked to debug (Dovecot's ``debug``

@@ -1,10 +1,10 @@
 """A hashing worker process: verifies password hashes for the daemon, one at a time.
 
 ``mailwarden serve`` starts ``hashing.workers`` of these (``python -m
-mailwarden.hashworker``) and hands them the heavy verifications
-(:class:`mailwarden.hashing.ProcessPool`); docs/architecture.md says why processes
+mailwarden.hashing.worker``) and hands them the heavy verifications
+(:class:`mailwarden.hashing.pool.ProcessPool`); docs/architecture.md says why processes
 and not threads. The worker reads requests from stdin and writes one answer per
-request to stdout, in the frames of :mod:`mailwarden.protocols.hashwork` (a 4-byte length,
+request to stdout, in the frames of :mod:`mailwarden.hashing.frames` (a 4-byte length,
 then a ``marshal`` tuple). It has no state beyond the bytes it has read, and it
 exits when stdin ends (the daemon closed it, or died). SIGINT is ignored: a
 Ctrl-C in the daemon's terminal reaches the whole process group, and the daemon
@@ -21,7 +21,7 @@ import signal
 
 from mailwarden import schemes
 from mailwarden.errors import SchemeError
-from mailwarden.protocols.hashwork import Answer, FrameReader, Request, encode_frame
+from mailwarden.hashing.frames import Answer, FrameReader, Request, encode_frame
 from mailwarden.schemes.base import StoredHash
 
 READ_SIZE = 65536

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from mailwarden.errors import ProtocolError, StoreUnavailable
+from mailwarden.guard.stores.base import Ban, FlushHandler
 from mailwarden.protocols import control
-from mailwarden.stores.base import Ban, FlushHandler
 
 #: The store methods the daemon runs for a ``store`` op (its guard checks the list).
 METHODS = frozenset({"hit", "counts", "ban", "banned", "bans", "unban", "add_member", "has_member"})
 
 
 class ControlStore:
-    """:class:`~mailwarden.stores.base.GuardStore` backed by the daemon's control socket."""
+    """:class:`~mailwarden.guard.stores.base.GuardStore` backed by the daemon's control socket."""
 
     def __init__(self, path: Path, *, timeout: float = 2.0) -> None:
         self.path = path

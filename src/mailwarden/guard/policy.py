@@ -55,9 +55,9 @@ from typing import TypeVar
 
 from mailwarden.config import GuardConfig, GuardRule
 from mailwarden.errors import StoreUnavailable
+from mailwarden.guard.stores.base import Ban, FlushHandler, GuardStore
+from mailwarden.guard.stores.memory import MemoryStore
 from mailwarden.lograte import RateLimitedLog
-from mailwarden.stores.base import Ban, FlushHandler, GuardStore
-from mailwarden.stores.memory import MemoryStore
 
 log = logging.getLogger("mailwarden.guard")
 

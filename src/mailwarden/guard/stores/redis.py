@@ -1,6 +1,6 @@
 """The shared guard store: Redis, for every worker process and every node of a site.
 
-Same semantics as :class:`~mailwarden.stores.memory.MemoryStore` (the contract
+Same semantics as :class:`~mailwarden.guard.stores.memory.MemoryStore` (the contract
 tests run one suite over both), built from plain commands, MULTI transactions
 and one optimistic WATCH, none newer than Redis 5.0; no server-side scripts;
 Sentinel-managed masters too. Key layout, under ``key_prefix`` (``P``)::
@@ -56,7 +56,7 @@ from redis.exceptions import RedisError, WatchError
 
 from mailwarden.config import RedisConfig
 from mailwarden.errors import ConfigError, StoreUnavailable
-from mailwarden.stores.base import Ban, FlushHandler
+from mailwarden.guard.stores.base import Ban, FlushHandler
 
 log = logging.getLogger("mailwarden.stores.redis")
 
@@ -93,7 +93,7 @@ def _ms(seconds: float) -> int:
 
 
 class RedisStore:
-    """:class:`~mailwarden.stores.base.GuardStore` in Redis (see module docstring)."""
+    """:class:`~mailwarden.guard.stores.base.GuardStore` in Redis (see module docstring)."""
 
     def __init__(
         self,

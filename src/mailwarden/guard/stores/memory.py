@@ -14,13 +14,13 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from mailwarden.stores.base import Ban, FlushHandler
+from mailwarden.guard.stores.base import Ban, FlushHandler
 
 DEFAULT_MAX_KEYS = 200_000
 
 
 class MemoryStore:
-    """:class:`~mailwarden.stores.base.GuardStore` in this process's memory."""
+    """:class:`~mailwarden.guard.stores.base.GuardStore` in this process's memory."""
 
     def __init__(self, *, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.max_keys = max_keys

@@ -1,7 +1,7 @@
 """The ``GuardStore`` protocol: the guard's shared state, behind a few simple primitives.
 
-Two implementations: :mod:`~mailwarden.stores.memory` (one process, the default)
-and :mod:`~mailwarden.stores.redis` (every worker and node of a site). The guard
+Two implementations: :mod:`~mailwarden.guard.stores.memory` (one process, the default)
+and :mod:`~mailwarden.guard.stores.redis` (every worker and node of a site). The guard
 (guard.py) holds all policy; a store only counts, remembers and forgets, so both
 behave the same and the Redis one needs no server-side scripts.
 

@@ -3,7 +3,7 @@
 The CLI (``mailwarden user ...``) and the HTTP admin API both call :class:`AccountAdmin`;
 neither talks to the directory for writes itself. That keeps three rules in one place:
 
-* every field is checked by :func:`mailwarden.accounts.validate` before it is stored;
+* every field is checked by :func:`mailwarden.accounts.rules.validate` before it is stored;
 * new passwords are hashed on the hashing pool with the configured scheme, and a
   password is never returned or logged (only generated ones are returned, once);
 * every change that can alter a login decision (password, status, service switches,
@@ -26,11 +26,12 @@ import dataclasses
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 
-from mailwarden import accounts, schemes
+from mailwarden import schemes
+from mailwarden.accounts import rules as accounts
+from mailwarden.auth.engine import Engine
 from mailwarden.directories.base import Directory
-from mailwarden.engine import Engine
 from mailwarden.errors import AccountNotFound, InvalidAccount
-from mailwarden.hashing import Hasher
+from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account, AccountStatus
 
 #: Length in bytes of the entropy of a generated password (24 URL-safe characters).

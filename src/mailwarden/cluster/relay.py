@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from mailwarden.cluster import mailproxy
 from mailwarden.errors import ProtocolError
-from mailwarden.protocols import mailproxy
 
 EXIT_OK = 0
 EXIT_TEMPFAIL = 111
