@@ -19,6 +19,7 @@ import os
 import socket
 
 from mailwarden.errors import ConfigError
+from mailwarden.frontends.inherited import listen_addresses
 
 __all__ = ["Activated", "listen_fds"]
 
@@ -59,15 +60,7 @@ class Activated:
 
     def take_tcp(self, address: str, *, key: str) -> list[socket.socket]:
         """The passed TCP sockets of ``host:port`` (one per address the host resolves to)."""
-        host, _, port = address.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        try:
-            infos = socket.getaddrinfo(
-                host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {address}: {exc}", key=key) from exc
-        wanted = {(info[0], info[4][:2]) for info in infos}
+        wanted = {(family, addr[:2]) for family, _, addr in listen_addresses(address, key=key)}
         found = [
             sock
             for sock in self._left

@@ -47,9 +47,12 @@ class InheritedSockets:
         self._sockets.clear()
 
 
-def bind_tcp(address: str, *, key: str, backlog: int = 100) -> list[socket.socket]:
-    """Listening sockets for ``host:port``: one per address the host name resolves to,
-    as ``asyncio.start_server`` would bind them (port 0: any free port)."""
+def listen_addresses(
+    address: str, *, key: str
+) -> list[tuple[socket.AddressFamily, int, tuple[object, ...]]]:
+    """``(family, proto, sockaddr)`` of each address a listener on ``host:port``
+    binds, as ``asyncio.start_server`` would (an empty host: every address); a host
+    that does not resolve is a ConfigError naming ``key``."""
     host, _, port = address.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     try:
@@ -58,10 +61,16 @@ def bind_tcp(address: str, *, key: str, backlog: int = 100) -> list[socket.socke
         )
     except OSError as exc:
         raise ConfigError(f"cannot listen on {address}: {exc}", key=key) from exc
+    return [(family, proto, tuple(sockaddr)) for family, _type, proto, _name, sockaddr in infos]
+
+
+def bind_tcp(address: str, *, key: str, backlog: int = 100) -> list[socket.socket]:
+    """Listening sockets for ``host:port``: one per address the host name resolves to,
+    as ``asyncio.start_server`` would bind them (port 0: any free port)."""
     sockets: list[socket.socket] = []
     seen: set[tuple[int, object]] = set()
     try:
-        for family, _type, proto, _name, sockaddr in infos:
+        for family, proto, sockaddr in listen_addresses(address, key=key):
             if (family, sockaddr) in seen:
                 continue
             seen.add((family, sockaddr))
