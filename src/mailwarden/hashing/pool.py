@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import mailwarden
 from mailwarden import schemes
 from mailwarden.errors import (
     HashingUnavailable,
@@ -231,7 +232,7 @@ class _Worker(asyncio.SubprocessProtocol):
 #: The folder that holds the mailwarden package. A worker is told where it is: the
 #: command ``make install`` writes runs the system Python with the packages in a
 #: folder of their own, which is not on the interpreter's default path.
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_ROOT = str(Path(mailwarden.__file__).resolve().parent.parent)
 
 
 def _worker_env() -> dict[str, str]:
