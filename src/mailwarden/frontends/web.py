@@ -58,6 +58,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 from mailwarden.accounts.edit import AccountAdmin, generate_password
+from mailwarden.accounts.sshkeys import key_refusal, parse_key_line
 from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
 from mailwarden.errors import (
@@ -73,7 +74,6 @@ from mailwarden.frontends import web_auth
 from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.frontends.web_auth import SERVICE, Proof
 from mailwarden.mailgate.changes import ChangePolicy, LineStatus, process_change
-from mailwarden.mailgate.sshkeys import key_refusal, parse_key_line
 from mailwarden.metrics import Metrics
 from mailwarden.model import (
     Account,
