@@ -23,11 +23,13 @@ import pytest
 import pytest_asyncio
 
 from mailwarden.accounts.edit import AccountAdmin
+from mailwarden.accounts.errors import FieldError
 from mailwarden.auth.engine import Engine
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.errors import ConfigError
 from mailwarden.frontends.http import HttpApi, HttpServer, start_http
-from mailwarden.frontends.web import WebUi, load_secret, openpgp_fingerprint, password_problem
+from mailwarden.frontends.web import WebUi, load_secret, password_problem
+from mailwarden.mailgate.pgp import public_key_fingerprint as openpgp_fingerprint
 from mailwarden.metrics import Metrics
 from mailwarden.model import Accepted, Account, AccountStatus, Denied
 from tests.conftest import EngineFactory
@@ -459,11 +461,11 @@ def test_the_openpgp_fingerprint_is_the_one_gpg_prints(pgp_key: tuple[str, str])
     armored, fpr = pgp_key
     assert openpgp_fingerprint(armored) == fpr
     damaged = armored.replace(armored.splitlines()[3][:8], "AAAAAAAA", 1)
-    with pytest.raises(ValueError, match="checksum"):
+    with pytest.raises(FieldError, match="checksum"):
         openpgp_fingerprint(damaged)
-    with pytest.raises(ValueError, match="private key"):
+    with pytest.raises(FieldError, match="private key"):
         openpgp_fingerprint("-----BEGIN PGP PRIVATE KEY BLOCK-----\n...")
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(FieldError, match="exactly one"):
         openpgp_fingerprint("hello")
 
 
