@@ -109,6 +109,9 @@ class Client:
                 self.cookies[name] = value
         return r
 
+    def cookie_header(self) -> str:
+        return "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+
     async def form_token(self, path: str) -> str:
         r = await self.go("GET", path)
         assert r.status == 200, r.body
@@ -617,3 +620,20 @@ async def test_a_user_opening_an_admin_page_keeps_their_session(served: Served) 
     assert r.headers["location"] == "/ui/admin/login"
     assert "set-cookie" not in r.headers
     assert (await c.go("GET", "/ui/me")).status == 200
+
+
+async def test_a_form_with_raw_non_ascii_or_too_many_fields_is_refused_unread(
+    served: Served,
+) -> None:
+    c = Client(served)
+    token = await c.form_token("/ui/login")
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": c.cookie_header()}
+    raw = f"csrf={token}&username=al\u00efce&password=x".encode()
+    r = await request(served.server, "POST", "/ui/login", raw, headers=headers)
+    assert r.status == 400 and b"could not be read" in r.body
+    many = urlencode({"csrf": token, **{f"f{i}": "x" for i in range(600)}}).encode()
+    r = await request(served.server, "POST", "/ui/login", many, headers=headers)
+    assert r.status == 400 and b"could not be read" in r.body
+    encoded = urlencode({"csrf": token, "username": "al\u00efce", "password": "x"}).encode()
+    r = await request(served.server, "POST", "/ui/login", encoded, headers=headers)
+    assert r.status == 400 and b"invalid login" in r.body

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
@@ -382,10 +383,18 @@ async def _parse_form(request: Request) -> FormData:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != _FORM_TYPE:
         raise Refused(415, "Forms are sent as application/x-www-form-urlencoded.")
+    # Starlette reads url-encoded bytes as latin-1, so raw (not percent-encoded)
+    # non-ASCII would be stored garbled: refused instead (browsers always encode).
+    body = await request.body()
+    if not body.isascii():
+        raise Refused(400, "The form could not be read.")
     try:
-        return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
-    except (UnicodeDecodeError, ValueError):
+        form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+    except MultiPartException:  # too many fields (newer Starlette counts them here too)
         raise Refused(400, "The form could not be read.") from None
+    if len(form.multi_items()) > MAX_FORM_FIELDS:  # older Starlette: multipart only
+        raise Refused(400, "The form could not be read.")
+    return form
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
