@@ -43,9 +43,9 @@ owns the connection.
     │                                  window; caught by the gateway, reported to the signer
     ├── TooComplex                     mailgate/mime.py: MIME nested too deep or too many
     │                                  parts; mailgate/pgp.py turns it into VerificationError
-    └── MailgateError                  mailgate/errors.py: a line of a signed ``change``
-                                       message is malformed; caught by mailgate.changes,
-                                       which halts processing and reports why
+    └── FieldError                     accounts/errors.py: an account field's value is
+                                       malformed (a ``change`` line, a web form); caught by
+                                       mailgate.changes (halts, reports why) and the web page
 
 A ``SchemeError`` met while verifying a login is logged by the engine and the login
 is denied: a stored value that can never verify is the administrator's problem, and

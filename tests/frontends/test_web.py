@@ -23,11 +23,13 @@ import pytest
 import pytest_asyncio
 
 from mailwarden.accounts.edit import AccountAdmin
+from mailwarden.accounts.errors import FieldError
 from mailwarden.auth.engine import Engine
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.errors import ConfigError
 from mailwarden.frontends.http import HttpApi, HttpServer, start_http
-from mailwarden.frontends.web import WebUi, load_secret, openpgp_fingerprint, password_problem
+from mailwarden.frontends.web import WebUi, load_secret, password_problem
+from mailwarden.mailgate.pgp import public_key_fingerprint as openpgp_fingerprint
 from mailwarden.metrics import Metrics
 from mailwarden.model import Accepted, Account, AccountStatus, Denied
 from tests.conftest import EngineFactory
@@ -106,6 +108,9 @@ class Client:
             else:
                 self.cookies[name] = value
         return r
+
+    def cookie_header(self) -> str:
+        return "; ".join(f"{k}={v}" for k, v in self.cookies.items())
 
     async def form_token(self, path: str) -> str:
         r = await self.go("GET", path)
@@ -459,11 +464,11 @@ def test_the_openpgp_fingerprint_is_the_one_gpg_prints(pgp_key: tuple[str, str])
     armored, fpr = pgp_key
     assert openpgp_fingerprint(armored) == fpr
     damaged = armored.replace(armored.splitlines()[3][:8], "AAAAAAAA", 1)
-    with pytest.raises(ValueError, match="checksum"):
+    with pytest.raises(FieldError, match="checksum"):
         openpgp_fingerprint(damaged)
-    with pytest.raises(ValueError, match="private key"):
+    with pytest.raises(FieldError, match="private key"):
         openpgp_fingerprint("-----BEGIN PGP PRIVATE KEY BLOCK-----\n...")
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(FieldError, match="exactly one"):
         openpgp_fingerprint("hello")
 
 
@@ -615,3 +620,20 @@ async def test_a_user_opening_an_admin_page_keeps_their_session(served: Served) 
     assert r.headers["location"] == "/ui/admin/login"
     assert "set-cookie" not in r.headers
     assert (await c.go("GET", "/ui/me")).status == 200
+
+
+async def test_a_form_with_raw_non_ascii_or_too_many_fields_is_refused_unread(
+    served: Served,
+) -> None:
+    c = Client(served)
+    token = await c.form_token("/ui/login")
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": c.cookie_header()}
+    raw = f"csrf={token}&username=al\u00efce&password=x".encode()
+    r = await request(served.server, "POST", "/ui/login", raw, headers=headers)
+    assert r.status == 400 and b"could not be read" in r.body
+    many = urlencode({"csrf": token, **{f"f{i}": "x" for i in range(600)}}).encode()
+    r = await request(served.server, "POST", "/ui/login", many, headers=headers)
+    assert r.status == 400 and b"could not be read" in r.body
+    encoded = urlencode({"csrf": token, "username": "al\u00efce", "password": "x"}).encode()
+    r = await request(served.server, "POST", "/ui/login", encoded, headers=headers)
+    assert r.status == 400 and b"invalid login" in r.body

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailwarden.accounts.rules import validate
+from mailwarden.accounts.sshkeys import parse_key_line
 from mailwarden.config import MailgateConfig
 from mailwarden.errors import DirectoryUnavailable
 from mailwarden.mailgate.changes import (
@@ -20,7 +21,6 @@ from mailwarden.mailgate.changes import (
     LineStatus,
     process_change,
 )
-from mailwarden.mailgate.sshkeys import parse_key_line
 from mailwarden.model import Account, Profile
 
 ALICE = Account(

@@ -87,7 +87,7 @@ class HttpApi:
         self.admin = admin
         self.metrics = metrics
         self.readiness = readiness
-        # The web page (frontends/web.py, docs/web.md) answers every /ui path.
+        # The web page (frontends/web/, docs/web.md) answers every /ui path.
         self.web = WebUi(engine, config, admin=admin, metrics=metrics)
         self.routes: dict[str, tuple[str, ...]] = {
             "/api/v1/auth/json": ("GET", "POST"),

@@ -44,7 +44,7 @@ Field names match case-insensitively; the seed's names (``c``, ``l``,
 ``labeledurl``), the LDAP spelling ``labeledURI``, the seed's misspelling
 ``labledurl`` and the Profile attribute names (``irc_nick``) all work.
 ``field:`` without a value never clears a field (``del`` does); the login shell
-cannot be deleted. Each field has its own check (``_FIELDS``); every value is
+cannot be deleted. Each field has its own check (``accounts/profile.py``); every value is
 bounded in length and may contain no control characters, line separators or
 bidirectional overrides:
 
@@ -73,17 +73,20 @@ import dataclasses
 import enum
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from mailwarden.mailgate.dns import DnsRecord, is_zone_wide, looks_like_dns_line, parse_dns_line
-from mailwarden.mailgate.errors import MailgateError
-from mailwarden.mailgate.position import parse_position_line
-from mailwarden.mailgate.sshkeys import key_refusal, looks_like_key_line, parse_key_line
+from mailwarden.accounts.dns import DnsRecord, is_zone_wide, looks_like_dns_line, parse_dns_line
+from mailwarden.accounts.errors import FieldError
+from mailwarden.accounts.position import parse_position_line
+from mailwarden.accounts.profile import (
+    SEED_FIELDS,
+    ChangePolicy,
+    checked_value,
+    deletable,
+    field_named,
+)
+from mailwarden.accounts.sshkeys import key_refusal, looks_like_key_line, parse_key_line
 from mailwarden.model import Account, Profile
-
-if TYPE_CHECKING:
-    from mailwarden.config import MailgateConfig
 
 __all__ = [
     "SEED_FIELDS",
@@ -94,57 +97,9 @@ __all__ = [
     "process_change",
 ]
 
-SEED_FIELDS: tuple[str, ...] = (
-    "c",
-    "l",
-    "facsimiletelephonenumber",
-    "telephonenumber",
-    "postaladdress",
-    "postalcode",
-    "loginshell",
-    "emailforward",
-    "ircnick",
-    "onvacation",
-    "labeledurl",
-)
 # Lines echoed longer than this are shortened in the report (the text is the
 # user's own, but a reply should not balloon with a pasted megabyte).
 MAX_ECHO = 300
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChangePolicy:
-    """What a ``change`` message may do; built from ``[mailgate]`` by the gateway.
-
-    ``fields`` are seed field names (lower case, see SEED_FIELDS) that may be
-    set; ``login_shells`` the only values ``loginshell`` accepts; ``dns_zone``
-    empty means DNS lines are not accepted at all; ``ssh_key_blocklist`` holds
-    ``SHA256:...`` fingerprints; ``dns_underscore_names`` the zone-wide names
-    (lower case, starting with ``_``) that DNS lines may nevertheless set.
-    """
-
-    fields: tuple[str, ...] = SEED_FIELDS
-    login_shells: tuple[str, ...] = ("/bin/sh", "/bin/bash")
-    dns_zone: str = ""
-    max_ssh_keys: int = 20
-    ssh_key_blocklist: frozenset[str] = frozenset()
-    max_dns_records: int = 50
-    atomic: bool = False
-    max_lines: int = 500
-    dns_underscore_names: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_config(cls, cfg: MailgateConfig) -> ChangePolicy:
-        """The policy of a ``[mailgate]`` config section."""
-        return cls(
-            fields=tuple(f.lower() for f in cfg.fields),
-            login_shells=tuple(cfg.login_shells),
-            dns_zone=cfg.dns_zone,
-            max_ssh_keys=cfg.max_ssh_keys,
-            ssh_key_blocklist=frozenset(cfg.ssh_key_blocklist),
-            atomic=cfg.atomic,
-            dns_underscore_names=frozenset(n.lower() for n in cfg.dns_underscore_names),
-        )
 
 
 class LineStatus(enum.Enum):
@@ -206,121 +161,6 @@ class ChangeResult:
         return "".join(line + "\n" for line in self.report)
 
 
-# --------------------------------------------------------------------------- fields
-
-
-# Line and paragraph separators and the bidirectional overrides (which can make
-# a report line read differently from what is stored) count as control characters.
-_INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def _no_control(value: str, name: str, longest: int) -> str:
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 or c in _INVISIBLE for c in value):
-        raise MailgateError(f"{name}: control characters are not allowed")
-    if len(value) > longest:
-        raise MailgateError(f"{name}: at most {longest} characters")
-    return value
-
-
-_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
-_PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{2,31}$")
-_POSTAL_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 -]{0,15}$")
-_IRC = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,31}$")
-_ADDRESS = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
-_URI = re.compile(r"^https?://[^\s/?#]+[^\s]*(?: .+)?$", re.IGNORECASE)
-
-Validator = Callable[[str, Account, ChangePolicy], str]
-
-
-def _text(value: str, account: Account, policy: ChangePolicy) -> str:
-    """Free text: only the common length and control-character checks apply."""
-    return value
-
-
-def _country(value: str, account: Account, policy: ChangePolicy) -> str:
-    if not _COUNTRY.match(value):
-        raise MailgateError("c: a two-letter ISO 3166 country code, e.g. DE")
-    return value.upper()
-
-
-def _phone(value: str, account: Account, policy: ChangePolicy) -> str:
-    if not _PHONE.match(value):
-        raise MailgateError("telephone numbers: digits, spaces and + ( ) . / - (e.g. +49 30 1234)")
-    return value
-
-
-def _postal_code(value: str, account: Account, policy: ChangePolicy) -> str:
-    if not _POSTAL_CODE.match(value):
-        raise MailgateError("postalCode: letters, digits, spaces and -, at most 16")
-    return value
-
-
-def _shell(value: str, account: Account, policy: ChangePolicy) -> str:
-    if value not in policy.login_shells:
-        raise MailgateError(f"loginShell: one of {', '.join(policy.login_shells) or '(none)'}")
-    return value
-
-
-def _forward(value: str, account: Account, policy: ChangePolicy) -> str:
-    if len(value) > 254 or not _ADDRESS.match(value):
-        raise MailgateError("emailForward: a plain address local@domain.example")
-    own = {name.lower() for name in account.logins()}
-    if value.lower() in own:
-        raise MailgateError("emailForward: forwarding to the account itself would loop")
-    return value
-
-
-def _irc(value: str, account: Account, policy: ChangePolicy) -> str:
-    if not _IRC.match(value):
-        raise MailgateError("ircNick: an IRC nickname (letters, digits, [ ] \\ ` _ ^ { | } -)")
-    return value
-
-
-def _uri(value: str, account: Account, policy: ChangePolicy) -> str:
-    if not _URI.match(value):
-        raise MailgateError("labeledURI: an http:// or https:// URL, optionally a label after it")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class _Field:
-    seed: str  # the config / seed name
-    attr: str  # the Profile attribute
-    canonical: str  # the name in reports (LDAP spelling)
-    check: Validator
-    longest: int
-    aliases: tuple[str, ...] = field(default=())
-
-
-_FIELDS: tuple[_Field, ...] = (
-    _Field("c", "c", "c", _country, 64),
-    _Field("l", "l", "l", _text, 128),
-    _Field(
-        "facsimiletelephonenumber",
-        "facsimile_telephone_number",
-        "facsimileTelephoneNumber",
-        _phone,
-        32,
-    ),
-    _Field("telephonenumber", "telephone_number", "telephoneNumber", _phone, 32),
-    _Field("postaladdress", "postal_address", "postalAddress", _text, 256),
-    _Field("postalcode", "postal_code", "postalCode", _postal_code, 16),
-    _Field("loginshell", "login_shell", "loginShell", _shell, 256),
-    _Field("emailforward", "email_forward", "emailForward", _forward, 254),
-    _Field("ircnick", "irc_nick", "ircNick", _irc, 32),
-    _Field("onvacation", "on_vacation", "onVacation", _text, 1024),
-    _Field(
-        "labeledurl", "labeled_uri", "labeledURI", _uri, 512, aliases=("labeleduri", "labledurl")
-    ),
-)
-_BY_NAME: dict[str, _Field] = {}
-for _f in _FIELDS:
-    for _name in (_f.seed, _f.attr, _f.canonical.lower(), *_f.aliases):
-        _BY_NAME[_name.lower()] = _f
-_UNDELETABLE = {"loginshell"}
 _SSH_NAMES = {"sshrsaauthkey", "sshkeys", "ssh_keys", "sshkey"}
 _DNS_NAMES = {"dnszoneentry", "dns", "dns_records", "dnsrecords"}
 _POSITION_NAMES = {
@@ -371,7 +211,7 @@ class _Working:
         )
 
     # Each handler returns None when the line is not its kind, else
-    # (status, messages); it raises _Halt or MailgateError to halt.
+    # (status, messages); it raises _Halt or FieldError to halt.
 
     def position(self, line: str) -> tuple[LineStatus, tuple[str, ...]] | None:
         pos = parse_position_line(line)
@@ -385,7 +225,7 @@ class _Working:
         if not looks_like_dns_line(line):
             return None
         if not self.policy.dns_zone:
-            raise MailgateError("DNS entries are not accepted by this gateway (no zone)")
+            raise FieldError("DNS entries are not accepted by this gateway (no zone)")
         rec = parse_dns_line(self._relative(line))
         if is_zone_wide(rec.name) and rec.name not in self.policy.dns_underscore_names:
             return LineStatus.REFUSED, (
@@ -428,18 +268,10 @@ class _Working:
         m = _FIELD_LINE.match(line)
         if m is None:
             return None
-        spec = _BY_NAME.get(m.group(1).lower())
+        spec = field_named(m.group(1))
         if spec is None:
             return None
-        if spec.seed not in self.policy.fields:
-            raise MailgateError(f"{spec.canonical} cannot be changed through this gateway")
-        value = m.group(2).strip()
-        if not value:
-            raise MailgateError(
-                f"{spec.canonical}: a value is needed (to remove it, send 'del {spec.seed}')"
-            )
-        _no_control(value, spec.canonical, spec.longest)
-        value = spec.check(value, self.account, self.policy)
+        value = checked_value(spec, m.group(2).strip(), self.account, self.policy)
         self.profile[spec.attr] = value
         return LineStatus.CHANGED, (f"Changed entry {spec.canonical} to {value}",)
 
@@ -472,8 +304,8 @@ class _Working:
         if m is None:
             return None
         name = m.group(1).lower()
-        spec = _BY_NAME.get(name)
-        if spec is not None and spec.seed in self.policy.fields and spec.seed not in _UNDELETABLE:
+        spec = field_named(name)
+        if spec is not None and spec.seed in self.policy.fields and deletable(spec):
             self.profile.pop(spec.attr, None)
             return LineStatus.CHANGED, (f"Removed entry {spec.canonical}",)
         if name in _POSITION_NAMES:
@@ -548,7 +380,7 @@ def process_change(
                 outcome = handler(line)
                 if outcome is not None:
                     break
-        except MailgateError as exc:
+        except FieldError as exc:
             halted = True
             results.append(
                 LineResult(line=line, status=LineStatus.HALTED, messages=(f"==> {exc}", suffix))

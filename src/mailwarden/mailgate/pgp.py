@@ -35,6 +35,7 @@ from typing import Literal
 
 import gnupg  # type: ignore[import-untyped]
 
+from mailwarden.accounts.errors import FieldError
 from mailwarden.errors import MailwardenError
 from mailwarden.mailgate import mime
 
@@ -292,3 +293,37 @@ _FPR_RE = re.compile(r"^[0-9A-F]{40}([0-9A-F]{24})?$")
 def is_fingerprint(value: str) -> bool:
     """Whether ``value`` is a full v4 (40 hex) or v5 (64 hex) fingerprint, spaces allowed."""
     return bool(_FPR_RE.match(value.replace(" ", "").upper()))
+
+
+# --------------------------------------------------------------------------- a key pasted by a user
+
+
+def public_key_fingerprint(armored: str, *, gpg_binary: str = "gpg") -> str:
+    """The primary fingerprint (upper-case hex) of the one armoured public key in ``armored``.
+
+    GnuPG reads the key (``--import --import-options show-only`` into a throwaway
+    home, so no keyring changes): what it cannot read, nobody stores. FieldError
+    with a message for the user when the text is a private key (refused before
+    GnuPG sees it), holds no key or several, or is damaged. Blocking (runs
+    ``gpg``; OSError if it cannot): call it in a thread.
+    """
+    if "PRIVATE KEY BLOCK" in armored:
+        raise FieldError("this is a private key: paste the public key only")
+    with tempfile.TemporaryDirectory(prefix="mailwarden-gpg-") as home:
+        result = gnupg.GPG(gnupghome=home, gpgbinary=gpg_binary).scan_keys_mem(armored)
+    keys = [key for key in result if key.get("type") == "pub"]
+    if len(keys) == 1:
+        return str(keys[0]["fingerprint"]).upper()
+    if "CRC error" in (result.stderr or ""):
+        raise FieldError("the armour checksum does not match: the key was damaged")
+    raise FieldError("paste exactly one ASCII-armoured public key block")
+
+
+def import_public_key(gnupg_home: str, armored: str, *, gpg_binary: str = "gpg") -> list[str]:
+    """Import a key into the gateway's keyring; the fingerprints GnuPG imported.
+
+    The gateway trusts exactly the keys in its keyring (the module docstring),
+    so the web page puts a user's new key there. Blocking: call it in a thread.
+    """
+    result = gnupg.GPG(gnupghome=gnupg_home, gpgbinary=gpg_binary).import_keys(armored)
+    return [str(f).upper() for f in result.fingerprints]

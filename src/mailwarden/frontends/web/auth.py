@@ -2,7 +2,7 @@
 
 What belongs here: the web page's calls of :meth:`Engine.authenticate` (sign-in
 and re-entering the current password) and the rules on top of them. The page
-(frontends/web.py) renders and routes; it asks this module whether to let a user in
+(frontends/web/) renders and routes; it asks this module whether to let a user in
 and whether a change may go ahead.
 
 Two rules, each against a takeover (docs/web.md, "What users can do"):

@@ -12,11 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwarden.mailgate.errors import MailgateError
-from mailwarden.mailgate.sshkeys import (
+from mailwarden.accounts.errors import FieldError
+from mailwarden.accounts.sshkeys import (
     SshKey,
     fingerprint_of,
     key_refusal,
+    key_set,
     looks_like_key_line,
     parse_key_line,
 )
@@ -125,7 +126,7 @@ def test_a_tab_separated_line_is_stored_without_tabs(keys: dict[str, Path]) -> N
     kind, b64, _ = keys["ed25519"].read_text().split()
     key = parse_key_line(f"{kind}\t{b64}\tmy\tlaptop")
     assert key.line() == f"{kind} {b64} my laptop"
-    with pytest.raises(MailgateError, match="TAB"):
+    with pytest.raises(FieldError, match="TAB"):
         parse_key_line(f'command="a\tb" {kind} {b64}')
 
 
@@ -141,7 +142,7 @@ def test_truncated_keys_are_refused(keys: dict[str, Path], name: str) -> None:
     kind, b64, comment = keys[name].read_text().split()
     for cut in (4, 8, len(b64) // 2):
         short = b64[:-cut]
-        with pytest.raises(MailgateError):
+        with pytest.raises(FieldError):
             parse_key_line(f"{kind} {short} {comment}")
 
 
@@ -164,7 +165,7 @@ def test_garbled_keys_are_refused(keys: dict[str, Path]) -> None:
     raw = base64.b64decode(b64) + b"\x00"
     bad_lines.append(f"{kind} {base64.b64encode(raw).decode()}")
     for line in bad_lines:
-        with pytest.raises(MailgateError):
+        with pytest.raises(FieldError):
             parse_key_line(line)
 
 
@@ -193,7 +194,7 @@ def test_fido_sk_keys_are_accepted() -> None:
 
 def test_an_ecdsa_blob_with_the_wrong_curve_is_refused() -> None:
     blob = _string(b"ecdsa-sha2-nistp384") + _string(b"nistp256") + _string(b"\x04" + bytes(64))
-    with pytest.raises(MailgateError, match="curve"):
+    with pytest.raises(FieldError, match="curve"):
         parse_key_line(f"ecdsa-sha2-nistp384 {base64.b64encode(blob).decode()}")
 
 
@@ -207,7 +208,7 @@ def test_certificates_and_rsa1_are_not_key_lines(keys: dict[str, Path]) -> None:
 
 
 def test_an_overlong_line_is_refused() -> None:
-    with pytest.raises(MailgateError, match="longer"):
+    with pytest.raises(FieldError, match="longer"):
         parse_key_line("ssh-ed25519 " + "A" * 9000)
 
 
@@ -215,7 +216,7 @@ def test_an_overlong_line_is_refused() -> None:
 def test_any_text_parses_or_raises_mailgate_error(text: str) -> None:
     try:
         key = parse_key_line(text)
-    except MailgateError:
+    except FieldError:
         return
     assert isinstance(key, SshKey)
 
@@ -223,5 +224,23 @@ def test_any_text_parses_or_raises_mailgate_error(text: str) -> None:
 @given(st.binary(max_size=300), st.sampled_from(["ssh-rsa", "ssh-ed25519", "ecdsa-sha2-nistp256"]))
 def test_any_blob_parses_or_raises_mailgate_error(blob: bytes, kind: str) -> None:
     for data in (blob, _string(kind.encode()) + blob):
-        with contextlib.suppress(MailgateError):
+        with contextlib.suppress(FieldError):
             parse_key_line(f"{kind} {base64.b64encode(data).decode()}")
+
+
+def test_a_key_set_is_all_or_nothing(keys: dict[str, Path]) -> None:
+    good = keys["ed25519"].read_text().strip()
+    other = keys["ecdsa256"].read_text().strip()
+    assert key_set(["", "# mine", good, good, other], max_keys=2) == (
+        parse_key_line(good).line(),
+        parse_key_line(other).line(),
+    )
+    assert key_set([], max_keys=2) == ()
+    with pytest.raises(FieldError, match="At most 1 keys"):
+        key_set([good, other], max_keys=1)
+    with pytest.raises(FieldError, match="base64"):
+        key_set([good, "ssh-ed25519 AAAA!! x"], max_keys=5)
+    with pytest.raises(FieldError, match="compromised"):
+        key_set([good], blocklist=[parse_key_line(good).fingerprint], max_keys=5)
+    with pytest.raises(FieldError, match="2048"):
+        key_set([keys["rsa1024"].read_text()], max_keys=5)

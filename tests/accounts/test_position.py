@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwarden.mailgate.errors import MailgateError
-from mailwarden.mailgate.position import (
+from mailwarden.accounts.errors import FieldError
+from mailwarden.accounts.position import (
     format_degrees,
     parse_coordinate,
     parse_position,
@@ -107,7 +107,7 @@ def test_garbage_and_out_of_range_values_are_refused_with_a_reason(
     if complaint is None:  # a control row: this one is fine (52 degrees north)
         assert parse_position(lat, long).latitude == "+52"
         return
-    with pytest.raises(MailgateError, match=complaint):
+    with pytest.raises(FieldError, match=complaint):
         parse_position(lat, long)
 
 
@@ -132,9 +132,9 @@ def test_a_line_not_starting_with_lat_is_not_a_position_line() -> None:
 
 
 def test_a_malformed_position_line_halts_with_the_syntax() -> None:
-    with pytest.raises(MailgateError, match="Lat: <latitude> Long: <longitude>"):
+    with pytest.raises(FieldError, match="Lat: <latitude> Long: <longitude>"):
         parse_position_line("Lat: 52.5")
-    with pytest.raises(MailgateError, match="beyond 90"):
+    with pytest.raises(FieldError, match="beyond 90"):
         parse_position_line("Lat: 95 Long: 13")
 
 
@@ -147,7 +147,7 @@ def test_an_unknown_axis_is_a_programming_error() -> None:
 def test_any_text_gives_a_position_or_mailgate_error(lat: str, long: str) -> None:
     try:
         pos = parse_position(lat, long)
-    except MailgateError:
+    except FieldError:
         return
     assert -90 <= pos.latitude_decimal <= 90
     assert -180 <= pos.longitude_decimal <= 180
@@ -155,7 +155,7 @@ def test_any_text_gives_a_position_or_mailgate_error(lat: str, long: str) -> Non
 
 @given(st.text(max_size=80))
 def test_any_line_gives_a_position_none_or_mailgate_error(line: str) -> None:
-    with contextlib.suppress(MailgateError):
+    with contextlib.suppress(FieldError):
         parse_position_line(line)
 
 

@@ -1,11 +1,14 @@
 """OpenSSH public keys as ``authorized_keys`` lines: parse, fingerprint, policy. Pure.
 
-Interface (used by ``mailgate.changes``; ``ssh-keys`` export can reuse it)::
+Interface (used by ``mailgate.changes`` and the web page; ``ssh-keys`` export can reuse it)::
 
     looks_like_key_line(line) -> bool          # a key type token in the first two fields
-    parse_key_line(line) -> SshKey             # raises MailgateError
+    parse_key_line(line) -> SshKey             # raises FieldError
     key_refusal(key, *, blocklist=()) -> str | None
                                                # None: acceptable; else the soft-refusal text
+    key_set(lines, *, blocklist=(), max_keys=20) -> tuple[str, ...]
+                                               # a whole new set of keys (the web form);
+                                               # FieldError for any bad, weak or extra key
 
 ``parse_key_line`` takes the full sshd(8) AUTHORIZED_KEYS syntax -- optional
 options (comma separated, double-quoted values with ``\\"`` escapes), key type,
@@ -36,7 +39,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mailwarden.mailgate.errors import MailgateError
+from mailwarden.accounts.errors import FieldError
 
 __all__ = [
     "KEY_TYPES",
@@ -45,6 +48,7 @@ __all__ = [
     "SshKey",
     "fingerprint_of",
     "key_refusal",
+    "key_set",
     "looks_like_key_line",
     "parse_key_line",
 ]
@@ -181,7 +185,7 @@ def _split_options(line: str) -> tuple[str, str]:
             return line[:i], line[i:].lstrip(" \t")
         i += 1
     if quoted:
-        raise MailgateError("SSH key options: unterminated quoted value")
+        raise FieldError("SSH key options: unterminated quoted value")
     return line, ""
 
 
@@ -190,19 +194,19 @@ def _check_options(options: str) -> None:
     while True:
         m = _OPTION_RE.match(options, pos)
         if m is None or m.end() == pos:
-            raise MailgateError(f"SSH key options: cannot parse {options[pos : pos + 40]!r}")
+            raise FieldError(f"SSH key options: cannot parse {options[pos : pos + 40]!r}")
         name, value = m.group(1).lower(), m.group(2)
         takes_value = _OPTIONS.get(name)
         if takes_value is None:
-            raise MailgateError(f"SSH key options: unknown option {m.group(1)!r}")
+            raise FieldError(f"SSH key options: unknown option {m.group(1)!r}")
         if takes_value != (value is not None):
             need = "needs" if takes_value else "takes no"
-            raise MailgateError(f'SSH key options: {m.group(1)} {need} ="value"')
+            raise FieldError(f'SSH key options: {m.group(1)} {need} ="value"')
         pos = m.end()
         if pos == len(options):
             return
         if options[pos] != ",":
-            raise MailgateError(f"SSH key options: expected ',' at {options[pos : pos + 40]!r}")
+            raise FieldError(f"SSH key options: expected ',' at {options[pos : pos + 40]!r}")
         pos += 1
 
 
@@ -219,18 +223,18 @@ def looks_like_key_line(line: str) -> bool:
         return False
     try:
         _, rest = _split_options(text)
-    except MailgateError:
+    except FieldError:
         return False
     return bool(rest) and rest.split(None, 1)[0] in KEY_TYPES
 
 
 def parse_key_line(line: str) -> SshKey:
-    """Parse one ``authorized_keys`` line and decode its blob; raises MailgateError."""
+    """Parse one ``authorized_keys`` line and decode its blob; raises FieldError."""
     text = line.strip()
     if len(text) > MAX_KEY_LINE_LENGTH:
-        raise MailgateError(f"SSH key line longer than {MAX_KEY_LINE_LENGTH} characters")
+        raise FieldError(f"SSH key line longer than {MAX_KEY_LINE_LENGTH} characters")
     if any(ord(c) < 32 and c != "\t" for c in text) or "\x7f" in text:
-        raise MailgateError("SSH key line contains control characters")
+        raise FieldError("SSH key line contains control characters")
     options = ""
     rest = text
     if not text or text.split(None, 1)[0] not in KEY_TYPES:
@@ -238,19 +242,19 @@ def parse_key_line(line: str) -> SshKey:
         _check_options(options)
     fields = rest.split(None, 2)
     if len(fields) < 2 or fields[0] not in KEY_TYPES:
-        raise MailgateError("not an SSH public key line (type, base64 key, optional comment)")
+        raise FieldError("not an SSH public key line (type, base64 key, optional comment)")
     key_type, b64 = fields[0], fields[1]
     # Stored lines carry no TAB (the directories refuse control characters):
     # a TAB in a comment becomes a space; inside an option value it is refused.
     comment = fields[2].strip().replace("\t", " ") if len(fields) == 3 else ""
     if "\t" in options:
-        raise MailgateError("SSH key options: TAB inside an option value")
+        raise FieldError("SSH key options: TAB inside an option value")
     if not _B64_RE.match(b64) or len(b64) % 4:
-        raise MailgateError(f"SSH key ({key_type}): the key is not valid base64 (truncated?)")
+        raise FieldError(f"SSH key ({key_type}): the key is not valid base64 (truncated?)")
     try:
         blob = base64.b64decode(b64, validate=True)
     except binascii.Error:
-        raise MailgateError(f"SSH key ({key_type}): the key is not valid base64") from None
+        raise FieldError(f"SSH key ({key_type}): the key is not valid base64") from None
     bits = _decode_blob(key_type, blob)
     return SshKey(options=options, key_type=key_type, blob=blob, comment=comment, bits=bits)
 
@@ -286,8 +290,8 @@ class _Reader:
         if self.pos != len(self.data):
             raise self._bad("trailing data")
 
-    def _bad(self, why: str) -> MailgateError:
-        return MailgateError(f"SSH key ({self.key_type}): the key data is invalid ({why})")
+    def _bad(self, why: str) -> FieldError:
+        return FieldError(f"SSH key ({self.key_type}): the key data is invalid ({why})")
 
 
 def _decode_blob(key_type: str, blob: bytes) -> int:
@@ -348,3 +352,32 @@ def key_refusal(key: SshKey, *, blocklist: Iterable[str] = ()) -> str | None:
             f"bits, this one has {key.bits}."
         )
     return None
+
+
+def key_set(
+    lines: Iterable[str], *, blocklist: Iterable[str] = (), max_keys: int
+) -> tuple[str, ...]:
+    """The stored lines of a whole new set of keys, one ``authorized_keys`` line each.
+
+    Empty lines and ``#`` comments are skipped, a key given twice is kept once.
+    Unlike a ``change`` mail, which reports a weak key and goes on, a set is
+    all or nothing: FieldError for the first line that does not parse, a key
+    :func:`key_refusal` refuses, or more than ``max_keys`` keys.
+    """
+    blocked = frozenset(blocklist)
+    stored: list[str] = []
+    seen: set[str] = set()
+    for raw in lines:
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        key = parse_key_line(text)
+        refusal = key_refusal(key, blocklist=blocked)
+        if refusal is not None:
+            raise FieldError(refusal)
+        if key.fingerprint not in seen:
+            seen.add(key.fingerprint)
+            stored.append(key.line())
+    if len(stored) > max_keys:
+        raise FieldError(f"At most {max_keys} keys per account.")
+    return tuple(stored)

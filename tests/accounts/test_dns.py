@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwarden.mailgate.dns import DnsRecord, looks_like_dns_line, parse_dns_line
-from mailwarden.mailgate.errors import MailgateError
+from mailwarden.accounts.dns import DnsRecord, looks_like_dns_line, parse_dns_line
+from mailwarden.accounts.errors import FieldError
 
 
 @pytest.mark.parametrize(
@@ -80,7 +80,7 @@ def test_zone_lines_parse_back_to_the_same_record() -> None:
     ],
 )
 def test_malformed_entries_are_refused_with_a_reason(line: str, complaint: str) -> None:
-    with pytest.raises(MailgateError, match=complaint):
+    with pytest.raises(FieldError, match=complaint):
         parse_dns_line(line)
 
 
@@ -95,7 +95,7 @@ def test_other_lines_do_not_look_like_dns() -> None:
 
 
 def test_an_overlong_line_is_refused() -> None:
-    with pytest.raises(MailgateError, match="longer"):
+    with pytest.raises(FieldError, match="longer"):
         parse_dns_line('foo in txt "' + "a" * 2000 + '"')
 
 
@@ -103,7 +103,7 @@ def test_an_overlong_line_is_refused() -> None:
 def test_any_text_parses_or_raises_mailgate_error(line: str) -> None:
     try:
         rec = parse_dns_line(line)
-    except MailgateError:
+    except FieldError:
         return
     assert rec.type in ("A", "AAAA", "CNAME", "MX", "TXT")
     assert "\n" not in rec.zone_line()
@@ -116,6 +116,6 @@ def test_any_text_parses_or_raises_mailgate_error(line: str) -> None:
 def test_any_data_for_a_known_type_parses_or_raises_mailgate_error(rtype: str, data: str) -> None:
     try:
         rec = parse_dns_line(f"foo in {rtype} {data}")
-    except MailgateError:
+    except FieldError:
         return
     assert parse_dns_line(rec.zone_line()) == rec

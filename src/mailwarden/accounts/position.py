@@ -2,7 +2,7 @@
 
 Interface (used by ``mailgate.changes``)::
 
-    parse_position(lat: str, long: str) -> Position      # raises MailgateError
+    parse_position(lat: str, long: str) -> Position      # raises FieldError
     parse_position_line(line: str) -> Position | None    # None: not a position line
 
 Accepted forms (D degrees, M minutes, S seconds, x a hemisphere letter; the
@@ -20,7 +20,7 @@ letters and ``Lat:``/``Long:`` are case-insensitive):
 
 Unlike the original, a latitude beyond 90 or a longitude beyond 180 degrees,
 minutes or seconds of 60 or more, a hemisphere letter of the wrong axis and any
-unrecognised form raise :class:`MailgateError`; nothing silently becomes 0.
+unrecognised form raise :class:`FieldError`; nothing silently becomes 0.
 The decimal degrees are computed exactly (``decimal.Decimal``) and printed with
 a sign and two places rounded half away from zero, so ``13.405`` prints
 ``+13.41`` (the original's binary floats printed ``+13.40``).
@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from mailwarden.mailgate.errors import MailgateError
+from mailwarden.accounts.errors import FieldError
 
 __all__ = ["Position", "parse_coordinate", "parse_position", "parse_position_line"]
 
@@ -98,7 +98,7 @@ def _standard_value(text: str, axis: str) -> Decimal:
     """Decimal degrees of a standard-form string (already matched by _STANDARD)."""
     m = _STANDARD.match(text)
     if m is None:
-        raise MailgateError(f"{axis} {text!r} is not in a standard form")
+        raise FieldError(f"{axis} {text!r} is not in a standard form")
     sign, whole, frac = m.group(1), m.group(2), m.group(3) or ""
     fraction = Decimal(f"0.{frac}") if frac else Decimal(0)
     n = len(whole)
@@ -119,7 +119,7 @@ def _standard_value(text: str, axis: str) -> Decimal:
 
 def _check_sixty(value: Decimal, what: str, axis: str, text: str) -> None:
     if value >= _SIXTY:
-        raise MailgateError(f"{axis} {text!r}: {what} must be below 60")
+        raise FieldError(f"{axis} {text!r}: {what} must be below 60")
 
 
 def _pad(part: str) -> str:
@@ -131,7 +131,7 @@ def _pad(part: str) -> str:
 def parse_coordinate(text: str, axis: str) -> tuple[str, float]:
     """Parse one coordinate; ``axis`` is ``"latitude"`` or ``"longitude"``.
 
-    Returns ``(standard form, decimal degrees)``; raises :class:`MailgateError`
+    Returns ``(standard form, decimal degrees)``; raises :class:`FieldError`
     for anything not in an accepted form or out of range.
     """
     if axis not in ("latitude", "longitude"):
@@ -139,11 +139,11 @@ def parse_coordinate(text: str, axis: str) -> tuple[str, float]:
     limit, letters = (90, "ns") if axis == "latitude" else (180, "ew")
     raw = text.strip()
     if not raw or len(raw) > MAX_COORDINATE_LENGTH:
-        raise MailgateError(f"{axis} {text[:MAX_COORDINATE_LENGTH]!r} is not a position")
+        raise FieldError(f"{axis} {text[:MAX_COORDINATE_LENGTH]!r} is not a position")
     standard = raw if _STANDARD.match(raw) else _convert(raw.lower(), axis, letters, text)
     value = _standard_value(standard, axis)
     if abs(value) > limit:
-        raise MailgateError(f"{axis} {raw!r} is beyond {limit} degrees")
+        raise FieldError(f"{axis} {raw!r} is beyond {limit} degrees")
     return standard, float(value)
 
 
@@ -155,7 +155,7 @@ def _convert(raw: str, axis: str, letters: str, text: str) -> str:
         parts = m.groupdict()
         hemisphere = parts["x"]
         if hemisphere not in letters:
-            raise MailgateError(
+            raise FieldError(
                 f"{axis} {text!r}: the hemisphere must be {' or '.join(letters.upper())}"
             )
         sign = "-" if hemisphere in "sw" else "+"
@@ -167,14 +167,14 @@ def _convert(raw: str, axis: str, letters: str, text: str) -> str:
             _check_sixty(Decimal(part), what, axis, text)
             out += _pad(part)
         return out
-    raise MailgateError(
+    raise FieldError(
         f"{axis} {text!r} is not in an accepted form "
         "(+-DDD.DDDDD, +-DDDMM.MMMM, +-DDDMMSS.SSSS, DDxMM.MMMM, DD:MM.MMMM x, DD:MM:SS.SSS x)"
     )
 
 
 def parse_position(lat: str, long: str) -> Position:
-    """Parse a latitude and a longitude in any accepted form; raises MailgateError."""
+    """Parse a latitude and a longitude in any accepted form; raises FieldError."""
     lat_std, lat_dec = parse_coordinate(lat, "latitude")
     long_std, long_dec = parse_coordinate(long, "longitude")
     return Position(
@@ -189,12 +189,12 @@ def parse_position_line(line: str) -> Position | None:
     """Parse ``Lat: xxx Long: xxx``.
 
     ``None`` when the line does not start with ``lat:`` (some other command);
-    :class:`MailgateError` when it does but is malformed.
+    :class:`FieldError` when it does but is malformed.
     """
     text = line.strip()
     if text[:4].lower() != "lat:":
         return None
     m = _LINE.match(text)
     if m is None:
-        raise MailgateError("a position line is 'Lat: <latitude> Long: <longitude>'")
+        raise FieldError("a position line is 'Lat: <latitude> Long: <longitude>'")
     return parse_position(m.group("lat"), m.group("long"))

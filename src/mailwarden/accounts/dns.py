@@ -3,7 +3,7 @@
 Interface (used by ``mailgate.changes`` and the ``dns-zone`` export)::
 
     looks_like_dns_line(line) -> bool       # "<name> in <type> ..." shape
-    parse_dns_line(line) -> DnsRecord       # raises MailgateError
+    parse_dns_line(line) -> DnsRecord       # raises FieldError
     DnsRecord.zone_line() -> str            # "name IN TYPE value", what Account.dns_records holds
 
 Accepted, case-insensitive in the keywords (stored upper-case; the name is
@@ -38,7 +38,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from mailwarden.mailgate.errors import MailgateError
+from mailwarden.accounts.errors import FieldError
 
 __all__ = [
     "MAX_DNS_LINE_LENGTH",
@@ -83,10 +83,10 @@ def looks_like_dns_line(line: str) -> bool:
 
 def _host(value: str, what: str) -> str:
     if not value.endswith(".") or value == ".":
-        raise MailgateError(f"{what} {value!r} must be an absolute name ending in '.'")
+        raise FieldError(f"{what} {value!r} must be an absolute name ending in '.'")
     labels = value[:-1].split(".")
     if len(value) > 254 or not all(_LABEL.match(label) for label in labels):
-        raise MailgateError(f"{what} {value!r} is not a valid host name")
+        raise FieldError(f"{what} {value!r} is not a valid host name")
     return value.lower()
 
 
@@ -96,59 +96,59 @@ def _txt(value: str) -> str:
     while pos < len(value):
         m = _TXT_STRING.match(value, pos)
         if m is None:
-            raise MailgateError(
+            raise FieldError(
                 'TXT data must be one or more double-quoted strings of printable ASCII ("...")'
             )
         content = m.group(1)
         if len(re.sub(r"\\(.)", r"\1", content)) > 255:
-            raise MailgateError("a TXT string is at most 255 characters; split it into several")
+            raise FieldError("a TXT string is at most 255 characters; split it into several")
         strings.append(m.group(0))
         pos = m.end()
         while pos < len(value) and value[pos] in " \t":
             pos += 1
     if not strings:
-        raise MailgateError('TXT data is missing ("...")')
+        raise FieldError('TXT data is missing ("...")')
     return " ".join(strings)
 
 
 def parse_dns_line(line: str) -> DnsRecord:
-    """Parse ``name in TYPE data``; raises MailgateError saying what is wrong."""
+    """Parse ``name in TYPE data``; raises FieldError saying what is wrong."""
     text = line.strip()
     if len(text) > MAX_DNS_LINE_LENGTH:
-        raise MailgateError(f"DNS entry longer than {MAX_DNS_LINE_LENGTH} characters")
+        raise FieldError(f"DNS entry longer than {MAX_DNS_LINE_LENGTH} characters")
     m = _SHAPE.match(text)
     if m is None:
-        raise MailgateError("a DNS entry is '<name> in <type> <data>'")
+        raise FieldError("a DNS entry is '<name> in <type> <data>'")
     name, rtype, data = m.group(1), m.group(2).upper(), (m.group(3) or "").strip()
     if not _LABEL.match(name):
-        raise MailgateError(
+        raise FieldError(
             f"DNS name {name!r} must be a single label (letters, digits, - and _; no dots)"
         )
     if rtype not in RECORD_TYPES:
-        raise MailgateError(f"DNS type {rtype} is not accepted ({', '.join(RECORD_TYPES)})")
+        raise FieldError(f"DNS type {rtype} is not accepted ({', '.join(RECORD_TYPES)})")
     if not data:
-        raise MailgateError(f"DNS {rtype} entry without data")
+        raise FieldError(f"DNS {rtype} entry without data")
     if rtype == "A":
         try:
             value = str(ipaddress.IPv4Address(data))
         except ValueError:
-            raise MailgateError(f"{data!r} is not an IPv4 address") from None
+            raise FieldError(f"{data!r} is not an IPv4 address") from None
     elif rtype == "AAAA":
         if "%" in data:  # a scope id means nothing outside one host
-            raise MailgateError(f"{data!r} is not a global IPv6 address")
+            raise FieldError(f"{data!r} is not a global IPv6 address")
         try:
             value = ipaddress.IPv6Address(data).compressed
         except ValueError:
-            raise MailgateError(f"{data!r} is not an IPv6 address") from None
+            raise FieldError(f"{data!r} is not an IPv6 address") from None
     elif rtype == "CNAME":
         value = _host(data, "CNAME target")
     elif rtype == "MX":
         parts = data.split()
         if len(parts) != 2 or not parts[0].isascii() or not parts[0].isdigit():
-            raise MailgateError("an MX entry is '<name> in mx <preference> <host>.'")
+            raise FieldError("an MX entry is '<name> in mx <preference> <host>.'")
         pref = int(parts[0])
         if pref > 65535:
-            raise MailgateError("MX preference must be 0-65535")
+            raise FieldError("MX preference must be 0-65535")
         value = f"{pref} {_host(parts[1], 'MX host')}"
     else:
         value = _txt(data)
