@@ -1182,9 +1182,9 @@ def mailgate_cmd(ctx: click.Context, function: str) -> None:
     only logged, never answered or bounced); 75 when the directory, the replay cache
     or the MTA is unavailable, so that the MTA keeps the mail and retries.
     """
+    from mailwarden.accounts.openpgp import VerificationError, Verifier  # noqa: PLC0415
     from mailwarden.mailgate import mail  # noqa: PLC0415 - python-gnupg only here
     from mailwarden.mailgate.gateway import Function, Gateway  # noqa: PLC0415
-    from mailwarden.mailgate.pgp import VerificationError, Verifier  # noqa: PLC0415
     from mailwarden.mailgate.replay import ReplayCache, Window  # noqa: PLC0415
 
     cfg = _config(ctx)

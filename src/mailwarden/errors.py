@@ -37,12 +37,12 @@ owns the connection.
     │   ├── AccountNotFound            update()/delete() of a uid that does not exist
     │   └── InvalidAccount             a field value breaks a rule (bad username, ...)
     ├── ImportError_                   passwdfile.py: a whole import cannot proceed
-    ├── VerificationError              mailgate/pgp.py: unsigned or untrusted mail (subclass
+    ├── VerificationError              accounts/openpgp.py: unsigned or untrusted mail (subclass
     │                                  Unsigned); caught by the gateway: logged, no reply
     ├── Replayed                       mailgate/replay.py: seen before or outside the clock
     │                                  window; caught by the gateway, reported to the signer
     ├── TooComplex                     mailgate/mime.py: MIME nested too deep or too many
-    │                                  parts; mailgate/pgp.py turns it into VerificationError
+    │                                  parts; accounts/openpgp.py turns it into VerificationError
     └── FieldError                     accounts/errors.py: an account field's value is
                                        malformed (a ``change`` line, a web form); caught by
                                        mailgate.changes (halts, reports why) and the web page

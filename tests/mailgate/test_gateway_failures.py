@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from mailwarden.accounts.edit import AccountAdmin
+from mailwarden.accounts.openpgp import Verifier
 from mailwarden.config import MailgateConfig
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.mailgate import mime
 from mailwarden.mailgate.gateway import Function, Gateway
-from mailwarden.mailgate.pgp import Verifier
 from mailwarden.mailgate.replay import ReplayCache, Window
 from mailwarden.model import Account
 from tests.conftest import EngineFactory

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailwarden.accounts.openpgp import VerificationError, Verifier
 from mailwarden.mailgate import mime
-from mailwarden.mailgate.pgp import VerificationError, Verifier
 from tests.mailgate.conftest import Keys, mail
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mailwarden.mailgate.pgp import Unsigned, VerificationError, Verifier, split_multipart
+from mailwarden.accounts.openpgp import Unsigned, VerificationError, Verifier, split_multipart
 from tests.mailgate.conftest import DAY, Keys, gpg, mail, mime_mail, revoke_in_gateway
 
 

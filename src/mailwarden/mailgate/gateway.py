@@ -2,7 +2,8 @@
 
 :meth:`Gateway.handle` runs the steps in an order chosen for safety:
 
-1. **Verify** the signature (:mod:`.pgp`). Unsigned or unverifiable mail ends
+1. **Verify** the signature (:mod:`~mailwarden.accounts.openpgp`). Unsigned or
+   unverifiable mail ends
    here *silently*: no reply (its sender is unknown, so any reply could go to a
    forged address), only a log line, and exit 0 so that the MTA does not bounce
    it to that forged address either.
@@ -38,13 +39,13 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 from mailwarden.accounts.edit import AccountAdmin, generate_password
+from mailwarden.accounts.openpgp import SignedText, VerificationError, Verifier
 from mailwarden.config import MailgateConfig
 from mailwarden.directories.base import Directory
 from mailwarden.errors import AccountError, DirectoryUnavailable
 from mailwarden.mailgate import mail
 from mailwarden.mailgate.changes import ChangePolicy, ChangeResult, process_change
 from mailwarden.mailgate.mail import MailUnsent
-from mailwarden.mailgate.pgp import SignedText, VerificationError, Verifier
 from mailwarden.mailgate.replay import Claim, ReplayCache, Replayed
 from mailwarden.model import Account, AccountStatus
 

@@ -45,7 +45,7 @@ _CONTAINER = re.compile(rb"multipart/|message/", re.IGNORECASE)
 class TooComplex(MailwardenError):
     """The mail is nested deeper or has more parts than a request ever needs.
 
-    Raised by :func:`parse`; ``mailgate.pgp`` turns it into a VerificationError,
+    Raised by :func:`parse`; ``accounts.openpgp`` turns it into a VerificationError,
     so the gateway logs the mail and drops it without a reply.
     """
 

@@ -3,7 +3,7 @@
 What belongs here: reading the user's forms and turning them into structured
 edits under the rules the mail gateway uses too (``accounts/profile.py``,
 ``accounts/sshkeys.py``; the OpenPGP key is read by GnuPG in
-``mailgate/pgp.py``), then storing them through
+``accounts/openpgp.py``), then storing them through
 :class:`~mailwarden.accounts.edit.AccountAdmin`. A change that hands over the
 account needs the current password again (``auth.py`` says why).
 """
@@ -21,13 +21,13 @@ from starlette.responses import Response
 
 from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.accounts.errors import FieldError
+from mailwarden.accounts.openpgp import import_public_key, public_key_fingerprint
 from mailwarden.accounts.profile import ChangePolicy, edit_profile
 from mailwarden.accounts.sshkeys import key_set
 from mailwarden.errors import AccountError, TemporaryFailure
 from mailwarden.frontends.web import auth
 from mailwarden.frontends.web.pages import Refused, first, form_of, redirect
 from mailwarden.frontends.web.sessions import PREFIX, Session
-from mailwarden.mailgate.pgp import import_public_key, public_key_fingerprint
 from mailwarden.model import Account
 from mailwarden.schemes.common import check_password
 

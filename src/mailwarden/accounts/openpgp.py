@@ -1,4 +1,5 @@
-"""OpenPGP for the mail gateway: find the signed text of a mail, verify it, encrypt replies.
+"""OpenPGP through GnuPG, for the mail gateway and the web page: find the signed text
+of a mail, verify it, encrypt replies, and read the public keys accounts give.
 
 Everything that runs GnuPG lives here (through python-gnupg, which runs the ``gpg``
 program with ``--status-fd`` and parses its machine-readable status lines). Two
