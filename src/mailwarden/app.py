@@ -1,4 +1,4 @@
-"""Composition root: the only module (with cli.py) that wires concrete classes.
+"""Composition root: the only module (with cli/) that wires concrete classes.
 
 It turns a :class:`~mailwarden.config.Config` into a running set of objects —
 directory, hasher, engine, and (as later issues add them) front ends — and runs

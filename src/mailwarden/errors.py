@@ -9,7 +9,7 @@ owns the connection.
 ::
 
     MailwardenError                    base of everything raised on purpose
-    ├── ConfigError                    config.py; caught by cli.py (exit 78, message)
+    ├── ConfigError                    config.py; caught by cli/ (exit 78, message)
     ├── ProtocolError                  protocols/*, sasl/*; caught by the owning front end,
     │                                  which closes only that connection / request
     ├── TemporaryFailure               a backend could not answer; caught by Engine,
@@ -96,7 +96,7 @@ class DirectoryMissing(DirectoryUnavailable):
     """The embedded database does not exist yet (or is empty): ``mailwarden init`` was not run.
 
     Login peers see a temporary failure, like any directory that cannot answer; the
-    command line (cli.py) reports it as a configuration error (exit 78), since only an
+    command line (cli/) reports it as a configuration error (exit 78), since only an
     administrator can fix it: a retry would never succeed.
     """
 
