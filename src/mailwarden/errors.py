@@ -15,7 +15,7 @@ owns the connection.
     ├── TemporaryFailure               a backend could not answer; caught by Engine,
     │   │                              which returns Unavailable (never Denied)
     │   ├── DirectoryUnavailable       directories/*: database or LDAP down, timeout
-    │   │   └── DirectoryMissing       directories/sqlite.py: no database file yet; the
+    │   │   └── DirectoryMissing       directories/sqlite/: no database file yet; the
     │   │                              command line exits 78 (run ``mailwarden init``)
     │   ├── HashingUnavailable         hashing/pool.py: worker pool broken or shut down
     │   ├── StoreUnavailable           stores/*: Redis down or slow; caught by the guard,
