@@ -120,4 +120,6 @@ def dns_zone_cmd(ctx: click.Context, serial_only: bool) -> None:
     except OSError as exc:
         fail(f"{state}: {exc.strerror or exc}", EX_TEMPFAIL)
     if serial_only:
+        click.echo(str(serial))
+    else:
         click.echo(exports.zone_fragment(cfg.mailgate.dns_zone, records, serial), nl=False)
