@@ -9,7 +9,7 @@ owns the connection.
 ::
 
     MailwardenError                    base of everything raised on purpose
-    ├── ConfigError                    config.py; caught by cli/ (exit 78, message)
+    ├── ConfigError                    config/, confignames.py; caught by cli/ (exit 78)
     ├── ProtocolError                  protocols/*, sasl/*; caught by the owning front end,
     │                                  which closes only that connection / request
     ├── TemporaryFailure               a backend could not answer; caught by Engine,

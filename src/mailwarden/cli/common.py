@@ -16,7 +16,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from mailwarden import __version__, cliargs, cliout
+from mailwarden import __version__, cliargs, cliout, confignames
 from mailwarden import config as config_mod
 from mailwarden.app import (
     App,
@@ -56,7 +56,7 @@ def _config(ctx: click.Context) -> Config:
     obj: dict[str, Any] = ctx.obj
     if "config" not in obj:
         try:
-            cfg = config_mod.load(obj[cliargs.CONFIG_PATH])
+            cfg = confignames.load(obj[cliargs.CONFIG_PATH])
         except ConfigError as exc:
             fail(str(exc), EX_CONFIG)
         obj["config"] = cfg

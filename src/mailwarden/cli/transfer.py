@@ -10,7 +10,7 @@ import click
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mailwarden import config as config_mod
+from mailwarden import confignames
 from mailwarden.accounts import passwdfile
 from mailwarden.app import (
     App,
@@ -235,7 +235,7 @@ def export_ldif(ctx: click.Context, file: str, base_dn: str | None) -> None:
 def migrate(ctx: click.Context, target_config: str, replace: bool, quiet: bool) -> None:
     """Copy every account from this config's directory into another's (SQLite <-> LDAP)."""
     try:
-        target = config_mod.load(target_config)
+        target = confignames.load(target_config)
     except ConfigError as exc:
         fail(str(exc), EX_CONFIG)
 
