@@ -50,7 +50,7 @@ from typing import Literal, NoReturn, TypeAlias, TypeVar, assert_never
 
 from mailwarden import config as config_mod
 from mailwarden.config.classic import CheckpasswordConfig, DovecotConfig
-from mailwarden.errors import ConfigError, ProtocolError
+from mailwarden.errors import ConfigError, DaemonDown, ProtocolError, RelayError
 from mailwarden.protocols import checkpassword as cp
 from mailwarden.protocols import dovecot_libauth as libauth
 
@@ -159,10 +159,6 @@ class Request:
     lookup_only: bool
     remote_ip: str | None
     local_ip: str | None
-
-
-class DaemonDown(Exception):
-    """The daemon's socket is missing or refuses connections: it is not running."""
 
 
 # --------------------------------------------------------------------------- daemon path
@@ -523,7 +519,7 @@ def _forward(config: str | None, login: Login, request: Request) -> int:
         return relay.forward(
             target, connect_timeout=cluster.connect_timeout, idle_timeout=cluster.idle_timeout
         )
-    except relay.RelayError as exc:
+    except RelayError as exc:
         log(1, f"{login.user}: {exc}")
         return cp.EXIT_TEMPFAIL
 

@@ -29,7 +29,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from mailwarden.errors import ConfigError
+from mailwarden.errors import ConfigError, InvalidValue
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -230,7 +230,7 @@ def loads(
     text: str, *, source: str = "<string>", sections: Iterable[type[Section]] | None = None
 ) -> Config | Sections:
     """Parse TOML text into a Config (or the named :class:`Sections`). Raises ConfigError."""
-    from mailwarden.config.build import Invalid, build  # noqa: PLC0415 - see __getattr__
+    from mailwarden.config.build import build  # noqa: PLC0415 - see __getattr__
 
     try:
         data = tomllib.loads(text)
@@ -246,7 +246,7 @@ def loads(
             table = table_of(cls)
             found[cls] = build(cls, data.get(table, {}), f"{table}.")
         return Sections(source=source, found=found)
-    except Invalid as exc:
+    except InvalidValue as exc:
         raise ConfigError(f"expected {exc.expected}", path=source, key=exc.key) from None
 
 

@@ -1,8 +1,8 @@
 """Building a section from its TOML table: types converted and checked, unknown
 and retired keys refused, then the section's own :meth:`Section.check`.
 
-Every problem is an :class:`Invalid` (key, what was expected); :func:`mailwarden.config.load`
-turns it into a :class:`~mailwarden.errors.ConfigError` naming the file.
+Every problem is an :class:`~mailwarden.errors.InvalidValue` (key, what was expected);
+:func:`mailwarden.config.loads` raises it again as a ConfigError naming the file.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import typing
 from dataclasses import fields
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from mailwarden.errors import InvalidValue
+
 
 class Section:
     """Base of every section (and sub-table) class: :meth:`check` runs after the
@@ -20,22 +22,13 @@ class Section:
     __slots__ = ()
 
     def check(self, key: str) -> None:
-        """Raise :class:`Invalid` for a value its type cannot refuse (a range, a pair)."""
-
-
-class Invalid(Exception):
-    """A value is refused: ``key`` (its path) and what was ``expected``. Raised while
-    building; :func:`mailwarden.config.loads` catches it and raises ConfigError."""
-
-    def __init__(self, key: str, expected: str) -> None:
-        self.key = key
-        self.expected = expected
+        """Raise :class:`InvalidValue` for a value its type cannot refuse (a range, a pair)."""
 
 
 def require(ok: bool, key: str, expected: str) -> None:
-    """Invalid(key, expected) unless ``ok``."""
+    """InvalidValue(key, expected) unless ``ok``."""
     if not ok:
-        raise Invalid(key, expected)
+        raise InvalidValue(key, expected)
 
 
 S = TypeVar("S", bound=Section)
@@ -54,14 +47,14 @@ RETIRED_KEYS: dict[str, str] = {
 def build(cls: type[S], data: Any, prefix: str) -> S:
     """``cls`` from its TOML table ``data``; ``prefix`` is its key path plus a dot."""
     if not isinstance(data, dict):
-        raise Invalid(prefix.rstrip(".") or "<top>", "a table")
+        raise InvalidValue(prefix.rstrip(".") or "<top>", "a table")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if f"{prefix}{key}" in RETIRED_KEYS:
-            raise Invalid(f"{prefix}{key}", RETIRED_KEYS[f"{prefix}{key}"])
+            raise InvalidValue(f"{prefix}{key}", RETIRED_KEYS[f"{prefix}{key}"])
         if key not in known:
-            raise Invalid(
+            raise InvalidValue(
                 f"{prefix}{key}",
                 f"one of the keys {', '.join(sorted(known - {'source'}))} (unknown key)",
             )
@@ -82,44 +75,44 @@ def convert(tp: Any, value: Any, key: str) -> Any:
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            raise Invalid(key, "one of " + ", ".join(repr(c) for c in choices))
+            raise InvalidValue(key, "one of " + ", ".join(repr(c) for c in choices))
         return value
     if origin in (types.UnionType, typing.Union):
         for arg in get_args(tp):
             try:
                 return convert(arg, value, key)
-            except Invalid:
+            except InvalidValue:
                 continue
-        raise Invalid(key, " or ".join(describe(a) for a in get_args(tp)))
+        raise InvalidValue(key, " or ".join(describe(a) for a in get_args(tp)))
     if origin is tuple:
         (item_tp, _ellipsis) = get_args(tp)
         if not isinstance(value, list):
-            raise Invalid(key, f"an array of {describe(item_tp)}")
+            raise InvalidValue(key, f"an array of {describe(item_tp)}")
         return tuple(convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         _key_tp, val_tp = get_args(tp)
         if not isinstance(value, dict):
-            raise Invalid(key, "a table")
+            raise InvalidValue(key, "a table")
         return {str(k): convert(val_tp, v, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
-            raise Invalid(key, "true or false")
+            raise InvalidValue(key, "true or false")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise Invalid(key, "an integer")
+            raise InvalidValue(key, "an integer")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise Invalid(key, "a number")
+            raise InvalidValue(key, "a number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise Invalid(key, "a string")
+            raise InvalidValue(key, "a string")
         return value
     if tp is type(None):
-        raise Invalid(key, "nothing")
-    raise Invalid(key, f"a value of type {tp!r}")
+        raise InvalidValue(key, "nothing")
+    raise InvalidValue(key, f"a value of type {tp!r}")
 
 
 def describe(tp: Any) -> str:

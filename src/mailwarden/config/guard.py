@@ -7,7 +7,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mailwarden.config.build import Invalid, Section, require
+from mailwarden.config.build import Section, require
+from mailwarden.errors import InvalidValue
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,7 +96,7 @@ class GuardConfig(Section):
             try:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
-                raise Invalid(
+                raise InvalidValue(
                     f"{key}.allow_networks[{i}]", "a network such as 10.0.0.0/8"
                 ) from None
         names = [r.name for r in self.rules]
@@ -119,7 +120,7 @@ class GuardConfig(Section):
             try:
                 ipaddress.ip_address(self.stand_in_address)
             except ValueError:
-                raise Invalid(
+                raise InvalidValue(
                     f"{key}.stand_in_address", "an IP address such as 0.0.0.0, or empty"
                 ) from None
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from mailwarden.config.build import Invalid, Section, require
+from mailwarden.config.build import Section, require
+from mailwarden.errors import InvalidValue
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,7 +67,7 @@ class HttpConfig(Section):
             try:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
-                raise Invalid(
+                raise InvalidValue(
                     f"{key}.trusted_proxies[{i}]", "a network such as 127.0.0.1/32"
                 ) from None
         # The sources in ``attributes`` are checked against protocols.nauthilus by

@@ -69,6 +69,7 @@ from mailwarden.errors import (
     MailwardenError,
     TemporaryFailure,
 )
+from mailwarden.errors import HttpRefused as _Refused
 from mailwarden.frontends import web_auth
 from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.frontends.web_auth import SERVICE, Proof
@@ -165,14 +166,6 @@ class Request:
 
     def field(self, name: str) -> str:
         return (self.form.get(name) or [""])[0]
-
-
-class _Refused(Exception):
-    """Internal: answer with this status and message (bad form, CSRF, too large)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def e(value: object) -> str:

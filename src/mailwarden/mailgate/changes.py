@@ -337,14 +337,6 @@ _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 # --------------------------------------------------------------------------- processing
 
 
-class _Halt(Exception):
-    """Internal: this line stops processing; ``messages`` go before the Halted line."""
-
-    def __init__(self, *messages: str) -> None:
-        super().__init__(*messages)
-        self.messages = messages
-
-
 class _Working:
     """The account as changed so far by one message."""
 
@@ -371,7 +363,7 @@ class _Working:
         )
 
     # Each handler returns None when the line is not its kind, else
-    # (status, messages); it raises _Halt or MailgateError to halt.
+    # (status, messages); it raises MailgateError to halt.
 
     def position(self, line: str) -> tuple[LineStatus, tuple[str, ...]] | None:
         pos = parse_position_line(line)

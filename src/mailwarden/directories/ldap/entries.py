@@ -28,6 +28,7 @@ from mailwarden.directories.ldap.pool import (
 from mailwarden.errors import (
     AccountExists,
     AccountNotFound,
+    EntryChanged,
     InvalidAccount,
 )
 from mailwarden.model import Account
@@ -37,10 +38,6 @@ from mailwarden.model import Account
 # last writer wins on that attribute alone). Others are learnt from the server's
 # "inappropriate matching" answer.
 _NO_EQUALITY = frozenset({"facsimiletelephonenumber", "mailreplytext"})
-
-
-class Conflict(Exception):
-    """A compare-and-swap modify found the entry changed since it was read."""
 
 
 class LdapEntries(LdapMapping):
@@ -116,7 +113,7 @@ class LdapEntries(LdapMapping):
 
     def _rewrite(self, conn: Any, found: tuple[str, Entry], old_uid: str, account: Account) -> None:
         """Make the entry ``found`` hold exactly ``account`` (renaming it if the uid
-        changed), as a compare-and-swap on every attribute it writes: Conflict if
+        changed), as a compare-and-swap on every attribute it writes: EntryChanged if
         another writer changed one of them since ``found`` was read.
 
         Only attributes whose stored values differ from ``account``'s are written,
@@ -143,7 +140,7 @@ class LdapEntries(LdapMapping):
             except ldap.ALREADY_EXISTS:
                 raise AccountExists(f"uid {account.uid!r} already exists") from None
             except ldap.NO_SUCH_OBJECT:
-                raise Conflict from None
+                raise EntryChanged from None
             dn = ",".join([rdn, *ldap.dn.explode_dn(dn)[1:]])
         mods: list[tuple[int, str, list[bytes] | None]] = []
         stored_names = {decode_utf8(c).lower() for c in stored_classes}
@@ -171,7 +168,7 @@ class LdapEntries(LdapMapping):
         try:
             conn.modify_s(dn, mods)
         except (ldap.NO_SUCH_OBJECT, ldap.NO_SUCH_ATTRIBUTE):
-            raise Conflict from None
+            raise EntryChanged from None
         except ldap.INAPPROPRIATE_MATCHING as exc:
             text = describe_error(exc)
             named = {
@@ -180,13 +177,13 @@ class LdapEntries(LdapMapping):
             if not named - self._replace_whole:
                 raise
             self._replace_whole.update(named)  # and try again, replacing those whole
-            raise Conflict from None
+            raise EntryChanged from None
         except VALUE_ERRORS as exc:
             # Adding a value another writer added meanwhile (or a second value to a
             # single-valued attribute another writer filled) also lands here.
             now = self._entry_by_uid(conn, account.uid)
             if now is None or now[1] != entry:
-                raise Conflict from None
+                raise EntryChanged from None
             raise InvalidAccount(
                 f"the LDAP server refused the account: {describe_error(exc)}"
             ) from None
@@ -207,7 +204,7 @@ class LdapEntries(LdapMapping):
             raise AccountExists(why)
         try:
             self._rewrite(conn, found, current.uid, new)
-        except Conflict:
+        except EntryChanged:
             return None
         return Modified(before=current, after=new)
 
