@@ -11,6 +11,7 @@ import pytest
 
 from mailwarden import config, confignames
 from mailwarden.errors import ConfigError
+from mailwarden.model import HashPolicy
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -166,3 +167,11 @@ def test_relative_paths_are_relative_to_the_config_files_folder(tmp_path: Path) 
     assert config.config_relative(str(link), "/abs/sock") == "/abs/sock"
     assert config.config_relative(str(link), "") == ""
     assert config.config_relative("<defaults>", "run/sock") == "run/sock"
+
+
+def test_the_passwords_section_gives_the_hash_policy_it_extends() -> None:
+    """One set of hash-policy fields and defaults: [passwords] is a HashPolicy plus
+    default_scheme and rehash."""
+    assert config.Config().passwords.hash_policy() == HashPolicy()
+    cfg = config.loads("[passwords]\nscheme = 'sha512-crypt'\nbcrypt_cost = 7\nrehash = 'never'")
+    assert cfg.passwords.hash_policy() == HashPolicy(scheme="SHA512-CRYPT", bcrypt_cost=7)

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from mailwarden.config.build import Section, require
+from mailwarden.model import HashPolicy
 
 UsernameFormat = Literal["%Lu", "%u", "%Ln", "%n"]
 LoginAttr = Literal["uid", "mail", "alternate"]
@@ -54,19 +55,18 @@ class AuthConfig(Section):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PasswordsConfig(Section):
-    """``[passwords]``: how new hashes are made and when old ones are upgraded."""
+class PasswordsConfig(HashPolicy, Section):
+    """``[passwords]``: how new hashes are made (the fields and defaults of
+    :class:`~mailwarden.model.HashPolicy`: ``scheme`` and the costs) and which
+    stored values are read how, and when old ones are upgraded."""
 
-    scheme: str = "ARGON2ID"
     default_scheme: str = "CRYPT"
     rehash: Literal["weaker", "never"] = "weaker"
-    argon2_memory_kib: int = 65536
-    argon2_time_cost: int = 3
-    argon2_parallelism: int = 1
-    bcrypt_cost: int = 5
-    sha_crypt_rounds: int = 5000
-    pbkdf2_rounds: int = 5000
-    scram_iterations: int = 4096
+
+    def hash_policy(self) -> HashPolicy:
+        """The policy part of the section, as the schemes take it (scheme upper-cased)."""
+        values = {f.name: getattr(self, f.name) for f in fields(HashPolicy)}
+        return HashPolicy(**{**values, "scheme": self.scheme.upper()})
 
     def check(self, key: str) -> None:
         # ``scheme`` and ``default_scheme`` are checked against schemes.SCHEMES by

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import ldap  # type: ignore[import-untyped]
 import ldap.dn  # type: ignore[import-untyped]
 import ldap.filter  # type: ignore[import-untyped]
+from mailwarden.accounts.rules import check_password
 from mailwarden.config import LdapConfig
 from mailwarden.directories.base import (
     ALL_LOGIN_ATTRIBUTES,
@@ -43,11 +44,7 @@ from mailwarden.directories.ldap.pool import (
     describe_error,
     quiet_unbind,
 )
-from mailwarden.directories.memory import (
-    apply_changes,
-    check_password,
-    glob_regex,
-)
+from mailwarden.directories.memory import apply_changes, glob_regex
 from mailwarden.errors import (
     AccountChanged,
     AccountExists,

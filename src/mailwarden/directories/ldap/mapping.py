@@ -10,10 +10,8 @@ from types import MappingProxyType
 import ldap  # type: ignore[import-untyped]
 import ldap.dn  # type: ignore[import-untyped]
 import ldap.filter  # type: ignore[import-untyped]
+from mailwarden.accounts.rules import check_account
 from mailwarden.config import LdapConfig
-from mailwarden.directories.memory import (
-    check_account,
-)
 from mailwarden.errors import (
     InvalidAccount,
 )

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mailwarden.accounts.rules import check_account, check_password
 from mailwarden.directories.base import (
     ALL_LOGIN_ATTRIBUTES,
     BulkReport,
@@ -31,11 +32,7 @@ from mailwarden.directories.bulk import (
     without_refused,
     write_one_by_one,
 )
-from mailwarden.directories.memory import (
-    apply_changes,
-    check_account,
-    check_password,
-)
+from mailwarden.directories.memory import apply_changes
 from mailwarden.directories.sqlite.rows import (
     BY_FINGERPRINT,
     DELETE,
