@@ -57,6 +57,12 @@ def test_values_are_parsed_into_typed_frozen_objects() -> None:
         ("[passwords]\nscheme = 'ROT13'", "passwords.scheme", "known password scheme"),
         ("[dovecot]\nmechanisms = ['PLAIN', 'ROT13']", "dovecot.mechanisms[1]", "SASL mechanism"),
         ("[http.attributes]\nquota = 'shoe_size'", "http.attributes.quota", "an account field"),
+        (
+            "[guard]\nallow_networks = ['10.0.0.0/8', 'lan']",
+            "guard.allow_networks[1]",
+            "10.0.0.0/8",
+        ),
+        ("[http]\ntrusted_proxies = ['proxy']", "http.trusted_proxies[0]", "127.0.0.1/32"),
         ("[passwords]\nbcrypt_cost = 40", "passwords.bcrypt_cost", "from 4 to 31"),
         ("[auth]\nmaster_user_separator = '**'", "auth.master_user_separator", "one character"),
         ("[log]\nlevel = true", "log.level", "one of"),

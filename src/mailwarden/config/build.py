@@ -7,6 +7,7 @@ Every problem is an :class:`~mailwarden.errors.InvalidValue` (key, what was expe
 
 from __future__ import annotations
 
+import ipaddress
 import types
 import typing
 from dataclasses import fields
@@ -29,6 +30,16 @@ def require(ok: bool, key: str, expected: str) -> None:
     """InvalidValue(key, expected) unless ``ok``."""
     if not ok:
         raise InvalidValue(key, expected)
+
+
+def require_networks(networks: tuple[str, ...], key: str, example: str) -> None:
+    """InvalidValue for the first entry of ``networks`` that is not an IP network
+    (``key[i]``: "a network such as ``example``")."""
+    for i, net in enumerate(networks):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise InvalidValue(f"{key}[{i}]", f"a network such as {example}") from None
 
 
 S = TypeVar("S", bound=Section)

@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mailwarden.config.build import Section, require
+from mailwarden.config.build import Section, require, require_networks
 from mailwarden.errors import InvalidValue
 
 
@@ -92,13 +92,7 @@ class GuardConfig(Section):
     redis: RedisConfig = field(default_factory=RedisConfig)
 
     def check(self, key: str) -> None:
-        for i, net in enumerate(self.allow_networks):
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise InvalidValue(
-                    f"{key}.allow_networks[{i}]", "a network such as 10.0.0.0/8"
-                ) from None
+        require_networks(self.allow_networks, f"{key}.allow_networks", "10.0.0.0/8")
         names = [r.name for r in self.rules]
         require(len(names) == len(set(names)), f"{key}.rules", "rules with different names")
         require(self.ban_time > 0, f"{key}.ban_time", "seconds > 0")

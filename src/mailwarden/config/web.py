@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
-from mailwarden.config.build import Section, require
-from mailwarden.errors import InvalidValue
+from mailwarden.config.build import Section, require, require_networks
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,13 +61,7 @@ class HttpConfig(Section):
         require(self.max_connections >= 1, f"{key}.max_connections", "an integer >= 1")
         require(self.header_timeout > 0, f"{key}.header_timeout", "seconds > 0")
         require(self.idle_timeout > 0, f"{key}.idle_timeout", "seconds > 0")
-        for i, net in enumerate(self.trusted_proxies):
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise InvalidValue(
-                    f"{key}.trusted_proxies[{i}]", "a network such as 127.0.0.1/32"
-                ) from None
+        require_networks(self.trusted_proxies, f"{key}.trusted_proxies", "127.0.0.1/32")
         # The sources in ``attributes`` are checked against protocols.nauthilus by
         # mailwarden.confignames (the registry's owner).
 

@@ -76,6 +76,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from mailwarden.config.web import MAILGATE_FIELDS
 from mailwarden.mailgate.dns import DnsRecord, is_zone_wide, looks_like_dns_line, parse_dns_line
 from mailwarden.mailgate.errors import MailgateError
 from mailwarden.mailgate.position import parse_position_line
@@ -94,19 +95,9 @@ __all__ = [
     "process_change",
 ]
 
-SEED_FIELDS: tuple[str, ...] = (
-    "c",
-    "l",
-    "facsimiletelephonenumber",
-    "telephonenumber",
-    "postaladdress",
-    "postalcode",
-    "loginshell",
-    "emailforward",
-    "ircnick",
-    "onvacation",
-    "labeledurl",
-)
+# The seed fields a change may set: the one list is the config's default
+# (mailgate.fields), which a site may shorten.
+SEED_FIELDS: tuple[str, ...] = MAILGATE_FIELDS
 # Lines echoed longer than this are shortened in the report (the text is the
 # user's own, but a reply should not balloon with a pasted megabyte).
 MAX_ECHO = 300
