@@ -7,7 +7,6 @@ Every problem is an :class:`~mailwarden.errors.InvalidValue` (key, what was expe
 
 from __future__ import annotations
 
-import ipaddress
 import types
 import typing
 from dataclasses import fields
@@ -35,6 +34,10 @@ def require(ok: bool, key: str, expected: str) -> None:
 def require_networks(networks: tuple[str, ...], key: str, example: str) -> None:
     """InvalidValue for the first entry of ``networks`` that is not an IP network
     (``key[i]``: "a network such as ``example``")."""
+    # Imported here: this module is on checkpassword's per-login path, which reads
+    # no network list, and ipaddress costs about a millisecond to import.
+    import ipaddress  # noqa: PLC0415
+
     for i, net in enumerate(networks):
         try:
             ipaddress.ip_network(net, strict=False)
