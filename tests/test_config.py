@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import typing
 from pathlib import Path
 
 import pytest
 
-from mailwarden import config
+from mailwarden import config, confignames
 from mailwarden.errors import ConfigError
+from mailwarden.model import HashPolicy
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -52,6 +55,14 @@ def test_values_are_parsed_into_typed_frozen_objects() -> None:
         ("[directory]\npaht = 'x'", "directory.paht", "unknown key"),
         ("[nosuchsection]\nx = 1", "nosuchsection", "unknown key"),
         ("[passwords]\nscheme = 'ROT13'", "passwords.scheme", "known password scheme"),
+        ("[dovecot]\nmechanisms = ['PLAIN', 'ROT13']", "dovecot.mechanisms[1]", "SASL mechanism"),
+        ("[http.attributes]\nquota = 'shoe_size'", "http.attributes.quota", "an account field"),
+        (
+            "[guard]\nallow_networks = ['10.0.0.0/8', 'lan']",
+            "guard.allow_networks[1]",
+            "10.0.0.0/8",
+        ),
+        ("[http]\ntrusted_proxies = ['proxy']", "http.trusted_proxies[0]", "127.0.0.1/32"),
         ("[passwords]\nbcrypt_cost = 40", "passwords.bcrypt_cost", "from 4 to 31"),
         ("[auth]\nmaster_user_separator = '**'", "auth.master_user_separator", "one character"),
         ("[log]\nlevel = true", "log.level", "one of"),
@@ -62,7 +73,8 @@ def test_a_bad_value_names_the_file_the_key_and_what_was_expected(
     text: str, key: str, expected: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        config.loads(text, source="/etc/mailwarden/mailwarden.toml")
+        # config.loads checks types and ranges; confignames the registry names.
+        confignames.check(config.loads(text, source="/etc/mailwarden/mailwarden.toml"))
     message = str(info.value)
     assert message.startswith(f"/etc/mailwarden/mailwarden.toml: {key}: expected")
     assert expected in message
@@ -100,3 +112,72 @@ def test_docs_list_every_key_with_its_default() -> None:
     documented = set(rows)
     actual = {key for key, _, _ in config.defaults_table()}
     assert documented == actual, f"documented but not in the code: {documented - actual}"
+
+
+def test_every_section_class_is_read_from_its_field_in_config() -> None:
+    """load(sections=...) finds a section's table by its class name: the same table as
+    the whole load's field of that type."""
+    hints = typing.get_type_hints(config.Config)
+    for f in dataclasses.fields(config.Config):
+        if f.name != "source":
+            assert config.table_of(hints[f.name]) == f.name
+
+
+def test_a_partial_load_builds_the_same_sections_as_a_whole_load(tmp_path: Path) -> None:
+    path = tmp_path / "mw.toml"
+    path.write_text(
+        '[dovecot]\nclient_socket = "run/c"\n[checkpassword]\nvia = "daemon"\n'
+        '[directory]\nbackend = "oracle"\n'  # another table: not looked at
+    )
+    found = config.load(path, sections=(config.DovecotConfig, config.CheckpasswordConfig))
+    assert found.source == str(path)
+    assert found[config.DovecotConfig] == config.DovecotConfig(client_socket="run/c")
+    assert found[config.CheckpasswordConfig] == config.CheckpasswordConfig(via="daemon")
+    defaults = config.loads("", sections=(config.DovecotConfig,))
+    assert defaults[config.DovecotConfig] == config.Config().dovecot
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[dovecot]\nclient_sockett = 'x'", "dovecot.client_sockett"),
+        ("[dovecot]\nfailure_delay = 9", "dovecot.failure_delay"),
+        ("[dovecot]\nsocket_mode = 0o600", "dovecot.socket_mode"),
+        ("dovecot = 'x'", "dovecot"),
+    ],
+)
+def test_a_partial_load_checks_its_sections_as_a_whole_load_does(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    path = tmp_path / "mw.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as whole:
+        config.load(path)
+    with pytest.raises(ConfigError) as partial:
+        config.load(path, sections=(config.DovecotConfig,))
+    assert str(partial.value) == str(whole.value)
+    assert whole.value.key == key
+
+
+@pytest.mark.parametrize("name", config.__all__)
+def test_every_public_name_of_the_package_resolves(name: str) -> None:
+    assert getattr(config, name) is not None
+
+
+def test_relative_paths_are_relative_to_the_config_files_folder(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "real.toml").write_text("")
+    link = tmp_path / "etc" / "mw.toml"
+    link.symlink_to(tmp_path / "real.toml")
+    assert config.config_relative(str(link), "run/../sock") == str(tmp_path / "sock")
+    assert config.config_relative(str(link), "/abs/sock") == "/abs/sock"
+    assert config.config_relative(str(link), "") == ""
+    assert config.config_relative("<defaults>", "run/sock") == "run/sock"
+
+
+def test_the_passwords_section_gives_the_hash_policy_it_extends() -> None:
+    """One set of hash-policy fields and defaults: [passwords] is a HashPolicy plus
+    default_scheme and rehash."""
+    assert config.Config().passwords.hash_policy() == HashPolicy()
+    cfg = config.loads("[passwords]\nscheme = 'sha512-crypt'\nbcrypt_cost = 7\nrehash = 'never'")
+    assert cfg.passwords.hash_policy() == HashPolicy(scheme="SHA512-CRYPT", bcrypt_cost=7)

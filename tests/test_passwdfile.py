@@ -20,7 +20,7 @@ from mailwarden.accounts.passwdfile import (
     quota_limits,
     read_accounts,
 )
-from mailwarden.directories.memory import check_account
+from mailwarden.accounts.rules import check_account
 from mailwarden.errors import ImportError_, InvalidAccount
 from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
 
@@ -391,7 +391,7 @@ _column = st.text(
 )
 _any_text = st.text(st.characters(codec="utf-8"), max_size=12)
 _token = st.text(st.characters(codec="utf-8", exclude_characters=" " + _LINE_BREAKS), max_size=10)
-# Field names: no '=', no space, no control character (memory.field_name_storable).
+# Field names: no '=', no space, no control character (rules.field_name_storable).
 _key = _token.filter(lambda k: k != "" and "=" not in k and k.isprintable())
 _numbers = st.none() | st.integers(0, 2**63 - 1)
 _quota = st.none() | st.integers(0, 2**63 - 1) | st.sampled_from([0, 1024, 1024**3, 5 * 1024**4])
@@ -571,9 +571,8 @@ def passwd_lines(draw: st.DrawFn) -> str:
 
 @given(passwd_lines() | representable_accounts().map(format_account))
 def test_every_parsed_account_is_one_a_directory_accepts(line: str) -> None:
-    # passwdfile may not import the directories, so it repeats their rules; this
-    # keeps the two in step: an import never fails at the database for a line
-    # that parsed.
+    # An import never fails at the database for a line that parsed: passwdfile
+    # refuses a line with the same rules the directories apply.
     try:
         account = parse_line(line, 1)
     except PasswdFileError:

@@ -1,4 +1,4 @@
-"""Composition root: the only module (with cli.py) that wires concrete classes.
+"""Composition root: the only module (with cli/) that wires concrete classes.
 
 It turns a :class:`~mailwarden.config.Config` into a running set of objects —
 directory, hasher, engine, and (as later issues add them) front ends — and runs
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailwarden import __version__, schemes, sdnotify
+from mailwarden import config as config_mod
 from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.auth.engine import Engine
 from mailwarden.config import Config
@@ -43,12 +44,9 @@ T = TypeVar("T")
 
 
 def resolve_path(config: Config, path: str) -> Path:
-    """A path from the config: relative paths are relative to the config file's folder."""
-    p = Path(path)
-    if p.is_absolute() or config.source.startswith("<"):
-        return p
-    # normpath, not resolve(): tidy "etc/../var" without following symlinks.
-    return Path(os.path.normpath(Path(config.source).resolve().parent / p))
+    """A path from the config: relative paths are relative to the config file's folder
+    (:func:`mailwarden.config.config_relative`)."""
+    return Path(config_mod.config_relative(config.source, path))
 
 
 async def open_directory(config: Config, *, create: bool = False) -> Directory:
@@ -250,10 +248,10 @@ class Running:
         need a restart (logged when they changed). Requests in flight finish with the
         settings they started with; no connection closes.
         """
-        from mailwarden import config as config_mod  # noqa: PLC0415
+        from mailwarden import confignames  # noqa: PLC0415
 
         try:
-            new = config_mod.load(self.config.source)
+            new = confignames.load(self.config.source)
         except ConfigError as exc:
             log.error("reload: %s; keeping the running configuration", exc)
             return False

@@ -28,12 +28,12 @@ mechanism only accepts challenges it minted itself (``<spid.cuid.time.``, as
 Dovecot's mech-apop.c), which is what keeps a captured APOP answer from being
 replayed to its socket; qmail-popup's timestamp is not one of them.
 
-**Config.** The daemon path reads only the keys it uses (``[dovecot]`` ``enabled``,
-``client_socket``, ``userdb_socket``, ``master_socket``; ``[checkpassword]``),
-checking their types; the whole file is validated by the daemon at start, by
-``mailwarden check-config``, and here whenever the local path or cluster
-forwarding loads it. A file that cannot be read or parsed is a temporary failure
-(exit 111), never a wrong password.
+**Config.** The daemon path loads only the two sections it uses
+(``config.load(path, sections=(DovecotConfig, CheckpasswordConfig))``: the same
+classes, defaults and checks as a whole load, without building the others); the
+whole file is validated by the daemon at start, by ``mailwarden check-config``,
+and here whenever the local path loads it. A file that cannot be read or parsed
+is a temporary failure (exit 111), never a wrong password.
 
 **Logging** (``LOGLEVEL``, as qmail-ldap's auth_pop): 1 errors, 2 also refusals, 3
 also successes and which path decided.
@@ -44,37 +44,19 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn, TypeAlias, TypeVar, assert_never
 
-from mailwarden.errors import ProtocolError
+from mailwarden import config as config_mod
+from mailwarden.config.classic import CheckpasswordConfig, DovecotConfig
+from mailwarden.errors import ConfigError, DaemonDown, ProtocolError, RelayError
 from mailwarden.protocols import checkpassword as cp
 from mailwarden.protocols import dovecot_libauth as libauth
 
 Via: TypeAlias = Literal["auto", "daemon", "local"]
 R = TypeVar("R", libauth.AuthReply, libauth.UserReply)
 
-# The defaults of config.DovecotConfig / CheckpasswordConfig (a test keeps them equal;
-# importing mailwarden.config costs more than the whole daemon path).
-_DEFAULT_SYSTEM_CONFIG = "/etc/mailwarden/mailwarden.toml"
-_DEFAULT_LOCAL_CONFIG = "mailwarden.toml"
-_DEFAULTS: dict[str, dict[str, object]] = {
-    "dovecot": {
-        "enabled": True,
-        "client_socket": "/run/mailwarden/auth-client",
-        "userdb_socket": "/run/mailwarden/auth-userdb",
-        "master_socket": "/run/mailwarden/auth-master",
-    },
-    "checkpassword": {
-        "via": "auto",
-        "timeout": 15.0,
-        "first_valid_uid": 500,
-        "first_valid_gid": 1,
-    },
-}
-_VIA_CHOICES = ("auto", "daemon", "local")
 
 # The daemon's extension of USER that adds the login shell (SHELL); see
 # frontends/dovecot_master.py.
@@ -98,118 +80,37 @@ def log(level: int, message: str) -> None:
 # --------------------------------------------------------------------------- settings
 
 
-class SettingsError(Exception):
-    """The config file cannot be read or parsed, or a key the command reads is wrong."""
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """What the daemon path needs from the config file (paths already resolved)."""
 
-    source: str | None = None
-    via: Via = "auto"
-    timeout: float = 15.0
-    dovecot_enabled: bool = True
-    client_socket: str = ""
-    userdb_socket: str = ""
-    first_valid_uid: int = 500
-    first_valid_gid: int = 1
-
-
-def config_path(explicit: str | None) -> str | None:
-    """The file to read, by config.find_config_path's precedence; None: built-in defaults."""
-    if explicit is not None:
-        return explicit
-    env = os.environ.get("MAILWARDEN_CONFIG")
-    if env:
-        return env
-    for candidate in (_DEFAULT_SYSTEM_CONFIG, _DEFAULT_LOCAL_CONFIG):
-        if os.path.isfile(candidate):
-            return candidate
-    return None
+    source: str
+    via: Via
+    timeout: float
+    dovecot_enabled: bool
+    client_socket: str
+    userdb_socket: str
+    first_valid_uid: int
+    first_valid_gid: int
 
 
 def read_settings(explicit: str | None) -> Settings:
-    """Read the config file's checkpassword-related keys. Raises SettingsError."""
-    source = config_path(explicit)
-    data: dict[str, object] = {}
-    if source is not None:
-        try:
-            with open(source, "rb") as f:
-                raw = f.read()
-        except OSError as exc:
-            raise SettingsError(f"{source}: cannot read: {exc.strerror}") from None
-        try:
-            data = tomllib.loads(raw.decode("utf-8", "replace"))
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"{source}: not valid TOML: {exc}") from None
-    values = {
-        s: {**d, **_section(data, s, source, strict=s == "checkpassword")}
-        for s, d in _DEFAULTS.items()
-    }
-    dovecot, check = values["dovecot"], values["checkpassword"]
-    for key in ("client_socket", "userdb_socket", "master_socket"):
-        _expect(isinstance(dovecot[key], str), source, f"dovecot.{key}", "a string")
-    _expect(isinstance(dovecot["enabled"], bool), source, "dovecot.enabled", "a boolean")
-    via = check["via"]
-    _expect(via in _VIA_CHOICES, source, "checkpassword.via", '"auto", "daemon" or "local"')
-    timeout = check["timeout"]
-    _expect(
-        isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0,
-        source,
-        "checkpassword.timeout",
-        "seconds > 0",
-    )
-    ids: dict[str, int] = {}
-    for key, least in (("first_valid_uid", 1), ("first_valid_gid", 0)):
-        value = check[key]
-        _expect(
-            isinstance(value, int) and not isinstance(value, bool) and value >= least,
-            source,
-            f"checkpassword.{key}",
-            f"an integer >= {least}",
-        )
-        ids[key] = int(value)  # type: ignore[call-overload]  # checked above
-    userdb = str(dovecot["userdb_socket"]) or str(dovecot["master_socket"])
+    """The config file's ``[dovecot]`` and ``[checkpassword]``. Raises ConfigError."""
+    found = config_mod.load(explicit, sections=(DovecotConfig, CheckpasswordConfig))
+    dovecot, check = found[DovecotConfig], found[CheckpasswordConfig]
     return Settings(
-        source=source,
-        via=via,  # type: ignore[arg-type]  # checked against _VIA_CHOICES above
-        timeout=float(timeout),  # type: ignore[arg-type]  # checked above
-        dovecot_enabled=bool(dovecot["enabled"]),
-        client_socket=_resolve(source, str(dovecot["client_socket"])),
-        userdb_socket=_resolve(source, userdb),
-        **ids,
+        source=found.source,
+        via=check.via,
+        timeout=check.timeout,
+        dovecot_enabled=dovecot.enabled,
+        client_socket=config_mod.config_relative(found.source, dovecot.client_socket),
+        # userdb_socket off: the USER lookup goes to the master socket.
+        userdb_socket=config_mod.config_relative(
+            found.source, dovecot.userdb_socket or dovecot.master_socket
+        ),
+        first_valid_uid=check.first_valid_uid,
+        first_valid_gid=check.first_valid_gid,
     )
-
-
-def _section(
-    data: dict[str, object], name: str, source: str | None, *, strict: bool
-) -> dict[str, object]:
-    section = data.get(name, {})
-    _expect(isinstance(section, dict), source, name, "a table")
-    assert isinstance(section, dict)
-    known = _DEFAULTS[name]
-    if strict:
-        for key in section:
-            _expect(
-                key in known,
-                source,
-                f"{name}.{key}",
-                f"one of the keys {', '.join(sorted(known))} (unknown key)",
-            )
-    return {k: v for k, v in section.items() if k in known}
-
-
-def _expect(ok: bool, source: str | None, key: str, expected: str) -> None:
-    if not ok:
-        raise SettingsError(f"{source or '<defaults>'}: {key}: expected {expected}")
-
-
-def _resolve(source: str | None, path: str) -> str:
-    """app.resolve_path: relative paths are relative to the config file's folder."""
-    if not path or os.path.isabs(path) or source is None:
-        return path
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.realpath(source)), path))
 
 
 # --------------------------------------------------------------------------- decisions
@@ -258,10 +159,6 @@ class Request:
     lookup_only: bool
     remote_ip: str | None
     local_ip: str | None
-
-
-class DaemonDown(Exception):
-    """The daemon's socket is missing or refuses connections: it is not running."""
 
 
 # --------------------------------------------------------------------------- daemon path
@@ -394,13 +291,13 @@ def decide_locally(config_path: str | None, request: Request) -> Decision:
     import asyncio  # noqa: PLC0415 - the lean path must not pay for these
     import dataclasses  # noqa: PLC0415
 
-    from mailwarden import config as config_mod  # noqa: PLC0415
+    from mailwarden import confignames  # noqa: PLC0415
     from mailwarden.app import (  # noqa: PLC0415
         authenticate_and_describe,
         running_app,
         setup_logging,
     )
-    from mailwarden.errors import ConfigError, MailwardenError  # noqa: PLC0415
+    from mailwarden.errors import MailwardenError  # noqa: PLC0415
     from mailwarden.model import (  # noqa: PLC0415
         Accepted,
         AuthAttempt,
@@ -415,7 +312,7 @@ def decide_locally(config_path: str | None, request: Request) -> Decision:
     from mailwarden.sasl.apop import ApopProof  # noqa: PLC0415
 
     try:
-        cfg = config_mod.load(config_path)
+        cfg = confignames.load(config_path)
     except ConfigError as exc:
         return TempFail(detail=f"config: {exc}")
     # As for every one-shot command: only warnings and errors reach the log.
@@ -539,11 +436,11 @@ def run(config: str | None, subprogram: list[str]) -> NoReturn:
         remote_ip=os.environ.get("TCPREMOTEIP") or None,
         local_ip=os.environ.get("TCPLOCALIP") or None,
     )
-    settings = Settings()
+    settings: Settings | None = None
     try:
         settings = read_settings(config)
         decision = decide(config, settings, request)
-    except SettingsError as exc:
+    except ConfigError as exc:
         decision = TempFail(detail=str(exc))
     except Exception as exc:  # the process boundary
         # An uncaught exception would exit 1, which callers read as a wrong password.
@@ -559,7 +456,7 @@ def run(config: str | None, subprogram: list[str]) -> NoReturn:
             log(2, f"lookup: unknown user {block.login!r}")
             sys.exit(cp.EXIT_LOOKUP_UNKNOWN)
         case Login():
-            pass
+            assert settings is not None  # only a decision made with them is a Login
     env = dict(os.environ)
     env.update(
         cp.login_environment(
@@ -588,9 +485,8 @@ def run(config: str | None, subprogram: list[str]) -> NoReturn:
 def _forward(config: str | None, login: Login, request: Request) -> int:
     """Cluster session forwarding: the account lives on another mail host (the engine
     said so with proxy fields). Log in there and relay instead of exec'ing locally."""
-    from mailwarden import config as config_mod  # noqa: PLC0415 - forwarded sessions only
-    from mailwarden.cluster import relay  # noqa: PLC0415
-    from mailwarden.errors import ConfigError  # noqa: PLC0415
+    from mailwarden.cluster import relay  # noqa: PLC0415 - forwarded sessions only
+    from mailwarden.config.core import ClusterConfig  # noqa: PLC0415
 
     host = login.passdb["host"]
     if request.apop_digest is not None:
@@ -599,7 +495,7 @@ def _forward(config: str | None, login: Login, request: Request) -> int:
         log(1, f"{login.user}: APOP logins cannot be forwarded to {host}")
         return cp.EXIT_TEMPFAIL
     try:
-        cluster = config_mod.load(config).cluster
+        cluster = config_mod.load(config, sections=(ClusterConfig,))[ClusterConfig]
     except ConfigError as exc:
         log(1, f"{login.user}: config: {exc}")
         return cp.EXIT_TEMPFAIL
@@ -623,7 +519,7 @@ def _forward(config: str | None, login: Login, request: Request) -> int:
         return relay.forward(
             target, connect_timeout=cluster.connect_timeout, idle_timeout=cluster.idle_timeout
         )
-    except relay.RelayError as exc:
+    except RelayError as exc:
         log(1, f"{login.user}: {exc}")
         return cp.EXIT_TEMPFAIL
 

@@ -2,9 +2,9 @@
 
 ``mailwarden -c FILE user list`` and ``mailwarden user list -c FILE`` are the same
 call, and so are ``--format F`` before or after a command that prints records.
-The group's own option (cli.py's ``main``) stores its value in the shared
+The group's own option (cli/common.py's ``main``) stores its value in the shared
 ``ctx.obj``; the copies here, given to the subcommands, overwrite it when given
-(the one nearer the end wins). cli.py loads the config only when a command first
+(the one nearer the end wins). cli/ loads the config only when a command first
 needs it, after every option has been read.
 
 Belongs here: those copies and the walk that attaches ``-c`` to every command.
@@ -19,7 +19,7 @@ import click
 
 from mailwarden.cliout import FORMAT_NAMES
 
-#: The ``ctx.obj`` keys of the options (cli.py's ``main`` sets both).
+#: The ``ctx.obj`` keys of the options (cli/common.py's ``main`` sets both).
 CONFIG_PATH = "config_path"
 FORMAT = "format"
 

@@ -14,7 +14,7 @@ anything else (a pipe, a file) gets TSV. The rules, for scripts:
   there; use TSV or JSON to read every character).
 
 Belongs here: choosing the format and writing rows, key/value records and JSON.
-Which columns a command prints is the command's (cli.py).
+Which columns a command prints is the command's (cli/).
 """
 
 from __future__ import annotations

@@ -9,13 +9,22 @@ owns the connection.
 ::
 
     MailwardenError                    base of everything raised on purpose
-    ├── ConfigError                    config.py; caught by cli.py (exit 78, message)
-    ├── ProtocolError                  protocols/*, sasl/*; caught by the owning front end,
-    │                                  which closes only that connection / request
+    ├── ConfigError                    config/, confignames.py; caught by cli/ (exit 78)
+    │   └── InvalidValue               config/build.py: one value refused while a table is
+    │                                  built; config.loads re-raises it naming the file
+    ├── ProtocolError                  the *peer's* error: protocols/*, sasl/*; caught by the
+    │                                  owning front end, which closes only that connection
+    │                                  / request
+    ├── LocalProtocolError             *our* error: a protocol core or mechanism driven out
+    │                                  of turn (protocols/*, sasl/*); a bug, never caught
+    │                                  before the connection boundary (also a RuntimeError)
+    ├── HttpRefused                    frontends/http.py, web/: a request answered with a
+    │   │                              4xx status and message; caught by the same handler
+    │   └── BodyTooLarge               the request body is over http.max_body_bytes (413)
     ├── TemporaryFailure               a backend could not answer; caught by Engine,
     │   │                              which returns Unavailable (never Denied)
     │   ├── DirectoryUnavailable       directories/*: database or LDAP down, timeout
-    │   │   └── DirectoryMissing       directories/sqlite.py: no database file yet; the
+    │   │   └── DirectoryMissing       directories/sqlite/: no database file yet; the
     │   │                              command line exits 78 (run ``mailwarden init``)
     │   ├── HashingUnavailable         hashing/pool.py: worker pool broken or shut down
     │   ├── StoreUnavailable           stores/*: Redis down or slow; caught by the guard,
@@ -24,10 +33,17 @@ owns the connection.
     │   │                              gateway command exits 75
     │   ├── InProgress                 mailgate/replay.py: another delivery of the same
     │   │                              message is being processed; exit 75, MTA retries
+    │   ├── DaemonDown                 checkpassword.py: the daemon's socket is missing or
+    │   │                              refuses connections; caught there, which decides
+    │   │                              locally instead (or exits 111 with via = "daemon")
+    │   ├── RelayError                 cluster/relay.py: the mail host could not be used
+    │   │                              before the session started; checkpassword exits 111
     │   └── AccountChanged             directories/*: another writer kept changing the
-    │                                  account during a compare-and-swap write; the
-    │                                  CLI exits 75, the admin API answers 409, the
-    │                                  gateway exits 75 (the MTA retries)
+    │       │                          account during a compare-and-swap write; the
+    │       │                          CLI exits 75, the admin API answers 409, the
+    │       │                          gateway exits 75 (the MTA retries)
+    │       └── EntryChanged           directories/ldap/: one compare-and-swap attempt
+    │                                  lost; caught by the directory, which reads again
     ├── SchemeError                    schemes/*: a stored hash cannot be used
     │   ├── UnknownScheme              ``{FOO}`` names no registered scheme
     │   └── MalformedHash              the data after ``{SCHEME}`` is not valid for it
@@ -37,13 +53,15 @@ owns the connection.
     │   ├── AccountNotFound            update()/delete() of a uid that does not exist
     │   └── InvalidAccount             a field value breaks a rule (bad username, ...)
     ├── ImportError_                   passwdfile.py: a whole import cannot proceed
-    ├── VerificationError              accounts/openpgp.py: unsigned or untrusted mail (subclass
-    │                                  Unsigned); caught by the gateway: logged, no reply
+    │   └── PasswdFileError            accounts/passwdfile.py: one line is not an account
+    ├── VerificationError              accounts/openpgp.py: untrusted mail; caught by the
+    │   │                              gateway: logged, no reply
+    │   └── Unsigned                   no clearsigned body or PGP/MIME signature at all
     ├── Replayed                       mailgate/replay.py: seen before or outside the clock
     │                                  window; caught by the gateway, reported to the signer
     ├── TooComplex                     mailgate/mime.py: MIME nested too deep or too many
     │                                  parts; accounts/openpgp.py turns it into VerificationError
-    └── FieldError                     accounts/errors.py: an account field's value is
+    └── FieldError                     accounts/*: an account field's value is
                                        malformed (a ``change`` line, a web form); caught by
                                        mailgate.changes (halts, reports why) and the web page
 
@@ -84,6 +102,44 @@ class ProtocolError(MailwardenError):
     """
 
 
+class InvalidValue(ConfigError):
+    """One value refused while a section is built: ``key`` (its path) and what was
+    ``expected``. The file is not known there; ``config.loads`` catches it and raises
+    a ConfigError that names the file too."""
+
+    def __init__(self, key: str, expected: str) -> None:
+        super().__init__(f"expected {expected}", key=key)
+        self.expected = expected
+
+
+class LocalProtocolError(MailwardenError, RuntimeError):
+    """Our own code drove a sans-I/O core or a SASL mechanism against its rules: a
+    step out of turn, a reply to a request that is not pending, data after the end.
+
+    The peer's mistakes are :class:`ProtocolError` (as h11 tells RemoteProtocolError
+    from LocalProtocolError): a front end that catches those to close one connection
+    must not mistake a bug of ours for the client's fault. Nothing catches this one
+    before the connection boundary's ``except Exception``, which logs it.
+    """
+
+
+class HttpRefused(MailwardenError):
+    """An HTTP request answered with ``status`` (4xx) and a message: a form that cannot
+    be read, a cross-site form, an unknown page. Raised and caught inside the request
+    handler of frontends/http.py or the web page (frontends/web/)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BodyTooLarge(HttpRefused):
+    """The request body is larger than ``http.max_body_bytes`` (413)."""
+
+    def __init__(self, message: str = "request body too large") -> None:
+        super().__init__(413, message)
+
+
 class TemporaryFailure(MailwardenError):
     """A backend could not give an answer now; the client should retry later."""
 
@@ -96,7 +152,7 @@ class DirectoryMissing(DirectoryUnavailable):
     """The embedded database does not exist yet (or is empty): ``mailwarden init`` was not run.
 
     Login peers see a temporary failure, like any directory that cannot answer; the
-    command line (cli.py) reports it as a configuration error (exit 78), since only an
+    command line (cli/) reports it as a configuration error (exit 78), since only an
     administrator can fix it: a retry would never succeed.
     """
 
@@ -108,6 +164,24 @@ class AccountChanged(TemporaryFailure):
     retries run out. Retrying the whole request is safe and will apply on top of the
     other writer's change.
     """
+
+
+class EntryChanged(AccountChanged):
+    """One compare-and-swap write found the entry changed since it was read. The
+    directory reads again and retries; only when its attempts run out does the caller
+    see :class:`AccountChanged`."""
+
+
+class DaemonDown(TemporaryFailure):
+    """The running daemon's socket is missing or refuses connections: it is not running.
+
+    ``mailwarden checkpassword`` decides locally instead (``checkpassword.via = "auto"``)
+    or reports a temporary failure (``"daemon"``)."""
+
+
+class RelayError(TemporaryFailure):
+    """The mail host could not be used before the forwarded session started (connect,
+    greeting, login); ``mailwarden checkpassword`` exits 111."""
 
 
 class HashingUnavailable(TemporaryFailure):
@@ -148,3 +222,13 @@ class InvalidAccount(AccountError):
 
 class ImportError_(MailwardenError):  # noqa: N801 - trailing _: not the builtin
     """A whole import cannot proceed (unreadable file, wrong format)."""
+
+
+class FieldError(MailwardenError):
+    """A value sent for an account field is malformed; the message says how.
+
+    Raised by ``accounts.position``, ``accounts.sshkeys``, ``accounts.dns`` and
+    ``accounts.profile``; caught by ``mailgate.changes`` and the web page. The
+    text goes back to the (verified) account owner, so it may quote the input
+    but never a secret.
+    """

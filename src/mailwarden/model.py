@@ -312,3 +312,31 @@ def ip_in_nets(ip: str | None, nets: tuple[str, ...]) -> bool:
         except ValueError:
             continue
     return False
+
+
+def login_key(name: str) -> str:
+    """The form a login (uid or address) is indexed and compared under: logins are
+    case-insensitive everywhere (directories, imports, account rules)."""
+    return name.lower()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HashPolicy:
+    """How new hashes are made, and which stored hashes are due for an upgrade.
+
+    A value of its own (here, not in schemes/) because it is also the shape of the
+    config's ``[passwords]`` section, which extends it: one set of fields and
+    defaults for both.
+
+    The defaults match ``doveadm pw`` for each scheme, except the default scheme
+    itself, which is ARGON2ID (Dovecot's default is CRYPT = bcrypt cost 5).
+    """
+
+    scheme: str = "ARGON2ID"
+    argon2_memory_kib: int = 65536
+    argon2_time_cost: int = 3
+    argon2_parallelism: int = 1
+    bcrypt_cost: int = 5
+    sha_crypt_rounds: int = 5000
+    pbkdf2_rounds: int = 5000
+    scram_iterations: int = 4096

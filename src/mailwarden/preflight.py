@@ -1,6 +1,6 @@
 """What ``serve`` checks before it opens anything: the one validation of a whole config.
 
-``config.load`` checks each key on its own (types, ranges, known names). Some
+``confignames.load`` checks each key on its own (types, ranges, known names). Some
 values can only be judged on the machine that runs the daemon: a socket owner must
 exist in its user database, a certificate must be readable and match its key, the
 embedded database must have been created. ``serve`` refuses such a config when it

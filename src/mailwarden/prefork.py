@@ -67,7 +67,7 @@ MAX_QUICK_DEATHS = 5
 BACKOFF = 0.5
 BACKOFF_MAX = 8.0
 
-# Exit codes of a worker (as the single-process ``serve``; see cli.py).
+# Exit codes of a worker (as the single-process ``serve``; see cli/daemon.py).
 EX_OSERR = 71
 EX_TEMPFAIL = 75
 EX_CONFIG = 78

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailwarden.accounts.dns import DnsRecord, looks_like_dns_line, parse_dns_line
-from mailwarden.accounts.errors import FieldError
+from mailwarden.errors import FieldError
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwarden.accounts.errors import FieldError
 from mailwarden.accounts.position import (
     format_degrees,
     parse_coordinate,
     parse_position,
     parse_position_line,
 )
+from mailwarden.errors import FieldError
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailwarden.accounts.errors import FieldError
 from mailwarden.accounts.profile import ChangePolicy, edit_profile
+from mailwarden.errors import FieldError
 from mailwarden.mailgate.changes import process_change
 from mailwarden.model import Account, Profile
 

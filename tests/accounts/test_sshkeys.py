@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwarden.accounts.errors import FieldError
 from mailwarden.accounts.sshkeys import (
     SshKey,
     fingerprint_of,
@@ -21,6 +20,7 @@ from mailwarden.accounts.sshkeys import (
     looks_like_key_line,
     parse_key_line,
 )
+from mailwarden.errors import FieldError
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
 

@@ -1,8 +1,8 @@
 """The lean start of ``mailwarden checkpassword``: the dispatcher and the config reader.
 
-:mod:`mailwarden.checkpassword` reads its few config keys without
-:mod:`mailwarden.config` (too slow to import once per login); these tests keep the
-two in step: same defaults, same file precedence, same relative paths.
+:mod:`mailwarden.checkpassword` loads only the two sections it reads
+(``config.load(path, sections=...)``): the same classes, defaults and checks as a
+whole load, and the same relative paths as the daemon's.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from mailwarden import checkpassword, config
 from mailwarden.app import resolve_path
 from mailwarden.entry import checkpassword_args
+from mailwarden.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -38,39 +39,6 @@ def test_only_checkpassword_calls_take_the_lean_path(
     argv: list[str], expected: tuple[str | None, list[str]] | None
 ) -> None:
     assert checkpassword_args(argv) == expected
-
-
-def test_the_lean_defaults_are_the_config_modules() -> None:
-    defaults = checkpassword.Settings()
-    full = config.Config()
-    lean = checkpassword._DEFAULTS
-    assert lean["dovecot"] == {
-        "enabled": full.dovecot.enabled,
-        "client_socket": full.dovecot.client_socket,
-        "userdb_socket": full.dovecot.userdb_socket,
-        "master_socket": full.dovecot.master_socket,
-    }
-    assert lean["checkpassword"] == {
-        "via": full.checkpassword.via,
-        "timeout": full.checkpassword.timeout,
-        "first_valid_uid": full.checkpassword.first_valid_uid,
-        "first_valid_gid": full.checkpassword.first_valid_gid,
-    }
-    assert (defaults.first_valid_uid, defaults.first_valid_gid) == (
-        full.checkpassword.first_valid_uid,
-        full.checkpassword.first_valid_gid,
-    )
-    assert (defaults.via, defaults.timeout) == (full.checkpassword.via, full.checkpassword.timeout)
-    assert str(config.SYSTEM_CONFIG) == checkpassword._DEFAULT_SYSTEM_CONFIG
-    assert str(config.LOCAL_CONFIG) == checkpassword._DEFAULT_LOCAL_CONFIG
-
-
-def test_the_config_file_is_found_as_the_config_module_finds_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MAILWARDEN_CONFIG", str(tmp_path / "env.toml"))
-    assert checkpassword.config_path(None) == str(config.find_config_path(None))
-    assert checkpassword.config_path("x.toml") == str(config.find_config_path("x.toml"))
 
 
 def test_the_settings_match_the_full_config(tmp_path: Path) -> None:
@@ -102,10 +70,10 @@ def test_the_settings_match_the_full_config(tmp_path: Path) -> None:
         ("[checkpassword]\nsocket = 'x'\n", "checkpassword.socket"),
     ],
 )
-def test_a_wrong_key_the_command_reads_is_a_settings_error(
+def test_a_wrong_key_the_command_reads_is_a_config_error(
     tmp_path: Path, text: str, key: str
 ) -> None:
     cfg = tmp_path / "mw.toml"
     cfg.write_text(text)
-    with pytest.raises(checkpassword.SettingsError, match=key):
+    with pytest.raises(ConfigError, match=key):
         checkpassword.read_settings(str(cfg))

@@ -23,11 +23,10 @@ import pytest
 import pytest_asyncio
 
 from mailwarden.accounts.edit import AccountAdmin
-from mailwarden.accounts.errors import FieldError
 from mailwarden.accounts.openpgp import public_key_fingerprint as openpgp_fingerprint
 from mailwarden.auth.engine import Engine
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.errors import ConfigError
+from mailwarden.errors import ConfigError, FieldError
 from mailwarden.frontends.http import HttpApi, HttpServer, start_http
 from mailwarden.frontends.web import WebUi, load_secret, password_problem
 from mailwarden.metrics import Metrics

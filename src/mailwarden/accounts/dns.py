@@ -38,7 +38,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from mailwarden.accounts.errors import FieldError
+from mailwarden.errors import FieldError
 
 __all__ = [
     "MAX_DNS_LINE_LENGTH",

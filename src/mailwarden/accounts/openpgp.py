@@ -36,8 +36,7 @@ from typing import Literal
 
 import gnupg  # type: ignore[import-untyped]
 
-from mailwarden.accounts.errors import FieldError
-from mailwarden.errors import MailwardenError
+from mailwarden.errors import FieldError, MailwardenError
 from mailwarden.mailgate import mime
 
 

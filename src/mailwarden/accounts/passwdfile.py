@@ -34,6 +34,8 @@ from types import MappingProxyType
 from typing import TextIO
 from urllib.parse import unquote
 
+from mailwarden.accounts import rules
+from mailwarden.accounts.rules import check_account
 from mailwarden.errors import ImportError_, InvalidAccount
 from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
 
@@ -43,8 +45,6 @@ MAX_LINE_LENGTH = 64 * 1024
 # Integers longer than this are refused before int() sees them (int() itself
 # refuses beyond 4300 digits with an error that names no line).
 _MAX_DIGITS = 19
-# Directories store signed 64-bit integers.
-_MAX_INTEGER = 2**63 - 1
 
 _QUOTA_RULE_KEY = re.compile(r"quota_rule[0-9]*")
 _LIMIT = re.compile(r"(storage|bytes|messages)=([0-9]{1,19})(?:([kKmMgGtT])[bB]?|([bB]))?")
@@ -108,7 +108,7 @@ def read_accounts(lines: Iterable[str]) -> Iterator[tuple[int, Account | PasswdF
             continue
         if account is None:
             continue
-        addresses = _addresses(account)
+        addresses = rules.addresses(account)
         clash = _clash(account.uid, addresses, uid_lines, address_lines)
         if clash is not None:
             yield lineno, PasswdFileError(lineno, clash)
@@ -130,10 +130,6 @@ def _clash(
         if earlier is not None:
             return f"address {address!r} is already used on line {earlier}"
     return None
-
-
-def _addresses(account: Account) -> list[str]:
-    return ([account.mail] if account.mail is not None else []) + list(account.alternate_addresses)
 
 
 def parse_line(line: str, lineno: int) -> Account | None:
@@ -210,41 +206,13 @@ def _parse(text: str) -> Account:
     return account
 
 
-def _check_login(what: str, name: str) -> None:
-    if not name:
-        raise ValueError(f"empty {what}")
-    if " " in name or not name.isprintable():
-        raise ValueError(f"{what} {name!r} contains a space or a control character")
-
-
 def _check_storable(account: Account) -> None:
-    """Refuse what a directory would refuse, so that one bad line cannot abort an import.
-
-    These are the rules of ``mailwarden.directories.memory.check_account`` that
-    a parsed line can break (tests/test_passwdfile.py checks the two agree); this
-    module may not import the directories.
-    """
-    _check_login("user name", account.uid)
-    seen: set[str] = set()
-    for address in _addresses(account):
-        _check_login("address", address)
-        key = address.lower()
-        if key in seen:
-            raise ValueError(f"address {address!r} is listed twice")
-        seen.add(key)
-    for name in ("uid_number", "gid_number", "quota_bytes", "quota_messages"):
-        number = getattr(account, name)
-        if number is not None and not 0 <= number <= _MAX_INTEGER:
-            raise ValueError(f"{name} {number} is out of range")
-    for service in account.services:
-        if not service or service != service.lower():
-            raise ValueError(f"service name {service!r} must be non-empty and lower case")
-    for key in (*account.passdb_fields, *account.userdb_fields):
-        # memory.field_name_storable: this module may not import the directories.
-        if not key or "=" in key or " " in key or not key.isprintable():
-            raise ValueError(
-                f"extra field name {key!r} is empty or contains '=', a space or a control character"
-            )
+    """Refuse what a directory would refuse, so that one bad line cannot abort an
+    import: the directories' own rules (:func:`~mailwarden.accounts.rules.check_account`)."""
+    try:
+        check_account(account, uid_called="user name")
+    except InvalidAccount as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _number(what: str, text: str) -> int:

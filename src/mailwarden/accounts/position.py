@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from mailwarden.accounts.errors import FieldError
+from mailwarden.errors import FieldError
 
 __all__ = ["Position", "parse_coordinate", "parse_position", "parse_position_line"]
 

@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mailwarden.accounts.errors import FieldError
-from mailwarden.config import MAILGATE_FIELDS
+from mailwarden.config.web import MAILGATE_FIELDS
+from mailwarden.errors import FieldError
 from mailwarden.model import Account, Profile
 
 if TYPE_CHECKING:

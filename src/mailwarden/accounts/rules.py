@@ -1,9 +1,15 @@
-"""Account editing rules shared by the CLI and the admin API: pure functions.
+"""The one set of account rules: pure functions, at two levels.
+
+* :func:`check_account` (and :func:`check_password`): what *every* directory can
+  store and read back; every backend calls it on each write, and the passwd-file
+  import on each line, so that they all accept and refuse the same accounts.
+* :func:`validate`: what an administrator may set (the CLI, the admin API, the
+  web page and the mail gateway), stricter than storable: uid characters, one
+  address per field, networks, lengths of the gateway's lists.
 
 ``apply_assignments`` turns ``FIELD=VALUE`` strings into a new Account;
-``validate`` checks every field an administrator can set; ``account_to_json``
-and ``apply_json`` are the JSON form the admin API and ``mailwarden user show
---json`` use. Both raise
+``account_to_json`` and ``apply_json`` are the JSON form the admin API and
+``mailwarden user show --json`` use. Every refusal is
 :class:`~mailwarden.errors.InvalidAccount` with a message that names the field.
 """
 
@@ -12,11 +18,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from mailwarden.errors import InvalidAccount
-from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
+from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile, login_key
 
 # Every pattern is used with fullmatch: "$" would also match before a final newline.
 _UID_RE = re.compile(r"[A-Za-z0-9._@+-]{1,255}")
@@ -32,8 +38,10 @@ _SERVICE_RE = re.compile(r"[a-z0-9_-]{1,64}")
 # passwd-file extra fields: no '=', space, TAB or line break may be part of one.
 _FIELD_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
-_TEXT_FIELDS = ("mail", "mail_host", "home", "mail_location", "pgp_fingerprint")
-_INT_FIELDS = ("uid_number", "gid_number", "quota_bytes", "quota_messages")
+TEXT_FIELDS = ("mail", "mail_host", "home", "mail_location", "pgp_fingerprint")
+INT_FIELDS = ("uid_number", "gid_number", "quota_bytes", "quota_messages")
+TUPLE_FIELDS = ("alternate_addresses", "allow_nets", "ssh_keys", "dns_records")
+MAPPING_FIELDS = ("services", "passdb_fields", "userdb_fields")
 # Bounds of the lists the mail gateway writes (a 16384-bit RSA key line is ~2800
 # characters; a TXT record line stays far below 1024).
 MAX_LIST_ENTRIES = 100
@@ -43,8 +51,8 @@ _TRUE = {"yes", "y", "true", "1", "on"}
 _FALSE = {"no", "n", "false", "0", "off"}
 
 ASSIGNABLE = (
-    *_TEXT_FIELDS,
-    *_INT_FIELDS,
+    *TEXT_FIELDS,
+    *INT_FIELDS,
     "status",
     "master",
     "alternate_addresses",
@@ -99,9 +107,9 @@ def apply_assignments(account: Account, assignments: Iterable[str]) -> Account:
                 profile.pop(key, None)
             else:
                 profile[key] = value
-        elif field in _TEXT_FIELDS:
+        elif field in TEXT_FIELDS:
             changes[field] = value or None
-        elif field in _INT_FIELDS:
+        elif field in INT_FIELDS:
             try:
                 changes[field] = int(value) if value else None
             except ValueError:
@@ -152,7 +160,7 @@ def validate(account: Account) -> None:
         check_address(addr)
     if account.profile.email_forward is not None:
         check_address(account.profile.email_forward, "profile.email_forward")
-    for name in _INT_FIELDS:
+    for name in INT_FIELDS:
         value = getattr(account, name)
         if value is not None and value < 0:
             raise InvalidAccount(f"{name}: must not be negative")
@@ -186,6 +194,164 @@ def validate(account: Account) -> None:
                 raise InvalidAccount(f"{name}: each entry is 1 to {longest} characters")
             if any(ord(c) < 32 or ord(c) == 127 for c in value):
                 raise InvalidAccount(f"{name}: control characters are not allowed")
+
+
+# --------------------------------------------------------------------------- storable
+
+# SQLite stores signed 64-bit integers; every backend refuses what one of them cannot hold.
+MAX_INTEGER = 2**63 - 1
+
+
+def _text(what: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidAccount(f"{what} must be a string, not {type(value).__name__}")
+    if not value.isascii():
+        # Lone surrogates (from surrogateescape decoding) cannot be stored as UTF-8.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidAccount(f"{what} is not valid Unicode text") from None
+    return value
+
+
+def check_password(value: object) -> str:
+    """A password value as a backend may store it, or InvalidAccount."""
+    return _text("password", value)
+
+
+def _login(what: str, value: object) -> str:
+    name = _text(what, value)
+    # A space or control character in a login name is never intended, breaks the
+    # line-based formats (passwd-file, Dovecot's protocol) and makes logs ambiguous.
+    if not name or " " in name or not name.isprintable():
+        raise InvalidAccount(_login_problem(what, name))
+    return name
+
+
+def check_account(account: Account, *, uid_called: str = "uid") -> None:
+    """Raise :class:`InvalidAccount` saying why a backend may not store ``account``.
+
+    Sequences may be lists and mappings any Mapping: backends store copies.
+    This runs once per account of a bulk import, so the common case (every value
+    a valid str) is checked in one pass over all of them. ``uid_called``: what the
+    caller's format calls the uid in a message (a passwd-file's "user name").
+    """
+    if not isinstance(account, Account):
+        raise InvalidAccount(f"expected an Account, not {type(account).__name__}")
+    texts = _texts(account)
+    if not all(type(text) is str for text in texts) or not _valid_unicode("".join(texts)):
+        for what, value in _named_texts(account):
+            _text(what, value)
+    _login(uid_called, account.uid)
+    seen: set[str] = set()
+    for address in addresses(account):
+        _login("address", address)
+        key = login_key(address)
+        if key in seen:
+            raise InvalidAccount(f"address {address!r} is listed twice")
+        seen.add(key)
+    if not isinstance(account.status, AccountStatus):
+        raise InvalidAccount(f"status must be an AccountStatus, not {account.status!r}")
+    if not isinstance(account.master, bool):
+        raise InvalidAccount("master must be a bool")
+    for name in INT_FIELDS:
+        number = getattr(account, name)
+        if number is None:
+            continue
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise InvalidAccount(f"{name} must be an integer, not {number!r}")
+        if not 0 <= number <= MAX_INTEGER:
+            raise InvalidAccount(f"{name} {number} is out of range (0 to 2**63-1)")
+    for service, enabled in account.services.items():
+        if not service or service != service.lower():
+            raise InvalidAccount(f"service name {service!r} must be non-empty and lower case")
+        if not isinstance(enabled, bool):
+            raise InvalidAccount(f"service {service!r} must be switched by a bool")
+    for kind, fields in (("passdb", account.passdb_fields), ("userdb", account.userdb_fields)):
+        for key in fields:
+            if not field_name_storable(key):
+                raise InvalidAccount(_field_name_problem(f"{kind} field name", key))
+
+
+def field_name_storable(key: str) -> bool:
+    """Whether a passdb/userdb field name can be stored and read back everywhere:
+    Dovecot's protocol, LDAP values and passwd-file extra fields all carry fields
+    as ``name=value`` separated by TAB or space, one per line."""
+    return bool(key) and "=" not in key and " " not in key and key.isprintable()
+
+
+def _login_problem(what: str, name: str) -> str:
+    if not name:
+        return f"{what} must be non-empty"
+    return f"{what} {name!r} contains a space or a control character"
+
+
+def _field_name_problem(what: str, key: str) -> str:
+    if not key:
+        return f"{what} must be non-empty"
+    if "=" in key:
+        return f"{what} {key!r} contains '='"
+    return f"{what} {key!r} contains a space or a control character"
+
+
+def _valid_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    # Lone surrogates (from surrogateescape decoding) cannot be stored as UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _texts(account: Account) -> list[Any]:
+    """Every value of ``account`` that must be a str; checks the containers' types."""
+    texts: list[Any] = [account.uid, account.password]
+    texts.extend(v for v in (getattr(account, n) for n in TEXT_FIELDS) if v is not None)
+    for name in TUPLE_FIELDS:
+        value = getattr(account, name)
+        # A str is a sequence too; accepting it would store one entry per character.
+        if not isinstance(value, (tuple, list)):
+            raise InvalidAccount(f"{name} must be a tuple of strings")
+        texts.extend(value)
+    for name in MAPPING_FIELDS:
+        mapping = getattr(account, name)
+        if not isinstance(mapping, Mapping):
+            raise InvalidAccount(f"{name} must be a mapping")
+        texts.extend(mapping)
+        if name != "services":
+            texts.extend(mapping.values())
+    if not isinstance(account.profile, Profile):
+        raise InvalidAccount("profile must be a Profile")
+    texts.extend(account.profile.as_dict().values())
+    return texts
+
+
+def _named_texts(account: Account) -> Iterator[tuple[str, object]]:
+    """The values :func:`_texts` collects, each named for an error message."""
+    yield "uid", account.uid
+    yield "password", account.password
+    for name in TEXT_FIELDS:
+        value = getattr(account, name)
+        if value is not None:
+            yield name, value
+    for name in TUPLE_FIELDS:
+        for item in getattr(account, name):
+            yield name, item
+    for service in account.services:
+        yield "service name", service
+    for what, fields in (("passdb", account.passdb_fields), ("userdb", account.userdb_fields)):
+        for key, value in fields.items():
+            yield f"{what} field name", key
+            yield f"{what} field {key!r}", value
+    for name, value in account.profile.as_dict().items():
+        yield f"profile.{name}", value
+
+
+def addresses(account: Account) -> list[str]:
+    mail = [account.mail] if account.mail is not None else []
+    return mail + list(account.alternate_addresses)
 
 
 # Nested objects of the JSON form that expand into ``group.key`` assignments.

@@ -39,7 +39,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mailwarden.accounts.errors import FieldError
+from mailwarden.errors import FieldError
 
 __all__ = [
     "KEY_TYPES",

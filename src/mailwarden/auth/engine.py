@@ -112,17 +112,7 @@ _SCRAM_DIGESTS: Mapping[str, str] = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sh
 
 
 def policy_from_config(config: Config) -> HashPolicy:
-    p = config.passwords
-    return HashPolicy(
-        scheme=p.scheme.upper(),
-        argon2_memory_kib=p.argon2_memory_kib,
-        argon2_time_cost=p.argon2_time_cost,
-        argon2_parallelism=p.argon2_parallelism,
-        bcrypt_cost=p.bcrypt_cost,
-        sha_crypt_rounds=p.sha_crypt_rounds,
-        pbkdf2_rounds=p.pbkdf2_rounds,
-        scram_iterations=p.scram_iterations,
-    )
+    return config.passwords.hash_policy()
 
 
 # A stored password parsed: the value, whether it is heavy to verify, whether the

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mailwarden.cluster import mailproxy
-from mailwarden.errors import ProtocolError
+from mailwarden.errors import ProtocolError, RelayError
 
 EXIT_OK = 0
 EXIT_TEMPFAIL = 111
@@ -42,10 +42,6 @@ class Target:
     password: bytes
     imap_method: Literal["login", "plain"] = "plain"
     client_tag: bytes = b""
-
-
-class RelayError(Exception):
-    """The mail host could not be used before the session started (exit 111)."""
 
 
 def forward(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from mailwarden.model import Account
+from mailwarden.model import login_key as login_key  # noqa: PLC0414 - re-exported
 
 LoginAttribute = Literal["uid", "mail", "alternate"]
 ALL_LOGIN_ATTRIBUTES: tuple[LoginAttribute, ...] = ("uid", "mail", "alternate")
@@ -53,11 +54,6 @@ class Modified:
 
     before: Account
     after: Account
-
-
-def login_key(name: str) -> str:
-    """The form a login is indexed and compared under (case-insensitive)."""
-    return name.lower()
 
 
 def fingerprint_key(fingerprint: str) -> str:

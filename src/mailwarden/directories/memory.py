@@ -4,12 +4,13 @@
 and every other backend must behave exactly as it does: the contract suite in
 ``tests/directories/test_directory_contract.py`` runs against each of them.
 
-This module also holds the rules every backend applies, so that all of them
-accept, refuse and count the same things:
+Every backend applies the same rules, so that all of them accept, refuse and
+count the same things:
 
-* :func:`check_account` - what a storable account looks like;
-* :func:`apply_changes` - how :meth:`Directory.update` turns field changes into a
-  new account;
+* :func:`mailwarden.accounts.rules.check_account` - what a storable account looks
+  like (the one set of account rules, with what an administrator may set);
+* :func:`apply_changes` (here) - how :meth:`Directory.update` turns field changes
+  into a new account;
 * bulk writes: :mod:`mailwarden.directories.bulk`.
 
 Semantics that the protocol leaves open and this module fixes:
@@ -34,10 +35,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from mailwarden.accounts.rules import (
+    MAPPING_FIELDS,
+    TUPLE_FIELDS,
+    check_account,
+    check_password,
+)
 from mailwarden.directories.base import (
     ALL_LOGIN_ATTRIBUTES,
     BulkReport,
@@ -62,156 +69,7 @@ from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
 
 T = TypeVar("T")
 
-# SQLite stores signed 64-bit integers; every backend refuses what one of them cannot hold.
-MAX_INTEGER = 2**63 - 1
-
 _ACCOUNT_FIELDS = frozenset(f.name for f in dataclasses.fields(Account))
-_TUPLE_FIELDS = ("alternate_addresses", "allow_nets", "ssh_keys", "dns_records")
-_MAPPING_FIELDS = ("services", "passdb_fields", "userdb_fields")
-_OPTIONAL_TEXT_FIELDS = ("mail", "mail_host", "home", "mail_location", "pgp_fingerprint")
-_INTEGER_FIELDS = ("uid_number", "gid_number", "quota_bytes", "quota_messages")
-
-
-def _text(what: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise InvalidAccount(f"{what} must be a string, not {type(value).__name__}")
-    if not value.isascii():
-        # Lone surrogates (from surrogateescape decoding) cannot be stored as UTF-8.
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidAccount(f"{what} is not valid Unicode text") from None
-    return value
-
-
-def check_password(value: object) -> str:
-    """A password value as a backend may store it, or InvalidAccount."""
-    return _text("password", value)
-
-
-def _login(what: str, value: object) -> str:
-    name = _text(what, value)
-    # A space or control character in a login name is never intended, breaks the
-    # line-based formats (passwd-file, Dovecot's protocol) and makes logs ambiguous.
-    if not name or " " in name or not name.isprintable():
-        raise InvalidAccount(
-            f"{what} {name!r} must be non-empty, without spaces or control characters"
-        )
-    return name
-
-
-def check_account(account: Account) -> None:
-    """Raise :class:`InvalidAccount` saying why a backend may not store ``account``.
-
-    Sequences may be lists and mappings any Mapping: backends store copies.
-    This runs once per account of a bulk import, so the common case (every value
-    a valid str) is checked in one pass over all of them.
-    """
-    if not isinstance(account, Account):
-        raise InvalidAccount(f"expected an Account, not {type(account).__name__}")
-    texts = _texts(account)
-    if not all(type(text) is str for text in texts) or not _valid_unicode("".join(texts)):
-        for what, value in _named_texts(account):
-            _text(what, value)
-    _login("uid", account.uid)
-    seen: set[str] = set()
-    for address in _addresses(account):
-        _login("address", address)
-        key = login_key(address)
-        if key in seen:
-            raise InvalidAccount(f"address {address!r} is listed twice")
-        seen.add(key)
-    if not isinstance(account.status, AccountStatus):
-        raise InvalidAccount(f"status must be an AccountStatus, not {account.status!r}")
-    if not isinstance(account.master, bool):
-        raise InvalidAccount("master must be a bool")
-    for name in _INTEGER_FIELDS:
-        number = getattr(account, name)
-        if number is None:
-            continue
-        if isinstance(number, bool) or not isinstance(number, int):
-            raise InvalidAccount(f"{name} must be an integer, not {number!r}")
-        if not 0 <= number <= MAX_INTEGER:
-            raise InvalidAccount(f"{name} {number} is out of range (0 to 2**63-1)")
-    for service, enabled in account.services.items():
-        if not service or service != service.lower():
-            raise InvalidAccount(f"service name {service!r} must be non-empty and lower case")
-        if not isinstance(enabled, bool):
-            raise InvalidAccount(f"service {service!r} must be switched by a bool")
-    for kind, fields in (("passdb", account.passdb_fields), ("userdb", account.userdb_fields)):
-        for key in fields:
-            if not field_name_storable(key):
-                raise InvalidAccount(
-                    f"{kind} field name {key!r} must be non-empty, without '=', spaces "
-                    "or control characters"
-                )
-
-
-def field_name_storable(key: str) -> bool:
-    """Whether a passdb/userdb field name can be stored and read back everywhere:
-    Dovecot's protocol, LDAP values and passwd-file extra fields all carry fields
-    as ``name=value`` separated by TAB or space, one per line."""
-    return bool(key) and "=" not in key and " " not in key and key.isprintable()
-
-
-def _valid_unicode(text: str) -> bool:
-    if text.isascii():
-        return True
-    # Lone surrogates (from surrogateescape decoding) cannot be stored as UTF-8.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _texts(account: Account) -> list[Any]:
-    """Every value of ``account`` that must be a str; checks the containers' types."""
-    texts: list[Any] = [account.uid, account.password]
-    texts.extend(v for v in (getattr(account, n) for n in _OPTIONAL_TEXT_FIELDS) if v is not None)
-    for name in _TUPLE_FIELDS:
-        value = getattr(account, name)
-        # A str is a sequence too; accepting it would store one entry per character.
-        if not isinstance(value, (tuple, list)):
-            raise InvalidAccount(f"{name} must be a tuple of strings")
-        texts.extend(value)
-    for name in _MAPPING_FIELDS:
-        mapping = getattr(account, name)
-        if not isinstance(mapping, Mapping):
-            raise InvalidAccount(f"{name} must be a mapping")
-        texts.extend(mapping)
-        if name != "services":
-            texts.extend(mapping.values())
-    if not isinstance(account.profile, Profile):
-        raise InvalidAccount("profile must be a Profile")
-    texts.extend(account.profile.as_dict().values())
-    return texts
-
-
-def _named_texts(account: Account) -> Iterator[tuple[str, object]]:
-    """The values :func:`_texts` collects, each named for an error message."""
-    yield "uid", account.uid
-    yield "password", account.password
-    for name in _OPTIONAL_TEXT_FIELDS:
-        value = getattr(account, name)
-        if value is not None:
-            yield name, value
-    for name in _TUPLE_FIELDS:
-        for item in getattr(account, name):
-            yield name, item
-    for service in account.services:
-        yield "service name", service
-    for what, fields in (("passdb", account.passdb_fields), ("userdb", account.userdb_fields)):
-        for key, value in fields.items():
-            yield f"{what} field name", key
-            yield f"{what} field {key!r}", value
-    for name, value in account.profile.as_dict().items():
-        yield f"profile.{name}", value
-
-
-def _addresses(account: Account) -> list[str]:
-    mail = [account.mail] if account.mail is not None else []
-    return mail + list(account.alternate_addresses)
 
 
 def frozen(account: Account) -> Account:
@@ -255,9 +113,9 @@ def apply_changes(account: Account, changes: Mapping[str, Any]) -> Account:
             if extra:
                 raise InvalidAccount(f"unknown profile field(s): {', '.join(extra)}")
             value = Profile(**given)
-        elif name in _TUPLE_FIELDS and isinstance(given, list):
+        elif name in TUPLE_FIELDS and isinstance(given, list):
             value = tuple(given)
-        elif name in _MAPPING_FIELDS and isinstance(given, Mapping):
+        elif name in MAPPING_FIELDS and isinstance(given, Mapping):
             value = MappingProxyType(dict(given))
         coerced[name] = value
     new = dataclasses.replace(account, **coerced)

@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 from typing import assert_never
 
 from mailwarden.config import DovecotConfig
-from mailwarden.errors import ProtocolError
+from mailwarden.errors import LocalProtocolError, ProtocolError
 from mailwarden.frontends.delay import delay_failure
 from mailwarden.frontends.dovecot_common import Connection, DovecotState, FinishedLogin
 from mailwarden.model import (
@@ -278,7 +278,7 @@ class ClientConnection(Connection):
         if pending is None or pending.cont is None or pending.cont.done():
             # The codec accepts a CONT only after our CONT, and every CONT we send has
             # a waiting future: reaching this is a bug, so fail loudly at the boundary.
-            raise RuntimeError(f"CONT for request {event.id}, which is not waiting for one")
+            raise LocalProtocolError(f"CONT for request {event.id}, which is not waiting for one")
         pending.last_access = asyncio.get_running_loop().time()
         pending.cont.set_result(event.data)
 

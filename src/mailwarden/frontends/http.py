@@ -42,6 +42,7 @@ from mailwarden.errors import (
     AccountError,
     AccountExists,
     AccountNotFound,
+    BodyTooLarge,
     ConfigError,
     ProtocolError,
     TemporaryFailure,
@@ -64,10 +65,6 @@ OPENAPI_PATH = "/api/v1/openapi.json"
 #: What ``/readyz`` reports: check name -> "ok", or "<state>: <what is wrong>" where
 #: the one-word state is public and the rest only logged (app.check_backends).
 Readiness = Callable[[], Awaitable[dict[str, str]]]
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class HttpApi:
@@ -117,7 +114,7 @@ class HttpApi:
             reply = await self._dispatch(scope, headers, receive, session)
         except ProtocolError as exc:
             reply = proto.error_reply(400, str(exc))
-        except _TooLarge:
+        except BodyTooLarge:
             reply = proto.error_reply(413, "request body too large")
         except Exception:
             # The request boundary: log once with the session, never send a trace.
@@ -408,7 +405,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _TooLarge
+            raise BodyTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

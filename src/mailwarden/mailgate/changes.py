@@ -76,7 +76,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mailwarden.accounts.dns import DnsRecord, is_zone_wide, looks_like_dns_line, parse_dns_line
-from mailwarden.accounts.errors import FieldError
 from mailwarden.accounts.position import parse_position_line
 from mailwarden.accounts.profile import (
     SEED_FIELDS,
@@ -86,6 +85,7 @@ from mailwarden.accounts.profile import (
     field_named,
 )
 from mailwarden.accounts.sshkeys import key_refusal, looks_like_key_line, parse_key_line
+from mailwarden.errors import FieldError
 from mailwarden.model import Account, Profile
 
 __all__ = [
@@ -177,14 +177,6 @@ _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 # --------------------------------------------------------------------------- processing
 
 
-class _Halt(Exception):
-    """Internal: this line stops processing; ``messages`` go before the Halted line."""
-
-    def __init__(self, *messages: str) -> None:
-        super().__init__(*messages)
-        self.messages = messages
-
-
 class _Working:
     """The account as changed so far by one message."""
 
@@ -211,7 +203,7 @@ class _Working:
         )
 
     # Each handler returns None when the line is not its kind, else
-    # (status, messages); it raises _Halt or FieldError to halt.
+    # (status, messages); it raises FieldError to halt.
 
     def position(self, line: str) -> tuple[LineStatus, tuple[str, ...]] | None:
         pos = parse_position_line(line)

@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
-from mailwarden.errors import ProtocolError
+from mailwarden.errors import LocalProtocolError, ProtocolError
 from mailwarden.records import record
 
 DEFAULT_MAX_LINE_LENGTH = 16384
@@ -284,7 +284,7 @@ class LineReader:
     def feed(self, data: bytes) -> None:
         if self._eof:
             if data:
-                raise RuntimeError("data received after the end of the stream")
+                raise LocalProtocolError("data received after the end of the stream")
             return
         if not data:
             self._eof = True

@@ -40,7 +40,7 @@ class Origin:
 
 @functools.lru_cache(maxsize=8)
 def networks(specs: tuple[str, ...]) -> tuple[Network, ...]:
-    """``http.trusted_proxies`` as networks (config.py has already checked each)."""
+    """``http.trusted_proxies`` as networks (config/ has already checked each)."""
     return tuple(ipaddress.ip_network(spec, strict=False) for spec in specs)
 
 

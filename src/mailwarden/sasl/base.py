@@ -43,6 +43,7 @@ from collections.abc import Callable, Generator
 from dataclasses import field
 from typing import ClassVar, TypeAlias
 
+from mailwarden.errors import LocalProtocolError
 from mailwarden.model import CredentialProof, Password
 from mailwarden.records import record
 
@@ -262,7 +263,7 @@ class Mechanism(abc.ABC):
     def start(self, initial_response: bytes | None) -> Step:
         """Begin the exchange. ``None`` means no initial response; ``b""`` an empty one."""
         if self._exchange_gen is not None or self._done:
-            raise RuntimeError(f"{self.name}: start() called twice")
+            raise LocalProtocolError(f"{self.name}: start() called twice")
         if initial_response is not None and (failed := self._nul_check(initial_response)):
             return self._finish(failed)
         self._exchange_gen = self._exchange(initial_response)
@@ -289,7 +290,7 @@ class Mechanism(abc.ABC):
     def _expect(self, kind: type[Challenge] | type[NeedCredentials], method: str) -> None:
         if self._awaiting is not kind:
             state = "finished" if self._done else f"waiting for {self._awaiting}"
-            raise RuntimeError(f"{self.name}: {method}() called while {state}")
+            raise LocalProtocolError(f"{self.name}: {method}() called while {state}")
 
     def _nul_check(self, data: bytes) -> MechanismFailed | None:
         if not self.allows_nuls and b"\0" in data:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from mailwarden.model import HashPolicy as HashPolicy  # noqa: PLC0414 - re-exported
+
 
 @dataclass(frozen=True, slots=True)
 class StoredHash:
@@ -35,24 +37,6 @@ class StoredHash:
         """The value as it is stored, with its ``{SCHEME}`` prefix."""
         suffix = f".{self.encoding.upper()}" if self.encoding else ""
         return f"{{{self.scheme}{suffix}}}{self.data}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HashPolicy:
-    """How new hashes are made, and which stored hashes are due for an upgrade.
-
-    The defaults match ``doveadm pw`` for each scheme, except the default scheme
-    itself, which is ARGON2ID (Dovecot's default is CRYPT = bcrypt cost 5).
-    """
-
-    scheme: str = "ARGON2ID"
-    argon2_memory_kib: int = 65536
-    argon2_time_cost: int = 3
-    argon2_parallelism: int = 1
-    bcrypt_cost: int = 5
-    sha_crypt_rounds: int = 5000
-    pbkdf2_rounds: int = 5000
-    scram_iterations: int = 4096
 
 
 class Scheme(Protocol):

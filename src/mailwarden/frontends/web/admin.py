@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mailwarden.accounts.edit import AccountAdmin, generate_password
-from mailwarden.errors import AccountError, AccountExists, AccountNotFound
-from mailwarden.frontends.web.pages import Refused, first, form_of, redirect
+from mailwarden.errors import AccountError, AccountExists, AccountNotFound, HttpRefused
+from mailwarden.frontends.web.pages import first, form_of, redirect
 from mailwarden.frontends.web.sessions import PREFIX, Session
 from mailwarden.model import Account, AccountStatus
 
@@ -43,13 +43,13 @@ def _services_off(account: Account) -> str:
 
 def _need_admin(ui: WebUi) -> AccountAdmin:
     if ui.admin is None:
-        raise Refused(404, "Account administration is not enabled in this process.")
+        raise HttpRefused(404, "Account administration is not enabled in this process.")
     return ui.admin
 
 
 async def accounts(ui: WebUi, request: Request, session: Session) -> Response:
     if request.method == "POST":
-        raise Refused(404, "No such page.")
+        raise HttpRefused(404, "No such page.")
     admin = _need_admin(ui)
     query = first(request.query_params, "q").strip()
     pattern = query if any(c in query for c in "*?") else f"*{query}*" if query else "*"
@@ -116,7 +116,7 @@ async def edit_account(ui: WebUi, request: Request, session: Session) -> Respons
     try:
         account = await admin.show(uid)
     except AccountNotFound:
-        raise Refused(404, "No such account.") from None
+        raise HttpRefused(404, "No such account.") from None
     error = ""
     if post:
 
@@ -175,14 +175,14 @@ def _edit_form(
 
 async def reset_password(ui: WebUi, request: Request, session: Session) -> Response:
     if request.method != "POST":
-        raise Refused(404, "No such page.")
+        raise HttpRefused(404, "No such page.")
     admin = _need_admin(ui)
     uid = first(form_of(request), "uid")
     try:
         generated = await admin.set_password(uid, None)
         account = await admin.show(uid)
     except AccountNotFound:
-        raise Refused(404, "No such account.") from None
+        raise HttpRefused(404, "No such account.") from None
     log.info("web: administrator reset the password of %s", account.uid)
     return _edit_form(
         ui, request, account, session, generated=generated, notice="A new password was set."
@@ -191,14 +191,14 @@ async def reset_password(ui: WebUi, request: Request, session: Session) -> Respo
 
 async def chart(ui: WebUi, request: Request, session: Session) -> Response:
     if request.method == "POST":
-        raise Refused(404, "No such page.")
+        raise HttpRefused(404, "No such page.")
     return ui.pages.render(request, "chart.html", title="Live logins", session=session)
 
 
 async def stats(ui: WebUi, request: Request, session: Session) -> Response:
     """Login decisions so far by result (the chart turns two of these into a rate)."""
     if request.method == "POST":
-        raise Refused(404, "No such page.")
+        raise HttpRefused(404, "No such page.")
     counts = dict.fromkeys(_RESULTS, 0)
     if ui.metrics is not None:
         for result, count in ui.metrics.auth_results().items():
@@ -217,10 +217,10 @@ async def bans(ui: WebUi, request: Request, session: Session) -> Response:
 
 async def unblock(ui: WebUi, request: Request, session: Session) -> Response:
     if request.method != "POST":
-        raise Refused(404, "No such page.")
+        raise HttpRefused(404, "No such page.")
     target = first(form_of(request), "target")
     if not target:
-        raise Refused(400, "Nothing to unblock.")
+        raise HttpRefused(400, "Nothing to unblock.")
     lifted = await ui.engine.guard.unblock(None if target == "*" else target)
     log.info("web: administrator unblocked %s (%d ban(s))", target, lifted)
     return redirect(PREFIX + "/admin/bans?done=unblocked")

@@ -29,14 +29,13 @@ from starlette.types import Message
 from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
-from mailwarden.errors import AccountChanged, AccountNotFound, TemporaryFailure
+from mailwarden.errors import AccountChanged, AccountNotFound, HttpRefused, TemporaryFailure
 from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.frontends.web import admin as admin_pages
 from mailwarden.frontends.web import auth, selfservice
 from mailwarden.frontends.web.pages import (
     FORM_KEY,
     Pages,
-    Refused,
     first,
     form_of,
     redirect,
@@ -53,6 +52,9 @@ from mailwarden.frontends.web.sessions import (
 )
 from mailwarden.metrics import Metrics
 from mailwarden.model import Account, AccountStatus, Unavailable
+
+#: A form whose CSRF token does not match its session.
+EXPIRED_FORM = "The form has expired or did not come from this site; reload it."
 
 log = logging.getLogger("mailwarden.web")
 
@@ -146,7 +148,7 @@ class WebUi:
         try:
             await self._answer(request, secured)
             return
-        except Refused as exc:
+        except HttpRefused as exc:
             response = self.pages.error(exc.status, str(exc))
         except AccountChanged as exc:
             log.warning("web: %s", exc)
@@ -168,9 +170,9 @@ class WebUi:
 
     async def _answer(self, request: Request, send: Send) -> None:
         if not self.config.web_enabled:
-            raise Refused(404, "The web page is not enabled on this server.")
+            raise HttpRefused(404, "The web page is not enabled on this server.")
         if request.method not in ("GET", "HEAD", "POST"):
-            raise Refused(405, "Method not allowed.")
+            raise HttpRefused(405, "Method not allowed.")
         if request.method == "POST":
             # Read before routing, so a bad or oversized form is refused first; the
             # endpoint's own Request (Starlette makes one per route) finds it here.
@@ -221,7 +223,7 @@ class WebUi:
         return static_file(str(request.path_params["name"]))
 
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raise Refused(404, "No such page.")
+        raise HttpRefused(404, "No such page.")
 
     # ------------------------------------------------------------------ sessions
 
@@ -268,12 +270,14 @@ class WebUi:
         origin = request.headers.get("origin")
         # "null" (privacy contexts) is left to the token, which every POST needs anyway.
         if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-            raise Refused(403, "Cross-site form refused.")
+            raise HttpRefused(403, "Cross-site form refused.")
 
     def check_csrf(self, request: Request, session: Session, form: FormData) -> None:
         self.check_origin(request)
         if not hmac.compare_digest(first(form, "csrf"), self.keys.csrf_token(session)):
-            raise Refused(403, "The form has expired or did not come from this site; reload it.")
+            raise HttpRefused(
+                403, "The form has expired or did not come from this site; reload it."
+            )
 
     async def _admin(self, request: Request, view: AdminPage) -> Response:
         found = await self.session(request, "admin")
@@ -323,7 +327,9 @@ class WebUi:
         self.check_origin(request)
         value = request.cookies.get(LOGIN_COOKIE, "")
         if not value or not hmac.compare_digest(first(form, "csrf"), self.keys.login_token(value)):
-            raise Refused(403, "The form has expired or did not come from this site; reload it.")
+            raise HttpRefused(
+                403, "The form has expired or did not come from this site; reload it."
+            )
         return form
 
     async def _admin_login(self, request: Request) -> Response:
@@ -368,7 +374,7 @@ class WebUi:
 
     async def _logout(self, request: Request) -> Response:
         if request.method != "POST":
-            raise Refused(404, "No such page.")
+            raise HttpRefused(404, "No such page.")
         session = self.session_of(request)
         if session is not None:
             self.check_csrf(request, session, form_of(request))
@@ -379,21 +385,21 @@ class WebUi:
 
 
 async def _parse_form(request: Request) -> FormData:
-    """The url-encoded form of a POST; Refused if it is of another type or unreadable."""
+    """The url-encoded form of a POST; HttpRefused if it is of another type or unreadable."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != _FORM_TYPE:
-        raise Refused(415, "Forms are sent as application/x-www-form-urlencoded.")
+        raise HttpRefused(415, "Forms are sent as application/x-www-form-urlencoded.")
     # Starlette reads url-encoded bytes as latin-1, so raw (not percent-encoded)
     # non-ASCII would be stored garbled: refused instead (browsers always encode).
     body = await request.body()
     if not body.isascii():
-        raise Refused(400, "The form could not be read.")
+        raise HttpRefused(400, "The form could not be read.")
     try:
         form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
     except MultiPartException:  # too many fields (newer Starlette counts them here too)
-        raise Refused(400, "The form could not be read.") from None
+        raise HttpRefused(400, "The form could not be read.") from None
     if len(form.multi_items()) > MAX_FORM_FIELDS:  # older Starlette: multipart only
-        raise Refused(400, "The form could not be read.")
+        raise HttpRefused(400, "The form could not be read.")
     return form
 
 
@@ -405,10 +411,10 @@ def _limited(receive: Receive, limit: int) -> Receive:
         nonlocal size
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise Refused(400, "The client went away.")
+            raise HttpRefused(400, "The client went away.")
         size += len(message.get("body", b""))
         if size > limit:
-            raise Refused(413, "The form is too large.")
+            raise HttpRefused(413, "The form is too large.")
         return message
 
     return wrapped

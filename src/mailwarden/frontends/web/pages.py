@@ -18,7 +18,7 @@ from starlette.datastructures import FormData, QueryParams
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from mailwarden.errors import MailwardenError
+from mailwarden.errors import HttpRefused
 from mailwarden.frontends.web.sessions import PREFIX, Session
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 _STATIC = {"style.css": "text/css; charset=utf-8", "chart.js": "text/javascript; charset=utf-8"}
 _TITLES = {
     400: "Bad request",
-    403: "Refused",
+    403: "HttpRefused",
     404: "Not found",
     405: "Not allowed",
     409: "Changed meanwhile",
@@ -46,18 +46,6 @@ NOTICES = {
     "out": "You are signed out.",
     "expired": "Your session has ended; please sign in again.",
 }
-
-
-class Refused(MailwardenError):
-    """A request the page answers with ``status`` and a message (bad form, CSRF, 404).
-
-    Raised by the web page's routes and endpoints; caught at its request
-    boundary (``app.WebUi.__call__``), which renders the error page.
-    """
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 #: Where the request boundary keeps the form it read before routing.
@@ -84,7 +72,7 @@ def static_file(name: str) -> Response:
     """One of the two static files (a fixed list: nothing else under web/ is served)."""
     ctype = _STATIC.get(name)
     if ctype is None:
-        raise Refused(404, "No such file.")
+        raise HttpRefused(404, "No such file.")
     return Response(_resource(name), media_type=ctype, headers={"cache-control": "max-age=300"})
 
 

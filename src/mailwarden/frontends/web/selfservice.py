@@ -20,13 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mailwarden.accounts.edit import AccountAdmin
-from mailwarden.accounts.errors import FieldError
 from mailwarden.accounts.openpgp import import_public_key, public_key_fingerprint
 from mailwarden.accounts.profile import ChangePolicy, edit_profile
 from mailwarden.accounts.sshkeys import key_set
-from mailwarden.errors import AccountError, TemporaryFailure
+from mailwarden.errors import AccountError, FieldError, HttpRefused, TemporaryFailure
 from mailwarden.frontends.web import auth
-from mailwarden.frontends.web.pages import Refused, first, form_of, redirect
+from mailwarden.frontends.web.pages import first, form_of, redirect
 from mailwarden.frontends.web.sessions import PREFIX, Session
 from mailwarden.model import Account
 from mailwarden.schemes.common import check_password
@@ -89,7 +88,7 @@ def _offered(ui: WebUi) -> list[str]:
 
 def _need_admin(ui: WebUi) -> AccountAdmin:
     if ui.admin is None:
-        raise Refused(404, "Account administration is not enabled in this process.")
+        raise HttpRefused(404, "Account administration is not enabled in this process.")
     return ui.admin
 
 
@@ -143,13 +142,13 @@ async def _proven(ui: WebUi, request: Request, account: Account) -> bool:
 
 def _post_only(request: Request) -> None:
     if request.method != "POST":
-        raise Refused(404, "No such page.")
+        raise HttpRefused(404, "No such page.")
 
 
 async def me(ui: WebUi, request: Request, session: Session, account: Account) -> Response:
     _need_admin(ui)
     if request.method == "POST":
-        raise Refused(404, "No such page.")
+        raise HttpRefused(404, "No such page.")
     return _page(ui, request, session, account)
 
 

@@ -1,47 +1,5 @@
-"""The embedded default directory: one SQLite file, read by a pool of threads.
-
-:class:`SQLiteDirectory` implements the ``Directory`` protocol with the semantics
-of :mod:`mailwarden.directories.memory` (the reference), on a database file in WAL
-mode. Everything that touches ``sqlite3`` lives in this module.
-
-Threads. ``sqlite3`` calls block, so none of them runs on the event loop. Reads go
-to a pool of ``readers`` threads, each with its own connection (opened on first
-use, ``query_only``); WAL lets them all read while a write is in progress. The logins of one turn of
-the event loop that miss the login cache (a pipelined burst of cold logins) go
-to the readers together, in chunks of :data:`FIND_BATCH`: handing work to a
-thread and back costs several times the ~35 µs of the query itself. Writes
-go to one dedicated thread with the only writing connection, so they are
-serialised in this process without any lock of ours; another process (the CLI
-while the daemon runs) waits up to ``timeout`` seconds for SQLite's own lock.
-
-Durability. ``synchronous=FULL``: in WAL mode the default (NORMAL) only syncs the
-WAL at checkpoints, so a power cut can lose the last transactions even though
-they were reported as committed. Here a write that returned is on disk: a
-password changed through the mail gateway and acknowledged to the user must not
-silently revert after a crash. It costs one fsync per write transaction; writes
-are rare next to logins, and a bulk import is one transaction.
-
-Schema. ``accounts`` holds one row per account. Logins, services and SSH keys
-are tables of their own, because they are what a query selects on: ``logins``
-is the case-insensitive index every ``find`` goes through (and its primary key
-is what makes uids and addresses unique), ``services`` answers "who has IMAP
-off", ``ssh_keys`` "whose key is this". ``passdb_fields``, ``userdb_fields``,
-``allow_nets`` and ``profile`` are JSON text columns: they are open-ended,
-always read whole with their account and never searched, so tables would only
-add joins. ``find`` is still one statement: the child rows come back as JSON
-aggregates of indexed sub-selects.
-
-Migrations. ``PRAGMA user_version`` is the number of :data:`MIGRATIONS` applied;
-each step runs in one transaction together with the version bump, so a crash
-leaves either the old or the new schema. ``open(create=True)`` creates the file
-and applies every step; ``open(create=False)`` applies pending steps to an
-existing mailwarden database and refuses files that are missing, not SQLite,
-belong to another application or come from a newer mailwarden.
-
-Errors. Any ``sqlite3`` error is :class:`~mailwarden.errors.DirectoryUnavailable`
-(naming the file), except constraint violations: a taken uid or address is
-:class:`~mailwarden.errors.AccountExists` naming the login and its owner, any
-other constraint :class:`~mailwarden.errors.InvalidAccount`.
+"""The :class:`SQLiteDirectory` class: connections, the reader and writer threads,
+the login cache checked against ``PRAGMA data_version``, and the Directory methods.
 """
 
 from __future__ import annotations
@@ -57,9 +15,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, TypeVar
 
+from mailwarden.accounts.rules import check_account, check_password
 from mailwarden.directories.base import (
     ALL_LOGIN_ATTRIBUTES,
     BulkReport,
@@ -74,11 +32,28 @@ from mailwarden.directories.bulk import (
     without_refused,
     write_one_by_one,
 )
-from mailwarden.directories.memory import (
-    address_logins,
-    apply_changes,
-    check_account,
-    check_password,
+from mailwarden.directories.memory import apply_changes
+from mailwarden.directories.sqlite.rows import (
+    BY_FINGERPRINT,
+    DELETE,
+    FIND,
+    ITERATE,
+    ITERATE_PAGE,
+    KIND_MEMO,
+    SEARCH,
+    SWAP_HASH,
+    UID_IDS,
+    account_from_row,
+    glob_pattern,
+    insert,
+    login_kinds,
+    settle_finds,
+    uid_id,
+)
+from mailwarden.directories.sqlite.schema import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA_VERSION,
 )
 from mailwarden.errors import (
     AccountExists,
@@ -86,269 +61,10 @@ from mailwarden.errors import (
     DirectoryMissing,
     DirectoryUnavailable,
     InvalidAccount,
-    MailwardenError,
 )
-from mailwarden.model import Account, AccountStatus, Profile
+from mailwarden.model import Account
 
 T = TypeVar("T")
-
-# "MWDN" in the database header: tells our files from other SQLite databases.
-APPLICATION_ID = 0x4D57444E
-
-# The SQL form of directories.base.fingerprint_key, indexed by migration 2.
-_FINGERPRINT_KEY = "upper(replace(pgp_fingerprint, ' ', ''))"
-
-# Migration step N (1-based) brings user_version from N-1 to N. Append, never edit.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE accounts (
-            id INTEGER PRIMARY KEY,
-            uid TEXT NOT NULL,
-            mail TEXT,
-            password TEXT NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('active', 'disabled', 'deleted')),
-            mail_host TEXT,
-            home TEXT,
-            mail_location TEXT,
-            uid_number INTEGER CHECK (uid_number >= 0),
-            gid_number INTEGER CHECK (gid_number >= 0),
-            quota_bytes INTEGER CHECK (quota_bytes >= 0),
-            quota_messages INTEGER CHECK (quota_messages >= 0),
-            master INTEGER NOT NULL CHECK (master IN (0, 1)),
-            allow_nets TEXT NOT NULL DEFAULT '[]',
-            passdb_fields TEXT NOT NULL DEFAULT '{}',
-            userdb_fields TEXT NOT NULL DEFAULT '{}',
-            pgp_fingerprint TEXT,
-            profile TEXT NOT NULL DEFAULT '{}'
-        )""",
-        # login is lower-cased; name is as given. Uids and addresses are two name
-        # spaces: an address may equal another account's uid (find prefers the uid).
-        """CREATE TABLE logins (
-            login TEXT NOT NULL,
-            space TEXT NOT NULL CHECK (space IN ('uid', 'address')),
-            kind TEXT NOT NULL CHECK (kind IN ('uid', 'mail', 'alternate')),
-            account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
-            name TEXT NOT NULL,
-            position INTEGER NOT NULL DEFAULT 0,
-            CHECK ((kind = 'uid') = (space = 'uid')),
-            PRIMARY KEY (login, space)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX logins_by_account ON logins (account_id, kind, position)",
-        """CREATE TABLE services (
-            account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
-            name TEXT NOT NULL,
-            enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
-            PRIMARY KEY (account_id, name)
-        ) WITHOUT ROWID""",
-        """CREATE TABLE ssh_keys (
-            account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
-            position INTEGER NOT NULL,
-            key TEXT NOT NULL,
-            PRIMARY KEY (account_id, position)
-        ) WITHOUT ROWID""",
-        # One row per account with its child rows as JSON arrays, so that every
-        # read of a whole account is a single statement.
-        """CREATE VIEW account_rows AS SELECT a.*,
-            (SELECT json_group_array(json_array(c.position, c.name)) FROM logins AS c
-                WHERE c.account_id = a.id AND c.kind = 'alternate') AS alternates,
-            (SELECT json_group_array(json_array(s.name, s.enabled)) FROM services AS s
-                WHERE s.account_id = a.id) AS service_switches,
-            (SELECT json_group_array(json_array(k.position, k.key)) FROM ssh_keys AS k
-                WHERE k.account_id = a.id) AS keys
-            FROM accounts AS a""",
-        f"PRAGMA application_id = {APPLICATION_ID}",
-    ),
-    # 2: the mail gateway's DNS entries (JSON list of zone lines, like allow_nets)
-    # and the index that finds an account by the fingerprint of its OpenPGP key.
-    # The view is rebuilt so that its column list includes the new column.
-    (
-        "ALTER TABLE accounts ADD COLUMN dns_records TEXT NOT NULL DEFAULT '[]'",
-        f"CREATE INDEX accounts_by_fingerprint ON accounts ({_FINGERPRINT_KEY})",
-        "DROP VIEW account_rows",
-        """CREATE VIEW account_rows AS SELECT a.*,
-            (SELECT json_group_array(json_array(c.position, c.name)) FROM logins AS c
-                WHERE c.account_id = a.id AND c.kind = 'alternate') AS alternates,
-            (SELECT json_group_array(json_array(s.name, s.enabled)) FROM services AS s
-                WHERE s.account_id = a.id) AS service_switches,
-            (SELECT json_group_array(json_array(k.position, k.key)) FROM ssh_keys AS k
-                WHERE k.account_id = a.id) AS keys
-            FROM accounts AS a""",
-    ),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-_INSERT_ACCOUNT = """INSERT INTO accounts (
-    id, uid, mail, password, status, mail_host, home, mail_location, uid_number, gid_number,
-    quota_bytes, quota_messages, master, allow_nets, passdb_fields, userdb_fields,
-    pgp_fingerprint, profile, dns_records
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
-_INSERT_LOGIN = (
-    "INSERT INTO logins (login, space, kind, account_id, name, position) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_INSERT_SERVICE = "INSERT INTO services (account_id, name, enabled) VALUES (?, ?, ?)"
-_INSERT_SSH_KEY = "INSERT INTO ssh_keys (account_id, position, key) VALUES (?, ?, ?)"
-
-# Logins are stored lower-cased, so '= ?' with a lower-cased key is the whole
-# case-insensitive match and stays on the primary key.
-_FIND = """SELECT v.* FROM logins AS l JOIN account_rows AS v ON v.id = l.account_id
-    WHERE l.login = ? AND l.kind IN (?, ?, ?) ORDER BY l.space = 'uid' DESC LIMIT 1"""
-_SELECT_UID_ID = "SELECT account_id FROM logins WHERE login = ? AND space = 'uid'"
-# The WHERE expression is _FINGERPRINT_KEY exactly, so the index serves it.
-_BY_FINGERPRINT = """SELECT v.* FROM accounts AS a JOIN account_rows AS v ON v.id = a.id
-    WHERE upper(replace(a.pgp_fingerprint, ' ', '')) = ? ORDER BY v.uid"""
-_SEARCH = """SELECT v.* FROM logins AS l JOIN account_rows AS v ON v.id = l.account_id
-    WHERE l.space = 'uid' AND l.account_id IN (SELECT account_id FROM logins WHERE login GLOB ?)
-    ORDER BY l.login LIMIT ?"""
-_ITERATE = """SELECT l.login, a.uid FROM logins AS l JOIN accounts AS a ON a.id = l.account_id
-    WHERE l.space = 'uid' AND l.login > ? ORDER BY l.login LIMIT ?"""
-_OWNER = """SELECT a.id, a.uid FROM logins AS l JOIN accounts AS a ON a.id = l.account_id
-    WHERE l.login = ? AND l.space = ?"""
-# The ids of the accounts with these uids: one statement for a whole batch.
-_UID_IDS = """SELECT j.value, l.account_id FROM json_each(?) AS j
-    JOIN logins AS l ON l.login = j.value AND l.space = 'uid'"""
-_NEXT_ID = "SELECT coalesce(max(id), 0) + 1 FROM accounts"
-# Compare-and-swap in one statement: the stored value is tested where it is written.
-_SWAP_HASH = """UPDATE accounts SET password = ?
-    WHERE id = (SELECT account_id FROM logins WHERE login = ? AND space = 'uid')
-    AND (? IS NULL OR password = ?)"""
-_DELETE = """DELETE FROM accounts
-    WHERE id = (SELECT account_id FROM logins WHERE login = ? AND space = 'uid')"""
-
-_ITERATE_PAGE = 1000
-
-
-def _glob(pattern: str) -> str:
-    # GLOB's only other special character is '['; '*' and '?' mean what our pattern says.
-    return login_key(pattern).replace("[", "[[]")
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _account_row(account_id: int, account: Account) -> tuple[Any, ...]:
-    return (
-        account_id,
-        account.uid,
-        account.mail,
-        account.password,
-        account.status.value,
-        account.mail_host,
-        account.home,
-        account.mail_location,
-        account.uid_number,
-        account.gid_number,
-        account.quota_bytes,
-        account.quota_messages,
-        int(account.master),
-        _dumps(list(account.allow_nets)) if account.allow_nets else "[]",
-        _dumps(dict(account.passdb_fields)) if account.passdb_fields else "{}",
-        _dumps(dict(account.userdb_fields)) if account.userdb_fields else "{}",
-        account.pgp_fingerprint,
-        _dumps(account.profile.as_dict()),
-        _dumps(list(account.dns_records)) if account.dns_records else "[]",
-    )
-
-
-# Most accounts have no children and empty JSON columns; find() skips decoding them.
-_STATUS = {status.value: status for status in AccountStatus}
-_NO_FIELDS: Mapping[str, str] = MappingProxyType({})
-_NO_SERVICES: Mapping[str, bool] = MappingProxyType({})
-
-
-def _pairs(text: str) -> list[list[Any]]:
-    if text == "[]":
-        return []
-    value: list[list[Any]] = json.loads(text)
-    return value
-
-
-def _fields(text: str) -> Mapping[str, str]:
-    return _NO_FIELDS if text == "{}" else MappingProxyType(json.loads(text))
-
-
-def _account_from_row(row: Sequence[Any]) -> Account:
-    (
-        _id,
-        uid,
-        mail,
-        password,
-        status,
-        mail_host,
-        home,
-        mail_location,
-        uid_number,
-        gid_number,
-        quota_bytes,
-        quota_messages,
-        master,
-        allow_nets,
-        passdb_fields,
-        userdb_fields,
-        pgp_fingerprint,
-        profile,
-        dns_records,
-        alternates,
-        services,
-        ssh_keys,
-    ) = row
-    return Account(
-        uid=uid,
-        mail=mail,
-        alternate_addresses=tuple(name for _pos, name in sorted(_pairs(alternates))),
-        password=password,
-        status=_STATUS[status],
-        services=(
-            MappingProxyType({name: bool(on) for name, on in _pairs(services)})
-            if services != "[]"
-            else _NO_SERVICES
-        ),
-        mail_host=mail_host,
-        home=home,
-        mail_location=mail_location,
-        uid_number=uid_number,
-        gid_number=gid_number,
-        quota_bytes=quota_bytes,
-        quota_messages=quota_messages,
-        master=bool(master),
-        allow_nets=() if allow_nets == "[]" else tuple(json.loads(allow_nets)),
-        passdb_fields=_fields(passdb_fields),
-        userdb_fields=_fields(userdb_fields),
-        pgp_fingerprint=pgp_fingerprint,
-        ssh_keys=tuple(key for _pos, key in sorted(_pairs(ssh_keys))),
-        dns_records=() if dns_records == "[]" else tuple(json.loads(dns_records)),
-        profile=Profile(**json.loads(profile)) if profile != "{}" else Profile(),
-    )
-
-
-def _settle_finds(
-    chunk: list[tuple[tuple[str, ...], asyncio.Future[Account | None]]],
-    work: asyncio.Future[list[Account | DirectoryUnavailable | None]],
-) -> None:
-    """Hand each waiting find its answer (or the chunk's failure)."""
-    if work.cancelled():
-        for _, future in chunk:
-            future.cancel()
-        return
-    failed = work.exception()
-    answers = work.result() if failed is None else [failed] * len(chunk)
-    for (_, future), answer in zip(chunk, answers, strict=True):
-        if future.done():  # its caller was cancelled meanwhile
-            continue
-        if isinstance(answer, BaseException):
-            future.set_exception(answer)
-        else:
-            future.set_result(answer)
-
-
-def _kinds(by: Sequence[LoginAttribute]) -> tuple[str, ...]:
-    """The three ``kind`` parameters of _FIND for ``by`` (always three, so that there is
-    one statement to cache), or () when ``by`` names none."""
-    kinds = [kind for kind in ALL_LOGIN_ATTRIBUTES if kind in by]
-    return (*kinds, *[kinds[0]] * (3 - len(kinds))) if kinds else ()
-
-
-_KINDS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 #: Logins read by one reader thread in one go (see the module docstring).
 FIND_BATCH = 64
@@ -541,7 +257,7 @@ class SQLiteDirectory:
         for start in range(0, len(finds), FIND_BATCH):
             chunk = finds[start : start + FIND_BATCH]
             work = loop.create_task(self._read(partial(self._find_rows, chunk)))
-            work.add_done_callback(partial(_settle_finds, chunk))
+            work.add_done_callback(partial(settle_finds, chunk))
 
     def _find_rows(
         self,
@@ -552,8 +268,8 @@ class SQLiteDirectory:
         out: list[Account | DirectoryUnavailable | None] = []
         for params, _ in chunk:
             try:
-                row = conn.execute(_FIND, params).fetchone()
-                out.append(None if row is None else _account_from_row(row))
+                row = conn.execute(FIND, params).fetchone()
+                out.append(None if row is None else account_from_row(row))
             except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
                 out.append(self._read_error(exc))
         return out
@@ -604,9 +320,9 @@ class SQLiteDirectory:
     async def find(
         self, login: str, *, by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
     ) -> Account | None:
-        kinds = _KINDS.get(tuple(by))
+        kinds = KIND_MEMO.get(tuple(by))
         if kinds is None:
-            kinds = _KINDS[tuple(by)] = _kinds(by)
+            kinds = KIND_MEMO[tuple(by)] = login_kinds(by)
         if not kinds:
             return None
         params = (login_key(login), *kinds)
@@ -672,8 +388,8 @@ class SQLiteDirectory:
         key = login_key(uid)
 
         def job(conn: sqlite3.Connection) -> Account | None:
-            row = conn.execute(_FIND, (key, "uid", "uid", "uid")).fetchone()
-            return None if row is None else _account_from_row(row)
+            row = conn.execute(FIND, (key, "uid", "uid", "uid")).fetchone()
+            return None if row is None else account_from_row(row)
 
         return await self._read(job)
 
@@ -681,7 +397,7 @@ class SQLiteDirectory:
         key = fingerprint_key(fingerprint)
 
         def job(conn: sqlite3.Connection) -> list[Account]:
-            return [_account_from_row(row) for row in conn.execute(_BY_FINGERPRINT, (key,))]
+            return [account_from_row(row) for row in conn.execute(BY_FINGERPRINT, (key,))]
 
         return await self._read(job)
 
@@ -692,22 +408,22 @@ class SQLiteDirectory:
         while True:
 
             def job(conn: sqlite3.Connection, after: str = after) -> list[tuple[str, str]]:
-                return conn.execute(_ITERATE, (after, _ITERATE_PAGE)).fetchall()
+                return conn.execute(ITERATE, (after, ITERATE_PAGE)).fetchall()
 
             page = await self._read(job)
             for _key, uid in page:
                 yield uid
-            if len(page) < _ITERATE_PAGE:
+            if len(page) < ITERATE_PAGE:
                 return
             after = page[-1][0]
 
     async def search(self, pattern: str, *, limit: int = 1000) -> list[Account]:
         if limit <= 0:
             return []
-        glob = _glob(pattern)
+        glob = glob_pattern(pattern)
 
         def job(conn: sqlite3.Connection) -> list[Account]:
-            return [_account_from_row(row) for row in conn.execute(_SEARCH, (glob, limit))]
+            return [account_from_row(row) for row in conn.execute(SEARCH, (glob, limit))]
 
         return await self._read(job)
 
@@ -730,9 +446,9 @@ class SQLiteDirectory:
         check_account(account)
 
         def job(conn: sqlite3.Connection) -> None:
-            if _uid_id(conn, login_key(account.uid)) is not None:
+            if uid_id(conn, login_key(account.uid)) is not None:
                 raise AccountExists(f"uid {account.uid!r} already exists")
-            _insert(conn, [account])
+            insert(conn, [account])
 
         await self._write(job)
 
@@ -740,11 +456,11 @@ class SQLiteDirectory:
         check_account(account)
 
         def job(conn: sqlite3.Connection) -> None:
-            account_id = _uid_id(conn, login_key(account.uid))
+            account_id = uid_id(conn, login_key(account.uid))
             if account_id is None:
                 raise AccountNotFound(f"no account with uid {account.uid!r}")
             conn.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
-            _insert(conn, [account])
+            insert(conn, [account])
 
         await self._write(job)
 
@@ -759,11 +475,11 @@ class SQLiteDirectory:
         # lock is held from the read on, so no other writer (thread or process) can
         # commit in between, and nothing another writer stored can be reverted.
         def job(conn: sqlite3.Connection) -> Modified:
-            row = conn.execute(_FIND, (key, "uid", "uid", "uid")).fetchone()
+            row = conn.execute(FIND, (key, "uid", "uid", "uid")).fetchone()
             if row is None:
                 raise AccountNotFound(f"no account with uid {uid!r}")
             try:
-                old = _account_from_row(row)
+                old = account_from_row(row)
             except (ValueError, TypeError, KeyError) as exc:
                 raise self._read_error(exc) from exc
             new = change(old)
@@ -771,9 +487,9 @@ class SQLiteDirectory:
             if new == old:
                 return Modified(before=old, after=new)
             conn.execute("DELETE FROM accounts WHERE id = ?", (row[0],))
-            if _uid_id(conn, login_key(new.uid)) is not None:
+            if uid_id(conn, login_key(new.uid)) is not None:
                 raise AccountExists(f"uid {new.uid!r} already exists")
-            _insert(conn, [new])
+            insert(conn, [new])
             return Modified(before=old, after=new)
 
         return await self._write(job)
@@ -783,7 +499,7 @@ class SQLiteDirectory:
         key = login_key(uid)
 
         def job(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(_SWAP_HASH, (new, key, expected, expected))
+            cursor = conn.execute(SWAP_HASH, (new, key, expected, expected))
             return cursor.rowcount == 1
 
         return await self._write(job)
@@ -792,7 +508,7 @@ class SQLiteDirectory:
         key = login_key(uid)
 
         def job(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(_DELETE, (key,))
+            cursor = conn.execute(DELETE, (key,))
             return cursor.rowcount == 1
 
         return await self._write(job)
@@ -804,12 +520,12 @@ class SQLiteDirectory:
             batch, report = settle_batch(
                 accounts, replace=replace, check=check_account, skip_invalid=skip_refused
             )
-            existing = dict(conn.execute(_UID_IDS, (json.dumps(list(batch)),)).fetchall())
+            existing = dict(conn.execute(UID_IDS, (json.dumps(list(batch)),)).fetchall())
             report, obsolete = settle_existing(batch, existing, report, replace=replace)
             conn.execute("SAVEPOINT bulk")
             try:
                 conn.executemany("DELETE FROM accounts WHERE id = ?", [(i,) for i in obsolete])
-                _insert(conn, list(batch.values()))
+                insert(conn, list(batch.values()))
             except AccountExists:
                 conn.execute("ROLLBACK TO bulk")
                 conn.execute("RELEASE bulk")
@@ -842,7 +558,7 @@ class SQLiteDirectory:
             try:
                 if replaces:
                     conn.execute("DELETE FROM accounts WHERE id = ?", (existing[key],))
-                _insert(conn, [account])
+                insert(conn, [account])
             except AccountExists:
                 conn.execute("ROLLBACK TO one")
                 raise
@@ -872,56 +588,3 @@ class SQLiteDirectory:
             except sqlite3.Error:
                 # Nothing useful is left to do with a connection that fails to close.
                 continue
-
-
-def _uid_id(conn: sqlite3.Connection, key: str) -> int | None:
-    row = conn.execute(_SELECT_UID_ID, (key,)).fetchone()
-    return None if row is None else int(row[0])
-
-
-def _insert(conn: sqlite3.Connection, accounts: Sequence[Account]) -> None:
-    """Insert checked accounts whose uids are free; AccountExists on a login clash.
-
-    One executemany per table: a bulk import costs a few statements, not a few
-    per account. Ids are given here so that child rows can be built up front.
-    """
-    if not accounts:
-        return
-    first: int = conn.execute(_NEXT_ID).fetchone()[0]
-    account_rows: list[tuple[Any, ...]] = []
-    login_rows: list[tuple[str, str, str, int, str, int]] = []
-    service_rows: list[tuple[int, str, int]] = []
-    key_rows: list[tuple[int, int, str]] = []
-    for account_id, account in enumerate(accounts, first):
-        account_rows.append(_account_row(account_id, account))
-        login_rows.append((login_key(account.uid), "uid", "uid", account_id, account.uid, 0))
-        for position, (key, kind, name) in enumerate(address_logins(account)):
-            login_rows.append((key, "address", kind, account_id, name, position))
-        service_rows.extend((account_id, name, int(on)) for name, on in account.services.items())
-        key_rows.extend((account_id, i, key) for i, key in enumerate(account.ssh_keys))
-    conn.executemany(_INSERT_ACCOUNT, account_rows)
-    try:
-        conn.executemany(_INSERT_LOGIN, login_rows)
-    except sqlite3.IntegrityError as exc:
-        raise _clash(conn, login_rows, exc) from exc
-    conn.executemany(_INSERT_SERVICE, service_rows)
-    conn.executemany(_INSERT_SSH_KEY, key_rows)
-
-
-def _clash(
-    conn: sqlite3.Connection,
-    login_rows: Iterable[tuple[str, str, str, int, str, int]],
-    exc: sqlite3.IntegrityError,
-) -> MailwardenError:
-    """Name the login that made an insert of ``login_rows`` fail.
-
-    The rows before the failing one are in the table and belong to their own
-    accounts, so the first row whose login another account holds is the culprit.
-    """
-    for key, space, _kind, account_id, name, _position in login_rows:
-        owner = conn.execute(_OWNER, (key, space)).fetchone()
-        if owner is not None and owner[0] != account_id:
-            if space == "uid":
-                return AccountExists(f"uid {name!r} already exists")
-            return AccountExists(f"address {name!r} already belongs to {owner[1]!r}")
-    return InvalidAccount(f"refused by the database: {exc}")

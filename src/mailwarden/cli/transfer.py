@@ -1,0 +1,313 @@
+"""``import``, ``export`` (passwd-file, LDIF) and ``migrate``: accounts in and out."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mailwarden import confignames
+from mailwarden.accounts import passwdfile
+from mailwarden.app import (
+    App,
+)
+from mailwarden.cli.common import (
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_USAGE,
+    _config,
+    err,
+    fail,
+    main,
+    out,
+    run_with_app,
+)
+from mailwarden.directories.base import BulkReport, Directory
+from mailwarden.errors import (
+    AccountError,
+    ConfigError,
+)
+from mailwarden.model import (
+    Account,
+)
+
+# --------------------------------------------------------------------------- import/export
+
+
+@main.group("import")
+def import_group() -> None:
+    """Import accounts from another system."""
+
+
+@import_group.command("passwd-file")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--replace", is_flag=True, help="Overwrite accounts that exist (default: skip).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool) -> None:
+    """Import a Dovecot passwd-file (user:{SCHEME}pw:uid:gid:gecos:home:shell:extra)."""
+    path = Path(file)
+    total = path.stat().st_size if file != "-" else None
+    errors: list[tuple[int, str]] = []
+    counts = {"created": 0, "replaced": 0, "skipped": 0}
+
+    async def go(app: App) -> None:
+        stream = sys.stdin if file == "-" else path.open(encoding="utf-8", errors="surrogateescape")
+        progress = Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=quiet or not err.is_terminal,
+        )
+        lines_of: dict[str, int] = {}  # uid key -> the (last) line that gave it
+
+        with stream as fh, progress:
+            task = progress.add_task("import", total=total)
+
+            def lines() -> Iterator[str]:
+                for line in passwdfile.bounded_lines(fh):
+                    progress.advance(task, len(line))
+                    yield line
+
+            def parsed() -> Iterator[Account]:
+                for lineno, item in passwdfile.read_accounts(lines()):
+                    if isinstance(item, Account):
+                        lines_of[item.uid.lower()] = lineno
+                        yield item
+                    else:
+                        errors.append((lineno, item.message))
+
+            # One bulk_upsert, one transaction (SQLite): the file is read and
+            # written on the directory's writer thread, and an import that is
+            # killed or fails leaves nothing behind. Lines whose address another
+            # account holds are left out and listed, as are unreadable lines.
+            report = await app.directory.bulk_upsert(parsed(), replace=replace, skip_refused=True)
+        counts.update(created=report.created, replaced=report.replaced, skipped=report.skipped)
+        errors.extend((lines_of.get(r.uid.lower(), 0), r.message) for r in report.refused)
+
+    run_with_app(ctx, go)
+    errors.sort()
+    out.print(
+        f"imported: {counts['created']} created, {counts['replaced']} replaced, "
+        f"{counts['skipped']} existing skipped, {len(errors)} line(s) with errors"
+    )
+    if errors:
+        table = Table("line", "error", title="lines skipped")
+        for lineno, message in errors[:200]:
+            table.add_row(str(lineno), message)
+        err.print(table)
+        if len(errors) > 200:
+            err.print(f"... and {len(errors) - 200} more")
+        sys.exit(EX_DATAERR)  # a partial import: scripts must notice
+
+
+@main.group("export")
+def export_group() -> None:
+    """Export accounts for another system."""
+
+
+@export_group.command("passwd-file")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True), default="-")
+@click.pass_context
+def export_passwd_file(ctx: click.Context, file: str) -> None:
+    """Write every account as a Dovecot passwd-file line (to FILE or stdout).
+
+    An account the format cannot carry (a value with a space, say) is left out and
+    listed, and the command exits 65 after writing the others: one such account
+    never stops the export of the whole directory."""
+    skipped: list[tuple[str, str]] = []
+
+    async def go(app: App) -> list[str]:
+        lines = []
+        async for uid in app.directory.iterate():
+            account = await app.directory.get(uid)
+            if account is None:
+                continue
+            try:
+                lines.append(passwdfile.format_account(account))
+            except AccountError as exc:
+                skipped.append((account.uid, str(exc)))
+        return lines
+
+    lines = run_with_app(ctx, go)
+    text = "".join(line + "\n" for line in lines)
+    if file == "-":
+        sys.stdout.write(text)
+    else:
+        Path(file).write_text(text, encoding="utf-8", errors="surrogateescape")
+        err.print(f"exported {len(lines)} account(s) to {file}")
+    if skipped:
+        err.print(f"{len(skipped)} account(s) left out: a passwd-file cannot carry them")
+        _print_errors(skipped)
+        sys.exit(EX_DATAERR)
+
+
+# --------------------------------------------------------------------------- LDIF and migrate
+
+
+@import_group.command("ldif")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--replace", is_flag=True, help="Overwrite accounts that exist (default: skip).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def import_ldif(ctx: click.Context, file: str, replace: bool, quiet: bool) -> None:
+    """Import accounts from an LDIF file (qmail-ldap / mailwarden schema, [ldap] mapping)."""
+    import ldif  # type: ignore[import-untyped]  # noqa: PLC0415 - only this command needs it
+
+    from mailwarden.directories.ldap import LdapMapping  # noqa: PLC0415
+
+    mapping = LdapMapping(_config(ctx).ldap)
+    with click.open_file(file, "rb") as fh:
+        try:
+            records = ldif.LDIFRecordList(fh)
+            records.parse()
+        except ValueError as exc:
+            fail(f"{file}: not valid LDIF: {exc}")
+    found: list[Account] = []
+    errors: list[tuple[str, str]] = []
+    for dn, attributes in records.all_records:
+        try:
+            account = mapping.account_of(attributes)
+        except (ValueError, AccountError) as exc:
+            errors.append((dn, str(exc)))
+            continue
+        if account is not None:
+            found.append(account)
+    report = _copy_accounts(ctx, found, replace=replace, quiet=quiet, errors=errors)
+    out.print(
+        f"imported: {report['created']} created, {report['replaced']} replaced, "
+        f"{report['skipped']} existing skipped, {len(errors)} entr(y/ies) with errors"
+    )
+    _print_errors(errors)
+
+
+@export_group.command("ldif")
+@click.argument("file", default="-", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--base-dn", default=None, help="DN the entries go under (default: [ldap] base_dn).")
+@click.pass_context
+def export_ldif(ctx: click.Context, file: str, base_dn: str | None) -> None:
+    """Write every account as an LDIF entry (for ldapadd or slapadd)."""
+    import ldif  # noqa: PLC0415
+
+    from mailwarden.directories.ldap import LdapMapping  # noqa: PLC0415
+
+    config = _config(ctx)
+    base = base_dn or config.ldap.base_dn
+    if not base:
+        fail("no base DN: give --base-dn or set [ldap] base_dn", EX_USAGE)
+    mapping = LdapMapping(config.ldap)
+
+    async def go(app: App) -> list[Account]:
+        return [a async for a in _all_accounts(app.directory)]
+
+    accounts = run_with_app(ctx, go)
+    skipped: list[tuple[str, str]] = []
+    with click.open_file(file, "w", encoding="utf-8") as fh:
+        writer = ldif.LDIFWriter(fh)
+        for account in accounts:
+            try:
+                dn, entry = mapping.entry_of(account, base)
+            except AccountError as exc:
+                skipped.append((account.uid, str(exc)))
+                continue
+            writer.unparse(dn, entry)
+    err.print(f"exported {len(accounts) - len(skipped)} account(s), {len(skipped)} skipped")
+    _print_errors(skipped)
+
+
+@main.command("migrate")
+@click.option(
+    "--to",
+    "target_config",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Config file of the directory to copy into (e.g. one with backend = ldap).",
+)
+@click.option("--replace", is_flag=True, help="Overwrite accounts that exist (default: skip).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def migrate(ctx: click.Context, target_config: str, replace: bool, quiet: bool) -> None:
+    """Copy every account from this config's directory into another's (SQLite <-> LDAP)."""
+    try:
+        target = confignames.load(target_config)
+    except ConfigError as exc:
+        fail(str(exc), EX_CONFIG)
+
+    async def go(app: App) -> list[Account]:
+        return [a async for a in _all_accounts(app.directory)]
+
+    accounts = run_with_app(ctx, go)
+    errors: list[tuple[str, str]] = []
+    target_ctx = click.Context(migrate, obj={**ctx.obj, "config": target})
+    report = _copy_accounts(target_ctx, accounts, replace=replace, quiet=quiet, errors=errors)
+    out.print(
+        f"migrated {len(accounts)} account(s): {report['created']} created, "
+        f"{report['replaced']} replaced, {report['skipped']} existing skipped, "
+        f"{len(errors)} refused"
+    )
+    _print_errors(errors)
+
+
+async def _all_accounts(directory: Directory) -> AsyncIterator[Account]:
+    async for uid in directory.iterate():
+        account = await directory.get(uid)
+        if account is not None:
+            yield account
+
+
+def _copy_accounts(
+    ctx: click.Context,
+    accounts: list[Account],
+    *,
+    replace: bool,
+    quiet: bool,
+    errors: list[tuple[str, str]],
+) -> dict[str, int]:
+    """bulk_upsert ``accounts`` into ``ctx``'s directory, with a progress bar.
+
+    One bulk_upsert: on SQLite one transaction, so an interrupted copy leaves
+    nothing behind. Accounts the directory refuses (a clash, a value it cannot
+    store) are left out and reported; the rest is written.
+    """
+
+    async def go(app: App) -> BulkReport:
+        progress = Progress(
+            TextColumn("copying"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=quiet or not err.is_terminal,
+        )
+        with progress:
+            task = progress.add_task("copy", total=len(accounts))
+
+            def counted() -> Iterator[Account]:
+                for account in accounts:
+                    progress.advance(task, 1)
+                    yield account
+
+            return await app.directory.bulk_upsert(counted(), replace=replace, skip_refused=True)
+
+    report = run_with_app(ctx, go)
+    errors.extend((r.uid, r.message) for r in report.refused)
+    return {"created": report.created, "replaced": report.replaced, "skipped": report.skipped}
+
+
+def _print_errors(errors: list[tuple[str, str]]) -> None:
+    """The entries left out (to stderr); with any, exit 65 (a partial import or copy)."""
+    if not errors:
+        return
+    table = Table("entry", "error", title="not copied")
+    for name, message in errors[:200]:
+        table.add_row(name, message)
+    err.print(table)
+    if len(errors) > 200:
+        err.print(f"... and {len(errors) - 200} more")
+    sys.exit(EX_DATAERR)

@@ -1,0 +1,135 @@
+"""Building a section from its TOML table: types converted and checked, unknown
+and retired keys refused, then the section's own :meth:`Section.check`.
+
+Every problem is an :class:`~mailwarden.errors.InvalidValue` (key, what was expected);
+:func:`mailwarden.config.loads` raises it again as a ConfigError naming the file.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import fields
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from mailwarden.errors import InvalidValue
+
+
+class Section:
+    """Base of every section (and sub-table) class: :meth:`check` runs after the
+    keys are converted, with the section's key path (``"guard.redis"``)."""
+
+    __slots__ = ()
+
+    def check(self, key: str) -> None:
+        """Raise :class:`InvalidValue` for a value its type cannot refuse (a range, a pair)."""
+
+
+def require(ok: bool, key: str, expected: str) -> None:
+    """InvalidValue(key, expected) unless ``ok``."""
+    if not ok:
+        raise InvalidValue(key, expected)
+
+
+def require_networks(networks: tuple[str, ...], key: str, example: str) -> None:
+    """InvalidValue for the first entry of ``networks`` that is not an IP network
+    (``key[i]``: "a network such as ``example``")."""
+    # Imported here: this module is on checkpassword's per-login path, which reads
+    # no network list, and ipaddress costs about a millisecond to import.
+    import ipaddress  # noqa: PLC0415
+
+    for i, net in enumerate(networks):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise InvalidValue(f"{key}[{i}]", f"a network such as {example}") from None
+
+
+S = TypeVar("S", bound=Section)
+
+#: Keys that existed once, with what replaces them (a clearer error than "unknown key").
+RETIRED_KEYS: dict[str, str] = {
+    "dovecot.socket_mode": "client_socket_mode, login_socket_mode and userdb_socket_mode "
+    "instead (socket_mode was removed: every socket has its own mode)",
+    "dovecot.socket_user": "client_socket_user, login_socket_user, master_socket_user and "
+    "userdb_socket_user instead (socket_user was removed: every socket has its own owner)",
+    "dovecot.socket_group": "client_socket_group, login_socket_group, master_socket_group and "
+    "userdb_socket_group instead (socket_group was removed: every socket has its own group)",
+}
+
+
+def build(cls: type[S], data: Any, prefix: str) -> S:
+    """``cls`` from its TOML table ``data``; ``prefix`` is its key path plus a dot."""
+    if not isinstance(data, dict):
+        raise InvalidValue(prefix.rstrip(".") or "<top>", "a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if f"{prefix}{key}" in RETIRED_KEYS:
+            raise InvalidValue(f"{prefix}{key}", RETIRED_KEYS[f"{prefix}{key}"])
+        if key not in known:
+            raise InvalidValue(
+                f"{prefix}{key}",
+                f"one of the keys {', '.join(sorted(known - {'source'}))} (unknown key)",
+            )
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        kwargs[f.name] = convert(hints[f.name], data[f.name], f"{prefix}{f.name}")
+    obj = cls(**kwargs)
+    obj.check(prefix.rstrip("."))
+    return obj
+
+
+def convert(tp: Any, value: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if isinstance(tp, type) and issubclass(tp, Section):
+        return build(tp, value, key + ".")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise InvalidValue(key, "one of " + ", ".join(repr(c) for c in choices))
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for arg in get_args(tp):
+            try:
+                return convert(arg, value, key)
+            except InvalidValue:
+                continue
+        raise InvalidValue(key, " or ".join(describe(a) for a in get_args(tp)))
+    if origin is tuple:
+        (item_tp, _ellipsis) = get_args(tp)
+        if not isinstance(value, list):
+            raise InvalidValue(key, f"an array of {describe(item_tp)}")
+        return tuple(convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _key_tp, val_tp = get_args(tp)
+        if not isinstance(value, dict):
+            raise InvalidValue(key, "a table")
+        return {str(k): convert(val_tp, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise InvalidValue(key, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidValue(key, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidValue(key, "a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise InvalidValue(key, "a string")
+        return value
+    if tp is type(None):
+        raise InvalidValue(key, "nothing")
+    raise InvalidValue(key, f"a value of type {tp!r}")
+
+
+def describe(tp: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, str(tp)
+    )

@@ -1,0 +1,60 @@
+"""Config values that name an entry of a registry, checked by the registry's owner.
+
+:mod:`mailwarden.config` is the bottom floor: it imports only ``errors`` (and may
+import ``model``), so it cannot know which password schemes, SASL mechanisms or
+HTTP attribute sources exist. Those three lists are registries of their own
+packages (``schemes.SCHEMES``, ``sasl.MECHANISMS``, ``protocols.nauthilus``); this
+module holds the one check of each against the config, and :func:`load` is
+``config.load`` plus these checks: what every command and the daemon read the file
+with. A bad name is a :class:`~mailwarden.errors.ConfigError` naming the file, the
+key and the known names, as every other bad value.
+
+Belongs here: a check of a config value against a registry; nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mailwarden import config as config_mod
+from mailwarden import sasl, schemes
+from mailwarden.config import Config
+from mailwarden.errors import ConfigError
+from mailwarden.protocols import nauthilus
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """:func:`mailwarden.config.load`, then :func:`check`. Raises ConfigError."""
+    return check(config_mod.load(path))
+
+
+def check(config: Config) -> Config:
+    """``config`` when every registry name in it is known, else ConfigError."""
+    passwords = config.passwords
+    for name, value in (("scheme", passwords.scheme), ("default_scheme", passwords.default_scheme)):
+        _require(
+            config,
+            value.upper() in schemes.SCHEMES,
+            f"passwords.{name}",
+            f"a known password scheme (one of {', '.join(sorted(schemes.SCHEMES))})",
+        )
+    for i, mech in enumerate(config.dovecot.mechanisms):
+        _require(
+            config,
+            mech.upper() in sasl.MECHANISMS,
+            f"dovecot.mechanisms[{i}]",
+            f"a SASL mechanism (one of {', '.join(sorted(sasl.MECHANISMS))})",
+        )
+    for name, source in config.http.attributes.items():
+        _require(
+            config,
+            nauthilus.valid_source(source),
+            f"http.attributes.{name}",
+            "an account field (" + ", ".join(nauthilus.SOURCES) + "), userdb:X or passdb:X",
+        )
+    return config
+
+
+def _require(config: Config, ok: bool, key: str, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"expected {expected}", path=config.source, key=key)
