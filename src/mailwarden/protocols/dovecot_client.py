@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import base64
 import enum
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, assert_never
 
 from mailwarden.errors import ProtocolError
+from mailwarden.model import DenyReason
 from mailwarden.protocols.dovecot_common import (
     DEFAULT_MAX_LINE_LENGTH,
     INFO_PARAMS,
@@ -59,6 +60,7 @@ from mailwarden.protocols.dovecot_common import (
     format_fields,
     parse_uint,
     split_fields,
+    stored,
 )
 from mailwarden.records import record
 
@@ -231,6 +233,9 @@ _AUTH_FLAGS = {
     "no-penalty": "no_penalty",
     "final-resp-ok": "final_resp_ok",
 }
+
+
+_NODELAY = (("nodelay", None),)
 
 
 def _fail_line(
@@ -490,6 +495,61 @@ class AuthClientConnection:
         if resp:
             line += "\tresp=" + base64.b64encode(resp).decode("ascii")
         return encode_line(line)
+
+    def accepted(
+        self,
+        request_id: int,
+        *,
+        user: str,
+        passdb_fields: Mapping[str, str],
+        original_user: str | None = None,
+        master_user: str | None = None,
+        anonymous: bool = False,
+        resp: bytes | None = None,
+    ) -> bytes:
+        """``OK`` for a login the engine accepted as ``user``, fields in Dovecot's order:
+        the passdb fields (an empty value is a bare word), ``original_user`` when the
+        name as typed differs, ``auth_user`` for a master login, ``anonymous``."""
+        fields = stored(passdb_fields)
+        if original_user is not None and original_user != user:
+            fields.append(("original_user", original_user))
+        if master_user is not None:
+            fields.append(("auth_user", master_user))
+        if anonymous:
+            fields.append(("anonymous", None))
+        return self.ok(request_id, user, fields, resp=resp)
+
+    def denied(
+        self,
+        request_id: int,
+        *,
+        user: str | None,
+        reason: DenyReason,
+        message: str | None = None,
+        nodelay: bool = False,
+    ) -> bytes:
+        """``FAIL`` for a login the engine denied; ``user`` is the name as typed.
+
+        Only a disabled account (``code=user_disabled``, with ``message`` as the
+        reason the user sees) and a refused authorization (``code=authz_fail``) say
+        why; every other reason is a bare FAIL, so that unknown user and wrong
+        password look the same. ``nodelay`` adds the bare field of that name.
+        """
+        code: str | None = None
+        text: str | None = None
+        match reason:
+            case DenyReason.DISABLED | DenyReason.SERVICE_DISABLED:
+                code, text = "user_disabled", message
+            case DenyReason.AUTHZ:
+                code = "authz_fail"
+            case (
+                DenyReason.CREDENTIALS | DenyReason.NETWORK | DenyReason.SCHEME | DenyReason.BLOCKED
+            ):
+                pass
+            case _:
+                assert_never(reason)
+        fields = _NODELAY if nodelay else ()
+        return self.fail(request_id, user=user, code=code, reason=text, fields=fields)
 
     def fail(
         self,

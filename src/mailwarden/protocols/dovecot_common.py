@@ -95,6 +95,12 @@ def format_fields(fields: Fields) -> str:
     return "".join(out)
 
 
+def stored(fields: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Directory fields as reply fields: a field stored with an empty value is a bare
+    word on the wire (``nologin``, ``proxy``), as Dovecot sends it."""
+    return [(name, value or None) for name, value in fields.items()]
+
+
 def encode_line(line: str) -> bytes:
     """A reply line as bytes, LF-terminated."""
     return (line + "\n").encode("utf-8", "surrogateescape")
