@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailwarden.errors import ProtocolError
+from mailwarden.model import DenyReason
 from mailwarden.protocols.dovecot_client import (
     AuthClientConnection,
     AuthRequest,
@@ -394,6 +395,53 @@ def test_fail_fields_come_in_dovecots_order() -> None:
     assert conn.fail(5, user="carol", reason="Account\tsuspended", fields={"nodelay": None}) == (
         b"FAIL\t5\tuser=carol\treason=Account\x01tsuspended\tnodelay\n"
     )
+
+
+def test_an_accepted_login_sends_passdb_fields_then_original_user_auth_user_anonymous() -> None:
+    conn = ready()
+    collect(conn, [b"AUTH\t6\tPLAIN\tservice=imap\n"])
+    reply = conn.accepted(
+        6,
+        user="alice@example.com",
+        passdb_fields={"nologin": "", "reason": "moved"},
+        original_user="Alice",
+        master_user="admin",
+        anonymous=True,
+        resp=b"v=1",
+    )
+    assert reply == (
+        b"OK\t6\tuser=alice@example.com\tnologin\treason=moved\toriginal_user=Alice"
+        b"\tauth_user=admin\tanonymous\tresp=dj0x\n"
+    )
+    collect(conn, [b"AUTH\t7\tPLAIN\tservice=imap\n"])
+    assert conn.accepted(7, user="bob", passdb_fields={}, original_user="bob") == (
+        b"OK\t7\tuser=bob\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "nodelay", "expected"),
+    [
+        (DenyReason.CREDENTIALS, False, b"FAIL\t3\tuser=Bob\n"),
+        (DenyReason.NETWORK, False, b"FAIL\t3\tuser=Bob\n"),
+        (DenyReason.SCHEME, False, b"FAIL\t3\tuser=Bob\n"),
+        (DenyReason.BLOCKED, False, b"FAIL\t3\tuser=Bob\n"),
+        (DenyReason.CREDENTIALS, True, b"FAIL\t3\tuser=Bob\tnodelay\n"),
+        (DenyReason.DISABLED, False, b"FAIL\t3\tuser=Bob\tcode=user_disabled\treason=gone\n"),
+        (
+            DenyReason.SERVICE_DISABLED,
+            False,
+            b"FAIL\t3\tuser=Bob\tcode=user_disabled\treason=gone\n",
+        ),
+        (DenyReason.AUTHZ, False, b"FAIL\t3\tuser=Bob\tcode=authz_fail\n"),
+    ],
+)
+def test_a_denied_login_says_why_only_for_disabled_accounts_and_authorization(
+    reason: DenyReason, nodelay: bool, expected: bytes
+) -> None:
+    conn = ready()
+    collect(conn, [b"AUTH\t3\tPLAIN\tservice=smtp\n"])
+    assert conn.denied(3, user="Bob", reason=reason, message="gone", nodelay=nodelay) == expected
 
 
 def test_an_empty_challenge_is_a_cont_with_an_empty_field() -> None:

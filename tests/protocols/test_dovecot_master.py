@@ -11,6 +11,7 @@ from mailwarden.protocols.dovecot_master import (
     AuthMasterConnection,
     CacheFlush,
     ConnectionClosed,
+    FinishedLogin,
     ListUsers,
     MasterEvent,
     MasterRequest,
@@ -161,6 +162,45 @@ def test_userdb_replies_match_the_reference_byte_for_byte() -> None:
     assert conn.list_done(7, failed=True) == b"DONE\t7\tfail\n"
     assert conn.cache_flushed(8, 3) == b"OK\t8\t3\n"
     assert conn.fail(101) == b"FAIL\t101\n"
+
+
+@pytest.mark.parametrize(
+    ("login", "expected"),
+    [
+        (
+            FinishedLogin(user="alice", mechanism="PLAIN", service="imap"),
+            b"USER\t9\talice\tuid=1000\tnopassword\tauth_mech=PLAIN\n",
+        ),
+        (
+            FinishedLogin(
+                user="alice",
+                mechanism="PLAIN",
+                service="imap",
+                master_user="admin",
+                original_user="Alice",
+                local_name="mail.example.com",
+                anonymous=True,
+            ),
+            b"USER\t9\talice\tuid=1000\tnopassword\tmaster_user=admin\tauth_mech=PLAIN"
+            b"\tanonymous\tauth_user=admin\tlocal_name=mail.example.com\n",
+        ),
+        (
+            FinishedLogin(user="alice", mechanism="LOGIN", service="imap", original_user="Alice"),
+            b"USER\t9\talice\tuid=1000\tnopassword\tauth_mech=LOGIN\tauth_user=Alice\n",
+        ),
+    ],
+)
+def test_the_reply_to_request_appends_the_login_fields_in_dovecots_order(
+    login: FinishedLogin, expected: bytes
+) -> None:
+    conn = AuthMasterConnection()
+    assert conn.request_found(9, "alice", {"uid": "1000", "nopassword": ""}, login) == expected
+
+
+def test_a_userdb_master_user_field_is_not_repeated_in_the_request_reply() -> None:
+    login = FinishedLogin(user="bob", mechanism="PLAIN", service="imap", master_user="admin")
+    reply = AuthMasterConnection().request_found(2, "bob", {"master_user": "boss"}, login)
+    assert reply == b"USER\t2\tbob\tmaster_user=boss\tauth_mech=PLAIN\tauth_user=admin\n"
 
 
 def test_a_user_reply_without_fields_still_ends_the_username_with_a_tab() -> None:
