@@ -60,7 +60,6 @@ from mailwarden.protocols.dovecot_common import (
     format_fields,
     parse_uint,
     split_fields,
-    stored,
 )
 from mailwarden.records import record
 
@@ -236,6 +235,7 @@ _AUTH_FLAGS = {
 
 
 _NODELAY = (("nodelay", None),)
+_ALWAYS_BARE = frozenset({"nologin", "proxy"})
 
 
 def _fail_line(
@@ -490,7 +490,7 @@ class AuthClientConnection:
         """
         self._take(request_id, finish=True)
         items = as_items(fields)
-        cleaned = [(k, None if k in ("nologin", "proxy") else v) for k, v in items]
+        cleaned = [(k, None if k in _ALWAYS_BARE else v) for k, v in items]
         line = f"OK\t{request_id}\tuser={escape(user)}{format_fields(cleaned)}"
         if resp:
             line += "\tresp=" + base64.b64encode(resp).decode("ascii")
@@ -510,14 +510,23 @@ class AuthClientConnection:
         """``OK`` for a login the engine accepted as ``user``, fields in Dovecot's order:
         the passdb fields (an empty value is a bare word), ``original_user`` when the
         name as typed differs, ``auth_user`` for a master login, ``anonymous``."""
-        fields = stored(passdb_fields)
+        # The hot path of every login: one string, no intermediate field list.
+        self._take(request_id, finish=True)
+        parts = [f"OK\t{request_id}\tuser={escape(user)}"]
+        for name, value in passdb_fields.items():
+            if not value or name in _ALWAYS_BARE:
+                parts.append(escape(name))
+            else:
+                parts.append(f"{escape(name)}={escape(value)}")
         if original_user is not None and original_user != user:
-            fields.append(("original_user", original_user))
+            parts.append(f"original_user={escape(original_user)}")
         if master_user is not None:
-            fields.append(("auth_user", master_user))
+            parts.append(f"auth_user={escape(master_user)}")
         if anonymous:
-            fields.append(("anonymous", None))
-        return self.ok(request_id, user, fields, resp=resp)
+            parts.append("anonymous")
+        if resp:
+            parts.append("resp=" + base64.b64encode(resp).decode("ascii"))
+        return encode_line("\t".join(parts))
 
     def denied(
         self,
