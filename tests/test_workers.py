@@ -39,7 +39,7 @@ def redis_url() -> Iterator[str]:
     """A private redis-server on a free loopback port, no persistence; stopped afterwards."""
     if REDIS is None:
         pytest.skip("redis-server is not installed")
-    if importlib.util.find_spec("mailwarden.stores.redis") is None:
+    if importlib.util.find_spec("mailwarden.guard.stores.redis") is None:
         pytest.skip("the Redis guard store is not part of this build yet")
     with private_dir("redis") as root:
         port = free_port()

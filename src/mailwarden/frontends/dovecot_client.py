@@ -77,7 +77,7 @@ from typing import assert_never
 from mailwarden.config import DovecotConfig
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.delay import delay_failure
-from mailwarden.frontends.dovecot_common import Connection, DovecotState, FinishedLogin
+from mailwarden.frontends.dovecot_common import Connection, DovecotState
 from mailwarden.model import (
     Accepted,
     AuthAttempt,
@@ -97,6 +97,7 @@ from mailwarden.protocols.dovecot_client import (
     RequestRejected,
     handshake,
 )
+from mailwarden.protocols.dovecot_master import FinishedLogin
 from mailwarden.sasl import MECHANISMS
 from mailwarden.sasl.base import (
     Challenge,

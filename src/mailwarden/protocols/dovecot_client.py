@@ -296,7 +296,7 @@ class AuthClientConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the socket; ``b""`` means the client closed its side."""
-        self._reader.feed(data)
+        self._reader.receive_data(data)
 
     def next_event(self) -> ClientEvent | None:
         """The next event, or ``None`` when more data is needed.
@@ -308,7 +308,7 @@ class AuthClientConnection:
             raise self._error
         try:
             while self._phase is not _Phase.CLOSED:
-                line = self._reader.next_line()
+                line = self._reader.next_event()
                 if line is None:
                     if not self._reader.eof:
                         return None

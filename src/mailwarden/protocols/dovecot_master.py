@@ -211,7 +211,7 @@ class AuthMasterConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the socket; ``b""`` means the client closed its side."""
-        self._reader.feed(data)
+        self._reader.receive_data(data)
 
     def next_event(self) -> MasterEvent | None:
         """The next event, or ``None`` when more data is needed (ProtocolError: see module)."""
@@ -220,7 +220,7 @@ class AuthMasterConnection:
         if self._closed:
             return None
         try:
-            line = self._reader.next_line()
+            line = self._reader.next_event()
             if line is None:
                 if self._reader.eof:
                     self._closed = True
