@@ -97,31 +97,6 @@ POSTFIX = (
 )
 
 
-def test_postfix_3_7_lines_parse_to_the_expected_events() -> None:
-    assert events(POSTFIX) == [
-        ClientVersion(major=1, minor=0),
-        ClientCpid(pid=14315),
-        AuthRequest(
-            id=1,
-            mechanism="PLAIN",
-            service="smtp",
-            nologin=True,
-            lip="127.0.0.1",
-            rip="127.0.0.1",
-            initial_response=b"\0alice\0secret",
-        ),
-        AuthRequest(
-            id=2,
-            mechanism="LOGIN",
-            service="smtp",
-            nologin=True,
-            lip="127.0.0.1",
-            rip="127.0.0.1",
-            initial_response=None,
-        ),
-    ]
-
-
 def test_postfix_over_tls_marks_the_request_secured() -> None:
     data = (
         b"VERSION\t1\t0\nCPID\t14315\n"
@@ -137,18 +112,6 @@ EXIM = (
     b"VERSION\t1\t0\nCPID\t13878\n"
     b"AUTH\t1\tLOGIN\tservice=smtp\trip=127.0.0.2\tlip=127.0.0.1\tnologin\tresp=\n"
 )
-
-
-def test_exim_4_96s_empty_resp_means_no_initial_response_for_a_1_0_client() -> None:
-    assert events(EXIM)[-1] == AuthRequest(
-        id=1,
-        mechanism="LOGIN",
-        service="smtp",
-        rip="127.0.0.2",
-        lip="127.0.0.1",
-        nologin=True,
-        initial_response=None,
-    )
 
 
 def test_exim_over_tls_with_a_verified_certificate() -> None:
@@ -167,20 +130,77 @@ DOVEADM = (
 )
 
 
-def test_doveadm_auth_test_lines_parse_to_the_expected_events() -> None:
-    assert events(DOVEADM) == [
-        ClientVersion(major=1, minor=2),
-        ClientCpid(pid=13456),
-        AuthRequest(
-            id=1,
-            mechanism="PLAIN",
-            service="smtp",
-            debug=True,
-            rip="192.0.2.9",
-            lport=25,
-            initial_response=b"alice\0alice\0secret",
-        ),
-    ]
+# (peer, its lines, the events they give)
+PEER_LINES: list[tuple[str, bytes, list[ClientEvent]]] = [
+    (
+        "postfix 3.7",
+        POSTFIX,
+        [
+            ClientVersion(major=1, minor=0),
+            ClientCpid(pid=14315),
+            AuthRequest(
+                id=1,
+                mechanism="PLAIN",
+                service="smtp",
+                nologin=True,
+                lip="127.0.0.1",
+                rip="127.0.0.1",
+                initial_response=b"\0alice\0secret",
+            ),
+            AuthRequest(
+                id=2,
+                mechanism="LOGIN",
+                service="smtp",
+                nologin=True,
+                lip="127.0.0.1",
+                rip="127.0.0.1",
+                initial_response=None,
+            ),
+        ],
+    ),
+    (
+        # Exim 4.96's empty resp= means no initial response for a 1.0 client.
+        "exim 4.96",
+        EXIM,
+        [
+            ClientVersion(major=1, minor=0),
+            ClientCpid(pid=13878),
+            AuthRequest(
+                id=1,
+                mechanism="LOGIN",
+                service="smtp",
+                rip="127.0.0.2",
+                lip="127.0.0.1",
+                nologin=True,
+                initial_response=None,
+            ),
+        ],
+    ),
+    (
+        "doveadm auth test",
+        DOVEADM,
+        [
+            ClientVersion(major=1, minor=2),
+            ClientCpid(pid=13456),
+            AuthRequest(
+                id=1,
+                mechanism="PLAIN",
+                service="smtp",
+                debug=True,
+                rip="192.0.2.9",
+                lport=25,
+                initial_response=b"alice\0alice\0secret",
+            ),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"), [row[1:] for row in PEER_LINES], ids=[row[0] for row in PEER_LINES]
+)
+def test_peer_lines_parse_to_the_expected_events(data: bytes, expected: list[ClientEvent]) -> None:
+    assert events(data) == expected
 
 
 def test_an_empty_resp_from_a_1_2_client_is_an_empty_initial_response() -> None:
