@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.peers.configs import daemon_toml
+from tests.peers.configs import Table, daemon_toml
 from tests.peers.conftest import doveadm_auth, private_dir, running_serve, wait_until
 from tests.peers.test_doveadm import populate
 
@@ -26,7 +26,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("doveadm") is None, reason="doveadm is not installed"),
 ]
 
-SECTIONS = {"hashing": {"workers": 2}, "guard": {"allow_networks": []}}
+SECTIONS: dict[str, Table] = {"hashing": {"workers": 2}, "guard": {"allow_networks": []}}
 CONFIG = daemon_toml(**SECTIONS)
 
 
