@@ -464,6 +464,14 @@ def test_a_denied_login_says_why_only_for_disabled_accounts_and_authorization(
     assert conn.denied(3, user="Bob", reason=reason, message="gone", nodelay=nodelay) == expected
 
 
+def test_a_temporary_failure_is_a_fail_with_dovecots_temp_fail_code() -> None:
+    conn = ready()
+    collect(conn, [b"AUTH\t8\tPLAIN\tservice=smtp\n"])
+    assert conn.temp_failed(8, user="Bob") == b"FAIL\t8\tuser=Bob\tcode=temp_fail\n"
+    collect(conn, [b"AUTH\t9\tPLAIN\tservice=smtp\n"])
+    assert conn.temp_failed(9, user=None) == b"FAIL\t9\tcode=temp_fail\n"
+
+
 def test_an_empty_challenge_is_a_cont_with_an_empty_field() -> None:
     conn = ready()
     collect(conn, [b"AUTH\t2\tPLAIN\tservice=smtp\n"])

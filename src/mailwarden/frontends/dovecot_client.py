@@ -438,7 +438,7 @@ class ClientConnection(Connection):
             self._unpend(pending.id)
             self.abort()
             return
-        self._reply(pending, self.codec.fail(pending.id, user=user, code="temp_fail"))
+        self._reply(pending, self.codec.temp_failed(pending.id, user=user))
 
     # ------------------------------------------------------------------ waiting
 

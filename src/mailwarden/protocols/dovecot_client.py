@@ -560,6 +560,10 @@ class AuthClientConnection:
         fields = _NODELAY if nodelay else ()
         return self.fail(request_id, user=user, code=code, reason=text, fields=fields)
 
+    def temp_failed(self, request_id: int, *, user: str | None) -> bytes:
+        """``FAIL … code=temp_fail``: the server could not decide; the client may retry."""
+        return self.fail(request_id, user=user, code="temp_fail")
+
     def fail(
         self,
         request_id: int,
