@@ -489,8 +489,7 @@ class AuthClientConnection:
         as Dovecot does. ``resp`` is SASL success data for a ``final-resp-ok`` client.
         """
         self._take(request_id, finish=True)
-        items = as_items(fields)
-        cleaned = [(k, None if k in _ALWAYS_BARE else v) for k, v in items]
+        cleaned = [(k, None if k in _ALWAYS_BARE else v) for k, v in as_items(fields)]
         line = f"OK\t{request_id}\tuser={escape(user)}{format_fields(cleaned)}"
         if resp:
             line += "\tresp=" + base64.b64encode(resp).decode("ascii")
@@ -509,8 +508,8 @@ class AuthClientConnection:
     ) -> bytes:
         """``OK`` for a login the engine accepted as ``user``, fields in Dovecot's order:
         the passdb fields (an empty value is a bare word), ``original_user`` when the
-        name as typed differs, ``auth_user`` for a master login, ``anonymous``."""
-        # The hot path of every login: one string, no intermediate field list.
+        name as typed differs, ``auth_user`` for a master login, ``anonymous``. (The
+        hot path of every login: one string, no intermediate field list.)"""
         self._take(request_id, finish=True)
         parts = [f"OK\t{request_id}\tuser={escape(user)}"]
         for name, value in passdb_fields.items():
