@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from mailwarden import schemes
 from mailwarden.errors import HashingUnavailable, MalformedHash, ProtocolError
 from mailwarden.hashing import pool as hashing
-from mailwarden.hashing.frames import MAX_FRAME, FrameReader, encode_frame
+from mailwarden.hashing.frames import MAX_FRAME, RequestReader, encode_frame
 from mailwarden.hashing.pool import Hasher
 from mailwarden.hashing.worker import answer
 
@@ -140,11 +140,11 @@ def test_the_worker_answers_each_request_by_itself() -> None:
 def test_frames_survive_any_split(passwords: list[bytes], step: int) -> None:
     requests = [(n, pw, "PLAIN", "", "data", "user") for n, pw in enumerate(passwords)]
     stream = b"".join(encode_frame(r) for r in requests)
-    reader = FrameReader()
+    reader = RequestReader()
     got = []
     for start in range(0, len(stream), step):
-        reader.feed(stream[start : start + step])
-        while (request := reader.next_request()) is not None:
+        reader.receive_data(stream[start : start + step])
+        while (request := reader.next_event()) is not None:
             got.append(request)
     assert got == requests
     assert reader.buffered == 0
@@ -159,10 +159,10 @@ def test_frames_survive_any_split(passwords: list[bytes], step: int) -> None:
     ],
 )
 def test_a_broken_frame_is_a_protocol_error(frame: bytes) -> None:
-    reader = FrameReader()
-    reader.feed(frame)
+    reader = RequestReader()
+    reader.receive_data(frame)
     with pytest.raises(ProtocolError):
-        reader.next_request()
+        reader.next_event()
 
 
 @pytest.mark.parametrize("processes", [False, True])

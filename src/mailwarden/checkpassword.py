@@ -274,7 +274,7 @@ def _exchange(sock: socket.socket, data: bytes, replies: libauth.Replies[R]) -> 
     """Send ``data``, then feed what arrives until the reader has the reply."""
     try:
         sock.sendall(data)
-        while (reply := replies.next_reply()) is None:
+        while (reply := replies.next_event()) is None:
             replies.receive_data(sock.recv(65536))
     except TimeoutError:
         raise ProtocolError("no reply in time (checkpassword.timeout)") from None
@@ -373,17 +373,12 @@ def decide_locally(config_path: str | None, request: Request) -> Decision:
 # --------------------------------------------------------------------------- the command
 
 
-def _read_fd3(limit: int) -> bytes:
-    """The whole fd-3 block, at most ``limit + 1`` bytes (so oversize is detectable)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = os.read(3, limit + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+def _read_fd3() -> cp.CheckpasswordInput:
+    """The fd-3 block, read to its end (ProtocolError past ``MAX_BLOCK`` bytes)."""
+    reader = cp.BlockReader()
+    while (block := reader.next_event()) is None:
+        reader.receive_data(os.read(3, cp.MAX_BLOCK + 1))
+    return block
 
 
 def decide(config: str | None, settings: Settings, request: Request) -> Decision:
@@ -420,7 +415,7 @@ def run(config: str | None, subprogram: list[str]) -> NoReturn:
         log(1, "usage: mailwarden checkpassword SUBPROGRAM [ARGS...]")
         sys.exit(cp.EXIT_MISUSE)
     try:
-        block = cp.parse_block(_read_fd3(cp.MAX_BLOCK))
+        block = _read_fd3()
         digest = cp.apop_digest(block) if block.apop else None
     except OSError as exc:
         log(1, f"cannot read descriptor 3: {exc.strerror}")

@@ -449,7 +449,7 @@ def ask_userdb(root: Path, *params: tuple[str, str | None]) -> libauth.UserReply
         s.settimeout(10)
         s.connect(str(root / "run" / "auth-userdb"))
         s.sendall(libauth.user_request("erin", service="pop3", params=params))
-        while (reply := replies.next_reply()) is None:
+        while (reply := replies.next_event()) is None:
             replies.receive_data(s.recv(4096))
     return reply
 

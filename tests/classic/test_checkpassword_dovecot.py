@@ -25,43 +25,26 @@ from pathlib import Path
 import pytest
 
 from tests.classic.conftest import DAEMON_SOCKETS, fill, serving, write_config
+from tests.peers.configs import dovecot_conf, listeners
 from tests.peers.conftest import DOVECOT, private_dir, running_dovecot
 
 pytestmark = pytest.mark.peer
 
-CONFIG = """\
-protocols =
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-ssl = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-auth_cache_size = 0
-auth_debug = yes
-passdb {{
-  driver = checkpassword
-  args = {root}/chk.sh
-}}
-userdb {{
-  driver = checkpassword
-  args = {root}/chk.sh
-}}
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-service auth {{
-  user = root
-  unix_listener auth-client {{
-    mode = 0600
-  }}
-  unix_listener auth-userdb {{
-    mode = 0600
-  }}
-}}
-"""
+
+def dovecot_config(root: Path) -> str:
+    checkpassword = {"driver": "checkpassword", "args": f"{root}/chk.sh"}
+    return dovecot_conf(
+        root,
+        settings={
+            "auth_mechanisms": "plain login",
+            "auth_failure_delay": 0,
+            "auth_cache_size": 0,
+            "auth_debug": "yes",
+        },
+        passdbs=[checkpassword],
+        userdbs=[checkpassword],
+        services={"auth": listeners({"auth-client": "0600", "auth-userdb": "0600"}, user="root")},
+    )
 
 
 # mailwarden's own sockets (daemon path) live in mw/, away from Dovecot's in run/.
@@ -86,7 +69,7 @@ def dovecot(request: pytest.FixtureRequest) -> Iterator[Path]:
         )
         script.chmod(0o755)
         conf = root / "dovecot.conf"
-        conf.write_text(CONFIG.format(root=root))
+        conf.write_text(dovecot_config(root))
         (root / "min.conf").write_text("ssl = no\n")
         with serving(cfg) if daemon else contextlib.nullcontext(), running_dovecot(conf, root):
             yield root

@@ -26,6 +26,7 @@ import pytest
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.model import Account, AccountStatus
 from tests.classic.conftest import DAEMON_SOCKETS, serving, write_config
+from tests.peers.configs import dovecot_conf, passwd_file
 from tests.peers.conftest import connectable, free_port, private_dir, stop_process, wait_until
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -40,48 +41,32 @@ pytestmark = [
     ),
 ]
 
-CONFIG = """\
-protocols = pop3 imap
-listen = {addr}
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-mail_location = maildir:~/Maildir
-first_valid_uid = 1
-passdb {{
-  driver = passwd-file
-  args = {root}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = {root}/passwd
-}}
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = {pop3}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-service imap-login {{
-  inet_listener imap {{
-    port = {imap}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-"""
+
+def dovecot_config(root: Path, *, addr: str, pop3: int, imap: int) -> str:
+    return dovecot_conf(
+        root,
+        protocols="pop3 imap",
+        settings={
+            "listen": addr,
+            "disable_plaintext_auth": "no",
+            "auth_mechanisms": "plain login",
+            "auth_failure_delay": 0,
+            "mail_location": "maildir:~/Maildir",
+            "first_valid_uid": 1,
+        },
+        passdbs=[passwd_file(root / "passwd")],
+        userdbs=[passwd_file(root / "passwd")],
+        services={
+            "pop3-login": {
+                "inet_listener pop3": {"port": pop3},
+                "inet_listener pop3s": {"port": 0},
+            },
+            "imap-login": {
+                "inet_listener imap": {"port": imap},
+                "inet_listener imaps": {"port": 0},
+            },
+        },
+    )
 
 
 def ports() -> tuple[int, int]:
@@ -122,7 +107,7 @@ class MailHost:
         (root / "passwd").chmod(0o644)
         (root / "home").chmod(0o755)
         conf = root / "dovecot.conf"
-        conf.write_text(CONFIG.format(root=root, addr=addr, pop3=pop3, imap=imap))
+        conf.write_text(dovecot_config(root, addr=addr, pop3=pop3, imap=imap))
         self.proc = subprocess.Popen(
             [DOVECOT, "-F", "-c", str(conf)],
             stdout=subprocess.DEVNULL,

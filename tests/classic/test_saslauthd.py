@@ -34,7 +34,7 @@ REQUEST = proto.encode_request(b"alice", b"secret", b"smtp", b"example.com")
 def test_a_whole_request_parses() -> None:
     reader = proto.RequestReader()
     reader.receive_data(REQUEST)
-    request = reader.request()
+    request = reader.next_event()
     assert request is not None
     assert (request.login, request.password.value, request.service, request.realm) == (
         "alice",
@@ -47,9 +47,9 @@ def test_a_whole_request_parses() -> None:
 def test_a_request_fed_byte_by_byte_completes_only_at_the_last_byte() -> None:
     reader = proto.RequestReader()
     for i, byte in enumerate(REQUEST):
-        assert reader.request() is None, i
+        assert reader.next_event() is None, i
         reader.receive_data(bytes([byte]))
-    assert reader.request() is not None
+    assert reader.next_event() is not None
 
 
 def test_trailing_data_is_a_protocol_error() -> None:
@@ -74,7 +74,7 @@ def test_any_input_parses_or_raises_protocol_error(data: bytes) -> None:
     reader = proto.RequestReader(max_field=64)
     try:
         reader.receive_data(data)
-        reader.request()
+        reader.next_event()
     except ProtocolError:
         pass
 

@@ -17,9 +17,10 @@ import pytest_asyncio
 from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.frontends.http import OPENAPI_PATH, HttpApi, HttpServer, openapi, start_http
+from mailwarden.frontends.http import HttpApi, HttpServer, start_http
 from mailwarden.model import Account, AccountStatus
 from mailwarden.protocols import admin_api
+from mailwarden.protocols.http_api import OPENAPI_PATH, openapi
 from tests.helpers import hashed
 
 CREDS = "Basic " + base64.b64encode(b"dovecot:apisecret").decode()

@@ -16,9 +16,10 @@ from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.frontends.http import OPENAPI_PATH, HttpServer, openapi, start_http
+from mailwarden.frontends.http import HttpServer, start_http
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account
+from mailwarden.protocols.http_api import OPENAPI_PATH, openapi
 from tests.helpers import make_config
 
 ST = shutil.which("st") or str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "st")

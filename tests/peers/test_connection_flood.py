@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from mailwarden.protocols import saslauthd as sasl_proto
+from tests.peers.configs import daemon_toml
 from tests.peers.conftest import free_port, private_dir, running_serve
 from tests.peers.test_doveadm import populate
 
@@ -30,37 +31,19 @@ OPEN_FILES = 300
 FLOOD = 400  # more than the daemon may open
 DOVECOT_CAP = 60
 
-CONFIG = """\
-[directory]
-path = "mailwarden.db"
 
-[passwords]
-rehash = "never"
-
-[hashing]
-workers = 1
-
-[server]
-control_socket = "run/control"
-
-[dovecot]
-client_socket = "run/auth-client"
-master_socket = "run/auth-master"
-userdb_socket = "run/auth-userdb"
-failure_delay = 0
-max_connections = {cap}
-
-[saslauthd]
-enabled = true
-socket = "run/mux"
-failure_delay = 0
-max_connections = 20
-
-[http]
-enabled = true
-listen = ["127.0.0.1:{port}"]
-max_connections = 20
-"""
+def daemon_config(port: int, cap: int) -> str:
+    return daemon_toml(
+        hashing={"workers": 1},
+        dovecot={"max_connections": cap},
+        saslauthd={
+            "enabled": True,
+            "socket": "run/mux",
+            "failure_delay": 0,
+            "max_connections": 20,
+        },
+        http={"enabled": True, "listen": [f"127.0.0.1:{port}"], "max_connections": 20},
+    )
 
 
 @dataclass(frozen=True)
@@ -75,7 +58,7 @@ def node() -> Iterator[Node]:
         asyncio.run(populate(root / "mailwarden.db"))
         port = free_port()
         config = root / "mailwarden.toml"
-        config.write_text(CONFIG.format(port=port, cap=DOVECOT_CAP))
+        config.write_text(daemon_config(port, DOVECOT_CAP))
         ready = (str(root / "run" / "control"), ("127.0.0.1", port))
         with running_serve(config, ready=ready, open_files=OPEN_FILES):
             yield Node(root, port)

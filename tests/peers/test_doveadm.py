@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from mailwarden.directories.sqlite import SQLiteDirectory
+from tests.peers.configs import daemon_toml, dovecot_conf, listeners, passwd_file
 from tests.peers.conftest import (
     DOVECOT,
     accounts,
@@ -74,32 +75,14 @@ async def populate(path: Path) -> None:
         await directory.close()
 
 
-MAILWARDEN_CONFIG = """\
-[directory]
-path = "mailwarden.db"
-
-[passwords]
-scheme = "SHA512-CRYPT"
-rehash = "never"
-
-[hashing]
-workers = 2
-
-[server]
-control_socket = "run/control"
-
-# The Dovecot beside it runs without auth cache; so does this one, so that
-# `doveadm auth cache flush` counts the same (0) on both.
-[cache]
-enabled = false
-
-[dovecot]
-client_socket = "run/auth-client"
-login_socket = "run/auth-login"
-master_socket = "run/auth-master"
-userdb_socket = "run/auth-userdb"
-failure_delay = 0
-"""
+MAILWARDEN_CONFIG = daemon_toml(
+    passwords={"scheme": "SHA512-CRYPT"},
+    hashing={"workers": 2},
+    # The Dovecot beside it runs without auth cache; so does this one, so that
+    # `doveadm auth cache flush` counts the same (0) on both.
+    cache={"enabled": False},
+    dovecot={"login_socket": "run/auth-login"},
+)
 
 
 @pytest.fixture(scope="module")
@@ -130,50 +113,26 @@ def mailwarden() -> Iterator[Sockets]:
         assert not Path(sockets.client).exists(), "serve left its socket behind"
 
 
-DOVECOT_CONFIG = """\
-protocols =
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-ssl = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-passdb {{
-  driver = passwd-file
-  args = {root}/masters
-  master = yes
-  result_success = continue
-}}
-passdb {{
-  driver = passwd-file
-  args = {root}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = {root}/passwd
-}}
-# No per-IP penalty (mailwarden leaves it to the guard); without this, every
-# failed attempt would make Dovecot's next answers 2-15 s slower.
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-service auth {{
-  unix_listener auth-client {{
-    mode = 0666
-  }}
-  unix_listener auth-login {{
-    mode = 0666
-  }}
-  unix_listener auth-master {{
-    mode = 0600
-  }}
-  unix_listener auth-userdb {{
-    mode = 0666
-  }}
-}}
-"""
+def dovecot_config(root: Path) -> str:
+    return dovecot_conf(
+        root,
+        settings={"auth_mechanisms": "plain login", "auth_failure_delay": 0},
+        passdbs=[
+            passwd_file(root / "masters", master="yes", result_success="continue"),
+            passwd_file(root / "passwd"),
+        ],
+        userdbs=[passwd_file(root / "passwd")],
+        services={
+            "auth": listeners(
+                {
+                    "auth-client": "0666",
+                    "auth-login": "0666",
+                    "auth-master": "0600",
+                    "auth-userdb": "0666",
+                }
+            )
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +151,7 @@ def dovecot() -> Iterator[Sockets]:
         for name in ("passwd", "masters"):  # the auth process runs as the dovecot user
             (root / name).chmod(0o644)
         conf = root / "dovecot.conf"
-        conf.write_text(DOVECOT_CONFIG.format(root=root))
+        conf.write_text(dovecot_config(root))
         sockets = Sockets.under(root / "run")
         with running_dovecot(conf, root):
             yield sockets

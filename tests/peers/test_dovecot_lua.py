@@ -29,6 +29,7 @@ from mailwarden.frontends.http import HttpServer, start_http
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account, AccountStatus
 from tests.helpers import make_cert, make_config
+from tests.peers.configs import dovecot_conf, listeners
 from tests.peers.conftest import (
     DOVECOT,
     START_TIMEOUT,
@@ -42,46 +43,29 @@ SEED = Path(__file__).parent / "data" / "nauthilus-dovecot.lua"
 
 pytestmark = pytest.mark.peer
 
-CONFIG = """\
-protocols =
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-ssl = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-auth_cache_size = 0
-auth_verbose = yes
-auth_master_user_separator = *
-passdb {{
-  driver = lua
-  master = yes
-  result_success = continue
-  args = file={root}/nauthilus-master.lua blocking=yes
-}}
-passdb {{
-  driver = lua
-  args = file={root}/nauthilus.lua blocking=yes
-}}
-userdb {{
-  driver = lua
-  args = file={root}/nauthilus.lua blocking=yes
-}}
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-service auth {{
-  user = root
-  unix_listener auth-client {{
-    mode = 0600
-  }}
-  unix_listener auth-userdb {{
-    mode = 0600
-  }}
-}}
-"""
+
+def dovecot_config(root: Path, **settings: str) -> str:
+    def lua(script: str, **extra: str) -> dict[str, str]:
+        return {"driver": "lua", **extra, "args": f"file={root}/{script} blocking=yes"}
+
+    return dovecot_conf(
+        root,
+        settings={
+            "auth_mechanisms": "plain login",
+            "auth_failure_delay": 0,
+            "auth_cache_size": 0,
+            "auth_verbose": "yes",
+            "auth_master_user_separator": "*",
+            **settings,
+        },
+        passdbs=[
+            lua("nauthilus-master.lua", master="yes", result_success="continue"),
+            lua("nauthilus.lua"),
+        ],
+        userdbs=[lua("nauthilus.lua")],
+        services={"auth": listeners({"auth-client": "0600", "auth-userdb": "0600"}, user="root")},
+    )
+
 
 HTTP = HttpConfig(
     enabled=True,
@@ -151,12 +135,12 @@ def lua_dovecot(prefix: str, *, tls: bool = False) -> Iterator[Path]:
     if shutil.which(DOVECOT) is None or not LUA_MODULE.exists():
         pytest.skip("dovecot-core / dovecot-auth-lua is not installed")
     with private_dir(prefix) as root:
-        http, scheme, conf_extra = HTTP, "http", ""
+        http, scheme, conf_extra = HTTP, "http", {}
         if tls:
             pem = make_cert(root)
             http = dataclasses.replace(HTTP, tls_cert=str(pem.cert), tls_key=str(pem.key))
             # dovecot.http clients take their CA from Dovecot's ssl_client_* settings.
-            scheme, conf_extra = "https", f"ssl_client_ca_file = {pem.cert}\n"
+            scheme, conf_extra = "https", {"ssl_client_ca_file": str(pem.cert)}
         api = HttpInThread()
         try:
             host, port = api.start(http)
@@ -170,7 +154,7 @@ def lua_dovecot(prefix: str, *, tls: bool = False) -> Iterator[Path]:
             master = script.replace("@HTTP_URI@", url + "?mode=master")
             (root / "nauthilus-master.lua").write_text(master)
             conf = root / "dovecot.conf"
-            conf.write_text(CONFIG.format(root=root) + conf_extra)
+            conf.write_text(dovecot_config(root, **conf_extra))
             (root / "min.conf").write_text("ssl = no\n")
             with running_dovecot(conf, root):
                 yield root

@@ -31,6 +31,7 @@ import pytest
 from mailwarden import config
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.model import Account
+from tests.peers.configs import dovecot_conf
 from tests.peers.conftest import (
     DOVECOT,
     connectable,
@@ -62,46 +63,29 @@ pytestmark = [
     ),
 ]
 
-DOVECOT_CONF = """\
-protocols = imap pop3
-listen = 127.0.0.1
-base_dir = {root}/dovecot/run
-state_dir = {root}/dovecot/state
-log_path = {root}/dovecot/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-service imap-login {{
-  executable = imap-login {login_socket}
-  chroot =
-  inet_listener imap {{
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service imap {{
-  executable = imap -a {master_socket}
-}}
-service pop3-login {{
-  executable = pop3-login {login_socket}
-  chroot =
-  inet_listener pop3 {{
-    port = {pop3_port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-service pop3 {{
-  executable = pop3 -a {master_socket}
-}}
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-"""
+
+def dovecot_config(
+    root: Path, *, port: int, pop3_port: int, login_socket: str, master_socket: str
+) -> str:
+    def login(protocol: str, listen_port: int) -> dict[str, object]:
+        return {
+            "executable": f"{protocol}-login {login_socket}",
+            "chroot": "",
+            f"inet_listener {protocol}": {"port": listen_port},
+            f"inet_listener {protocol}s": {"port": 0},
+        }
+
+    return dovecot_conf(
+        root / "dovecot",
+        protocols="imap pop3",
+        settings={"listen": "127.0.0.1", "disable_plaintext_auth": "no"},
+        services={
+            "imap-login": login("imap", port),
+            "imap": {"executable": f"imap -a {master_socket}"},
+            "pop3-login": login("pop3", pop3_port),
+            "pop3": {"executable": f"pop3 -a {master_socket}"},
+        },
+    )
 
 
 def moved(root: Path) -> Path:
@@ -210,7 +194,7 @@ def running_imap(site: Site) -> Iterator[None]:
     conf = site.root / "dovecot" / "dovecot.conf"
     conf.parent.mkdir()
     conf.write_text(
-        DOVECOT_CONF.format(
+        dovecot_config(
             root=site.root,
             port=site.imap_port,
             pop3_port=site.pop3_port,

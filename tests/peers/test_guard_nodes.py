@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.peers.configs import GUARD_RULE_IP, daemon_toml
 from tests.peers.conftest import connectable, private_dir, stop_process, wait_until
 from tests.peers.test_doveadm import populate
 from tests.redisserver import RedisServer, have_redis, running_redis
@@ -39,45 +40,26 @@ ATTACKER = "192.0.2.9"
 OTHER = "198.51.100.1"
 BASIC = "Basic " + base64.b64encode(b"dovecot:apisecret").decode()
 
-CONFIG = """\
-[directory]
-path = "{db}"
 
-[passwords]
-rehash = "never"
-
-[server]
-control_socket = "run/control"
-
-[dovecot]
-client_socket = "run/auth-client"
-master_socket = "run/auth-master"
-userdb_socket = "run/auth-userdb"
-failure_delay = 0
-
-[http]
-enabled = true
-listen = ["{address}:{port}"]
-auth_username = "dovecot"
-auth_password = "apisecret"
-admin_token = "admintoken"
-
-[guard]
-store = "redis"
-allow_networks = []
-ban_time = 600.0
-account_threshold = 0
-
-[guard.redis]
-url = "{redis}"
-key_prefix = "nodes:"
-retry_interval = 0.5
-
-[[guard.rules]]
-name = "ip"
-period = 60.0
-threshold = 3
-"""
+def node_config(*, db: object, address: str, port: int, redis: str) -> str:
+    return daemon_toml(
+        directory={"path": str(db)},
+        http={
+            "enabled": True,
+            "listen": [f"{address}:{port}"],
+            "auth_username": "dovecot",
+            "auth_password": "apisecret",
+            "admin_token": "admintoken",
+        },
+        guard={
+            "store": "redis",
+            "allow_networks": [],
+            "ban_time": 600.0,
+            "account_threshold": 0,
+            "redis": {"url": redis, "key_prefix": "nodes:", "retry_interval": 0.5},
+            "rules": [GUARD_RULE_IP],
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -93,7 +75,7 @@ def start_node(
 ) -> tuple[subprocess.Popen[Any], Node]:
     root.mkdir()
     node = Node(root, root / "mailwarden.toml", address, free_port_on(address))
-    node.config.write_text(CONFIG.format(db=db, address=address, port=node.port, redis=redis.url))
+    node.config.write_text(node_config(db=db, address=address, port=node.port, redis=redis.url))
     with (root / "serve.log").open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mailwarden", "--config", str(node.config), "serve"],

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.peers.configs import GUARD_RULE_IP, daemon_toml
 from tests.peers.conftest import doveadm_auth as peer_doveadm_auth
 from tests.peers.conftest import free_port, private_dir, running_serve
 from tests.peers.test_doveadm import populate
@@ -37,43 +38,25 @@ ATTACKER = "192.0.2.9"
 OWNER = "198.51.100.1"
 BASIC = "Basic " + base64.b64encode(b"dovecot:apisecret").decode()
 
-CONFIG = """\
-[directory]
-path = "mailwarden.db"
 
-[passwords]
-rehash = "never"
-
-[server]
-control_socket = "run/control"
-
-[dovecot]
-client_socket = "run/auth-client"
-master_socket = "run/auth-master"
-userdb_socket = "run/auth-userdb"
-failure_delay = 0
-
-[http]
-enabled = true
-listen = ["127.0.0.1:{port}"]
-auth_username = "dovecot"
-auth_password = "apisecret"
-admin_token = "admintoken"
-
-[http.nginx_backends.""]
-imap = "127.0.0.1:1143"
-
-[guard]
-allow_networks = []
-ban_time = 600.0
-account_threshold = 4
-account_delay = 0.2
-
-[[guard.rules]]
-name = "ip"
-period = 60.0
-threshold = 3
-"""
+def daemon_config(port: int) -> str:
+    return daemon_toml(
+        http={
+            "enabled": True,
+            "listen": [f"127.0.0.1:{port}"],
+            "auth_username": "dovecot",
+            "auth_password": "apisecret",
+            "admin_token": "admintoken",
+            "nginx_backends": {"": {"imap": "127.0.0.1:1143"}},
+        },
+        guard={
+            "allow_networks": [],
+            "ban_time": 600.0,
+            "account_threshold": 4,
+            "account_delay": 0.2,
+            "rules": [GUARD_RULE_IP],
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -93,7 +76,7 @@ def node() -> Iterator[Node]:
         asyncio.run(populate(root / "mailwarden.db"))
         port = free_port()
         config = root / "mailwarden.toml"
-        config.write_text(CONFIG.format(port=port))
+        config.write_text(daemon_config(port))
         (root / "min.conf").write_text("ssl = no\n")
         ready = (str(root / "run" / "control"), ("127.0.0.1", port))
         with running_serve(config, ready=ready):

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.peers.configs import Table, daemon_toml
 from tests.peers.conftest import doveadm_auth, private_dir, running_serve, wait_until
 from tests.peers.test_doveadm import populate
 
@@ -25,28 +26,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("doveadm") is None, reason="doveadm is not installed"),
 ]
 
-CONFIG = """\
-[directory]
-path = "mailwarden.db"
-
-[passwords]
-rehash = "never"
-
-[server]
-control_socket = "run/control"
-
-[dovecot]
-client_socket = "run/auth-client"
-master_socket = "run/auth-master"
-userdb_socket = "run/auth-userdb"
-failure_delay = 0
-
-[hashing]
-workers = 2
-
-[guard]
-allow_networks = []
-"""
+SECTIONS: dict[str, Table] = {"hashing": {"workers": 2}, "guard": {"allow_networks": []}}
+CONFIG = daemon_toml(**SECTIONS)
 
 
 def hash_workers(pid: int) -> list[int]:
@@ -118,7 +99,7 @@ def test_a_killed_hash_worker_is_replaced_and_none_outlives_the_daemon() -> None
 
 
 def test_with_a_cheap_policy_workers_start_with_the_first_expensive_hash() -> None:
-    with served(CONFIG.replace('rehash = "never"', 'rehash = "never"\nscheme = "PLAIN"')) as daemon:
+    with served(daemon_toml(**SECTIONS, passwords={"scheme": "PLAIN"})) as daemon:
         assert daemon.login("alice", "secret") == 0
         assert hash_workers(daemon.proc.pid) == []  # alice's password is {PLAIN}
         assert daemon.login("bob", "bobpw") == 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.configs import daemon_toml
 from tests.peers.conftest import doveadm_auth, private_dir, running_serve
 from tests.peers.test_doveadm import populate
 
@@ -27,25 +28,11 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("doveadm") is None, reason="doveadm is not installed"),
 ]
 
-CONFIG = """\
-[directory]
-path = "mailwarden.db"
-
-[passwords]
-scheme = "SHA512-CRYPT"
-
-[server]
-control_socket = "run/control"
-
-[dovecot]
-client_socket = "run/auth-client"
-master_socket = "run/auth-master"
-userdb_socket = "run/auth-userdb"
-failure_delay = 0.2
-
-[cache]
-negative_ttl = 30.0
-"""
+CONFIG = daemon_toml(
+    passwords={"scheme": "SHA512-CRYPT", "rehash": None},
+    dovecot={"failure_delay": 0.2},
+    cache={"negative_ttl": 30.0},
+)
 
 
 @dataclass(frozen=True)

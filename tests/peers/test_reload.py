@@ -18,38 +18,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.configs import daemon_toml
 from tests.peers.conftest import connectable, free_port, private_dir, stop_process, wait_until
 from tests.peers.test_doveadm import populate
 
-CONFIG = """\
-[directory]
-path = "mailwarden.db"
 
-[passwords]
-rehash = "never"
-
-[server]
-pid_file = "mw.pid"
-control_socket = "run/control"
-shutdown_timeout = {shutdown}
-
-[dovecot]
-client_socket = "run/auth-client"
-master_socket = "run/auth-master"
-userdb_socket = "run/auth-userdb"
-failure_delay = {delay}
-
-[saslauthd]
-enabled = true
-socket = "run/mux"
-failure_delay = 0
-
-[http]
-enabled = true
-listen = ["127.0.0.1:{port}"]
-auth_username = "dovecot"
-auth_password = "{password}"
-"""
+def daemon_config(*, port: int, password: str, delay: float, shutdown: float) -> str:
+    return daemon_toml(
+        server={"pid_file": "mw.pid", "shutdown_timeout": shutdown},
+        dovecot={"failure_delay": delay},
+        saslauthd={"enabled": True, "socket": "run/mux", "failure_delay": 0},
+        http={
+            "enabled": True,
+            "listen": [f"127.0.0.1:{port}"],
+            "auth_username": "dovecot",
+            "auth_password": password,
+        },
+    )
 
 
 @dataclass
@@ -59,7 +44,7 @@ class Node:
     proc: subprocess.Popen[bytes]
 
     def write(self, *, password: str = "one", delay: float = 0, shutdown: float = 10) -> None:
-        text = CONFIG.format(port=self.port, password=password, delay=delay, shutdown=shutdown)
+        text = daemon_config(port=self.port, password=password, delay=delay, shutdown=shutdown)
         (self.root / "mw.toml").write_text(text)
 
     def hup(self) -> None:

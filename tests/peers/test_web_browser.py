@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from tests.frontends.test_web import ed25519_line
+from tests.peers.configs import GUARD_RULE_IP, daemon_toml
 from tests.peers.conftest import doveadm_auth, free_port, private_dir, running_serve
 from tests.peers.test_doveadm import populate
 
@@ -52,38 +53,18 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 ADMIN_TOKEN = "an admin token 4 tests"
 ATTACKER = "192.0.2.9"
 
-CONFIG = """\
-[directory]
-path = "mailwarden.db"
 
-[passwords]
-scheme = "SHA512-CRYPT"
-rehash = "never"
-
-[server]
-control_socket = "run/control"
-
-[dovecot]
-client_socket = "run/auth-client"
-master_socket = "run/auth-master"
-userdb_socket = "run/auth-userdb"
-failure_delay = 0
-
-[http]
-enabled = true
-listen = ["127.0.0.1:{port}"]
-admin_token = "{token}"
-session_secret_file = "session.key"
-
-[guard]
-allow_networks = []
-ban_time = 600.0
-
-[[guard.rules]]
-name = "ip"
-period = 60.0
-threshold = 3
-"""
+def daemon_config(port: int, token: str) -> str:
+    return daemon_toml(
+        passwords={"scheme": "SHA512-CRYPT"},
+        http={
+            "enabled": True,
+            "listen": [f"127.0.0.1:{port}"],
+            "admin_token": token,
+            "session_secret_file": "session.key",
+        },
+        guard={"allow_networks": [], "ban_time": 600.0, "rules": [GUARD_RULE_IP]},
+    )
 
 
 @dataclass(frozen=True)
@@ -101,7 +82,7 @@ def node() -> Iterator[Node]:
     with private_dir("web") as root:
         asyncio.run(populate(root / "mailwarden.db"))
         port = free_port()
-        (root / "mailwarden.toml").write_text(CONFIG.format(port=port, token=ADMIN_TOKEN))
+        (root / "mailwarden.toml").write_text(daemon_config(port, ADMIN_TOKEN))
         (root / "session.key").write_bytes(os.urandom(32).hex().encode())
         (root / "min.conf").write_text("ssl = no\n")
         ready = (str(root / "run" / "auth-client"), ("127.0.0.1", port))

@@ -1,4 +1,6 @@
-"""Feeding helpers: every input is tried whole, byte by byte, and with trailing data."""
+"""The one feeding helper: every codec reads bytes the same way (``receive_data`` /
+``next_event``, as h11 does), so every input is tried whole, byte by byte, and with
+trailing data by the same code."""
 
 from __future__ import annotations
 
@@ -29,12 +31,21 @@ def bytewise(data: bytes) -> list[bytes]:
     return [data[i : i + 1] for i in range(len(data))]
 
 
-def events_every_way(make: Callable[[], Codec[E]], data: bytes, *, trailing: bytes) -> list[E]:
+def events_every_way(
+    make: Callable[[], Codec[E]],
+    data: bytes,
+    *,
+    trailing: bytes | None = None,
+    end: bool = False,
+) -> list[E]:
     """The events of ``data``, checked to be the same fed whole and byte by byte, and
-    unchanged when an incomplete ``trailing`` line follows in the same read."""
-    whole = collect(make(), [data])
-    assert collect(make(), bytewise(data)) == whole
-    assert b"\n" not in trailing
-    assert collect(make(), [data + trailing]) == whole
-    assert collect(make(), bytewise(data + trailing)) == whole
+    unchanged when an incomplete ``trailing`` message follows in the same read (for a
+    codec that reads one message per connection, leave it out). ``end`` feeds the end
+    of the stream (``b""``) last, for codecs whose message ends with the stream."""
+    tail = [b""] if end else []
+    whole = collect(make(), [data, *tail])
+    assert collect(make(), [*bytewise(data), *tail]) == whole
+    if trailing is not None:
+        assert collect(make(), [data + trailing, *tail]) == whole
+        assert collect(make(), [*bytewise(data + trailing), *tail]) == whole
     return whole

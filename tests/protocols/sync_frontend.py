@@ -185,14 +185,17 @@ class SyncClientFrontend:
         if not session.accepted:
             return self.conn.fail(request_id, user=end.authcid)
         user = end.authzid or end.authcid
-        fields: list[tuple[str, str | None]] = []
-        if end.authzid is not None:
-            fields += [("original_user", end.authcid), ("auth_user", end.authcid)]
-        if session.request.mechanism == "ANONYMOUS":
-            fields.append(("anonymous", None))
+        master = end.authcid if end.authzid is not None else None
         self.logins[request_id] = user
-        resp = end.success_data if session.request.final_resp_ok else None
-        return self.conn.ok(request_id, user, fields, resp=resp)
+        return self.conn.accepted(
+            request_id,
+            user=user,
+            passdb_fields={},
+            original_user=master,
+            master_user=master,
+            anonymous=session.request.mechanism == "ANONYMOUS",
+            resp=end.success_data if session.request.final_resp_ok else None,
+        )
 
 
 class SyncMasterFrontend:

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailwarden.errors import ProtocolError
+from mailwarden.model import DenyReason
 from mailwarden.protocols.dovecot_client import (
     AuthClientConnection,
     AuthRequest,
@@ -96,31 +97,6 @@ POSTFIX = (
 )
 
 
-def test_postfix_3_7_lines_parse_to_the_expected_events() -> None:
-    assert events(POSTFIX) == [
-        ClientVersion(major=1, minor=0),
-        ClientCpid(pid=14315),
-        AuthRequest(
-            id=1,
-            mechanism="PLAIN",
-            service="smtp",
-            nologin=True,
-            lip="127.0.0.1",
-            rip="127.0.0.1",
-            initial_response=b"\0alice\0secret",
-        ),
-        AuthRequest(
-            id=2,
-            mechanism="LOGIN",
-            service="smtp",
-            nologin=True,
-            lip="127.0.0.1",
-            rip="127.0.0.1",
-            initial_response=None,
-        ),
-    ]
-
-
 def test_postfix_over_tls_marks_the_request_secured() -> None:
     data = (
         b"VERSION\t1\t0\nCPID\t14315\n"
@@ -136,18 +112,6 @@ EXIM = (
     b"VERSION\t1\t0\nCPID\t13878\n"
     b"AUTH\t1\tLOGIN\tservice=smtp\trip=127.0.0.2\tlip=127.0.0.1\tnologin\tresp=\n"
 )
-
-
-def test_exim_4_96s_empty_resp_means_no_initial_response_for_a_1_0_client() -> None:
-    assert events(EXIM)[-1] == AuthRequest(
-        id=1,
-        mechanism="LOGIN",
-        service="smtp",
-        rip="127.0.0.2",
-        lip="127.0.0.1",
-        nologin=True,
-        initial_response=None,
-    )
 
 
 def test_exim_over_tls_with_a_verified_certificate() -> None:
@@ -166,20 +130,77 @@ DOVEADM = (
 )
 
 
-def test_doveadm_auth_test_lines_parse_to_the_expected_events() -> None:
-    assert events(DOVEADM) == [
-        ClientVersion(major=1, minor=2),
-        ClientCpid(pid=13456),
-        AuthRequest(
-            id=1,
-            mechanism="PLAIN",
-            service="smtp",
-            debug=True,
-            rip="192.0.2.9",
-            lport=25,
-            initial_response=b"alice\0alice\0secret",
-        ),
-    ]
+# (peer, its lines, the events they give)
+PEER_LINES: list[tuple[str, bytes, list[ClientEvent]]] = [
+    (
+        "postfix 3.7",
+        POSTFIX,
+        [
+            ClientVersion(major=1, minor=0),
+            ClientCpid(pid=14315),
+            AuthRequest(
+                id=1,
+                mechanism="PLAIN",
+                service="smtp",
+                nologin=True,
+                lip="127.0.0.1",
+                rip="127.0.0.1",
+                initial_response=b"\0alice\0secret",
+            ),
+            AuthRequest(
+                id=2,
+                mechanism="LOGIN",
+                service="smtp",
+                nologin=True,
+                lip="127.0.0.1",
+                rip="127.0.0.1",
+                initial_response=None,
+            ),
+        ],
+    ),
+    (
+        # Exim 4.96's empty resp= means no initial response for a 1.0 client.
+        "exim 4.96",
+        EXIM,
+        [
+            ClientVersion(major=1, minor=0),
+            ClientCpid(pid=13878),
+            AuthRequest(
+                id=1,
+                mechanism="LOGIN",
+                service="smtp",
+                rip="127.0.0.2",
+                lip="127.0.0.1",
+                nologin=True,
+                initial_response=None,
+            ),
+        ],
+    ),
+    (
+        "doveadm auth test",
+        DOVEADM,
+        [
+            ClientVersion(major=1, minor=2),
+            ClientCpid(pid=13456),
+            AuthRequest(
+                id=1,
+                mechanism="PLAIN",
+                service="smtp",
+                debug=True,
+                rip="192.0.2.9",
+                lport=25,
+                initial_response=b"alice\0alice\0secret",
+            ),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"), [row[1:] for row in PEER_LINES], ids=[row[0] for row in PEER_LINES]
+)
+def test_peer_lines_parse_to_the_expected_events(data: bytes, expected: list[ClientEvent]) -> None:
+    assert events(data) == expected
 
 
 def test_an_empty_resp_from_a_1_2_client_is_an_empty_initial_response() -> None:
@@ -394,6 +415,61 @@ def test_fail_fields_come_in_dovecots_order() -> None:
     assert conn.fail(5, user="carol", reason="Account\tsuspended", fields={"nodelay": None}) == (
         b"FAIL\t5\tuser=carol\treason=Account\x01tsuspended\tnodelay\n"
     )
+
+
+def test_an_accepted_login_sends_passdb_fields_then_original_user_auth_user_anonymous() -> None:
+    conn = ready()
+    collect(conn, [b"AUTH\t6\tPLAIN\tservice=imap\n"])
+    reply = conn.accepted(
+        6,
+        user="alice@example.com",
+        passdb_fields={"nologin": "", "reason": "moved"},
+        original_user="Alice",
+        master_user="admin",
+        anonymous=True,
+        resp=b"v=1",
+    )
+    assert reply == (
+        b"OK\t6\tuser=alice@example.com\tnologin\treason=moved\toriginal_user=Alice"
+        b"\tauth_user=admin\tanonymous\tresp=dj0x\n"
+    )
+    collect(conn, [b"AUTH\t7\tPLAIN\tservice=imap\n"])
+    assert conn.accepted(7, user="bob", passdb_fields={}, original_user="bob") == (
+        b"OK\t7\tuser=bob\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "nodelay", "expected"),
+    [
+        (DenyReason.CREDENTIALS, False, b"FAIL\t3\tuser=Bob\n"),
+        (DenyReason.NETWORK, False, b"FAIL\t3\tuser=Bob\n"),
+        (DenyReason.SCHEME, False, b"FAIL\t3\tuser=Bob\n"),
+        (DenyReason.BLOCKED, False, b"FAIL\t3\tuser=Bob\n"),
+        (DenyReason.CREDENTIALS, True, b"FAIL\t3\tuser=Bob\tnodelay\n"),
+        (DenyReason.DISABLED, False, b"FAIL\t3\tuser=Bob\tcode=user_disabled\treason=gone\n"),
+        (
+            DenyReason.SERVICE_DISABLED,
+            False,
+            b"FAIL\t3\tuser=Bob\tcode=user_disabled\treason=gone\n",
+        ),
+        (DenyReason.AUTHZ, False, b"FAIL\t3\tuser=Bob\tcode=authz_fail\n"),
+    ],
+)
+def test_a_denied_login_says_why_only_for_disabled_accounts_and_authorization(
+    reason: DenyReason, nodelay: bool, expected: bytes
+) -> None:
+    conn = ready()
+    collect(conn, [b"AUTH\t3\tPLAIN\tservice=smtp\n"])
+    assert conn.denied(3, user="Bob", reason=reason, message="gone", nodelay=nodelay) == expected
+
+
+def test_a_temporary_failure_is_a_fail_with_dovecots_temp_fail_code() -> None:
+    conn = ready()
+    collect(conn, [b"AUTH\t8\tPLAIN\tservice=smtp\n"])
+    assert conn.temp_failed(8, user="Bob") == b"FAIL\t8\tuser=Bob\tcode=temp_fail\n"
+    collect(conn, [b"AUTH\t9\tPLAIN\tservice=smtp\n"])
+    assert conn.temp_failed(9, user=None) == b"FAIL\t9\tcode=temp_fail\n"
 
 
 def test_an_empty_challenge_is_a_cont_with_an_empty_field() -> None:

@@ -138,68 +138,68 @@ def test_base64_round_trips_any_bytes(data: bytes) -> None:
 
 def read_all(reader: LineReader) -> list[str]:
     lines = []
-    while (line := reader.next_line()) is not None:
+    while (line := reader.next_event()) is not None:
         lines.append(line)
     return lines
 
 
 def test_lines_lose_their_lf_and_a_trailing_cr() -> None:
     reader = LineReader()
-    reader.feed(b"one\ntwo\r\nthr")
+    reader.receive_data(b"one\ntwo\r\nthr")
     assert read_all(reader) == ["one", "two"]
-    reader.feed(b"ee\n")
+    reader.receive_data(b"ee\n")
     assert read_all(reader) == ["three"]
 
 
 def test_a_line_exactly_at_the_limit_including_its_lf_is_accepted() -> None:
     reader = LineReader(max_line_length=8)
-    reader.feed(b"1234567\n")
+    reader.receive_data(b"1234567\n")
     assert read_all(reader) == ["1234567"]
 
 
 def test_a_complete_line_over_the_limit_is_a_protocol_error() -> None:
     reader = LineReader(max_line_length=8)
-    reader.feed(b"12345678\n")
+    reader.receive_data(b"12345678\n")
     with pytest.raises(ProtocolError):
-        reader.next_line()
+        reader.next_event()
 
 
 def test_an_overlong_line_is_refused_before_its_end_arrives() -> None:
     reader = LineReader(max_line_length=8)
-    reader.feed(b"1234567")
-    assert reader.next_line() is None
-    reader.feed(b"8")
+    reader.receive_data(b"1234567")
+    assert reader.next_event() is None
+    reader.receive_data(b"8")
     with pytest.raises(ProtocolError):
-        reader.next_line()
+        reader.next_event()
 
 
 def test_the_default_limit_is_dovecots_16384_bytes_including_the_lf() -> None:
     reader = LineReader()
-    reader.feed(b"x" * 16383 + b"\n" + b"y" * 16384)
-    assert reader.next_line() == "x" * 16383
+    reader.receive_data(b"x" * 16383 + b"\n" + b"y" * 16384)
+    assert reader.next_event() == "x" * 16383
     with pytest.raises(ProtocolError):
-        reader.next_line()
+        reader.next_event()
 
 
 def test_a_nul_byte_in_a_line_is_a_protocol_error() -> None:
     reader = LineReader()
-    reader.feed(b"AUTH\t1\0\n")
+    reader.receive_data(b"AUTH\t1\0\n")
     with pytest.raises(ProtocolError):
-        reader.next_line()
+        reader.next_event()
 
 
 def test_undecodable_bytes_survive_as_surrogates() -> None:
     reader = LineReader()
-    reader.feed(b"caf\xe9\n")
-    line = reader.next_line()
+    reader.receive_data(b"caf\xe9\n")
+    line = reader.next_event()
     assert line is not None and line.encode("utf-8", "surrogateescape") == b"caf\xe9"
 
 
 def test_end_of_stream_drops_a_partial_line_and_refuses_more_data() -> None:
     reader = LineReader()
-    reader.feed(b"done\npartial")
-    reader.feed(b"")
+    reader.receive_data(b"done\npartial")
+    reader.receive_data(b"")
     assert read_all(reader) == ["done"]
     assert reader.eof
     with pytest.raises(RuntimeError):
-        reader.feed(b"more")
+        reader.receive_data(b"more")

@@ -43,7 +43,7 @@ def client_reply(line: bytes, *, bytewise: bool = False) -> libauth.AuthReply | 
     chunks = [data[i : i + 1] for i in range(len(data))] if bytewise else [data]
     for chunk in chunks:
         replies.receive_data(chunk)
-    reply = replies.next_reply()
+    reply = replies.next_event()
     assert replies.mechanisms == {"PLAIN", "LOGIN"}
     return reply
 
@@ -90,7 +90,7 @@ def test_a_fail_reply_says_whether_it_is_temporary(code: str | None, temporary: 
 def test_a_reply_before_the_whole_handshake_is_not_a_reply_yet() -> None:
     replies = libauth.ClientReplies()
     replies.receive_data(GREETING[:-5])
-    assert replies.next_reply() is None
+    assert replies.next_event() is None
 
 
 def test_the_connection_closing_before_the_reply_is_a_protocol_error() -> None:
@@ -98,7 +98,7 @@ def test_the_connection_closing_before_the_reply_is_a_protocol_error() -> None:
     replies.receive_data(GREETING)
     replies.receive_data(b"")
     with pytest.raises(ProtocolError, match="closed"):
-        replies.next_reply()
+        replies.next_event()
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_anything_else_from_the_server_is_a_protocol_error(data: bytes) -> None:
     replies = libauth.ClientReplies()
     replies.receive_data(data)
     with pytest.raises(ProtocolError):
-        replies.next_reply()
+        replies.next_event()
 
 
 @given(st.binary(max_size=300))
@@ -124,7 +124,7 @@ def test_any_server_output_gives_a_reply_none_or_a_protocol_error(data: bytes) -
         replies.receive_data(data)
         replies.receive_data(b"")
         with contextlib.suppress(ProtocolError):
-            replies.next_reply()
+            replies.next_event()
 
 
 # --------------------------------------------------------------------------- master
@@ -144,7 +144,7 @@ def master_reply(reply: bytes) -> libauth.UserReply | None:
     replies = libauth.MasterReplies()
     for i in range(len(data := master_handshake(spid=42) + reply)):
         replies.receive_data(data[i : i + 1])
-    return replies.next_reply()
+    return replies.next_event()
 
 
 def test_a_user_lookup_round_trips_with_its_extension_parameter() -> None:

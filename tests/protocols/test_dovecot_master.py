@@ -11,6 +11,7 @@ from mailwarden.protocols.dovecot_master import (
     AuthMasterConnection,
     CacheFlush,
     ConnectionClosed,
+    FinishedLogin,
     ListUsers,
     MasterEvent,
     MasterRequest,
@@ -32,62 +33,70 @@ def test_the_master_handshake_is_version_1_1_then_spid() -> None:
     assert handshake(spid=12603) == b"VERSION\t1\t1\nSPID\t12603\n"
 
 
-def test_doveadm_user_lines_parse_to_a_user_lookup() -> None:
-    assert events(b"VERSION\t1\t0\nUSER\t1\talice\tservice=doveadm\tdebug\n") == [
-        MasterVersion(major=1, minor=0),
-        UserLookup(id=1, user="alice", service="doveadm", debug=True),
-    ]
-
-
-def test_a_user_lookup_with_connection_details_keeps_them() -> None:
-    got = events(
-        b"VERSION\t1\t1\nUSER\t1\talice\tservice=imap\trip=127.0.0.2\tsession=x\tfoo=bar\n"
-    )
-    assert got[-1] == UserLookup(
-        id=1,
-        user="alice",
-        service="imap",
-        rip="127.0.0.2",
-        session="x",
-        extra_params=(("foo", "bar"),),
-    )
-
-
-def test_doveadm_auth_lookup_sends_a_pass_lookup() -> None:
-    assert events(b"VERSION\t1\t0\nPASS\t1\talice\tservice=doveadm\n")[-1] == PassLookup(
-        id=1, user="alice", service="doveadm"
-    )
-
-
-def test_doveadm_user_with_a_wildcard_sends_list_with_a_mask() -> None:
-    assert events(b"VERSION\t1\t0\nLIST\t1\tuser=a*\tservice=doveadm\n")[-1] == ListUsers(
-        id=1, user_mask="a*", service="doveadm"
-    )
-
-
-def test_list_without_parameters_has_no_mask_and_an_empty_service() -> None:
-    assert events(b"VERSION\t1\t0\nLIST\t7\n")[-1] == ListUsers(id=7)
-
-
-def test_the_login_masters_request_line_of_the_reference_parses() -> None:
-    data = (
-        b"VERSION\t1\t1\n"
+# (case, the lines after VERSION, the events they give after MasterVersion)
+COMMANDS: list[tuple[str, bytes, list[MasterEvent]]] = [
+    (
+        "doveadm user",
+        b"USER\t1\talice\tservice=doveadm\tdebug\n",
+        [UserLookup(id=1, user="alice", service="doveadm", debug=True)],
+    ),
+    (
+        "a user lookup with connection details keeps them",
+        b"USER\t1\talice\tservice=imap\trip=127.0.0.2\tsession=x\tfoo=bar\n",
+        [
+            UserLookup(
+                id=1,
+                user="alice",
+                service="imap",
+                rip="127.0.0.2",
+                session="x",
+                extra_params=(("foo", "bar"),),
+            )
+        ],
+    ),
+    (
+        "doveadm auth lookup sends PASS",
+        b"PASS\t1\talice\tservice=doveadm\n",
+        [PassLookup(id=1, user="alice", service="doveadm")],
+    ),
+    (
+        "doveadm user with a wildcard sends LIST with a mask",
+        b"LIST\t1\tuser=a*\tservice=doveadm\n",
+        [ListUsers(id=1, user_mask="a*", service="doveadm")],
+    ),
+    ("LIST without parameters has no mask and an empty service", b"LIST\t7\n", [ListUsers(id=7)]),
+    (
+        "the login master's REQUEST of the reference",
         b"REQUEST\t100\t12930\t7\td1845abb98640233ee1a4fb41f7384ca\tsession_pid=12930\t"
-        b"request_auth_token\n"
-    )
-    assert events(data)[-1] == MasterRequest(
-        id=100,
-        client_pid=12930,
-        auth_id=7,
-        cookie=bytes.fromhex("d1845abb98640233ee1a4fb41f7384ca"),
-        session_pid=12930,
-        request_auth_token=True,
-    )
+        b"request_auth_token\n",
+        [
+            MasterRequest(
+                id=100,
+                client_pid=12930,
+                auth_id=7,
+                cookie=bytes.fromhex("d1845abb98640233ee1a4fb41f7384ca"),
+                session_pid=12930,
+                request_auth_token=True,
+            )
+        ],
+    ),
+    (
+        "CACHE-FLUSH with and without users",
+        b"CACHE-FLUSH\t8\nCACHE-FLUSH\t9\talice\tb\x01tob\n",
+        [CacheFlush(id=8), CacheFlush(id=9, users=("alice", "b\tob"))],
+    ),
+]
 
 
-def test_cache_flush_with_and_without_users() -> None:
-    data = b"VERSION\t1\t0\nCACHE-FLUSH\t8\nCACHE-FLUSH\t9\talice\tb\x01tob\n"
-    assert events(data)[1:] == [CacheFlush(id=8), CacheFlush(id=9, users=("alice", "b\tob"))]
+@pytest.mark.parametrize(
+    ("lines", "expected"), [row[1:] for row in COMMANDS], ids=[row[0] for row in COMMANDS]
+)
+@pytest.mark.parametrize("minor", [0, 1])
+def test_peer_commands_parse_to_the_expected_events(
+    lines: bytes, expected: list[MasterEvent], minor: int
+) -> None:
+    version = f"VERSION\t1\t{minor}\n".encode()
+    assert events(version + lines) == [MasterVersion(major=1, minor=minor), *expected]
 
 
 def test_the_version_line_needs_only_the_major_version() -> None:
@@ -161,6 +170,45 @@ def test_userdb_replies_match_the_reference_byte_for_byte() -> None:
     assert conn.list_done(7, failed=True) == b"DONE\t7\tfail\n"
     assert conn.cache_flushed(8, 3) == b"OK\t8\t3\n"
     assert conn.fail(101) == b"FAIL\t101\n"
+
+
+@pytest.mark.parametrize(
+    ("login", "expected"),
+    [
+        (
+            FinishedLogin(user="alice", mechanism="PLAIN", service="imap"),
+            b"USER\t9\talice\tuid=1000\tnopassword\tauth_mech=PLAIN\n",
+        ),
+        (
+            FinishedLogin(
+                user="alice",
+                mechanism="PLAIN",
+                service="imap",
+                master_user="admin",
+                original_user="Alice",
+                local_name="mail.example.com",
+                anonymous=True,
+            ),
+            b"USER\t9\talice\tuid=1000\tnopassword\tmaster_user=admin\tauth_mech=PLAIN"
+            b"\tanonymous\tauth_user=admin\tlocal_name=mail.example.com\n",
+        ),
+        (
+            FinishedLogin(user="alice", mechanism="LOGIN", service="imap", original_user="Alice"),
+            b"USER\t9\talice\tuid=1000\tnopassword\tauth_mech=LOGIN\tauth_user=Alice\n",
+        ),
+    ],
+)
+def test_the_reply_to_request_appends_the_login_fields_in_dovecots_order(
+    login: FinishedLogin, expected: bytes
+) -> None:
+    conn = AuthMasterConnection()
+    assert conn.request_found(9, "alice", {"uid": "1000", "nopassword": ""}, login) == expected
+
+
+def test_a_userdb_master_user_field_is_not_repeated_in_the_request_reply() -> None:
+    login = FinishedLogin(user="bob", mechanism="PLAIN", service="imap", master_user="admin")
+    reply = AuthMasterConnection().request_found(2, "bob", {"master_user": "boss"}, login)
+    assert reply == b"USER\t2\tbob\tmaster_user=boss\tauth_mech=PLAIN\tauth_user=admin\n"
 
 
 def test_a_user_reply_without_fields_still_ends_the_username_with_a_tab() -> None:

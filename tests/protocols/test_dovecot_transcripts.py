@@ -73,34 +73,6 @@ def say(request: pytest.FixtureRequest) -> Say:
     return send_line
 
 
-def test_plain_with_an_initial_response(say: Say) -> None:
-    assert say(f"AUTH\t1\tPLAIN\t{P}\tresp=AGFsaWNlAHNlY3JldA==") == "OK\t1\tuser=alice\n"
-
-
-def test_plain_without_an_initial_response(say: Say) -> None:
-    assert say(f"AUTH\t2\tPLAIN\t{P}") == "CONT\t2\t\n"
-    assert say("CONT\t2\tYWxpY2UAYWxpY2UAc2VjcmV0") == "OK\t2\tuser=alice\n"
-
-
-def test_plain_with_a_bad_password(say: Say) -> None:
-    assert say(f"AUTH\t3\tPLAIN\t{P}\tresp=AGFsaWNlAHdyb25n") == "FAIL\t3\tuser=alice\n"
-
-
-def test_login_in_two_rounds_and_with_the_username_as_initial_response(say: Say) -> None:
-    assert say(f"AUTH\t5\tLOGIN\t{P}") == "CONT\t5\tVXNlcm5hbWU6\n"
-    assert say("CONT\t5\tYWxpY2U=") == "CONT\t5\tUGFzc3dvcmQ6\n"
-    assert say("CONT\t5\tc2VjcmV0") == "OK\t5\tuser=alice\n"
-    assert say(f"AUTH\t6\tLOGIN\t{P}\tresp=YWxpY2U=") == "CONT\t6\tUGFzc3dvcmQ6\n"
-
-
-def test_cram_md5_with_the_reference_challenge_and_response(say: Say) -> None:
-    assert say(f"AUTH\t7\tCRAM-MD5\t{P}") == (
-        "CONT\t7\tPDIzOTE2MzgzNTk2OTM1OTEuMTc5NTQxMDMyOEB2bT4=\n"
-    )
-    reply = say("CONT\t7\tYWxpY2UgN2YwMmExMWMxY2I1MTU1N2JkNjYyZjk3ZTgyMTNhNWY=")
-    assert reply == "OK\t7\tuser=alice\n"
-
-
 def scram_rounds(say: Say, request_id: int, extra: str) -> tuple[str, bytes]:
     client = ScramClient("sha256", "eve", b"secret", "rOprNGfwEbeRWgbNEkqO")
     reply = say(
@@ -127,46 +99,115 @@ def test_scram_sha_256_with_final_resp_ok_sends_server_final_in_ok(say: Say) -> 
     assert reply == f"OK\t10\tuser=eve\tresp={base64.b64encode(verifier).decode()}\n"
 
 
-def test_anonymous_with_trace_information(say: Say) -> None:
-    reply = say(f"AUTH\t11\tANONYMOUS\t{P}\tresp=dHJhY2UtaW5mbw==")
-    assert reply == "OK\t11\tuser=anonymous\tanonymous\n"
+_APOP_CHALLENGE = b"<313b.3.6b03c99a.123@host>"
+_APOP = _APOP_CHALLENGE + b"\0alice\0" + md5(_APOP_CHALLENGE + b"secret")
+_XOAUTH2_EXPIRED = base64.b64encode(b"user=tok\x01auth=Bearer expired\x01\x01").decode()
+_MASTER_PLAIN = base64.b64encode(b"alice\0admin\0masterpw").decode()
+
+# (exchange, [(client line, the server's reply), ...])
+TRANSCRIPTS: list[tuple[str, list[tuple[str, str]]]] = [
+    (
+        "plain with an initial response",
+        [(f"AUTH\t1\tPLAIN\t{P}\tresp=AGFsaWNlAHNlY3JldA==", "OK\t1\tuser=alice\n")],
+    ),
+    (
+        "plain without an initial response",
+        [
+            (f"AUTH\t2\tPLAIN\t{P}", "CONT\t2\t\n"),
+            ("CONT\t2\tYWxpY2UAYWxpY2UAc2VjcmV0", "OK\t2\tuser=alice\n"),
+        ],
+    ),
+    (
+        "plain with a bad password",
+        [(f"AUTH\t3\tPLAIN\t{P}\tresp=AGFsaWNlAHdyb25n", "FAIL\t3\tuser=alice\n")],
+    ),
+    (
+        "login in two rounds and with the username as initial response",
+        [
+            (f"AUTH\t5\tLOGIN\t{P}", "CONT\t5\tVXNlcm5hbWU6\n"),
+            ("CONT\t5\tYWxpY2U=", "CONT\t5\tUGFzc3dvcmQ6\n"),
+            ("CONT\t5\tc2VjcmV0", "OK\t5\tuser=alice\n"),
+            (f"AUTH\t6\tLOGIN\t{P}\tresp=YWxpY2U=", "CONT\t6\tUGFzc3dvcmQ6\n"),
+        ],
+    ),
+    (
+        "cram-md5 with the reference challenge and response",
+        [
+            (f"AUTH\t7\tCRAM-MD5\t{P}", "CONT\t7\tPDIzOTE2MzgzNTk2OTM1OTEuMTc5NTQxMDMyOEB2bT4=\n"),
+            (
+                "CONT\t7\tYWxpY2UgN2YwMmExMWMxY2I1MTU1N2JkNjYyZjk3ZTgyMTNhNWY=",
+                "OK\t7\tuser=alice\n",
+            ),
+        ],
+    ),
+    (
+        "anonymous with trace information",
+        [
+            (
+                f"AUTH\t11\tANONYMOUS\t{P}\tresp=dHJhY2UtaW5mbw==",
+                "OK\t11\tuser=anonymous\tanonymous\n",
+            )
+        ],
+    ),
+    (
+        "external without a certificate username fails",
+        [(f"AUTH\t12\tEXTERNAL\t{P}\tresp=", "FAIL\t12\n")],
+    ),
+    (
+        "apop with a challenge from this connection",
+        [
+            (
+                f"AUTH\t13\tAPOP\t{P}\tresp={base64.b64encode(_APOP).decode()}",
+                "OK\t13\tuser=alice\n",
+            )
+        ],
+    ),
+    (
+        "xoauth2 success",
+        [
+            (
+                f"AUTH\t14\tXOAUTH2\t{P}\tresp=dXNlcj10b2sBYXV0aD1CZWFyZXIgeWEyOS50b2tlbnZhbHVlAQE=",
+                "OK\t14\tuser=tok\n",
+            )
+        ],
+    ),
+    (
+        "xoauth2 bad token gets the json challenge then a failure",
+        [
+            (
+                f"AUTH\t15\tXOAUTH2\t{P}\tresp={_XOAUTH2_EXPIRED}",
+                "CONT\t15\teyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJtYWlsIn0=\n",
+            ),
+            ("CONT\t15\t", "FAIL\t15\tuser=tok\n"),
+        ],
+    ),
+    (
+        "oauthbearer success",
+        [
+            (
+                f"AUTH\t16\tOAUTHBEARER\t{P}\tresp=bixhPXRvaywBaG9zdD1tYWlsLmV4YW1wbGUuY29t"
+                "AXBvcnQ9OTkzAWF1dGg9QmVhcmVyIHlhMjkudG9rZW52YWx1ZQEB",
+                "OK\t16\tuser=tok\n",
+            )
+        ],
+    ),
+    (
+        "a master user login through the plain authzid",
+        [
+            (
+                f"AUTH\t19\tPLAIN\t{P}\tresp={_MASTER_PLAIN}",
+                "OK\t19\tuser=alice\toriginal_user=admin\tauth_user=admin\n",
+            )
+        ],
+    ),
+]
 
 
-def test_external_without_a_certificate_username_fails(say: Say) -> None:
-    assert say(f"AUTH\t12\tEXTERNAL\t{P}\tresp=") == "FAIL\t12\n"
-
-
-def test_apop_with_a_challenge_from_this_connection(say: Say) -> None:
-    challenge = b"<313b.3.6b03c99a.123@host>"
-    data = challenge + b"\0alice\0" + md5(challenge + b"secret")
-    reply = say(f"AUTH\t13\tAPOP\t{P}\tresp={base64.b64encode(data).decode()}")
-    assert reply == "OK\t13\tuser=alice\n"
-
-
-def test_xoauth2_success(say: Say) -> None:
-    reply = say(
-        f"AUTH\t14\tXOAUTH2\t{P}\tresp=dXNlcj10b2sBYXV0aD1CZWFyZXIgeWEyOS50b2tlbnZhbHVlAQE="
-    )
-    assert reply == "OK\t14\tuser=tok\n"
-
-
-def test_xoauth2_bad_token_gets_the_json_challenge_then_a_failure(say: Say) -> None:
-    data = base64.b64encode(b"user=tok\x01auth=Bearer expired\x01\x01").decode()
-    assert say(f"AUTH\t15\tXOAUTH2\t{P}\tresp={data}") == (
-        "CONT\t15\teyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJtYWlsIn0=\n"
-    )
-    assert say("CONT\t15\t") == "FAIL\t15\tuser=tok\n"
-
-
-def test_oauthbearer_success(say: Say) -> None:
-    reply = say(
-        f"AUTH\t16\tOAUTHBEARER\t{P}\tresp=bixhPXRvaywBaG9zdD1tYWlsLmV4YW1wbGUuY29t"
-        "AXBvcnQ9OTkzAWF1dGg9QmVhcmVyIHlhMjkudG9rZW52YWx1ZQEB"
-    )
-    assert reply == "OK\t16\tuser=tok\n"
-
-
-def test_a_master_user_login_through_the_plain_authzid(say: Say) -> None:
-    data = base64.b64encode(b"alice\0admin\0masterpw").decode()
-    reply = say(f"AUTH\t19\tPLAIN\t{P}\tresp={data}")
-    assert reply == "OK\t19\tuser=alice\toriginal_user=admin\tauth_user=admin\n"
+@pytest.mark.parametrize(
+    "exchange", [row[1] for row in TRANSCRIPTS], ids=[row[0] for row in TRANSCRIPTS]
+)
+def test_the_reference_exchanges_get_the_reference_replies(
+    say: Say, exchange: list[tuple[str, str]]
+) -> None:
+    for line, reply in exchange:
+        assert say(line) == reply

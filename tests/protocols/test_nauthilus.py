@@ -21,6 +21,7 @@ from mailwarden.model import (
     UserRecord,
 )
 from mailwarden.protocols import nauthilus as proto
+from mailwarden.protocols.http_api import Reply
 
 ALICE = Account(uid="alice", mail="alice@example.com", password="{PLAIN}x", mail_host="mx1")
 
@@ -29,11 +30,11 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def header(reply: proto.Reply, name: str) -> str | None:
+def header(reply: Reply, name: str) -> str | None:
     return dict(reply.headers).get(name)
 
 
-def reply_for(outcome: Accepted | Denied | Unavailable) -> proto.Reply:
+def reply_for(outcome: Accepted | Denied | Unavailable) -> Reply:
     return proto.auth_reply(
         outcome,
         session="s1",

@@ -47,9 +47,9 @@ def _control(ctx: click.Context, op: str, **args: Any) -> Any:
                 data = sock.recv(65536)
                 if not data:
                     fail("the daemon closed the control connection", EX_TEMPFAIL)
-                lines = reader.receive_data(data)
-                if lines:
-                    return control.parse_reply(lines[0])
+                reader.receive_data(data)
+                if (line := reader.next_event()) is not None:
+                    return control.parse_reply(line)
     except (FileNotFoundError, ConnectionRefusedError):
         fail(f"the daemon is not running (no control socket at {path})", EX_TEMPFAIL)
     except PermissionError:

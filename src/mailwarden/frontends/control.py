@@ -77,7 +77,8 @@ class ControlServer:
             while data := await reader.read(65536):
                 idle.touch()
                 answering = True
-                for line in lines.receive_data(data):
+                lines.receive_data(data)
+                while (line := lines.next_event()) is not None:
                     writer.write(await self._answer(line))
                 await writer.drain()
                 answering = False

@@ -77,13 +77,12 @@ from typing import assert_never
 from mailwarden.config import DovecotConfig
 from mailwarden.errors import LocalProtocolError, ProtocolError
 from mailwarden.frontends.delay import delay_failure
-from mailwarden.frontends.dovecot_common import Connection, DovecotState, FinishedLogin
+from mailwarden.frontends.dovecot_common import Connection, DovecotState
 from mailwarden.model import (
     Accepted,
     AuthAttempt,
     ClientCert,
     Denied,
-    DenyReason,
     Unavailable,
     UserRecord,
 )
@@ -98,6 +97,7 @@ from mailwarden.protocols.dovecot_client import (
     RequestRejected,
     handshake,
 )
+from mailwarden.protocols.dovecot_master import FinishedLogin
 from mailwarden.sasl import MECHANISMS
 from mailwarden.sasl.base import (
     Challenge,
@@ -153,11 +153,6 @@ def build_attempt(request: AuthRequest, end: Finished) -> AuthAttempt:
         frontend="dovecot",
         debug=request.debug,
     )
-
-
-def _bare(value: str) -> str | None:
-    # A field stored with an empty value is a bare word on the wire (nologin, proxy).
-    return value if value else None
 
 
 class ClientConnection(Connection):
@@ -378,18 +373,17 @@ class ClientConnection(Connection):
     def _accept(
         self, pending: _Pending, request: AuthRequest, end: Finished, outcome: Accepted
     ) -> None:
-        fields: list[tuple[str, str | None]] = [
-            (name, _bare(value)) for name, value in outcome.passdb_fields.items()
-        ]
-        if outcome.original_user is not None and outcome.original_user != outcome.user:
-            fields.append(("original_user", outcome.original_user))
-        if outcome.master_user is not None:
-            fields.append(("auth_user", outcome.master_user))
         anonymous = outcome.user == self.state.config.anonymous_username
-        if anonymous:
-            fields.append(("anonymous", None))
-        resp = end.success_data if request.final_resp_ok else None
-        self._reply(pending, self.codec.ok(pending.id, outcome.user, fields, resp=resp))
+        line = self.codec.accepted(
+            pending.id,
+            user=outcome.user,
+            passdb_fields=outcome.passdb_fields,
+            original_user=outcome.original_user,
+            master_user=outcome.master_user,
+            anonymous=anonymous,
+            resp=end.success_data if request.final_resp_ok else None,
+        )
+        self._reply(pending, line)
         if (
             self.login
             and self._registered_pid is not None
@@ -410,27 +404,17 @@ class ClientConnection(Connection):
             )
 
     async def _deny(self, pending: _Pending, end: Finished, outcome: Denied) -> None:
-        code: str | None = None
-        reason: str | None = None
-        match outcome.reason:
-            case DenyReason.DISABLED | DenyReason.SERVICE_DISABLED:
-                code, reason = "user_disabled", outcome.message
-            case DenyReason.AUTHZ:
-                code = "authz_fail"
-            case (
-                DenyReason.CREDENTIALS | DenyReason.NETWORK | DenyReason.SCHEME | DenyReason.BLOCKED
-            ):
-                pass
-            case _:
-                assert_never(outcome.reason)
         # The engine names the account only once the password was proven; only then
         # may its nodelay field be honoured (see the module docstring).
         nodelay = outcome.user is not None and await self._has_nodelay(outcome.user)
         if not nodelay:
             await self._delay_failure(pending)
-        fields = (("nodelay", None),) if nodelay else ()
-        line = self.codec.fail(
-            pending.id, user=end.authcid, code=code, reason=reason, fields=fields
+        line = self.codec.denied(
+            pending.id,
+            user=end.authcid,
+            reason=outcome.reason,
+            message=outcome.message,
+            nodelay=nodelay,
         )
         self._reply(pending, line)
 
@@ -454,7 +438,7 @@ class ClientConnection(Connection):
             self._unpend(pending.id)
             self.abort()
             return
-        self._reply(pending, self.codec.fail(pending.id, user=user, code="temp_fail"))
+        self._reply(pending, self.codec.temp_failed(pending.id, user=user))
 
     # ------------------------------------------------------------------ waiting
 

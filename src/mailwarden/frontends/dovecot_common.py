@@ -39,6 +39,7 @@ from mailwarden.config import DovecotConfig
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.connlimit import ConnectionGate, IdleTimer
 from mailwarden.frontends.dovecot_sockets import peer_credentials, trusted_peers
+from mailwarden.protocols.dovecot_master import FinishedLogin
 from mailwarden.sasl import MECHANISMS
 from mailwarden.sasl.base import MechanismContext
 
@@ -48,24 +49,6 @@ READ_SIZE = 65536
 
 
 # --------------------------------------------------------------------------- logins
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FinishedLogin:
-    """A successful AUTH on an auth-login socket, waiting for the master's REQUEST.
-
-    What the userdb reply needs: who logged in (``user``), how (``mechanism``), for
-    which ``service``, the master user of a master login, the name as typed
-    (``original_user``) and the TLS SNI name (``local_name``).
-    """
-
-    user: str
-    mechanism: str
-    service: str
-    master_user: str | None = None
-    original_user: str | None = None
-    local_name: str | None = None
-    anonymous: bool = False
 
 
 @dataclass(slots=True)

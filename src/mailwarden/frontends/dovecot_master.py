@@ -49,6 +49,7 @@ from mailwarden.frontends.dovecot_common import Connection, DovecotState, peer_p
 from mailwarden.guard.policy import ACCOUNT_PREFIX
 from mailwarden.lograte import RateLimitedLog
 from mailwarden.model import NotFound, Unavailable, UserRecord
+from mailwarden.protocols.dovecot_common import stored
 from mailwarden.protocols.dovecot_master import (
     AuthMasterConnection,
     CacheFlush,
@@ -79,10 +80,6 @@ def wildcard(mask: str) -> re.Pattern[str]:
     """Dovecot's ``wildcard_match`` as a regular expression (``*``, ``?``; rest literal)."""
     parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in mask)
     return re.compile("".join(parts), re.DOTALL)
-
-
-def _bare(value: str) -> str | None:
-    return value if value else None
 
 
 class MasterConnection(Connection):
@@ -187,7 +184,7 @@ class MasterConnection(Connection):
     ) -> bytes:
         match outcome:
             case UserRecord():
-                fields = [(name, _bare(value)) for name, value in outcome.fields.items()]
+                fields = stored(outcome.fields)
                 if user_reply:
                     return self.codec.user_found(request_id, outcome.user, fields)
                 return self.codec.pass_found(request_id, outcome.user, fields)
@@ -256,20 +253,7 @@ class MasterConnection(Connection):
         if not isinstance(outcome, UserRecord):
             self.write(self._lookup_reply(event.id, outcome, user_reply=True))
             return
-        # The order Dovecot appends them (auth_str_append_userdb_extra_fields).
-        fields = [(name, _bare(value)) for name, value in outcome.fields.items()]
-        if login.master_user is not None and "master_user" not in outcome.fields:
-            fields.append(("master_user", login.master_user))
-        fields.append(("auth_mech", login.mechanism))
-        if login.anonymous:
-            fields.append(("anonymous", None))
-        if login.master_user is not None:
-            fields.append(("auth_user", login.master_user))
-        elif login.original_user is not None and login.original_user != outcome.user:
-            fields.append(("auth_user", login.original_user))
-        if login.local_name is not None:
-            fields.append(("local_name", login.local_name))
-        self.write(self.codec.user_found(event.id, outcome.user, fields))
+        self.write(self.codec.request_found(event.id, outcome.user, outcome.fields, login))
 
     async def _flush(self, event: CacheFlush) -> None:
         engine = self.state.engine

@@ -30,7 +30,6 @@ import ssl
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import uvicorn
 
@@ -54,13 +53,12 @@ from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.web import WebUi
 from mailwarden.metrics import CONTENT_TYPE, Metrics
 from mailwarden.model import AuthAttempt, Unavailable
-from mailwarden.protocols import admin_api, forwarded, nginx_auth
+from mailwarden.protocols import admin_api, forwarded, http_api, nginx_auth
 from mailwarden.protocols import nauthilus as proto
+from mailwarden.protocols.http_api import OPENAPI_PATH, Reply
 
 log = logging.getLogger("mailwarden.http")
 
-
-OPENAPI_PATH = "/api/v1/openapi.json"
 
 #: What ``/readyz`` reports: check name -> "ok", or "<state>: <what is wrong>" where
 #: the one-word state is public and the rest only logged (app.check_backends).
@@ -86,19 +84,7 @@ class HttpApi:
         self.readiness = readiness
         # The web page (frontends/web/, docs/web.md) answers every /ui path.
         self.web = WebUi(engine, config, admin=admin, metrics=metrics)
-        self.routes: dict[str, tuple[str, ...]] = {
-            "/api/v1/auth/json": ("GET", "POST"),
-            "/api/v1/auth/nginx": ("GET",),
-            "/api/v1/auth/header": ("GET", "POST"),
-            "/api/v1/cache/flush": ("DELETE",),
-            "/api/v1/bruteforce/list": ("GET", "POST"),
-            "/api/v1/bruteforce/flush": ("DELETE",),
-            OPENAPI_PATH: ("GET",),
-            "/ping": ("GET",),
-            "/healthz": ("GET",),
-            "/readyz": ("GET",),
-            "/metrics": ("GET",),
-        }
+        self.routes = http_api.ROUTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,7 +115,7 @@ class HttpApi:
 
     async def _dispatch(
         self, scope: Scope, headers: Mapping[str, str], receive: Receive, session: str
-    ) -> proto.Reply:
+    ) -> Reply:
         path: str = scope["path"]
         method: str = scope["method"]
         admin_route = admin_api.route(path)
@@ -141,13 +127,13 @@ class HttpApi:
         if method not in allowed:
             return proto.error_reply(405, f"use {' or '.join(allowed)}")
         if path in ("/ping", "/healthz"):
-            return proto.Reply(status=200, headers=(), body=b'{"status":"ok"}')
+            return http_api.ping_reply()
         if path == "/readyz":
             return await self._ready(session)
         if path == "/metrics":
             return self._metrics(headers)
         if path == OPENAPI_PATH:
-            return proto.Reply(status=200, headers=(), body=json.dumps(openapi()).encode())
+            return http_api.openapi_reply()
         if path == "/api/v1/cache/flush":
             return await self._flush(headers, receive)
         if path.startswith("/api/v1/bruteforce/"):
@@ -160,14 +146,14 @@ class HttpApi:
 
     async def _auth_json(
         self, scope: Scope, headers: Mapping[str, str], receive: Receive, session: str
-    ) -> proto.Reply:
+    ) -> Reply:
         c = self.config
         authorization = headers.get("authorization")
         if not proto.basic_auth_ok(
             authorization, username=c.auth_username, password=c.auth_password
         ):
             return proto.error_reply(401, "valid HTTP Basic credentials required")
-        mode = _query_mode(scope)
+        mode = http_api.query_mode(scope.get("query_string", b""))
         caller_session = headers.get("x-dovecot-session", "-")
         if mode == "list-accounts":
             if not c.allow_list_accounts:
@@ -209,7 +195,7 @@ class HttpApi:
             disabled_text=c.disabled_text,
         )
 
-    async def _nginx(self, headers: Mapping[str, str], session: str) -> proto.Reply:
+    async def _nginx(self, headers: Mapping[str, str], session: str) -> Reply:
         c = self.config
         if not proto.basic_auth_ok(
             headers.get("authorization"), username=c.auth_username, password=c.auth_password
@@ -220,7 +206,7 @@ class HttpApi:
         except ProtocolError as exc:
             # nginx reads only Auth-Status; any other status is "internal error" to it.
             log.info("session=%s nginx: bad request: %s", session, exc)
-            return proto.Reply(status=200, headers=(("Auth-Status", str(exc)),), body=b"")
+            return Reply(status=200, headers=(("Auth-Status", str(exc)),), body=b"")
         attempt = AuthAttempt(
             username=request.user,
             credentials=request.password,
@@ -238,7 +224,7 @@ class HttpApi:
             default_host=c.nginx_default_host,
             disabled_text=c.disabled_text,
         )
-        return proto.Reply(status=200, headers=reply_headers, body=b"", content_type="text/plain")
+        return Reply(status=200, headers=reply_headers, body=b"", content_type="text/plain")
 
     async def _admin(
         self,
@@ -247,7 +233,7 @@ class HttpApi:
         headers: Mapping[str, str],
         receive: Receive,
         session: str,
-    ) -> proto.Reply:
+    ) -> Reply:
         method: str = scope["method"]
         allowed = admin_api.allowed_methods(route)
         if method not in allowed:
@@ -306,22 +292,15 @@ class HttpApi:
                 503, f"temporary failure, try again later (request id {session})"
             )
 
-    async def _flush(self, headers: Mapping[str, str], receive: Receive) -> proto.Reply:
+    async def _flush(self, headers: Mapping[str, str], receive: Receive) -> Reply:
         if not proto.bearer_ok(headers.get("authorization"), token=self.config.admin_token):
             return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
         data = proto.parse_json(await _read_body(receive, self.config.max_body_bytes))
-        user = data.get("user")
-        if not isinstance(user, str) or not user:
-            raise ProtocolError("field 'user' (a non-empty string) is required")
+        user = http_api.flush_user(data)
         removed = await self.engine.flush_cache([user])
-        body = {
-            "object": "cache",
-            "operation": "flush",
-            "result": {"user": user, "status": f"{removed} keys flushed"},
-        }
-        return proto.Reply(status=200, headers=(), body=json.dumps(body).encode())
+        return http_api.cache_flushed_reply(user, removed)
 
-    async def _ready(self, session: str) -> proto.Reply:
+    async def _ready(self, session: str) -> Reply:
         """503 while the directory cannot answer or the guard runs without its store.
 
         Anyone may ask, so each check shows only its state word ("ok",
@@ -329,17 +308,12 @@ class HttpApi:
         database path) goes to the log under the request id in the body.
         """
         checks = await self.readiness() if self.readiness is not None else {}
-        ready = all(value == "ok" for value in checks.values())
-        body: dict[str, object] = {
-            "status": "ok" if ready else "unavailable",
-            "checks": {name: value.partition(":")[0] for name, value in checks.items()},
-        }
-        if not ready:
-            body["request_id"] = session
+        reply = http_api.ready_reply(checks, session=session)
+        if reply.status != 200:
             log.warning("session=%s readyz: %s", session, json.dumps(checks))
-        return proto.Reply(status=200 if ready else 503, headers=(), body=json.dumps(body).encode())
+        return reply
 
-    def _metrics(self, headers: Mapping[str, str]) -> proto.Reply:
+    def _metrics(self, headers: Mapping[str, str]) -> Reply:
         c = self.config
         token = headers.get("authorization")
         if not (
@@ -349,13 +323,9 @@ class HttpApi:
             return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
         if self.metrics is None:
             return proto.error_reply(404, "metrics are not enabled in this process")
-        return proto.Reply(
-            status=200, headers=(), body=self.metrics.render(), content_type=CONTENT_TYPE
-        )
+        return Reply(status=200, headers=(), body=self.metrics.render(), content_type=CONTENT_TYPE)
 
-    async def _bruteforce(
-        self, path: str, headers: Mapping[str, str], receive: Receive
-    ) -> proto.Reply:
+    async def _bruteforce(self, path: str, headers: Mapping[str, str], receive: Receive) -> Reply:
         """Nauthilus-shaped brute-force admin: list bans, lift them (docs/guard.md)."""
         if not proto.bearer_ok(headers.get("authorization"), token=self.config.admin_token):
             return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
@@ -363,19 +333,12 @@ class HttpApi:
         if path.endswith("/list"):
             # POST may carry a Nauthilus filter; everything is listed either way.
             await _read_body(receive, self.config.max_body_bytes)
-            result = await guard.describe_bans()
-            listing = {"object": "bruteforce", "operation": "list", "result": result}
-            return proto.Reply(status=200, headers=(), body=json.dumps(listing).encode())
+            return http_api.bans_reply(await guard.describe_bans())
         data = proto.parse_json(await _read_body(receive, self.config.max_body_bytes))
         target = proto.flush_target(data)
         lifted = await guard.unblock(None if target == "*" else target)
         log.info("admin: unblocked %s (%d ban(s))", target, lifted)
-        body = {
-            "object": "bruteforce",
-            "operation": "flush",
-            "result": {"target": target, "lifted": lifted},
-        }
-        return proto.Reply(status=200, headers=(), body=json.dumps(body).encode())
+        return http_api.unblocked_reply(target, lifted)
 
 
 def _apply_origin(scope: Scope, headers: Mapping[str, str], proxies: tuple[str, ...]) -> None:
@@ -387,12 +350,6 @@ def _apply_origin(scope: Scope, headers: Mapping[str, str], proxies: tuple[str, 
     if found.client_ip != peer:
         scope["client"] = (found.client_ip, 0)
     scope["scheme"] = found.scheme
-
-
-def _query_mode(scope: Scope) -> str:
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    modes: list[str] = query.get("mode", [""])
-    return modes[0]
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -411,394 +368,10 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def _send(send: Send, reply: proto.Reply) -> None:
-    headers = [
-        (b"content-type", reply.content_type.encode()),
-        (b"content-length", str(len(reply.body)).encode()),
-    ]
-    for name, value in reply.headers:
-        # A header value must never carry CR/LF: it would split the response.
-        safe = value.replace("\r", " ").replace("\n", " ")
-        headers.append((name.lower().encode(), safe.encode("utf-8")))
+async def _send(send: Send, reply: Reply) -> None:
+    headers = http_api.asgi_headers(reply)
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
-
-
-def openapi() -> dict[str, Any]:
-    """The OpenAPI document of the endpoints above (tests compare it to the routes)."""
-    error = {
-        "description": "error",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-    auth_ok = {
-        "description": "authenticated (or found, for mode=no-auth; a list for list-accounts)",
-        "content": {"application/json": {"schema": {}}, "text/plain": {"schema": {}}},
-    }
-    denied = {"description": "wrong password, unknown user or disabled account (body null)"}
-    auth_op = {
-        "security": [{"basic": []}],
-        "parameters": [
-            {
-                "name": "mode",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string", "enum": ["no-auth", "list-accounts", "master"]},
-            }
-        ],
-        "responses": {
-            "200": auth_ok,
-            "400": error,
-            "401": error,
-            "403": denied,
-            "413": error,
-            "500": error,
-        },
-    }
-    post_op = {
-        **auth_op,
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Auth"}}},
-        },
-    }
-    string = {"type": "string"}
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "mailwarden HTTP API", "version": "1"},
-        "paths": {
-            "/api/v1/auth/json": {"get": auth_op, "post": post_op},
-            "/api/v1/bruteforce/list": {
-                method: {
-                    "security": [{"bearer": []}],
-                    "responses": {
-                        "200": {
-                            "description": "banned networks and protected accounts",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/BanList"}
-                                }
-                            },
-                        },
-                        "401": error,
-                        "413": error,
-                    },
-                }
-                for method in ("get", "post")
-            },
-            "/api/v1/bruteforce/flush": {
-                "delete": {
-                    "security": [{"bearer": []}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "target": string,
-                                        "ip_address": string,
-                                        "rule_name": string,
-                                        "account": string,
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {"description": "lifted"},
-                        "400": error,
-                        "401": error,
-                        "413": error,
-                    },
-                }
-            },
-            "/api/v1/cache/flush": {
-                "delete": {
-                    "security": [{"bearer": []}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["user"],
-                                    "properties": {"user": string},
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {"description": "flushed"},
-                        "400": error,
-                        "401": error,
-                        "413": error,
-                    },
-                }
-            },
-            "/api/v1/auth/header": {"get": auth_op, "post": auth_op},
-            "/api/v1/auth/nginx": {
-                "get": {
-                    "security": [{"basic": []}],
-                    "responses": {
-                        "200": {"description": "outcome in the Auth-Status header"},
-                        "401": error,
-                    },
-                }
-            },
-            **_admin_paths(error),
-            OPENAPI_PATH: {"get": {"responses": {"200": {"description": "this document"}}}},
-            "/ping": {"get": {"responses": {"200": {"description": "alive"}}}},
-            "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
-            "/readyz": {
-                "get": {
-                    "responses": {
-                        "200": {"description": "the directory and the guard store answer"},
-                        "503": {"description": "a backend does not answer (see checks)"},
-                    }
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "security": [{"bearer": []}],
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text format (docs/operations.md)",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        },
-                        "401": error,
-                        "404": error,
-                    },
-                }
-            },
-        },
-        "components": {
-            "securitySchemes": {
-                "basic": {"type": "http", "scheme": "basic"},
-                "bearer": {"type": "http", "scheme": "bearer"},
-            },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": string},
-                },
-                **_admin_schemas(),
-                "BanList": {
-                    "type": "object",
-                    "required": ["result"],
-                    "properties": {
-                        "object": string,
-                        "operation": string,
-                        "result": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["target", "kind", "rule", "expires", "ttl"],
-                                "properties": {
-                                    "target": string,
-                                    "kind": {"type": "string", "enum": ["network", "account"]},
-                                    "rule": string,
-                                    "expires": {"type": "number"},
-                                    "ttl": {"type": "integer"},
-                                },
-                            },
-                        },
-                    },
-                },
-                "Auth": {
-                    "type": "object",
-                    "required": ["username"],
-                    "properties": {
-                        name: string
-                        for name in (
-                            "username",
-                            "password",
-                            "client_ip",
-                            "client_port",
-                            "client_id",
-                            "local_ip",
-                            "local_port",
-                            "service",
-                            "protocol",
-                            "method",
-                            "ssl",
-                            "ssl_protocol",
-                            "ssl_client_verify",
-                        )
-                    },
-                },
-            },
-        },
-    }
-
-
-def _admin_paths(error: dict[str, Any]) -> dict[str, Any]:
-    """The ``/api/v1/accounts`` part of the OpenAPI document (protocols/admin_api.py)."""
-
-    def body(ref: str) -> dict[str, Any]:
-        return {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
-        }
-
-    def ok(ref: str, text: str) -> dict[str, Any]:
-        return {
-            "description": text,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
-        }
-
-    common = {"401": error, "503": error}
-    uid = {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}
-    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
-    return {
-        admin_api.PREFIX: {
-            "get": {
-                "security": bearer,
-                "parameters": [
-                    {"name": "search", "in": "query", "schema": {"type": "string"}},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": admin_api.MAX_LIMIT,
-                        },
-                    },
-                ],
-                "responses": {
-                    "200": ok("AccountList", "matching accounts"),
-                    "400": error,
-                    **common,
-                },
-            },
-            "post": {
-                "security": bearer,
-                "requestBody": body("NewAccount"),
-                "responses": {
-                    "201": ok("Account", "created"),
-                    "400": error,
-                    "409": error,
-                    "413": error,
-                    **common,
-                },
-            },
-        },
-        admin_api.PREFIX + "/{uid}": {
-            "parameters": [uid],
-            "get": {
-                "security": bearer,
-                "responses": {"200": ok("Account", "the account"), "404": error, **common},
-            },
-            "patch": {
-                "security": bearer,
-                "requestBody": body("AccountChanges"),
-                "responses": {
-                    "200": ok("Account", "changed"),
-                    "400": error,
-                    "404": error,
-                    "409": error,
-                    "413": error,
-                    **common,
-                },
-            },
-            "delete": {
-                "security": bearer,
-                "responses": {"204": {"description": "deleted"}, "404": error, **common},
-            },
-        },
-        admin_api.PREFIX + "/{uid}/password": {
-            "parameters": [uid],
-            "put": {
-                "security": bearer,
-                "requestBody": body("PasswordChange"),
-                "responses": {
-                    "200": ok("PasswordChanged", "stored"),
-                    "400": error,
-                    "404": error,
-                    "413": error,
-                    **common,
-                },
-            },
-        },
-    }
-
-
-def _admin_schemas() -> dict[str, Any]:
-    string = {"type": "string"}
-    text = {"type": "string", "nullable": True}
-    number = {"type": "integer", "nullable": True}
-    strings = {"type": "array", "items": string}
-    string_map = {"type": "object", "additionalProperties": string}
-    account = {
-        "type": "object",
-        "required": ["uid", "status", "services", "password"],
-        "properties": {
-            "uid": string,
-            "mail": text,
-            "alternate_addresses": strings,
-            "password": {"type": "string", "enum": ["", "<set>"]},
-            "status": {"type": "string"},
-            "services": {"type": "object", "additionalProperties": {"type": "boolean"}},
-            "mail_host": text,
-            "home": text,
-            "mail_location": text,
-            "uid_number": number,
-            "gid_number": number,
-            "quota_bytes": number,
-            "quota_messages": number,
-            "master": {"type": "boolean"},
-            "allow_nets": strings,
-            "passdb_fields": string_map,
-            "userdb_fields": string_map,
-            "pgp_fingerprint": text,
-            "ssh_keys": strings,
-            "dns_records": strings,
-            "profile": string_map,
-            "generated_password": string,
-        },
-    }
-    changes = {
-        "type": "object",
-        "description": "Fields as for `mailwarden user set` (e.g. `mail`, `service.imap`, "
-        "`profile.c`) or the nested objects GET returns; null clears a field.",
-        "additionalProperties": True,
-    }
-    return {
-        "Account": account,
-        "AccountList": {
-            "type": "object",
-            "required": ["accounts", "count"],
-            "properties": {
-                "accounts": {"type": "array", "items": {"$ref": "#/components/schemas/Account"}},
-                "count": {"type": "integer"},
-            },
-        },
-        "NewAccount": {
-            **changes,
-            "required": ["uid"],
-            "properties": {
-                "uid": string,
-                "password": string,
-                "generate": {"type": "boolean"},
-                "scheme": string,
-            },
-        },
-        "AccountChanges": changes,
-        "PasswordChange": {
-            "type": "object",
-            "properties": {
-                "password": string,
-                "generate": {"type": "boolean"},
-                "scheme": string,
-            },
-        },
-        "PasswordChanged": {
-            "type": "object",
-            "required": ["uid", "changed"],
-            "properties": {"uid": string, "changed": {"type": "boolean"}, "password": string},
-        },
-    }
 
 
 class _Server(uvicorn.Server):

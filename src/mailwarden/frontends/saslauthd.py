@@ -101,7 +101,7 @@ class SaslauthdServer:
 
     async def _answer(self, reader: asyncio.StreamReader) -> bytes | None:
         parser = proto.RequestReader(max_field=self.config.max_field_length)
-        while (request := parser.request()) is None:
+        while (request := parser.next_event()) is None:
             data = await reader.read(4096)
             if not data:
                 return None

@@ -39,7 +39,7 @@ def encode_frame(message: Request | Answer) -> bytes:
 
 
 class FrameReader:
-    """Splits a byte stream into decoded frames."""
+    """Splits a byte stream into decoded frames (the base of the two readers below)."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -49,7 +49,8 @@ class FrameReader:
         """Bytes received and not yet returned in a frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> None:
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the pipe."""
         self._buffer += data
 
     def _next(self) -> object | None:
@@ -71,7 +72,11 @@ class FrameReader:
             raise ProtocolError(f"undecodable hashing frame: {exc}") from exc
         return message
 
-    def next_request(self) -> Request | None:
+
+class RequestReader(FrameReader):
+    """The worker's side: requests from the daemon."""
+
+    def next_event(self) -> Request | None:
         """The next complete request, or None."""
         message = self._next()
         if message is None:
@@ -86,7 +91,11 @@ class FrameReader:
             raise ProtocolError("malformed hashing request")
         return message
 
-    def next_answer(self) -> Answer | None:
+
+class AnswerReader(FrameReader):
+    """The daemon's side: answers from a worker."""
+
+    def next_event(self) -> Answer | None:
         """The next complete answer, or None."""
         message = self._next()
         if message is None:

@@ -44,7 +44,7 @@ from mailwarden.errors import (
     SchemeError,
     UnknownScheme,
 )
-from mailwarden.hashing.frames import FrameReader, Request, encode_frame
+from mailwarden.hashing.frames import AnswerReader, Request, encode_frame
 from mailwarden.schemes.base import HashPolicy, StoredHash
 
 log = logging.getLogger("mailwarden.hashing")
@@ -171,7 +171,7 @@ class _Worker(asyncio.SubprocessProtocol):
         self.pending: dict[int, asyncio.Future[bool]] = {}
         self.alive = True
         self.exited = asyncio.get_running_loop().create_future()
-        self._reader = FrameReader()
+        self._reader = AnswerReader()
         self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -194,9 +194,9 @@ class _Worker(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd != 1:
             return
-        self._reader.feed(data)
+        self._reader.receive_data(data)
         try:
-            while (answer := self._reader.next_answer()) is not None:
+            while (answer := self._reader.next_event()) is not None:
                 request_id, verdict, error, message = answer
                 future = self.pending.pop(request_id, None)
                 if future is None or future.done():  # its login gave up meanwhile

@@ -21,7 +21,7 @@ import signal
 
 from mailwarden import schemes
 from mailwarden.errors import SchemeError
-from mailwarden.hashing.frames import Answer, FrameReader, Request, encode_frame
+from mailwarden.hashing.frames import Answer, Request, RequestReader, encode_frame
 from mailwarden.schemes.base import StoredHash
 
 READ_SIZE = 65536
@@ -49,13 +49,13 @@ def _write_all(fd: int, data: bytes) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    reader = FrameReader()
+    reader = RequestReader()
     while True:
         data = os.read(0, READ_SIZE)
         if not data:
             return
-        reader.feed(data)
-        while (request := reader.next_request()) is not None:
+        reader.receive_data(data)
+        while (request := reader.next_event()) is not None:
             _write_all(1, encode_frame(answer(request)))
 
 

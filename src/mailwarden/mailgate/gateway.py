@@ -110,9 +110,9 @@ def notify_daemon(control_socket: str, users: list[str], *, timeout: float = 5.0
                 data = sock.recv(65536)
                 if not data:
                     return False
-                lines = reader.receive_data(data)
-                if lines:
-                    control.parse_reply(lines[0])
+                reader.receive_data(data)
+                if (line := reader.next_event()) is not None:
+                    control.parse_reply(line)
                     return True
     except (OSError, ProtocolError):
         return False

@@ -13,7 +13,6 @@ without a server.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from urllib.parse import parse_qs
 from mailwarden.accounts.rules import account_to_json
 from mailwarden.errors import ProtocolError
 from mailwarden.model import Account
-from mailwarden.protocols.nauthilus import Reply
+from mailwarden.protocols.http_api import Reply, json_reply
 from mailwarden.schemes.common import check_password
 
 PREFIX = "/api/v1/accounts"
@@ -184,20 +183,16 @@ def parse_update(data: Mapping[str, Any], *, uid: str) -> dict[str, Any]:
     return changes
 
 
-def _json(value: object, status: int = 200) -> Reply:
-    return Reply(status=status, headers=(), body=json.dumps(value).encode())
-
-
 def account_reply(account: Account, *, status: int = 200, generated: bytes | None = None) -> Reply:
     """The account as JSON; a password generated for a new account is added once."""
     body = account_to_json(account)
     if generated is not None:
         body["generated_password"] = generated.decode()
-    return _json(body, status)
+    return json_reply(body, status)
 
 
 def list_reply(found: Sequence[Account]) -> Reply:
-    return _json({"accounts": [account_to_json(a) for a in found], "count": len(found)})
+    return json_reply({"accounts": [account_to_json(a) for a in found], "count": len(found)})
 
 
 def deleted_reply() -> Reply:
@@ -209,4 +204,4 @@ def password_reply(uid: str, generated: bytes | None) -> Reply:
     if generated is not None:
         # Returned once, to the administrator who asked; never stored or logged.
         body["password"] = generated.decode()
-    return _json(body)
+    return json_reply(body)

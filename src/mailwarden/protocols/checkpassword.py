@@ -87,6 +87,37 @@ def parse_block(data: bytes, *, max_size: int = MAX_BLOCK) -> CheckpasswordInput
     return CheckpasswordInput(login=name, secret=password, timestamp=timestamp)
 
 
+class BlockReader:
+    """The fd-3 block as a stream: feed it with :meth:`receive_data` (``b""`` at the
+    end of the stream); :meth:`next_event` returns the parsed block once the stream
+    has ended, and ``None`` before and after. More than ``max_size`` bytes is a
+    ProtocolError at once, without reading on."""
+
+    def __init__(self, *, max_size: int = MAX_BLOCK) -> None:
+        self._buffer = bytearray()
+        self._max_size = max_size
+        self._eof = False
+        self._done = False
+
+    def receive_data(self, data: bytes) -> None:
+        if self._eof:
+            if data:
+                raise RuntimeError("data received after the end of the stream")
+            return
+        if not data:
+            self._eof = True
+            return
+        self._buffer += data
+        if len(self._buffer) > self._max_size:
+            raise ProtocolError(f"checkpassword input longer than {self._max_size} bytes")
+
+    def next_event(self) -> CheckpasswordInput | None:
+        if not self._eof or self._done:
+            return None
+        self._done = True
+        return parse_block(bytes(self._buffer), max_size=self._max_size)
+
+
 def apop_digest(block: CheckpasswordInput) -> bytes:
     """The 16-byte APOP digest from the hex password field. ProtocolError if not hex."""
     try:

@@ -13,6 +13,7 @@ line; :func:`reply` and :func:`error` format answers. No I/O here.
 
 from __future__ import annotations
 
+import collections
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -43,16 +44,23 @@ class LineReader:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._lines: collections.deque[bytes] = collections.deque()
 
-    def receive_data(self, data: bytes) -> list[bytes]:
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the socket; a line over the limit is refused at once."""
         self._buffer += data
-        lines = []
         while (end := self._buffer.find(b"\n")) >= 0:
-            lines.append(bytes(self._buffer[:end]))
+            line = bytes(self._buffer[:end])
             del self._buffer[: end + 1]
-        if len(self._buffer) > MAX_LINE or any(len(line) > MAX_LINE for line in lines):
+            if len(line) > MAX_LINE:
+                raise ProtocolError(f"control line longer than {MAX_LINE} bytes")
+            self._lines.append(line)
+        if len(self._buffer) > MAX_LINE:
             raise ProtocolError(f"control line longer than {MAX_LINE} bytes")
-        return lines
+
+    def next_event(self) -> bytes | None:
+        """The next complete line without its LF, or ``None`` while there is none."""
+        return self._lines.popleft() if self._lines else None
 
 
 def parse_request(line: bytes) -> Request:

@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import base64
 import enum
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, assert_never
 
 from mailwarden.errors import ProtocolError
+from mailwarden.model import DenyReason
 from mailwarden.protocols.dovecot_common import (
     DEFAULT_MAX_LINE_LENGTH,
     INFO_PARAMS,
@@ -233,6 +234,10 @@ _AUTH_FLAGS = {
 }
 
 
+_NODELAY = (("nodelay", None),)
+_ALWAYS_BARE = frozenset({"nologin", "proxy"})
+
+
 def _fail_line(
     request_id: int,
     *,
@@ -291,7 +296,7 @@ class AuthClientConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the socket; ``b""`` means the client closed its side."""
-        self._reader.feed(data)
+        self._reader.receive_data(data)
 
     def next_event(self) -> ClientEvent | None:
         """The next event, or ``None`` when more data is needed.
@@ -303,7 +308,7 @@ class AuthClientConnection:
             raise self._error
         try:
             while self._phase is not _Phase.CLOSED:
-                line = self._reader.next_line()
+                line = self._reader.next_event()
                 if line is None:
                     if not self._reader.eof:
                         return None
@@ -484,12 +489,79 @@ class AuthClientConnection:
         as Dovecot does. ``resp`` is SASL success data for a ``final-resp-ok`` client.
         """
         self._take(request_id, finish=True)
-        items = as_items(fields)
-        cleaned = [(k, None if k in ("nologin", "proxy") else v) for k, v in items]
+        cleaned = [(k, None if k in _ALWAYS_BARE else v) for k, v in as_items(fields)]
         line = f"OK\t{request_id}\tuser={escape(user)}{format_fields(cleaned)}"
         if resp:
             line += "\tresp=" + base64.b64encode(resp).decode("ascii")
         return encode_line(line)
+
+    def accepted(
+        self,
+        request_id: int,
+        *,
+        user: str,
+        passdb_fields: Mapping[str, str],
+        original_user: str | None = None,
+        master_user: str | None = None,
+        anonymous: bool = False,
+        resp: bytes | None = None,
+    ) -> bytes:
+        """``OK`` for a login the engine accepted as ``user``, fields in Dovecot's order:
+        the passdb fields (an empty value is a bare word), ``original_user`` when the
+        name as typed differs, ``auth_user`` for a master login, ``anonymous``. (The
+        hot path of every login: one string, no intermediate field list.)"""
+        self._take(request_id, finish=True)
+        parts = [f"OK\t{request_id}\tuser={escape(user)}"]
+        for name, value in passdb_fields.items():
+            if not value or name in _ALWAYS_BARE:
+                parts.append(escape(name))
+            else:
+                parts.append(f"{escape(name)}={escape(value)}")
+        if original_user is not None and original_user != user:
+            parts.append(f"original_user={escape(original_user)}")
+        if master_user is not None:
+            parts.append(f"auth_user={escape(master_user)}")
+        if anonymous:
+            parts.append("anonymous")
+        if resp:
+            parts.append("resp=" + base64.b64encode(resp).decode("ascii"))
+        return encode_line("\t".join(parts))
+
+    def denied(
+        self,
+        request_id: int,
+        *,
+        user: str | None,
+        reason: DenyReason,
+        message: str | None = None,
+        nodelay: bool = False,
+    ) -> bytes:
+        """``FAIL`` for a login the engine denied; ``user`` is the name as typed.
+
+        Only a disabled account (``code=user_disabled``, with ``message`` as the
+        reason the user sees) and a refused authorization (``code=authz_fail``) say
+        why; every other reason is a bare FAIL, so that unknown user and wrong
+        password look the same. ``nodelay`` adds the bare field of that name.
+        """
+        code: str | None = None
+        text: str | None = None
+        match reason:
+            case DenyReason.DISABLED | DenyReason.SERVICE_DISABLED:
+                code, text = "user_disabled", message
+            case DenyReason.AUTHZ:
+                code = "authz_fail"
+            case (
+                DenyReason.CREDENTIALS | DenyReason.NETWORK | DenyReason.SCHEME | DenyReason.BLOCKED
+            ):
+                pass
+            case _:
+                assert_never(reason)
+        fields = _NODELAY if nodelay else ()
+        return self.fail(request_id, user=user, code=code, reason=text, fields=fields)
+
+    def temp_failed(self, request_id: int, *, user: str | None) -> bytes:
+        """``FAIL … code=temp_fail``: the server could not decide; the client may retry."""
+        return self.fail(request_id, user=user, code="temp_fail")
 
     def fail(
         self,

@@ -95,6 +95,12 @@ def format_fields(fields: Fields) -> str:
     return "".join(out)
 
 
+def stored(fields: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Directory fields as reply fields: a field stored with an empty value is a bare
+    word on the wire (``nologin``, ``proxy``), as Dovecot sends it."""
+    return [(name, value or None) for name, value in fields.items()]
+
+
 def encode_line(line: str) -> bytes:
     """A reply line as bytes, LF-terminated."""
     return (line + "\n").encode("utf-8", "surrogateescape")
@@ -254,7 +260,7 @@ class ConnectionClosed:
 class LineReader:
     """Splits a byte stream into lines, enforcing the line-length limit.
 
-    ``feed(b"")`` marks the end of the stream; a partial last line is then dropped,
+    ``receive_data(b"")`` marks the end of the stream; a partial last line is then dropped,
     as Dovecot drops it. A pipelining peer sends hundreds of lines in one read:
     they are split off the buffer at once, and each is checked (length, NUL) and
     decoded when it is asked for, so a bad line is an error at its turn, after
@@ -281,7 +287,8 @@ class LineReader:
         waiting = self._ready[self._next :]
         return len(self._buffer) + sum(len(line) + 1 for line in waiting)
 
-    def feed(self, data: bytes) -> None:
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the socket; ``b""`` means the peer closed its side."""
         if self._eof:
             if data:
                 raise LocalProtocolError("data received after the end of the stream")
@@ -291,7 +298,7 @@ class LineReader:
             return
         self._buffer += data
 
-    def next_line(self) -> str | None:
+    def next_event(self) -> str | None:
         """The next complete line without its (CR)LF, or ``None`` if there is none yet."""
         if self._next >= len(self._ready) and not self._split():
             return None

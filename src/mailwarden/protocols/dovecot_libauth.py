@@ -179,14 +179,14 @@ class Replies(abc.ABC, Generic[ReplyT]):
 
     def receive_data(self, data: bytes) -> None:
         """Feed what the server sent; ``b""`` when it closed the connection."""
-        self._reader.feed(data)
+        self._reader.receive_data(data)
 
     @abc.abstractmethod
-    def next_reply(self) -> ReplyT | None:
+    def next_event(self) -> ReplyT | None:
         """The reply to our request, or ``None`` if more data is needed. ProtocolError."""
 
-    def _next_reply(self) -> list[str] | None:
-        while (line := self._reader.next_line()) is not None:
+    def _next_parts(self) -> list[str] | None:
+        while (line := self._reader.next_event()) is not None:
             parts = split_fields(line)
             if not self._greeted:
                 self._handshake_line(parts)
@@ -219,9 +219,9 @@ class ClientReplies(Replies[AuthReply]):
         """The mechanisms the server advertised (upper case) in its handshake so far."""
         return frozenset(p[1].upper() for p in self.handshake if p[0] == "MECH" and len(p) > 1)
 
-    def next_reply(self) -> AuthReply | None:
+    def next_event(self) -> AuthReply | None:
         """The reply to our AUTH, or ``None`` if more data is needed. ProtocolError."""
-        parts = self._next_reply()
+        parts = self._next_parts()
         if parts is None:
             return None
         command, rest = parts[0], parts[2:]
@@ -253,9 +253,9 @@ class MasterReplies(Replies[UserReply]):
     def __init__(self, max_line_length: int = DEFAULT_MAX_LINE_LENGTH) -> None:
         super().__init__(max_line_length)
 
-    def next_reply(self) -> UserReply | None:
+    def next_event(self) -> UserReply | None:
         """The reply to our USER, or ``None`` if more data is needed. ProtocolError."""
-        parts = self._next_reply()
+        parts = self._next_parts()
         if parts is None:
             return None
         command, rest = parts[0], parts[2:]

@@ -25,7 +25,7 @@ Rules, from Dovecot 2.3.19.1 (auth-master-connection.c; reference §2):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
 from mailwarden.errors import ProtocolError
@@ -43,6 +43,7 @@ from mailwarden.protocols.dovecot_common import (
     parse_uint,
     split_fields,
     split_param,
+    stored,
 )
 from mailwarden.records import record
 
@@ -51,6 +52,7 @@ __all__ = [
     "AuthMasterConnection",
     "CacheFlush",
     "ConnectionClosed",
+    "FinishedLogin",
     "ListUsers",
     "MasterEvent",
     "MasterRequest",
@@ -130,6 +132,24 @@ class MasterRequest:
 
 
 @record
+class FinishedLogin:
+    """A successful AUTH on an auth-login socket, waiting for the master's REQUEST.
+
+    What the userdb reply needs: who logged in (``user``), how (``mechanism``), for
+    which ``service``, the master user of a master login, the name as typed
+    (``original_user``) and the TLS SNI name (``local_name``).
+    """
+
+    user: str
+    mechanism: str
+    service: str
+    master_user: str | None = None
+    original_user: str | None = None
+    local_name: str | None = None
+    anonymous: bool = False
+
+
+@record
 class CacheFlush:
     """``CACHE-FLUSH``: forget cached entries of ``users`` (all when empty).
 
@@ -191,7 +211,7 @@ class AuthMasterConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the socket; ``b""`` means the client closed its side."""
-        self._reader.feed(data)
+        self._reader.receive_data(data)
 
     def next_event(self) -> MasterEvent | None:
         """The next event, or ``None`` when more data is needed (ProtocolError: see module)."""
@@ -200,7 +220,7 @@ class AuthMasterConnection:
         if self._closed:
             return None
         try:
-            line = self._reader.next_line()
+            line = self._reader.next_event()
             if line is None:
                 if self._reader.eof:
                     self._closed = True
@@ -310,6 +330,29 @@ class AuthMasterConnection:
         Dovecot, a TAB always follows it, even with no fields.
         """
         return encode_line(f"USER\t{request_id}\t{escape(user)}\t{format_fields(fields)[1:]}")
+
+    def request_found(
+        self, request_id: int, user: str, userdb_fields: Mapping[str, str], login: FinishedLogin
+    ) -> bytes:
+        """The ``USER`` reply to a ``REQUEST`` for ``login``: the account's userdb fields
+        (an empty value is a bare word), then what the login adds, in the order Dovecot
+        appends them (``auth_str_append_userdb_extra_fields``): ``master_user`` (unless
+        the userdb set it), ``auth_mech``, ``anonymous``, ``auth_user`` (the master
+        user, or the name as typed when it differs) and ``local_name``.
+        """
+        fields = stored(userdb_fields)
+        if login.master_user is not None and "master_user" not in userdb_fields:
+            fields.append(("master_user", login.master_user))
+        fields.append(("auth_mech", login.mechanism))
+        if login.anonymous:
+            fields.append(("anonymous", None))
+        if login.master_user is not None:
+            fields.append(("auth_user", login.master_user))
+        elif login.original_user is not None and login.original_user != user:
+            fields.append(("auth_user", login.original_user))
+        if login.local_name is not None:
+            fields.append(("local_name", login.local_name))
+        return self.user_found(request_id, user, fields)
 
     def pass_found(self, request_id: int, user: str, fields: Fields = ()) -> bytes:
         """``PASS\\t<id>\\tuser=<user>[\\t<fields>]``: passdb fields, never the password."""

@@ -44,6 +44,7 @@ from mailwarden.model import (
     Unavailable,
     UserRecord,
 )
+from mailwarden.protocols.http_api import Reply
 
 STATUS_OK = "OK"
 STATUS_INVALID = "Invalid login or password"
@@ -117,16 +118,6 @@ class JsonRequest:
             frontend="http",
             require_master=require_master,
         )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reply:
-    """An HTTP answer: status, headers (in order) and the body bytes."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-    content_type: str = "application/json"
 
 
 # --------------------------------------------------------------------------- requests

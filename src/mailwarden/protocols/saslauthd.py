@@ -36,13 +36,18 @@ class SaslauthdRequest:
 
 
 class RequestReader:
-    """Feed bytes with :meth:`receive_data`; :meth:`request` returns it once complete."""
+    """Feed bytes with :meth:`receive_data`; :meth:`next_event` returns the request
+    once it is complete (and ``None`` before and after)."""
 
     def __init__(self, *, max_field: int = MAX_FIELD) -> None:
         self._buffer = bytearray()
         self._max_field = max_field
+        self._done = False
 
     def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the socket (``b""``, the end of the stream, adds nothing)."""
+        if self._done and data:
+            raise ProtocolError("saslauthd request followed by extra data")
         self._buffer += data
         # Reject early: a peer announcing an oversized string is refused before it sends it.
         self._scan()
@@ -66,11 +71,12 @@ class RequestReader:
             raise ProtocolError("saslauthd request followed by extra data")
         return fields
 
-    def request(self) -> SaslauthdRequest | None:
+    def next_event(self) -> SaslauthdRequest | None:
         """The request, or None while incomplete. ProtocolError for malformed input."""
-        fields = self._scan()
+        fields = None if self._done else self._scan()
         if fields is None:
             return None
+        self._done = True
         login, password, service, realm = fields
         try:
             return SaslauthdRequest(

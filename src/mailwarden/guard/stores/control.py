@@ -58,9 +58,9 @@ class ControlStore:
             data = await reader.read(65536)
             if not data:
                 raise ConnectionResetError("the daemon closed the control connection")
-            lines = self._lines.receive_data(data)
-            if lines:
-                return control.parse_reply(lines[0])
+            self._lines.receive_data(data)
+            if (line := self._lines.next_event()) is not None:
+                return control.parse_reply(line)
 
     async def hit(self, counters: Sequence[tuple[str, float]], now: float) -> list[float]:
         result: list[float] = await self._ask("hit", [list(c) for c in counters], now)
