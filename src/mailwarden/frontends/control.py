@@ -21,7 +21,6 @@ from mailwarden.auth.engine import Engine
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.connlimit import ConnectionGate, IdleTimer
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
-from mailwarden.guard.stores.control import METHODS
 from mailwarden.protocols import control as proto
 
 log = logging.getLogger("mailwarden.control")
@@ -135,8 +134,9 @@ class ControlServer:
     async def _store(self, method: object, args: object) -> Any:
         """A guard-store operation of a one-shot command (guard/stores/control.py), run on
         the daemon's own store so that both see one state."""
-        if not isinstance(method, str) or method not in METHODS:
-            raise ProtocolError(f"store: method must be one of {', '.join(sorted(METHODS))}")
+        allowed = proto.STORE_METHODS
+        if not isinstance(method, str) or method not in allowed:
+            raise ProtocolError(f"store: method must be one of {', '.join(sorted(allowed))}")
         if not isinstance(args, list):
             raise ProtocolError("store: args must be a list")
         if method in ("hit", "counts"):

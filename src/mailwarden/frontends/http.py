@@ -33,7 +33,7 @@ from typing import Any
 
 import uvicorn
 
-from mailwarden.accounts.edit import AccountAdmin, generate_password
+from mailwarden.accounts.rules import generate_password
 from mailwarden.auth.engine import Engine, userdb_fields
 from mailwarden.config import HttpConfig
 from mailwarden.errors import (
@@ -53,6 +53,7 @@ from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.web import WebUi
 from mailwarden.metrics import CONTENT_TYPE, Metrics
 from mailwarden.model import AuthAttempt, Unavailable
+from mailwarden.ports import AccountEditor
 from mailwarden.protocols import admin_api, forwarded, http_api, nginx_auth
 from mailwarden.protocols import nauthilus as proto
 from mailwarden.protocols.http_api import OPENAPI_PATH, Reply
@@ -73,7 +74,7 @@ class HttpApi:
         engine: Engine,
         config: HttpConfig,
         *,
-        admin: AccountAdmin | None = None,
+        admin: AccountEditor | None = None,
         metrics: Metrics | None = None,
         readiness: Readiness | None = None,
     ) -> None:
@@ -461,7 +462,7 @@ async def start_http(
     config: HttpConfig,
     *,
     resolve: Callable[[str], Path],
-    admin: AccountAdmin | None = None,
+    admin: AccountEditor | None = None,
     inherited: InheritedSockets | None = None,
     metrics: Metrics | None = None,
     readiness: Readiness | None = None,

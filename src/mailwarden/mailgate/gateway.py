@@ -38,8 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from mailwarden.accounts.edit import AccountAdmin, generate_password
+from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.accounts.openpgp import SignedText, VerificationError, Verifier
+from mailwarden.accounts.rules import generate_password
 from mailwarden.config import MailgateConfig
 from mailwarden.directories.base import Directory
 from mailwarden.errors import AccountError, DirectoryUnavailable

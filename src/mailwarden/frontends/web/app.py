@@ -26,7 +26,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Message
 
-from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
 from mailwarden.errors import AccountChanged, AccountNotFound, HttpRefused, TemporaryFailure
@@ -52,6 +51,7 @@ from mailwarden.frontends.web.sessions import (
 )
 from mailwarden.metrics import Metrics
 from mailwarden.model import Account, AccountStatus, Unavailable
+from mailwarden.ports import AccountEditor
 
 #: A form whose CSRF token does not match its session.
 EXPIRED_FORM = "The form has expired or did not come from this site; reload it."
@@ -111,7 +111,7 @@ class WebUi:
         engine: Engine,
         config: HttpConfig,
         *,
-        admin: AccountAdmin | None = None,
+        admin: AccountEditor | None = None,
         metrics: Metrics | None = None,
         secret: bytes | None = None,
         clock: Callable[[], float] = time.time,

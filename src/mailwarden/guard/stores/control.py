@@ -24,9 +24,6 @@ from mailwarden.errors import ProtocolError, StoreUnavailable
 from mailwarden.guard.stores.base import Ban, FlushHandler
 from mailwarden.protocols import control
 
-#: The store methods the daemon runs for a ``store`` op (its guard checks the list).
-METHODS = frozenset({"hit", "counts", "ban", "banned", "bans", "unban", "add_member", "has_member"})
-
 
 class ControlStore:
     """:class:`~mailwarden.guard.stores.base.GuardStore` backed by the daemon's control socket."""
