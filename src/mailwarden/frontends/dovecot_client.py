@@ -84,8 +84,8 @@ from mailwarden.model import (
     ClientCert,
     Denied,
     DenyReason,
+    Prefetched,
     Unavailable,
-    UserRecord,
 )
 from mailwarden.protocols.dovecot_client import (
     AuthClientConnection,
@@ -131,8 +131,11 @@ class _Pending:
     admitted: bool = False  # holds a place under dovecot.max_pending_total
 
 
-def build_attempt(request: AuthRequest, end: Finished) -> AuthAttempt:
-    """The engine's view of a finished exchange on a Dovecot client socket."""
+def build_attempt(
+    request: AuthRequest, end: Finished, prefetched: Prefetched | None = None
+) -> AuthAttempt:
+    """The engine's view of a finished exchange on a Dovecot client socket
+    (``prefetched``: the account its credentials came from, if it asked for any)."""
     cert = None
     if request.valid_client_cert or request.cert_username is not None:
         cert = ClientCert(valid=request.valid_client_cert, username=request.cert_username)
@@ -152,6 +155,7 @@ def build_attempt(request: AuthRequest, end: Finished) -> AuthAttempt:
         session=request.session,
         frontend="dovecot",
         debug=request.debug,
+        prefetched=prefetched,
     )
 
 
@@ -299,6 +303,7 @@ class ClientConnection(Connection):
         kind = MECHANISMS[request.mechanism]
         step: Step | None = kind.finish_at_once(request.initial_response)
         mechanism: Mechanism | None = None
+        prefetched: Prefetched | None = None  # the account the credentials came from
         if step is None:
             cert_username = request.cert_username if request.valid_client_cert else None
             mechanism = kind(self._context(cert_username))
@@ -313,7 +318,9 @@ class ClientConnection(Connection):
                     step = mechanism.respond(response)
                 case NeedCredentials():
                     assert mechanism is not None
-                    credentials = await self.state.engine.credentials(step.username, step.scheme)
+                    credentials = await self.state.engine.stored_credentials(
+                        step.username, step.scheme
+                    )
                     if isinstance(credentials, Unavailable):
                         log.warning(
                             "dovecot %s: request %d: credentials lookup failed: %s",
@@ -323,7 +330,8 @@ class ClientConnection(Connection):
                         )
                         self._temp_fail(pending, user=step.username)
                         return
-                    step = mechanism.provide_credentials(credentials)
+                    prefetched = credentials.found
+                    step = mechanism.provide_credentials(credentials.value)
                 case MechanismFailed():
                     log.info(
                         "dovecot %s: request %d: %s failed: %s",
@@ -338,7 +346,7 @@ class ClientConnection(Connection):
                     )
                     return
                 case Finished():
-                    await self._decide(pending, request, step)
+                    await self._decide(pending, request, step, prefetched)
                     return
                 case _:
                     assert_never(step)
@@ -354,8 +362,14 @@ class ClientConnection(Connection):
             self._plain_context = (config, context)
         return self._plain_context[1]
 
-    async def _decide(self, pending: _Pending, request: AuthRequest, end: Finished) -> None:
-        outcome = await self.state.engine.authenticate(build_attempt(request, end))
+    async def _decide(
+        self,
+        pending: _Pending,
+        request: AuthRequest,
+        end: Finished,
+        prefetched: Prefetched | None,
+    ) -> None:
+        outcome = await self.state.engine.authenticate(build_attempt(request, end, prefetched))
         match outcome:
             case Accepted():
                 # The client must see the server's final SASL data before the OK; its
@@ -385,7 +399,7 @@ class ClientConnection(Connection):
             fields.append(("original_user", outcome.original_user))
         if outcome.master_user is not None:
             fields.append(("auth_user", outcome.master_user))
-        anonymous = outcome.user == self.state.config.anonymous_username
+        anonymous = outcome.anonymous
         if anonymous:
             fields.append(("anonymous", None))
         resp = end.success_data if request.final_resp_ok else None
@@ -423,9 +437,9 @@ class ClientConnection(Connection):
                 pass
             case _:
                 assert_never(outcome.reason)
-        # The engine names the account only once the password was proven; only then
-        # may its nodelay field be honoured (see the module docstring).
-        nodelay = outcome.user is not None and await self._has_nodelay(outcome.user)
+        # The engine sets nodelay only once the password was proven; only then may
+        # the account's nodelay field be honoured (see the module docstring).
+        nodelay = outcome.nodelay
         if not nodelay:
             await self._delay_failure(pending)
         fields = (("nodelay", None),) if nodelay else ()
@@ -433,10 +447,6 @@ class ClientConnection(Connection):
             pending.id, user=end.authcid, code=code, reason=reason, fields=fields
         )
         self._reply(pending, line)
-
-    async def _has_nodelay(self, user: str) -> bool:
-        record = await self.state.engine.passdb_lookup(user)
-        return isinstance(record, UserRecord) and "nodelay" in record.fields
 
     def _temp_fail(self, pending: _Pending, *, user: str | None) -> None:
         """Tell the client to try again later, in a way it understands (module docstring)."""

@@ -316,7 +316,7 @@ class HttpApi:
         user = data.get("user")
         if not isinstance(user, str) or not user:
             raise ProtocolError("field 'user' (a non-empty string) is required")
-        removed = await self.engine.flush_cache([user])
+        removed = await self.engine.forget([user])
         body = {
             "object": "cache",
             "operation": "flush",
