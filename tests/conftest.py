@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from mailwarden.app import build_engine
 from mailwarden.auth.engine import Engine
 from mailwarden.config import Config
 from mailwarden.directories.memory import MemoryDirectory
@@ -49,7 +50,7 @@ def make_engine(directory: MemoryDirectory) -> Iterator[EngineFactory]:
     def factory(config: Config = FAST, d: Any = None) -> Engine:
         hasher = Hasher(workers=2)
         hashers.append(hasher)
-        return Engine(directory=d if d is not None else directory, hasher=hasher, config=config)
+        return build_engine(config, directory=d if d is not None else directory, hasher=hasher)
 
     yield factory
     for h in hashers:

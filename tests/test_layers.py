@@ -13,6 +13,7 @@ PURE = (
     "model.py",
     "records.py",
     "auth/usernames.py",
+    "auth/access.py",
     "accounts/rules.py",
     "accounts/passwdfile.py",
     "hashing/frames.py",
@@ -178,3 +179,18 @@ def test_request_code_never_holds_on_to_the_current_task(path: Path) -> None:
         return
     text = path.read_text()
     assert not [call for call in TASK_BOUND if call in text]
+
+
+@pytest.mark.parametrize("path", modules("auth"), ids=lambda p: str(p.relative_to(SRC)))
+def test_the_auth_core_probes_no_capability_by_getattr(path: Path) -> None:
+    """What a directory can do is said by its type (Directory, PasswordChecker) and
+    handed over by app.py, never guessed with getattr/hasattr."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    probes = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("getattr", "hasattr")
+    ]
+    assert not probes, f"{path.name} probes with getattr/hasattr at lines {probes}"

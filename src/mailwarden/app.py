@@ -23,16 +23,16 @@ from typing import Any, TypeVar
 from mailwarden import __version__, schemes, sdnotify
 from mailwarden import config as config_mod
 from mailwarden.accounts.edit import AccountAdmin
-from mailwarden.auth.engine import Engine
+from mailwarden.auth.engine import Engine, MetricsSink
 from mailwarden.config import Config
-from mailwarden.directories.base import Directory
+from mailwarden.directories.base import Directory, PasswordChecker
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import ConfigError, HashingUnavailable, TemporaryFailure
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.guard.policy import Guard
 from mailwarden.guard.stores.base import GuardStore
 from mailwarden.hashing.pool import Hasher
-from mailwarden.model import Accepted, AuthAttempt, AuthOutcome, LookupOutcome
+from mailwarden.model import Accepted, AuthAttempt, AuthOutcome, LookupOutcome, UserRecord
 
 # The LDAP driver and the front ends are imported where they are used: every
 # one-shot command (checkpassword runs once per login) would otherwise pay about
@@ -49,7 +49,16 @@ def resolve_path(config: Config, path: str) -> Path:
     return Path(config_mod.config_relative(config.source, path))
 
 
-async def open_directory(config: Config, *, create: bool = False) -> Directory:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backend:
+    """The opened directory, and the same object as the engine's password checker
+    when it verifies passwords itself (LDAP with ``verify = "rebind"``)."""
+
+    directory: Directory
+    checker: PasswordChecker | None = None
+
+
+async def open_backend(config: Config, *, create: bool = False) -> Backend:
     """The configured directory backend, opened. DirectoryUnavailable if it cannot be."""
     d = config.directory
     match d.backend:
@@ -57,14 +66,53 @@ async def open_directory(config: Config, *, create: bool = False) -> Directory:
             path = resolve_path(config, d.path)
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            return await SQLiteDirectory.open(
+            sqlite = await SQLiteDirectory.open(
                 path, create=create, readers=d.readers, timeout=d.timeout, cache_size=d.cache_size
             )
+            return Backend(directory=sqlite)
         case "ldap":
             # The tree (base DN, schema) is the LDAP administrator's: nothing to create.
             from mailwarden.directories.ldap import LDAPDirectory  # noqa: PLC0415 - lean start
 
-            return await LDAPDirectory.open(config.ldap)
+            ldap = await LDAPDirectory.open(config.ldap)
+            rebind = config.ldap.verify == "rebind"
+            return Backend(directory=ldap, checker=ldap if rebind else None)
+
+
+async def open_directory(config: Config, *, create: bool = False) -> Directory:
+    """The configured directory backend, opened (:func:`open_backend`)."""
+    return (await open_backend(config, create=create)).directory
+
+
+def build_engine(
+    config: Config,
+    *,
+    directory: Directory,
+    hasher: Hasher,
+    guard: Guard | None = None,
+    metrics: MetricsSink | None = None,
+    password_checker: PasswordChecker | None = None,
+) -> Engine:
+    """The engine, with what it needs to know of the front ends (engine_options)."""
+    return Engine(
+        directory=directory,
+        hasher=hasher,
+        config=config,
+        guard=guard,
+        metrics=metrics,
+        password_checker=password_checker,
+        **engine_options(config),
+    )
+
+
+def engine_options(config: Config) -> dict[str, Any]:
+    """What the engine learns of the front ends' settings, as arguments (it reads no
+    front-end section itself): the SASL mechanisms the Dovecot sockets offer and
+    their anonymous user. Also passed again on SIGHUP (Engine.reconfigure)."""
+    return {
+        "mechanisms": config.dovecot.mechanisms,
+        "anonymous_user": config.dovecot.anonymous_username or None,
+    }
 
 
 async def open_guard(config: Config, *, via_daemon: bool = False) -> Guard:
@@ -115,13 +163,19 @@ def expensive_policy(config: Config) -> bool:
 
 @contextlib.asynccontextmanager
 async def running_app(
-    config: Config, *, create: bool = False, guard_via_daemon: bool = False, daemon: bool = False
+    config: Config,
+    *,
+    create: bool = False,
+    guard_via_daemon: bool = False,
+    daemon: bool = False,
+    metrics: MetricsSink | None = None,
 ) -> AsyncIterator[App]:
     """Build the app, and close everything it opened on the way out (``guard_via_daemon``:
     see :func:`open_guard`; ``daemon``: ``serve``, which hashes in worker processes
     when ``hashing.processes`` is on: started now when new passwords get an expensive
-    scheme, else with the first expensive hash)."""
-    directory = await open_directory(config, create=create)
+    scheme, else with the first expensive hash; ``metrics``: where the engine reports)."""
+    backend = await open_backend(config, create=create)
+    directory = backend.directory
     processes = daemon and config.hashing.processes
     hasher = Hasher(
         workers=config.hashing.workers,
@@ -132,11 +186,13 @@ async def running_app(
         # Logged by the pool; the first expensive hash tries again.
         with contextlib.suppress(HashingUnavailable):
             await hasher.start()
-    engine = Engine(
+    engine = build_engine(
+        config,
         directory=directory,
         hasher=hasher,
-        config=config,
         guard=await open_guard(config, via_daemon=guard_via_daemon),
+        metrics=metrics,
+        password_checker=backend.checker,
     )
     await engine.start(sample=daemon)
     app = App(
@@ -160,11 +216,12 @@ async def running_app(
 async def authenticate_and_describe(
     app: App, attempt: AuthAttempt, service: str
 ) -> tuple[AuthOutcome, LookupOutcome | None]:
-    """Decide ``attempt``; on success also fetch the userdb fields. Waits for any
-    rehash the login started, since a one-shot command exits right after."""
+    """Decide ``attempt``; on success also the userdb answer, which the outcome
+    carries (no second directory read). Waits for any rehash the login started,
+    since a one-shot command exits right after."""
     outcome = await app.engine.authenticate(attempt)
     record = (
-        await app.engine.lookup(outcome.user, service=service)
+        UserRecord(user=outcome.user, account=outcome.account, fields=outcome.userdb_fields)
         if isinstance(outcome, Accepted)
         else None
     )
@@ -263,7 +320,7 @@ class Running:
             await self.move_listeners(old, effective)
         except ConfigError as exc:
             log.error("reload: %s; that listener stays where it was", exc)
-        self.app.engine.reconfigure(effective)
+        self.app.engine.reconfigure(effective, **engine_options(effective))
         if self.dovecot is not None:
             self.dovecot.state.reconfigure(effective.dovecot)
         if self.saslauthd is not None:
@@ -429,7 +486,14 @@ async def serve(
         if config.server.pid_file and ready is None
         else None
     )
-    async with running_app(config, daemon=True) as app:
+    metrics: Metrics | None = None
+    if config.http.enabled:
+        from mailwarden.metrics import Metrics, state_collector  # noqa: PLC0415
+
+        metrics = Metrics(services=config.http.metrics_services)
+    async with running_app(config, daemon=True, metrics=metrics) as app:
+        if metrics is not None:
+            metrics.add_collector(state_collector(app.engine))
         count = await app.directory.count()
         dovecot = None
         if config.dovecot.enabled:
@@ -480,11 +544,6 @@ async def serve(
                     inherited=inherited,
                 )
             if config.http.enabled:
-                from mailwarden.metrics import Metrics, state_collector  # noqa: PLC0415
-
-                metrics = Metrics(services=config.http.metrics_services)
-                metrics.add_collector(state_collector(app.engine))
-                app.engine.metrics = metrics
 
                 async def readiness() -> dict[str, str]:
                     return await check_backends(app)

@@ -153,6 +153,25 @@ EMPTY_SERVICES: Mapping[str, bool] = MappingProxyType({})
 
 
 @record
+class Prefetched:
+    """The account ``login`` (a normalised login name) named when a challenge-response
+    exchange asked for its credentials; ``None``: no account has that name."""
+
+    login: str
+    account: Account | None
+
+
+@record
+class StoredCredentials:
+    """What :meth:`Engine.stored_credentials` answers: the credentials for the
+    exchange (fake ones for an unknown name) and the account they came from, which
+    the front end hands back in :attr:`AuthAttempt.prefetched`."""
+
+    value: bytes
+    found: Prefetched | None
+
+
+@record
 class ClientCert:
     """What the front end learnt about the client's TLS certificate."""
 
@@ -189,6 +208,12 @@ class AuthAttempt:
     ``require_master`` is set when the caller asks as a master passdb (Dovecot's
     ``master = yes``, e.g. the HTTP API's ``?mode=master``): only an account
     allowed to act as a master user may pass.
+    ``switches`` (pam_mapi's ``service=a|b``): besides ``service``'s own switch, at
+    least one of these service switches must be on (none listed: no such rule).
+    ``prefetched``: the account a challenge-response exchange already read for its
+    credentials (:meth:`Engine.stored_credentials`), so that the decision does
+    not read the directory a second time. ``realm``: a realm the client named
+    apart from the login (saslauthd), appended to a login without ``@``.
     """
 
     username: str
@@ -207,6 +232,9 @@ class AuthAttempt:
     frontend: str = "internal"
     require_master: bool = False
     debug: bool = False  # the caller asked for a step-by-step log of this decision
+    switches: tuple[str, ...] = ()
+    prefetched: Prefetched | None = None
+    realm: str | None = None
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -230,13 +258,30 @@ class DenyReason(enum.Enum):
 
 @record
 class Accepted:
-    """The login is valid. ``user`` is the canonical login name to act as."""
+    """The login is valid. ``user`` is the canonical login name to act as.
+
+    It carries everything a front end or a one-shot command answers with, so none
+    reads the directory again after the decision: the passdb fields (``nodelay``
+    among them), and the userdb fields of the account acted as
+    (:attr:`userdb_fields`, made only when asked for: most logins never need them).
+    """
 
     user: str
     account: Account
     passdb_fields: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     master_user: str | None = None
     original_user: str | None = None
+    anonymous: bool = False  # the login is the anonymous user's (SASL ANONYMOUS)
+
+    @property
+    def nodelay(self) -> bool:
+        """The passdb's ``nodelay`` field: send the reply without the failure delay."""
+        return "nodelay" in self.passdb_fields
+
+    @property
+    def userdb_fields(self) -> dict[str, str]:
+        """The Dovecot userdb fields of the account acted as (:func:`userdb_fields`)."""
+        return userdb_fields(self.account)
 
 
 @record
@@ -245,12 +290,15 @@ class Denied:
 
     ``message`` is the text the user may see (``None``: the protocol's generic
     failure text). It is only ever set *after* the password was proven right,
-    so it cannot be used to discover which accounts exist.
+    so it cannot be used to discover which accounts exist. ``user`` and
+    ``nodelay`` (the account's passdb asks for no failure delay) likewise: a
+    front end may skip its delay only for a password proven right.
     """
 
     reason: DenyReason
     message: str | None = None
     user: str | None = None
+    nodelay: bool = False
 
 
 @record
@@ -289,6 +337,28 @@ class NotFound:
 
 
 LookupOutcome: TypeAlias = "UserRecord | NotFound | Unavailable"
+
+
+def userdb_fields(account: Account) -> dict[str, str]:
+    """The Dovecot userdb fields of an account, in a stable order."""
+    fields: dict[str, str] = {}
+    if account.home:
+        fields["home"] = account.home
+    if account.mail_location:
+        fields["mail"] = account.mail_location
+    if account.uid_number is not None:
+        fields["uid"] = str(account.uid_number)
+    if account.gid_number is not None:
+        fields["gid"] = str(account.gid_number)
+    rule = []
+    if account.quota_bytes is not None:
+        rule.append(f"bytes={account.quota_bytes}")
+    if account.quota_messages is not None:
+        rule.append(f"messages={account.quota_messages}")
+    if rule:
+        fields["quota_rule"] = "*:" + ":".join(rule)
+    fields.update(account.userdb_fields)
+    return fields
 
 
 def ip_in_nets(ip: str | None, nets: tuple[str, ...]) -> bool:

@@ -19,9 +19,10 @@ import ldap  # type: ignore[import-untyped]
 import pytest
 import pytest_asyncio
 
+from mailwarden.app import build_engine
 from mailwarden.auth.engine import Engine
 from mailwarden.config import LdapConfig
-from mailwarden.directories.base import Directory
+from mailwarden.directories.base import Directory, PasswordChecker
 from mailwarden.directories.ldap import LDAPDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import DirectoryUnavailable, InvalidAccount
@@ -95,10 +96,15 @@ def hasher() -> Iterator[Hasher]:
     h.close()
 
 
-def engine_on(d: Directory, hasher: Hasher, **sections: dict[str, object]) -> Engine:
+def engine_on(
+    d: Directory,
+    hasher: Hasher,
+    checker: PasswordChecker | None = None,
+    **sections: dict[str, object],
+) -> Engine:
     passwords = {"scheme": "SHA512-CRYPT", **sections.pop("passwords", {})}
     config = make_config(passwords=passwords, **sections) if sections or passwords else FAST
-    return Engine(directory=d, hasher=hasher, config=config)
+    return build_engine(config, directory=d, hasher=hasher, password_checker=checker)
 
 
 # --------------------------------------------------------------------------- engine, side by side
@@ -293,7 +299,7 @@ async def test_rebind_mode_verifies_by_binding_as_the_user(
         await search_mode.close()
     d = await LDAPDirectory.open(dataclasses.replace(ldap_config, verify="rebind"))
     try:
-        engine = engine_on(d, hasher, passwords={"rehash": "never"})
+        engine = engine_on(d, hasher, d, passwords={"rehash": "never"})
         assert isinstance(await engine.authenticate(attempt("eve@example.org", "pw")), Accepted)
         assert await engine.authenticate(attempt("eve", "nope")) == Denied(
             reason=DenyReason.CREDENTIALS
@@ -318,7 +324,7 @@ async def test_rebind_mode_binds_for_unknown_users_too_instead_of_hashing(
     d = await LDAPDirectory.open(dataclasses.replace(ldap_config, verify="rebind"))
     try:
         await d.create(Account(uid="zoe", password="pw"))
-        engine = engine_on(d, recorder, passwords={"rehash": "never"})
+        engine = engine_on(d, recorder, d, passwords={"rehash": "never"})
         assert await engine.authenticate(attempt("ghost", "pw")) == Denied(
             reason=DenyReason.CREDENTIALS
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from mailwarden.auth.engine import Engine
+from mailwarden.app import build_engine
 from mailwarden.config import LdapConfig
 from mailwarden.directories.base import Directory
 from mailwarden.directories.ldap import LDAPDirectory
@@ -43,7 +43,7 @@ def hasher() -> Iterator[Hasher]:
 
 async def serving(directory: Directory, hasher: Hasher, root: Path) -> DovecotServer:
     config = config_with()
-    engine = Engine(directory=directory, hasher=hasher, config=config)
+    engine = build_engine(config, directory=directory, hasher=hasher)
     return await start_dovecot(engine, config.dovecot, resolve=lambda p: root / p)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailwarden import schemes
-from mailwarden.auth.engine import Engine
+from mailwarden.app import build_engine
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.frontends.dovecot import DovecotServer, start_dovecot
@@ -254,7 +254,7 @@ class ThreadedFrontends:
                 await directory.create(account)
         hasher = Hasher(workers=2)
         self._hashers.append(hasher)
-        engine = Engine(directory=directory, hasher=hasher, config=config)
+        engine = build_engine(config, directory=directory, hasher=hasher)
         self._servers.append(
             await start_dovecot(engine, config.dovecot, resolve=lambda p: root / p)
         )

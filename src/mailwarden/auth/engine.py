@@ -2,8 +2,18 @@
 
 Every front end (Dovecot sockets, HTTP, saslauthd, checkpassword, PAM, the CLI)
 builds an :class:`~mailwarden.model.AuthAttempt` and calls
-:meth:`Engine.authenticate`, or asks :meth:`Engine.lookup` for userdb fields.
-Nothing else decides whether a login is valid.
+:meth:`Engine.authenticate`, or asks :meth:`Engine.lookup` for userdb fields,
+:meth:`Engine.account_state` whether an account may use a service now (PAM's
+``account`` phase, the web session), and :meth:`Engine.forget` to drop what is
+remembered about a user. Nothing else decides whether a login is valid.
+
+The engine orchestrates; the rules live in two parts beside it:
+:mod:`~mailwarden.auth.passwords` (the password context: verify, dummy verify,
+challenge-response credentials, rehash) and :mod:`~mailwarden.auth.access` (the
+access policy: status, service switches, networks, master users, anonymous,
+nodelay, passdb and proxy fields). The engine reads the directory **once** per
+login, and its outcome carries everything the front ends answer with, so none
+reads it again.
 
 Rules, and why:
 
@@ -27,36 +37,34 @@ Rules, and why:
 * **Rehash on login** runs after the reply is decided, in the background, with a
   compare-and-swap write: a slow or failing rehash never delays or fails a login,
   and a password changed meanwhile is never overwritten.
-* **A directory may verify passwords itself.** If it has a method
-  ``verify_password(account, password: bytes) -> bool | None`` (the LDAP
-  directory in rebind mode: a bind as the user's entry), the engine asks it
-  first for an existing account; ``None`` means "verify the stored value here".
-  Unknown users still pay for the dummy hash; an outage during the check is a
-  DirectoryUnavailable, so still ``Unavailable``, never a wrong password.
+* **A directory may verify passwords itself.** app.py hands such a directory (the
+  LDAP directory in rebind mode: a bind as the user's entry) to the engine as its
+  :class:`~mailwarden.directories.base.PasswordChecker`; it is asked first, also
+  for an unknown name. Unknown users pay the same as known ones; an outage during
+  the check is a DirectoryUnavailable, so still ``Unavailable``, never a wrong password.
+* **The engine takes no front-end configuration.** Which challenge-response
+  mechanisms are offered (they keep credential-capable values from being
+  rehashed) and who the anonymous user is come in as arguments; whether a front
+  end offers ANONYMOUS is said per attempt (``anonymous_offered``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
-import contextlib
-import hashlib
-import hmac
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Protocol, TypeAlias
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from typing import Any, Protocol
 
-from mailwarden import schemes
+from mailwarden.auth.access import AccessPolicy, Names, visible_passdb_fields
 from mailwarden.auth.dummies import DummyHashes
-from mailwarden.auth.usernames import UsernameRules
+from mailwarden.auth.passwords import PasswordContext
 from mailwarden.config import Config
-from mailwarden.directories.base import Directory
-from mailwarden.errors import SchemeError, TemporaryFailure
+from mailwarden.directories.base import Directory, PasswordChecker
+from mailwarden.errors import TemporaryFailure
 from mailwarden.guard.logincache import LoginCache
-from mailwarden.guard.policy import Guard, unknown_subject
+from mailwarden.guard.policy import ACCOUNT_PREFIX, Guard, unknown_subject
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import (
     Accepted,
@@ -64,69 +72,25 @@ from mailwarden.model import (
     AccountStatus,
     AuthAttempt,
     AuthOutcome,
-    CredentialProof,
     Denied,
     DenyReason,
     LookupOutcome,
     NotFound,
     Password,
+    Prefetched,
+    StoredCredentials,
     Unavailable,
     UserRecord,
-    ip_in_nets,
     outcome_label,
+    userdb_fields,
 )
-from mailwarden.records import record
-from mailwarden.schemes import scram
-from mailwarden.schemes.base import HashPolicy, StoredHash
+
+__all__ = ["Engine", "MetricsSink", "userdb_fields"]
 
 log = logging.getLogger("mailwarden.auth")
 # Step-by-step lines of a decision the caller asked to debug (Dovecot's ``debug``
 # parameter). setup_logging() lets this logger through at any configured level.
 trace = logging.getLogger("mailwarden.debug")
-
-# passdb fields that steer the engine itself and are never sent to a client
-# (Dovecot calls these "hidden"; see reference §3).
-HIDDEN_PASSDB_FIELDS = frozenset(
-    {
-        "user",
-        "login_user",
-        "password",
-        "password_noscheme",
-        "allow_nets",
-        "allow_real_nets",
-        "fail",
-        "delay_until",
-    }
-)
-
-# Mechanisms that need stored credentials (schemes.CREDENTIAL_SCHEMES) rather than a hash.
-CHALLENGE_MECHANISMS = frozenset({"CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "APOP"})
-
-#: Parsed stored passwords remembered by one engine (then forgotten all at once).
-PARSED_CACHE_SIZE = 10_000
-
-# Byte lengths of the raw credentials each challenge-response scheme yields, used to
-# shape fake credentials for unknown users so the exchange looks the same.
-_FAKE_SHAPES: Mapping[str, int] = {"CRAM-MD5": 32, "HMAC-MD5": 32, "DIGEST-MD5": 16, "PLAIN": 16}
-_SCRAM_DIGESTS: Mapping[str, str] = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
-
-
-def policy_from_config(config: Config) -> HashPolicy:
-    return config.passwords.hash_policy()
-
-
-# A stored password parsed: the value, whether it is heavy to verify, whether the
-# policy wants it rehashed.
-_Parsed: TypeAlias = tuple[StoredHash, bool, bool]
-
-
-@record
-class _Names:
-    """Who authenticates and who they act as, after normalisation."""
-
-    authcid: str | None
-    target: str | None  # None: not a master login
-    original: str
 
 
 class MetricsSink(Protocol):
@@ -140,7 +104,8 @@ class MetricsSink(Protocol):
 
 
 class Engine:
-    """authenticate() / lookup() / iterate(): the only policy entry points."""
+    """authenticate() / lookup() / account_state() / forget() / iterate(): the only
+    policy entry points."""
 
     def __init__(
         self,
@@ -150,37 +115,65 @@ class Engine:
         config: Config,
         guard: Guard | None = None,
         cache: LoginCache | None = None,
+        metrics: MetricsSink | None = None,
+        password_checker: PasswordChecker | None = None,
+        mechanisms: Iterable[str] = (),
+        anonymous_user: str | None = None,
     ) -> None:
+        """``password_checker``: a directory that verifies passwords itself (LDAP
+        rebind); ``mechanisms``: the SASL mechanisms the front ends offer (ANONYMOUS
+        among them lets the anonymous user in; challenge-response ones keep their
+        accounts' values from being rehashed); ``anonymous_user``: who SASL
+        ANONYMOUS logs in as (app.py passes the Dovecot front end's settings)."""
         self.directory = directory
         self.hasher = hasher
-        self._use(config)
+        self.metrics = metrics
+        self._mechanisms = frozenset(m.upper() for m in mechanisms)
+        self._anonymous_user = anonymous_user
+        policy = config.passwords.hash_policy()
         self.guard = guard if guard is not None else Guard(config.guard)
         self.cache = (
-            cache if cache is not None else LoginCache(config.cache, policy_tag=repr(self.policy))
+            cache if cache is not None else LoginCache(config.cache, policy_tag=repr(policy))
         )
-        self.metrics: MetricsSink | None = None
+        self.passwords = PasswordContext(
+            hasher=hasher,
+            cache=self.cache,
+            config=config.passwords,
+            max_length=config.auth.max_password_length,
+            checker=password_checker,
+            challenge_mechanisms=self._mechanisms,
+        )
+        self._use(config)
         self.decisions: collections.Counter[str] = collections.Counter()  # for `status`
-        self._secret = secrets.token_bytes(32)
         self._background: set[asyncio.Task[None]] = set()
-        self.dummies = DummyHashes()
 
     def _use(self, config: Config) -> None:
         """Everything the engine derives from its config (at start and on SIGHUP)."""
         self.config = config
-        self.policy = policy_from_config(config)
-        self.rules = UsernameRules.from_config(config.auth)
-        self._login_by = config.directory.login_attributes
-        # account.password -> (parsed, heavy): parsing and classifying the same few
-        # stored values on every login costs more than the rest of a cached login.
-        self._parsed: dict[str, _Parsed | None] = {}
-        self._verifier = getattr(self.directory, "verify_password", None)
-        # Optional: a number that changes on every write (Directory.data_version).
-        self._data_version: Callable[[], int | None] | None = getattr(
-            self.directory, "data_version", None
+        self.passwords.reconfigure(
+            config.passwords,
+            max_length=config.auth.max_password_length,
+            challenge_mechanisms=self._mechanisms,
         )
-        self._challenge_mechanisms = CHALLENGE_MECHANISMS & {
-            m.upper() for m in config.dovecot.mechanisms
-        }
+        self.policy = self.passwords.policy
+        self.access = AccessPolicy(
+            config.auth,
+            config.cluster,
+            anonymous_user=self._anonymous_user,
+            anonymous_offered="ANONYMOUS" in self._mechanisms,
+        )
+        self.rules = self.access.rules
+        self._login_by = config.directory.login_attributes
+
+    @property
+    def dummies(self) -> DummyHashes:
+        """What an unknown name's verification costs (the password context's)."""
+        return self.passwords.dummies
+
+    @property
+    def anonymous_user(self) -> str | None:
+        """Who SASL ANONYMOUS logs in as (None: nobody)."""
+        return self._anonymous_user
 
     # ------------------------------------------------------------------ authenticate
 
@@ -196,12 +189,22 @@ class Engine:
             self.metrics.auth(attempt, outcome, time.perf_counter() - started)
         return outcome
 
-    def reconfigure(self, config: Config) -> None:
-        """SIGHUP: the new config's policy for every decision from now on.
+    def reconfigure(
+        self,
+        config: Config,
+        *,
+        mechanisms: Iterable[str] | None = None,
+        anonymous_user: str | None = None,
+    ) -> None:
+        """SIGHUP: the new config's policy for every decision from now on (and the
+        front ends' new mechanisms and anonymous user, when ``mechanisms`` is given).
 
         The directory, hashing pool and guard store stay (changing them needs a
         restart, app.reload says which keys); caches are flushed by the caller.
         """
+        if mechanisms is not None:
+            self._mechanisms = frozenset(m.upper() for m in mechanisms)
+            self._anonymous_user = anonymous_user
         self._use(config)
         self.guard.reconfigure(config.guard)
         self.cache.reconfigure(config.cache, policy_tag=repr(self.policy))
@@ -211,9 +214,10 @@ class Engine:
         and learn in the background what the directory's stored values cost
         (``sample``; else at the first unknown name: dummies.py)."""
         await self.guard.subscribe_flush(self.cache.flush)
-        self.dummies.sample_from(self.directory, self._stored)
+        dummies = self.passwords.dummies
+        dummies.sample_from(self.directory, self.passwords.stored)
         if sample:
-            task = self.dummies.start_sampling()
+            task = dummies.start_sampling()
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -222,7 +226,8 @@ class Engine:
             trace.info("session=%s " + message, attempt.session or "-", *args)
 
     async def _authenticate(self, attempt: AuthAttempt) -> AuthOutcome:
-        names = self._split_names(attempt)
+        access = self.access
+        names = access.split_names(attempt)
         debug = attempt.debug  # the _trace calls are guarded: their arguments cost too
         if debug:
             self._trace(
@@ -240,7 +245,11 @@ class Engine:
                     attempt, "source %s is banned (%s): refused unchecked", source.ip, banned
                 )
             return Denied(reason=DenyReason.BLOCKED)
-        account = await self._find_login(names.authcid)
+        prefetched = attempt.prefetched
+        if prefetched is not None and prefetched.login == names.authcid:
+            account = prefetched.account  # read when the exchange asked for credentials
+        else:
+            account = await self._find_login(names.authcid)
         if debug:
             self._trace(attempt, "account: %s", account.uid if account is not None else "not found")
         # The guard counts and slows a name that matches no account exactly as it
@@ -268,38 +277,40 @@ class Engine:
         assert account is not None  # _credentials_valid is False for a missing account
         if source is not None:
             await self.guard.succeeded(source, account.uid)
+        return await self._authorize(attempt, account, names)
+
+    async def _authorize(self, attempt: AuthAttempt, account: Account, names: Names) -> AuthOutcome:
+        """The access policy for ``account``, whose credentials were just proven."""
+        access = self.access
         if attempt.require_master and not account.master:
-            return Denied(reason=DenyReason.AUTHZ, user=account.uid)
-        if (denied := self._account_usable(account, attempt)) is not None:
-            if debug:
+            return access.authz_refusal(account)
+        if (denied := access.refusal(account, attempt.service, attempt.switches)) is not None:
+            if attempt.debug:
                 self._trace(attempt, "credentials valid, but refused: %s", denied.reason.value)
             return denied
-        if account.allow_nets and not ip_in_nets(attempt.remote_ip, account.allow_nets):
-            return Denied(reason=DenyReason.NETWORK, user=account.uid)
+        if (denied := access.network_refusal(account, attempt.remote_ip)) is not None:
+            return denied
         acting = account
         master_user: str | None = None
         if names.target is not None:
             if not account.master:
-                return Denied(reason=DenyReason.AUTHZ, user=account.uid)
+                return access.authz_refusal(account)
             target = await self.directory.find(names.target, by=self._login_by)
             if target is None:
-                return Denied(reason=DenyReason.AUTHZ, user=account.uid)
-            if (denied := self._account_usable(target, attempt)) is not None:
+                return access.authz_refusal(account)
+            if (denied := access.refusal(target, attempt.service, attempt.switches)) is not None:
                 return denied
             acting, master_user = target, account.uid
-        self._maybe_rehash(attempt, account)
-        passdb = acting.passdb_fields
-        fields = (
-            {k: v for k, v in passdb.items() if k not in HIDDEN_PASSDB_FIELDS} if passdb else {}
-        )
-        if self.config.cluster.enabled:
-            fields.update(self._proxy_fields(acting, attempt.service))
+        credentials = attempt.credentials
+        if isinstance(credentials, Password) and self.passwords.needs_update(account, credentials):
+            self._background_task(self._rehash(account, credentials))
         return Accepted(
             user=acting.uid,
             account=acting,
-            passdb_fields=fields,
+            passdb_fields=access.passdb_fields(acting, attempt.service),
             master_user=master_user,
             original_user=names.original,
+            anonymous=access.is_anonymous(acting.uid),
         )
 
     async def _find_login(self, authcid: str | None) -> Account | None:
@@ -308,7 +319,7 @@ class Engine:
         if authcid is None:
             return None
         # Read before the lookup: a write that lands during it voids the entry.
-        version = self._data_version() if self._data_version is not None else None
+        version = self.directory.data_version()
         if self.cache.unknown(authcid, version):
             return None
         account = await self.directory.find(authcid, by=self._login_by)
@@ -316,60 +327,12 @@ class Engine:
             self.cache.remember_unknown(authcid, version)
         return account
 
-    def _proxy_fields(self, account: Account, service: str) -> dict[str, str]:
-        """qmail-ldap clustering as Dovecot proxy fields (docs/classic-interfaces.md).
-
-        Only after the login was accepted (so a disabled account bounces here and is
-        never forwarded), and only for an account whose ``mail_host`` is another
-        host than ``cluster.me``: Dovecot, nginx or checkpassword then forward the
-        session to that host instead of serving it locally.
-        """
-        cluster = self.config.cluster
-        host = account.mail_host
-        if not cluster.enabled or not host or host.lower() == cluster.me.lower():
-            return {}
-        fields = {cluster.proxy: "", "host": host, "destuser": account.uid}
-        port = {"pop3": cluster.pop3_port, "imap": cluster.imap_port}.get(service.lower())
-        if port is not None:
-            fields["port"] = str(port)
-        return fields
-
-    def _split_names(self, attempt: AuthAttempt) -> _Names:
-        login = attempt.username
-        target: str | None = attempt.authzid or None
-        sep = self.config.auth.master_user_separator
-        if target is None and sep and sep in login:
-            # Dovecot splits at the *first* separator: "target*master".
-            target, login = login.split(sep, 1)
-        authcid = self.rules.normalise(login)
-        norm_target = self.rules.normalise(target) if target is not None else None
-        if target is not None and norm_target is None:
-            authcid = None  # an impossible target name: fail like any bad login
-        if norm_target == authcid:
-            norm_target = None  # authzid == authcid (doveadm sends both) is no master login
-        return _Names(authcid=authcid, target=norm_target, original=attempt.username)
-
-    def _account_usable(self, account: Account, attempt: AuthAttempt) -> Denied | None:
-        if account.status is not AccountStatus.ACTIVE:
-            return Denied(
-                reason=DenyReason.DISABLED,
-                message=self.config.auth.disabled_message,
-                user=account.uid,
-            )
-        if not account.service_enabled(attempt.service):
-            return Denied(
-                reason=DenyReason.SERVICE_DISABLED,
-                message=self.config.auth.service_disabled_message,
-                user=account.uid,
-            )
-        return None
-
     async def _credentials_valid(
         self, attempt: AuthAttempt, account: Account | None, authcid: str | None
     ) -> bool:
         creds = attempt.credentials
         if creds is None and attempt.mechanism.upper() == "ANONYMOUS":
-            return self._anonymous_allowed(account, authcid)
+            return self.access.anonymous_allowed(account, authcid)
         if creds is None:
             # EXTERNAL: the front end verified the client certificate; it names the user.
             cert = attempt.client_cert
@@ -381,135 +344,17 @@ class Engine:
                 and self.rules.normalise(cert.username) == authcid
             )
         if isinstance(creds, Password):
-            return await self._password_valid(creds, account, authcid)
-        return await self._proof_valid(creds, account, authcid)
-
-    def _anonymous_allowed(self, account: Account | None, authcid: str | None) -> bool:
-        """SASL ANONYMOUS (RFC 4505): a login without credentials, as one fixed user.
-
-        Dovecot lets ANONYMOUS in as ``auth_anonymous_username`` without asking a
-        passdb. Here it is accepted only when all of these hold: the administrator
-        listed ANONYMOUS in ``dovecot.mechanisms`` (the only place it can be offered,
-        so no other front end can smuggle it in), the login names exactly the
-        configured anonymous user, and that user exists as an account. The last
-        rule keeps the usual checks (status, per-service switches, networks) in
-        force for anonymous logins: disabling the account turns them off.
-        """
-        dovecot = self.config.dovecot
-        offered = "ANONYMOUS" in (mech.upper() for mech in dovecot.mechanisms)
-        anonymous = self.rules.normalise(dovecot.anonymous_username)
-        return offered and account is not None and anonymous is not None and authcid == anonymous
-
-    async def _password_valid(
-        self, password: Password, account: Account | None, authcid: str | None
-    ) -> bool:
-        too_long = len(password.value) > self.config.auth.max_password_length
-        verifier = self._verifier
-        if verifier is not None and not too_long:
-            # A directory that verifies by itself (LDAP rebind, see module docstring)
-            # answers True/False; None means "check the stored value as usual". An
-            # unknown user is asked about too (account None): the directory then does
-            # the same work against an entry nobody has, instead of the dummy hash,
-            # whose cost would differ from a bind and give the account away.
-            verdict: bool | None = await verifier(account, password.value)
-            if verdict is not None:
-                return verdict and account is not None
-        parsed = self._parse(account) if not too_long else None
-        if parsed is None:
-            # Unknown user, no password, unusable hash: pay the same price anyway
-            # (and remember the refusal as for an account, so a repeat costs the same).
-            name = account.uid if account is not None else (authcid or "")
-            if self.cache.rejected(name, "", password.value):
-                return False
-            if schemes.is_heavy(await self._dummy_verify(password, name)):
-                self.cache.remember_rejected(name, "", password.value)
-            return False
-        assert account is not None
-        # Only expensive schemes are cached: for the others a hash is as cheap as a hit.
-        stored, cached, _ = parsed
-        self.dummies.observe(account.uid, account.password, stored)
-        if cached and self.cache.verified(account.uid, account.password, password.value):
-            return True
-        if cached and self.cache.rejected(account.uid, account.password, password.value):
-            return False
-        try:
-            ok = await self.hasher.verify(password.value, stored, user=authcid or "", heavy=cached)
-        except SchemeError as exc:
-            log.error("account %s: password value cannot be verified: %s", account.uid, exc)
-            return False
-        if cached:
-            if ok:
-                self.cache.remember(account.uid, account.password, password.value)
-            else:
-                self.cache.remember_rejected(account.uid, account.password, password.value)
-        return ok
-
-    def _stored(self, account: Account | None) -> StoredHash | None:
-        """The account's parsed password, or None (no account, no password, unusable)."""
-        parsed = self._parse(account)
-        return parsed[0] if parsed is not None else None
-
-    def _parse(self, account: Account | None) -> _Parsed | None:
-        """The account's parsed password, whether it is heavy to verify and whether the
-        policy wants it rehashed, or None (no account, no password, unusable);
-        remembered per stored value (the policy is fixed until :meth:`_use` drops it)."""
-        if account is None or not account.password:
-            return None
-        value = account.password
-        try:
-            return self._parsed[value]
-        except KeyError:
-            pass
-        try:
-            stored = schemes.parse(value, default_scheme=self.config.passwords.default_scheme)
-        except SchemeError as exc:
-            log.error("account %s has an unusable password value: %s", account.uid, exc)
-            parsed = None
-        else:
-            weaker = self.config.passwords.rehash != "never" and schemes.needs_rehash(
-                stored, self.policy
-            )
-            parsed = (stored, schemes.is_heavy(stored), weaker)
-        if len(self._parsed) >= PARSED_CACHE_SIZE:
-            self._parsed.clear()
-        self._parsed[value] = parsed
-        return parsed
-
-    async def _dummy_verify(self, password: Password, name: str) -> StoredHash:
-        """Verify ``password`` against a value as costly as ``name``'s would be if it
-        existed (dummies.py); the verdict is discarded. Returns the value used."""
-        dummy = await self.dummies.value_for(name, self.policy)
-        with contextlib.suppress(SchemeError):  # a value that verifies nothing cost as much
-            await self.hasher.verify(password.value, dummy)
-        return dummy
-
-    async def _proof_valid(
-        self, proof: CredentialProof, account: Account | None, authcid: str | None
-    ) -> bool:
-        stored = self._stored(account)
-        if stored is not None and authcid is not None:
-            # The stored scheme itself first (its credentials are what they are), then
-            # PLAIN: a SCRAM proof made against credentials derived from a plaintext
-            # with a salt of that moment verifies against the plaintext.
-            order = sorted(proof.schemes, key=lambda s: (s != stored.scheme, s != "PLAIN"))
-            for scheme in order:
-                creds = schemes.credentials(stored, scheme, user=authcid)
-                if creds is not None:
-                    return await self._check_proof(proof, scheme, creds)
-        # No usable credentials: check against fake ones so the work done is the same.
-        scheme = proof.schemes[0] if proof.schemes else "PLAIN"
-        await self._check_proof(proof, scheme, self._fake_credentials(authcid or "", scheme))
-        return False
-
-    async def _check_proof(self, proof: CredentialProof, scheme: str, credentials: bytes) -> bool:
-        # A proof checked against a plaintext password may run PBKDF2 (SCRAM): keep
-        # it off the event loop, under the hasher's queue limit like any hash.
-        return await self.hasher.run(lambda: proof.check(scheme, credentials))
+            return await self.passwords.verify(creds, account, authcid or "")
+        return await self.passwords.verify_proof(creds, account, authcid)
 
     # ------------------------------------------------------------------ credentials
 
-    async def credentials(self, username: str, scheme: str) -> bytes | Unavailable:
-        """Stored credentials of ``username`` in ``scheme``, for challenge-response SASL.
+    async def stored_credentials(
+        self, username: str, scheme: str
+    ) -> StoredCredentials | Unavailable:
+        """Stored credentials of ``username`` in ``scheme``, for challenge-response SASL,
+        and the account they came from: the front end hands ``found`` back in
+        :attr:`AuthAttempt.prefetched`, so the decision reads the directory no second time.
 
         Unknown users and accounts whose stored scheme cannot yield ``scheme`` get
         deterministic fake credentials: the exchange proceeds identically and
@@ -518,33 +363,17 @@ class Engine:
         """
         authcid = self.rules.normalise(username)
         try:
-            account = await self.directory.find(authcid, by=self._login_by) if authcid else None
+            account = await self._find_login(authcid)
         except TemporaryFailure as exc:
             return Unavailable(detail=str(exc))
-        stored = self._stored(account)
-        if stored is not None and authcid is not None:
-            try:
-                creds = schemes.credentials(stored, scheme, user=authcid)
-            except SchemeError:
-                creds = None
-            if creds is not None:
-                return creds
-        return self._fake_credentials(authcid or username, scheme)
+        value = self.passwords.credentials(account, authcid or username, scheme)
+        found = Prefetched(login=authcid, account=account) if authcid is not None else None
+        return StoredCredentials(value=value, found=found)
 
-    def _fake_credentials(self, user: str, scheme: str) -> bytes:
-        seed = hmac.digest(self._secret, f"{scheme}\0{user}".encode(), "sha256")
-        digest = _SCRAM_DIGESTS.get(scheme.upper())
-        if digest is not None:
-            size = hashlib.new(digest).digest_size
-            salt = base64.b64encode(seed[:16]).decode()
-            key1 = base64.b64encode(hashlib.new(digest, seed + b"1").digest()[:size]).decode()
-            key2 = base64.b64encode(hashlib.new(digest, seed + b"2").digest()[:size]).decode()
-            # Same iteration count as credentials derived from a stored plaintext
-            # (schemes.credentials), or the count would tell such accounts apart
-            # from unknown users.
-            return f"{scram.MIN_ITERATIONS},{salt},{key1},{key2}".encode()
-        size = _FAKE_SHAPES.get(scheme.upper(), 16)
-        return (seed * (size // len(seed) + 1))[:size]
+    async def credentials(self, username: str, scheme: str) -> bytes | Unavailable:
+        """:meth:`stored_credentials` without the account (for callers that keep none)."""
+        stored = await self.stored_credentials(username, scheme)
+        return stored if isinstance(stored, Unavailable) else stored.value
 
     # ------------------------------------------------------------------ userdb
 
@@ -567,8 +396,30 @@ class Engine:
         found = await self._find_existing(user)
         if not isinstance(found, Account):
             return found
-        fields = {k: v for k, v in found.passdb_fields.items() if k not in HIDDEN_PASSDB_FIELDS}
-        return UserRecord(user=found.uid, account=found, fields=fields)
+        return UserRecord(
+            user=found.uid, account=found, fields=visible_passdb_fields(found.passdb_fields)
+        )
+
+    async def account_state(
+        self, user: str, service: str, *, switches: tuple[str, ...] = ()
+    ) -> UserRecord | Denied | NotFound | Unavailable:
+        """Whether ``user``'s account may use ``service`` now, with no credentials:
+        PAM's ``account`` phase, and a web session that was opened earlier.
+
+        One directory read and the access policy's status and switch rules
+        (``switches``: pam_mapi's OR-list, as on :class:`AuthAttempt`): the account
+        and its userdb fields when it may, ``Denied(DISABLED | SERVICE_DISABLED)``
+        with the configured message when it may not, ``NotFound`` (also a deleted
+        account), ``Unavailable`` when the directory cannot answer. Networks and
+        master users are not checked here: they concern a login, not an account.
+        """
+        found = await self._find_existing(user)
+        if not isinstance(found, Account):
+            return found
+        denied = self.access.refusal(found, service, switches)
+        if denied is not None:
+            return denied
+        return UserRecord(user=found.uid, account=found, fields=userdb_fields(found))
 
     async def _find_existing(self, user: str) -> Account | NotFound | Unavailable:
         """The account a lookup names, unless it is deleted; never raises for outages."""
@@ -588,24 +439,55 @@ class Engine:
         async for uid in self.directory.iterate():
             yield uid
 
+    # ------------------------------------------------------------------ forgetting
+
+    async def forget(self, users: list[str] | None) -> int:
+        """Forget what is remembered about ``users`` (uids or login names; None:
+        everyone): the one entry point of every explicit flush (Dovecot's
+        ``CACHE-FLUSH``, ``POST /api/v1/cache/flush``, the control socket's
+        ``cache.flush``, so ``mailwarden cache flush``).
+
+        The rule (docs/guard.md, "Administration"): the named users' cached logins
+        are dropped, in this process and, with a shared guard store, in every
+        process; and each named account's brute-force protection is lifted, because
+        a flush is how an administrator helps a user who is locked out. Forgetting
+        everyone drops every cached login and lifts no protection (``mailwarden
+        guard unblock --all`` does that). Returns how many cache entries this
+        process dropped.
+        """
+        if users is None:
+            return await self.flush_cache(None)
+        names = await self._cache_names(users)
+        dropped = await self._flush_names(names)
+        for name in dict.fromkeys(n.lower() for n in names):
+            await self.guard.unblock(ACCOUNT_PREFIX + name)
+        return dropped
+
     async def flush_cache(self, users: list[str] | None = None) -> int:
         """Forget cached logins of ``users`` (uids or login names; None: all), in this
-        process and, with a shared guard store, in every process. Returns how many
-        entries this process dropped."""
-        names = None
-        if users is not None:
-            names = list(users)
-            for user in users:
-                # The cache is keyed by uid: find the uid an address belongs to.
-                authcid = self.rules.normalise(user)
-                try:
-                    account = await self.directory.find(authcid) if authcid else None
-                except TemporaryFailure:
-                    account = None
-                if account is not None:
-                    names.append(account.uid)
-                if authcid:
-                    names.append(authcid)
+        process and, with a shared guard store, in every process; protection stays
+        (account edits call this; explicit flushes call :meth:`forget`). Returns how
+        many entries this process dropped."""
+        names = await self._cache_names(users) if users is not None else None
+        return await self._flush_names(names)
+
+    async def _cache_names(self, users: list[str]) -> list[str]:
+        """``users`` and, for each that names an account, its uid (the key of the
+        cache and of the guard's protection)."""
+        names = list(users)
+        for user in users:
+            authcid = self.rules.normalise(user)
+            try:
+                account = await self.directory.find(authcid) if authcid else None
+            except TemporaryFailure:
+                account = None
+            if account is not None:
+                names.append(account.uid)
+            if authcid:
+                names.append(authcid)
+        return names
+
+    async def _flush_names(self, names: list[str] | None) -> int:
         dropped = self.cache.flush(names)
         if self.guard.shared:
             await self.guard.publish_flush(names)
@@ -613,28 +495,14 @@ class Engine:
 
     # ------------------------------------------------------------------ rehash
 
-    def _maybe_rehash(self, attempt: AuthAttempt, account: Account) -> None:
-        if self.config.passwords.rehash == "never":
-            return
-        if not isinstance(attempt.credentials, Password):
-            return
-        parsed = self._parse(account)
-        if parsed is None or not parsed[2]:
-            return
-        stored = parsed[0]
-        if stored.scheme in schemes.CREDENTIAL_SCHEMES and self._challenge_mechanisms:
-            # The account's credentials serve CRAM-MD5/DIGEST-MD5/SCRAM/APOP logins;
-            # an argon2 hash could not, so upgrading would lock those clients out.
-            return
-        task = asyncio.get_running_loop().create_task(self._rehash(account, attempt.credentials))
+    def _background_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _rehash(self, account: Account, password: Password) -> None:
         try:
-            new = await self.hasher.generate(
-                password.value, self.policy.scheme, user=account.uid, policy=self.policy
-            )
+            new = await self.passwords.new_value(password, account.uid)
             wrote = await self.directory.set_password(account.uid, new, expected=account.password)
         except Exception:  # a failed upgrade must never affect logins; log and move on
             log.exception("rehash of %s failed; the old hash stays", account.uid)
@@ -687,25 +555,3 @@ class Engine:
                 }
             },
         )
-
-
-def userdb_fields(account: Account) -> dict[str, str]:
-    """The Dovecot userdb fields of an account, in a stable order."""
-    fields: dict[str, str] = {}
-    if account.home:
-        fields["home"] = account.home
-    if account.mail_location:
-        fields["mail"] = account.mail_location
-    if account.uid_number is not None:
-        fields["uid"] = str(account.uid_number)
-    if account.gid_number is not None:
-        fields["gid"] = str(account.gid_number)
-    rule = []
-    if account.quota_bytes is not None:
-        rule.append(f"bytes={account.quota_bytes}")
-    if account.quota_messages is not None:
-        rule.append(f"messages={account.quota_messages}")
-    if rule:
-        fields["quota_rule"] = "*:" + ":".join(rule)
-    fields.update(account.userdb_fields)
-    return fields

@@ -88,10 +88,8 @@ def pw(
             fail_doveadm("reverse password verification check failed: Password mismatch")
         click.echo(f"{test_hash} (verified)")
         return
-    from mailwarden.auth.engine import policy_from_config  # noqa: PLC0415 - cheap, keeps pw lean
-
     value = schemes.generate(
-        password, name, user=user, rounds=rounds, policy=policy_from_config(cfg)
+        password, name, user=user, rounds=rounds, policy=cfg.passwords.hash_policy()
     )
     if reverse_verify and not schemes.verify(password, schemes.parse(value), user=user):
         fail_doveadm("reverse password verification check failed: Password mismatch")

@@ -18,10 +18,9 @@ from mailwarden.cli.common import (
 )
 from mailwarden.model import (
     Accepted,
-    Account,
-    AccountStatus,
     AuthAttempt,
     Denied,
+    DenyReason,
     NotFound,
     Password,
     Unavailable,
@@ -109,11 +108,6 @@ def _pam_log(message: str) -> None:
     sys.stderr.write(f"mailwarden pam: {message}\n")
 
 
-def _switches_on(account: Account, services: tuple[str, ...]) -> bool:
-    """pam_mapi's service=a|b: at least one listed switch is on (OR); none listed: true."""
-    return not services or any(account.service_enabled(s) for s in services)
-
-
 def _pam_auth(
     ctx: click.Context,
     user: str,
@@ -129,6 +123,7 @@ def _pam_auth(
         service=service,
         remote_ip=os.environ.get("PAM_RHOST") or None,
         frontend="pam",
+        switches=services,  # pam_mapi's service=a|b: the engine's access policy decides
     )
 
     async def go(app: App) -> Any:
@@ -142,9 +137,6 @@ def _pam_auth(
         return PAM_AUTHINFO_UNAVAIL
     match outcome:
         case Accepted():
-            if not _switches_on(outcome.account, services):
-                _pam_log(f"{user}: none of {'|'.join(services)} is enabled")
-                return PAM_AUTH_ERR
             return PAM_SUCCESS
         case Denied():
             if not quiet or outcome.message is not None:
@@ -158,7 +150,7 @@ def _pam_auth(
 
 def _pam_account(ctx: click.Context, user: str, service: str, services: tuple[str, ...]) -> int:
     async def go(app: App) -> Any:
-        return await app.engine.lookup(user, service=service)
+        return await app.engine.account_state(user, service, switches=services)
 
     try:
         record = run_with_app(ctx, go)
@@ -166,14 +158,13 @@ def _pam_account(ctx: click.Context, user: str, service: str, services: tuple[st
         return PAM_AUTHINFO_UNAVAIL
     match record:
         case UserRecord():
-            account = record.account
-            if account.status is not AccountStatus.ACTIVE:
-                _pam_log(f"{user}: account is {account.status.value}")
-                return PAM_ACCT_EXPIRED
-            if not account.service_enabled(service) or not _switches_on(account, services):
-                _pam_log(f"{user}: service not enabled")
-                return PAM_ACCT_EXPIRED
             return PAM_SUCCESS
+        case Denied():
+            if record.reason is DenyReason.DISABLED:
+                _pam_log(f"{user}: account is disabled")
+            else:
+                _pam_log(f"{user}: service not enabled")
+            return PAM_ACCT_EXPIRED
         case NotFound():
             return PAM_USER_UNKNOWN
         case Unavailable():

@@ -10,10 +10,8 @@ Logins are matched case-insensitively: directories store uid and addresses as
 given but look them up lower-cased (the engine has already applied
 ``auth_username_format``).
 
-Optional methods, looked up with ``getattr`` by the engine: ``verify_password``
-(docs/architecture.md) and ``data_version() -> int | None``, a cheap, non-blocking
-number that changes whenever anyone writes to the directory; the engine keeps its
-negative cache of unknown names only while it is unchanged (docs/guard.md).
+A directory that verifies passwords itself (LDAP in rebind mode) is also a
+:class:`PasswordChecker`; app.py hands it to the engine as such, explicitly.
 """
 
 from __future__ import annotations
@@ -152,8 +150,28 @@ class Directory(Protocol):
 
     async def count(self) -> int: ...
 
+    def data_version(self) -> int | None:
+        """A cheap, non-blocking number that changes whenever anyone writes to the
+        directory, or None when the directory cannot tell (LDAP: another node or tool
+        may write). The engine keeps its negative cache of unknown names only while
+        it is unchanged (docs/guard.md, "The negative cache")."""
+        ...
+
     async def ping(self) -> None:
         """Raise DirectoryUnavailable if the backend cannot answer now."""
         ...
 
     async def close(self) -> None: ...
+
+
+class PasswordChecker(Protocol):
+    """Verifies a password without the stored value (LDAP rebind: a bind as the
+    user's entry); handed to the engine by app.py when the directory is configured so.
+
+    ``account`` is None for a name that matches no account: the checker then does
+    the same work against an entry nobody has and answers False, so an unknown name
+    costs what a known one does. None means "verify the stored value as usual".
+    A failure to reach the backend raises DirectoryUnavailable (never False).
+    """
+
+    async def verify_password(self, account: Account | None, password: bytes) -> bool | None: ...

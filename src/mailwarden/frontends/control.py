@@ -124,7 +124,7 @@ class ControlServer:
                     not isinstance(users, list) or not all(isinstance(u, str) for u in users)
                 ):
                     raise ProtocolError("cache.flush: users must be a list of strings or null")
-                return {"flushed": await self.engine.flush_cache(users)}
+                return {"flushed": await self.engine.forget(users)}
             case "status":
                 return await self.status()
             case "store":

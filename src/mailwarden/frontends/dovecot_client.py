@@ -83,8 +83,8 @@ from mailwarden.model import (
     AuthAttempt,
     ClientCert,
     Denied,
+    Prefetched,
     Unavailable,
-    UserRecord,
 )
 from mailwarden.protocols.dovecot_client import (
     AuthClientConnection,
@@ -131,8 +131,11 @@ class _Pending:
     admitted: bool = False  # holds a place under dovecot.max_pending_total
 
 
-def build_attempt(request: AuthRequest, end: Finished) -> AuthAttempt:
-    """The engine's view of a finished exchange on a Dovecot client socket."""
+def build_attempt(
+    request: AuthRequest, end: Finished, prefetched: Prefetched | None = None
+) -> AuthAttempt:
+    """The engine's view of a finished exchange on a Dovecot client socket
+    (``prefetched``: the account its credentials came from, if it asked for any)."""
     cert = None
     if request.valid_client_cert or request.cert_username is not None:
         cert = ClientCert(valid=request.valid_client_cert, username=request.cert_username)
@@ -152,6 +155,7 @@ def build_attempt(request: AuthRequest, end: Finished) -> AuthAttempt:
         session=request.session,
         frontend="dovecot",
         debug=request.debug,
+        prefetched=prefetched,
     )
 
 
@@ -294,6 +298,7 @@ class ClientConnection(Connection):
         kind = MECHANISMS[request.mechanism]
         step: Step | None = kind.finish_at_once(request.initial_response)
         mechanism: Mechanism | None = None
+        prefetched: Prefetched | None = None  # the account the credentials came from
         if step is None:
             cert_username = request.cert_username if request.valid_client_cert else None
             mechanism = kind(self._context(cert_username))
@@ -308,7 +313,9 @@ class ClientConnection(Connection):
                     step = mechanism.respond(response)
                 case NeedCredentials():
                     assert mechanism is not None
-                    credentials = await self.state.engine.credentials(step.username, step.scheme)
+                    credentials = await self.state.engine.stored_credentials(
+                        step.username, step.scheme
+                    )
                     if isinstance(credentials, Unavailable):
                         log.warning(
                             "dovecot %s: request %d: credentials lookup failed: %s",
@@ -318,7 +325,8 @@ class ClientConnection(Connection):
                         )
                         self._temp_fail(pending, user=step.username)
                         return
-                    step = mechanism.provide_credentials(credentials)
+                    prefetched = credentials.found
+                    step = mechanism.provide_credentials(credentials.value)
                 case MechanismFailed():
                     log.info(
                         "dovecot %s: request %d: %s failed: %s",
@@ -333,7 +341,7 @@ class ClientConnection(Connection):
                     )
                     return
                 case Finished():
-                    await self._decide(pending, request, step)
+                    await self._decide(pending, request, step, prefetched)
                     return
                 case _:
                     assert_never(step)
@@ -349,8 +357,14 @@ class ClientConnection(Connection):
             self._plain_context = (config, context)
         return self._plain_context[1]
 
-    async def _decide(self, pending: _Pending, request: AuthRequest, end: Finished) -> None:
-        outcome = await self.state.engine.authenticate(build_attempt(request, end))
+    async def _decide(
+        self,
+        pending: _Pending,
+        request: AuthRequest,
+        end: Finished,
+        prefetched: Prefetched | None,
+    ) -> None:
+        outcome = await self.state.engine.authenticate(build_attempt(request, end, prefetched))
         match outcome:
             case Accepted():
                 # The client must see the server's final SASL data before the OK; its
@@ -373,7 +387,7 @@ class ClientConnection(Connection):
     def _accept(
         self, pending: _Pending, request: AuthRequest, end: Finished, outcome: Accepted
     ) -> None:
-        anonymous = outcome.user == self.state.config.anonymous_username
+        anonymous = outcome.anonymous
         line = self.codec.accepted(
             pending.id,
             user=outcome.user,
@@ -404,9 +418,9 @@ class ClientConnection(Connection):
             )
 
     async def _deny(self, pending: _Pending, end: Finished, outcome: Denied) -> None:
-        # The engine names the account only once the password was proven; only then
-        # may its nodelay field be honoured (see the module docstring).
-        nodelay = outcome.user is not None and await self._has_nodelay(outcome.user)
+        # The engine sets nodelay only once the password was proven; only then may
+        # the account's nodelay field be honoured (see the module docstring).
+        nodelay = outcome.nodelay
         if not nodelay:
             await self._delay_failure(pending)
         line = self.codec.denied(
@@ -417,10 +431,6 @@ class ClientConnection(Connection):
             nodelay=nodelay,
         )
         self._reply(pending, line)
-
-    async def _has_nodelay(self, user: str) -> bool:
-        record = await self.state.engine.passdb_lookup(user)
-        return isinstance(record, UserRecord) and "nodelay" in record.fields
 
     def _temp_fail(self, pending: _Pending, *, user: str | None) -> None:
         """Tell the client to try again later, in a way it understands (module docstring)."""

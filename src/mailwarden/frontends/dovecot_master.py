@@ -17,7 +17,7 @@ Command          Engine call                  Reply
 ``REQUEST``      ``lookup()`` of the login    ``USER id user fields`` plus ``master_user``,
                  kept by an auth-login socket ``auth_mech``, ``anonymous``, ``auth_user``,
                                               ``local_name`` as Dovecot adds them; ``FAIL``
-``CACHE-FLUSH``  ``flush_cache(users)``       ``OK id count``
+``CACHE-FLUSH``  ``forget(users)``            ``OK id count``
 ===============  ===========================  =========================================
 
 ``REQUEST`` and ``CACHE-FLUSH`` exist only on master sockets (the codec refuses them
@@ -256,11 +256,9 @@ class MasterConnection(Connection):
 
     async def _flush(self, event: CacheFlush) -> None:
         engine = self.state.engine
-        count = await engine.flush_cache(list(event.users) or None)
-        # `doveadm auth cache flush alice` is how a Dovecot admin helps a user:
-        # it also lifts the account's brute-force protection (docs/guard.md).
-        for user in event.users:
-            await engine.guard.unblock(ACCOUNT_PREFIX + user.lower())
+        # `doveadm auth cache flush alice` is how a Dovecot admin helps a user: the
+        # engine's one flush rule also lifts the account's protection (docs/guard.md).
+        count = await engine.forget(list(event.users) or None)
         self.write(self.codec.cache_flushed(event.id, count))
 
 

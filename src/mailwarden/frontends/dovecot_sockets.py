@@ -88,7 +88,7 @@ def unix_listeners(config: DovecotConfig) -> tuple[SocketSpec, ...]:
     """
     specs: list[SocketSpec] = []
     for role in Role:
-        path: str = getattr(config, f"{role.value}_socket")
+        path, mode, user, group = _socket_keys(config, role)
         if not path:
             continue
         prefix = f"dovecot.{role.value}_socket"
@@ -97,14 +97,43 @@ def unix_listeners(config: DovecotConfig) -> tuple[SocketSpec, ...]:
                 role=role,
                 key=prefix,
                 path=path,
-                mode=getattr(config, f"{role.value}_socket_mode"),
+                mode=mode,
                 owner=(
-                    user_id(getattr(config, f"{role.value}_socket_user"), key=f"{prefix}_user"),
-                    group_id(getattr(config, f"{role.value}_socket_group"), key=f"{prefix}_group"),
+                    user_id(user, key=f"{prefix}_user"),
+                    group_id(group, key=f"{prefix}_group"),
                 ),
             )
         )
     return tuple(specs)
+
+
+def _socket_keys(config: DovecotConfig, role: Role) -> tuple[str, int, str, str]:
+    """``dovecot.<role>_socket``, ``_mode``, ``_user`` and ``_group``."""
+    c = config
+    match role:
+        case Role.CLIENT:
+            return (
+                c.client_socket,
+                c.client_socket_mode,
+                c.client_socket_user,
+                c.client_socket_group,
+            )
+        case Role.LOGIN:
+            return (c.login_socket, c.login_socket_mode, c.login_socket_user, c.login_socket_group)
+        case Role.MASTER:
+            return (
+                c.master_socket,
+                c.master_socket_mode,
+                c.master_socket_user,
+                c.master_socket_group,
+            )
+        case Role.USERDB:
+            return (
+                c.userdb_socket,
+                c.userdb_socket_mode,
+                c.userdb_socket_user,
+                c.userdb_socket_group,
+            )
 
 
 def trusted(config: DovecotConfig, role: Role, *, tcp: bool = False) -> bool:

@@ -298,7 +298,7 @@ class HttpApi:
             return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
         data = proto.parse_json(await _read_body(receive, self.config.max_body_bytes))
         user = http_api.flush_user(data)
-        removed = await self.engine.flush_cache([user])
+        removed = await self.engine.forget([user])
         return http_api.cache_flushed_reply(user, removed)
 
     async def _ready(self, session: str) -> Reply:

@@ -107,11 +107,10 @@ class SaslauthdServer:
                 return None
             parser.receive_data(data)
         arrived = asyncio.get_running_loop().time()
-        username = request.login
-        if self.config.realm == "append" and request.realm and "@" not in username:
-            username = f"{username}@{request.realm}"
         attempt = AuthAttempt(
-            username=username,
+            username=request.login,
+            # The engine appends it to a bare name (saslauthd.realm = "append").
+            realm=(request.realm or None) if self.config.realm == "append" else None,
             credentials=request.password,
             service=request.service.lower() or "smtp",
             mechanism="PLAIN",

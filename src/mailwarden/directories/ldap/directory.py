@@ -269,6 +269,10 @@ class LDAPDirectory(LdapEntries):
         found = await self._run(lambda conn: self._search(conn, "", ["1.1"]), read=True)
         return len(found)
 
+    def data_version(self) -> int | None:
+        """None: another node or tool may write, and nothing tells us (docs/guard.md)."""
+        return None
+
     async def ping(self) -> None:
         await self._run(
             lambda conn: conn.search_ext_s(
