@@ -47,7 +47,7 @@ from mailwarden.errors import TemporaryFailure
 from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.dovecot_common import Connection, DovecotState, peer_pid
 from mailwarden.lograte import RateLimitedLog
-from mailwarden.model import ACCOUNT_PREFIX, NotFound, Unavailable, UserRecord
+from mailwarden.model import NotFound, Unavailable, UserRecord
 from mailwarden.protocols.dovecot_common import stored
 from mailwarden.protocols.dovecot_master import (
     AuthMasterConnection,
