@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mailwarden.auth.engine import Engine
+from mailwarden.config import Config
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.connlimit import ConnectionGate, IdleTimer
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
@@ -150,7 +151,18 @@ class ControlServer:
             return [{"target": b.target, "rule": b.rule, "expires": b.expires} for b in result]
         return result
 
-    async def close(self) -> None:
+    def listening(self) -> list[str]:
+        return [f"control {self.path}"] if self.path is not None else []
+
+    def connection_caps(self) -> dict[str, int]:
+        return {"control": self.gate.limit}
+
+    async def reconfigure(self, old: Config, new: Config, *, move: bool) -> ControlServer:
+        """SIGHUP (frontends/base.py): nothing to change (its socket is a restart key)."""
+        return self
+
+    async def close(self, *, drain: float = 0.0) -> None:
+        """Stop accepting and remove the socket; a command in flight is not waited for."""
         if self._server is not None:
             self._server.close()
         if self.path is not None and self._inode is not None:

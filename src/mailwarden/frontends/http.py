@@ -35,7 +35,7 @@ import uvicorn
 
 from mailwarden.accounts.rules import generate_password
 from mailwarden.auth.engine import Engine, userdb_fields
-from mailwarden.config import HttpConfig
+from mailwarden.config import Config, HttpConfig
 from mailwarden.errors import (
     AccountChanged,
     AccountError,
@@ -47,6 +47,7 @@ from mailwarden.errors import (
     TemporaryFailure,
 )
 from mailwarden.frontends.asgi import Receive, Scope, Send
+from mailwarden.frontends.base import moved
 from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.httpconn import limited_protocol
 from mailwarden.frontends.inherited import InheritedSockets
@@ -386,14 +387,45 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """The running HTTP API (from :func:`start_http`)."""
 
-    def __init__(self, server: _Server, sockets: list[socket.socket], gate: ConnectionGate) -> None:
+    def __init__(
+        self,
+        server: _Server,
+        sockets: list[socket.socket],
+        gate: ConnectionGate,
+        *,
+        restart: Callable[[HttpConfig], Awaitable[HttpServer]] | None = None,
+    ) -> None:
         self._server = server
         self.sockets = sockets
         self.gate = gate  # http.max_connections, over every listen address together
         self._task: asyncio.Task[None] | None = None
+        # start_http again with the same engine and options, on new addresses.
+        self._restart = restart
 
-    def reconfigure(self, config: HttpConfig) -> None:
-        """SIGHUP: new credentials, attributes, backends... for the next requests."""
+    def listening(self) -> list[str]:
+        return [f"http {host}:{port}" for host, port in self.addresses]
+
+    def connection_caps(self) -> dict[str, int]:
+        return {"http": self.gate.limit}
+
+    async def reconfigure(self, old: Config, new: Config, *, move: bool) -> HttpServer:
+        """SIGHUP (frontends/base.py): new settings for the next requests; with
+        ``move``, changed addresses or certificates start a new server (returned)
+        and this one closes (an address both listen on is let go of first)."""
+        self._apply(new.http)
+        if not move or not moved(old.http, new.http, "http") or self._restart is None:
+            return self
+        shared = set(old.http.listen) & set(new.http.listen)
+        if shared:
+            await self.close()  # the same address is bound again below
+        replacement = await self._restart(new.http)
+        if not shared:
+            await self.close()
+        log.info("HTTP API moved to %s", ", ".join(new.http.listen))
+        return replacement
+
+    def _apply(self, config: HttpConfig) -> None:
+        """New credentials, attributes, backends... for the next requests."""
         api = self._server.config.app
         if isinstance(api, HttpApi):
             api.config = config
@@ -408,7 +440,9 @@ class HttpServer:
     def addresses(self) -> list[tuple[str, int]]:
         return [s.getsockname()[:2] for s in self.sockets]
 
-    async def close(self) -> None:
+    async def close(self, *, drain: float = 0.0) -> None:
+        """Stop; requests in flight get uvicorn's graceful shutdown, bounded by the
+        ``shutdown_timeout`` given to :func:`start_http` (``drain`` is that value)."""
         self._server.should_exit = True
         if self._task is not None:
             await self._task
@@ -503,7 +537,19 @@ async def start_http(
         **kwargs,
     )
     server = _Server(uv_config)
-    running = HttpServer(server, sockets, gate)
+
+    def restart(new: HttpConfig) -> Awaitable[HttpServer]:
+        return start_http(
+            engine,
+            new,
+            resolve=resolve,
+            admin=admin,
+            metrics=metrics,
+            readiness=readiness,
+            shutdown_timeout=shutdown_timeout,
+        )
+
+    running = HttpServer(server, sockets, gate, restart=restart)
     running._task = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started:
         if running._task.done():
