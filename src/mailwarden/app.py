@@ -396,51 +396,60 @@ def setup_logging(config: Config, *, with_pid: bool = False) -> None:
     logging.getLogger("mailwarden.debug").setLevel(logging.INFO)
 
 
-async def start_frontends(
+def build_frontends(
     app: App,
     config: Config,
     *,
     inherited: InheritedSockets | None,
     status: Callable[[], Awaitable[dict[str, Any]]],
     metrics: Metrics | None,
-) -> AsyncIterator[Frontend]:
-    """Start each enabled front end, yielding it once it accepts (so that ``serve``
-    closes the ones started when a later one cannot start)."""
-    from mailwarden.frontends.control import start_control  # noqa: PLC0415 - lean start
-    from mailwarden.frontends.dovecot import start_dovecot  # noqa: PLC0415
-    from mailwarden.frontends.http import start_http  # noqa: PLC0415
-    from mailwarden.frontends.saslauthd import start_saslauthd  # noqa: PLC0415
+) -> list[Frontend]:
+    """The enabled front ends, built and not yet started, in the order they start."""
+    from mailwarden.frontends.control import ControlServer  # noqa: PLC0415 - lean start
+    from mailwarden.frontends.dovecot import DovecotServer  # noqa: PLC0415
+    from mailwarden.frontends.dovecot_common import DovecotState  # noqa: PLC0415
+    from mailwarden.frontends.http import HttpServer  # noqa: PLC0415
+    from mailwarden.frontends.saslauthd import SaslauthdServer  # noqa: PLC0415
 
     def resolve(path: str) -> Path:
         return resolve_path(config, path)
 
+    async def readiness() -> dict[str, str]:
+        return await check_backends(app)
+
+    engine = app.engine
+    built: list[Frontend] = []
     if config.dovecot.enabled:
-        yield await start_dovecot(app.engine, config.dovecot, resolve=resolve, inherited=inherited)
+        state = DovecotState(engine, config.dovecot)
+        built.append(DovecotServer(state, resolve=resolve, inherited=inherited))
     if control := config.server.control_socket:
-        sock = inherited.get("server.control_socket", control)[0] if inherited else None
-        mode = config.server.control_socket_mode
-        yield await start_control(
-            app.engine, resolve(control), mode=mode, status=status, inherited=sock
+        built.append(
+            ControlServer(
+                engine,
+                status,
+                socket_path=resolve(control),
+                mode=config.server.control_socket_mode,
+                inherited=inherited.get("server.control_socket", control)[0] if inherited else None,
+            )
         )
     if config.saslauthd.enabled:
-        yield await start_saslauthd(
-            app.engine, config.saslauthd, resolve=resolve, inherited=inherited
+        built.append(
+            SaslauthdServer(engine, config.saslauthd, resolve=resolve, inherited=inherited)
         )
     if config.http.enabled:
-
-        async def readiness() -> dict[str, str]:
-            return await check_backends(app)
-
-        yield await start_http(
-            app.engine,
-            config.http,
-            resolve=resolve,
-            inherited=inherited,
-            admin=app.admin,
-            metrics=metrics,
-            readiness=readiness,
-            shutdown_timeout=config.server.shutdown_timeout,
+        built.append(
+            HttpServer(
+                engine,
+                config.http,
+                resolve=resolve,
+                inherited=inherited,
+                admin=app.admin,
+                metrics=metrics,
+                readiness=readiness,
+                shutdown_timeout=config.server.shutdown_timeout,
+            )
         )
+    return built
 
 
 async def serve(
@@ -487,10 +496,12 @@ async def serve(
             return await describe(app, started=started, listeners=listeners)
 
         try:
-            async for frontend in start_frontends(
+            built = build_frontends(
                 app, config, inherited=inherited, status=status, metrics=metrics
-            ):
-                frontends.append(frontend)
+            )
+            for frontend in built:
+                await frontend.start()
+                frontends.append(frontend)  # started: closed on the way out
             caps = {k: v for f in frontends for k, v in f.connection_caps().items()}
             check_fd_budget(caps, fd_limit)
             # The pid file appears only once every listener accepts: scripts and

@@ -1,10 +1,13 @@
 """The one shape of a running front end, as ``app.serve`` drives it.
 
-Every front end (Dovecot sockets, saslauthd, HTTP, the control socket) is started by
-its module's ``start_*`` function, which binds its listeners (or takes the ones a
-supervisor bound) and returns once they accept. From then on the daemon knows it
-only as a :class:`Frontend`:
+Every front end (Dovecot sockets, saslauthd, HTTP, the control socket) is built with
+everything it serves (engine, its config section, where its paths resolve, the
+sockets a supervisor bound), and then the daemon knows it only as a :class:`Frontend`
+(each module's ``start_*`` function builds and starts one):
 
+* :meth:`~Frontend.start`: bind its listeners (or take the inherited ones) and
+  return once they accept; ConfigError when one cannot be set up, with nothing of
+  it left bound.
 * :meth:`~Frontend.reconfigure` on SIGHUP: new settings for the next requests, and,
   in a single process (``move``), listeners whose address changed are moved. A
   front end that moves by starting anew returns its replacement, otherwise itself;
@@ -41,6 +44,8 @@ def moved(old: object, new: object, section: str) -> bool:
 
 
 class Frontend(Protocol):
+    async def start(self) -> None: ...
+
     async def reconfigure(self, old: Config, new: Config, *, move: bool) -> Frontend: ...
 
     async def close(self, *, drain: float = 0.0) -> None: ...

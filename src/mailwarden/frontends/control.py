@@ -42,11 +42,16 @@ class ControlServer:
         engine: Engine,
         status: StatusProvider,
         *,
+        socket_path: Path | None = None,
+        mode: int = 0o600,
+        inherited: socket.socket | None = None,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.engine = engine
         self.status = status
+        # Where start() listens (listen() takes them as arguments).
+        self.socket_path, self.mode, self.inherited = socket_path, mode, inherited
         self.path: Path | None = None
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
@@ -151,6 +156,12 @@ class ControlServer:
             return [{"target": b.target, "rule": b.rule, "expires": b.expires} for b in result]
         return result
 
+    async def start(self) -> None:
+        """Listen where the constructor said (``socket_path``, ``mode``, ``inherited``)."""
+        if self.socket_path is None:
+            raise ValueError("ControlServer.start needs socket_path")
+        await self.listen(self.socket_path, self.mode, inherited=self.inherited)
+
     def listening(self) -> list[str]:
         return [f"control {self.path}"] if self.path is not None else []
 
@@ -179,6 +190,6 @@ async def start_control(
     inherited: socket.socket | None = None,
 ) -> ControlServer:
     """Serve the control socket at ``path`` (or on ``inherited``, see :meth:`listen`)."""
-    server = ControlServer(engine, status)
-    await server.listen(path, mode, inherited=inherited)
+    server = ControlServer(engine, status, socket_path=path, mode=mode, inherited=inherited)
+    await server.start()
     return server

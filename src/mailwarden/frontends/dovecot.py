@@ -85,9 +85,16 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 class DovecotServer:
     """The running Dovecot front end (from :func:`start_dovecot`)."""
 
-    def __init__(self, state: DovecotState, *, resolve: Callable[[str], Path] = Path) -> None:
+    def __init__(
+        self,
+        state: DovecotState,
+        *,
+        resolve: Callable[[str], Path] = Path,
+        inherited: InheritedSockets | None = None,
+    ) -> None:
         self.state = state
         self.resolve = resolve  # config paths -> paths (app.resolve_path)
+        self.inherited = inherited
         self._listeners: list[Listener] = []
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[None], Connection] = {}
@@ -106,6 +113,28 @@ class DovecotServer:
             if listener.role is role:
                 return listener.address
         raise KeyError(role.value)
+
+    async def start(self) -> None:
+        """Start every configured listener (see :func:`start_dovecot`); ConfigError when
+        a socket cannot be set up, with the listeners already started closed again."""
+        config, inherited = self.state.config, self.inherited
+        try:
+            for spec in unix_listeners(config):
+                await self.listen_unix(
+                    spec,
+                    self.resolve(spec.path),
+                    inherited=(inherited.get(spec.key, spec.path)[0] if inherited else None),
+                )
+            for address in config.tcp_listen:
+                await self.listen_tcp(
+                    address,
+                    inherited=inherited.get("dovecot.tcp_listen", address) if inherited else None,
+                )
+        except BaseException:
+            await self.close()
+            raise
+        if not self._listeners:
+            log.warning("dovecot front end enabled but no socket is configured")
 
     def listening(self) -> list[str]:
         return [f"dovecot {lst.role.value} {lst.address}" for lst in self._listeners]
@@ -341,23 +370,6 @@ async def start_dovecot(
     supervisor bound instead of binding. Raises ConfigError when a socket cannot be
     set up; listeners already started are closed again.
     """
-    specs = unix_listeners(config)
-    server = DovecotServer(DovecotState(engine, config), resolve=resolve)
-    try:
-        for spec in specs:
-            await server.listen_unix(
-                spec,
-                resolve(spec.path),
-                inherited=(inherited.get(spec.key, spec.path)[0] if inherited else None),
-            )
-        for address in config.tcp_listen:
-            await server.listen_tcp(
-                address,
-                inherited=inherited.get("dovecot.tcp_listen", address) if inherited else None,
-            )
-    except BaseException:
-        await server.close()
-        raise
-    if not server.listeners:
-        log.warning("dovecot front end enabled but no socket is configured")
+    server = DovecotServer(DovecotState(engine, config), resolve=resolve, inherited=inherited)
+    await server.start()
     return server

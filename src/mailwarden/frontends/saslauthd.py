@@ -42,16 +42,31 @@ class SaslauthdServer:
     """The running saslauthd listener (from :func:`start_saslauthd`)."""
 
     def __init__(
-        self, engine: Engine, config: SaslauthdConfig, *, resolve: Callable[[str], Path] = Path
+        self,
+        engine: Engine,
+        config: SaslauthdConfig,
+        *,
+        resolve: Callable[[str], Path] = Path,
+        inherited: InheritedSockets | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
         self.resolve = resolve  # config paths -> paths (app.resolve_path)
+        self.inherited = inherited
         self.path: Path | None = None
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.gate = ConnectionGate("saslauthd", lambda: self.config.max_connections)
+
+    async def start(self) -> None:
+        """Listen on ``config.socket`` (resolved), or on the socket a supervisor bound
+        for it (``inherited``)."""
+        config, inherited = self.config, self.inherited
+        await self.listen(
+            self.resolve(config.socket),
+            inherited=inherited.get("saslauthd.socket", config.socket)[0] if inherited else None,
+        )
 
     def listening(self) -> list[str]:
         return [f"saslauthd {self.path}"] if self.path is not None else []
@@ -176,9 +191,6 @@ async def start_saslauthd(
 ) -> SaslauthdServer:
     """Start the saslauthd listener on ``config.socket`` (resolved by ``resolve``), or
     on the socket a supervisor bound for it (``inherited``)."""
-    server = SaslauthdServer(engine, config, resolve=resolve)
-    await server.listen(
-        resolve(config.socket),
-        inherited=inherited.get("saslauthd.socket", config.socket)[0] if inherited else None,
-    )
+    server = SaslauthdServer(engine, config, resolve=resolve, inherited=inherited)
+    await server.start()
     return server
