@@ -23,7 +23,7 @@ from mailwarden.frontends.control import start_control
 from mailwarden.frontends.dovecot import start_dovecot
 from mailwarden.frontends.dovecot_sockets import Role
 from mailwarden.frontends.http import start_http
-from mailwarden.model import Account, AccountStatus, Denied, DenyReason, UserRecord
+from mailwarden.model import Account, AccountStatus, Denied, DenyReason, NotFound, UserRecord
 from mailwarden.protocols import control as control_proto
 from tests.conftest import EngineFactory
 from tests.frontends.test_dovecot_frontend import Peer
@@ -151,3 +151,16 @@ async def test_the_account_state_of_a_disabled_account_says_so_with_its_message(
     assert state == Denied(
         reason=DenyReason.DISABLED, message=CONFIG.auth.disabled_message, user="dan"
     )
+
+
+async def test_the_account_state_of_a_session_uid_holds_when_uids_do_not_log_in(
+    make_engine: EngineFactory, directory: MemoryDirectory
+) -> None:
+    """A web session keeps the uid the engine returned; a site whose logins are only
+    addresses must still find that account (and not by its uid as a login name)."""
+    await directory.create(Account(uid="erin", mail="erin@example.com"))
+    engine = make_engine(make_config(directory={"login_attributes": ["mail"]}))
+    assert isinstance(await engine.account_state("erin", "web"), NotFound)
+    state = await engine.account_state("erin", "web", uid=True)
+    assert isinstance(state, UserRecord) and state.account.uid == "erin"
+    assert isinstance(await engine.account_state("erin@example.com", "web", uid=True), NotFound)

@@ -401,7 +401,7 @@ class Engine:
         )
 
     async def account_state(
-        self, user: str, service: str, *, switches: tuple[str, ...] = ()
+        self, user: str, service: str, *, switches: tuple[str, ...] = (), uid: bool = False
     ) -> UserRecord | Denied | NotFound | Unavailable:
         """Whether ``user``'s account may use ``service`` now, with no credentials:
         PAM's ``account`` phase, and a web session that was opened earlier.
@@ -412,8 +412,10 @@ class Engine:
         with the configured message when it may not, ``NotFound`` (also a deleted
         account), ``Unavailable`` when the directory cannot answer. Networks and
         master users are not checked here: they concern a login, not an account.
+        ``uid``: ``user`` is an account's uid as an earlier decision returned it (a web
+        session), looked up as such whatever ``directory.login_attributes`` says.
         """
-        found = await self._find_existing(user)
+        found = await self._find_existing(user, uid=uid)
         if not isinstance(found, Account):
             return found
         denied = self.access.refusal(found, service, switches)
@@ -421,13 +423,16 @@ class Engine:
             return denied
         return UserRecord(user=found.uid, account=found, fields=userdb_fields(found))
 
-    async def _find_existing(self, user: str) -> Account | NotFound | Unavailable:
-        """The account a lookup names, unless it is deleted; never raises for outages."""
-        name = self.rules.normalise(user)
+    async def _find_existing(
+        self, user: str, *, uid: bool = False
+    ) -> Account | NotFound | Unavailable:
+        """The account a lookup names (``uid``: the account of that uid), unless it is
+        deleted; never raises for outages."""
+        name = user if uid else self.rules.normalise(user)
         if name is None:
             return NotFound()
         try:
-            account = await self.directory.find(name, by=self._login_by)
+            account = await self.directory.find(name, by=("uid",) if uid else self._login_by)
         except TemporaryFailure as exc:
             return Unavailable(detail=str(exc))
         if account is None or account.status is AccountStatus.DELETED:

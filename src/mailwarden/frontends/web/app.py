@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import assert_never
 from urllib.parse import urlsplit
 
 from starlette.datastructures import FormData
@@ -28,7 +29,7 @@ from starlette.types import Message
 
 from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
-from mailwarden.errors import AccountChanged, AccountNotFound, HttpRefused, TemporaryFailure
+from mailwarden.errors import AccountChanged, HttpRefused, TemporaryFailure
 from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.frontends.web import admin as admin_pages
 from mailwarden.frontends.web import auth, selfservice
@@ -50,7 +51,7 @@ from mailwarden.frontends.web.sessions import (
     load_secret,
 )
 from mailwarden.metrics import Metrics
-from mailwarden.model import Account, AccountStatus, Unavailable
+from mailwarden.model import Account, Denied, NotFound, Unavailable, UserRecord
 from mailwarden.ports import AccountEditor
 
 #: A form whose CSRF token does not match its session.
@@ -84,21 +85,24 @@ UserPage = Callable[["WebUi", Request, Session, Account], Awaitable[Response]]
 async def usable_account(ui: WebUi, session: Session) -> Account | None:
     """The account of a user session if it may still use the page, else None.
 
-    The one place that decides it (to become ``Engine.account_state``): the
-    account exists, is active, has the ``web`` service on, and its password is
-    the one the session was made with.
+    The engine decides whether the account may use the ``web`` service now
+    (:meth:`Engine.account_state`: it exists, is active, has the switch on); the
+    page adds only that its password is still the one the session was made with.
+    An outage is a TemporaryFailure (the 503 page), never a signed-out session.
     """
     if ui.admin is None:
         return None
-    try:
-        account = await ui.admin.show(session.uid)
-    except AccountNotFound:
-        return None
-    if (
-        account.status is not AccountStatus.ACTIVE
-        or not account.service_enabled(auth.SERVICE)
-        or not hmac.compare_digest(session.tag, ui.keys.user_tag(account))
-    ):
+    state = await ui.engine.account_state(session.uid, auth.SERVICE, uid=True)
+    match state:
+        case UserRecord():
+            account = state.account
+        case Denied() | NotFound():
+            return None
+        case Unavailable():
+            raise TemporaryFailure(state.detail)
+        case _:
+            assert_never(state)
+    if not hmac.compare_digest(session.tag, ui.keys.user_tag(account)):
         return None
     return account
 

@@ -37,8 +37,6 @@ from mailwarden.model import (
     Account,
     AuthAttempt,
     AuthOutcome,
-    Denied,
-    DenyReason,
     Password,
     Unavailable,
 )
@@ -64,11 +62,15 @@ class Proof(enum.Enum):
 async def authenticate(
     engine: Engine, username: str, password: str, *, client_ip: str | None, secured: bool
 ) -> AuthOutcome:
-    """One web login through the engine (the guard, the service switch, the delay)."""
-    if not username or not password or len(username) > MAX_USERNAME:
-        return Denied(reason=DenyReason.CREDENTIALS)
-    if len(password) > MAX_PASSWORD:
-        return Denied(reason=DenyReason.CREDENTIALS)
+    """One web login through the engine (the guard, the service switch, the delay).
+
+    Every form reaches the engine, an empty or oversized one too: the engine refuses
+    a name it cannot use after the same dummy verification as an unknown one, so
+    the time of the answer says nothing. An oversized value is not passed on (the
+    name is sent empty, the password cut to the limit): it can only be refused.
+    """
+    if not username or not password or len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
+        username, password = "", password[:MAX_PASSWORD]
     attempt = AuthAttempt(
         username=username,
         credentials=Password.from_text(password),
