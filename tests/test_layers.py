@@ -113,6 +113,13 @@ def test_frontends_never_import_directories_guard_stores_admin_or_mailgate(path:
     assert not bad, f"{path.relative_to(SRC)} imports {sorted(bad)}"
 
 
+def test_the_ports_front_ends_are_typed_against_import_only_value_types() -> None:
+    """ports.py is how a front end names a lower layer without importing it, so it
+    may import nothing of ours but the bottom floor."""
+    ours = {n for n in imports_of(SRC / "ports.py") if n.startswith("mailwarden")}
+    assert ours <= {"mailwarden.model", "mailwarden.errors"}
+
+
 def test_the_frontend_rule_sees_every_form_of_import(tmp_path: Path) -> None:
     """The rule above must not be blind to a form of import it is meant to catch."""
     sample = tmp_path / "sample.py"
