@@ -57,10 +57,13 @@ def test_every_pure_layer_named_exists() -> None:
 
 @pytest.mark.parametrize("path", modules(*PURE), ids=lambda p: str(p.relative_to(SRC)))
 def test_pure_layers_import_no_io(path: Path) -> None:
-    bad = {n for n in imports_of(path) if n.split(".")[0] in IO_MODULES}
+    """Protocol cores (protocols/, sasl/, schemes/) and the other pure modules: no event
+    loop, no sockets or drivers, no engine, no front end (they are driven, never ask)."""
+    names = dotted_imports(path)
+    bad = {n for n in names if n.split(".")[0] in IO_MODULES}
     bad |= {
         n
-        for n in imports_of(path)
+        for n in names
         if n.startswith(
             (
                 "mailwarden.directories",
@@ -74,10 +77,70 @@ def test_pure_layers_import_no_io(path: Path) -> None:
     assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
+# What a front end may not import: the layers below the engine (directories, the
+# guard's policy and stores), the account editor and the mail gateway. It is typed
+# against mailwarden.ports instead, and app.py hands it the concrete objects.
+BELOW_THE_FRONTENDS = (
+    "mailwarden.directories",
+    "mailwarden.guard",
+    "mailwarden.accounts.edit",
+    "mailwarden.mailgate",
+)
+
+
+def dotted_imports(path: Path) -> set[str]:
+    """Every module named by an import, plus ``a.b`` for ``from a import b`` (b may be a
+    module: ``from mailwarden import guard`` imports the guard)."""
+    names = imports_of(path)
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def under(name: str, layers: tuple[str, ...]) -> bool:
+    return any(name == layer or name.startswith(layer + ".") for layer in layers)
+
+
+def frontend_violations(path: Path) -> set[str]:
+    return {n for n in dotted_imports(path) if under(n, BELOW_THE_FRONTENDS)}
+
+
 @pytest.mark.parametrize("path", modules("frontends"), ids=lambda p: str(p.relative_to(SRC)))
-def test_frontends_never_import_directories(path: Path) -> None:
-    bad = {n for n in imports_of(path) if n.startswith("mailwarden.directories")}
-    assert not bad, f"{path.name} imports {sorted(bad)}"
+def test_frontends_never_import_directories_guard_stores_admin_or_mailgate(path: Path) -> None:
+    bad = frontend_violations(path)
+    assert not bad, f"{path.relative_to(SRC)} imports {sorted(bad)}"
+
+
+def test_the_ports_front_ends_are_typed_against_import_only_value_types() -> None:
+    """ports.py is how a front end names a lower layer without importing it, so it
+    may import nothing of ours but the bottom floor."""
+    ours = {n for n in imports_of(SRC / "ports.py") if n.startswith("mailwarden")}
+    assert ours <= {"mailwarden.model", "mailwarden.errors"}
+
+
+def test_the_frontend_rule_sees_every_form_of_import(tmp_path: Path) -> None:
+    """The rule above must not be blind to a form of import it is meant to catch."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from mailwarden import guard\n"
+        "from mailwarden.guard.stores.control import ControlStore\n"
+        "def f():\n"
+        "    from mailwarden.accounts import edit\n"
+        "    import mailwarden.directories.base\n"
+        "    from mailwarden.mailgate.gateway import Gateway\n"
+        "from mailwarden.accounts import rules\n"
+    )
+    assert frontend_violations(sample) == {
+        "mailwarden.guard",
+        "mailwarden.guard.stores.control",
+        "mailwarden.guard.stores.control.ControlStore",
+        "mailwarden.accounts.edit",
+        "mailwarden.directories.base",
+        "mailwarden.mailgate.gateway",
+        "mailwarden.mailgate.gateway.Gateway",
+    }
 
 
 def test_only_the_composition_root_imports_concrete_directories() -> None:

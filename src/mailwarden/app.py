@@ -15,10 +15,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailwarden import __version__, schemes, sdnotify
 from mailwarden import config as config_mod
@@ -28,11 +28,15 @@ from mailwarden.config import Config
 from mailwarden.directories.base import Directory, PasswordChecker
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import ConfigError, HashingUnavailable, TemporaryFailure
+from mailwarden.frontends.base import LISTENER_KEYS, Frontend
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.guard.policy import Guard
 from mailwarden.guard.stores.base import GuardStore
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Accepted, AuthAttempt, AuthOutcome, LookupOutcome, UserRecord
+
+if TYPE_CHECKING:
+    from mailwarden.metrics import Metrics
 
 # The LDAP driver and the front ends are imported where they are used: every
 # one-shot command (checkpassword runs once per login) would otherwise pay about
@@ -242,19 +246,6 @@ RESTART_KEYS: dict[str, tuple[str, ...]] = {
     "http": ("enabled",),
 }
 
-#: Listener keys a single process moves on SIGHUP (Running.move_listeners); the
-#: workers of ``serve --workers`` share the sockets their supervisor bound, so for
-#: them these need a restart too.
-LISTENER_KEYS: dict[str, tuple[str, ...]] = {
-    "dovecot": tuple(
-        f"{role}_socket{suffix}"
-        for role in ("client", "login", "master", "userdb")
-        for suffix in ("", "_mode", "_user", "_group")
-    ),
-    "saslauthd": ("socket", "socket_mode"),
-    "http": ("listen", "tls_cert", "tls_key"),
-}
-
 
 def split_reload(
     old: Config, new: Config, *, move_listeners: bool = True
@@ -280,20 +271,15 @@ def split_reload(
     return dataclasses.replace(new, **sections), changed
 
 
-@dataclass
+@dataclass(slots=True, kw_only=True)
 class Running:
     """What a SIGHUP reconfigures in a running daemon."""
 
     config: Config
     app: App
-    dovecot: Any = None
-    saslauthd: Any = None
-    http: Any = None
+    #: The started front ends (frontends/base.py); a moved one is replaced in place.
+    frontends: list[Frontend]
     inherited: bool = False  # a worker of serve --workers: sockets are the supervisor's
-    http_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def resolve(self, path: str) -> Path:
-        return resolve_path(self.config, path)
 
     async def reload(self) -> bool:
         """Re-read the config file; apply what can change live, flush the caches.
@@ -316,64 +302,19 @@ class Running:
         if effective.log != self.config.log:
             setup_logging(effective, with_pid=_LOGGING["with_pid"])
         old, self.config = self.config, effective
-        try:
-            await self.move_listeners(old, effective)
-        except ConfigError as exc:
-            log.error("reload: %s; that listener stays where it was", exc)
         self.app.engine.reconfigure(effective, **engine_options(effective))
-        if self.dovecot is not None:
-            self.dovecot.state.reconfigure(effective.dovecot)
-        if self.saslauthd is not None:
-            self.saslauthd.reconfigure(effective.saslauthd)
-        if self.http is not None:
-            self.http.reconfigure(effective.http)
+        for i, frontend in enumerate(self.frontends):
+            try:
+                self.frontends[i] = await frontend.reconfigure(
+                    old, effective, move=not self.inherited
+                )
+            except ConfigError as exc:
+                log.error("reload: %s; that listener stays where it was", exc)
         flushed = await self.app.engine.flush_cache(None)
         if restart:
             log.warning("reload: %s changed; restart to apply", ", ".join(restart))
         log.info("reloaded %s (%d cache entries flushed)", effective.source, flushed)
         return True
-
-    async def move_listeners(self, old: Config, new: Config) -> None:
-        """Open moved listeners and close the ones they replace (see reload)."""
-        from mailwarden.frontends.dovecot_sockets import Role, unix_listeners  # noqa: PLC0415
-        from mailwarden.frontends.http import start_http  # noqa: PLC0415
-        from mailwarden.frontends.saslauthd import start_saslauthd  # noqa: PLC0415
-
-        if self.dovecot is not None:
-            before = {spec.role: spec for spec in unix_listeners(old.dovecot)}
-            after = {spec.role: spec for spec in unix_listeners(new.dovecot)}
-            for role in Role:
-                if before.get(role) == after.get(role):
-                    continue
-                await self.dovecot.stop_listening(role)
-                if role in after:
-                    await self.dovecot.listen_unix(after[role], self.resolve(after[role].path))
-        drain = new.server.shutdown_timeout
-        if self.saslauthd is not None and (
-            (old.saslauthd.socket, old.saslauthd.socket_mode)
-            != (new.saslauthd.socket, new.saslauthd.socket_mode)
-        ):
-            previous = self.saslauthd
-            same_path = old.saslauthd.socket == new.saslauthd.socket
-            if same_path:
-                await previous.close(drain=drain)  # the path is bound again below
-            self.saslauthd = await start_saslauthd(
-                self.app.engine, new.saslauthd, resolve=self.resolve
-            )
-            if not same_path:
-                await previous.close(drain=drain)
-        if self.http is not None and any(
-            getattr(old.http, k) != getattr(new.http, k) for k in ("listen", "tls_cert", "tls_key")
-        ):
-            previous = self.http
-            if set(old.http.listen) & set(new.http.listen):
-                await previous.close()  # the same address is bound again below
-            self.http = await start_http(
-                self.app.engine, new.http, resolve=self.resolve, **self.http_options
-            )
-            if not set(old.http.listen) & set(new.http.listen):
-                await previous.close()
-            log.info("HTTP API moved to %s", ", ".join(new.http.listen))
 
 
 async def check_backends(app: App) -> dict[str, str]:
@@ -455,6 +396,62 @@ def setup_logging(config: Config, *, with_pid: bool = False) -> None:
     logging.getLogger("mailwarden.debug").setLevel(logging.INFO)
 
 
+def build_frontends(
+    app: App,
+    config: Config,
+    *,
+    inherited: InheritedSockets | None,
+    status: Callable[[], Awaitable[dict[str, Any]]],
+    metrics: Metrics | None,
+) -> list[Frontend]:
+    """The enabled front ends, built and not yet started, in the order they start."""
+    from mailwarden.frontends.control import ControlServer  # noqa: PLC0415 - lean start
+    from mailwarden.frontends.dovecot import DovecotServer  # noqa: PLC0415
+    from mailwarden.frontends.dovecot_common import DovecotState  # noqa: PLC0415
+    from mailwarden.frontends.http import HttpServer  # noqa: PLC0415
+    from mailwarden.frontends.saslauthd import SaslauthdServer  # noqa: PLC0415
+
+    def resolve(path: str) -> Path:
+        return resolve_path(config, path)
+
+    async def readiness() -> dict[str, str]:
+        return await check_backends(app)
+
+    engine = app.engine
+    built: list[Frontend] = []
+    if config.dovecot.enabled:
+        state = DovecotState(engine, config.dovecot)
+        built.append(DovecotServer(state, resolve=resolve, inherited=inherited))
+    if control := config.server.control_socket:
+        built.append(
+            ControlServer(
+                engine,
+                status,
+                socket_path=resolve(control),
+                mode=config.server.control_socket_mode,
+                inherited=inherited.get("server.control_socket", control)[0] if inherited else None,
+            )
+        )
+    if config.saslauthd.enabled:
+        built.append(
+            SaslauthdServer(engine, config.saslauthd, resolve=resolve, inherited=inherited)
+        )
+    if config.http.enabled:
+        built.append(
+            HttpServer(
+                engine,
+                config.http,
+                resolve=resolve,
+                inherited=inherited,
+                admin=app.admin,
+                metrics=metrics,
+                readiness=readiness,
+                shutdown_timeout=config.server.shutdown_timeout,
+            )
+        )
+    return built
+
+
 async def serve(
     config: Config,
     *,
@@ -469,10 +466,6 @@ async def serve(
     without workers (prefork.serve_activated) ``inherited`` comes without ``ready``.
     """
     from mailwarden.frontends.connlimit import check_fd_budget, raise_fd_limit  # noqa: PLC0415
-    from mailwarden.frontends.control import ControlServer, start_control  # noqa: PLC0415
-    from mailwarden.frontends.dovecot import start_dovecot  # noqa: PLC0415 - lean start
-    from mailwarden.frontends.http import HttpServer, start_http  # noqa: PLC0415
-    from mailwarden.frontends.saslauthd import SaslauthdServer, start_saslauthd  # noqa: PLC0415
 
     fd_limit = raise_fd_limit()  # every connection is a file descriptor (connlimit.py)
     loop = asyncio.get_running_loop()
@@ -495,76 +488,21 @@ async def serve(
         if metrics is not None:
             metrics.add_collector(state_collector(app.engine))
         count = await app.directory.count()
-        dovecot = None
-        if config.dovecot.enabled:
-            dovecot = await start_dovecot(
-                app.engine,
-                config.dovecot,
-                resolve=lambda p: resolve_path(config, p),
-                inherited=inherited,
-            )
-        saslauthd: SaslauthdServer | None = None
-        http: HttpServer | None = None
-        control: ControlServer | None = None
-        http_options: dict[str, Any] = {}
+        frontends: list[Frontend] = []
         started = time.time()
 
         async def status() -> dict[str, Any]:
-            listeners: list[str] = []
-            if dovecot is not None:
-                listeners += [
-                    f"dovecot {lst.role.value} {lst.address}" for lst in dovecot.listeners
-                ]
-            if saslauthd is not None and saslauthd.path is not None:
-                listeners.append(f"saslauthd {saslauthd.path}")
-            if http is not None:
-                listeners += [f"http {host}:{port}" for host, port in http.addresses]
-            if control is not None and control.path is not None:
-                listeners.append(f"control {control.path}")
+            listeners = [line for frontend in frontends for line in frontend.listening()]
             return await describe(app, started=started, listeners=listeners)
 
         try:
-            if config.server.control_socket:
-                control = await start_control(
-                    app.engine,
-                    resolve_path(config, config.server.control_socket),
-                    mode=config.server.control_socket_mode,
-                    status=status,
-                    inherited=(
-                        inherited.get("server.control_socket", config.server.control_socket)[0]
-                        if inherited
-                        else None
-                    ),
-                )
-            if config.saslauthd.enabled:
-                saslauthd = await start_saslauthd(
-                    app.engine,
-                    config.saslauthd,
-                    resolve=lambda p: resolve_path(config, p),
-                    inherited=inherited,
-                )
-            if config.http.enabled:
-
-                async def readiness() -> dict[str, str]:
-                    return await check_backends(app)
-
-                http_options.update(
-                    admin=app.admin,
-                    metrics=metrics,
-                    readiness=readiness,
-                    shutdown_timeout=config.server.shutdown_timeout,
-                )
-                http = await start_http(
-                    app.engine,
-                    config.http,
-                    resolve=lambda p: resolve_path(config, p),
-                    inherited=inherited,
-                    **http_options,
-                )
-            caps = {name: g.limit for name, g in (dovecot.gates if dovecot else {}).items()}
-            for name, server in (("saslauthd", saslauthd), ("http", http), ("control", control)):
-                if server is not None:
-                    caps[name] = server.gate.limit
+            built = build_frontends(
+                app, config, inherited=inherited, status=status, metrics=metrics
+            )
+            for frontend in built:
+                await frontend.start()
+                frontends.append(frontend)  # started: closed on the way out
+            caps = {k: v for f in frontends for k, v in f.connection_caps().items()}
             check_fd_budget(caps, fd_limit)
             # The pid file appears only once every listener accepts: scripts and
             # tests that wait for it can connect right away.
@@ -583,13 +521,7 @@ async def serve(
                 config.source,
             )
             running = Running(
-                config=config,
-                app=app,
-                dovecot=dovecot,
-                saslauthd=saslauthd,
-                http=http,
-                inherited=inherited is not None,
-                http_options=http_options,
+                config=config, app=app, frontends=frontends, inherited=inherited is not None
             )
             while not stop.is_set():
                 waiters = {
@@ -610,18 +542,11 @@ async def serve(
             if ready is None:
                 sdnotify.notify("STOPPING=1")
         finally:
-            if control is not None:
-                await control.close()
             # SIGTERM: nothing new is accepted; requests in flight get up to
             # server.shutdown_timeout to be answered (HTTP: uvicorn's own graceful
             # shutdown, bounded the same way).
             drain = config.server.shutdown_timeout
-            closing = [
-                server.close(drain=drain) for server in (dovecot, saslauthd) if server is not None
-            ]
-            if http is not None:
-                closing.append(http.close())
-            await asyncio.gather(*closing)
+            await asyncio.gather(*(frontend.close(drain=drain) for frontend in frontends))
             if pid_file is not None:
                 with contextlib.suppress(OSError):
                     pid_file.unlink()

@@ -390,6 +390,11 @@ def login_key(name: str) -> str:
     return name.lower()
 
 
+#: A guard target that names an account, not a network (``account:alice``): in the
+#: guard's bans, and in what an administrator lifts (docs/guard.md).
+ACCOUNT_PREFIX = "account:"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HashPolicy:
     """How new hashes are made, and which stored hashes are due for an upgrade.

@@ -301,7 +301,7 @@ async def test_the_auth_endpoint_credentials_still_work_and_are_unaffected(
 
 
 def test_generated_passwords_never_start_with_a_dash() -> None:
-    from mailwarden.accounts.edit import generate_password
+    from mailwarden.accounts.rules import generate_password
 
     passwords = [generate_password() for _ in range(2000)]
     assert not any(p.startswith(b"-") for p in passwords)

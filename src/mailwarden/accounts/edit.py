@@ -23,7 +23,6 @@ administrator) and :class:`~mailwarden.errors.TemporaryFailure` (backend down, o
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from collections.abc import Callable, Iterable, Mapping
 
 from mailwarden import schemes
@@ -33,18 +32,6 @@ from mailwarden.directories.base import Directory
 from mailwarden.errors import AccountNotFound, InvalidAccount
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account, AccountStatus
-
-#: Length in bytes of the entropy of a generated password (24 URL-safe characters).
-GENERATED_PASSWORD_BYTES = 18
-
-
-def generate_password() -> bytes:
-    """A random password for an account (URL-safe, 144 bits)."""
-    # Never with a leading "-": typed after a command (doveadm auth test USER PASS,
-    # mailwarden auth test) it would be read as an option.
-    while (password := secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)).startswith("-"):
-        pass
-    return password.encode()
 
 
 class AccountAdmin:
@@ -143,7 +130,7 @@ class AccountAdmin:
     ) -> bytes | None:
         """Store a new password; with ``password`` None, generate one and return it."""
         generated = password is None
-        value = generate_password() if password is None else password
+        value = accounts.generate_password() if password is None else password
         account = await self.directory.get(uid)
         if account is None:
             raise AccountNotFound(f"no account {uid}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -49,6 +50,8 @@ MAX_SSH_KEY_LENGTH = 8192
 MAX_DNS_RECORD_LENGTH = 1024
 _TRUE = {"yes", "y", "true", "1", "on"}
 _FALSE = {"no", "n", "false", "0", "off"}
+#: Length in bytes of the entropy of a generated password (24 URL-safe characters).
+GENERATED_PASSWORD_BYTES = 18
 
 ASSIGNABLE = (
     *TEXT_FIELDS,
@@ -430,3 +433,12 @@ def apply_json(account: Account, changes: Mapping[str, object]) -> Account:
     new = dataclasses.replace(new, passdb_fields=fields["passdb"], userdb_fields=fields["userdb"])
     validate(new)
     return new
+
+
+def generate_password() -> bytes:
+    """A random password for an account (URL-safe, 144 bits)."""
+    # Never with a leading "-": typed after a command (doveadm auth test USER PASS,
+    # mailwarden auth test) it would be read as an option.
+    while (password := secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)).startswith("-"):
+        pass
+    return password.encode()

@@ -25,35 +25,27 @@ from mailwarden.cli.common import (
 
 # --------------------------------------------------------------------------- control socket
 
+#: Seconds a command waits for the daemon (a guard list of many bans takes a while).
+CONTROL_TIMEOUT = 30.0
+
 
 def _control(ctx: click.Context, op: str, **args: Any) -> Any:
     """Ask the running daemon over its control socket (``server.control_socket``)."""
-    import socket  # noqa: PLC0415 - only the control commands need it
-
+    from mailwarden.client import DaemonClosed, ask_daemon  # noqa: PLC0415
     from mailwarden.errors import ProtocolError  # noqa: PLC0415
-    from mailwarden.protocols import control  # noqa: PLC0415
 
     cfg = _config(ctx)
     if not cfg.server.control_socket:
         fail("server.control_socket is not set: the daemon has no control socket", EX_CONFIG)
     path = resolve_path(cfg, cfg.server.control_socket)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(30)
-            sock.connect(str(path))
-            sock.sendall(control.request(op, **args))
-            reader = control.LineReader()
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    fail("the daemon closed the control connection", EX_TEMPFAIL)
-                reader.receive_data(data)
-                if (line := reader.next_event()) is not None:
-                    return control.parse_reply(line)
+        return ask_daemon(path, op, timeout=CONTROL_TIMEOUT, **args)
     except (FileNotFoundError, ConnectionRefusedError):
         fail(f"the daemon is not running (no control socket at {path})", EX_TEMPFAIL)
     except PermissionError:
         fail(f"not allowed to use {path} (run as the daemon's user or root)", EX_NOPERM)
+    except DaemonClosed as exc:
+        fail(str(exc), EX_TEMPFAIL)
     except OSError as exc:
         fail(f"control socket {path}: {exc.strerror or exc}", EX_TEMPFAIL)
     except ProtocolError as exc:

@@ -57,14 +57,7 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
 
     async def go(app: App) -> None:
         stream = sys.stdin if file == "-" else path.open(encoding="utf-8", errors="surrogateescape")
-        progress = Progress(
-            TextColumn("importing"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            disable=quiet or not err.is_terminal,
-        )
+        progress = _progress("importing", quiet=quiet)
         lines_of: dict[str, int] = {}  # uid key -> the (last) line that gave it
 
         with stream as fh, progress:
@@ -277,14 +270,7 @@ def _copy_accounts(
     """
 
     async def go(app: App) -> BulkReport:
-        progress = Progress(
-            TextColumn("copying"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            disable=quiet or not err.is_terminal,
-        )
+        progress = _progress("copying", quiet=quiet)
         with progress:
             task = progress.add_task("copy", total=len(accounts))
 
@@ -298,6 +284,18 @@ def _copy_accounts(
     report = run_with_app(ctx, go)
     errors.extend((r.uid, r.message) for r in report.refused)
     return {"created": report.created, "replaced": report.replaced, "skipped": report.skipped}
+
+
+def _progress(verb: str, *, quiet: bool) -> Progress:
+    """The progress bar of a bulk write, on stderr; none when quiet or not a terminal."""
+    return Progress(
+        TextColumn(verb),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+    )
 
 
 def _print_errors(errors: list[tuple[str, str]]) -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mailwarden.auth.engine import Engine
+from mailwarden.config import Config
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.connlimit import ConnectionGate, IdleTimer
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
-from mailwarden.guard.stores.control import METHODS
 from mailwarden.protocols import control as proto
 
 log = logging.getLogger("mailwarden.control")
@@ -42,11 +42,16 @@ class ControlServer:
         engine: Engine,
         status: StatusProvider,
         *,
+        socket_path: Path | None = None,
+        mode: int = 0o600,
+        inherited: socket.socket | None = None,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.engine = engine
         self.status = status
+        # Where start() listens (listen() takes them as arguments).
+        self.socket_path, self.mode, self.inherited = socket_path, mode, inherited
         self.path: Path | None = None
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
@@ -135,8 +140,9 @@ class ControlServer:
     async def _store(self, method: object, args: object) -> Any:
         """A guard-store operation of a one-shot command (guard/stores/control.py), run on
         the daemon's own store so that both see one state."""
-        if not isinstance(method, str) or method not in METHODS:
-            raise ProtocolError(f"store: method must be one of {', '.join(sorted(METHODS))}")
+        allowed = proto.STORE_METHODS
+        if not isinstance(method, str) or method not in allowed:
+            raise ProtocolError(f"store: method must be one of {', '.join(sorted(allowed))}")
         if not isinstance(args, list):
             raise ProtocolError("store: args must be a list")
         if method in ("hit", "counts"):
@@ -150,7 +156,24 @@ class ControlServer:
             return [{"target": b.target, "rule": b.rule, "expires": b.expires} for b in result]
         return result
 
-    async def close(self) -> None:
+    async def start(self) -> None:
+        """Listen where the constructor said (``socket_path``, ``mode``, ``inherited``)."""
+        if self.socket_path is None:
+            raise ValueError("ControlServer.start needs socket_path")
+        await self.listen(self.socket_path, self.mode, inherited=self.inherited)
+
+    def listening(self) -> list[str]:
+        return [f"control {self.path}"] if self.path is not None else []
+
+    def connection_caps(self) -> dict[str, int]:
+        return {"control": self.gate.limit}
+
+    async def reconfigure(self, old: Config, new: Config, *, move: bool) -> ControlServer:
+        """SIGHUP (frontends/base.py): nothing to change (its socket is a restart key)."""
+        return self
+
+    async def close(self, *, drain: float = 0.0) -> None:
+        """Stop accepting and remove the socket; a command in flight is not waited for."""
         if self._server is not None:
             self._server.close()
         if self.path is not None and self._inode is not None:
@@ -167,6 +190,6 @@ async def start_control(
     inherited: socket.socket | None = None,
 ) -> ControlServer:
     """Serve the control socket at ``path`` (or on ``inherited``, see :meth:`listen`)."""
-    server = ControlServer(engine, status)
-    await server.listen(path, mode, inherited=inherited)
+    server = ControlServer(engine, status, socket_path=path, mode=mode, inherited=inherited)
+    await server.start()
     return server

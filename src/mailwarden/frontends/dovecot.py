@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import assert_never
 
 from mailwarden.auth.engine import Engine
-from mailwarden.config import DovecotConfig
+from mailwarden.config import Config, DovecotConfig
 from mailwarden.errors import ConfigError
 from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.dovecot_client import ClientConnection
@@ -85,8 +85,16 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 class DovecotServer:
     """The running Dovecot front end (from :func:`start_dovecot`)."""
 
-    def __init__(self, state: DovecotState) -> None:
+    def __init__(
+        self,
+        state: DovecotState,
+        *,
+        resolve: Callable[[str], Path] = Path,
+        inherited: InheritedSockets | None = None,
+    ) -> None:
         self.state = state
+        self.resolve = resolve  # config paths -> paths (app.resolve_path)
+        self.inherited = inherited
         self._listeners: list[Listener] = []
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[None], Connection] = {}
@@ -105,6 +113,51 @@ class DovecotServer:
             if listener.role is role:
                 return listener.address
         raise KeyError(role.value)
+
+    async def start(self) -> None:
+        """Start every configured listener (see :func:`start_dovecot`); ConfigError when
+        a socket cannot be set up, with the listeners already started closed again."""
+        config, inherited = self.state.config, self.inherited
+        try:
+            for spec in unix_listeners(config):
+                await self.listen_unix(
+                    spec,
+                    self.resolve(spec.path),
+                    inherited=(inherited.get(spec.key, spec.path)[0] if inherited else None),
+                )
+            for address in config.tcp_listen:
+                await self.listen_tcp(
+                    address,
+                    inherited=inherited.get("dovecot.tcp_listen", address) if inherited else None,
+                )
+        except BaseException:
+            await self.close()
+            raise
+        if not self._listeners:
+            log.warning("dovecot front end enabled but no socket is configured")
+
+    def listening(self) -> list[str]:
+        return [f"dovecot {lst.role.value} {lst.address}" for lst in self._listeners]
+
+    def connection_caps(self) -> dict[str, int]:
+        return {name: gate.limit for name, gate in self.gates.items()}
+
+    async def reconfigure(self, old: Config, new: Config, *, move: bool) -> DovecotServer:
+        """SIGHUP (frontends/base.py): new settings for the next requests; with
+        ``move``, a UNIX socket whose path or permissions changed is opened anew and
+        the old one stops accepting (its connections finish)."""
+        self.state.reconfigure(new.dovecot)
+        if not move:
+            return self
+        before = {spec.role: spec for spec in unix_listeners(old.dovecot)}
+        after = {spec.role: spec for spec in unix_listeners(new.dovecot)}
+        for role in Role:
+            if before.get(role) == after.get(role):
+                continue
+            await self.stop_listening(role)
+            if role in after:
+                await self.listen_unix(after[role], self.resolve(after[role].path))
+        return self
 
     async def close(self, *, drain: float = 0.0) -> None:
         """Stop accepting, end every connection and remove our socket files.
@@ -317,23 +370,6 @@ async def start_dovecot(
     supervisor bound instead of binding. Raises ConfigError when a socket cannot be
     set up; listeners already started are closed again.
     """
-    specs = unix_listeners(config)
-    server = DovecotServer(DovecotState(engine, config))
-    try:
-        for spec in specs:
-            await server.listen_unix(
-                spec,
-                resolve(spec.path),
-                inherited=(inherited.get(spec.key, spec.path)[0] if inherited else None),
-            )
-        for address in config.tcp_listen:
-            await server.listen_tcp(
-                address,
-                inherited=inherited.get("dovecot.tcp_listen", address) if inherited else None,
-            )
-    except BaseException:
-        await server.close()
-        raise
-    if not server.listeners:
-        log.warning("dovecot front end enabled but no socket is configured")
+    server = DovecotServer(DovecotState(engine, config), resolve=resolve, inherited=inherited)
+    await server.start()
     return server

@@ -33,9 +33,9 @@ from typing import Any
 
 import uvicorn
 
-from mailwarden.accounts.edit import AccountAdmin, generate_password
+from mailwarden.accounts.rules import generate_password
 from mailwarden.auth.engine import Engine, userdb_fields
-from mailwarden.config import HttpConfig
+from mailwarden.config import Config, HttpConfig
 from mailwarden.errors import (
     AccountChanged,
     AccountError,
@@ -47,12 +47,14 @@ from mailwarden.errors import (
     TemporaryFailure,
 )
 from mailwarden.frontends.asgi import Receive, Scope, Send
+from mailwarden.frontends.base import moved
 from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.httpconn import limited_protocol
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.web import WebUi
 from mailwarden.metrics import CONTENT_TYPE, Metrics
 from mailwarden.model import AuthAttempt, Unavailable
+from mailwarden.ports import AccountEditor
 from mailwarden.protocols import admin_api, forwarded, http_api, nginx_auth
 from mailwarden.protocols import nauthilus as proto
 from mailwarden.protocols.http_api import OPENAPI_PATH, Reply
@@ -73,7 +75,7 @@ class HttpApi:
         engine: Engine,
         config: HttpConfig,
         *,
-        admin: AccountAdmin | None = None,
+        admin: AccountEditor | None = None,
         metrics: Metrics | None = None,
         readiness: Readiness | None = None,
     ) -> None:
@@ -383,31 +385,127 @@ class _Server(uvicorn.Server):
 
 
 class HttpServer:
-    """The running HTTP API (from :func:`start_http`)."""
+    """The HTTP API front end (frontends/base.py): built with everything it serves,
+    listening from :meth:`start` (or :func:`start_http`, which does both)."""
 
-    def __init__(self, server: _Server, sockets: list[socket.socket], gate: ConnectionGate) -> None:
-        self._server = server
-        self.sockets = sockets
-        self.gate = gate  # http.max_connections, over every listen address together
+    def __init__(
+        self,
+        engine: Engine,
+        config: HttpConfig,
+        *,
+        resolve: Callable[[str], Path] = Path,
+        admin: AccountEditor | None = None,
+        inherited: InheritedSockets | None = None,
+        metrics: Metrics | None = None,
+        readiness: Readiness | None = None,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.resolve = resolve
+        self.admin = admin
+        self.inherited = inherited
+        self.metrics = metrics
+        self.readiness = readiness
+        self.shutdown_timeout = shutdown_timeout
+        api = self.api = HttpApi(engine, config, admin=admin, metrics=metrics, readiness=readiness)
+        # http.max_connections, over every listen address together.
+        self.gate = ConnectionGate("http", lambda: api.config.max_connections)
+        # With tls_cert/tls_key every listener speaks HTTPS only (TLS 1.2 or newer,
+        # Python's default ciphers); an unreadable or mismatched pair is a ConfigError
+        # here, before anything is bound.
+        kwargs: dict[str, Any] = {}
+        if config.tls_cert:
+            kwargs = _tls_settings(resolve(config.tls_cert), resolve(config.tls_key))
+        uv_config = uvicorn.Config(
+            api,
+            # uvicorn's httptools protocol with a connection cap and a header timeout.
+            http=limited_protocol(self.gate, lambda: api.config.header_timeout),
+            loop="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            # uvicorn would take X-Forwarded-For/-Proto from 127.0.0.1 (its default
+            # forwarded_allow_ips): HttpApi believes only http.trusted_proxies.
+            proxy_headers=False,
+            timeout_keep_alive=math.ceil(config.idle_timeout),
+            # SIGTERM: requests in flight get this long to finish (server.shutdown_timeout).
+            timeout_graceful_shutdown=max(1, math.ceil(shutdown_timeout)),
+            **kwargs,
+        )
+        self._server = _Server(uv_config)
+        self.sockets: list[socket.socket] = []
         self._task: asyncio.Task[None] | None = None
 
-    def reconfigure(self, config: HttpConfig) -> None:
-        """SIGHUP: new credentials, attributes, backends... for the next requests."""
-        api = self._server.config.app
-        if isinstance(api, HttpApi):
-            api.config = config
-            self._server.config.timeout_keep_alive = math.ceil(config.idle_timeout)
-            if api.metrics is not None:
-                api.metrics.set_services(config.metrics_services)
-            # The web pages read their settings per request; their session key
-            # stays (a new one would sign everybody out).
-            api.web.config = config
+    async def start(self) -> None:
+        """Bind every ``listen`` address and start serving; returns once it accepts.
+        With ``inherited`` (a worker of ``serve --workers``), serve on the sockets the
+        supervisor bound with :func:`bind_listener` instead."""
+        config, server = self.config, self._server
+        if self.inherited is None:
+            sockets = [bind_listener(addr) for addr in config.listen]
+        else:
+            inherited = self.inherited
+            sockets = [s for addr in config.listen for s in inherited.get("http.listen", addr)]
+        self.sockets = sockets
+        task = self._task = asyncio.create_task(server.serve(sockets=sockets))
+        while not server.started:
+            if task.done():
+                for sock in sockets:
+                    sock.close()
+                await task
+                raise ConfigError("the HTTP server did not start", key="http")
+            await asyncio.sleep(0.01)
+        log.info("HTTP API listening on %s", ", ".join(config.listen))
+
+    def listening(self) -> list[str]:
+        return [f"http {host}:{port}" for host, port in self.addresses]
+
+    def connection_caps(self) -> dict[str, int]:
+        return {"http": self.gate.limit}
+
+    async def reconfigure(self, old: Config, new: Config, *, move: bool) -> HttpServer:
+        """SIGHUP (frontends/base.py): new settings for the next requests; with
+        ``move``, changed addresses or certificates start a new server (returned)
+        and this one closes (an address both listen on is let go of first)."""
+        self._apply(new.http)
+        if not move or not moved(old.http, new.http, "http"):
+            return self
+        shared = set(old.http.listen) & set(new.http.listen)
+        if shared:
+            await self.close()  # the same address is bound again below
+        replacement = await start_http(
+            self.engine,
+            new.http,
+            resolve=self.resolve,
+            admin=self.admin,
+            metrics=self.metrics,
+            readiness=self.readiness,
+            shutdown_timeout=self.shutdown_timeout,
+        )
+        if not shared:
+            await self.close()
+        log.info("HTTP API moved to %s", ", ".join(new.http.listen))
+        return replacement
+
+    def _apply(self, config: HttpConfig) -> None:
+        """New credentials, attributes, backends... for the next requests."""
+        self.config = self.api.config = config
+        self._server.config.timeout_keep_alive = math.ceil(config.idle_timeout)
+        if self.api.metrics is not None:
+            self.api.metrics.set_services(config.metrics_services)
+        # The web pages read their settings per request; their session key
+        # stays (a new one would sign everybody out).
+        self.api.web.config = config
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         return [s.getsockname()[:2] for s in self.sockets]
 
-    async def close(self) -> None:
+    async def close(self, *, drain: float = 0.0) -> None:
+        """Stop; requests in flight get uvicorn's graceful shutdown, bounded by
+        ``shutdown_timeout`` (``drain`` is that value)."""
         self._server.should_exit = True
         if self._task is not None:
             await self._task
@@ -461,55 +559,22 @@ async def start_http(
     config: HttpConfig,
     *,
     resolve: Callable[[str], Path],
-    admin: AccountAdmin | None = None,
+    admin: AccountEditor | None = None,
     inherited: InheritedSockets | None = None,
     metrics: Metrics | None = None,
     readiness: Readiness | None = None,
     shutdown_timeout: float = 10.0,
 ) -> HttpServer:
-    """Bind every ``listen`` address and start serving; returns once it accepts.
-
-    With ``tls_cert``/``tls_key`` every listener speaks HTTPS only (TLS 1.2 or
-    newer, Python's default ciphers). An unreadable or mismatched certificate or
-    key is a ConfigError before anything is bound. With ``inherited`` (a worker of
-    ``serve --workers``), serve on the sockets the supervisor bound with
-    :func:`bind_listener` instead.
-    """
-    kwargs: dict[str, Any] = {}
-    if config.tls_cert:
-        kwargs = _tls_settings(resolve(config.tls_cert), resolve(config.tls_key))
-    if inherited is None:
-        sockets = [bind_listener(addr) for addr in config.listen]
-    else:
-        sockets = [s for addr in config.listen for s in inherited.get("http.listen", addr)]
-    api = HttpApi(engine, config, admin=admin, metrics=metrics, readiness=readiness)
-    gate = ConnectionGate("http", lambda: api.config.max_connections)
-    uv_config = uvicorn.Config(
-        api,
-        # uvicorn's httptools protocol with a connection cap and a header timeout.
-        http=limited_protocol(gate, lambda: api.config.header_timeout),
-        loop="none",
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        # uvicorn would take X-Forwarded-For/-Proto from 127.0.0.1 (its default
-        # forwarded_allow_ips): HttpApi believes only http.trusted_proxies.
-        proxy_headers=False,
-        timeout_keep_alive=math.ceil(config.idle_timeout),
-        # SIGTERM: requests in flight get this long to finish (server.shutdown_timeout).
-        timeout_graceful_shutdown=max(1, math.ceil(shutdown_timeout)),
-        **kwargs,
+    """An :class:`HttpServer`, started (see :meth:`HttpServer.start`)."""
+    server = HttpServer(
+        engine,
+        config,
+        resolve=resolve,
+        admin=admin,
+        inherited=inherited,
+        metrics=metrics,
+        readiness=readiness,
+        shutdown_timeout=shutdown_timeout,
     )
-    server = _Server(uv_config)
-    running = HttpServer(server, sockets, gate)
-    running._task = asyncio.create_task(server.serve(sockets=sockets))
-    while not server.started:
-        if running._task.done():
-            for sock in sockets:
-                sock.close()
-            await running._task
-            raise ConfigError("the HTTP server did not start", key="http")
-        await asyncio.sleep(0.01)
-    log.info("HTTP API listening on %s", ", ".join(config.listen))
-    return running
+    await server.start()
+    return server

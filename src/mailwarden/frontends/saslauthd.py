@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import assert_never
 
 from mailwarden.auth.engine import Engine
-from mailwarden.config import SaslauthdConfig
+from mailwarden.config import Config, SaslauthdConfig
 from mailwarden.errors import ProtocolError
+from mailwarden.frontends.base import moved
 from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.delay import delay_failure
 from mailwarden.frontends.inherited import InheritedSockets
@@ -40,18 +41,55 @@ FAILED = "authentication failed"
 class SaslauthdServer:
     """The running saslauthd listener (from :func:`start_saslauthd`)."""
 
-    def __init__(self, engine: Engine, config: SaslauthdConfig) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        config: SaslauthdConfig,
+        *,
+        resolve: Callable[[str], Path] = Path,
+        inherited: InheritedSockets | None = None,
+    ) -> None:
         self.engine = engine
         self.config = config
+        self.resolve = resolve  # config paths -> paths (app.resolve_path)
+        self.inherited = inherited
         self.path: Path | None = None
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.gate = ConnectionGate("saslauthd", lambda: self.config.max_connections)
 
-    def reconfigure(self, config: SaslauthdConfig) -> None:
-        """SIGHUP: realm handling, limits and delay for the next connections."""
-        self.config = config
+    async def start(self) -> None:
+        """Listen on ``config.socket`` (resolved), or on the socket a supervisor bound
+        for it (``inherited``)."""
+        config, inherited = self.config, self.inherited
+        await self.listen(
+            self.resolve(config.socket),
+            inherited=inherited.get("saslauthd.socket", config.socket)[0] if inherited else None,
+        )
+
+    def listening(self) -> list[str]:
+        return [f"saslauthd {self.path}"] if self.path is not None else []
+
+    def connection_caps(self) -> dict[str, int]:
+        return {"saslauthd": self.gate.limit}
+
+    async def reconfigure(self, old: Config, new: Config, *, move: bool) -> SaslauthdServer:
+        """SIGHUP (frontends/base.py): realm handling, limits and delay for the next
+        connections. With ``move``, a changed socket path or mode starts a new server
+        (returned) and this one closes, letting its requests finish."""
+        self.config = new.saslauthd
+        before, after = old.saslauthd, new.saslauthd
+        if not move or not moved(before, after, "saslauthd"):
+            return self
+        drain = new.server.shutdown_timeout
+        same_path = before.socket == after.socket
+        if same_path:
+            await self.close(drain=drain)  # the path is bound again below
+        replacement = await start_saslauthd(self.engine, after, resolve=self.resolve)
+        if not same_path:
+            await self.close(drain=drain)
+        return replacement
 
     async def listen(self, path: Path, *, inherited: socket.socket | None = None) -> None:
         """Listen on ``path``, or on ``inherited``: bound there by the supervisor of
@@ -153,9 +191,6 @@ async def start_saslauthd(
 ) -> SaslauthdServer:
     """Start the saslauthd listener on ``config.socket`` (resolved by ``resolve``), or
     on the socket a supervisor bound for it (``inherited``)."""
-    server = SaslauthdServer(engine, config)
-    await server.listen(
-        resolve(config.socket),
-        inherited=inherited.get("saslauthd.socket", config.socket)[0] if inherited else None,
-    )
+    server = SaslauthdServer(engine, config, resolve=resolve, inherited=inherited)
+    await server.start()
     return server

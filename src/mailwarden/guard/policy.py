@@ -59,12 +59,14 @@ from mailwarden.guard.stores.base import Ban, FlushHandler, GuardStore
 from mailwarden.guard.stores.memory import MemoryStore
 from mailwarden.lograte import RateLimitedLog
 
+# Re-exported: the engine names it from here.
+from mailwarden.model import ACCOUNT_PREFIX as ACCOUNT_PREFIX  # noqa: PLC0414
+
 log = logging.getLogger("mailwarden.guard")
 
 T = TypeVar("T")
 
 ACCOUNT_RULE = "account"
-ACCOUNT_PREFIX = "account:"
 #: How many networks per account are remembered as "known" (newest kept).
 KNOWN_NETWORKS_LIMIT = 32
 #: A (account, network) success is written to the store at most this often.

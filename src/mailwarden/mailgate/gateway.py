@@ -32,14 +32,14 @@ import email
 import email.policy
 import enum
 import logging
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from mailwarden.accounts.edit import AccountAdmin, generate_password
+from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.accounts.openpgp import SignedText, VerificationError, Verifier
+from mailwarden.accounts.rules import generate_password
 from mailwarden.config import MailgateConfig
 from mailwarden.directories.base import Directory
 from mailwarden.errors import AccountError, DirectoryUnavailable
@@ -95,27 +95,16 @@ def notify_daemon(control_socket: str, users: list[str], *, timeout: float = 5.0
     own caches; a daemon that is not running has nothing to flush. False when the
     daemon could not be told (logged by the caller).
     """
+    from mailwarden.client import ask_daemon  # noqa: PLC0415
     from mailwarden.errors import ProtocolError  # noqa: PLC0415
-    from mailwarden.protocols import control  # noqa: PLC0415
 
     if not control_socket:
         return False
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(control_socket)
-            sock.sendall(control.request("cache.flush", users=users))
-            reader = control.LineReader()
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    return False
-                reader.receive_data(data)
-                if (line := reader.next_event()) is not None:
-                    control.parse_reply(line)
-                    return True
+        ask_daemon(control_socket, "cache.flush", timeout=timeout, users=users)
     except (OSError, ProtocolError):
         return False
+    return True
 
 
 class Gateway:

@@ -32,6 +32,12 @@ OPS: dict[str, tuple[str, ...]] = {
     "store": ("method", "args"),
 }
 
+#: The guard store methods the daemon runs for a ``store`` op (its front end checks
+#: the name; guard/stores/control.py forwards only these).
+STORE_METHODS = frozenset(
+    {"hit", "counts", "ban", "banned", "bans", "unban", "add_member", "has_member"}
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Request:

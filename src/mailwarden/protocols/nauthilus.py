@@ -32,6 +32,7 @@ from urllib.parse import unquote
 
 from mailwarden.errors import ProtocolError
 from mailwarden.model import (
+    ACCOUNT_PREFIX,
     Accepted,
     Account,
     AuthAttempt,
@@ -407,7 +408,7 @@ def flush_target(data: Mapping[str, Any]) -> str:
             return value
     account = data.get("account")
     if isinstance(account, str) and account:
-        return "account:" + account
+        return ACCOUNT_PREFIX + account
     raise ProtocolError("give 'target', 'ip_address' or 'account' (a non-empty string)")
 
 

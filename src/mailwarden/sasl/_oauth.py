@@ -9,6 +9,9 @@ XOAUTH2 document). The JSON bodies are Dovecot's, byte for byte.
 
 from __future__ import annotations
 
+from mailwarden.model import Password
+from mailwarden.sasl.base import Finished, MechanismFailed, raw
+
 XOAUTH2_ERROR = b'{"status":"401","schemes":"bearer","scope":"mail"}'
 OAUTHBEARER_ERROR = b'{"status":"invalid_token"}'
 
@@ -25,3 +28,19 @@ def bearer_token(value: str) -> str | None:
     if not token or "\r" in token or "\n" in token:
         return None
     return token
+
+
+def bearer_login(
+    user: str | None, token: str | None, *, missing: str, failure_data: bytes
+) -> Finished | MechanismFailed:
+    """The end of either exchange: the token is the password the engine verifies for
+    ``user``; ``failure_data`` is the mechanism's JSON error for the failure round.
+    Without a user or a token the exchange fails (``missing``: the reason logged)."""
+    if not user or token is None:
+        return MechanismFailed(reason=missing, user=user or None)
+    return Finished(
+        authcid=user,
+        authzid=None,
+        credentials=Password(raw(token)),
+        failure_data=failure_data,
+    )

@@ -8,16 +8,13 @@ refused, and the other key/value pairs (``host=``, ``port=``) are ignored.
 
 from __future__ import annotations
 
-from mailwarden.model import Password
-from mailwarden.sasl._oauth import OAUTHBEARER_ERROR, bearer_token
+from mailwarden.sasl._oauth import OAUTHBEARER_ERROR, bearer_login, bearer_token
 from mailwarden.sasl.base import (
     Challenge,
     Exchange,
-    Finished,
     Mechanism,
     MechanismFailed,
     MechFlag,
-    raw,
     text,
 )
 from mailwarden.sasl.scram import unescape_saslname
@@ -67,11 +64,6 @@ class OAuthBearer(Mechanism):
                 token = bearer_token(item[5:])
                 if token is None:
                     return MechanismFailed(reason="invalid auth field", user=user)
-        if not user or token is None:
-            return MechanismFailed(reason="missing username or token", user=user or None)
-        return Finished(
-            authcid=user,
-            authzid=None,
-            credentials=Password(raw(token)),
-            failure_data=OAUTHBEARER_ERROR,
+        return bearer_login(
+            user, token, missing="missing username or token", failure_data=OAUTHBEARER_ERROR
         )

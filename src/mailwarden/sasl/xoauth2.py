@@ -7,16 +7,13 @@ mech-oauth2.c does: fields split at ``^A``, unknown fields ignored, a malformed
 
 from __future__ import annotations
 
-from mailwarden.model import Password
-from mailwarden.sasl._oauth import XOAUTH2_ERROR, bearer_token
+from mailwarden.sasl._oauth import XOAUTH2_ERROR, bearer_login, bearer_token
 from mailwarden.sasl.base import (
     Challenge,
     Exchange,
-    Finished,
     Mechanism,
     MechanismFailed,
     MechFlag,
-    raw,
     text,
 )
 
@@ -41,11 +38,6 @@ class XOAuth2(Mechanism):
                 token = bearer_token(item[5:])
                 if token is None:
                     return MechanismFailed(reason="invalid auth field", user=user or None)
-        if not user or token is None:
-            return MechanismFailed(reason="username or token missing", user=user or None)
-        return Finished(
-            authcid=user,
-            authzid=None,
-            credentials=Password(raw(token)),
-            failure_data=XOAUTH2_ERROR,
+        return bearer_login(
+            user, token, missing="username or token missing", failure_data=XOAUTH2_ERROR
         )

@@ -16,11 +16,12 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mailwarden.accounts.edit import AccountAdmin, generate_password
+from mailwarden.accounts.rules import generate_password
 from mailwarden.errors import AccountError, AccountExists, AccountNotFound, HttpRefused
 from mailwarden.frontends.web.pages import first, form_of, redirect
 from mailwarden.frontends.web.sessions import PREFIX, Session
 from mailwarden.model import Account, AccountStatus
+from mailwarden.ports import AccountEditor
 
 if TYPE_CHECKING:
     from mailwarden.frontends.web.app import WebUi
@@ -41,7 +42,7 @@ def _services_off(account: Account) -> str:
     return ", ".join(sorted(s for s, on in account.services.items() if not on))
 
 
-def _need_admin(ui: WebUi) -> AccountAdmin:
+def _need_admin(ui: WebUi) -> AccountEditor:
     if ui.admin is None:
         raise HttpRefused(404, "Account administration is not enabled in this process.")
     return ui.admin

@@ -27,7 +27,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Message
 
-from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
 from mailwarden.errors import AccountChanged, HttpRefused, TemporaryFailure
@@ -53,6 +52,7 @@ from mailwarden.frontends.web.sessions import (
 )
 from mailwarden.metrics import Metrics
 from mailwarden.model import Account, Denied, NotFound, Unavailable, UserRecord
+from mailwarden.ports import AccountEditor
 
 #: A form whose CSRF token does not match its session.
 EXPIRED_FORM = "The form has expired or did not come from this site; reload it."
@@ -115,7 +115,7 @@ class WebUi:
         engine: Engine,
         config: HttpConfig,
         *,
-        admin: AccountAdmin | None = None,
+        admin: AccountEditor | None = None,
         metrics: Metrics | None = None,
         secret: bytes | None = None,
         clock: Callable[[], float] = time.time,

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.accounts.openpgp import import_public_key, public_key_fingerprint
 from mailwarden.accounts.profile import ChangePolicy, edit_profile
 from mailwarden.accounts.sshkeys import key_set
@@ -28,6 +27,7 @@ from mailwarden.frontends.web import auth
 from mailwarden.frontends.web.pages import first, form_of, redirect
 from mailwarden.frontends.web.sessions import PREFIX, Session
 from mailwarden.model import Account
+from mailwarden.ports import AccountEditor
 from mailwarden.schemes.common import check_password
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def _offered(ui: WebUi) -> list[str]:
     return [f.lower() for f in ui.engine.config.mailgate.fields if f.lower() in PROFILE_FORM]
 
 
-def _need_admin(ui: WebUi) -> AccountAdmin:
+def _need_admin(ui: WebUi) -> AccountEditor:
     if ui.admin is None:
         raise HttpRefused(404, "Account administration is not enabled in this process.")
     return ui.admin

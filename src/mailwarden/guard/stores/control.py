@@ -20,12 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mailwarden.client import DaemonClient
 from mailwarden.errors import ProtocolError, StoreUnavailable
 from mailwarden.guard.stores.base import Ban, FlushHandler
-from mailwarden.protocols import control
-
-#: The store methods the daemon runs for a ``store`` op (its guard checks the list).
-METHODS = frozenset({"hit", "counts", "ban", "banned", "bans", "unban", "add_member", "has_member"})
 
 
 class ControlStore:
@@ -34,33 +31,22 @@ class ControlStore:
     def __init__(self, path: Path, *, timeout: float = 2.0) -> None:
         self.path = path
         self.timeout = timeout
-        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        self._lines = control.LineReader()
+        # One connection, kept: a login makes several store calls.
+        self._client = DaemonClient(path, timeout=timeout)
         self._lock = asyncio.Lock()
 
     async def _ask(self, method: str, *args: Any) -> Any:
         async with self._lock:
             try:
-                return await asyncio.wait_for(self._exchange(method, args), self.timeout)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                await self.close()
+                # The blocking client in a thread: the event loop keeps running, and
+                # every wait is bounded by the client's socket timeout.
+                return await asyncio.to_thread(
+                    self._client.ask, "store", method=method, args=list(args)
+                )
+            except OSError as exc:
                 raise StoreUnavailable(f"daemon control socket {self.path}: {exc!r}") from exc
             except ProtocolError as exc:
                 raise StoreUnavailable(f"daemon control socket {self.path}: {exc}") from exc
-
-    async def _exchange(self, method: str, args: tuple[Any, ...]) -> Any:
-        if self._conn is None:
-            self._conn = await asyncio.open_unix_connection(str(self.path))
-        reader, writer = self._conn
-        writer.write(control.request("store", method=method, args=list(args)))
-        await writer.drain()
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionResetError("the daemon closed the control connection")
-            self._lines.receive_data(data)
-            if (line := self._lines.next_event()) is not None:
-                return control.parse_reply(line)
 
     async def hit(self, counters: Sequence[tuple[str, float]], now: float) -> list[float]:
         result: list[float] = await self._ask("hit", [list(c) for c in counters], now)
@@ -103,7 +89,5 @@ class ControlStore:
         await self._ask("banned", [], 0.0)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            _, writer = self._conn
-            self._conn = None
-            writer.close()
+        async with self._lock:
+            self._client.close()
