@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 
 from mailwarden.auth.engine import Engine
-from mailwarden.client import DaemonClient, DaemonClosed, ask_daemon
-from mailwarden.errors import ProtocolError, StoreUnavailable
+from mailwarden.client import DaemonClient, ask_daemon
+from mailwarden.errors import DaemonClosed, ProtocolError, StoreUnavailable
 from mailwarden.frontends.control import ControlServer, start_control
 from mailwarden.guard.stores.control import ControlStore
 from mailwarden.mailgate.gateway import notify_daemon

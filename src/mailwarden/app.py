@@ -53,6 +53,14 @@ def resolve_path(config: Config, path: str) -> Path:
     return Path(config_mod.config_relative(config.source, path))
 
 
+def write_pid_file(path: Path) -> None:
+    """Write this process's pid to ``path`` at once: a reader sees the whole pid or no
+    file, never an empty one (a new file renamed over the old)."""
+    part = path.with_name(f".{path.name}.{os.getpid()}")
+    part.write_text(f"{os.getpid()}\n")
+    part.replace(path)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Backend:
     """The opened directory, and the same object as the engine's password checker
@@ -507,7 +515,7 @@ async def serve(
             # The pid file appears only once every listener accepts: scripts and
             # tests that wait for it can connect right away.
             if pid_file is not None:
-                pid_file.write_text(f"{os.getpid()}\n")
+                write_pid_file(pid_file)
             if ready is not None:
                 ready()
             else:  # the process systemd started (Type=notify): Postfix and Dovecot may start

@@ -12,7 +12,7 @@ bounded by ``timeout``. Errors, for the caller to word:
 * :class:`OSError`: the daemon cannot be reached or stopped talking -
   ``FileNotFoundError`` / ``ConnectionRefusedError`` (not running),
   ``PermissionError`` (not the socket's owner), ``TimeoutError``, and
-  :class:`DaemonClosed` (it closed the connection before replying);
+  :class:`~mailwarden.errors.DaemonClosed` (it closed the connection before replying);
 * :class:`~mailwarden.errors.ProtocolError`: the daemon refused the request (its
   message) or its reply is not the protocol.
 """
@@ -24,14 +24,8 @@ import socket
 from types import TracebackType
 from typing import Any
 
+from mailwarden.errors import DaemonClosed
 from mailwarden.protocols import control
-
-
-class DaemonClosed(ConnectionResetError):
-    """The daemon closed the control connection before its reply was complete."""
-
-    def __init__(self) -> None:
-        super().__init__("the daemon closed the control connection")
 
 
 class DaemonClient:

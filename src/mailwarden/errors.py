@@ -36,6 +36,8 @@ owns the connection.
     │   ├── DaemonDown                 checkpassword.py: the daemon's socket is missing or
     │   │                              refuses connections; caught there, which decides
     │   │                              locally instead (or exits 111 with via = "daemon")
+    │   ├── DaemonClosed               client.py: the daemon closed the control connection
+    │   │                              before its reply was complete (also an OSError)
     │   ├── RelayError                 cluster/relay.py: the mail host could not be used
     │   │                              before the session started; checkpassword exits 111
     │   └── AccountChanged             directories/*: another writer kept changing the
@@ -177,6 +179,16 @@ class DaemonDown(TemporaryFailure):
 
     ``mailwarden checkpassword`` decides locally instead (``checkpassword.via = "auto"``)
     or reports a temporary failure (``"daemon"``)."""
+
+
+class DaemonClosed(TemporaryFailure, ConnectionResetError):
+    """The daemon closed the control connection before its reply was complete.
+
+    Raised by client.py; an OSError too, so callers that handle a broken connection
+    handle this one."""
+
+    def __init__(self) -> None:
+        super().__init__("the daemon closed the control connection")
 
 
 class RelayError(TemporaryFailure):

@@ -49,7 +49,7 @@ from typing import Any, NoReturn
 
 from mailwarden import sdnotify
 from mailwarden.activation import Activated
-from mailwarden.app import resolve_path, run_loop, serve
+from mailwarden.app import resolve_path, run_loop, serve, write_pid_file
 from mailwarden.config import Config
 from mailwarden.errors import ConfigError, TemporaryFailure
 from mailwarden.frontends.inherited import InheritedSockets, bind_tcp
@@ -271,7 +271,7 @@ class _Supervisor:
             return
         self.started = True
         if self.pid_file is not None:
-            self.pid_file.write_text(f"{os.getpid()}\n")
+            write_pid_file(self.pid_file)
         sdnotify.notify("READY=1", f"MAINPID={os.getpid()}", f"STATUS={self.count} workers serving")
         log.info(
             "supervisor %d: %d workers serving (%s)",

@@ -31,8 +31,8 @@ CONTROL_TIMEOUT = 30.0
 
 def _control(ctx: click.Context, op: str, **args: Any) -> Any:
     """Ask the running daemon over its control socket (``server.control_socket``)."""
-    from mailwarden.client import DaemonClosed, ask_daemon  # noqa: PLC0415
-    from mailwarden.errors import ProtocolError  # noqa: PLC0415
+    from mailwarden.client import ask_daemon  # noqa: PLC0415
+    from mailwarden.errors import DaemonClosed, ProtocolError  # noqa: PLC0415
 
     cfg = _config(ctx)
     if not cfg.server.control_socket:
