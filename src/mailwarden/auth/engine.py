@@ -64,9 +64,10 @@ from mailwarden.config import Config
 from mailwarden.directories.base import Directory, PasswordChecker
 from mailwarden.errors import TemporaryFailure
 from mailwarden.guard.logincache import LoginCache
-from mailwarden.guard.policy import ACCOUNT_PREFIX, Guard, unknown_subject
+from mailwarden.guard.policy import Guard, unknown_subject
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import (
+    ACCOUNT_PREFIX,
     Accepted,
     Account,
     AccountStatus,

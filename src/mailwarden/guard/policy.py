@@ -60,7 +60,7 @@ from mailwarden.guard.stores.memory import MemoryStore
 from mailwarden.lograte import RateLimitedLog
 
 # Re-exported: the engine names it from here.
-from mailwarden.model import ACCOUNT_PREFIX as ACCOUNT_PREFIX  # noqa: PLC0414
+from mailwarden.model import ACCOUNT_PREFIX
 
 log = logging.getLogger("mailwarden.guard")
 
