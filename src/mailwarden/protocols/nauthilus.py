@@ -178,7 +178,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ProtocolError("request body must be a JSON object")
     try:
-        # One pass over every key and value: a ``\\udXXX`` escape without its pair
+        # One pass over every key and value: a ``\\ud800``-``\\udfff`` escape without its pair
         # decodes to a lone surrogate, which is not text and has no UTF-8 form.
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
