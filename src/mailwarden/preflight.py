@@ -39,6 +39,10 @@ def check(config: Config, *, workers: int | None = None) -> None:
 
         unix_listeners(config.dovecot)  # socket owners and groups exist
         trusted_peers(config.dovecot)  # so do the userdb socket's trusted users
+    if config.saslauthd.enabled:
+        from mailwarden.frontends.saslauthd import socket_owner  # noqa: PLC0415
+
+        socket_owner(config.saslauthd)  # the socket's owner and group exist
     if config.http.enabled:
         _check_http(config)
     asyncio.run(_check_backends(config))

@@ -148,7 +148,10 @@ def bind_all(config: Config, activated: Activated | None = None) -> _Bound:
                 config.server.control_socket_mode,
             )
         if config.saslauthd.enabled:
-            unix("saslauthd.socket", config.saslauthd.socket, config.saslauthd.socket_mode)
+            from mailwarden.frontends.saslauthd import socket_owner  # noqa: PLC0415
+
+            s = config.saslauthd
+            unix("saslauthd.socket", s.socket, s.socket_mode, socket_owner(s))
         if config.http.enabled:
             from mailwarden.frontends.http import bind_listener  # noqa: PLC0415 - lean start
 

@@ -165,6 +165,8 @@ class SaslauthdConfig(Section):
     enabled: bool = False
     socket: str = "/run/mailwarden/saslauthd/mux"
     socket_mode: int = 0o666
+    socket_user: str = ""
+    socket_group: str = ""
     realm: Literal["append", "ignore"] = "append"
     request_timeout: float = 10.0
     max_field_length: int = 1024

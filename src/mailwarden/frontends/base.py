@@ -33,7 +33,7 @@ LISTENER_KEYS: dict[str, tuple[str, ...]] = {
         for role in ("client", "login", "master", "userdb")
         for suffix in ("", "_mode", "_user", "_group")
     ),
-    "saslauthd": ("socket", "socket_mode"),
+    "saslauthd": ("socket", "socket_mode", "socket_user", "socket_group"),
     "http": ("listen", "tls_cert", "tls_key"),
 }
 

@@ -28,6 +28,7 @@ from mailwarden.errors import ProtocolError
 from mailwarden.frontends.base import moved
 from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.delay import delay_failure
+from mailwarden.frontends.dovecot_sockets import group_id, user_id
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 from mailwarden.model import Accepted, AuthAttempt, Denied, Unavailable
@@ -96,7 +97,10 @@ class SaslauthdServer:
         ``serve --workers``, whose file close() then leaves in place."""
         if inherited is None:
             sock, self._inode = bind_unix_socket(
-                path, mode=self.config.socket_mode, key="saslauthd.socket"
+                path,
+                mode=self.config.socket_mode,
+                key="saslauthd.socket",
+                owner=socket_owner(self.config),
             )
         else:
             sock = inherited
@@ -194,3 +198,12 @@ async def start_saslauthd(
     server = SaslauthdServer(engine, config, resolve=resolve, inherited=inherited)
     await server.start()
     return server
+
+
+def socket_owner(config: SaslauthdConfig) -> tuple[int, int]:
+    """The uid and gid the socket file is given (-1: the daemon's own); ConfigError
+    naming the key of a user or group that does not exist."""
+    return (
+        user_id(config.socket_user, key="saslauthd.socket_user"),
+        group_id(config.socket_group, key="saslauthd.socket_group"),
+    )
