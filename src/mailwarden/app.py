@@ -413,7 +413,10 @@ def build_frontends(
     metrics: Metrics | None,
 ) -> list[Frontend]:
     """The enabled front ends, built and not yet started, in the order they start."""
-    from mailwarden.frontends.control import ControlServer  # noqa: PLC0415 - lean start
+    from mailwarden.frontends.control import (  # noqa: PLC0415 - lean start
+        ControlServer,
+        control_socket_owner,
+    )
     from mailwarden.frontends.dovecot import DovecotServer  # noqa: PLC0415
     from mailwarden.frontends.dovecot_common import DovecotState  # noqa: PLC0415
     from mailwarden.frontends.http import HttpServer  # noqa: PLC0415
@@ -437,6 +440,7 @@ def build_frontends(
                 status,
                 socket_path=resolve(control),
                 mode=config.server.control_socket_mode,
+                owner=control_socket_owner(config.server),
                 inherited=inherited.get("server.control_socket", control)[0] if inherited else None,
             )
         )

@@ -39,10 +39,14 @@ def check(config: Config, *, workers: int | None = None) -> None:
 
         unix_listeners(config.dovecot)  # socket owners and groups exist
         trusted_peers(config.dovecot)  # so do the userdb socket's trusted users
-    if config.saslauthd.enabled:
-        from mailwarden.frontends.saslauthd import socket_owner  # noqa: PLC0415
+    if config.server.control_socket:
+        from mailwarden.frontends.control import control_socket_owner  # noqa: PLC0415
 
-        socket_owner(config.saslauthd)  # the socket's owner and group exist
+        control_socket_owner(config.server)  # the control socket's owner and group exist
+    if config.saslauthd.enabled:
+        from mailwarden.frontends.saslauthd import saslauthd_socket_owner  # noqa: PLC0415
+
+        saslauthd_socket_owner(config.saslauthd)  # the socket's owner and group exist
     if config.http.enabled:
         _check_http(config)
     asyncio.run(_check_backends(config))

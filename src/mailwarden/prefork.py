@@ -142,16 +142,19 @@ def bind_all(config: Config, activated: Activated | None = None) -> _Bound:
                 key = "dovecot.tcp_listen"
                 tcp(key, address, partial(bind_tcp, address, key=key))
         if config.server.control_socket:
+            from mailwarden.frontends.control import control_socket_owner  # noqa: PLC0415
+
             unix(
                 "server.control_socket",
                 config.server.control_socket,
                 config.server.control_socket_mode,
+                control_socket_owner(config.server),
             )
         if config.saslauthd.enabled:
-            from mailwarden.frontends.saslauthd import socket_owner  # noqa: PLC0415
+            from mailwarden.frontends.saslauthd import saslauthd_socket_owner  # noqa: PLC0415
 
             s = config.saslauthd
-            unix("saslauthd.socket", s.socket, s.socket_mode, socket_owner(s))
+            unix("saslauthd.socket", s.socket, s.socket_mode, saslauthd_socket_owner(s))
         if config.http.enabled:
             from mailwarden.frontends.http import bind_listener  # noqa: PLC0415 - lean start
 

@@ -109,6 +109,8 @@ class ServerConfig(Section):
     shutdown_timeout: float = 10.0
     control_socket: str = "/run/mailwarden/control"
     control_socket_mode: int = 0o600
+    control_socket_user: str = ""
+    control_socket_group: str = ""
     workers: int = 1
 
     def check(self, key: str) -> None:

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mailwarden.auth.engine import Engine
-from mailwarden.config import Config
+from mailwarden.config import Config, ServerConfig
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.connlimit import ConnectionGate, IdleTimer
+from mailwarden.frontends.dovecot_sockets import group_id, user_id
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
 from mailwarden.protocols import control as proto
 
@@ -44,6 +45,7 @@ class ControlServer:
         *,
         socket_path: Path | None = None,
         mode: int = 0o600,
+        owner: tuple[int, int] = (-1, -1),
         inherited: socket.socket | None = None,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
@@ -52,6 +54,7 @@ class ControlServer:
         self.status = status
         # Where start() listens (listen() takes them as arguments).
         self.socket_path, self.mode, self.inherited = socket_path, mode, inherited
+        self.owner = owner  # uid, gid of the socket file (-1: the daemon's own)
         self.path: Path | None = None
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
@@ -64,7 +67,9 @@ class ControlServer:
         """Listen on ``path``, or on ``inherited``: bound there by the supervisor of
         ``serve --workers``, whose file close() then leaves in place."""
         if inherited is None:
-            sock, self._inode = bind_unix_socket(path, mode=mode, key="server.control_socket")
+            sock, self._inode = bind_unix_socket(
+                path, mode=mode, key="server.control_socket", owner=self.owner
+            )
         else:
             sock = inherited
         self._server = await asyncio.start_unix_server(self._handle, sock=sock)
@@ -187,9 +192,21 @@ async def start_control(
     *,
     mode: int,
     status: StatusProvider,
+    owner: tuple[int, int] = (-1, -1),
     inherited: socket.socket | None = None,
 ) -> ControlServer:
     """Serve the control socket at ``path`` (or on ``inherited``, see :meth:`listen`)."""
-    server = ControlServer(engine, status, socket_path=path, mode=mode, inherited=inherited)
+    server = ControlServer(
+        engine, status, socket_path=path, mode=mode, owner=owner, inherited=inherited
+    )
     await server.start()
     return server
+
+
+def control_socket_owner(config: ServerConfig) -> tuple[int, int]:
+    """The uid and gid the control socket file is given (-1: the daemon's own);
+    ConfigError naming the key of a user or group that does not exist."""
+    return (
+        user_id(config.control_socket_user, key="server.control_socket_user"),
+        group_id(config.control_socket_group, key="server.control_socket_group"),
+    )

@@ -100,7 +100,7 @@ class SaslauthdServer:
                 path,
                 mode=self.config.socket_mode,
                 key="saslauthd.socket",
-                owner=socket_owner(self.config),
+                owner=saslauthd_socket_owner(self.config),
             )
         else:
             sock = inherited
@@ -200,7 +200,7 @@ async def start_saslauthd(
     return server
 
 
-def socket_owner(config: SaslauthdConfig) -> tuple[int, int]:
+def saslauthd_socket_owner(config: SaslauthdConfig) -> tuple[int, int]:
     """The uid and gid the socket file is given (-1: the daemon's own); ConfigError
     naming the key of a user or group that does not exist."""
     return (

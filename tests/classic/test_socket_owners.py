@@ -1,4 +1,5 @@
-"""The saslauthd socket file gets its own owner, group and mode, like every listener."""
+"""The saslauthd and control socket files get their own owner, group and mode, like
+every listener."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mailwarden.config import SaslauthdConfig
+from mailwarden.config import SaslauthdConfig, ServerConfig
 from mailwarden.errors import ConfigError
-from mailwarden.frontends.saslauthd import socket_owner, start_saslauthd
+from mailwarden.frontends.control import control_socket_owner, start_control
+from mailwarden.frontends.saslauthd import saslauthd_socket_owner, start_saslauthd
 from tests.conftest import EngineFactory
 from tests.helpers import FAST
 
@@ -44,5 +46,31 @@ async def test_the_socket_file_has_the_configured_owner_group_and_mode(
 def test_an_owner_that_does_not_exist_is_a_config_error_naming_the_key(key: str) -> None:
     config = SaslauthdConfig(**{key: "no-such-name-mw"})  # type: ignore[arg-type]
     with pytest.raises(ConfigError) as raised:
-        socket_owner(config)
+        saslauthd_socket_owner(config)
     assert raised.value.key == f"saslauthd.{key}"
+
+
+async def test_the_control_socket_file_has_the_configured_owner_and_group(
+    tmp_path: Path, make_engine: EngineFactory
+) -> None:
+    config = ServerConfig(control_socket_user="nobody", control_socket_group="nogroup")
+
+    async def status() -> dict[str, object]:
+        return {}
+
+    server = await start_control(
+        make_engine(FAST),
+        tmp_path / "control",
+        mode=0o660,
+        status=status,
+        owner=control_socket_owner(config),
+    )
+    try:
+        st = (tmp_path / "control").stat()
+        nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody, nogroup, 0o660)
+    finally:
+        await server.close(drain=0)
+    with pytest.raises(ConfigError) as raised:
+        control_socket_owner(ServerConfig(control_socket_group="no-such-name-mw"))
+    assert raised.value.key == "server.control_socket_group"
