@@ -19,12 +19,12 @@ from mailwarden.auth.engine import Engine
 from mailwarden.directories.base import Modified
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.errors import AccountChanged
-from mailwarden.frontends.http import HttpApi, HttpServer, start_http
+from mailwarden.frontends.http import HttpServer, start_http
 from mailwarden.model import Account
 from tests.conftest import EngineFactory
 from tests.frontends.test_http_admin import call
 from tests.frontends.test_http_frontend import CONFIG
-from tests.frontends.test_web import WEB_CONFIG, Client, Clock, Served, token_of
+from tests.frontends.test_web import Client, token_of, web_site
 
 
 class BusyDirectory(MemoryDirectory):
@@ -72,14 +72,8 @@ async def test_the_admin_page_says_changed_meanwhile_and_saves_nothing(
 ) -> None:
     busy = BusyDirectory([Account(uid="alice", mail="alice@example.com")])
     engine: Engine = make_engine(d=busy)
-    admin = AccountAdmin(
-        directory=busy, hasher=engine.hasher, engine=engine, default_scheme="SHA256-CRYPT"
-    )
-    running = await start_http(engine, WEB_CONFIG, resolve=Path, admin=admin)
-    try:
-        api = running._server.config.app
-        assert isinstance(api, HttpApi)
-        c = Client(Served(running, api.web, Clock()))
+    async with web_site(engine, busy) as site:
+        c = Client(site)
         await c.admin_login()
         page = await c.go("GET", "/ui/admin/account?uid=alice")
         form = {
@@ -98,5 +92,3 @@ async def test_the_admin_page_says_changed_meanwhile_and_saves_nothing(
         assert r.status == 303, r.body
         stored = await busy.get("alice")
         assert stored is not None and stored.home == "/srv/alice"
-    finally:
-        await running.close()

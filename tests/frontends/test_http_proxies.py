@@ -11,34 +11,23 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 
-from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.auth.engine import Engine
 from mailwarden.config import loads
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.errors import ConfigError
-from mailwarden.frontends.http import HttpApi, start_http
-from tests.frontends.test_web import WEB_CONFIG, Client, Clock, Served
+from tests.frontends.test_web import WEB_CONFIG, Client, Served, web_site
 
 
 @asynccontextmanager
 async def serving(
     engine: Engine, directory: MemoryDirectory, proxies: tuple[str, ...]
 ) -> AsyncIterator[Served]:
-    admin = AccountAdmin(
-        directory=directory, hasher=engine.hasher, engine=engine, default_scheme="SHA256-CRYPT"
-    )
     config = dataclasses.replace(WEB_CONFIG, trusted_proxies=proxies)
-    running = await start_http(engine, config, resolve=Path, admin=admin)
-    api = running._server.config.app
-    assert isinstance(api, HttpApi)
-    try:
-        yield Served(running, api.web, Clock())
-    finally:
-        await running.close()
+    async with web_site(engine, directory, config=config) as served:
+        yield served
 
 
 FORWARDED = {"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "https"}

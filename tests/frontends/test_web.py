@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import html
 import re
@@ -25,6 +26,8 @@ import pytest_asyncio
 from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.accounts.openpgp import public_key_fingerprint as openpgp_fingerprint
 from mailwarden.auth.engine import Engine
+from mailwarden.config import HttpConfig
+from mailwarden.directories.base import Directory
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.errors import ConfigError, FieldError
 from mailwarden.frontends.http import HttpApi, HttpServer, start_http
@@ -53,24 +56,40 @@ class Served:
     clock: Clock
 
 
+@contextlib.asynccontextmanager
+async def web_site(
+    engine: Engine,
+    directory: Directory,
+    *,
+    config: HttpConfig = WEB_CONFIG,
+    scheme: str = "SHA256-CRYPT",
+    metrics: Metrics | None = None,
+) -> AsyncIterator[Served]:
+    """The HTTP listener with the web page and account administration over
+    ``directory``, its clock a test :class:`Clock`; closed on exit."""
+    admin = AccountAdmin(
+        directory=directory, hasher=engine.hasher, engine=engine, default_scheme=scheme
+    )
+    running = await start_http(engine, config, resolve=Path, admin=admin, metrics=metrics)
+    api = running._server.config.app  # the HttpApi uvicorn serves
+    assert isinstance(api, HttpApi)
+    clock = Clock()
+    api.web.clock = clock
+    try:
+        yield Served(running, api.web, clock)
+    finally:
+        await running.close()
+
+
 @pytest_asyncio.fixture
 async def served(engine: Engine, directory: MemoryDirectory) -> AsyncIterator[Served]:
     await directory.create(
         Account(uid="carol", password=hashed("secret"), status=AccountStatus.DISABLED)
     )
-    admin = AccountAdmin(
-        directory=directory, hasher=engine.hasher, engine=engine, default_scheme="SHA256-CRYPT"
-    )
     metrics = Metrics()
     engine.metrics = metrics
-    running = await start_http(engine, WEB_CONFIG, resolve=Path, admin=admin, metrics=metrics)
-    api = running._server.config.app  # the HttpApi uvicorn serves
-    assert isinstance(api, HttpApi)
-    web = api.web
-    clock = Clock()
-    web.clock = clock
-    yield Served(running, web, clock)
-    await running.close()
+    async with web_site(engine, directory, metrics=metrics) as site:
+        yield site
 
 
 class Client:
@@ -570,21 +589,13 @@ async def test_the_openpgp_key_goes_into_the_gateways_keyring_when_it_exists(
     engine = make_engine(
         make_config(passwords={"scheme": "SHA512-CRYPT"}, mailgate={"gnupg_home": str(home)})
     )
-    admin = AccountAdmin(
-        directory=directory, hasher=engine.hasher, engine=engine, default_scheme="SHA512-CRYPT"
-    )
-    running = await start_http(engine, WEB_CONFIG, resolve=Path, admin=admin)
-    try:
-        api = running._server.config.app
-        assert isinstance(api, HttpApi)
-        c = Client(Served(running, api.web, Clock()))
+    async with web_site(engine, directory, scheme="SHA512-CRYPT") as site:
+        c = Client(site)
         await c.user_login("alice", "secret")
         token = token_of((await c.go("GET", "/ui/me")).body)
         form = {"csrf": token, "key": armored, "current": "secret"}
         r = await c.go("POST", "/ui/me/pgp", form)
         assert r.status == 303
-    finally:
-        await running.close()
     listing = subprocess.run(
         ["gpg", "--homedir", str(home), "--batch", "--with-colons", "--fingerprint"],
         capture_output=True,

@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.directories.memory import MemoryDirectory
-from mailwarden.frontends.http import HttpApi, start_http
 from mailwarden.model import Account, Profile
 from tests.conftest import EngineFactory
 from tests.frontends.test_web import (
-    WEB_CONFIG,
     Client,
-    Clock,
     Served,
     ed25519_line,
     pgp_key,  # noqa: F401 - the module-scoped fixture, used by name below
     token_of,
+    web_site,
 )
 from tests.helpers import hashed, make_config
 
@@ -36,16 +32,8 @@ async def site(make_engine: EngineFactory, directory: MemoryDirectory) -> AsyncI
     engine = make_engine(
         make_config(passwords={"scheme": "SHA512-CRYPT"}, auth={"master_user_separator": "*"})
     )
-    admin = AccountAdmin(
-        directory=directory, hasher=engine.hasher, engine=engine, default_scheme="SHA512-CRYPT"
-    )
-    running = await start_http(engine, WEB_CONFIG, resolve=Path, admin=admin)
-    api = running._server.config.app
-    assert isinstance(api, HttpApi)
-    try:
-        yield Served(running, api.web, Clock())
-    finally:
-        await running.close()
+    async with web_site(engine, directory, scheme="SHA512-CRYPT") as served:
+        yield served
 
 
 async def signed_in(site: Served) -> tuple[Client, str]:
