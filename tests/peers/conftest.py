@@ -180,11 +180,14 @@ DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
 
 @contextlib.contextmanager
-def running_dovecot(conf: Path, root: Path) -> Iterator[subprocess.Popen[Any]]:
+def running_dovecot(
+    conf: Path, root: Path, *, ready: str | tuple[str, int] | None = None
+) -> Iterator[subprocess.Popen[Any]]:
     """Dovecot in the foreground with config ``conf`` (its base_dir ``root/run``).
 
-    Ready once its auth-userdb socket answers; the log at ``root/dovecot.log`` is
-    shown if it dies at start. Stopped, with its whole process group, on exit.
+    Ready once ``ready`` accepts connections (default: its auth-userdb socket); the
+    log at ``root/dovecot.log`` is shown if it dies at start. Stopped, with its
+    whole process group, on exit.
     """
     proc = subprocess.Popen(
         [DOVECOT, "-F", "-c", str(conf)],
@@ -194,8 +197,8 @@ def running_dovecot(conf: Path, root: Path) -> Iterator[subprocess.Popen[Any]]:
         start_new_session=True,
     )
     try:
-        userdb = str(root / "run" / "auth-userdb")
-        wait_until(lambda: proc.poll() is not None or connectable(userdb), "dovecot")
+        address = ready if ready is not None else str(root / "run" / "auth-userdb")
+        wait_until(lambda: proc.poll() is not None or connectable(address), "dovecot")
         assert proc.poll() is None, (root / "dovecot.log").read_text()
         yield proc
     finally:

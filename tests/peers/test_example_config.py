@@ -33,12 +33,11 @@ from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.model import Account
 from tests.peers.configs import dovecot_conf
 from tests.peers.conftest import (
-    DOVECOT,
     connectable,
     free_port,
     private_dir,
+    running_dovecot,
     running_serve,
-    stop_process,
     wait_until,
 )
 from tests.peers.test_postfix import (
@@ -202,20 +201,8 @@ def running_imap(site: Site) -> Iterator[None]:
             master_socket=site.cfg.dovecot.master_socket,
         )
     )
-    proc = subprocess.Popen(
-        [DOVECOT, "-F", "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        port = site.imap_port
-        wait_until(lambda: proc.poll() is not None or connectable(("127.0.0.1", port)), "dovecot")
-        assert proc.poll() is None, _dovecot_log(site)
+    with running_dovecot(conf, site.root / "dovecot", ready=("127.0.0.1", site.imap_port)):
         yield
-    finally:
-        stop_process(proc)
 
 
 def test_the_example_sockets_have_the_owners_their_peers_need(site: Site) -> None:
