@@ -518,12 +518,8 @@ async def serve(
             check_fd_budget(caps, fd_limit)
             # The pid file appears only once every listener accepts: scripts and
             # tests that wait for it can connect right away.
-            if pid_file is not None:
-                write_pid_file(pid_file)
-            if ready is not None:
-                ready()
-            else:  # the process systemd started (Type=notify): Postfix and Dovecot may start
-                sdnotify.notify("READY=1", f"MAINPID={os.getpid()}", "STATUS=serving")
+            # Logged before anyone is told: a supervisor or test that sees readiness
+            # finds this line in the log.
             log.info(
                 "mailwarden %s serving: directory=%s (%d accounts), hashing workers=%d, config=%s",
                 __version__,
@@ -532,6 +528,12 @@ async def serve(
                 app.hasher.workers,
                 config.source,
             )
+            if pid_file is not None:
+                write_pid_file(pid_file)
+            if ready is not None:
+                ready()
+            else:  # the process systemd started (Type=notify): Postfix and Dovecot may start
+                sdnotify.notify("READY=1", f"MAINPID={os.getpid()}", "STATUS=serving")
             running = Running(
                 config=config, app=app, frontends=frontends, inherited=inherited is not None
             )
