@@ -36,6 +36,7 @@ from mailwarden.directories.base import (
 )
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
+from mailwarden.frontends.control import ControlServer
 from mailwarden.frontends.dovecot import DovecotServer, start_dovecot
 from mailwarden.frontends.dovecot_sockets import Role
 from mailwarden.frontends.http import start_http
@@ -274,6 +275,65 @@ async def test_a_saslauthd_login_reads_the_directory_once(
     assert counted.reads == 1
 
 
+class CountingControl(ControlServer):
+    """The real control socket, counting the requests it answers."""
+
+    requests = 0
+
+    async def _answer(self, line: bytes) -> bytes:
+        self.requests += 1
+        return await super()._answer(line)
+
+
+@pytest.mark.parametrize(
+    ("user", "secret", "lookup_only", "decided"),
+    [
+        ("alice", b"secret", False, cp.Login),
+        ("alice", b"wrong", False, cp.Refused),
+        ("ghost", b"secret", False, cp.Refused),
+        ("alice", b"", True, cp.Login),
+        ("ghost", b"", True, cp.Unknown),
+    ],
+)
+async def test_checkpassword_asking_the_daemon_is_one_request_and_one_read(
+    engine: Engine,
+    counted: CountingDirectory,
+    tmp_path: Path,
+    user: str,
+    secret: bytes,
+    lookup_only: bool,
+    decided: type[cp.Decision],
+) -> None:
+    control = CountingControl(
+        engine, lambda: asyncio.sleep(0, {}), socket_path=tmp_path / "control"
+    )
+    await control.start()
+    settings = checkpassword.Settings(
+        source="test",
+        via="daemon",
+        timeout=10,
+        control_socket=str(tmp_path / "control"),
+        first_valid_uid=500,
+        first_valid_gid=1,
+    )
+    request = checkpassword.Request(
+        block=cp.parse_block(user.encode() + b"\0" + secret + b"\0\0"),
+        apop_digest=None,
+        service="pop3",
+        lookup_only=lookup_only,
+        remote_ip="192.0.2.7",
+        local_ip=None,
+    )
+    try:
+        decision = await asyncio.to_thread(checkpassword.ask_daemon, settings, request)
+    finally:
+        await control.close()
+    assert isinstance(decision, decided)
+    if isinstance(decision, cp.Login):
+        assert (decision.user, decision.userdb) == ("alice", {"home": "/home/alice", "uid": "5000"})
+    assert (control.requests, counted.reads) == (1, 1)
+
+
 async def test_a_verified_login_on_a_warm_cache_reaches_no_database(
     hasher: Hasher, tmp_path: Path
 ) -> None:
@@ -340,7 +400,7 @@ def test_checkpassword_deciding_locally_reads_the_directory_once(
         local_ip=None,
     )
     decision = checkpassword.decide_locally(str(cfg), request)
-    assert isinstance(decision, checkpassword.Login)
+    assert isinstance(decision, cp.Login)
     assert login_reads(opened) == 1
 
 

@@ -442,6 +442,7 @@ def build_frontends(
                 mode=config.server.control_socket_mode,
                 owner=control_socket_owner(config.server),
                 inherited=inherited.get("server.control_socket", control)[0] if inherited else None,
+                failure_delay=config.checkpassword.failure_delay,
             )
         )
     if config.saslauthd.enabled:

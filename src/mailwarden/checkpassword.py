@@ -10,18 +10,19 @@ unless it decides locally.
 
 **Two ways to decide** (``[checkpassword] via``):
 
-* ``daemon``: ask the running ``mailwarden serve`` over its Dovecot sockets, as
-  Dovecot's own lib-auth would (:mod:`mailwarden.protocols.dovecot_libauth`): an
-  ``AUTH PLAIN`` on ``dovecot.client_socket``, then a ``USER`` lookup on
-  ``dovecot.userdb_socket`` (``master_socket`` if that is off). The daemon's engine
-  decides, so its policy, failure delay and brute-force state (the guard) apply to
-  these logins exactly as to Dovecot's and Postfix's. Start-up is a TOML read and
-  two UNIX-socket round trips.
+* ``daemon``: ask the running ``mailwarden serve`` over its control socket
+  (``server.control_socket``, through :mod:`mailwarden.client`): one ``checkpassword``
+  request, one reply with the decision and, for a login, the userdb fields the
+  engine's outcome carries (:mod:`mailwarden.protocols.checkpassword`). The daemon's
+  engine decides, so its policy, failure delay and brute-force state (the guard)
+  apply to these logins exactly as to Dovecot's and Postfix's. Start-up is a TOML
+  read and one UNIX-socket round trip. The userdb fields never travel over a socket
+  that anyone may use: the control socket is its owner's only (mode 0600 by default).
 * ``local``: open the directory in-process and ask an engine of our own, as before
   the daemon path existed (asyncio, SQLite or LDAP imported only then).
 * ``auto`` (default): the daemon when its socket is there and accepts the
   connection; ``local`` when the socket file is missing or refuses connections
-  (daemon not running), when ``[dovecot]`` is disabled, and for APOP logins.
+  (daemon not running), when ``server.control_socket`` is off, and for APOP logins.
 
 **APOP is always local** (``via = "daemon"``: temporary failure). The daemon's APOP
 mechanism only accepts challenges it minted itself (``<spid.cuid.time.``, as
@@ -29,7 +30,7 @@ Dovecot's mech-apop.c), which is what keeps a captured APOP answer from being
 replayed to its socket; qmail-popup's timestamp is not one of them.
 
 **Config.** The daemon path loads only the two sections it uses
-(``config.load(path, sections=(DovecotConfig, CheckpasswordConfig))``: the same
+(``config.load(path, sections=(ServerConfig, CheckpasswordConfig))``: the same
 classes, defaults and checks as a whole load, without building the others); the
 whole file is validated by the daemon at start, by ``mailwarden check-config``,
 and here whenever the local path loads it. A file that cannot be read or parsed
@@ -42,28 +43,20 @@ also successes and which path decided.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal, NoReturn, TypeAlias, TypeVar, assert_never
+from dataclasses import dataclass
+from typing import Literal, NoReturn, TypeAlias
 
 from mailwarden import config as config_mod
-from mailwarden.config.classic import CheckpasswordConfig, DovecotConfig
-from mailwarden.errors import ConfigError, DaemonDown, ProtocolError, RelayError
+from mailwarden.client import ask_daemon as ask
+from mailwarden.config.classic import CheckpasswordConfig
+from mailwarden.config.server import ServerConfig
+from mailwarden.errors import ConfigError, DaemonClosed, DaemonDown, ProtocolError, RelayError
 from mailwarden.protocols import checkpassword as cp
-from mailwarden.protocols import dovecot_libauth as libauth
+from mailwarden.protocols.checkpassword import Decision, Login, Refused, TempFail, Unknown
 
 Via: TypeAlias = Literal["auto", "daemon", "local"]
-R = TypeVar("R", libauth.AuthReply, libauth.UserReply)
-
-
-# The daemon's extension of USER that adds the login shell (SHELL); see
-# frontends/dovecot_master.py.
-_LOGIN_SHELL = "mailwarden_login_shell"
-
-# FAIL codes of the daemon's client socket, as the engine's DenyReason names them.
-_FAIL_REASONS: dict[str | None, str] = {"user_disabled": "disabled", "authz_fail": "authz"}
 
 
 def log(level: int, message: str) -> None:
@@ -87,66 +80,26 @@ class Settings:
     source: str
     via: Via
     timeout: float
-    dovecot_enabled: bool
-    client_socket: str
-    userdb_socket: str
+    control_socket: str
     first_valid_uid: int
     first_valid_gid: int
 
 
 def read_settings(explicit: str | None) -> Settings:
-    """The config file's ``[dovecot]`` and ``[checkpassword]``. Raises ConfigError."""
-    found = config_mod.load(explicit, sections=(DovecotConfig, CheckpasswordConfig))
-    dovecot, check = found[DovecotConfig], found[CheckpasswordConfig]
+    """The config file's ``[server]`` and ``[checkpassword]``. Raises ConfigError."""
+    found = config_mod.load(explicit, sections=(ServerConfig, CheckpasswordConfig))
+    server, check = found[ServerConfig], found[CheckpasswordConfig]
     return Settings(
         source=found.source,
         via=check.via,
         timeout=check.timeout,
-        dovecot_enabled=dovecot.enabled,
-        client_socket=config_mod.config_relative(found.source, dovecot.client_socket),
-        # userdb_socket off: the USER lookup goes to the master socket.
-        userdb_socket=config_mod.config_relative(
-            found.source, dovecot.userdb_socket or dovecot.master_socket
-        ),
+        control_socket=config_mod.config_relative(found.source, server.control_socket),
         first_valid_uid=check.first_valid_uid,
         first_valid_gid=check.first_valid_gid,
     )
 
 
 # --------------------------------------------------------------------------- decisions
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Login:
-    """Accepted (or, for a lookup, found): what the environment and the exec need."""
-
-    user: str
-    userdb: Mapping[str, str]
-    shell: str | None = None
-    master_user: str | None = None
-    passdb: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Refused:
-    """A wrong login (exit 1); ``reason`` is for the log only."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Unknown:
-    """An ``AUTHORIZED=1`` lookup of a user that does not exist (exit 3)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TempFail:
-    """Nothing was decided (exit 111); ``detail`` is logged."""
-
-    detail: str
-
-
-Decision: TypeAlias = Login | Refused | Unknown | TempFail
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,122 +118,38 @@ class Request:
 
 
 def ask_daemon(settings: Settings, request: Request) -> Decision:
-    """Decide through the running daemon's Dovecot sockets. DaemonDown if it is not there."""
-    with _connect(settings.userdb_socket, settings.timeout) as userdb:
-        if request.lookup_only:
-            return _lookup(userdb, request.block.login, request, settings, if_not_found=Unknown())
-        with _connect(settings.client_socket, settings.timeout) as client:
-            outcome = _authenticate(client, request, settings)
-        if not isinstance(outcome, libauth.AuthOk):
-            return outcome
-        fields = dict(outcome.fields)
-        master = fields.pop("auth_user", None)
-        fields.pop("original_user", None)
-        passdb = {k: v or "" for k, v in fields.items()}
-        login = _lookup(
-            userdb,
-            outcome.user,
-            request,
-            settings,
-            if_not_found=TempFail(
-                detail=f"account of {request.block.login!r} vanished during login"
-            ),
-        )
-        if not isinstance(login, Login):
-            return login
-        return Login(
-            user=login.user,
-            userdb=login.userdb,
-            shell=login.shell,
-            master_user=master,
-            passdb=passdb,
-        )
-
-
-def _connect(path: str, timeout: float) -> socket.socket:
-    if not path:
-        raise DaemonDown("socket path is empty (turned off)")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        sock.close()
-        raise DaemonDown(f"{path}: {exc.strerror}") from None
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _authenticate(
-    sock: socket.socket, request: Request, settings: Settings
-) -> libauth.AuthOk | Refused | TempFail:
-    params: list[tuple[str, str | None]] = []
-    if request.remote_ip:
-        params.append(("rip", request.remote_ip))
-    if request.local_ip:
-        params.append(("lip", request.local_ip))
-    data = libauth.client_request(
-        pid=os.getpid(),
-        mechanism="PLAIN",
+    """Decide through the running daemon's control socket, in one round trip: the
+    decision and, with a login, its userdb fields. DaemonDown if it is not there."""
+    query = cp.Query(
+        login=request.block.login,
+        secret=request.block.secret,
         service=request.service,
-        params=params,
-        initial_response=libauth.plain_response(request.block.login, request.block.secret),
+        lookup_only=request.lookup_only,
+        remote_ip=request.remote_ip,
+        local_ip=request.local_ip,
     )
-    replies = libauth.ClientReplies()
+    where = f"daemon at {settings.control_socket}"
     try:
-        reply = _exchange(sock, data, replies)
-    except ProtocolError as exc:
-        if replies.handshake and "PLAIN" not in replies.mechanisms:
-            return TempFail(detail="the daemon does not offer PLAIN (dovecot.mechanisms)")
-        return TempFail(detail=f"daemon at {settings.client_socket}: {exc}")
-    match reply:
-        case libauth.AuthOk():
-            return reply
-        case libauth.AuthFail():
-            if reply.temporary:
-                return TempFail(detail=f"the daemon failed temporarily ({reply.reason or 'FAIL'})")
-            return Refused(reason=_FAIL_REASONS.get(reply.code, reply.code or "credentials"))
-        case libauth.AuthContinue():
-            return TempFail(detail="the daemon asked for another PLAIN round")
-        case _:
-            assert_never(reply)
-
-
-def _lookup(
-    sock: socket.socket, user: str, request: Request, settings: Settings, *, if_not_found: Decision
-) -> Decision:
-    data = libauth.user_request(user, service=request.service, params=[(_LOGIN_SHELL, None)])
-    replies = libauth.MasterReplies()
-    try:
-        reply = _exchange(sock, data, replies)
-    except ProtocolError as exc:
-        return TempFail(detail=f"daemon at {settings.userdb_socket}: {exc}")
-    match reply:
-        case libauth.UserFound():
-            fields = {k: v or "" for k, v in reply.fields}
-            shell = fields.pop(_LOGIN_SHELL, None)
-            return Login(user=reply.user, userdb=fields, shell=shell)
-        case libauth.UserNotFound():
-            return if_not_found
-        case libauth.LookupFailed():
-            return TempFail(detail=f"userdb lookup failed ({reply.reason or 'FAIL'})")
-        case _:
-            assert_never(reply)
-
-
-def _exchange(sock: socket.socket, data: bytes, replies: libauth.Replies[R]) -> R:
-    """Send ``data``, then feed what arrives until the reader has the reply."""
-    try:
-        sock.sendall(data)
-        while (reply := replies.next_event()) is None:
-            replies.receive_data(sock.recv(65536))
+        reply = ask(
+            settings.control_socket, "checkpassword", timeout=settings.timeout, **query.args()
+        )
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise DaemonDown(f"{settings.control_socket}: {exc.strerror}") from None
     except TimeoutError:
-        raise ProtocolError("no reply in time (checkpassword.timeout)") from None
-    except OSError as exc:
-        raise ProtocolError(f"connection failed: {exc.strerror or exc}") from None
-    return reply
+        return TempFail(detail=f"{where}: no reply in time (checkpassword.timeout)")
+    except PermissionError:
+        return TempFail(
+            detail=f"{where}: permission denied (run as root or the socket's owner, or set "
+            "server.control_socket_user/control_socket_group)"
+        )
+    except DaemonClosed:
+        return TempFail(detail=f"{where}: closed the connection without a reply")
+    except ProtocolError as exc:
+        return TempFail(detail=f"{where}: {exc}")
+    try:
+        return cp.decision_from_wire(reply)
+    except ProtocolError as exc:
+        return TempFail(detail=f"{where}: {exc}")
 
 
 # --------------------------------------------------------------------------- local path
@@ -292,23 +161,9 @@ def decide_locally(config_path: str | None, request: Request) -> Decision:
     import dataclasses  # noqa: PLC0415
 
     from mailwarden import confignames  # noqa: PLC0415
-    from mailwarden.app import (  # noqa: PLC0415
-        authenticate_and_describe,
-        running_app,
-        setup_logging,
-    )
+    from mailwarden.app import running_app, setup_logging  # noqa: PLC0415
     from mailwarden.errors import MailwardenError  # noqa: PLC0415
-    from mailwarden.model import (  # noqa: PLC0415
-        Accepted,
-        AuthAttempt,
-        AuthOutcome,
-        Denied,
-        LookupOutcome,
-        NotFound,
-        Password,
-        Unavailable,
-        UserRecord,
-    )
+    from mailwarden.model import AuthAttempt, Password  # noqa: PLC0415
     from mailwarden.sasl.apop import ApopProof  # noqa: PLC0415
 
     try:
@@ -333,41 +188,20 @@ def decide_locally(config_path: str | None, request: Request) -> Decision:
         frontend="checkpassword",
     )
 
-    async def go() -> tuple[AuthOutcome | None, LookupOutcome | None]:
+    async def go() -> Decision:
         async with running_app(cfg, guard_via_daemon=True) as app:
             if request.lookup_only:
-                return None, await app.engine.lookup(block.login, service=request.service)
-            return await authenticate_and_describe(app, attempt, request.service)
+                found = await app.engine.lookup(block.login, service=request.service)
+                return cp.lookup_decision(found)
+            outcome = await app.engine.authenticate(attempt)
+            # A one-shot command exits right after: let a rehash the login started finish.
+            await app.engine.drain()
+            return cp.login_decision(outcome)
 
     try:
-        outcome, record = asyncio.run(go())
+        return asyncio.run(go())
     except (MailwardenError, OSError) as exc:
         return TempFail(detail=str(exc))
-    match outcome:
-        case Denied():
-            return Refused(reason=outcome.reason.value)
-        case Unavailable():
-            return TempFail(detail=outcome.detail)
-        case Accepted() | None:
-            pass
-    match record:
-        case NotFound():
-            if request.lookup_only:
-                return Unknown()
-            return TempFail(detail=f"account of {block.login!r} vanished during login")
-        case Unavailable():
-            return TempFail(detail=record.detail)
-        case UserRecord():
-            accepted = outcome if isinstance(outcome, Accepted) else None
-            return Login(
-                user=record.user,
-                userdb=dict(record.fields),
-                shell=record.account.profile.login_shell,
-                master_user=accepted.master_user if accepted else None,
-                passdb=dict(accepted.passdb_fields) if accepted else {},
-            )
-        case None:
-            return TempFail(detail="no userdb answer")
 
 
 # --------------------------------------------------------------------------- the command
@@ -389,10 +223,8 @@ def decide(config: str | None, settings: Settings, request: Request) -> Decision
     why_not = ""
     if request.apop_digest is not None:
         why_not = "APOP logins are checked locally (the daemon accepts only its own challenges)"
-    elif not settings.dovecot_enabled:
-        why_not = "the daemon has no Dovecot sockets (dovecot.enabled = false)"
-    elif not settings.userdb_socket or not (request.lookup_only or settings.client_socket):
-        why_not = "a Dovecot socket it needs is turned off (dovecot.*_socket)"
+    elif not settings.control_socket:
+        why_not = "the daemon has no control socket (server.control_socket is off)"
     else:
         try:
             decision = ask_daemon(settings, request)
@@ -401,7 +233,7 @@ def decide(config: str | None, settings: Settings, request: Request) -> Decision
         except OSError as exc:
             return TempFail(detail=f"cannot reach the daemon: {exc}")
         else:
-            log(3, f"decided by the daemon ({settings.client_socket}, {settings.userdb_socket})")
+            log(3, f"decided by the daemon ({settings.control_socket})")
             return decision
     if settings.via == "daemon":
         return TempFail(detail=f"checkpassword.via = daemon, but {why_not}")

@@ -113,6 +113,12 @@ DAEMON_SOCKETS = (
 """Config lines for a daemon with private Dovecot sockets under its folder."""
 
 
+def daemon_config(via: str, *, sockets: str = DAEMON_SOCKETS) -> str:
+    """A config file's text for ``mailwarden checkpassword`` with ``via`` beside a
+    daemon on ``sockets`` (:data:`DAEMON_SOCKETS`), refusals not delayed."""
+    return sockets + f'[checkpassword]\nvia = "{via}"\nfailure_delay = 0\n'
+
+
 @contextlib.contextmanager
 def serving(cfg: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``mailwarden serve`` with ``cfg`` (which sets ``server.pid_file = "mw.pid"``),

@@ -28,8 +28,8 @@ from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import ProtocolError
 from mailwarden.model import Account, Profile
 from mailwarden.protocols import checkpassword as cp
-from mailwarden.protocols import dovecot_libauth as libauth
-from tests.classic.conftest import DAEMON_SOCKETS, MAILWARDEN, fill, serving, write_config
+from mailwarden.protocols import control
+from tests.classic.conftest import MAILWARDEN, daemon_config, fill, serving, write_config
 
 # A subprogram that shows what it was given: its environment (filtered) and uid.
 # System Python: after the uid switch the virtualenv may not be readable.
@@ -99,13 +99,20 @@ async def fill_all(db: Path) -> None:
         await directory.close()
 
 
+CONTROL_ONLY = (
+    '[dovecot]\nenabled = false\n[server]\npid_file = "mw.pid"\ncontrol_socket = "run/control"\n'
+)
+
+
 @pytest.fixture(scope="module")
 def daemon_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A running ``mailwarden serve`` with the accounts; its folder holds a config per ``via``."""
+    """A running ``mailwarden serve`` with the accounts; its folder holds a config per ``via``.
+
+    Its Dovecot sockets are off: the command asks over the control socket alone."""
     root = tmp_path_factory.mktemp("cpd")
     asyncio.run(fill_all(root / "data" / "mw.db"))
     for via in ("daemon", "auto", "local"):
-        write_config(root / f"{via}.toml", DAEMON_SOCKETS + f'[checkpassword]\nvia = "{via}"\n')
+        write_config(root / f"{via}.toml", daemon_config(via, sockets=CONTROL_ONLY))
     with serving(root / "daemon.toml"):
         yield root
 
@@ -354,25 +361,24 @@ def test_with_the_daemon_not_running_auto_falls_back_to_the_local_path(
     run.mkdir()
     if socket_state == "refusing":
         # A socket file left by a dead daemon: bound, nobody listening.
-        for name in ("auth-client", "auth-userdb"):
-            with socket.socket(socket.AF_UNIX) as s:
-                s.bind(str(run / name))
-    write_config(local_cfg, DAEMON_SOCKETS + '[checkpassword]\nvia = "auto"\n')
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(run / "control"))
+    write_config(local_cfg, daemon_config("auto"))
     result = run_cp(local_cfg, b"alice\0secret\0\0", env={"LOGLEVEL": "3"})
     assert shown(result)["env"]["USER"] == "alice"
     assert b"daemon not running" in result.stderr
     assert b"deciding locally" in result.stderr
 
 
-def test_with_the_daemon_sockets_turned_off_auto_decides_locally(local_cfg: Path) -> None:
-    write_config(local_cfg, '[dovecot]\nenabled = false\n[checkpassword]\nvia = "auto"\n')
+def test_with_the_control_socket_turned_off_auto_decides_locally(local_cfg: Path) -> None:
+    write_config(local_cfg, '[server]\ncontrol_socket = ""\n[checkpassword]\nvia = "auto"\n')
     result = run_cp(local_cfg, b"alice\0secret\0\0", env={"LOGLEVEL": "3"})
     assert shown(result)
-    assert b"dovecot.enabled = false" in result.stderr
+    assert b"server.control_socket is off" in result.stderr
 
 
 def test_via_daemon_with_the_daemon_down_is_a_temporary_failure(local_cfg: Path) -> None:
-    write_config(local_cfg, DAEMON_SOCKETS + '[checkpassword]\nvia = "daemon"\n')
+    write_config(local_cfg, daemon_config("daemon"))
     result = run_cp(local_cfg, b"alice\0secret\0\0")
     assert result.returncode == cp.EXIT_TEMPFAIL
     assert b"via = daemon, but daemon not running" in result.stderr
@@ -385,7 +391,7 @@ def test_via_daemon_with_the_daemon_down_is_a_temporary_failure(local_cfg: Path)
         '[checkpassword]\nvia = "sometimes"\n',
         "[checkpassword]\ntimeout = 0\n",
         "[checkpassword]\nretries = 3\n",
-        '[dovecot]\nclient_socket = 5\n[checkpassword]\nvia = "daemon"\n',
+        '[server]\ncontrol_socket = 5\n[checkpassword]\nvia = "daemon"\n',
         '[passwords]\nscheme = "NOPE"\n[checkpassword]\nvia = "local"\n',  # full check
     ],
 )
@@ -443,21 +449,74 @@ def test_checkpassword_help_is_the_command_lines(tmp_path: Path) -> None:
     assert b"fd 3" in result.stdout
 
 
-def ask_userdb(root: Path, *params: tuple[str, str | None]) -> libauth.UserReply | None:
-    replies = libauth.MasterReplies()
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(str(root / "run" / "auth-userdb"))
-        s.sendall(libauth.user_request("erin", service="pop3", params=params))
-        while (reply := replies.next_event()) is None:
-            replies.receive_data(s.recv(4096))
-    return reply
+# --------------------------------------------------------------------------- the daemon's op
 
 
-def test_only_a_user_request_asking_for_it_gets_the_login_shell(daemon_root: Path) -> None:
-    plain = ask_userdb(daemon_root)
-    asked = ask_userdb(daemon_root, ("mailwarden_login_shell", None))
-    assert isinstance(plain, libauth.UserFound)
-    assert isinstance(asked, libauth.UserFound)
-    assert "mailwarden_login_shell" not in dict(plain.fields)
-    assert asked.fields == (*plain.fields, ("mailwarden_login_shell", "/bin/zsh"))
+@given(
+    login=st.text(min_size=1, max_size=40),
+    secret=st.binary(max_size=64),
+    lookup_only=st.booleans(),
+    rip=st.none() | st.ip_addresses().map(str),
+)
+def test_a_query_survives_its_wire_form(
+    login: str, secret: bytes, lookup_only: bool, rip: str | None
+) -> None:
+    query = cp.Query(
+        login=login, secret=secret, service="pop3", lookup_only=lookup_only, remote_ip=rip
+    )
+    line = control.request("checkpassword", **query.args())
+    request = control.parse_request(line)
+    assert request.op == "checkpassword"
+    assert cp.parse_query(request.args) == query
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"login": "", "secret": "", "service": "pop3"}, "login"),
+        ({"login": "a", "secret": "", "service": 3}, "service"),
+        ({"login": "a", "secret": "!!", "service": "pop3"}, "base64"),
+        ({"login": "a", "secret": "", "service": "pop3", "lookup_only": "yes"}, "lookup_only"),
+        ({"login": "a", "secret": "", "service": "pop3", "rip": 7}, "rip"),
+    ],
+)
+def test_a_malformed_query_is_refused_by_name(args: dict[str, Any], message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        cp.parse_query(args)
+
+
+DECISIONS: list[cp.Decision] = [
+    cp.Login(  # noqa: S604 - the login shell field, not a subprocess call
+        user="erin",
+        userdb={"home": "/srv/erin", "uid": "5001"},
+        shell="/bin/zsh",
+        master_user="admin",
+        passdb={"host": "mx2.example"},
+    ),
+    cp.Refused(reason="credentials"),
+    cp.Unknown(),
+    cp.TempFail(detail="directory unavailable"),
+]
+
+
+@pytest.mark.parametrize("decision", DECISIONS)
+def test_a_decision_survives_its_wire_form(decision: cp.Decision) -> None:
+    line = control.reply(cp.decision_to_wire(decision))
+    assert cp.decision_from_wire(control.parse_reply(line)) == decision
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        None,
+        [],
+        {"decision": "maybe"},
+        {"decision": "refused"},
+        {"decision": "login", "user": "a", "userdb": {"uid": 5}, "passdb": {}},
+        {"decision": "login", "user": 1, "userdb": {}, "passdb": {}},
+        {"decision": "login", "user": "a", "userdb": {}, "passdb": []},
+    ],
+)
+def test_a_reply_that_is_no_decision_is_a_protocol_error(reply: Any) -> None:
+    with pytest.raises(ProtocolError):
+        cp.decision_from_wire(reply)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.classic.conftest import DAEMON_SOCKETS, fill, serving, write_config
+from tests.classic.conftest import DAEMON_SOCKETS, daemon_config, fill, serving, write_config
 from tests.peers.configs import dovecot_conf, listeners
 from tests.peers.conftest import DOVECOT, private_dir, running_dovecot
 
@@ -48,7 +48,7 @@ def dovecot_config(root: Path) -> str:
 
 
 # mailwarden's own sockets (daemon path) live in mw/, away from Dovecot's in run/.
-MW_DAEMON = DAEMON_SOCKETS.replace('"run/', '"mw/') + '[checkpassword]\nvia = "daemon"\n'
+MW_DAEMON = daemon_config("daemon", sockets=DAEMON_SOCKETS.replace('"run/', '"mw/'))
 
 
 @pytest.fixture(scope="module", params=["local", "daemon"])

@@ -45,24 +45,26 @@ def test_the_settings_match_the_full_config(tmp_path: Path) -> None:
     cfg = tmp_path / "etc" / "mw.toml"
     cfg.parent.mkdir()
     cfg.write_text(
-        '[dovecot]\nclient_socket = "../run/c"\nuserdb_socket = ""\n'
-        'master_socket = "/abs/m"\n[checkpassword]\nvia = "daemon"\ntimeout = 3\n'
+        '[server]\ncontrol_socket = "../run/c"\n[checkpassword]\nvia = "daemon"\ntimeout = 3\n'
     )
     full = config.load(cfg)
     lean = checkpassword.read_settings(str(cfg))
-    assert lean.client_socket == str(resolve_path(full, full.dovecot.client_socket))
-    # userdb_socket off: the USER lookup goes to the master socket.
-    assert lean.userdb_socket == "/abs/m"
+    assert lean.control_socket == str(resolve_path(full, full.server.control_socket))
+    assert lean.control_socket == str(tmp_path / "run" / "c")
     assert (lean.via, lean.timeout) == (full.checkpassword.via, full.checkpassword.timeout)
-    assert lean.dovecot_enabled is full.dovecot.enabled
+    assert (lean.first_valid_uid, lean.first_valid_gid) == (
+        full.checkpassword.first_valid_uid,
+        full.checkpassword.first_valid_gid,
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ("[dovecot\n", "not valid TOML"),
-        ("dovecot = 1\n", "dovecot: expected a table"),
-        ("[dovecot]\nenabled = 1\n", "dovecot.enabled"),
+        ("[server\n", "not valid TOML"),
+        ("server = 1\n", "server: expected a table"),
+        ("[server]\ncontrol_socket = 1\n", "server.control_socket"),
+        ("[checkpassword]\nfailure_delay = 15\n", "checkpassword.failure_delay"),
         ("[checkpassword]\nvia = 1\n", "checkpassword.via"),
         ("[checkpassword]\ntimeout = true\n", "checkpassword.timeout"),
         ("[checkpassword]\nfirst_valid_uid = 0\n", "checkpassword.first_valid_uid"),

@@ -25,7 +25,7 @@ import pytest
 
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.model import Account, AccountStatus
-from tests.classic.conftest import DAEMON_SOCKETS, serving, write_config
+from tests.classic.conftest import daemon_config, serving, write_config
 from tests.peers.configs import dovecot_conf, passwd_file
 from tests.peers.conftest import connectable, free_port, private_dir, stop_process, wait_until
 
@@ -154,9 +154,7 @@ class Cluster:
         self.cfg = write_config(
             root / "mw.toml",
             f'[cluster]\nenabled = true\nme = "mx0.example.com"\n'
-            f"pop3_port = {pop3}\nimap_port = {imap}\nconnect_timeout = 5.0\n"
-            + DAEMON_SOCKETS
-            + f'[checkpassword]\nvia = "{via}"\n',
+            f"pop3_port = {pop3}\nimap_port = {imap}\nconnect_timeout = 5.0\n" + daemon_config(via),
         )
         asyncio.run(_accounts(root / "data" / "mw.db"))
 

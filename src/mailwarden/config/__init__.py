@@ -46,7 +46,6 @@ if TYPE_CHECKING:
         LoginAttr,
         PasswordsConfig,
         SaslauthdConfig,
-        ServerConfig,
         UsernameFormat,
     )
     from mailwarden.config.guard import (
@@ -56,6 +55,7 @@ if TYPE_CHECKING:
         GuardRule,
         RedisConfig,
     )
+    from mailwarden.config.server import ServerConfig
     from mailwarden.config.web import MAILGATE_FIELDS, HttpConfig, MailgateConfig
     from mailwarden.config.whole import Config, defaults_table
 
@@ -82,7 +82,7 @@ _LAZY = {
     "LoginAttr": "core",
     "LogConfig": "core",
     "PasswordsConfig": "core",
-    "ServerConfig": "core",
+    "ServerConfig": "server",
     "UsernameFormat": "core",
     "DEFAULT_GUARD_RULES": "guard",
     "CacheConfig": "guard",

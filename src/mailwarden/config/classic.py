@@ -85,10 +85,16 @@ class CheckpasswordConfig(Section):
 
     via: Literal["auto", "daemon", "local"] = "auto"
     timeout: float = 15.0
+    failure_delay: float = 2.0
     first_valid_uid: int = 500
     first_valid_gid: int = 1
 
     def check(self, key: str) -> None:
         require(self.timeout > 0, f"{key}.timeout", "seconds > 0")
+        require(
+            0 <= self.failure_delay < self.timeout,
+            f"{key}.failure_delay",
+            "seconds >= 0 and below checkpassword.timeout (the command would give up first)",
+        )
         require(self.first_valid_uid >= 1, f"{key}.first_valid_uid", "an integer >= 1 (never root)")
         require(self.first_valid_gid >= 0, f"{key}.first_valid_gid", "an integer >= 0")

@@ -18,9 +18,9 @@ from mailwarden.config.core import (
     LogConfig,
     PasswordsConfig,
     SaslauthdConfig,
-    ServerConfig,
 )
 from mailwarden.config.guard import CacheConfig, GuardConfig
+from mailwarden.config.server import ServerConfig
 from mailwarden.config.web import HttpConfig, MailgateConfig
 
 

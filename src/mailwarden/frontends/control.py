@@ -21,8 +21,11 @@ from mailwarden.auth.engine import Engine
 from mailwarden.config import Config, ServerConfig
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.connlimit import ConnectionGate, IdleTimer
+from mailwarden.frontends.delay import delay_failure
 from mailwarden.frontends.dovecot_sockets import group_id, user_id
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
+from mailwarden.model import AuthAttempt, Denied, Password
+from mailwarden.protocols import checkpassword as cp
 from mailwarden.protocols import control as proto
 
 log = logging.getLogger("mailwarden.control")
@@ -49,8 +52,11 @@ class ControlServer:
         inherited: socket.socket | None = None,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
+        failure_delay: float = 0.0,
     ) -> None:
         self.engine = engine
+        #: Seconds a refused checkpassword login waits (checkpassword.failure_delay).
+        self.failure_delay = failure_delay
         self.status = status
         # Where start() listens (listen() takes them as arguments).
         self.socket_path, self.mode, self.inherited = socket_path, mode, inherited
@@ -138,9 +144,34 @@ class ControlServer:
                 return {"flushed": await self.engine.forget(users)}
             case "status":
                 return await self.status()
+            case "checkpassword":
+                return cp.decision_to_wire(await self._checkpassword(cp.parse_query(args)))
             case "store":
                 return await self._store(args.get("method"), args.get("args"))
         raise ProtocolError(f"unknown op {request.op!r}")  # pragma: no cover - OPS is checked
+
+    async def _checkpassword(self, query: cp.Query) -> cp.Decision:
+        """One login of ``mailwarden checkpassword`` (its daemon path): decided by the
+        engine like any other, answered with the userdb fields the outcome carries.
+        A refusal leaves after ``checkpassword.failure_delay`` (as the Dovecot client
+        socket's FAIL does), unless the account's nodelay applies."""
+        if query.lookup_only:
+            return cp.lookup_decision(await self.engine.lookup(query.login, service=query.service))
+        arrived = asyncio.get_running_loop().time()
+        outcome = await self.engine.authenticate(
+            AuthAttempt(
+                username=query.login,
+                credentials=Password(query.secret),
+                service=query.service,
+                mechanism="PLAIN",
+                remote_ip=query.remote_ip,
+                local_ip=query.local_ip,
+                frontend="checkpassword",
+            )
+        )
+        if isinstance(outcome, Denied) and not outcome.nodelay:
+            await delay_failure(self.failure_delay, arrived)
+        return cp.login_decision(outcome)
 
     async def _store(self, method: object, args: object) -> Any:
         """A guard-store operation of a one-shot command (guard/stores/control.py), run on
@@ -174,7 +205,9 @@ class ControlServer:
         return {"control": self.gate.limit}
 
     async def reconfigure(self, old: Config, new: Config, *, move: bool) -> ControlServer:
-        """SIGHUP (frontends/base.py): nothing to change (its socket is a restart key)."""
+        """SIGHUP (frontends/base.py): the checkpassword failure delay (its socket is a
+        restart key)."""
+        self.failure_delay = new.checkpassword.failure_delay
         return self
 
     async def close(self, *, drain: float = 0.0) -> None:

@@ -8,8 +8,7 @@ command's id. What each command asks of the engine, and the reply:
 Command          Engine call                  Reply
 ===============  ===========================  =========================================
 ``USER``         ``lookup(user, service=)``   ``USER id user fields`` / ``NOTFOUND`` /
-                                              ``FAIL`` (doveadm exits 0 / 67 / 75); with
-                                              ``mailwarden_login_shell`` also that field
+                                              ``FAIL`` (doveadm exits 0 / 67 / 75)
 ``PASS``         ``passdb_lookup(user)``      ``PASS id user=… fields`` / ``NOTFOUND`` /
                                               ``FAIL``
 ``LIST``         ``iterate()``                ``LIST id user`` per match, ``DONE id`` (or
@@ -68,11 +67,6 @@ _lookup_failures = RateLimitedLog(log)
 
 LIST_DRAIN_EVERY = 256
 """Users written between waits for the peer to read, during a LIST."""
-
-LOGIN_SHELL = "mailwarden_login_shell"
-"""A mailwarden extension of ``USER``: a request carrying this bare parameter gets the
-account's login shell appended as a field of this name (``mailwarden checkpassword``
-exports it as ``SHELL``; Dovecot has no such userdb field)."""
 
 
 def wildcard(mask: str) -> re.Pattern[str]:
@@ -149,15 +143,6 @@ class MasterConnection(Connection):
         ):
             self._refuse(event.id, "USER of another uid's account")
             return
-        if (
-            isinstance(outcome, UserRecord)
-            and (LOGIN_SHELL, None) in event.extra_params
-            and outcome.account.profile.login_shell
-        ):
-            # mailwarden checkpassword asks for the shell it exports as SHELL;
-            # Dovecot's own clients never send the parameter, so never see the field.
-            fields = {**outcome.fields, LOGIN_SHELL: outcome.account.profile.login_shell}
-            outcome = UserRecord(user=outcome.user, account=outcome.account, fields=fields)
         self.write(self._lookup_reply(event.id, outcome, user_reply=True))
 
     async def _pass(self, event: PassLookup) -> None:

@@ -7,6 +7,12 @@ of the interface, and the environment a successful login hands to the subprogram
 Reading the descriptor, asking the daemon or the engine and ``exec`` live in
 :mod:`mailwarden.checkpassword`.
 
+It also holds the command's :data:`Decision` and the two ways one is made: from the
+engine's outcome (:func:`login_decision`, :func:`lookup_decision`: the local path
+and the daemon use the same functions) and from the daemon's reply over its control
+socket (:class:`Query` out, :func:`decision_to_wire` / :func:`decision_from_wire`
+back: one round trip, the decision and the userdb fields together).
+
 Exit codes (qmail's checkpassword, extended by Dovecot 2.3's db-checkpassword.c):
 
 * ``1`` wrong login (unknown user and wrong password alike), ``2`` misuse,
@@ -18,14 +24,16 @@ Exit codes (qmail's checkpassword, extended by Dovecot 2.3's db-checkpassword.c)
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from mailwarden.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from mailwarden.model import Password
+    from mailwarden.model import AuthOutcome, LookupOutcome, Password
 
 EXIT_WRONG = 1
 EXIT_MISUSE = 2
@@ -172,3 +180,197 @@ def _maildir(location: str, home: str) -> str:
 def _safe(text: str) -> bool:
     # checkpassword-reply refuses values with LF, tab or NUL; so do we, field by field.
     return not any(c in text for c in "\n\t\0")
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Login:
+    """Accepted (or, for a lookup, found): what the environment and the exec need."""
+
+    user: str
+    userdb: Mapping[str, str]
+    shell: str | None = None
+    master_user: str | None = None
+    passdb: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refused:
+    """A wrong login (exit 1); ``reason`` is for the log only."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unknown:
+    """An ``AUTHORIZED=1`` lookup of a user that does not exist (exit 3)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TempFail:
+    """Nothing was decided (exit 111); ``detail`` is logged."""
+
+    detail: str
+
+
+Decision: TypeAlias = Login | Refused | Unknown | TempFail
+
+
+def login_decision(outcome: AuthOutcome) -> Decision:
+    """The decision on a password login, from the engine's outcome (which carries the
+    userdb fields: nothing is read again)."""
+    from mailwarden.model import Accepted, Denied, Unavailable  # noqa: PLC0415 - lean start
+
+    match outcome:
+        case Denied():
+            return Refused(reason=outcome.reason.value)
+        case Unavailable():
+            return TempFail(detail=outcome.detail)
+        case Accepted():
+            return Login(
+                user=outcome.user,
+                userdb=outcome.userdb_fields,
+                shell=outcome.account.profile.login_shell,
+                master_user=outcome.master_user,
+                passdb=dict(outcome.passdb_fields),
+            )
+    raise AssertionError(outcome)  # pragma: no cover - the union is closed
+
+
+def lookup_decision(outcome: LookupOutcome) -> Decision:
+    """The decision on an ``AUTHORIZED=1`` lookup, from the engine's userdb answer."""
+    from mailwarden.model import NotFound, Unavailable, UserRecord  # noqa: PLC0415
+
+    match outcome:
+        case NotFound():
+            return Unknown()
+        case Unavailable():
+            return TempFail(detail=outcome.detail)
+        case UserRecord():
+            return Login(
+                user=outcome.user,
+                userdb=dict(outcome.fields),
+                shell=outcome.account.profile.login_shell,
+            )
+    raise AssertionError(outcome)  # pragma: no cover - the union is closed
+
+
+# --------------------------------------------------------------------------- the daemon's op
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Query:
+    """What the command asks the daemon: the control socket's ``checkpassword`` op.
+
+    On the wire (protocols/control.py) its arguments are a JSON object; the
+    password travels base64-encoded, since it is bytes and may be any bytes.
+    """
+
+    login: str
+    secret: bytes = field(repr=False)
+    service: str
+    lookup_only: bool = False
+    remote_ip: str | None = None
+    local_ip: str | None = None
+
+    def args(self) -> dict[str, Any]:
+        """The op's arguments (the names protocols/control.py lists for it)."""
+        return {
+            "login": self.login,
+            "secret": base64.b64encode(self.secret).decode("ascii"),
+            "service": self.service,
+            "lookup_only": self.lookup_only,
+            "rip": self.remote_ip,
+            "lip": self.local_ip,
+        }
+
+
+QUERY_ARGS = ("login", "secret", "service", "lookup_only", "rip", "lip")
+
+
+def parse_query(args: Mapping[str, Any]) -> Query:
+    """A :class:`Query` from the op's arguments; ProtocolError naming what is wrong."""
+    login, secret, service = args.get("login"), args.get("secret", ""), args.get("service")
+    lookup_only = args.get("lookup_only", False)
+    rip, lip = args.get("rip"), args.get("lip")
+    if not isinstance(login, str) or not login:
+        raise ProtocolError("checkpassword: login must be a non-empty string")
+    if not isinstance(service, str) or not service:
+        raise ProtocolError("checkpassword: service must be a non-empty string")
+    if not isinstance(lookup_only, bool):
+        raise ProtocolError("checkpassword: lookup_only must be true or false")
+    if not all(ip is None or isinstance(ip, str) for ip in (rip, lip)):
+        raise ProtocolError("checkpassword: rip and lip must be strings or null")
+    if not isinstance(secret, str):
+        raise ProtocolError("checkpassword: secret must be a base64 string")
+    try:
+        password = base64.b64decode(secret, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("checkpassword: secret is not valid base64") from None
+    return Query(
+        login=login,
+        secret=password,
+        service=service,
+        lookup_only=lookup_only,
+        remote_ip=rip or None,
+        local_ip=lip or None,
+    )
+
+
+def decision_to_wire(decision: Decision) -> dict[str, Any]:
+    """The daemon's reply to a :class:`Query` (a JSON object)."""
+    match decision:
+        case Login():
+            return {
+                "decision": "login",
+                "user": decision.user,
+                "userdb": dict(decision.userdb),
+                "shell": decision.shell,
+                "master_user": decision.master_user,
+                "passdb": dict(decision.passdb),
+            }
+        case Refused():
+            return {"decision": "refused", "reason": decision.reason}
+        case Unknown():
+            return {"decision": "unknown"}
+        case TempFail():
+            return {"decision": "tempfail", "detail": decision.detail}
+    raise AssertionError(decision)  # pragma: no cover - the union is closed
+
+
+def decision_from_wire(reply: Any) -> Decision:
+    """The decision in the daemon's reply; ProtocolError if it is not one."""
+    if not isinstance(reply, dict):
+        raise ProtocolError("checkpassword reply is not an object")
+    kind = reply.get("decision")
+    if kind == "login":
+        user, shell, master = reply.get("user"), reply.get("shell"), reply.get("master_user")
+        userdb, passdb = reply.get("userdb"), reply.get("passdb")
+        if not isinstance(user, str) or not all(
+            v is None or isinstance(v, str) for v in (shell, master)
+        ):
+            raise ProtocolError("checkpassword reply: user, shell or master_user is malformed")
+        return Login(
+            user=user,
+            userdb=_string_map(userdb, "userdb"),
+            shell=shell,
+            master_user=master,
+            passdb=_string_map(passdb, "passdb"),
+        )
+    if kind == "refused" and isinstance(reason := reply.get("reason"), str):
+        return Refused(reason=reason)
+    if kind == "unknown":
+        return Unknown()
+    if kind == "tempfail" and isinstance(detail := reply.get("detail"), str):
+        return TempFail(detail=detail)
+    raise ProtocolError(f"checkpassword reply has no decision the command knows: {kind!r}")
+
+
+def _string_map(value: Any, name: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ProtocolError(f"checkpassword reply: {name} is not an object of strings")
+    return value

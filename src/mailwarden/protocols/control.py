@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailwarden.errors import ProtocolError
+from mailwarden.protocols.checkpassword import QUERY_ARGS
 
 MAX_LINE = 65536
 
@@ -30,6 +31,9 @@ OPS: dict[str, tuple[str, ...]] = {
     "cache.flush": ("users",),
     "status": (),
     "store": ("method", "args"),
+    # ``mailwarden checkpassword``'s daemon path: one login decided, with its userdb
+    # fields, in one round trip (protocols/checkpassword.py: Query, decision_to_wire).
+    "checkpassword": QUERY_ARGS,
 }
 
 #: The guard store methods the daemon runs for a ``store`` op (its front end checks
