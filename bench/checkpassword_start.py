@@ -7,8 +7,9 @@ account, with ``/bin/true`` as the subprogram, and prints the minimum, median an
 90th percentile wall time of a successful and a refused login on both paths:
 
 * **daemon**: a ``mailwarden serve`` started here (private sockets, stopped at the
-  end) decides; the command reads the config and asks it over its Dovecot sockets
-  (``checkpassword.via = "daemon"``). The daemon's ``failure_delay`` is 0 here, so
+  end) decides; the command reads the config and asks it over its control socket,
+  one round trip (``checkpassword.via = "daemon"``). ``checkpassword.failure_delay``
+  is 0 here, so
   a refusal measures start-up, not the delay a real daemon adds to it;
 * **local fallback**: the daemon is not running (``via = "auto"``, no socket), so the
   command opens the directory with an engine of its own.
@@ -47,22 +48,24 @@ path = "mw.db"
 [passwords]
 rehash = "never"
 [dovecot]
-client_socket = "run/auth-client"
-userdb_socket = "run/auth-userdb"
-master_socket = "run/auth-master"
-failure_delay = 0
+enabled = false
 [server]
 pid_file = "mw.pid"
 control_socket = "run/control"
 [checkpassword]
 via = "{via}"
+failure_delay = 0
 """
 
 
 async def make_db(path: Path) -> None:
     directory = await SQLiteDirectory.open(path, create=True)
     try:
-        await directory.create(Account(uid="alice", password="{PLAIN}secret"))
+        # A uid and gid: run as root, the command drops to them before exec (it never
+        # runs the subprogram as root).
+        await directory.create(
+            Account(uid="alice", password="{PLAIN}secret", uid_number=5000, gid_number=5000)
+        )
     finally:
         await directory.close()
 
