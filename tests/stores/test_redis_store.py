@@ -9,6 +9,7 @@ file, ``rediss://`` and a Sentinel-managed master.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import ssl
 import subprocess
@@ -339,3 +340,39 @@ async def test_close_stops_the_subscription_and_closes_every_connection(
         await asyncio.sleep(0.05)
     await watcher.close()
 
+
+async def test_the_sentinels_password_comes_from_its_own_file(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    (tmp_path / "guarded").mkdir()
+    guarded = RedisSentinel(
+        tmp_path / "guarded", redis_server.port, args=("--requirepass", "sentinel pw")
+    )
+    guarded.start()
+    try:
+        (tmp_path / "sentinel.pw").write_text("sentinel pw\n")
+        config = RedisConfig(
+            url="redis://unused/0",
+            sentinels=(f"127.0.0.1:{guarded.port}",),
+            sentinel_master="mw",
+            sentinel_password_file="sentinel.pw",
+            key_prefix="sentinel-pw:",
+        )
+        store = await RedisStore.open(config, resolve=lambda p: tmp_path / p)
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+        without = await RedisStore.open(dataclasses.replace(config, sentinel_password_file=""))
+        try:
+            with pytest.raises(StoreUnavailable, match="No master found"):
+                await without.ping()
+        finally:
+            await without.close()
+        with pytest.raises(ConfigError, match=r"guard\.redis\.sentinel_password_file"):
+            await RedisStore.open(
+                dataclasses.replace(config, sentinel_password_file="missing.pw"),
+                resolve=lambda p: tmp_path / p,
+            )
+    finally:
+        guarded.stop()
