@@ -411,6 +411,20 @@ def test_check_config_refuses_what_serve_refuses_with_the_key(cfg: Path) -> None
         assert r.exit_code == 78 and "server.workers" in r.output, (args, r.output)
 
 
+def test_check_config_refuses_a_sentinel_password_file_it_cannot_read(cfg: Path) -> None:
+    assert run(cfg, "init").exit_code == 0
+    sentinels = (
+        '[guard]\nstore = "redis"\n[guard.redis]\nsentinels = ["127.0.0.1:1", "[::1]:1"]\n'
+        'sentinel_master = "mw"\nsentinel_password_file = "sentinel.pw"\n'
+    )
+    cfg.write_text(cfg.read_text() + sentinels)
+    r = run(cfg, "check-config")
+    assert r.exit_code == 78 and "guard.redis.sentinel_password_file" in r.output, r.output
+    # Readable, it passes: no Sentinel is asked (serve starts while Redis is away).
+    (cfg.parent / "sentinel.pw").write_text("pw\n")
+    assert run(cfg, "check-config").exit_code == 0
+
+
 def test_mailgate_without_a_database_keeps_the_mail_queued(tmp_path: Path) -> None:
     # 78 would make Exim bounce the mail (with our output) to its unverified sender.
     (tmp_path / "gpg").mkdir(mode=0o700)

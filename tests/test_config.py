@@ -181,3 +181,61 @@ def test_the_passwords_section_gives_the_hash_policy_it_extends() -> None:
     assert config.Config().passwords.hash_policy() == HashPolicy()
     cfg = config.loads("[passwords]\nscheme = 'sha512-crypt'\nbcrypt_cost = 7\nrehash = 'never'")
     assert cfg.passwords.hash_policy() == HashPolicy(scheme="SHA512-CRYPT", bcrypt_cost=7)
+
+
+SENTINELS = "[guard.redis]\nsentinel_master = 'mw'\nsentinels = "
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        (SENTINELS + "['10.0.0.11']", "guard.redis.sentinels[0]", "HOST:PORT such as"),
+        (SENTINELS + "['10.0.0.11:']", "guard.redis.sentinels[0]", "HOST:PORT"),
+        (SENTINELS + "[':26379']", "guard.redis.sentinels[0]", "HOST:PORT"),
+        (SENTINELS + "['a:1', 'b:0']", "guard.redis.sentinels[1]", "port 1-65535"),
+        (SENTINELS + "['a:65536']", "guard.redis.sentinels[0]", "port 1-65535"),
+        (SENTINELS + "['a:+1']", "guard.redis.sentinels[0]", "HOST:PORT"),
+        (SENTINELS + "['a:٣']", "guard.redis.sentinels[0]", "HOST:PORT"),  # a non-ASCII digit
+        (SENTINELS + "['fd00::11:26379']", "guard.redis.sentinels[0]", "[fd00::11]:26379"),
+        (SENTINELS + "['[10.0.0.1]:26379']", "guard.redis.sentinels[0]", "HOST:PORT"),
+        (SENTINELS + "['redis://a:26379']", "guard.redis.sentinels[0]", "HOST:PORT"),
+        (SENTINELS + "['a b:26379']", "guard.redis.sentinels[0]", "HOST:PORT"),
+        (SENTINELS + "['a:1', 'b:1', 'A:1']", "guard.redis.sentinels[2]", "no Sentinel twice"),
+        (SENTINELS + "'a:1'", "guard.redis.sentinels", "an array of a string"),
+        ("[guard.redis]\nsentinels = ['a:1']", "guard.redis.sentinel_master", "together"),
+        ("[guard.redis]\nsentinel_master = 'mw'", "guard.redis.sentinel_master", "together"),
+        (
+            "[guard.redis]\nsentinels = ['a:1']\nsentinel_master = 'my master'",
+            "guard.redis.sentinel_master",
+            "no spaces",
+        ),
+        (
+            SENTINELS + "['a:1']\nurl = 'unix:///run/redis.sock'",
+            "guard.redis.url",
+            "redis:// or rediss:// URL with sentinels",
+        ),
+        (
+            "[guard.redis]\nsentinel_password_file = 's.pw'",
+            "guard.redis.sentinel_password_file",
+            "only together with sentinels",
+        ),
+    ],
+)
+def test_a_bad_sentinel_setting_is_a_config_error_naming_the_key(
+    text: str, key: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.loads(text, source="mw.toml")
+    message = str(info.value)
+    assert message.startswith(f"mw.toml: {key}: expected"), message
+    assert expected in message
+
+
+def test_sentinel_addresses_are_host_names_ipv4_or_bracketed_ipv6() -> None:
+    text = SENTINELS + "['sentinel-1.example.org:26379', '10.0.0.12:26380', '[fd00::13]:1']"
+    redis = config.loads(text).guard.redis
+    assert [(a.host, a.port) for a in redis.sentinel_addresses()] == [
+        ("sentinel-1.example.org", 26379),
+        ("10.0.0.12", 26380),
+        ("fd00::13", 1),
+    ]

@@ -335,7 +335,11 @@ async def check_backends(app: App) -> dict[str, str]:
     except TemporaryFailure as exc:
         checks["directory"] = f"unavailable: {exc}"
     guard = app.engine.guard
-    checks["guard_store"] = "degraded: using local state" if guard.degraded else "ok"
+    await guard.check_store()
+    if guard.degraded:
+        checks["guard_store"] = f"degraded: using local state ({guard.store_problem})"
+    else:
+        checks["guard_store"] = "ok"
     return checks
 
 

@@ -9,81 +9,20 @@ real one: Redis TTLs are real seconds.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest_asyncio
-
 from mailwarden.auth.engine import Engine
-from mailwarden.config import Config, GuardConfig, GuardRule
-from mailwarden.directories.sqlite import SQLiteDirectory
-from mailwarden.guard.policy import Guard
 from mailwarden.guard.stores.redis import RedisStore
-from mailwarden.hashing.pool import Hasher
-from mailwarden.model import Accepted, Account, Denied, DenyReason
-from tests.helpers import FAST, attempt, hashed
+from mailwarden.model import Accepted, Denied, DenyReason
+from tests.helpers import attempt, hashed
 from tests.redisserver import RedisServer
-from tests.stores.conftest import redis_config
+from tests.stores.conftest import WorkersFactory as Factory
 
 ATTACKER = "192.0.2.66"
 SPRAYER = "203.0.113.7"
 OWNER = "198.51.100.10"
-
-GUARD = GuardConfig(
-    store="redis",
-    allow_networks=(),
-    rules=(GuardRule(name="ip", period=60.0, threshold=3),),
-    account_threshold=0,
-)
-
-
-@dataclasses.dataclass
-class Workers:
-    a: Engine
-    b: Engine
-    directory: SQLiteDirectory  # a's directory: where the tests change accounts
-
-
-Factory = Callable[[RedisServer], Awaitable[Workers]]
-
-
-@pytest_asyncio.fixture
-async def workers(tmp_path: Path) -> AsyncIterator[Factory]:
-    opened: list[Engine] = []
-    hashers: list[Hasher] = []
-    db = tmp_path / "accounts.db"
-
-    async def start(server: RedisServer) -> Workers:
-        setup = await SQLiteDirectory.open(db, create=True)
-        await setup.create(Account(uid="alice", password=hashed("secret")))
-        await setup.create(Account(uid="bob", password=hashed("bobpw")))
-        await setup.close()
-        redis = redis_config(server)
-        config: Config = dataclasses.replace(FAST, guard=dataclasses.replace(GUARD, redis=redis))
-        for _ in range(2):
-            hasher = Hasher(workers=1)
-            hashers.append(hasher)
-            store = await RedisStore.open(redis)
-            engine = Engine(
-                directory=await SQLiteDirectory.open(db, create=False),
-                hasher=hasher,
-                config=config,
-                guard=Guard(config.guard, store),
-            )
-            await engine.start()
-            opened.append(engine)
-        directory = opened[-2].directory
-        assert isinstance(directory, SQLiteDirectory)
-        return Workers(opened[-2], opened[-1], directory)
-
-    yield start
-    for engine in opened:
-        await engine.guard.close()
-        await engine.directory.close()
-    for hasher in hashers:
-        hasher.close()
 
 
 async def login(engine: Engine, user: str, password: str, ip: str) -> object:

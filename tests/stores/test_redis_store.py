@@ -9,11 +9,11 @@ file, ``rediss://`` and a Sentinel-managed master.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from mailwarden.config import RedisConfig
 from mailwarden.errors import ConfigError, StoreUnavailable
 from mailwarden.guard.stores.redis import RedisStore
 from tests.helpers import make_cert
-from tests.redisserver import REDIS_SERVER, RedisServer, answers, free_port
+from tests.redisserver import REDIS_SERVER, RedisSentinel, RedisServer, free_port
 from tests.stores.conftest import redis_config
 
 IP = "192.0.2.9/32"
@@ -223,38 +223,12 @@ async def test_the_password_comes_from_the_password_file(tmp_path: Path) -> None
         server.stop()
 
 
-@pytest.fixture
-def sentinel(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
-    """A Sentinel watching ``redis_server`` as master ``mw``; its port."""
-    port = free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-        f"sentinel monitor mw 127.0.0.1 {redis_server.port} 1\n"
-    )
-    proc = subprocess.Popen(
-        [REDIS_SERVER, str(conf), "--sentinel"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not answers(port):
-            assert proc.poll() is None and time.monotonic() < deadline, "sentinel did not start"
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.kill()
-        proc.wait(10)
-
-
 async def test_the_master_is_found_through_sentinel(
-    sentinel: int, redis_server: RedisServer
+    sentinel: RedisSentinel, redis_server: RedisServer
 ) -> None:
     config = RedisConfig(
         url="redis://unused/0",
-        sentinels=(f"127.0.0.1:{sentinel}",),
+        sentinels=(f"127.0.0.1:{sentinel.port}",),
         sentinel_master="mw",
         key_prefix="sentinel:",
         timeout=1.0,
@@ -365,3 +339,40 @@ async def test_close_stops_the_subscription_and_closes_every_connection(
         assert time.monotonic() < deadline, f"connections left open: {clients}"
         await asyncio.sleep(0.05)
     await watcher.close()
+
+
+async def test_the_sentinels_password_comes_from_its_own_file(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    (tmp_path / "guarded").mkdir()
+    guarded = RedisSentinel(
+        tmp_path / "guarded", redis_server.port, args=("--requirepass", "sentinel pw")
+    )
+    guarded.start()
+    try:
+        (tmp_path / "sentinel.pw").write_text("sentinel pw\n")
+        config = RedisConfig(
+            url="redis://unused/0",
+            sentinels=(f"127.0.0.1:{guarded.port}",),
+            sentinel_master="mw",
+            sentinel_password_file="sentinel.pw",
+            key_prefix="sentinel-pw:",
+        )
+        store = await RedisStore.open(config, resolve=lambda p: tmp_path / p)
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+        without = await RedisStore.open(dataclasses.replace(config, sentinel_password_file=""))
+        try:
+            with pytest.raises(StoreUnavailable, match="No master found"):
+                await without.ping()
+        finally:
+            await without.close()
+        with pytest.raises(ConfigError, match=r"guard\.redis\.sentinel_password_file"):
+            await RedisStore.open(
+                dataclasses.replace(config, sentinel_password_file="missing.pw"),
+                resolve=lambda p: tmp_path / p,
+            )
+    finally:
+        guarded.stop()

@@ -7,9 +7,10 @@ Every problem is an :class:`~mailwarden.errors.InvalidValue` (key, what was expe
 
 from __future__ import annotations
 
+import re
 import types
 import typing
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from mailwarden.errors import InvalidValue
@@ -43,6 +44,40 @@ def require_networks(networks: tuple[str, ...], key: str, example: str) -> None:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise InvalidValue(f"{key}[{i}]", f"a network such as {example}") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostPort:
+    """A TCP address from the config: ``host`` without IPv6 brackets, ``port`` 1-65535."""
+
+    host: str
+    port: int
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+
+def host_port(text: str) -> HostPort | None:
+    """``text`` as ``HOST:PORT``, or None when it is not one.
+
+    HOST is a host name, an IPv4 address or an IPv6 address in brackets
+    (``[fd00::11]:26379``): a bare IPv6 address is refused, since where its last
+    group ends and the port begins would be a guess.
+    """
+    host, sep, port = text.rpartition(":")
+    if not (sep and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        import ipaddress  # noqa: PLC0415 - see require_networks
+
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+    elif not _HOSTNAME.fullmatch(host):
+        return None
+    return HostPort(host=host, port=int(port))
 
 
 S = TypeVar("S", bound=Section)

@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mailwarden.config.build import Section, require, require_networks
+from mailwarden.config.build import HostPort, Section, host_port, require, require_networks
 from mailwarden.errors import InvalidValue
 
 
@@ -40,13 +40,23 @@ DEFAULT_GUARD_RULES = (
 )
 
 
+#: What ``guard.redis.sentinels`` takes (an error message says so).
+SENTINEL_ADDRESS = "HOST:PORT such as 10.0.0.11:26379 or [fd00::11]:26379 (port 1-65535)"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RedisConfig(Section):
-    """``[guard.redis]``: the shared state store of several workers and nodes."""
+    """``[guard.redis]``: the shared state store of several workers and nodes.
+
+    With ``sentinels`` the server is the master that the Sentinels name
+    ``sentinel_master``, asked again for every new connection (docs/guard.md,
+    "Sentinel"); ``url`` then gives only the db, the username and TLS.
+    """
 
     url: str = "redis://127.0.0.1:6379/0"
     sentinels: tuple[str, ...] = ()
     sentinel_master: str = ""
+    sentinel_password_file: str = ""
     password_file: str = ""
     key_prefix: str = "mailwarden:"
     timeout: float = 0.5
@@ -58,16 +68,41 @@ class RedisConfig(Section):
             f"{key}.url",
             "a redis://, rediss:// or unix:// URL",
         )
-        for i, addr in enumerate(self.sentinels):
-            host, sep, port = addr.rpartition(":")
-            require(bool(sep and host and port.isdigit()), f"{key}.sentinels[{i}]", "HOST:PORT")
+        seen = [(a.host.lower(), a.port) for a in self.sentinel_addresses(key)]
+        for i, address in enumerate(seen):
+            require(address not in seen[:i], f"{key}.sentinels[{i}]", "no Sentinel twice")
         require(
             bool(self.sentinel_master) == bool(self.sentinels),
             f"{key}.sentinel_master",
             "set together with sentinels",
         )
+        require(
+            all(c.isascii() and c.isprintable() and not c.isspace() for c in self.sentinel_master),
+            f"{key}.sentinel_master",
+            "a master name as in Sentinel's 'sentinel monitor' line (no spaces)",
+        )
+        require(
+            not (self.sentinels and self.url.startswith("unix://")),
+            f"{key}.url",
+            "a redis:// or rediss:// URL with sentinels (it gives the db, username and TLS)",
+        )
+        require(
+            bool(self.sentinels) or not self.sentinel_password_file,
+            f"{key}.sentinel_password_file",
+            "set only together with sentinels",
+        )
         require(0 < self.timeout <= 10, f"{key}.timeout", "seconds from 0 to 10")
         require(self.retry_interval > 0, f"{key}.retry_interval", "seconds > 0")
+
+    def sentinel_addresses(self, key: str = "guard.redis") -> tuple[HostPort, ...]:
+        """``sentinels`` parsed; InvalidValue naming the first that is not ``HOST:PORT``."""
+        out = []
+        for i, addr in enumerate(self.sentinels):
+            parsed = host_port(addr)
+            if parsed is None:
+                raise InvalidValue(f"{key}.sentinels[{i}]", SENTINEL_ADDRESS)
+            out.append(parsed)
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -139,6 +139,9 @@ class Guard:
         self.clock = clock
         self.store_errors = 0
         self.degraded_until = 0.0
+        #: The failure that started the latest episode (/readyz logs it
+        #: while degraded): which server or Sentinel master, and what went wrong.
+        self.store_problem = ""
         # When the latest episode of store trouble started or ended (monotonic):
         # a failure of an operation started before it belongs to that episode.
         self._episode = 0.0
@@ -180,6 +183,7 @@ class Guard:
             return  # another failure of the episode already handled (module docstring)
         self._episode = time.monotonic()
         self.degraded_until = self.clock() + self._retry_interval
+        self.store_problem = str(exc)
         self._log.warning(
             "store", "guard store unavailable (%s): using local state until it answers", exc
         )
@@ -201,6 +205,12 @@ class Guard:
             log.warning(
                 "guard store is back (%d failures not logged): shared state again", left_out
             )
+
+    async def check_store(self) -> None:
+        """Ping the shared store now (``/readyz``), so that an outage shows without
+        traffic; a failure starts local state as any failed operation does."""
+        if self.store is not self.local and not self.degraded:
+            await self._call(lambda s: s.ping())
 
     async def on_store(self, op: Callable[[GuardStore], Awaitable[T]]) -> T:
         """Run ``op`` on the store this guard uses now (the control socket's ``store``

@@ -2,8 +2,10 @@
 
 Same semantics as :class:`~mailwarden.guard.stores.memory.MemoryStore` (the contract
 tests run one suite over both), built from plain commands, MULTI transactions
-and one optimistic WATCH, none newer than Redis 5.0; no server-side scripts;
-Sentinel-managed masters too. Key layout, under ``key_prefix`` (``P``)::
+and one optimistic WATCH, none newer than Redis 5.0; no server-side scripts.
+With ``sentinels`` the server is the primary the Sentinels name, asked again for
+each new connection, so after a failover the store reaches the new primary on its
+own (docs/guard.md, "Sentinel"). Key layout, under ``key_prefix`` (``P``)::
 
     P cnt:<key>                  hash, window index -> failures counted in it
                                  (the current and the previous window are read;
@@ -123,9 +125,10 @@ class RedisStore:
     ) -> RedisStore:
         """A store for ``config``; connects lazily, so it opens while Redis is down.
 
-        ``resolve`` turns the config-relative ``password_file`` into a path. A
-        missing or unreadable password file is a ConfigError (a site whose Redis
-        wants a password would otherwise run on local state forever).
+        ``resolve`` turns the config-relative ``password_file`` and
+        ``sentinel_password_file`` into paths. A missing or unreadable password file
+        is a ConfigError (a site whose Redis wants a password would otherwise run on
+        local state forever).
         """
         try:
             url = parse_url(config.url)
@@ -136,16 +139,7 @@ class RedisStore:
                 "a password in the URL would sit in the config file: use password_file",
                 key="guard.redis.url",
             )
-        password: str | None = None
-        if config.password_file:
-            path = resolve(config.password_file)
-            try:
-                password = path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(
-                    f"cannot read the Redis password from {path}: {exc}",
-                    key="guard.redis.password_file",
-                ) from None
+        password = _read_password(config.password_file, "password_file", resolve)
         common: dict[str, Any] = {
             "socket_timeout": config.timeout,
             "socket_connect_timeout": config.timeout,
@@ -159,22 +153,24 @@ class RedisStore:
         sentinel = None
         if config.sentinels:
             master_kwargs = dict(common)
-            for name in ("db", "username"):
-                if name in url:
-                    master_kwargs[name] = url[name]
+            for name, value in url.items():  # not the host: the Sentinels name it
+                if name in ("db", "username") or name.startswith("ssl_"):
+                    master_kwargs[name] = value
             if config.url.startswith("rediss://"):
                 master_kwargs["ssl"] = True
-            addresses = []
-            for addr in config.sentinels:
-                host, _, port = addr.rpartition(":")
-                addresses.append((host.strip("[]"), int(port)))
+            sentinel_kwargs: dict[str, Any] = {
+                "socket_timeout": config.timeout,
+                "socket_connect_timeout": config.timeout,
+                "retry": Retry(NoBackoff(), 0),
+            }
+            sentinel_password = _read_password(
+                config.sentinel_password_file, "sentinel_password_file", resolve
+            )
+            if sentinel_password is not None:
+                sentinel_kwargs["password"] = sentinel_password
             sentinel = Sentinel(  # type: ignore[no-untyped-call]
-                addresses,
-                sentinel_kwargs={
-                    "socket_timeout": config.timeout,
-                    "socket_connect_timeout": config.timeout,
-                    "retry": Retry(NoBackoff(), 0),
-                },
+                [(a.host, a.port) for a in config.sentinel_addresses()],
+                sentinel_kwargs=sentinel_kwargs,
                 **master_kwargs,
             )
             client = sentinel.master_for(config.sentinel_master)
@@ -208,7 +204,7 @@ class RedisStore:
             # (Redis restarted): close the idle ones, so that each is not found dead
             # by a login of its own. In-use ones fail, or not, on their own.
             await _quietly(self.client.connection_pool.disconnect(inuse_connections=False))
-            raise StoreUnavailable(f"redis {self.where}: {what}: {exc!r}") from exc
+            raise StoreUnavailable(f"redis {self.where}: {what}: {_describe(exc)}") from exc
         except (ValueError, TypeError) as exc:  # a key we did not write (another program?)
             raise StoreUnavailable(f"redis {self.where}: {what}: unexpected data: {exc}") from exc
 
@@ -435,9 +431,9 @@ class RedisStore:
                     log.exception("redis %s: flush subscription failed", self.where)
                 elif failures == 0:
                     log.warning(
-                        "redis %s: flush subscription lost (%r); retrying in %.1f s",
+                        "redis %s: flush subscription lost (%s); retrying in %.1f s",
                         self.where,
-                        exc,
+                        _describe(exc),
                         pause,
                     )
                 failures += 1
@@ -511,6 +507,27 @@ class RedisStore:
         if self._sentinel is not None:
             for sentinel in self._sentinel.sentinels:
                 await _quietly(sentinel.aclose())
+
+
+def _read_password(name: str, key: str, resolve: Callable[[str], Path]) -> str | None:
+    """The password in file ``name`` (config-relative; trailing newline stripped), None
+    when ``name`` is empty; ConfigError naming ``guard.redis.<key>`` when unreadable."""
+    if not name:
+        return None
+    path = resolve(name)
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the Redis password from {path}: {exc}", key=f"guard.redis.{key}"
+        ) from None
+
+
+def _describe(exc: BaseException) -> str:
+    """``exc`` for a message: its class and its text (redis-py's own ``repr`` gives
+    only the class, without the address or the Sentinel's answer)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _text(value: bytes | str) -> str:
