@@ -201,3 +201,16 @@ def test_the_auth_core_probes_no_capability_by_getattr(path: Path) -> None:
         and node.func.id in ("getattr", "hasattr")
     ]
     assert not probes, f"{path.name} probes with getattr/hasattr at lines {probes}"
+
+
+MAX_SOURCE_LINES = 600
+"""No module in src/ is longer (issue 16): a longer one holds more than one concern."""
+
+
+def test_no_source_file_is_over_the_line_limit() -> None:
+    long = {
+        str(path.relative_to(SRC)): n
+        for path in SRC.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MAX_SOURCE_LINES
+    }
+    assert long == {}
