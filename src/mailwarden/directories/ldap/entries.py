@@ -5,7 +5,7 @@ search, the login-clash check, add, and the compare-and-swap rewrite of an entry
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ldap  # type: ignore[import-untyped]
@@ -39,6 +39,11 @@ from mailwarden.model import Account
 # "inappropriate matching" answer.
 _NO_EQUALITY = frozenset({"facsimiletelephonenumber", "mailreplytext"})
 
+#: Equality terms ORed into one search filter by :meth:`LdapEntries._search_any`: a
+#: batch of hundreds of uids or addresses costs a few searches, each filter a few
+#: dozen kB (slapd's default limit on a bound client's request is 4 MiB).
+SEARCH_TERMS = 500
+
 
 class LdapEntries(LdapMapping):
     """:class:`LdapMapping` plus the per-connection operations of :class:`LDAPDirectory`."""
@@ -67,6 +72,29 @@ class LdapEntries(LdapMapping):
             timeout=self.config.timeout,
         )
         return [(dn, {k.lower(): v for k, v in entry.items()}) for dn, entry in found if dn]
+
+    def _search_any(self, conn: Any, terms: list[str]) -> list[tuple[str, Entry]]:
+        """The entries that match any of the equality ``terms`` (:meth:`_eq`), each
+        once, searched SEARCH_TERMS terms at a time."""
+        found: dict[str, tuple[str, Entry]] = {}
+        for start in range(0, len(terms), SEARCH_TERMS):
+            inner = "(|" + "".join(terms[start : start + SEARCH_TERMS]) + ")"
+            for dn, entry in self._search(conn, inner):
+                found.setdefault(dn.lower(), (dn, entry))
+        return list(found.values())
+
+    def _batch_entries(self, conn: Any, batch: Iterable[Account]) -> list[tuple[str, Entry]]:
+        """The stored entries a bulk write of ``batch`` must know of: those with one
+        of its uids (replaced or skipped) or one of its addresses (a clash, or an
+        address that moves): never the whole tree, whose size would make a
+        migration's cost grow with the square of the accounts."""
+        terms: list[str] = []
+        for account in batch:
+            terms.append(self._eq("uid", account.uid))
+            for address in (account.mail, *account.alternate_addresses):
+                if address:
+                    terms += [self._eq("mail", address), self._eq("alternate", address)]
+        return self._search_any(conn, terms)
 
     def _dn(self, uid: str) -> str:
         return f"{self.attrs['uid']}={ldap.dn.escape_dn_chars(uid)},{self.config.base_dn}"
