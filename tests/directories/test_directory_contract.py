@@ -400,6 +400,17 @@ async def test_bulk_upsert_can_skip_refused_accounts_and_write_the_rest(
     assert await directory.get("c") == Account(uid="c", mail="z@example.org")
 
 
+async def test_bulk_upsert_skipping_refused_reports_an_invalid_account_too(
+    directory: Directory,
+) -> None:
+    await directory.create(Account(uid="a"))
+    batch = [Account(uid="a", home="/new"), Account(uid="bad", uid_number=-1)]
+    report = await directory.bulk_upsert(batch, replace=True, skip_refused=True)
+    assert (report.created, report.replaced) == (0, 1)
+    assert [r.uid for r in report.refused] == ["bad"]
+    assert await directory.get("bad") is None
+
+
 async def test_update_changes_only_the_given_fields(directory: Directory) -> None:
     await directory.create(full_account())
     new = await directory.update(
