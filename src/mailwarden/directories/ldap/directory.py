@@ -35,7 +35,6 @@ from mailwarden.directories.bulk import (
 from mailwarden.directories.ldap.entries import LdapEntries
 from mailwarden.directories.ldap.mapping import (
     Entry,
-    decode_utf8,
     encode_utf8,
 )
 from mailwarden.directories.ldap.pool import (
@@ -258,12 +257,11 @@ class LDAPDirectory(LdapEntries):
         return sorted(matched, key=lambda a: login_key(a.uid))
 
     async def iterate(self) -> AsyncIterator[str]:
-        attr = self.attrs["uid"]
-        found = await self._run(lambda conn: self._search(conn, "", [attr]), read=True)
-        uids = [
-            decode_utf8(entry[attr.lower()][0]) for _dn, entry in found if entry.get(attr.lower())
-        ]
-        for uid in sorted(uids, key=login_key):
+        # Sorted here (the uid attribute has no ordering rule to ask the server
+        # for), so the uids are held; only the uids: the search is paged (_uids).
+        uids = await self._run(self._uids, read=True)
+        uids.sort(key=login_key)
+        for uid in uids:
             yield uid
 
     async def search(self, pattern: str, *, limit: int = 1000) -> list[Account]:
@@ -420,12 +418,26 @@ class LDAPDirectory(LdapEntries):
             for key, account in batch.items()
             if key not in refused
         ]
-        for start in range(0, len(writes), WRITE_CHUNK):
-            chunk = writes[start : start + WRITE_CHUNK]
-            done = await self._run(
-                functools.partial(self._write_each, writes=chunk, skip=skip_refused), read=False
+        chunks = [writes[i : i + WRITE_CHUNK] for i in range(0, len(writes), WRITE_CHUNK)]
+        wave = self.config.pool_size
+        for first in range(0, len(chunks), wave):
+            # One chunk per pooled connection at once (slapd writes in parallel what
+            # one connection would send in turn); every chunk of a wave ends, written
+            # or failed, before the first failure is raised: nothing goes on writing.
+            done = await asyncio.gather(
+                *(
+                    self._run(
+                        functools.partial(self._write_each, writes=chunk, skip=skip_refused),
+                        read=False,
+                    )
+                    for chunk in chunks[first : first + wave]
+                ),
+                return_exceptions=True,
             )
-            refused.update(done)
+            for result in done:
+                if isinstance(result, BaseException):
+                    raise result
+                refused.update(result)
         return without_refused(final, refused, replacing)
 
     def _write_each(

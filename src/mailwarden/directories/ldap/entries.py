@@ -11,6 +11,7 @@ from typing import Any
 import ldap  # type: ignore[import-untyped]
 import ldap.dn  # type: ignore[import-untyped]
 import ldap.filter  # type: ignore[import-untyped]
+from ldap.controls import SimplePagedResultsControl  # type: ignore[import-untyped]
 from mailwarden.config import LdapConfig
 from mailwarden.directories.base import (
     Modified,
@@ -43,6 +44,9 @@ _NO_EQUALITY = frozenset({"facsimiletelephonenumber", "mailreplytext"})
 #: batch of hundreds of uids or addresses costs a few searches, each filter a few
 #: dozen kB (slapd's default limit on a bound client's request is 4 MiB).
 SEARCH_TERMS = 500
+#: Entries per page of :meth:`LdapEntries._uids` (slapd's default size limit is 500
+#: per answer; a page this size is asked for with the paged-results control).
+UID_PAGE = 500
 
 
 class LdapEntries(LdapMapping):
@@ -95,6 +99,34 @@ class LdapEntries(LdapMapping):
                 if address:
                     terms += [self._eq("mail", address), self._eq("alternate", address)]
         return self._search_any(conn, terms)
+
+    def _uids(self, conn: Any) -> list[str]:
+        """Every account's uid, read with the paged-results control (RFC 2696), so
+        only a page of entries is in memory besides the uids (a million entries as
+        python-ldap returns them would take most of a gigabyte), and a server's size
+        limit for one answer does not cut the list short."""
+        attr = self.attrs["uid"]
+        # Not critical: a server without paging answers in one go, as before.
+        page = SimplePagedResultsControl(False, size=UID_PAGE, cookie="")
+        uids: list[str] = []
+        while True:
+            msgid = conn.search_ext(
+                self.config.base_dn,
+                ldap.SCOPE_SUBTREE,
+                self._filter(""),
+                attrlist=[attr],
+                serverctrls=[page],
+                timeout=self.config.timeout,
+            )
+            _type, found, _msgid, controls = conn.result3(msgid, timeout=self.config.timeout)
+            for dn, entry in found:
+                values = {k.lower(): v for k, v in entry.items()}.get(attr.lower()) if dn else None
+                if values:
+                    uids.append(decode_utf8(values[0]))
+            cookie = next((c.cookie for c in controls if c.controlType == page.controlType), b"")
+            if not cookie:
+                return uids
+            page.cookie = cookie
 
     def _dn(self, uid: str) -> str:
         return f"{self.attrs['uid']}={ldap.dn.escape_dn_chars(uid)},{self.config.base_dn}"
