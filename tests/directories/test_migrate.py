@@ -27,7 +27,7 @@ from mailwarden.directories.migration import MigrationProgress, OnBatch, migrate
 from mailwarden.directories.places import dn_key, same_accounts, server_key
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import DirectoryUnavailable
-from mailwarden.model import Account
+from mailwarden.model import Account, Profile
 from tests.directories.conftest import add_subtree
 from tests.directories.test_directory_contract import full_account
 from tests.helpers import hashed
@@ -173,6 +173,25 @@ async def test_accounts_the_target_refuses_are_reported_and_the_rest_copied(
     done = await migrate(source, ldap_target, on_batch=lambda _p, r: refusals.extend(r))
     assert (done.created, done.refused) == (3, 1)
     assert [(r.uid, "ASCII" in r.message) for r in refusals] == [("dora", True)]
+
+
+async def test_an_account_the_ldap_server_refuses_is_reported_and_its_old_entry_kept(
+    source: SQLiteDirectory, ldap_target: LDAPDirectory
+) -> None:
+    # slapd refuses a country that is not two letters (countryString): known only
+    # when the entry is written, after the old one was deleted to be replaced.
+    old = Account(uid="erin", mail="erin@example.org")
+    await ldap_target.create(old)
+    await source.bulk_upsert(
+        [full_account("erin", profile=Profile(c="Britain")), full_account("fred")],
+        replace=False,
+    )
+    refusals: list[Refusal] = []
+    done = await migrate(source, ldap_target, on_batch=lambda _p, r: refusals.extend(r))
+    assert (done.created, done.replaced, done.refused) == (1, 0, 1)
+    assert [(r.uid, "invalid per syntax" in r.message) for r in refusals] == [("erin", True)]
+    assert await ldap_target.get("erin") == old
+    assert await ldap_target.get("fred") == full_account("fred")
 
 
 # --------------------------------------------------------------------------- interrupted

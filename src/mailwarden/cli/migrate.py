@@ -187,12 +187,13 @@ def migrate_command(
         fail(f"refusing to migrate a directory onto itself: {why}", EX_USAGE)
     enabled = (show_progress if show_progress is not None else sys.stderr.isatty()) and not quiet
     line = ProgressLine(sys.stderr, terminal=sys.stderr.isatty(), enabled=enabled)
-    opening = [source]
+    opening = source  # whose directory a DirectoryMissing is about
 
     async def go() -> MigrationProgress:
+        nonlocal opening
         from_directory = await open_directory(source)
         try:
-            opening.append(target)
+            opening = target
             to_directory = await open_directory(target)
             try:
                 return await migrate(
@@ -212,7 +213,7 @@ def migrate_command(
         final = asyncio.run(go())
     except DirectoryMissing as exc:
         line.finish()
-        if opening[-1] is source:
+        if opening is source:
             _missing(ctx, exc)
         fail(f"{_named(target)}: {exc}", EX_CONFIG)
     except TemporaryFailure as exc:
