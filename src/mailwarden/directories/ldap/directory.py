@@ -284,8 +284,7 @@ class LDAPDirectory(LdapEntries):
         return matched[: max(limit, 0)]
 
     async def count(self) -> int:
-        found = await self._run(lambda conn: self._search(conn, "", ["1.1"]), read=True)
-        return len(found)
+        return await self._run(self._count, read=True)
 
     def data_version(self) -> int | None:
         """None: another node or tool may write, and nothing tells us (docs/guard.md)."""

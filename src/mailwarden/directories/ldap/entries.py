@@ -5,7 +5,7 @@ search, the login-clash check, add, and the compare-and-swap rewrite of an entry
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import ldap  # type: ignore[import-untyped]
@@ -44,9 +44,9 @@ _NO_EQUALITY = frozenset({"facsimiletelephonenumber", "mailreplytext"})
 #: batch of hundreds of uids or addresses costs a few searches, each filter a few
 #: dozen kB (slapd's default limit on a bound client's request is 4 MiB).
 SEARCH_TERMS = 500
-#: Entries per page of :meth:`LdapEntries._uids` (slapd's default size limit is 500
+#: Entries per page of :meth:`LdapEntries._pages` (slapd's default size limit is 500
 #: per answer; a page this size is asked for with the paged-results control).
-UID_PAGE = 500
+PAGE_SIZE = 500
 
 
 class LdapEntries(LdapMapping):
@@ -100,33 +100,41 @@ class LdapEntries(LdapMapping):
                     terms += [self._eq("mail", address), self._eq("alternate", address)]
         return self._search_any(conn, terms)
 
-    def _uids(self, conn: Any) -> list[str]:
-        """Every account's uid, read with the paged-results control (RFC 2696), so
-        only a page of entries is in memory besides the uids (a million entries as
-        python-ldap returns them would take most of a gigabyte), and a server's size
-        limit for one answer does not cut the list short."""
-        attr = self.attrs["uid"]
-        # Not critical: a server without paging answers in one go, as before.
-        page = SimplePagedResultsControl(False, size=UID_PAGE, cookie="")
-        uids: list[str] = []
+    def _pages(self, conn: Any, attrs: list[str]) -> Iterator[list[tuple[str, Entry]]]:
+        """Every account entry (``attrs`` only), a page at a time, read with the
+        paged-results control (RFC 2696): only one page of entries is in memory (a
+        million entries as python-ldap returns them take most of a gigabyte), and a
+        server's size limit for one answer does not cut the list short."""
+        # Not critical: a server without paging answers in one page, as before.
+        page = SimplePagedResultsControl(False, size=PAGE_SIZE, cookie="")
         while True:
             msgid = conn.search_ext(
                 self.config.base_dn,
                 ldap.SCOPE_SUBTREE,
                 self._filter(""),
-                attrlist=[attr],
+                attrlist=attrs,
                 serverctrls=[page],
                 timeout=self.config.timeout,
             )
             _type, found, _msgid, controls = conn.result3(msgid, timeout=self.config.timeout)
-            for dn, entry in found:
-                values = {k.lower(): v for k, v in entry.items()}.get(attr.lower()) if dn else None
-                if values:
-                    uids.append(decode_utf8(values[0]))
+            yield [(dn, {k.lower(): v for k, v in entry.items()}) for dn, entry in found if dn]
             cookie = next((c.cookie for c in controls if c.controlType == page.controlType), b"")
             if not cookie:
-                return uids
+                return
             page.cookie = cookie
+
+    def _uids(self, conn: Any) -> list[str]:
+        """Every account's uid (only the uids are kept: :meth:`_pages`)."""
+        attr = self.attrs["uid"].lower()
+        return [
+            decode_utf8(entry[attr][0])
+            for found in self._pages(conn, [attr])
+            for _dn, entry in found
+            if entry.get(attr)
+        ]
+
+    def _count(self, conn: Any) -> int:
+        return sum(len(found) for found in self._pages(conn, ["1.1"]))
 
     def _dn(self, uid: str) -> str:
         return f"{self.attrs['uid']}={ldap.dn.escape_dn_chars(uid)},{self.config.base_dn}"
