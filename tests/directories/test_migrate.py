@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import select
 import signal
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from tests.directories.test_directory_contract import full_account
 from tests.helpers import hashed
 from tests.peers.configs import toml
 from tests.slapd import SERVICE_DN, SERVICE_PW, Slapd, have_slapd
+from tests.test_cli import MAILWARDEN
 
 
 def accounts(count: int, *, prefix: str = "user") -> list[Account]:
@@ -395,6 +398,44 @@ def test_the_command_exits_75_when_the_target_is_down_and_78_when_it_is_missing(
     result = run(source, "--to", str(missing))
     assert result.exit_code == 78, result.output
     assert "the --to config" in result.stderr and "init" in result.stderr
+
+
+def test_the_command_killed_halfway_loses_nothing_and_a_rerun_completes_the_copy(
+    tmp_path: Path,
+) -> None:
+    stored = accounts(3000)
+    source = sqlite_toml(tmp_path, "source", stored)
+    target = sqlite_toml(tmp_path, "target")
+    args = ["-c", str(source), "migrate", "--to", str(target), "--batch", "10", "--progress"]
+    child = subprocess.Popen(
+        [*MAILWARDEN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stderr is not None
+        ready, _, _ = select.select([child.stderr], [], [], 60)
+        assert ready, "no progress line within 60 s"
+        first = child.stderr.readline()  # printed once the first batch is committed
+        child.kill()
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert first.startswith("migrating: 10/3,000 accounts"), first
+
+    async def copied() -> list[Account]:
+        directory = await sqlite(tmp_path / "target.db")
+        try:
+            return await everything(directory)
+        finally:
+            await directory.close()
+
+    before = asyncio.run(copied())
+    assert 10 <= len(before) < 3000  # killed halfway; every account there is whole
+    by_uid = {a.uid: a for a in stored}
+    assert [by_uid[a.uid] for a in before] == before
+    result = run(source, "--to", str(target), "--resume", "-q")
+    assert result.exit_code == 0, result.output
+    assert f"{len(before)} unchanged" in result.stdout
+    assert asyncio.run(copied()) == stored
 
 
 # --------------------------------------------------------------------------- pure parts
