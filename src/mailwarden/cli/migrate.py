@@ -40,6 +40,9 @@ from mailwarden.directories.migration import (
 from mailwarden.directories.places import same_accounts
 from mailwarden.errors import AccountError, ConfigError, DirectoryMissing, TemporaryFailure
 
+#: Ctrl-C, as shells report a process ended by SIGINT.
+EX_INTERRUPTED = 130
+
 
 def describe(progress: MigrationProgress) -> str:
     """``12,000/20,000 accounts (60%), 8,123/s, 2 refused``: a progress line's text."""
@@ -222,6 +225,9 @@ def migrate_command(
     except AccountError as exc:
         line.finish()
         fail(f"{exc}; {_so_far(line.last)}")
+    except KeyboardInterrupt:
+        line.finish()
+        fail(f"interrupted; {_so_far(line.last)}", EX_INTERRUPTED)
     line.finish()
     out.print(report(final), soft_wrap=True)
     if final.refused:
