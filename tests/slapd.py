@@ -108,12 +108,17 @@ def make_certificates(root: Path) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
-def _config_ldif(root: Path, tls: tuple[Path, Path, Path] | None = None) -> str:
+def _config_ldif(
+    root: Path, tls: tuple[Path, Path, Path] | None = None, *, substrings: bool = True
+) -> str:
     schemas = [f"file:///etc/ldap/schema/{name}.ldif" for name in SYSTEM_SCHEMAS]
     for name in ("qmail", "mailwarden"):
         path = resources.files("mailwarden.ldap") / f"{name}.ldif"
         schemas.append(f"file://{path}")
     includes = "\n".join(f"include: {s}\n" for s in schemas)
+    # Substring indexes serve search() patterns (user list), but make every add update
+    # long ID lists: bench/migrate.py measures writes with and without them.
+    index = "eq,sub" if substrings else "eq"
     tls_lines = ""
     if tls is not None:
         ca, cert, key = tls
@@ -160,9 +165,9 @@ olcDbMaxSize: 2147483648
 olcDbNoSync: TRUE
 olcSizeLimit: unlimited
 olcDbIndex: objectClass eq
-olcDbIndex: uid eq,sub
-olcDbIndex: mail eq,sub
-olcDbIndex: mailAlternateAddress eq,sub
+olcDbIndex: uid {index}
+olcDbIndex: mail {index}
+olcDbIndex: mailAlternateAddress {index}
 olcAccess: {{0}}to attrs=userPassword by dn.exact="{SERVICE_DN}" write
   by self =w by anonymous auth by * none
 olcAccess: {{1}}to * by dn.exact="{SERVICE_DN}" write by * none
@@ -186,7 +191,14 @@ def base_ldif(extra_ous: tuple[str, ...] = ("people",)) -> str:
 class Slapd:
     """One slapd in ``root``; :meth:`start` and :meth:`stop` may be called repeatedly."""
 
-    def __init__(self, root: Path, *, data_ldif: str | None = None, tls: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        data_ldif: str | None = None,
+        tls: bool = False,
+        substring_indexes: bool = True,
+    ) -> None:
         self.root = root
         self.port = free_port()
         self.socket = root / "ldapi"
@@ -196,7 +208,8 @@ class Slapd:
         (root / "slapd.d").mkdir(parents=True)
         (root / "db").mkdir()
         self.certificates = make_certificates(root) if tls else None
-        (root / "config.ldif").write_text(_config_ldif(root, self.certificates))
+        config = _config_ldif(root, self.certificates, substrings=substring_indexes)
+        (root / "config.ldif").write_text(config)
         self._slapadd(["-n0", "-F", str(root / "slapd.d"), "-l", str(root / "config.ldif")])
         (root / "data.ldif").write_text(data_ldif if data_ldif is not None else base_ldif())
         self._slapadd(

@@ -14,7 +14,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +74,10 @@ class CountingDirectory:
     async def get(self, uid: str) -> Account | None:
         self.reads += 1
         return await self.inner.get(uid)
+
+    async def get_many(self, uids: Sequence[str]) -> list[Account]:
+        self.reads += 1
+        return await self.inner.get_many(uids)
 
     async def find_by_fingerprint(self, fingerprint: str) -> list[Account]:
         self.reads += 1

@@ -156,6 +156,22 @@ async def test_get_matches_the_uid_only_ignoring_case(directory: Directory) -> N
     assert await directory.get("alice@example.org") is None
 
 
+async def test_get_many_returns_the_accounts_asked_for_in_that_order_each_once(
+    directory: Directory,
+) -> None:
+    alice, bob, carol = full_account(), full_account("bob"), full_account("carol")
+    await directory.bulk_upsert([alice, bob, carol], replace=False)
+    asked = ["carol", "nobody", "ALICE", "alice", "bob@example.org"]
+    assert await directory.get_many(asked) == [carol, alice]
+    assert await directory.get_many([]) == []
+
+
+async def test_get_many_reads_a_batch_larger_than_one_search_filter(directory: Directory) -> None:
+    accounts = [Account(uid=f"u{i:04d}", mail=f"u{i}@example.org") for i in range(1200)]
+    await directory.bulk_upsert(accounts, replace=False)
+    assert await directory.get_many([a.uid for a in reversed(accounts)]) == accounts[::-1]
+
+
 # --------------------------------------------------------------------------- create
 
 
@@ -382,6 +398,17 @@ async def test_bulk_upsert_can_skip_refused_accounts_and_write_the_rest(
     assert await directory.get("a") == Account(uid="a", mail="x@example.org")  # kept as it was
     assert await directory.get("b") is None
     assert await directory.get("c") == Account(uid="c", mail="z@example.org")
+
+
+async def test_bulk_upsert_skipping_refused_reports_an_invalid_account_too(
+    directory: Directory,
+) -> None:
+    await directory.create(Account(uid="a"))
+    batch = [Account(uid="a", home="/new"), Account(uid="bad", uid_number=-1)]
+    report = await directory.bulk_upsert(batch, replace=True, skip_refused=True)
+    assert (report.created, report.replaced) == (0, 1)
+    assert [r.uid for r in report.refused] == ["bad"]
+    assert await directory.get("bad") is None
 
 
 async def test_update_changes_only_the_given_fields(directory: Directory) -> None:
@@ -663,6 +690,24 @@ async def test_bulk_upsert_judges_an_address_on_the_last_account_given_for_a_uid
     assert await directory.get("c") is None
 
 
+async def test_bulk_upsert_replaces_a_large_batch_with_its_addresses_in_place(
+    directory: Directory,
+) -> None:
+    # The directory is searched for what the batch touches (LDAP: a few searches of
+    # hundreds of terms each), never read whole, and a rerun changes nothing.
+    accounts = [
+        Account(uid=f"u{i:04d}", mail=f"u{i}@example.org", alternate_addresses=(f"a{i}@x.org",))
+        for i in range(1200)
+    ]
+    assert await directory.bulk_upsert(accounts, replace=True) == BulkReport(created=1200)
+    assert await directory.bulk_upsert(accounts, replace=True) == BulkReport(replaced=1200)
+    assert await directory.count() == 1200
+    assert await directory.get_many(["u0007", "u1199"]) == [accounts[7], accounts[1199]]
+    clash = Account(uid="new", mail="a5@x.org")
+    report = await directory.bulk_upsert([clash], replace=True, skip_refused=True)
+    assert [r.uid for r in report.refused] == ["new"]
+
+
 async def test_bulk_upsert_of_nothing_reports_nothing(directory: Directory) -> None:
     assert await directory.bulk_upsert([], replace=True) == BulkReport()
 
@@ -677,6 +722,7 @@ async def test_ping_succeeds_on_an_open_directory(directory: Directory) -> None:
 CALLS: dict[str, Callable[[Directory], Awaitable[object]]] = {
     "find": lambda d: d.find("alice"),
     "get": lambda d: d.get("alice"),
+    "get_many": lambda d: d.get_many(["alice"]),
     "search": lambda d: d.search("*"),
     "create": lambda d: d.create(Account(uid="bob")),
     "replace": lambda d: d.replace(Account(uid="alice")),

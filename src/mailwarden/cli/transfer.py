@@ -1,4 +1,4 @@
-"""``import``, ``export`` (passwd-file, LDIF) and ``migrate``: accounts in and out."""
+"""``import`` and ``export`` (passwd-file, LDIF): accounts in and out (migrate: migrate.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ import click
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mailwarden import confignames
 from mailwarden.accounts import passwdfile
 from mailwarden.app import (
     App,
 )
 from mailwarden.cli.common import (
-    EX_CONFIG,
     EX_DATAERR,
     EX_USAGE,
     _config,
@@ -29,7 +27,6 @@ from mailwarden.cli.common import (
 from mailwarden.directories.base import BulkReport, Directory
 from mailwarden.errors import (
     AccountError,
-    ConfigError,
 )
 from mailwarden.model import (
     Account,
@@ -141,7 +138,7 @@ def export_passwd_file(ctx: click.Context, file: str) -> None:
         sys.exit(EX_DATAERR)
 
 
-# --------------------------------------------------------------------------- LDIF and migrate
+# --------------------------------------------------------------------------- LDIF
 
 
 @import_group.command("ldif")
@@ -212,39 +209,6 @@ def export_ldif(ctx: click.Context, file: str, base_dn: str | None) -> None:
             writer.unparse(dn, entry)
     err.print(f"exported {len(accounts) - len(skipped)} account(s), {len(skipped)} skipped")
     _print_errors(skipped)
-
-
-@main.command("migrate")
-@click.option(
-    "--to",
-    "target_config",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Config file of the directory to copy into (e.g. one with backend = ldap).",
-)
-@click.option("--replace", is_flag=True, help="Overwrite accounts that exist (default: skip).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.pass_context
-def migrate(ctx: click.Context, target_config: str, replace: bool, quiet: bool) -> None:
-    """Copy every account from this config's directory into another's (SQLite <-> LDAP)."""
-    try:
-        target = confignames.load(target_config)
-    except ConfigError as exc:
-        fail(str(exc), EX_CONFIG)
-
-    async def go(app: App) -> list[Account]:
-        return [a async for a in _all_accounts(app.directory)]
-
-    accounts = run_with_app(ctx, go)
-    errors: list[tuple[str, str]] = []
-    target_ctx = click.Context(migrate, obj={**ctx.obj, "config": target})
-    report = _copy_accounts(target_ctx, accounts, replace=replace, quiet=quiet, errors=errors)
-    out.print(
-        f"migrated {len(accounts)} account(s): {report['created']} created, "
-        f"{report['replaced']} replaced, {report['skipped']} existing skipped, "
-        f"{len(errors)} refused"
-    )
-    _print_errors(errors)
 
 
 async def _all_accounts(directory: Directory) -> AsyncIterator[Account]:

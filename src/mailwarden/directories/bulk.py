@@ -84,7 +84,8 @@ def settle_existing(
         else:
             del batch[key]
             skipped += 1
-    return BulkReport(created=created, replaced=replaced, skipped=skipped), obsolete
+    report = BulkReport(created=created, replaced=replaced, skipped=skipped, refused=report.refused)
+    return report, obsolete
 
 
 def write_one_by_one(

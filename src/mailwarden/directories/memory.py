@@ -233,6 +233,11 @@ class MemoryDirectory:
     async def get(self, uid: str) -> Account | None:
         return self._check().accounts.get(login_key(uid))
 
+    async def get_many(self, uids: Sequence[str]) -> list[Account]:
+        accounts = self._check().accounts
+        found = {key: accounts.get(key) for key in map(login_key, uids)}
+        return [account for account in found.values() if account is not None]
+
     async def find_by_fingerprint(self, fingerprint: str) -> list[Account]:
         key = fingerprint_key(fingerprint)
         accounts = self._check().accounts

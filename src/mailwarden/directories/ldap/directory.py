@@ -22,6 +22,7 @@ from mailwarden.directories.base import (
     BulkReport,
     LoginAttribute,
     Modified,
+    Refusal,
     fingerprint_key,
     login_key,
 )
@@ -33,7 +34,7 @@ from mailwarden.directories.bulk import (
 )
 from mailwarden.directories.ldap.entries import LdapEntries
 from mailwarden.directories.ldap.mapping import (
-    decode_utf8,
+    Entry,
     encode_utf8,
 )
 from mailwarden.directories.ldap.pool import (
@@ -49,6 +50,7 @@ from mailwarden.errors import (
     AccountChanged,
     AccountExists,
     DirectoryUnavailable,
+    InvalidAccount,
 )
 from mailwarden.model import Account
 
@@ -57,6 +59,9 @@ T = TypeVar("T")
 #: How often :meth:`LDAPDirectory.modify` reads and tries again when another writer
 #: changed the entry between its read and its write, before AccountChanged.
 MODIFY_ATTEMPTS = 8
+#: Entries a bulk write adds (or replaces) in one pooled operation, which must end
+#: within ``[ldap] timeout`` like every other: 100 writes take well under a second.
+WRITE_CHUNK = 100
 
 
 class LDAPDirectory(LdapEntries):
@@ -228,6 +233,20 @@ class LDAPDirectory(LdapEntries):
         account = self._account(found[1])
         return account if login_key(account.uid) == login_key(uid) else None
 
+    async def get_many(self, uids: Sequence[str]) -> list[Account]:
+        wanted: dict[str, str] = {}
+        for uid in uids:
+            wanted.setdefault(login_key(uid), uid)
+        if not wanted:
+            return []
+        terms = [self._eq("uid", uid) for uid in wanted.values()]
+        entries = await self._run(lambda conn: self._search_any(conn, terms), read=True)
+        found: dict[str, Account] = {}
+        for _dn, entry in entries:
+            account = self._account(entry)
+            found.setdefault(login_key(account.uid), account)
+        return [found[key] for key in wanted if key in found]
+
     async def find_by_fingerprint(self, fingerprint: str) -> list[Account]:
         # caseIgnoreIA5Match in the schema; spaces are compared away afterwards.
         key = fingerprint_key(fingerprint)
@@ -238,12 +257,11 @@ class LDAPDirectory(LdapEntries):
         return sorted(matched, key=lambda a: login_key(a.uid))
 
     async def iterate(self) -> AsyncIterator[str]:
-        attr = self.attrs["uid"]
-        found = await self._run(lambda conn: self._search(conn, "", [attr]), read=True)
-        uids = [
-            decode_utf8(entry[attr.lower()][0]) for _dn, entry in found if entry.get(attr.lower())
-        ]
-        for uid in sorted(uids, key=login_key):
+        # Sorted here (the uid attribute has no ordering rule to ask the server
+        # for), so the uids are held; only the uids: the search is paged (_uids).
+        uids = await self._run(self._uids, read=True)
+        uids.sort(key=login_key)
+        for uid in uids:
             yield uid
 
     async def search(self, pattern: str, *, limit: int = 1000) -> list[Account]:
@@ -266,8 +284,7 @@ class LDAPDirectory(LdapEntries):
         return matched[: max(limit, 0)]
 
     async def count(self) -> int:
-        found = await self._run(lambda conn: self._search(conn, "", ["1.1"]), read=True)
-        return len(found)
+        return await self._run(self._count, read=True)
 
     def data_version(self) -> int | None:
         """None: another node or tool may write, and nothing tells us (docs/guard.md)."""
@@ -370,32 +387,82 @@ class LDAPDirectory(LdapEntries):
         batch, report = settle_batch(
             accounts, replace=replace, skip_invalid=skip_refused, check=self._values
         )
+        if not batch:
+            return report
+        refused: dict[str, Refusal] = {}
 
-        def op(conn: Any) -> BulkReport:
-            existing: dict[str, tuple[str, str]] = {}
-            stored: dict[str, set[str]] = {}  # address key -> uid key of its owner
-            for _dn, entry in self._search(conn, ""):
+        def check(conn: Any) -> tuple[BulkReport, dict[str, tuple[str, Entry]], set[str]]:
+            existing: dict[str, tuple[str, Entry]] = {}
+            stored: dict[str, set[str]] = {}  # address key -> uid keys of its owners
+            for dn, entry in self._batch_entries(conn, batch.values()):
                 acc = self._account(entry)
                 key = login_key(acc.uid)
                 if key in batch:
-                    existing[key] = (_dn, acc.uid)
+                    existing[key] = (dn, entry)
                 for address in (acc.mail, *acc.alternate_addresses):
                     if address:
                         stored.setdefault(login_key(address), set()).add(key)
-            final, obsolete = settle_existing(batch, existing, report, replace=replace)
-            replacing = {login_key(uid) for _dn, uid in obsolete}
-            refused = judge_clashes(batch, stored, replacing, skip=skip_refused)
-            # Everything is checked before the first write: a clash without
-            # skip_refused has raised in judge_clashes and nothing is written.
-            for dn, uid in obsolete:
-                if login_key(uid) not in refused:
-                    conn.delete_s(dn)
-            for key, account in batch.items():
-                if key not in refused:
-                    self._add(conn, account)
-            return without_refused(final, refused, replacing)
+            final, _obsolete = settle_existing(batch, existing, report, replace=replace)
+            replacing = set(existing) if replace else set()
+            refused.update(judge_clashes(batch, stored, replacing, skip=skip_refused))
+            return final, existing, replacing
 
-        return await self._run(op, read=False)
+        # Everything is checked before the first write: a clash without skip_refused
+        # raises in judge_clashes and nothing is written. The writes then go in
+        # chunks, each one operation with its own timeout: a large batch never
+        # outlives the timeout while its thread goes on writing.
+        final, existing, replacing = await self._run(check, read=True)
+        writes = [
+            (key, account, existing[key] if key in replacing else None)
+            for key, account in batch.items()
+            if key not in refused
+        ]
+        chunks = [writes[i : i + WRITE_CHUNK] for i in range(0, len(writes), WRITE_CHUNK)]
+        wave = self.config.pool_size
+        for first in range(0, len(chunks), wave):
+            # One chunk per pooled connection at once (slapd writes in parallel what
+            # one connection would send in turn); every chunk of a wave ends, written
+            # or failed, before the first failure is raised: nothing goes on writing.
+            done = await asyncio.gather(
+                *(
+                    self._run(
+                        functools.partial(self._write_each, writes=chunk, skip=skip_refused),
+                        read=False,
+                    )
+                    for chunk in chunks[first : first + wave]
+                ),
+                return_exceptions=True,
+            )
+            for result in done:
+                if isinstance(result, BaseException):
+                    raise result
+                refused.update(result)
+        return without_refused(final, refused, replacing)
+
+    def _write_each(
+        self,
+        conn: Any,
+        writes: list[tuple[str, Account, tuple[str, Entry] | None]],
+        *,
+        skip: bool,
+    ) -> dict[str, Refusal]:
+        """Write checked accounts of a bulk write, each replacing its old entry (if
+        given); with ``skip``, one the server refuses (a value its schema cannot
+        hold, a DN another entry has) is left out, its old entry put back."""
+        refused: dict[str, Refusal] = {}
+        for key, account, old in writes:
+            if old is not None:
+                with contextlib.suppress(ldap.NO_SUCH_OBJECT):
+                    conn.delete_s(old[0])
+            try:
+                self._add(conn, account)
+            except (AccountExists, InvalidAccount) as exc:
+                if old is not None:
+                    conn.add_s(old[0], list(old[1].items()))
+                if not skip:
+                    raise
+                refused[key] = Refusal(uid=account.uid, message=str(exc))
+        return refused
 
     # ------------------------------------------------------------------ rebind
 

@@ -5,12 +5,13 @@ search, the login-clash check, add, and the compare-and-swap rewrite of an entry
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import ldap  # type: ignore[import-untyped]
 import ldap.dn  # type: ignore[import-untyped]
 import ldap.filter  # type: ignore[import-untyped]
+from ldap.controls import SimplePagedResultsControl  # type: ignore[import-untyped]
 from mailwarden.config import LdapConfig
 from mailwarden.directories.base import (
     Modified,
@@ -38,6 +39,14 @@ from mailwarden.model import Account
 # last writer wins on that attribute alone). Others are learnt from the server's
 # "inappropriate matching" answer.
 _NO_EQUALITY = frozenset({"facsimiletelephonenumber", "mailreplytext"})
+
+#: Equality terms ORed into one search filter by :meth:`LdapEntries._search_any`: a
+#: batch of hundreds of uids or addresses costs a few searches, each filter a few
+#: dozen kB (slapd's default limit on a bound client's request is 4 MiB).
+SEARCH_TERMS = 500
+#: Entries per page of :meth:`LdapEntries._pages` (slapd's default size limit is 500
+#: per answer; a page this size is asked for with the paged-results control).
+PAGE_SIZE = 500
 
 
 class LdapEntries(LdapMapping):
@@ -67,6 +76,65 @@ class LdapEntries(LdapMapping):
             timeout=self.config.timeout,
         )
         return [(dn, {k.lower(): v for k, v in entry.items()}) for dn, entry in found if dn]
+
+    def _search_any(self, conn: Any, terms: list[str]) -> list[tuple[str, Entry]]:
+        """The entries that match any of the equality ``terms`` (:meth:`_eq`), each
+        once, searched SEARCH_TERMS terms at a time."""
+        found: dict[str, tuple[str, Entry]] = {}
+        for start in range(0, len(terms), SEARCH_TERMS):
+            inner = "(|" + "".join(terms[start : start + SEARCH_TERMS]) + ")"
+            for dn, entry in self._search(conn, inner):
+                found.setdefault(dn.lower(), (dn, entry))
+        return list(found.values())
+
+    def _batch_entries(self, conn: Any, batch: Iterable[Account]) -> list[tuple[str, Entry]]:
+        """The stored entries a bulk write of ``batch`` must know of: those with one
+        of its uids (replaced or skipped) or one of its addresses (a clash, or an
+        address that moves): never the whole tree, whose size would make a
+        migration's cost grow with the square of the accounts."""
+        terms: list[str] = []
+        for account in batch:
+            terms.append(self._eq("uid", account.uid))
+            for address in (account.mail, *account.alternate_addresses):
+                if address:
+                    terms += [self._eq("mail", address), self._eq("alternate", address)]
+        return self._search_any(conn, terms)
+
+    def _pages(self, conn: Any, attrs: list[str]) -> Iterator[list[tuple[str, Entry]]]:
+        """Every account entry (``attrs`` only), a page at a time, read with the
+        paged-results control (RFC 2696): only one page of entries is in memory (a
+        million entries as python-ldap returns them take most of a gigabyte), and a
+        server's size limit for one answer does not cut the list short."""
+        # Not critical: a server without paging answers in one page, as before.
+        page = SimplePagedResultsControl(False, size=PAGE_SIZE, cookie="")
+        while True:
+            msgid = conn.search_ext(
+                self.config.base_dn,
+                ldap.SCOPE_SUBTREE,
+                self._filter(""),
+                attrlist=attrs,
+                serverctrls=[page],
+                timeout=self.config.timeout,
+            )
+            _type, found, _msgid, controls = conn.result3(msgid, timeout=self.config.timeout)
+            yield [(dn, {k.lower(): v for k, v in entry.items()}) for dn, entry in found if dn]
+            cookie = next((c.cookie for c in controls if c.controlType == page.controlType), b"")
+            if not cookie:
+                return
+            page.cookie = cookie
+
+    def _uids(self, conn: Any) -> list[str]:
+        """Every account's uid (only the uids are kept: :meth:`_pages`)."""
+        attr = self.attrs["uid"].lower()
+        return [
+            decode_utf8(entry[attr][0])
+            for found in self._pages(conn, [attr])
+            for _dn, entry in found
+            if entry.get(attr)
+        ]
+
+    def _count(self, conn: Any) -> int:
+        return sum(len(found) for found in self._pages(conn, ["1.1"]))
 
     def _dn(self, uid: str) -> str:
         return f"{self.attrs['uid']}={ldap.dn.escape_dn_chars(uid)},{self.config.base_dn}"

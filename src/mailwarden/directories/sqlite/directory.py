@@ -44,6 +44,7 @@ from mailwarden.directories.sqlite.rows import (
     SWAP_HASH,
     UID_IDS,
     account_from_row,
+    accounts_by_uid,
     glob_pattern,
     insert,
     login_kinds,
@@ -392,6 +393,10 @@ class SQLiteDirectory:
             return None if row is None else account_from_row(row)
 
         return await self._read(job)
+
+    async def get_many(self, uids: Sequence[str]) -> list[Account]:
+        keys = list(dict.fromkeys(map(login_key, uids)))
+        return await self._read(partial(accounts_by_uid, keys=keys)) if keys else []
 
     async def find_by_fingerprint(self, fingerprint: str) -> list[Account]:
         key = fingerprint_key(fingerprint)

@@ -59,6 +59,10 @@ OWNER = """SELECT a.id, a.uid FROM logins AS l JOIN accounts AS a ON a.id = l.ac
 # The ids of the accounts with these uids: one statement for a whole batch.
 UID_IDS = """SELECT j.value, l.account_id FROM json_each(?) AS j
     JOIN logins AS l ON l.login = j.value AND l.space = 'uid'"""
+# Whole accounts by uid key, a batch in one statement (get_many); the key comes first.
+GET_MANY = """SELECT l.login, v.* FROM json_each(?) AS j
+    JOIN logins AS l ON l.login = j.value AND l.space = 'uid'
+    JOIN account_rows AS v ON v.id = l.account_id"""
 NEXT_ID = "SELECT coalesce(max(id), 0) + 1 FROM accounts"
 # Compare-and-swap in one statement: the stored value is tested where it is written.
 SWAP_HASH = """UPDATE accounts SET password = ?
@@ -202,6 +206,15 @@ def login_kinds(by: Sequence[LoginAttribute]) -> tuple[str, ...]:
 
 
 KIND_MEMO: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def accounts_by_uid(conn: sqlite3.Connection, *, keys: list[str]) -> list[Account]:
+    """The accounts with these uid keys, in their order (get_many: one statement)."""
+    found = {
+        row[0]: account_from_row(row[1:])
+        for row in conn.execute(GET_MANY, (json.dumps(keys),)).fetchall()
+    }
+    return [found[key] for key in keys if key in found]
 
 
 def uid_id(conn: sqlite3.Connection, key: str) -> int | None:
