@@ -374,6 +374,26 @@ def test_user_list_to_a_pipe_is_tab_separated_and_never_shortened(ready: Path) -
     assert json.loads(run(ready, "user", "list", "--format", "json").output)[1]["uid"] == long_uid
 
 
+@pytest.mark.parametrize("fmt", ["tsv", "json", "table"])
+def test_user_list_stops_at_its_limit_and_lists_everything_without_one(
+    ready: Path, fmt: str
+) -> None:
+    for n in range(3):
+        assert run(ready, "user", "add", f"zed{n}", "--no-password").exit_code == 0
+
+    def uids(*args: str) -> list[str]:
+        output = run(ready, "--format", fmt, "user", "list", *args).output
+        if fmt == "json":
+            return [a["uid"] for a in json.loads(output)]
+        if fmt == "table":
+            return [line.split("│")[1].strip() for line in output.splitlines() if line[:1] == "│"]
+        return [line.split("\t")[0] for line in output.splitlines()]
+
+    assert uids("zed*") == ["zed0", "zed1", "zed2"]
+    assert uids("zed*", "--limit", "2") == ["zed0", "zed1"]
+    assert len(uids()) == 4  # alice too: no limit by default
+
+
 def test_user_list_in_a_real_pipe_streams_tsv(ready: Path) -> None:
     done = subprocess.run(
         [*MAILWARDEN, "user", "list", "-c", str(ready)],

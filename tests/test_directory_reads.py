@@ -50,7 +50,7 @@ from mailwarden.frontends.dovecot_sockets import Role
 from mailwarden.frontends.http import start_http
 from mailwarden.frontends.saslauthd import start_saslauthd
 from mailwarden.hashing.pool import Hasher
-from mailwarden.model import Account, AccountStatus
+from mailwarden.model import Account, AccountStatus, Listed
 from mailwarden.protocols import checkpassword as cp
 from tests.classic.conftest import fill, write_config
 from tests.frontends.test_dovecot_frontend import Peer, cram_md5, digest_md5, plain, scram
@@ -91,6 +91,11 @@ class CountingDirectory:
     async def search(self, pattern: str, *, limit: int = 1000) -> list[Account]:
         self.reads += 1
         return await self.inner.search(pattern, limit=limit)
+
+    async def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
+        self.reads += 1
+        async for listed in self.inner.listing(pattern):
+            yield listed
 
     async def count(self) -> int:
         self.reads += 1

@@ -53,6 +53,45 @@ def tsv_field(value: str) -> str:
     return value.translate(_TSV_ESCAPES)
 
 
+class RowWriter:
+    """Rows printed as they come (TABLE or TSV; JSON is :class:`JsonArrayWriter`):
+    :meth:`add` each, then :meth:`close`, which returns the row count.
+
+    TSV lines are written one by one, so a list of a million accounts streams
+    into a pipe in flat memory; a table (a terminal) is printed at the end, with
+    ``footer`` (a count, say: it is for people only) under it.
+    """
+
+    def __init__(
+        self,
+        fmt: Format,
+        columns: Sequence[str],
+        *,
+        stream: TextIO,
+        console: Console,
+        footer: str | None = None,
+    ) -> None:
+        self.stream, self.console, self.footer = stream, console, footer
+        self.table = Table(*columns) if fmt is not Format.TSV else None
+        self.count = 0
+
+    def add(self, row: Sequence[str]) -> None:
+        if self.table is None:
+            self.stream.write("\t".join(tsv_field(v) for v in row) + "\n")
+        else:
+            self.table.add_row(*row)
+        self.count += 1
+
+    def close(self) -> int:
+        if self.table is None:
+            self.stream.flush()
+            return self.count
+        self.console.print(self.table)
+        if self.footer is not None:
+            self.console.print(self.footer.format(count=self.count))
+        return self.count
+
+
 def write_rows(
     fmt: Format,
     columns: Sequence[str],
@@ -62,26 +101,11 @@ def write_rows(
     console: Console,
     footer: str | None = None,
 ) -> int:
-    """Print ``rows`` (TABLE or TSV; JSON is :func:`write_json_array`); the row count.
-
-    TSV lines are written one by one; ``footer`` (a count, say) is for people
-    only and printed under the table.
-    """
-    count = 0
-    if fmt is Format.TSV:
-        for row in rows:
-            stream.write("\t".join(tsv_field(v) for v in row) + "\n")
-            count += 1
-        stream.flush()
-        return count
-    table = Table(*columns)
+    """Print ``rows`` (:class:`RowWriter`); the row count."""
+    writer = RowWriter(fmt, columns, stream=stream, console=console, footer=footer)
     for row in rows:
-        table.add_row(*row)
-        count += 1
-    console.print(table)
-    if footer is not None:
-        console.print(footer.format(count=count))
-    return count
+        writer.add(row)
+    return writer.close()
 
 
 def write_record(
@@ -106,16 +130,30 @@ def write_record(
     console.print(table)
 
 
+class JsonArrayWriter:
+    """A JSON array written element by element: :meth:`add` each, then :meth:`close`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.count = 0
+        stream.write("[")
+
+    def add(self, item: Any) -> None:
+        self.stream.write(",\n  " if self.count else "\n  ")
+        self.stream.write(json.dumps(item, sort_keys=True).replace("\n", "\n  "))
+        self.count += 1
+
+    def close(self) -> None:
+        self.stream.write("\n]\n" if self.count else "]\n")
+        self.stream.flush()
+
+
 def write_json_array(items: Iterable[Any], *, stream: TextIO) -> None:
-    """A JSON array of ``items``, written element by element."""
-    stream.write("[")
-    first = True
+    """A JSON array of ``items`` (:class:`JsonArrayWriter`)."""
+    writer = JsonArrayWriter(stream)
     for item in items:
-        stream.write("\n  " if first else ",\n  ")
-        stream.write(json.dumps(item, sort_keys=True).replace("\n", "\n  "))
-        first = False
-    stream.write("\n]\n" if not first else "]\n")
-    stream.flush()
+        writer.add(item)
+    writer.close()
 
 
 def _text(value: Any) -> str:

@@ -149,6 +149,29 @@ class Account:
 EMPTY_SERVICES: Mapping[str, bool] = MappingProxyType({})
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listed:
+    """One account as a list shows it (``mailwarden user list``): what a directory can
+    read for a million accounts in seconds, without building whole :class:`Account`
+    values. ``services_off``: the per-service switches that are off, sorted."""
+
+    uid: str
+    mail: str | None = None
+    status: AccountStatus = AccountStatus.ACTIVE
+    mail_host: str | None = None
+    services_off: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, account: Account) -> Listed:
+        return cls(
+            uid=account.uid,
+            mail=account.mail,
+            status=account.status,
+            mail_host=account.mail_host,
+            services_off=tuple(sorted(k for k, on in account.services.items() if not on)),
+        )
+
+
 # --------------------------------------------------------------------------- attempts
 
 

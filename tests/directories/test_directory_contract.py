@@ -22,7 +22,7 @@ from mailwarden.directories.ldap import LDAPDirectory
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import AccountExists, AccountNotFound, DirectoryUnavailable, InvalidAccount
-from mailwarden.model import Account, AccountStatus, Profile
+from mailwarden.model import Account, AccountStatus, Listed, Profile
 
 
 @pytest_asyncio.fixture(params=["memory", "sqlite", "sqlite-cached", "ldap"])
@@ -590,6 +590,47 @@ async def test_search_returns_at_most_limit_accounts_in_uid_order(directory: Dir
     found = await directory.search("user*", limit=2)
     assert [a.uid for a in found] == ["user0", "user1"]
     assert await directory.search("user*", limit=0) == []
+
+
+async def listed(directory: Directory, pattern: str = "*") -> list[Listed]:
+    return [item async for item in directory.listing(pattern)]
+
+
+async def test_the_listing_matches_as_search_does_and_shows_the_list_columns(
+    directory: Directory,
+) -> None:
+    alice = full_account()
+    bob = Account(uid="bob", mail="bob@example.net")
+    carol = Account(uid="carol", alternate_addresses=("c@example.org",))
+    for account in (carol, bob, alice):
+        await directory.create(account)
+    for pattern in ("*@EXAMPLE.org", "*@example.net", "?ob", "bob", "bo", "*", "c@*"):
+        expected = [Listed.of(a) for a in await directory.search(pattern)]
+        assert await listed(directory, pattern) == expected, pattern
+    assert (await listed(directory, "alice"))[0] == Listed(
+        uid="alice",
+        mail="alice@example.org",
+        status=AccountStatus.DISABLED,
+        mail_host="mx2.example.org",
+        services_off=("imap", "pop3"),
+    )
+
+
+async def test_the_listing_takes_other_characters_literally(directory: Directory) -> None:
+    odd = Account(uid="we[ird]", mail="100%.real_user@example.org")
+    await directory.create(odd)
+    await directory.create(Account(uid="wei", mail="100x.realXuser@example.org"))
+    assert await listed(directory, "we[ird]") == [Listed.of(odd)]
+    assert await listed(directory, "we[i]*") == []
+    assert await listed(directory, "100%.real_user@*") == [Listed.of(odd)]
+
+
+async def test_the_listing_streams_thousands_of_accounts_in_uid_order(directory: Directory) -> None:
+    uids = [f"user{n:05d}" for n in range(2500)]
+    await directory.bulk_upsert((Account(uid=uid) for uid in reversed(uids)), replace=False)
+    assert [item.uid for item in await listed(directory)] == uids
+    assert [item.uid for item in await listed(directory, "user01*")] == uids[1000:2000]
+    assert await listed(directory, "nobody*") == []
 
 
 async def test_count_follows_creates_and_deletes(directory: Directory) -> None:

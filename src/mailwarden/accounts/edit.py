@@ -23,15 +23,16 @@ administrator) and :class:`~mailwarden.errors.TemporaryFailure` (backend down, o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 from mailwarden import schemes
 from mailwarden.accounts import rules as accounts
 from mailwarden.auth.engine import Engine
 from mailwarden.directories.base import Directory
+from mailwarden.directories.streams import matching_accounts
 from mailwarden.errors import AccountNotFound, InvalidAccount
 from mailwarden.hashing.pool import Hasher
-from mailwarden.model import Account, AccountStatus
+from mailwarden.model import Account, AccountStatus, Listed
 
 
 class AccountAdmin:
@@ -61,6 +62,14 @@ class AccountAdmin:
 
     async def search(self, pattern: str = "*", *, limit: int = 1000) -> list[Account]:
         return await self.directory.search(pattern, limit=limit)
+
+    def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
+        """Every matching account's list columns, streamed in uid order (no limit)."""
+        return self.directory.listing(pattern)
+
+    def accounts(self, pattern: str = "*") -> AsyncIterator[Account]:
+        """Every matching account, whole, streamed in uid order a batch at a time."""
+        return matching_accounts(self.directory, pattern)
 
     async def show(self, name: str) -> Account:
         """The account with uid ``name`` or, failing that, the one ``name`` logs in as."""

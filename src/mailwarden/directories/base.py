@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from mailwarden.model import Account
+from mailwarden.model import Account, Listed
 from mailwarden.model import login_key as login_key  # noqa: PLC0414 - re-exported
 
 LoginAttribute = Literal["uid", "mail", "alternate"]
@@ -100,6 +100,13 @@ class Directory(Protocol):
 
     async def search(self, pattern: str, *, limit: int = 1000) -> list[Account]:
         """Accounts whose uid or an address matches ``pattern`` (``*`` and ``?`` wildcards)."""
+        ...
+
+    def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
+        """Every account :meth:`search` would match, as a :class:`Listed`, streamed in
+        uid order without a limit: only a page is held at a time (a million accounts
+        list in seconds, in flat memory). Directories without a faster way use
+        :func:`mailwarden.directories.streams.listing_of`."""
         ...
 
     async def create(self, account: Account) -> None:

@@ -65,7 +65,7 @@ from mailwarden.errors import (
     DirectoryUnavailable,
     InvalidAccount,
 )
-from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
+from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Listed, Profile
 
 T = TypeVar("T")
 
@@ -263,6 +263,11 @@ class MemoryDirectory:
             owner for address, (owner, _kind) in state.addresses.items() if regex.fullmatch(address)
         )
         return [state.accounts[key] for key in sorted(matched)[: max(limit, 0)]]
+
+    async def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
+        # Everything is in memory already: the search, unlimited.
+        for account in await self.search(pattern, limit=len(self._check().accounts)):
+            yield Listed.of(account)
 
     async def create(self, account: Account) -> None:
         state = self._check()

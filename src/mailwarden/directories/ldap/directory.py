@@ -46,13 +46,14 @@ from mailwarden.directories.ldap.pool import (
     quiet_unbind,
 )
 from mailwarden.directories.memory import apply_changes, glob_regex
+from mailwarden.directories.streams import listing_of
 from mailwarden.errors import (
     AccountChanged,
     AccountExists,
     DirectoryUnavailable,
     InvalidAccount,
 )
-from mailwarden.model import Account
+from mailwarden.model import Account, Listed
 
 T = TypeVar("T")
 
@@ -282,6 +283,10 @@ class LDAPDirectory(LdapEntries):
         ]
         matched.sort(key=lambda acc: login_key(acc.uid))
         return matched[: max(limit, 0)]
+
+    def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
+        # No order to ask the server for: uids, then batches of whole entries.
+        return listing_of(self, pattern)
 
     async def count(self) -> int:
         return await self._run(self._count, read=True)

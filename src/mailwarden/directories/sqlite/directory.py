@@ -40,6 +40,7 @@ from mailwarden.directories.sqlite.rows import (
     ITERATE,
     ITERATE_PAGE,
     KIND_MEMO,
+    LISTING,
     SEARCH,
     SWAP_HASH,
     UID_IDS,
@@ -47,15 +48,12 @@ from mailwarden.directories.sqlite.rows import (
     accounts_by_uid,
     glob_pattern,
     insert,
+    listed_from_row,
     login_kinds,
     settle_finds,
     uid_id,
 )
-from mailwarden.directories.sqlite.schema import (
-    APPLICATION_ID,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-)
+from mailwarden.directories.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, migrate
 from mailwarden.errors import (
     AccountExists,
     AccountNotFound,
@@ -63,7 +61,7 @@ from mailwarden.errors import (
     DirectoryUnavailable,
     InvalidAccount,
 )
-from mailwarden.model import Account
+from mailwarden.model import Account, Listed
 
 T = TypeVar("T")
 
@@ -194,25 +192,9 @@ class SQLiteDirectory:
             if mode != "wal":
                 raise self._unavailable(f"cannot use WAL mode (journal_mode is {mode})")
             conn.execute("SELECT json_group_array(1)").fetchone()
-            self._migrate(conn, version)
+            migrate(conn, version)
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
-
-    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
-        # Nothing to do (the usual case) takes no write lock, so opening never
-        # waits for another process that is writing.
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Read again under the write lock: another process may have migrated.
-                if conn.execute("PRAGMA user_version").fetchone()[0] < target:
-                    for statement in MIGRATIONS[target - 1]:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {target}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -407,17 +389,30 @@ class SQLiteDirectory:
         return await self._read(job)
 
     async def iterate(self) -> AsyncIterator[str]:
-        # Page by key so that no read transaction stays open across awaits (it
-        # would pin the WAL and stop checkpoints while the caller is slow).
+        async for page in self._pages(ITERATE):
+            for _key, uid in page:
+                yield uid
+
+    async def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
+        glob = "*" if pattern == "*" else glob_pattern(pattern)
+        async for page in self._pages(LISTING, glob):
+            for row in page:
+                yield listed_from_row(row)
+
+    async def _pages(self, statement: str, *params: str) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """The rows of ``statement`` (parameters: the key after which a page starts,
+        ``params``, the page size), page by page. Paged by key so that no read
+        transaction stays open across awaits (it would pin the WAL and stop
+        checkpoints while the caller is slow)."""
         after = ""
         while True:
 
-            def job(conn: sqlite3.Connection, after: str = after) -> list[tuple[str, str]]:
-                return conn.execute(ITERATE, (after, ITERATE_PAGE)).fetchall()
+            def job(conn: sqlite3.Connection, after: str = after) -> list[tuple[Any, ...]]:
+                return conn.execute(statement, (after, *params, ITERATE_PAGE)).fetchall()
 
             page = await self._read(job)
-            for _key, uid in page:
-                yield uid
+            if page:
+                yield page
             if len(page) < ITERATE_PAGE:
                 return
             after = page[-1][0]

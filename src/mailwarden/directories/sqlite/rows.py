@@ -26,7 +26,7 @@ from mailwarden.errors import (
     InvalidAccount,
     MailwardenError,
 )
-from mailwarden.model import Account, AccountStatus, Profile
+from mailwarden.model import Account, AccountStatus, Listed, Profile
 
 T = TypeVar("T")
 
@@ -52,8 +52,17 @@ BY_FINGERPRINT = """SELECT v.* FROM accounts AS a JOIN account_rows AS v ON v.id
 SEARCH = """SELECT v.* FROM logins AS l JOIN account_rows AS v ON v.id = l.account_id
     WHERE l.space = 'uid' AND l.account_id IN (SELECT account_id FROM logins WHERE login GLOB ?)
     ORDER BY l.login LIMIT ?"""
+# A page of an account list (Directory.listing), by uid key after the last page's;
+# the pattern is a GLOB over every login of the account, as in SEARCH.
+LISTING = """SELECT l.login, a.uid, a.mail, a.status, a.mail_host,
+    (SELECT json_group_array(s.name) FROM services AS s
+        WHERE s.account_id = a.id AND NOT s.enabled) AS off
+    FROM logins AS l JOIN accounts AS a ON a.id = l.account_id
+    WHERE l.space = 'uid' AND l.login > ?1
+    AND (?2 = '*' OR l.account_id IN (SELECT account_id FROM logins WHERE login GLOB ?2))
+    ORDER BY l.login LIMIT ?3"""
 ITERATE = """SELECT l.login, a.uid FROM logins AS l JOIN accounts AS a ON a.id = l.account_id
-    WHERE l.space = 'uid' AND l.login > ? ORDER BY l.login LIMIT ?"""
+    WHERE l.space = 'uid' AND l.login > ?1 ORDER BY l.login LIMIT ?2"""
 OWNER = """SELECT a.id, a.uid FROM logins AS l JOIN accounts AS a ON a.id = l.account_id
     WHERE l.login = ? AND l.space = ?"""
 # The ids of the accounts with these uids: one statement for a whole batch.
@@ -122,6 +131,18 @@ def pairs(text: str) -> list[list[Any]]:
 
 def fields(text: str) -> Mapping[str, str]:
     return _NO_FIELDS if text == "{}" else MappingProxyType(json.loads(text))
+
+
+def listed_from_row(row: Sequence[Any]) -> Listed:
+    """A :data:`LISTING` row (after its key column) as the value a list shows."""
+    _key, uid, mail, status, mail_host, off = row
+    return Listed(
+        uid=uid,
+        mail=mail,
+        status=STATUS[status],
+        mail_host=mail_host,
+        services_off=() if off == "[]" else tuple(sorted(json.loads(off))),
+    )
 
 
 def account_from_row(row: Sequence[Any]) -> Account:
