@@ -143,6 +143,10 @@ def test_the_frontend_rule_sees_every_form_of_import(tmp_path: Path) -> None:
     }
 
 
+#: The directory modules that know only the protocol (no backend): anyone may use them.
+PROTOCOL_LEVEL = (".base", ".streams")
+
+
 def test_only_the_composition_root_imports_concrete_directories() -> None:
     allowed = {SRC / "app.py"}
     for path in SRC.rglob("*.py"):
@@ -151,7 +155,7 @@ def test_only_the_composition_root_imports_concrete_directories() -> None:
         concrete = {
             n
             for n in imports_of(path)
-            if n.startswith("mailwarden.directories.") and not n.endswith(".base")
+            if n.startswith("mailwarden.directories.") and not n.endswith(PROTOCOL_LEVEL)
         }
         assert not concrete, f"{path.relative_to(SRC)} imports {sorted(concrete)}"
 
