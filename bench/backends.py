@@ -43,7 +43,7 @@ PYTHON = sys.executable
 if str(ROOT) not in sys.path:  # tests.slapd, the slapd the test suite runs
     sys.path.insert(0, str(ROOT))
 
-from tests import slapd  # noqa: E402 - after the path it lives on
+from tests import slapd as slapd  # noqa: E402, PLC0414 - after its path; re-exported
 
 
 def note(message: str) -> None:
@@ -199,6 +199,15 @@ def _ldap_cache(passwd: Path, work: Path) -> Path:
     return cached
 
 
+def ldap_directory_toml(url: str) -> str:
+    """mailwarden's directory sections for the accounts under ou=people on ``url``."""
+    return (
+        '[directory]\nbackend = "ldap"\n\n[ldap]\n'
+        f'servers = ["{url}"]\nbase_dn = "ou=people,{slapd.SUFFIX}"\n'
+        f'bind_dn = "{slapd.SERVICE_DN}"\nbind_password = "{slapd.SERVICE_PW}"\n'
+    )
+
+
 DOVECOT_LDAP = """\
 uris = {url}
 dn = {dn}
@@ -240,9 +249,7 @@ def ldap_directory(passwd: Path, work: Path) -> Iterator[Backend]:
             "LDAP",
             f"passdb {{\n  driver = ldap\n  args = {conf}\n}}\n"
             "userdb {\n  driver = static\n  args = uid=5000 gid=5000 home=/nonexistent/%u\n}\n",
-            '[directory]\nbackend = "ldap"\n\n[ldap]\n'
-            f'servers = ["{server.url}"]\nbase_dn = "ou=people,{slapd.SUFFIX}"\n'
-            f'bind_dn = "{slapd.SERVICE_DN}"\nbind_password = "{slapd.SERVICE_PW}"\n',
+            ldap_directory_toml(server.url),
             reference="Dovecot 2.3 (ldap passdb)",
         )
     finally:
