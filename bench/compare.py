@@ -267,6 +267,7 @@ def stop(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGCONT)  # a stopped (frozen) server must see it
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
@@ -544,10 +545,11 @@ def _clients_load(
         await asyncio.gather(*(client(deadline, latencies, replies) for _ in range(clients)))
         return time.monotonic() - started
 
+    started = time.monotonic()
     try:
         elapsed = asyncio.run(asyncio.wait_for(main(), seconds + loadgen.MARGIN))
     except TimeoutError as exc:
-        raise children.Stuck(f"{clients} clients", seconds + loadgen.MARGIN) from exc
+        raise children.Stuck(f"{clients} clients", time.monotonic() - started) from exc
     return _result(replies, latencies, elapsed)
 
 
@@ -800,7 +802,7 @@ def checks(row: Row, reference: Row | None, busy: bool) -> list[str]:
     cost = row.cpu_per_login
     if reference is not None:
         ref_cost = reference.cpu_per_login
-        cpu_target = t.cpu_busy if busy else t.cpu
+        cpu_target = t.cpu_busy if busy and t.cpu_busy is not None else t.cpu
         if cpu_target is not None and cost and ref_cost:
             out.append(f"CPU ≤ {cpu_target:g}x: {_verdict(cost / ref_cost <= cpu_target)}")
         if t.rate is not None and reference.rate:

@@ -230,20 +230,21 @@ def run(load: Load) -> Result:
     shares = [
         load.requests // load.procs + (i < load.requests % load.procs) for i in range(load.procs)
     ]
-    if load.procs == 1:
-        try:
+    started = time.monotonic()
+    try:
+        if load.procs == 1:
             results = [_run_process((load, shares[0]))]
-        except TimeoutError as exc:
-            raise children.Stuck(f"load on {load.address}", load.seconds + MARGIN) from exc
-    else:
-        results = children.map_bounded(
-            _run_process,
-            [(load, share) for share in shares],
-            processes=load.procs,
-            # the workers' own wait_for ends them first; this covers a hung worker
-            timeout=load.seconds + MARGIN + 10.0,
-            what=f"load on {load.address}",
-        )
+        else:
+            results = children.map_bounded(
+                _run_process,
+                [(load, share) for share in shares],
+                processes=load.procs,
+                # the workers' own wait_for ends them first; this covers a hung worker
+                timeout=load.seconds + MARGIN + 10.0,
+                what=f"load on {load.address}",
+            )
+    except TimeoutError as exc:  # a reply over READ_TIMEOUT, or the whole run over
+        raise children.Stuck(f"load on {load.address}", time.monotonic() - started) from exc
     replies: Counter[str] = Counter()
     sent: Counter[str] = Counter()
     latencies: list[float] = []
