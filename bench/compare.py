@@ -917,7 +917,8 @@ headline: cold SHA512-CRYPT CPU per login ≤ 1.10x Dovecot's (≤ 1.15x with
 ≤ 2x at 100k and 1M (SQLite and LDAP), p99 ≤ Dovecot's in every {PLAIN} scenario;
 realistic mix throughput ≥ 25x; peak RSS ≤ 150 MiB at 100k accounts and ≤ 600 MiB
 at 1M; HTTP ≤ 100 µs CPU per request and ≥ 10,000 requests/s (with `--workers 2`).
-Admin commands at scale: see the section written by bench/admin_commands.py."""
+Admin commands at scale: `bench/admin_commands.py --write` records them in the last
+section of this page."""
 
 NOTES = """\
 ## Reading the table
