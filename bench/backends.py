@@ -18,7 +18,8 @@ runs for as long as the factory's ``with`` block and is stopped at its end.
 
 The SQL directory (mailwarden's ``sql`` backend against Dovecot's ``sql`` passdb,
 both on one PostgreSQL with the same queries) is one more factory here and one
-more line in :data:`DIRECTORIES`.
+more line in :data:`DIRECTORIES`; bench/compare.py then runs the scale scenarios
+on it too (``scale-sql-...``).
 """
 
 from __future__ import annotations
@@ -256,7 +257,14 @@ def ldap_directory(passwd: Path, work: Path) -> Iterator[Backend]:
         server.stop()
 
 
-DIRECTORIES: dict[str, DirectoryFactory] = {
-    "sqlite": sqlite_directory,
-    "ldap": ldap_directory,
+@dataclass(frozen=True)
+class Directory:
+    title: str  # in scenario titles: "SQLite directory", "LDAP", ...
+    open: DirectoryFactory
+
+
+DIRECTORIES: dict[str, Directory] = {
+    "sqlite": Directory("SQLite directory", sqlite_directory),
+    "ldap": Directory("LDAP", ldap_directory),
 }
+"""Every store bench/compare.py measures; each gets the scale scenarios (7)."""

@@ -118,9 +118,8 @@ def scale_scenarios() -> tuple[Scenario, ...]:
     """Cold logins at 10k, 100k and 1M accounts on each store, {PLAIN} and
     SHA512-CRYPT: what a login costs when the accounts do not fit any cache."""
     out = []
-    stores = {"sqlite": "SQLite directory", "ldap": "LDAP"}
     sizes = ((10_000, 1_000, "10k"), (100_000, 2_000, "100k"), (1_000_000, 3_000, "1M"))
-    for store, store_title in stores.items():
+    for store, directory in backends.DIRECTORIES.items():
         for scheme in ("PLAIN", "SHA512-CRYPT"):
             for accounts, quick, size in sizes:
                 rss = {100_000: 150.0, 1_000_000: 600.0}.get(accounts)
@@ -141,7 +140,7 @@ def scale_scenarios() -> tuple[Scenario, ...]:
                 out.append(
                     Scenario(
                         f"scale-{store}-{scheme.split('-')[0].lower()}-{size.lower()}",
-                        f"(7) {store_title}, {label}, {size} accounts, cold",
+                        f"(7) {directory.title}, {label}, {size} accounts, cold",
                         scheme,
                         "cold",
                         accounts,
@@ -649,7 +648,7 @@ def dovecot_protocol(opts: Options, s: Scenario, work: Path) -> list[Row]:
         seconds=opts.seconds,
         procs=opts.procs,
     )
-    with backends.DIRECTORIES[s.directory](passwd, work) as backend:
+    with backends.DIRECTORIES[s.directory].open(passwd, work) as backend:
         rows = [Row(s, backend.reference, n), Row(s, "mailwarden", n)]
         for r in range(opts.rounds):
             with dovecot(work / f"dovecot-{s.name}-{r}", backend, cache=s.reference_cache) as ref:
@@ -673,7 +672,7 @@ def saslauthd_scenario(opts: Options, s: Scenario, work: Path) -> list[Row]:
     passwd, n = scenario_passwd(opts, s)
     rows = [Row(s, "Cyrus saslauthd", n), Row(s, "mailwarden", n)]
     clients = 16
-    with backends.DIRECTORIES[s.directory](passwd, work) as backend:
+    with backends.DIRECTORIES[s.directory].open(passwd, work) as backend:
         for r in range(opts.rounds):
             with cyrus_saslauthd(work / f"cyrus-{r}", passwd) as server:
                 measure(
@@ -692,7 +691,7 @@ def saslauthd_scenario(opts: Options, s: Scenario, work: Path) -> list[Row]:
 def http_scenario(opts: Options, s: Scenario, work: Path) -> list[Row]:
     passwd, n = scenario_passwd(opts, s)
     rows = []
-    with backends.DIRECTORIES[s.directory](passwd, work) as backend:
+    with backends.DIRECTORIES[s.directory].open(passwd, work) as backend:
         for clients in (1, 16, 64):
             row = Row(s, f"mailwarden ({clients} clients)", n)
             for r in range(opts.rounds):
