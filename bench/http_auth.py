@@ -122,7 +122,7 @@ def main() -> None:
         proc.join(20)
         if proc.is_alive():
             proc.kill()
-            proc.join()
+            proc.join(10)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -193,12 +193,13 @@ def main() -> None:
             port = free_port()
             (root / "mw.toml").write_text(CONFIG.format(port=port, redis_port=redis_port))
             base = [*MAILWARDEN, "-c", str(root / "mw.toml")]
-            subprocess.run([*base, "init"], check=True, capture_output=True)
+            subprocess.run([*base, "init"], check=True, capture_output=True, timeout=120)
             subprocess.run(
                 [*base, "user", "add", "alice", "--password-stdin", "--scheme", "PLAIN"],
                 input=b"secret\n",
                 check=True,
                 capture_output=True,
+                timeout=120,
             )
             print(
                 f"POST /api/v1/auth/json {{PLAIN}}, keep-alive, {args.clients} clients in "
