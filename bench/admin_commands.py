@@ -190,6 +190,15 @@ def run_piped_list(args: list[str], count: int, timeout: float, errors: Path) ->
     return out
 
 
+def default_list_limit(base: list[str]) -> int | None:
+    """``user list``'s default ``--limit`` as its ``--help`` states it (None: none)."""
+    done = subprocess.run(
+        [*MAILWARDEN, *base, "user", "list", "--help"], capture_output=True, timeout=60, check=False
+    )
+    found = re.search(rb"--limit\s+INTEGER\s+\[default:\s*(\d+)\]", done.stdout)
+    return int(found.group(1)) if found else None
+
+
 def has_migrate() -> bool:
     done = subprocess.run(
         [*MAILWARDEN, "migrate", "--help"], capture_output=True, timeout=60, check=False
@@ -235,6 +244,11 @@ def measure(count: int) -> list[Measured]:
             results[-1].notes.append(f"{written:,} lines")
         listing = [*base, "user", "list", "--limit", str(count)]
         results.append(run_piped_list(listing, count, timeout, errors))
+        limit = default_list_limit(base)
+        if limit is not None and limit < count:
+            results[-1].notes.append(
+                f"run with --limit {count}: without it a pipe gets only the first {limit:,}"
+            )
         print(line(results[-1]), flush=True)
         if not backends.slapd.have_slapd():
             results.append(Measured("migrate SQLite → LDAP", notes=["skipped: no slapd"]))

@@ -41,10 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench"
 PYTHON = sys.executable
 
-if str(ROOT) not in sys.path:  # tests.slapd, the slapd the test suite runs
+if str(ROOT) not in sys.path:  # tests.slapd and tests.redisserver: the test suite's peers
     sys.path.insert(0, str(ROOT))
 
-from tests import slapd as slapd  # noqa: E402, PLC0414 - after its path; re-exported
+from tests import redisserver as redisserver  # noqa: E402, PLC0414 - after its path; re-exported
+from tests import slapd as slapd  # noqa: E402, PLC0414
 
 
 def note(message: str) -> None:

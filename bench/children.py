@@ -129,6 +129,19 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def pids_running(*words: str) -> list[int]:
+    """Processes whose command line holds every one of ``words`` (a substring each)."""
+    found = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            args = Path(cmdline).read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if all(word in args for word in words):
+            found.append(int(cmdline.split("/")[2]))
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` and every live descendant (hashing
     workers included), plus what its reaped children used."""

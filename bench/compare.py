@@ -282,6 +282,7 @@ class Server:
     address: str  # the Dovecot client socket, or saslauthd's
     port: int = 0  # mailwarden's HTTP listener
     mux: str = ""  # mailwarden's saslauthd socket
+    helpers: tuple[int, ...] = ()  # processes outside its tree whose CPU is its own
 
 
 DOVECOT_CONF = """\
@@ -378,8 +379,26 @@ enabled = {cache}
 def mailwarden(
     root: Path, backend: Backend, *, cache: bool, workers: int, scheme: str
 ) -> Iterator[Server]:
-    """``mailwarden serve`` reading the backend's store (its directory sections)."""
+    """``mailwarden serve`` reading the backend's store (its directory sections).
+
+    More than one worker needs the guard's state in Redis: a private redis-server
+    then runs beside it, and its CPU counts as mailwarden's (:attr:`Server.helpers`)."""
     root.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        guard = ""
+        helpers: tuple[int, ...] = ()
+        if workers > 1:
+            redis = stack.enter_context(backends.redisserver.running_redis())
+            guard = f'store = "redis"\n\n[guard.redis]\nurl = "{redis.url}"\n'
+            helpers = tuple(children.pids_running("redis-server", f"127.0.0.1:{redis.port}"))
+        server = stack.enter_context(_serve(root, backend, cache, workers, scheme, guard))
+        yield replace(server, helpers=helpers)
+
+
+@contextlib.contextmanager
+def _serve(
+    root: Path, backend: Backend, cache: bool, workers: int, scheme: str, guard: str
+) -> Iterator[Server]:
     port = free_port()
     conf = root / "mailwarden.toml"
     text = MAILWARDEN_CONF.format(
@@ -394,6 +413,7 @@ def mailwarden(
     )
     if workers == 1:
         text = text.replace("workers = 1\n", "")
+    text = text.replace("allow_networks = []\n", "allow_networks = []\n" + guard)
     conf.write_text(text)
     with (root / "serve.log").open("wb") as log:
         proc = subprocess.Popen(
@@ -494,7 +514,7 @@ def saslauthd_load(path: str, accounts: int, seconds: float, clients: int) -> lo
 async def _http_client(
     port: int, accounts: int, deadline: float, latencies: list[float], replies: dict[str, int]
 ) -> None:
-    rng = random.Random(port ^ len(latencies) ^ id(replies))
+    rng = random.Random(port ^ len(latencies) ^ id(replies) ^ os.getpid())
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     creds = base64.b64encode(b"bench:bench").decode()
     while time.monotonic() < deadline:
@@ -525,8 +545,32 @@ async def _http_client(
     writer.close()
 
 
-def http_load(port: int, accounts: int, seconds: float, clients: int) -> loadgen.Result:
-    return _clients_load(partial(_http_client, port, accounts), seconds, clients)
+def http_load(
+    port: int, accounts: int, seconds: float, clients: int, procs: int = 1
+) -> loadgen.Result:
+    """``clients`` keep-alive clients for ``seconds``, spread over ``procs`` processes."""
+    if procs == 1:
+        return _result(*_clients_run(partial(_http_client, port, accounts), seconds, clients))
+    shares = [clients // procs + (i < clients % procs) for i in range(procs)]
+    parts = children.map_bounded(
+        _http_share,
+        [(port, accounts, seconds, share) for share in shares if share],
+        processes=procs,
+        timeout=seconds + loadgen.MARGIN + 10.0,
+        what=f"HTTP load on port {port}",
+    )
+    replies: dict[str, int] = {}
+    latencies: list[float] = []
+    for part_replies, part_latencies, _elapsed in parts:
+        for kind, n in part_replies.items():
+            replies[kind] = replies.get(kind, 0) + n
+        latencies += part_latencies
+    return _result(replies, latencies, max(part[2] for part in parts))
+
+
+def _http_share(args: tuple[int, int, float, int]) -> tuple[dict[str, int], list[float], float]:
+    port, accounts, seconds, clients = args
+    return _clients_run(partial(_http_client, port, accounts), seconds, clients)
 
 
 def _clients_load(
@@ -534,7 +578,16 @@ def _clients_load(
     seconds: float,
     clients: int,
 ) -> loadgen.Result:
-    """``clients`` copies of ``client(deadline, latencies, replies)`` for ``seconds``."""
+    return _result(*_clients_run(client, seconds, clients))
+
+
+def _clients_run(
+    client: Callable[[float, list[float], dict[str, int]], Coroutine[Any, Any, None]],
+    seconds: float,
+    clients: int,
+) -> tuple[dict[str, int], list[float], float]:
+    """``clients`` copies of ``client(deadline, latencies, replies)`` for ``seconds``:
+    (replies by kind, latencies, elapsed seconds)."""
     latencies: list[float] = []
     replies: dict[str, int] = {}
 
@@ -549,7 +602,7 @@ def _clients_load(
         elapsed = asyncio.run(asyncio.wait_for(main(), seconds + loadgen.MARGIN))
     except TimeoutError as exc:
         raise children.Stuck(f"{clients} clients", time.monotonic() - started) from exc
-    return _result(replies, latencies, elapsed)
+    return replies, latencies, elapsed
 
 
 def _result(replies: dict[str, int], latencies: list[float], elapsed: float) -> loadgen.Result:
@@ -625,10 +678,11 @@ def warm_up(load: loadgen.Load, address: str, accounts: int) -> None:
 
 
 def measure(server: Server, row: Row, run: Callable[[], loadgen.Result]) -> None:
-    before = children.cpu_seconds(server.proc.pid)
+    pids = (server.proc.pid, *server.helpers)
+    before = sum(children.cpu_seconds(pid) for pid in pids)
     result = run()
-    row.cpu.append(children.cpu_seconds(server.proc.pid) - before)
-    row.rss.append(children.peak_rss_mib(server.proc.pid))
+    row.cpu.append(sum(children.cpu_seconds(pid) for pid in pids) - before)
+    row.rss.append(sum(children.peak_rss_mib(pid) for pid in pids))
     row.runs.append(result)
     note(f"{row.scenario.name:9} {row.server:16} {result.line()}")
 
@@ -703,7 +757,8 @@ def http_scenario(opts: Options, s: Scenario, work: Path) -> list[Row]:
                     scheme=s.scheme,
                 ) as server:
                     port = server.port
-                    measure(server, row, partial(http_load, port, n, opts.seconds, clients))
+                    load = partial(http_load, port, n, opts.seconds, clients, opts.procs)
+                    measure(server, row, load)
             rows.append(row)
     return rows
 
@@ -725,6 +780,55 @@ def generator_ceiling(opts: Options, work: Path) -> loadgen.Result:
             procs=opts.procs,
         )
         return loadgen.run(load)
+    finally:
+        proc.kill()
+        children.reap(proc)
+
+
+HTTP_ECHO_REPLY = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+)
+
+
+async def _http_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer every request on a keep-alive connection at once with 200, no work."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            writer.write(HTTP_ECHO_REPLY)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _http_echo_main(port: int, ready: Any) -> None:
+    server = await asyncio.start_server(_http_echo, "127.0.0.1", port)
+    ready.set()
+    async with server:
+        await server.serve_forever()
+
+
+def _http_echo_process(port: int, ready: Any) -> None:
+    asyncio.run(_http_echo_main(port, ready))
+
+
+def http_generator_ceiling(opts: Options) -> loadgen.Result:
+    """The HTTP load generator against a server answering every request at once:
+    the most requests/s it can measure here, with 64 clients."""
+    port = free_port()
+    ready = children.MP.Event()
+    proc = children.MP.Process(target=_http_echo_process, args=(port, ready), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(30):
+            raise RuntimeError("the HTTP echo server did not start")
+        return http_load(port, 1000, min(opts.seconds, 5.0), 64, opts.procs)
     finally:
         proc.kill()
         children.reap(proc)
@@ -857,6 +961,7 @@ def write_doc(
     opts: Options,
     info: dict[str, str],
     ceiling: loadgen.Result,
+    http_ceiling: loadgen.Result | None,
     hashing: tuple[float, float],
     rows: list[Row],
     command: str,
@@ -875,12 +980,28 @@ def write_doc(
         "started fresh for each run and alternated (reference, mailwarden, reference, ...)",
         f"- load generator: bench/loadgen.py, {opts.procs} process(es); its own ceiling "
         f"against an echo server: {ceiling.rate:,.0f} auths/s",
+        *(
+            [
+                f"- HTTP load generator ({opts.procs} process(es), keep-alive, 64 clients) "
+                f"against an echo server: {http_ceiling.rate:,.0f} requests/s, the most (6) "
+                "can measure"
+            ]
+            if http_ceiling is not None
+            else []
+        ),
         f"- hashing ceiling (SHA512-CRYPT, 5000 rounds, nothing else running): "
         f"{hashing[0]:,.0f}/s in one process, {hashing[1]:,.0f}/s in one process per core "
         f"({os.cpu_count()} cores), so in (1) no server on this machine can do more than "
         f"{hashing[1] / hashing[0]:.2f}x what one process does, before any protocol work and "
         "the load generator's share of the cores",
-        f"- mailwarden: `serve` with {opts.workers} worker(s), failure delay 0, guard on "
+        f"- mailwarden: `serve` with {opts.workers} worker(s)"
+        + (
+            " (the guard's state in a private redis-server, whose CPU and RSS count as "
+            "mailwarden's)"
+            if opts.workers > 1
+            else ""
+        )
+        + ", failure delay 0, guard on "
         "(no allow-list), log level warning; SQLite directory imported from the same "
         "passwd-file, or LDAP directory on the slapd Dovecot reads",
         "- Dovecot: auth service only, passwd-file passdb/userdb (LDAP: ldap passdb with "
@@ -967,7 +1088,9 @@ NOTES = """\
 - (5) saslauthd: one request per connection on both sides; Cyrus saslauthd with
   `-a getpwent` (5 pre-forked processes) verifies the same SHA512-CRYPT hashes.
 - (6) HTTP has no reference server here (Nauthilus is not packaged for Debian); its
-  targets are absolute (CPU per request, and requests/s with `--workers 2`).
+  targets are absolute (CPU per request, and requests/s with `--workers 2`). Its load
+  generator runs in `--procs` processes like the Dovecot one; its ceiling against an
+  HTTP echo server is printed above, as for the Dovecot socket.
 - (7) scale: cold logins (every login another account, no warm-up) at 10k, 100k
   and 1M accounts, {PLAIN} and SHA512-CRYPT; at 1M the SHA512-CRYPT hashes have
   1000 rounds instead of 5000 to keep generating a million of them short (both
@@ -1031,6 +1154,10 @@ def main(argv: list[str] | None = None) -> int:
         work.chmod(0o755)
         ceiling = generator_ceiling(opts, work)
         note(f"load generator ceiling (echo server): {ceiling.line()}")
+        http_ceiling = None
+        if any(s.kind == "http" for s in selected(opts.scenarios)):
+            http_ceiling = http_generator_ceiling(opts)
+            note(f"HTTP load generator ceiling (echo server, 64 clients): {http_ceiling.line()}")
         hashing = hashing_ceiling(1.0 if opts.quick else 3.0)
         note(
             f"hashing ceiling: {hashing[0]:,.0f}/s in one process, "
@@ -1060,8 +1187,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(table(rows, busy=opts.busy)))
     for line in skipped:
         print(line)
+    http = f", HTTP {http_ceiling.rate:,.0f} requests/s" if http_ceiling else ""
     print(
-        f"\ngenerator ceiling {ceiling.rate:,.0f} auths/s; total {time.monotonic() - started:.0f} s"
+        f"\ngenerator ceiling {ceiling.rate:,.0f} auths/s{http}; "
+        f"total {time.monotonic() - started:.0f} s"
     )
     if opts.write:
         command = "bench/compare " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -1070,6 +1199,7 @@ def main(argv: list[str] | None = None) -> int:
             opts,
             info,
             ceiling,
+            http_ceiling,
             hashing,
             rows,
             command.strip(),
