@@ -126,6 +126,7 @@ class Backend:
     dovecot_dbs: str  # Dovecot's passdb { } and userdb { } blocks
     mailwarden_directory: str  # mailwarden's [directory] (and its backend's) sections
     reference: str = "Dovecot 2.3"  # what the reference server is reading
+    store_pid: int | None = None  # the store's own server (slapd, ...), shared by both
 
 
 DirectoryFactory = Callable[[Path, Path], AbstractContextManager[Backend]]
@@ -253,6 +254,7 @@ def ldap_directory(passwd: Path, work: Path) -> Iterator[Backend]:
             "userdb {\n  driver = static\n  args = uid=5000 gid=5000 home=/nonexistent/%u\n}\n",
             ldap_directory_toml(server.url),
             reference="Dovecot 2.3 (ldap passdb)",
+            store_pid=server.proc.pid if server.proc is not None else None,
         )
     finally:
         server.stop()

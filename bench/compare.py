@@ -283,6 +283,7 @@ class Server:
     port: int = 0  # mailwarden's HTTP listener
     mux: str = ""  # mailwarden's saslauthd socket
     helpers: tuple[int, ...] = ()  # processes outside its tree whose CPU is its own
+    store_pid: int | None = None  # the store's server (slapd): CPU shown apart
 
 
 DOVECOT_CONF = """\
@@ -332,7 +333,7 @@ def dovecot(root: Path, backend: Backend, *, cache: bool) -> Iterator[Server]:
     client = str(root / "run" / "auth-client")
     try:
         wait_for(lambda: connectable(str(root / "run" / "auth-userdb")), "dovecot", proc)
-        yield Server(backend.reference, proc, client)
+        yield Server(backend.reference, proc, client, store_pid=backend.store_pid)
     finally:
         stop(proc)
 
@@ -426,7 +427,14 @@ def _serve(
     try:
         client = str(root / "run" / "auth-client")
         wait_for(lambda: connectable(client) and tcp_connectable(port), "mailwarden serve", proc)
-        yield Server("mailwarden", proc, client, port=port, mux=str(root / "run" / "mux"))
+        yield Server(
+            "mailwarden",
+            proc,
+            client,
+            port=port,
+            mux=str(root / "run" / "mux"),
+            store_pid=backend.store_pid,
+        )
     finally:
         stop(proc)
 
@@ -632,6 +640,7 @@ class Row:
     runs: list[loadgen.Result] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
+    store_cpu: list[float] = field(default_factory=list)  # the shared store's (slapd)
 
     @property
     def rate(self) -> float:
@@ -650,6 +659,12 @@ class Row:
         """Seconds of the server tree's CPU per answer (median CPU / median answers)."""
         answered = statistics.median(r.count for r in self.runs) if self.runs else 0
         return statistics.median(self.cpu) / answered if answered and self.cpu else None
+
+    @property
+    def store_cpu_per_login(self) -> float | None:
+        """The shared store server's CPU per answer while this row ran (LDAP: slapd's)."""
+        answered = statistics.median(r.count for r in self.runs) if self.runs else 0
+        return statistics.median(self.store_cpu) / answered if answered and self.store_cpu else None
 
     @property
     def peak_rss(self) -> float:
@@ -680,8 +695,11 @@ def warm_up(load: loadgen.Load, address: str, accounts: int) -> None:
 def measure(server: Server, row: Row, run: Callable[[], loadgen.Result]) -> None:
     pids = (server.proc.pid, *server.helpers)
     before = sum(children.cpu_seconds(pid) for pid in pids)
+    store_before = children.cpu_seconds(server.store_pid) if server.store_pid else 0.0
     result = run()
     row.cpu.append(sum(children.cpu_seconds(pid) for pid in pids) - before)
+    if server.store_pid:
+        row.store_cpu.append(children.cpu_seconds(server.store_pid) - store_before)
     row.rss.append(sum(children.peak_rss_mib(pid) for pid in pids))
     row.runs.append(result)
     note(f"{row.scenario.name:9} {row.server:16} {result.line()}")
@@ -945,6 +963,9 @@ def table(rows: list[Row], *, busy: bool = False) -> list[str]:
             cpu = statistics.median(row.cpu) if row.cpu else 0.0
             cost = row.cpu_per_login
             per_login = f"{cost * 1e6:,.0f} µs" if cost else ""
+            store = row.store_cpu_per_login
+            if store is not None:
+                per_login += f" (+ slapd {store * 1e6:,.0f} µs)"
             title = row.scenario.title
             if row.accounts != row.scenario.accounts:
                 title += f" [{row.accounts:,} accounts]"
@@ -1100,7 +1121,8 @@ NOTES = """\
   *LDAP*: one slapd holds the accounts (bulk-loaded with `slapadd -q`, the database
   cached under .cache/bench/); mailwarden's LDAP directory and Dovecot's `ldap`
   passdb (same filter: mailwarden's object classes and uid/mail/alternate
-  address) read it. slapd's own CPU is in neither server's figure. Peak RSS is
+  address) read it. slapd's own CPU is in neither server's figure and is shown
+  beside it ("+ slapd"): the cost each server's queries put on the directory. Peak RSS is
   the server's process tree (daemon and hashing workers). An SQL directory pair
   (mailwarden's SQL directory against Dovecot's `sql` passdb on the same
   PostgreSQL) is one more factory in bench/backends.py.
