@@ -37,11 +37,12 @@ def main() -> None:
                     f"user{n:07d}@a-rather-long-example-domain.example.org:{{PLAIN}}pw::::::\n"
                 )
         mailwarden = [sys.executable, "-m", "mailwarden", "--config", str(cfg)]
-        subprocess.run([*mailwarden, "init"], check=True, capture_output=True)
+        subprocess.run([*mailwarden, "init"], check=True, capture_output=True, timeout=120)
         subprocess.run(
             [*mailwarden, "import", "passwd-file", str(passwd), "-q"],
             check=True,
             capture_output=True,
+            timeout=3600,
         )
         print(f"user list of {count} accounts into a pipe")
         for fmt in ("tsv", "json", "table"):
@@ -50,6 +51,7 @@ def main() -> None:
                 [*mailwarden, "--format", fmt, "user", "list", "--limit", str(count)],
                 check=True,
                 capture_output=True,
+                timeout=3600,
             )
             seconds = time.perf_counter() - started
             lines = done.stdout.count(b"\n")

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import base64
 import json
-import multiprocessing
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.helpers import make_config
 
+import children
 from mailwarden import schemes
 from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
@@ -107,8 +107,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--scheme", default="PLAIN")
     args = parser.parse_args()
-    ours, theirs = multiprocessing.Pipe()
-    proc = multiprocessing.Process(target=serve, args=(theirs, args.scheme))
+    ours, theirs = children.MP.Pipe()
+    proc = children.MP.Process(target=serve, args=(theirs, args.scheme))
     proc.start()
     try:
         if not ours.poll(20):
@@ -122,7 +122,7 @@ def main() -> None:
         proc.join(20)
         if proc.is_alive():
             proc.kill()
-            proc.join()
+            proc.join(10)
 
 
 if __name__ == "__main__":

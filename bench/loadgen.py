@@ -17,6 +17,10 @@ by a :class:`Workload` (picklable, so it crosses into generator processes):
 Every request carries ``no-penalty`` (Dovecot: skip the per-IP penalty) and a
 ``rip``; the servers must run without failure delay. :func:`echo_server` answers
 every AUTH at once without any work: the generator's own ceiling.
+
+Generator processes and the echo server start with the ``forkserver`` method
+(bench/children.py says why), and :func:`run` never waits longer than the load's
+time plus :data:`MARGIN`: a stuck run raises :class:`children.Stuck`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
-import multiprocessing
+import multiprocessing.synchronize
 import os
 import random
 import time
@@ -32,8 +36,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import children
+
 READ_TIMEOUT = 30.0
 """A reply that takes longer than this ends the run with an error (server stuck)."""
+
+MARGIN = READ_TIMEOUT + 15.0
+"""How much longer than its ``seconds`` a run may take before it counts as stuck."""
 
 ZIPF_S = 1.1
 ATTACKERS = ("203.0.113.7", "203.0.113.8", "198.51.100.77", "198.51.100.78")
@@ -189,7 +198,7 @@ async def _run(load: Load, share: int) -> Totals:
 
 def _run_process(args: tuple[Load, int]) -> Totals:
     load, share = args
-    return asyncio.run(_run(load, share))
+    return asyncio.run(asyncio.wait_for(_run(load, share), load.seconds + MARGIN))
 
 
 @dataclass(frozen=True)
@@ -221,12 +230,21 @@ def run(load: Load) -> Result:
     shares = [
         load.requests // load.procs + (i < load.requests % load.procs) for i in range(load.procs)
     ]
-    if load.procs == 1:
-        results = [_run_process((load, shares[0]))]
-    else:
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(load.procs) as pool:
-            results = pool.map(_run_process, [(load, share) for share in shares])
+    started = time.monotonic()
+    try:
+        if load.procs == 1:
+            results = [_run_process((load, shares[0]))]
+        else:
+            results = children.map_bounded(
+                _run_process,
+                [(load, share) for share in shares],
+                processes=load.procs,
+                # the workers' own wait_for ends them first; this covers a hung worker
+                timeout=load.seconds + MARGIN + 10.0,
+                what=f"load on {load.address}",
+            )
+    except TimeoutError as exc:  # a reply over READ_TIMEOUT, or the whole run over
+        raise children.Stuck(f"load on {load.address}", time.monotonic() - started) from exc
     replies: Counter[str] = Counter()
     sent: Counter[str] = Counter()
     latencies: list[float] = []
@@ -271,13 +289,18 @@ async def _echo_main(path: str, ready: multiprocessing.synchronize.Event) -> Non
         await server.serve_forever()
 
 
+def _echo_process(path: str, ready: multiprocessing.synchronize.Event) -> None:
+    asyncio.run(_echo_main(path, ready))
+
+
 def echo_server(path: str) -> multiprocessing.process.BaseProcess:
-    """Start a process answering every AUTH on ``path`` with OK, doing nothing else."""
-    ctx = multiprocessing.get_context("fork")
-    ready = ctx.Event()
-    proc = ctx.Process(target=lambda: asyncio.run(_echo_main(path, ready)), daemon=True)
+    """Start a process answering every AUTH on ``path`` with OK, doing nothing else.
+    The caller ends it with :func:`children.reap` after ``kill()``."""
+    ready = children.MP.Event()
+    proc = children.MP.Process(target=_echo_process, args=(path, ready), daemon=True)
     proc.start()
-    if not ready.wait(10):
+    if not ready.wait(30):
         proc.kill()
+        children.reap(proc)
         raise RuntimeError("the echo server did not start")
     return proc

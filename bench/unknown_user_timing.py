@@ -304,7 +304,7 @@ def main() -> None:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+                proc.wait(10)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

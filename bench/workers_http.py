@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import shutil
 import signal
@@ -41,6 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import children
+from children import cpu_seconds
 from http_auth import client
 
 MAILWARDEN = [sys.executable, "-m", "mailwarden"]
@@ -96,7 +97,7 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -139,18 +140,6 @@ def daemon(root: Path, workers: int) -> Iterator[int]:
         stop(proc)
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of ``pid`` and its children still running (the workers)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(") ", 1)[1].split()
-            # After the command: state, ppid, ... utime (12th), stime (13th).
-            if stat.parent.name == str(pid) or fields[1] == str(pid):
-                total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def _generate(args: tuple[int, int, int, float]) -> list[float]:
     port, clients, requests, seconds = args
 
@@ -169,10 +158,12 @@ def measure(
 ) -> str:
     shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     jobs = [(port, share, requests // procs, seconds) for share in shares if share]
-    with multiprocessing.Pool(len(jobs)) as pool:
+    # forkserver, never fork from this threaded process; a stuck run raises
+    # multiprocessing.TimeoutError instead of waiting for ever (bench/children.py)
+    with children.MP.Pool(len(jobs)) as pool:
         cpu = cpu_seconds(server)
         start = time.monotonic()
-        results = pool.map(_generate, jobs)
+        results = pool.map_async(_generate, jobs).get(seconds + 60.0)
         elapsed = time.monotonic() - start
         cpu = cpu_seconds(server) - cpu
     ordered = sorted(x for r in results for x in r)
@@ -202,12 +193,13 @@ def main() -> None:
             port = free_port()
             (root / "mw.toml").write_text(CONFIG.format(port=port, redis_port=redis_port))
             base = [*MAILWARDEN, "-c", str(root / "mw.toml")]
-            subprocess.run([*base, "init"], check=True, capture_output=True)
+            subprocess.run([*base, "init"], check=True, capture_output=True, timeout=120)
             subprocess.run(
                 [*base, "user", "add", "alice", "--password-stdin", "--scheme", "PLAIN"],
                 input=b"secret\n",
                 check=True,
                 capture_output=True,
+                timeout=120,
             )
             print(
                 f"POST /api/v1/auth/json {{PLAIN}}, keep-alive, {args.clients} clients in "
