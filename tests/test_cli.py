@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from mailwarden.cli import main
+from mailwarden.cli import main, transfer
+from mailwarden.errors import TemporaryFailure
 
 MAILWARDEN = [sys.executable, "-m", "mailwarden"]
 
@@ -207,6 +208,19 @@ def test_export_then_import_elsewhere_keeps_logins_working(ready: Path, tmp_path
     assert run(other, "init").exit_code == 0
     assert run(other, "import", "passwd-file", str(exported), "-q").exit_code == 0
     assert run(other, "auth", "test", "al@example.com", "secret").exit_code == 0
+
+
+def test_an_export_that_fails_midway_leaves_the_old_file_as_it_was(tmp_path: Path) -> None:
+    target = tmp_path / "out.passwd"
+    target.write_text("old\n")
+    with pytest.raises(TemporaryFailure), transfer._output(str(target)) as fh:
+        fh.write("alice:{PLAIN}x::::::\n")
+        raise TemporaryFailure("directory went away")  # what a read error mid-export is
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.passwd"]  # no temporary left
+    with transfer._output(str(target)) as fh:
+        fh.write("new\n")
+    assert target.read_text() == "new\n"
 
 
 def test_pw_generates_and_verifies_like_doveadm(cfg: Path) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TextIO
 
 import click
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -24,10 +27,12 @@ from mailwarden.cli.common import (
     out,
     run_with_app,
 )
-from mailwarden.directories.base import BulkReport, Directory
+from mailwarden.directories.base import BulkReport
+from mailwarden.directories.streams import matching_accounts
 from mailwarden.errors import (
     AccountError,
 )
+from mailwarden.files import replaced_atomically
 from mailwarden.model import (
     Account,
 )
@@ -108,34 +113,42 @@ def export_group() -> None:
 def export_passwd_file(ctx: click.Context, file: str) -> None:
     """Write every account as a Dovecot passwd-file line (to FILE or stdout).
 
-    An account the format cannot carry (a value with a space, say) is left out and
+    Accounts are read and written a batch at a time, in uid order; FILE appears
+    only once it is complete (a failed export leaves no half-written file). An
+    account the format cannot carry (a value with a space, say) is left out and
     listed, and the command exits 65 after writing the others: one such account
     never stops the export of the whole directory."""
     skipped: list[tuple[str, str]] = []
 
-    async def go(app: App) -> list[str]:
-        lines = []
-        async for uid in app.directory.iterate():
-            account = await app.directory.get(uid)
-            if account is None:
-                continue
-            try:
-                lines.append(passwdfile.format_account(account))
-            except AccountError as exc:
-                skipped.append((account.uid, str(exc)))
-        return lines
+    async def go(app: App) -> int:
+        written = 0
+        with _output(file) as fh:
+            async for account in matching_accounts(app.directory):
+                try:
+                    line = passwdfile.format_account(account)
+                except AccountError as exc:
+                    skipped.append((account.uid, str(exc)))
+                    continue
+                fh.write(line + "\n")
+                written += 1
+        return written
 
-    lines = run_with_app(ctx, go)
-    text = "".join(line + "\n" for line in lines)
-    if file == "-":
-        sys.stdout.write(text)
-    else:
-        Path(file).write_text(text, encoding="utf-8", errors="surrogateescape")
-        err.print(f"exported {len(lines)} account(s) to {file}")
+    written = run_with_app(ctx, go)
+    if file != "-":
+        err.print(f"exported {written} account(s) to {file}")
     if skipped:
         err.print(f"{len(skipped)} account(s) left out: a passwd-file cannot carry them")
         _print_errors(skipped)
         sys.exit(EX_DATAERR)
+
+
+def _output(file: str) -> AbstractContextManager[TextIO]:
+    """Where an export writes: stdout for ``-``, else FILE, replaced atomically when
+    the block ends without an error and left as it was when it does not
+    (files.replaced_atomically; mode 0600, as the file holds password hashes)."""
+    if file == "-":
+        return contextlib.nullcontext(sys.stdout)
+    return replaced_atomically(Path(file), errors="surrogateescape")
 
 
 # --------------------------------------------------------------------------- LDIF
@@ -193,29 +206,25 @@ def export_ldif(ctx: click.Context, file: str, base_dn: str | None) -> None:
         fail("no base DN: give --base-dn or set [ldap] base_dn", EX_USAGE)
     mapping = LdapMapping(config.ldap)
 
-    async def go(app: App) -> list[Account]:
-        return [a async for a in _all_accounts(app.directory)]
-
-    accounts = run_with_app(ctx, go)
     skipped: list[tuple[str, str]] = []
-    with click.open_file(file, "w", encoding="utf-8") as fh:
-        writer = ldif.LDIFWriter(fh)
-        for account in accounts:
-            try:
-                dn, entry = mapping.entry_of(account, base)
-            except AccountError as exc:
-                skipped.append((account.uid, str(exc)))
-                continue
-            writer.unparse(dn, entry)
-    err.print(f"exported {len(accounts) - len(skipped)} account(s), {len(skipped)} skipped")
+
+    async def go(app: App) -> int:
+        written = 0
+        with _output(file) as fh:
+            writer = ldif.LDIFWriter(fh)
+            async for account in matching_accounts(app.directory):
+                try:
+                    dn, entry = mapping.entry_of(account, base)
+                except AccountError as exc:
+                    skipped.append((account.uid, str(exc)))
+                    continue
+                writer.unparse(dn, entry)
+                written += 1
+        return written
+
+    written = run_with_app(ctx, go)
+    err.print(f"exported {written} account(s), {len(skipped)} skipped")
     _print_errors(skipped)
-
-
-async def _all_accounts(directory: Directory) -> AsyncIterator[Account]:
-    async for uid in directory.iterate():
-        account = await directory.get(uid)
-        if account is not None:
-            yield account
 
 
 def _copy_accounts(

@@ -16,12 +16,11 @@ last serial are kept in ``state_dir/dns-serial``.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from mailwarden.directories.base import Directory
+from mailwarden.files import replaced_atomically
 from mailwarden.model import AccountStatus
 
 
@@ -63,12 +62,8 @@ def next_serial(state_file: Path, content: str, *, now: float | None = None) -> 
     today = int(time.strftime("%Y%m%d", time.gmtime(now))) * 100
     serial = max(today, last_serial + 1)
     state_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=state_file.parent, prefix=".dns-serial-")
-    with os.fdopen(fd, "w") as f:
+    with replaced_atomically(state_file) as f:
         f.write(f"{serial} {digest}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, state_file)
     return serial
 
 
