@@ -11,7 +11,8 @@ owns the connection.
     MailwardenError                    base of everything raised on purpose
     ├── ConfigError                    config/, confignames.py; caught by cli/ (exit 78)
     │   └── InvalidValue               config/build.py: one value refused while a table is
-    │                                  built; config.loads re-raises it naming the file
+    │                                  built (directories/sql/queries.py: a query); config.loads
+    │                                  and confignames re-raise it naming the file
     ├── ProtocolError                  the *peer's* error: protocols/*, sasl/*; caught by the
     │                                  owning front end, which closes only that connection
     │                                  / request

@@ -7,6 +7,7 @@ The one place that turns ``[sql]`` into a directory (called by app.py's
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from mailwarden.config import SqlConfig
 from mailwarden.directories.base import Directory
 from mailwarden.directories.sql.database import Database
 from mailwarden.errors import ConfigError
+
+log = logging.getLogger("mailwarden.directory.sql")
 
 
 def read_password(config: SqlConfig, resolve: Callable[[str], Path] = Path) -> str:
