@@ -19,6 +19,8 @@ PURE = (
     "accounts/dovecotfields.py",
     "directories/sql/dialect.py",
     "directories/sql/queries.py",
+    "directories/sql/dovecotrows.py",
+    "directories/sql/dovecotconf.py",
     "hashing/frames.py",
     "cluster/mailproxy.py",
     "schemes",
@@ -166,7 +168,11 @@ def test_only_the_composition_root_imports_concrete_directories() -> None:
         concrete = {
             n
             for n in imports_of(path)
-            if n.startswith("mailwarden.directories.") and not n.endswith(".base")
+            if n.startswith("mailwarden.directories.")
+            and not n.endswith(".base")
+            # A pure module (no I/O: the SQL query parser confignames checks with) is
+            # no concrete directory.
+            and not _is_pure(n)
         }
         assert not concrete, f"{path.relative_to(SRC)} imports {sorted(concrete)}"
 

@@ -48,7 +48,7 @@ def check(config: Config) -> Config:
         )
     if config.directory.backend == "sql" and config.sql.mode == "dovecot":
         # Imported here: only a site with the SQL directory pays for it.
-        from mailwarden.directories.sql.dovecot import parse_queries  # noqa: PLC0415
+        from mailwarden.directories.sql.queries import parse_queries  # noqa: PLC0415
 
         try:
             parse_queries(config.sql)

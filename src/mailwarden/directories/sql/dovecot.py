@@ -52,54 +52,12 @@ from mailwarden.directories.sql.dovecotrows import (
     userdb_account,
 )
 from mailwarden.directories.sql.drivers import Row
-from mailwarden.directories.sql.queries import (
-    UPDATE_VARIABLES,
-    QueryTemplate,
-    parse_query,
-    variables_for,
-)
+from mailwarden.directories.sql.queries import parse_queries, variables_for
 from mailwarden.errors import DirectoryUnavailable, WriteRefused
 from mailwarden.lograte import RateLimitedLog
 from mailwarden.model import Account
 
 log = logging.getLogger("mailwarden.directory.sql")
-
-
-class DovecotQueries:
-    """The four queries of ``[sql]``, parsed (:func:`parse_queries`)."""
-
-    def __init__(
-        self,
-        password: QueryTemplate,
-        user: QueryTemplate | None,
-        iterate: QueryTemplate,
-        update: QueryTemplate | None,
-    ) -> None:
-        self.password = password
-        self.user = user
-        self.iterate = iterate
-        self.update = update
-
-
-def parse_queries(config: SqlConfig) -> DovecotQueries:
-    """``config``'s queries as templates; InvalidValue naming the key if one cannot be."""
-    backslash = config.driver == "mariadb"
-
-    def parse(name: str, text: str, allowed: frozenset[str] | None = None) -> QueryTemplate:
-        if allowed is None:
-            return parse_query(text, key=f"sql.{name}", backslash_escapes=backslash)
-        return parse_query(text, key=f"sql.{name}", allowed=allowed, backslash_escapes=backslash)
-
-    return DovecotQueries(
-        password=parse("password_query", config.password_query),
-        user=parse("user_query", config.user_query) if config.user_query.strip() else None,
-        iterate=parse("iterate_query", config.iterate_query),
-        update=(
-            parse("update_query", config.update_query, UPDATE_VARIABLES)
-            if config.update_query.strip()
-            else None
-        ),
-    )
 
 
 def resolve_system_id(kind: str, name: str) -> int | None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mailwarden.config import SqlConfig
 from mailwarden.directories.sql.dialect import Param, Sql
 from mailwarden.errors import InvalidValue
 
@@ -313,3 +314,40 @@ _BACKSLASH = {"0": "\x00", "n": "\n", "r": "\r", "t": "\t", "b": "\b", "Z": "\x1
 def _unescape(c: str) -> str:
     """MySQL's backslash escape ``\\c`` inside a string literal."""
     return _BACKSLASH.get(c, c)
+
+
+class DovecotQueries:
+    """The four queries of ``[sql]``, parsed (:func:`parse_queries`)."""
+
+    def __init__(
+        self,
+        password: QueryTemplate,
+        user: QueryTemplate | None,
+        iterate: QueryTemplate,
+        update: QueryTemplate | None,
+    ) -> None:
+        self.password = password
+        self.user = user
+        self.iterate = iterate
+        self.update = update
+
+
+def parse_queries(config: SqlConfig) -> DovecotQueries:
+    """``config``'s queries as templates; InvalidValue naming the key if one cannot be."""
+    backslash = config.driver == "mariadb"
+
+    def parse(name: str, text: str, allowed: frozenset[str] | None = None) -> QueryTemplate:
+        if allowed is None:
+            return parse_query(text, key=f"sql.{name}", backslash_escapes=backslash)
+        return parse_query(text, key=f"sql.{name}", allowed=allowed, backslash_escapes=backslash)
+
+    return DovecotQueries(
+        password=parse("password_query", config.password_query),
+        user=parse("user_query", config.user_query) if config.user_query.strip() else None,
+        iterate=parse("iterate_query", config.iterate_query),
+        update=(
+            parse("update_query", config.update_query, UPDATE_VARIABLES)
+            if config.update_query.strip()
+            else None
+        ),
+    )
