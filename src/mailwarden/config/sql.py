@@ -90,7 +90,8 @@ class SqlConfig(Section):
             f"{key}.default_pass_scheme",
             "a password scheme name such as MD5-CRYPT",
         )
-        for name in ("password_query", "user_query", "iterate_query", "update_query"):
+        # user_query may be empty (userdb fields from prefetch columns only), and
+        # update_query (no password writes).
+        for name in ("password_query", "iterate_query"):
             text: str = getattr(self, name)
-            if name != "update_query" or text:
-                require(bool(text.strip()), f"{key}.{name}", "an SQL query")
+            require(bool(text.strip()), f"{key}.{name}", "an SQL query")

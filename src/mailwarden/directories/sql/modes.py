@@ -14,6 +14,8 @@ from pathlib import Path
 from mailwarden.config import SqlConfig
 from mailwarden.directories.base import Directory
 from mailwarden.directories.sql.database import Database
+from mailwarden.directories.sql.dovecot import DovecotSqlDirectory
+from mailwarden.directories.sql.queries import parse_queries
 from mailwarden.errors import ConfigError
 
 log = logging.getLogger("mailwarden.directory.sql")
@@ -40,6 +42,11 @@ async def open_database(config: SqlConfig, resolve: Callable[[str], Path] = Path
 
 async def open_sql_directory(config: SqlConfig, resolve: Callable[[str], Path] = Path) -> Directory:
     """The directory ``config.mode`` names, on a new pool."""
+    if config.mode == "dovecot":
+        queries = parse_queries(config)  # a bad query stops here, before connecting
+        if queries.update is None:
+            log.info("sql: no update_query: password changes and rehash-on-login are not stored")
+        return DovecotSqlDirectory(await open_database(config, resolve), config)
     raise ConfigError(
         f'sql.mode = "{config.mode}" is not available in this version yet', key="sql.mode"
     )
