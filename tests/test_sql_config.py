@@ -33,6 +33,7 @@ def test_the_defaults_are_dovecots_queries() -> None:
         ('read_from = "replicas"', "sql.read_from"),
         ('password = "x"\npassword_file = "f"', "sql.password_file"),
         ("pool_size = 0", "sql.pool_size"),
+        ("pool_size = 1", "sql.pool_size"),
         ("timeout = 0", "sql.timeout"),
         ('driver = "oracle"', "sql.driver"),
         ('mode = "mixed"', "sql.mode"),
@@ -156,3 +157,19 @@ def test_the_command_writes_stdout_or_a_new_file(tmp_path: Path) -> None:
     bad.write_text("driver = oracle\nconnect = x\n")
     r = runner.invoke(main, ["import", "dovecot-sql-conf", str(bad)])
     assert r.exit_code == 65
+
+
+def test_check_config_refuses_an_unreadable_password_file_but_not_a_server_down(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "mailwarden.toml"
+    cfg.write_text(
+        '[directory]\nbackend = "sql"\n[server]\ncontrol_socket = ""\n'
+        '[sql]\nmode = "dovecot"\nhosts = ["127.0.0.1:1"]\npassword_file = "missing"\n'
+    )
+    r = CliRunner().invoke(main, ["--config", str(cfg), "check-config"])
+    assert r.exit_code == 78, r.output
+    assert "sql.password_file" in r.output
+    (tmp_path / "missing").write_text("secret\n")
+    r = CliRunner().invoke(main, ["--config", str(cfg), "check-config"])
+    assert r.exit_code == 0, r.output

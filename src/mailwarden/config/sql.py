@@ -82,7 +82,11 @@ class SqlConfig(Section):
             f"{key}.password_file",
             "empty when password is set (one or the other)",
         )
-        require(1 <= self.pool_size <= 1000, f"{key}.pool_size", "an integer from 1 to 1000")
+        require(
+            2 <= self.pool_size <= 1000,
+            f"{key}.pool_size",
+            "an integer from 2 to 1000 (a listing holds one connection while lookups go on)",
+        )
         for name in ("timeout", "connect_timeout", "backoff_max"):
             require(getattr(self, name) > 0, f"{key}.{name}", "a number of seconds > 0")
         require(

@@ -249,12 +249,13 @@ class Database:
         deadline = loop.time() + self.config.timeout
         order = self._write_order if write else self._read_order
         slot = await self._take_slot(deadline)
+        failed: set[str] = set()  # hosts a fresh connection failed on, in this operation
         try:
             # A pooled connection found dead (the server restarted) costs one more
             # attempt on the same host; a failed host moves a read to the next one.
             for _attempt in range(2 * len(order) + 2):
                 reused = slot.conn is not None
-                conn = await self._usable_connection(slot, order, write, deadline)
+                conn = await self._usable_connection(slot, order, write, deadline, failed)
                 try:
                     result = await within(deadline, op(conn))
                 except TimeoutError:
@@ -280,6 +281,7 @@ class Database:
                             ) from exc
                         if not reused:
                             self._servers.failed(conn.endpoint.text, describe(exc))
+                            failed.add(conn.endpoint.text)
                         continue
                     if kind == "readonly" and write:
                         self._not_primary[conn.endpoint.text] = (
@@ -294,12 +296,17 @@ class Database:
             self._slots.put_nowait(slot)
 
     async def _usable_connection(
-        self, slot: _Slot, order: Sequence[Endpoint], write: bool, deadline: float
+        self,
+        slot: _Slot,
+        order: Sequence[Endpoint],
+        write: bool,
+        deadline: float,
+        skip: frozenset[str] | set[str] = frozenset(),
     ) -> Connection:
-        """The slot's connection if it is to the first usable host of ``order``, else a
-        new one to it (the old one closed). DirectoryUnavailable when no host can be
-        connected to before ``deadline``."""
-        tried: set[str] = set()
+        """The slot's connection if it is to the first usable host of ``order`` (not in
+        ``skip``), else a new one to it (the old one closed). DirectoryUnavailable
+        when no host can be connected to before ``deadline``."""
+        tried: set[str] = set(skip)
         last = "no host configured"
         for _ in range(len(order) + 1):
             endpoint = self._choose(order, tried, write)

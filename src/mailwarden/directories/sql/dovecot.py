@@ -153,17 +153,18 @@ class DovecotSqlDirectory:
                     raise self._unavailable("iterate_query", str(exc)) from None
 
     async def search(self, pattern: str, *, limit: int = 1000) -> list[Account]:
-        found: list[Account] = []
+        # The names first, then the accounts: a lookup while the listing still holds
+        # its connection would need a second one from the pool.
+        names: list[str] = []
         want = pattern.lower()
         async with contextlib.aclosing(self.iterate()) as users:
             async for user in users:
-                if len(found) >= limit:
+                if len(names) >= limit:
                     break
                 if fnmatch.fnmatchcase(user.lower(), want):
-                    account = await self.find(user)
-                    if account is not None:
-                        found.append(account)
-        return found
+                    names.append(user)
+        found = [await self.find(name) for name in names]
+        return [account for account in found if account is not None]
 
     async def count(self) -> int:
         n = 0
