@@ -333,3 +333,25 @@ def dataclass_replace(config: SqlConfig, **changes: object) -> SqlConfig:
     import dataclasses
 
     return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+
+async def test_a_read_only_server_serves_reads_refuses_writes_and_is_asked_again(
+    postgres_server: PostgresServer,
+) -> None:
+    database = postgres_server.create_database()
+    postgres_server.run_sql(f"ALTER DATABASE {database} SET default_transaction_read_only = on;")
+    config = sql_config_for(postgres_server, database, backoff_max=0.2, pool_size=2)
+    db = await Database.open(config)
+    try:
+        # Both pooled connections now know the server as read-only.
+        assert await db.fetchrow(Sql.of("SELECT 1 AS one")) is not None
+        with pytest.raises(DirectoryUnavailable, match="read-only"):
+            await db.execute(Sql.of("CREATE TABLE t (k INTEGER)"))
+        # Promoted (here: the setting lifted): once the rest is over, writes go there.
+        postgres_server.run_sql(
+            f"ALTER DATABASE {database} SET default_transaction_read_only = off;"
+        )
+        await asyncio.sleep(0.3)
+        await db.execute(Sql.of("CREATE TABLE t (k INTEGER)"))
+    finally:
+        await db.close()

@@ -314,7 +314,14 @@ class Database:
                 break
             tried.add(endpoint.text)
             conn = slot.conn
-            if conn is not None and (conn.closed or conn.endpoint != endpoint):
+            stale_read_only = (
+                write
+                and conn is not None
+                and not conn.writable
+                and self._not_primary.get(endpoint.text, 0.0) <= time.monotonic()
+            )
+            if conn is not None and (conn.closed or conn.endpoint != endpoint or stale_read_only):
+                # (A read-only connection whose host's rest is over: ask a new one.)
                 conn.abort()
                 slot.conn = conn = None
             if conn is None:
@@ -325,7 +332,11 @@ class Database:
                     continue
                 slot.conn = conn
             if write and not conn.writable:
+                # Writes skip it for a while; then a new connection asks again (a
+                # standby may have been promoted meanwhile).
                 self._not_primary[endpoint.text] = time.monotonic() + self.config.backoff_max
+                conn.abort()
+                slot.conn = None
                 last = f"{endpoint.text} is read-only (not a primary)"
                 continue
             self._not_primary.pop(endpoint.text, None)

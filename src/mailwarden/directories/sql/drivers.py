@@ -324,8 +324,6 @@ class _MyConnection:
     async def connect(cls, endpoint: Endpoint, options: ConnectOptions) -> _MyConnection:
         import aiomysql  # noqa: PLC0415
 
-        # max_statement_time (MariaDB; seconds) makes the server give up too.
-        init = f"SET SESSION max_statement_time = {options.statement_timeout:.3f}"
         conn = await aiomysql.connect(
             host=endpoint.host,
             port=endpoint.port,
@@ -336,13 +334,20 @@ class _MyConnection:
             charset="utf8mb4",
             autocommit=True,
             connect_timeout=options.connect_timeout,
-            init_command=init,
             program_name="mailwarden",
         )
         wrapped = cls(conn, endpoint)
         try:
-            rows = await wrapped.fetch("SELECT @@read_only", ())
-            wrapped.writable = not rows or not int(rows[0].values[0])
+            rows = await wrapped.fetch("SELECT @@read_only, VERSION()", ())
+            read_only, version = rows[0].values
+            wrapped.writable = not int(read_only)
+            # The server gives up too: MariaDB's max_statement_time (seconds, every
+            # statement), MySQL's max_execution_time (milliseconds, SELECTs only).
+            if "mariadb" in str(version).lower():
+                limit = f"max_statement_time = {options.statement_timeout:.3f}"
+            else:
+                limit = f"max_execution_time = {int(options.statement_timeout * 1000)}"
+            await wrapped.execute(f"SET SESSION {limit}", ())
         except BaseException:
             conn.close()
             raise
