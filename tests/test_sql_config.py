@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailwarden import config, confignames
 from mailwarden.cli import main
-from mailwarden.directories.sql.dovecotconf import convert, parse_connect, read_settings
+from mailwarden.directories.sql.dovecotconf import (
+    KNOWN_KEYS,
+    convert,
+    parse_connect,
+    read_settings,
+)
 from mailwarden.errors import ConfigError, InvalidValue
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "postfixadmin"
@@ -173,3 +181,34 @@ def test_check_config_refuses_an_unreadable_password_file_but_not_a_server_down(
     (tmp_path / "missing").write_text("secret\n")
     r = CliRunner().invoke(main, ["--config", str(cfg), "check-config"])
     assert r.exit_code == 0, r.output
+
+
+_value = st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc"]), max_size=40).map(
+    str.strip
+)
+
+
+@st.composite
+def sql_conf_files(draw: st.DrawFn) -> str:
+    lines = [f"driver = {draw(st.sampled_from(['pgsql', 'mysql', 'sqlite', 'x']))}"]
+    lines.append(f"connect = {draw(_value)}")
+    for key in draw(st.lists(st.sampled_from(sorted(KNOWN_KEYS)), max_size=4)):
+        lines.append(f"{key} = {draw(_value)}")
+    return "\n".join(lines) + "\n"
+
+
+@given(st.one_of(st.text(max_size=300), sql_conf_files()))
+def test_any_file_converts_to_valid_toml_or_is_refused_with_invalidvalue(text: str) -> None:
+    try:
+        converted = convert(text)
+    except InvalidValue:
+        return
+    tomllib.loads(converted.toml)  # the text is TOML, whatever the values held
+
+
+def test_the_command_refuses_a_result_that_would_not_load(tmp_path: Path) -> None:
+    bad = tmp_path / "dovecot-sql.conf.ext"
+    bad.write_text("driver = pgsql\nconnect = host=a/b\npassword_query = SELECT '%Q'\n")
+    r = CliRunner().invoke(main, ["import", "dovecot-sql-conf", str(bad)])
+    assert r.exit_code == 65
+    assert "sql.hosts[0]" in r.output

@@ -137,13 +137,15 @@ def test_the_update_query_may_use_the_new_password() -> None:
 # ------------------------------------------------------------------------ properties
 
 
-@given(st.text(max_size=200))
-def test_any_text_parses_or_is_refused_with_invalidvalue(text: str) -> None:
+@given(st.text(max_size=200), st.booleans())
+def test_any_text_parses_or_is_refused_with_invalidvalue(text: str, backslash: bool) -> None:
     try:
-        template = parse_query(text, key="k")
+        template = parse_query(text, key="k", backslash_escapes=backslash)
     except InvalidValue:
         return
-    template.bind(variables_for("user@example.org", service="imap"))
+    sql = template.bind(variables_for("user@example.org", service="imap"))
+    for dialect in (POSTGRESQL, MARIADB):
+        dialect.render(sql)
 
 
 _plain = st.text(

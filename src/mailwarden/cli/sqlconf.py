@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mailwarden import config, confignames
 from mailwarden.cli.common import EX_DATAERR, err, fail
 from mailwarden.cli.transfer import import_group
 from mailwarden.errors import ConfigError
@@ -37,6 +38,10 @@ def import_dovecot_sql_conf(file: str, output: str | None) -> None:
         fail(f"{file}: {exc}", EX_DATAERR)
     try:
         converted = convert(text, source=file)
+    except ConfigError as exc:
+        fail(str(exc), EX_DATAERR)
+    try:  # what is written must load: a host or query mailwarden cannot take is said now
+        confignames.check(config.loads(converted.toml, source=f"{file} (converted)"))
     except ConfigError as exc:
         fail(str(exc), EX_DATAERR)
     for warning in converted.warnings:
