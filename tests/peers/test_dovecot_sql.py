@@ -31,6 +31,7 @@ import re
 import shutil
 import socket
 import string
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +48,16 @@ from mailwarden.directories.sql.dovecotconf import convert
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Accepted, Denied, NotFound, Unavailable, UserRecord
 from tests.helpers import attempt, make_config
-from tests.peers.configs import dovecot_conf, listeners
-from tests.peers.conftest import DOVECOT, private_dir, running_dovecot
-from tests.sqlservers import PASSWORD, USER, MariaDBServer, PostgresServer, SqlServer
+from tests.peers.configs import daemon_toml, dovecot_conf, listeners
+from tests.peers.conftest import DOVECOT, private_dir, running_dovecot, running_serve, wait_until
+from tests.sqlservers import (
+    PASSWORD,
+    USER,
+    MariaDBServer,
+    PostgresServer,
+    SqlServer,
+    have_postgres,
+)
 
 pytestmark = [
     pytest.mark.peer,
@@ -399,3 +407,100 @@ async def test_dovecot_and_mailwarden_give_the_same_verdicts_and_userdb_fields(
         "gid": "1001",
         "quota_rule": verdicts["user001@example.com"][2]["quota_rule"],  # type: ignore[index]
     }
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL this test may stop (not the session's)."""
+    if not have_postgres():
+        pytest.skip("PostgreSQL is not installed")
+    with private_dir("pg-own") as root:
+        server = PostgresServer(root)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
+
+def test_serve_answers_doveadm_from_postfixadmin_tables(own_postgres: PostgresServer) -> None:
+    """``mailwarden serve`` with the Dovecot-style SQL directory: doveadm against its
+    client and userdb sockets, then the database stopped and started under it (no
+    restart of ours)."""
+    postgres_server = own_postgres
+    database = postgres_server.create_database()
+    examples = EXAMPLES
+    postgres_server.run_sql((examples / "schema-pgsql.sql").read_text(), database)
+    postgres_server.run_sql((examples / "sample-data.sql").read_text(), database)
+    text = (
+        (examples / "dovecot-sql.conf.ext")
+        .read_text()
+        .replace(
+            "connect = host=localhost dbname=postfix user=postfix password=postfix",
+            f"connect = host=127.0.0.1 port={postgres_server.port} dbname={database} "
+            f"user={USER} password={PASSWORD}",
+        )
+    )
+    sql = config_mod.loads(convert(text).toml).sql
+    with private_dir("serve-sql") as root:
+        (root / "run").mkdir()
+        (root / "min.conf").write_text("ssl = no\n")
+        (root / "sql.password").write_text(PASSWORD + "\n")
+        cfg = root / "mailwarden.toml"
+        cfg.write_text(
+            daemon_toml(
+                directory={"backend": "sql", "path": None},
+                sql={
+                    "mode": "dovecot",
+                    "hosts": list(sql.hosts),
+                    "port": sql.port,
+                    "database": sql.database,
+                    "user": sql.user,
+                    "password_file": "sql.password",
+                    "default_pass_scheme": sql.default_pass_scheme,
+                    "password_query": sql.password_query,
+                    "user_query": sql.user_query,
+                    "iterate_query": sql.iterate_query,
+                    "backoff_max": 0.2,
+                },
+            )
+        )
+        client, userdb = str(root / "run" / "auth-client"), str(root / "run" / "auth-userdb")
+
+        def doveadm(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["doveadm", "-c", str(root / "min.conf"), *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        with running_serve(cfg, ready=(client, userdb)):
+            assert (
+                doveadm("auth", "test", "-a", client, "crypt6@example.com", "test123").returncode
+                == 0
+            )
+            assert (
+                doveadm("auth", "test", "-a", client, "away@example.com", "test123").returncode
+                == 77
+            )
+            found = doveadm("user", "-u", "-a", userdb, "blf@example.com")
+            assert found.returncode == 0
+            assert "home      : /var/mail/vmail/example.com/blf/" in found.stdout
+            postgres_server.stop()
+            try:
+                down = doveadm("auth", "test", "-a", client, "crypt6@example.com", "test123")
+                assert down.returncode == 77
+                assert "code=temp_fail" in down.stdout  # temporary, never a wrong password
+            finally:
+                postgres_server.start()
+            wait_until(
+                lambda: (
+                    doveadm(
+                        "auth", "test", "-a", client, "sha512@example.com", "test123"
+                    ).returncode
+                    == 0
+                ),
+                "mailwarden to answer again",
+            )
