@@ -266,14 +266,21 @@ async def test_a_killed_server_is_unavailable_and_its_return_needs_no_restart_of
         await db.close()
 
 
-async def test_a_restart_between_queries_costs_no_failed_read(own_server: SqlServer) -> None:
+async def test_a_restart_between_queries_costs_no_failed_read_or_transaction(
+    own_server: SqlServer,
+) -> None:
     database = own_server.create_database()
     db = await Database.open(sql_config_for(own_server, database, pool_size=1))
     try:
-        assert await db.fetchrow(Sql.of("SELECT 1 AS one")) is not None
+        await make_table(db)
         own_server.stop()
         await asyncio.to_thread(own_server.start)
         assert await db.fetchrow(Sql.of("SELECT 1 AS one")) is not None
+        own_server.stop()
+        await asyncio.to_thread(own_server.start)
+        async with db.transaction() as tx:
+            await tx.execute(Sql.of("INSERT INTO t (k, v, n) VALUES ('a', 'b', 1)"))
+        assert len(await db.fetch(Sql.of("SELECT k FROM t"))) == 1
     finally:
         await db.close()
 

@@ -168,10 +168,9 @@ class Database:
         deadline = loop.time() + self.config.timeout
         slot = await self._take_slot(deadline)
         try:
-            conn = await self._usable_connection(slot, self._write_order, True, deadline)
+            conn = await self._begin(slot, deadline)
             done = False
             try:
-                await self._step(conn, conn.begin(), deadline)
                 # Statements in the block raise errors.py exceptions already
                 # (Transaction); anything else is the caller's own, passed on.
                 yield Transaction(self, conn, deadline)
@@ -368,6 +367,32 @@ class Database:
             why = describe(exc)
         self._servers.failed(endpoint.text, why)
         raise _HostFailed(f"{endpoint.text}: {why}")
+
+    async def _begin(self, slot: _Slot, deadline: float) -> Connection:
+        """A primary connection in the slot with a transaction begun. A pooled
+        connection found dead at ``BEGIN`` (nothing was written yet) is replaced once."""
+        for attempt in range(2):
+            reused = slot.conn is not None
+            conn = await self._usable_connection(slot, self._write_order, True, deadline)
+            try:
+                await within(deadline, conn.begin())
+            except TimeoutError:
+                conn.abort()
+                slot.conn = None
+                self._servers.failed(conn.endpoint.text, "timed out")
+                raise DirectoryUnavailable("sql: transaction timed out") from None
+            except asyncio.CancelledError:
+                conn.abort()
+                slot.conn = None
+                raise
+            except Exception as exc:
+                conn.abort()
+                slot.conn = None
+                if attempt == 0 and reused and classify(self.config.driver, exc) == "host":
+                    continue
+                raise self._translate(conn.endpoint, exc) from exc
+            return conn
+        raise DirectoryUnavailable("sql: no connection could begin a transaction")
 
     async def _step(self, conn: Connection, work: Awaitable[T], deadline: float) -> T:
         """One statement of a transaction on ``conn``, its failures as errors.py's."""
