@@ -1,7 +1,11 @@
-"""Shared fixtures: an engine over an in-memory directory holding a hashed account."""
+"""Shared fixtures: an engine over an in-memory directory holding a hashed account, and
+the session's PostgreSQL and MariaDB servers."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +15,20 @@ import pytest_asyncio
 
 from mailwarden.app import build_engine
 from mailwarden.auth.engine import Engine
-from mailwarden.config import Config
+from mailwarden.config import Config, SqlConfig
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account
 from tests.helpers import FAST, hashed
+from tests.sqlservers import PASSWORD as SQL_PASSWORD
+from tests.sqlservers import USER as SQL_USER
+from tests.sqlservers import (
+    MariaDBServer,
+    PostgresServer,
+    SqlServer,
+    have_mariadb,
+    have_postgres,
+)
 
 
 @pytest_asyncio.fixture
@@ -70,3 +83,75 @@ def _no_machine_sockets() -> Iterator[None]:
     existed = machine.exists()
     yield
     assert existed or not machine.exists(), "a test created /run/mailwarden"
+
+
+# --------------------------------------------------------------------- SQL servers
+# One private PostgreSQL and one MariaDB per test session (started on first use), a
+# fresh database per test (tests/sqlservers.py). The data dirs live under a 0711
+# directory of their own: PostgreSQL runs as the postgres user, which cannot
+# traverse pytest's 0700 temp dirs.
+
+
+@contextlib.contextmanager
+def _sql_server(cls: type[SqlServer], available: bool, what: str) -> Iterator[SqlServer]:
+    if not available:
+        pytest.skip(f"{what} is not installed (scripts/bootstrap.sh installs it)")
+    root = Path(tempfile.mkdtemp(prefix=f"mailwarden-{cls.name}-"))
+    root.chmod(0o711)
+    server = cls(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with _sql_server(PostgresServer, have_postgres(), "PostgreSQL 15") as server:
+        assert isinstance(server, PostgresServer)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBServer]:
+    with _sql_server(MariaDBServer, have_mariadb(), "MariaDB") as server:
+        assert isinstance(server, MariaDBServer)
+        yield server
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def sql_server(request: pytest.FixtureRequest) -> SqlServer:
+    """Each SQL engine in turn (the test runs once per engine)."""
+    fixture = {"postgresql": "postgres_server", "mariadb": "mariadb_server"}[request.param]
+    server: SqlServer = request.getfixturevalue(fixture)
+    return server
+
+
+def sql_config_for(server: SqlServer, database: str, **overrides: Any) -> SqlConfig:
+    """An ``[sql]`` section for ``database`` on ``server`` (TCP, the test user)."""
+    values: dict[str, Any] = {
+        "driver": server.name,
+        "hosts": (f"{server.host}:{server.port}",),
+        "database": database,
+        "user": SQL_USER,
+        "password": SQL_PASSWORD,
+        "timeout": 5.0,
+        "connect_timeout": 2.0,
+        "backoff_max": 0.2,
+        "pool_size": 4,
+    }
+    values.update(overrides)
+    return SqlConfig(**values)
+
+
+@pytest.fixture
+def sql_database(sql_server: SqlServer) -> str:
+    """A fresh, empty database on the engine of this run."""
+    return sql_server.create_database()
+
+
+@pytest.fixture
+def sql_config(sql_server: SqlServer, sql_database: str) -> SqlConfig:
+    return sql_config_for(sql_server, sql_database)

@@ -41,6 +41,7 @@ from mailwarden.directories.base import (
     Directory,
     LoginAttribute,
     Modified,
+    QueryContext,
 )
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
@@ -66,10 +67,14 @@ class CountingDirectory:
         self.reads = 0
 
     async def find(
-        self, login: str, *, by: Iterable[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
+        self,
+        login: str,
+        *,
+        by: Iterable[LoginAttribute] = ALL_LOGIN_ATTRIBUTES,
+        context: QueryContext | None = None,
     ) -> Account | None:
         self.reads += 1
-        return await self.inner.find(login, by=tuple(by))
+        return await self.inner.find(login, by=tuple(by), context=context)
 
     async def get(self, uid: str) -> Account | None:
         self.reads += 1

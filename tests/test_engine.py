@@ -524,3 +524,25 @@ async def test_plaintext_stays_when_challenge_response_mechanisms_need_it(
     assert isinstance(await plain_only.authenticate(attempt("cram", "pw")), Accepted)
     await plain_only.drain()
     assert (await directory.get("cram") or Account(uid="x")).password.startswith("{SHA512-CRYPT}")
+
+
+async def test_nopassword_accepts_any_password_only_without_a_stored_one(
+    make_engine: EngineFactory,
+) -> None:
+    """Dovecot's ``nopassword`` passdb field (an SQL query that checked the password
+    itself, a passwd-file line): any password, but only when none is stored; status
+    and networks still apply."""
+    directory = MemoryDirectory()
+    fields = {"nopassword": "Y"}
+    await directory.create(Account(uid="open", passdb_fields=fields))
+    await directory.create(Account(uid="both", password=hashed("pw"), passdb_fields=fields))
+    await directory.create(Account(uid="netted", passdb_fields=fields, allow_nets=("10.0.0.0/8",)))
+    await directory.create(Account(uid="off", passdb_fields=fields, status=AccountStatus.DISABLED))
+    engine = make_engine(d=directory)
+    assert isinstance(await engine.authenticate(attempt("open", "anything")), Accepted)
+    assert isinstance(await engine.authenticate(attempt("both", "anything")), Denied)
+    assert isinstance(await engine.authenticate(attempt("both", "pw")), Accepted)
+    netted = await engine.authenticate(attempt("netted", "x", remote_ip="192.0.2.1"))
+    assert isinstance(netted, Denied) and netted.reason is DenyReason.NETWORK
+    off = await engine.authenticate(attempt("off", "x"))
+    assert isinstance(off, Denied) and off.reason is DenyReason.DISABLED

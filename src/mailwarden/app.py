@@ -89,6 +89,11 @@ async def open_backend(config: Config, *, create: bool = False) -> Backend:
             ldap = await LDAPDirectory.open(config.ldap)
             rebind = config.ldap.verify == "rebind"
             return Backend(directory=ldap, checker=ldap if rebind else None)
+        case "sql":
+            from mailwarden.directories.sql.modes import open_sql_directory  # noqa: PLC0415
+
+            sql = await open_sql_directory(config.sql, lambda p: resolve_path(config, p))
+            return Backend(directory=sql)
 
 
 async def open_directory(config: Config, *, create: bool = False) -> Directory:

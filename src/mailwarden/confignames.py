@@ -3,8 +3,9 @@
 :mod:`mailwarden.config` is the bottom floor: it imports only ``errors`` (and may
 import ``model``), so it cannot know which password schemes, SASL mechanisms or
 HTTP attribute sources exist. Those three lists are registries of their own
-packages (``schemes.SCHEMES``, ``sasl.MECHANISMS``, ``protocols.nauthilus``); this
-module holds the one check of each against the config, and :func:`load` is
+packages (``schemes.SCHEMES``, ``sasl.MECHANISMS``, ``protocols.nauthilus``), and
+the Dovecot-style SQL queries are parsed by their owner (``directories.sql.queries``);
+this module holds the one check of each against the config, and :func:`load` is
 ``config.load`` plus these checks: what every command and the daemon read the file
 with. A bad name is a :class:`~mailwarden.errors.ConfigError` naming the file, the
 key and the known names, as every other bad value.
@@ -19,7 +20,7 @@ import os
 from mailwarden import config as config_mod
 from mailwarden import sasl, schemes
 from mailwarden.config import Config
-from mailwarden.errors import ConfigError
+from mailwarden.errors import ConfigError, InvalidValue
 from mailwarden.protocols import nauthilus
 
 
@@ -45,6 +46,14 @@ def check(config: Config) -> Config:
             f"dovecot.mechanisms[{i}]",
             f"a SASL mechanism (one of {', '.join(sorted(sasl.MECHANISMS))})",
         )
+    if config.directory.backend == "sql" and config.sql.mode == "dovecot":
+        # Imported here: only a site with the SQL directory pays for it.
+        from mailwarden.directories.sql.queries import parse_queries  # noqa: PLC0415
+
+        try:
+            parse_queries(config.sql)
+        except InvalidValue as exc:
+            raise ConfigError(f"expected {exc.expected}", path=config.source, key=exc.key) from None
     for name, source in config.http.attributes.items():
         _require(
             config,

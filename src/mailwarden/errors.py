@@ -11,7 +11,8 @@ owns the connection.
     MailwardenError                    base of everything raised on purpose
     ├── ConfigError                    config/, confignames.py; caught by cli/ (exit 78)
     │   └── InvalidValue               config/build.py: one value refused while a table is
-    │                                  built; config.loads re-raises it naming the file
+    │                                  built (directories/sql/queries.py: a query); config.loads
+    │                                  and confignames re-raise it naming the file
     ├── ProtocolError                  the *peer's* error: protocols/*, sasl/*; caught by the
     │                                  owning front end, which closes only that connection
     │                                  / request
@@ -52,8 +53,13 @@ owns the connection.
     ├── AccountError                   directories/*: a write was refused; caught by the
     │   │                              CLI / admin API and shown to the administrator
     │   ├── AccountExists              create() of a uid or address already taken
+    │   │   └── DuplicateKey           directories/sql/: a write broke a unique index
+    │   │                              (``constraint`` names it)
     │   ├── AccountNotFound            update()/delete() of a uid that does not exist
-    │   └── InvalidAccount             a field value breaks a rule (bad username, ...)
+    │   ├── InvalidAccount             a field value breaks a rule (bad username, ...)
+    │   └── WriteRefused               directories/sql/ (Dovecot-style mode): a write the
+    │                                  site's schema is not written through (only
+    │                                  passwords, through ``sql.update_query``)
     ├── ImportError_                   passwdfile.py: a whole import cannot proceed
     │   └── PasswdFileError            accounts/passwdfile.py: one line is not an account
     ├── VerificationError              accounts/openpgp.py: untrusted mail; caught by the
@@ -222,6 +228,23 @@ class AccountError(MailwardenError):
 
 class AccountExists(AccountError):
     """The uid or one of the addresses already belongs to an account."""
+
+
+class DuplicateKey(AccountExists):
+    """An SQL write broke a unique index or primary key; ``constraint`` is its name
+    as the server reported it (empty if it did not). Raised by the SQL connection
+    layer; the directory above it knows which index means which field."""
+
+    def __init__(self, message: str, *, constraint: str = "") -> None:
+        super().__init__(message)
+        self.constraint = constraint
+
+
+class WriteRefused(AccountError):
+    """The directory does not store this kind of change: the SQL directory in
+    Dovecot-style mode reads a schema that belongs to another program (Postfix
+    Admin...), and writes only passwords, through ``sql.update_query``; without
+    that query it writes nothing."""
 
 
 class AccountNotFound(AccountError):

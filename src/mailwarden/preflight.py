@@ -64,8 +64,9 @@ def _check_http(config: Config) -> None:
 
 
 async def _check_backends(config: Config) -> None:
-    """The directory exists (a directory that is down is not a config error) and the
-    guard's store can be set up (Redis URL, password file)."""
+    """The directory exists (a directory that is down is not a config error), the SQL
+    server's password file can be read, and the guard's store can be set up (Redis
+    URL, password file)."""
     if config.directory.backend == "sqlite":
         try:
             directory = await open_directory(config)
@@ -75,5 +76,11 @@ async def _check_backends(config: Config) -> None:
             pass  # locked or unreadable now: serve reports it when it starts
         else:
             await directory.close()
+    if config.directory.backend == "sql":
+        # The server may be down now (not a config error), but its password file
+        # must be readable. The queries were checked when the file was loaded.
+        from mailwarden.directories.sql.modes import read_password  # noqa: PLC0415
+
+        read_password(config.sql, lambda p: resolve_path(config, p))
     guard = await open_guard(config)
     await guard.close()

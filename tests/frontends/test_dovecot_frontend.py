@@ -26,7 +26,7 @@ import pytest
 import pytest_asyncio
 
 from mailwarden.config import Config
-from mailwarden.directories.base import ALL_LOGIN_ATTRIBUTES, LoginAttribute
+from mailwarden.directories.base import ALL_LOGIN_ATTRIBUTES, LoginAttribute, QueryContext
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import ConfigError
@@ -553,7 +553,11 @@ class ExplodingDirectory(MemoryDirectory):
     """A directory with a bug: looking up "boom" raises something unexpected."""
 
     async def find(
-        self, login: str, *, by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
+        self,
+        login: str,
+        *,
+        by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES,
+        context: QueryContext | None = None,
     ) -> Account | None:
         if login == "boom":
             raise RuntimeError("a bug in a directory")

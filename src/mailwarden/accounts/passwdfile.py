@@ -14,7 +14,9 @@ Columns after the password are optional. Everything after the seventh colon is
 the extra-field list (it may itself contain colons), split on spaces - there is
 no escape for a space. A bare field ``nologin`` means the same as ``nologin=``
 to Dovecot, so both are read as the value ``""`` and a ``""`` value is written
-back bare. ``userdb_X`` fields describe the user, all others the login; fields
+back bare. ``userdb_X`` fields describe the user, all others the login (the
+mapping onto Account fields is :mod:`mailwarden.accounts.dovecotfields`, shared
+with the SQL directory's Dovecot-style mode); fields
 named ``mailwarden_*`` are our extensions, which carry the Account fields Dovecot
 has no field for, so that export then import gives back the same accounts.
 docs/passwd-file.md has the full mapping.
@@ -35,6 +37,13 @@ from typing import TextIO
 from urllib.parse import unquote
 
 from mailwarden.accounts import rules
+from mailwarden.accounts.dovecotfields import (
+    AccountFields,
+    add_passdb_field,
+    is_quota_rule_name,
+    number,
+    quota_limits,
+)
 from mailwarden.accounts.rules import check_account
 from mailwarden.errors import ImportError_, InvalidAccount
 from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
@@ -42,13 +51,6 @@ from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
 MAX_LINE_LENGTH = 64 * 1024
 """Longest line accepted, in characters (line ending excluded)."""
 
-# Integers longer than this are refused before int() sees them (int() itself
-# refuses beyond 4300 digits with an error that names no line).
-_MAX_DIGITS = 19
-
-_QUOTA_RULE_KEY = re.compile(r"quota_rule[0-9]*")
-_LIMIT = re.compile(r"(storage|bytes|messages)=([0-9]{1,19})(?:([kKmMgGtT])[bB]?|([bB]))?")
-_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 # Dovecot's quota_rule2, quota_rule3 ... follow quota_rule; it stops at the first gap.
 _RULE_NAMES = ("quota_rule", *(f"quota_rule{n}" for n in range(2, 100)))
 _USERDB_MAPPED = frozenset({"mail", "home", "uid", "gid"})
@@ -164,8 +166,8 @@ def _parse(text: str) -> Account:
         "uid": user,
         "mail": user if "@" in user else None,
         "password": password,
-        "uid_number": _number("uid column", uid) if uid else None,
-        "gid_number": _number("gid column", gid) if gid else None,
+        "uid_number": number("uid column", uid) if uid else None,
+        "gid_number": number("gid column", gid) if gid else None,
         "home": home or None,
     }
     profile: dict[str, str] = {}
@@ -173,8 +175,7 @@ def _parse(text: str) -> Account:
         profile["name"] = gecos
     if shell:
         profile["login_shell"] = shell
-    passdb: dict[str, str] = {}
-    userdb: dict[str, str] = {}
+    fields = AccountFields(values=values)
     seen: set[str] = set()
     for field in extra.split(" "):
         if not field:
@@ -185,21 +186,14 @@ def _parse(text: str) -> Account:
         if key in seen:
             raise ValueError(f"extra field {key!r} is given twice")
         seen.add(key)
-        if key.startswith("userdb_"):
-            _userdb_field(key.removeprefix("userdb_"), value, values, userdb)
-        elif key.startswith("mailwarden_"):
+        if key.startswith("mailwarden_"):
             _our_field(key.removeprefix("mailwarden_"), value, values, profile)
-        elif key == "allow_nets":
-            nets = tuple(value.split(","))
-            if not all(nets):
-                raise ValueError(f"allow_nets has an empty entry: {value!r}")
-            values["allow_nets"] = nets
         else:
-            passdb[key] = value
+            add_passdb_field(key, value, fields)
     account = Account(
         **values,  # type: ignore[arg-type]
-        passdb_fields=MappingProxyType(passdb),
-        userdb_fields=MappingProxyType(userdb),
+        passdb_fields=MappingProxyType(fields.passdb),
+        userdb_fields=MappingProxyType(fields.userdb),
         profile=Profile(**profile),
     )
     _check_storable(account)
@@ -213,63 +207,6 @@ def _check_storable(account: Account) -> None:
         check_account(account, uid_called="user name")
     except InvalidAccount as exc:
         raise ValueError(str(exc)) from None
-
-
-def _number(what: str, text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
-        raise ValueError(f"{what} {text!r} is not a number")
-    if len(text) > _MAX_DIGITS:
-        raise ValueError(f"{what} {text!r} is too large")
-    return int(text)
-
-
-def _userdb_field(name: str, value: str, values: dict[str, object], userdb: dict[str, str]) -> None:
-    if not name:
-        raise ValueError("extra field 'userdb_' has no name")
-    match name:
-        case "mail" | "home":
-            if not value:
-                raise ValueError(f"userdb_{name} needs a value")
-            values["mail_location" if name == "mail" else "home"] = value
-        case "uid" | "gid":
-            values[f"{name}_number"] = _number(f"userdb_{name}", value)
-        case _ if _QUOTA_RULE_KEY.fullmatch(name) and (limits := quota_limits(value)):
-            for field, limit in limits.items():
-                if values.get(field) is not None:
-                    raise ValueError(f"two quota rules set {field}")
-                values[field] = limit
-        case _:
-            userdb[name] = value
-
-
-def quota_limits(rule: str) -> dict[str, int] | None:
-    """``{"quota_bytes": ..., "quota_messages": ...}`` from a default quota rule.
-
-    Only absolute limits of the ``*`` rule map to the account's quota fields
-    (``*:storage=1G``, ``*:bytes=500000``, ``*:messages=1000``, combined with
-    ``:``); units as Dovecot reads them (``storage`` counts kilobytes unless a
-    B/K/M/G/T suffix says otherwise). None for any other rule, which then stays a
-    plain userdb field.
-    """
-    mailbox, _, limits = rule.partition(":")
-    if mailbox != "*" or not limits:
-        return None
-    out: dict[str, int] = {}
-    for limit in limits.split(":"):
-        match = _LIMIT.fullmatch(limit)
-        if match is None:
-            return None
-        name, digits, unit, byte_suffix = match.groups()
-        field = "quota_messages" if name == "messages" else "quota_bytes"
-        if field in out or (name == "messages" and (unit or byte_suffix)):
-            return None
-        multiplier = 1024 if name == "storage" else 1
-        if unit:
-            multiplier = _UNITS[unit.lower()]
-        elif byte_suffix:
-            multiplier = 1
-        out[field] = int(digits) * multiplier
-    return out
 
 
 def _our_field(name: str, value: str, values: dict[str, object], profile: dict[str, str]) -> None:
@@ -378,7 +315,7 @@ def format_account(account: Account) -> str:
     for key, value in account.userdb_fields.items():
         if key in _USERDB_MAPPED:
             raise refuse(f"userdb field {key!r} is an account field in this format")
-        if _QUOTA_RULE_KEY.fullmatch(key) and quota_limits(value):
+        if is_quota_rule_name(key) and quota_limits(value):
             raise refuse(f"userdb field {key!r} would be read back as the account's quota")
         extras.append(_extra(f"userdb_{key}", value, refuse))
     if account.allow_nets:

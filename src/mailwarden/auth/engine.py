@@ -61,8 +61,8 @@ from mailwarden.auth.access import AccessPolicy, Names, visible_passdb_fields
 from mailwarden.auth.dummies import DummyHashes
 from mailwarden.auth.passwords import PasswordContext
 from mailwarden.config import Config
-from mailwarden.directories.base import Directory, PasswordChecker
-from mailwarden.errors import TemporaryFailure
+from mailwarden.directories.base import Directory, PasswordChecker, QueryContext
+from mailwarden.errors import TemporaryFailure, WriteRefused
 from mailwarden.guard.logincache import LoginCache
 from mailwarden.guard.policy import Guard, unknown_subject
 from mailwarden.hashing.pool import Hasher
@@ -250,7 +250,7 @@ class Engine:
         if prefetched is not None and prefetched.login == names.authcid:
             account = prefetched.account  # read when the exchange asked for credentials
         else:
-            account = await self._find_login(names.authcid)
+            account = await self._find_login(names.authcid, _context(attempt))
         if debug:
             self._trace(attempt, "account: %s", account.uid if account is not None else "not found")
         # The guard counts and slows a name that matches no account exactly as it
@@ -296,7 +296,9 @@ class Engine:
         if names.target is not None:
             if not account.master:
                 return access.authz_refusal(account)
-            target = await self.directory.find(names.target, by=self._login_by)
+            target = await self.directory.find(
+                names.target, by=self._login_by, context=_context(attempt)
+            )
             if target is None:
                 return access.authz_refusal(account)
             if (denied := access.refusal(target, attempt.service, attempt.switches)) is not None:
@@ -314,7 +316,9 @@ class Engine:
             anonymous=access.is_anonymous(acting.uid),
         )
 
-    async def _find_login(self, authcid: str | None) -> Account | None:
+    async def _find_login(
+        self, authcid: str | None, context: QueryContext | None = None
+    ) -> Account | None:
         """The account ``authcid`` logs in as; a name known to match nothing is not
         looked up again for a while (the negative cache)."""
         if authcid is None:
@@ -323,7 +327,7 @@ class Engine:
         version = self.directory.data_version()
         if self.cache.unknown(authcid, version):
             return None
-        account = await self.directory.find(authcid, by=self._login_by)
+        account = await self.directory.find(authcid, by=self._login_by, context=context)
         if account is None:
             self.cache.remember_unknown(authcid, version)
         return account
@@ -384,7 +388,7 @@ class Engine:
         Disabled accounts are still found (mail keeps being delivered to them);
         deleted ones are not.
         """
-        found = await self._find_existing(user)
+        found = await self._find_existing(user, context=QueryContext(service=service, userdb=True))
         if self.metrics is not None:
             kind = {NotFound: "not_found", Unavailable: "unavailable"}.get(type(found), "found")
             self.metrics.lookup(kind)
@@ -416,7 +420,7 @@ class Engine:
         ``uid``: ``user`` is an account's uid as an earlier decision returned it (a web
         session), looked up as such whatever ``directory.login_attributes`` says.
         """
-        found = await self._find_existing(user, uid=uid)
+        found = await self._find_existing(user, uid=uid, context=QueryContext(service=service))
         if not isinstance(found, Account):
             return found
         denied = self.access.refusal(found, service, switches)
@@ -425,7 +429,7 @@ class Engine:
         return UserRecord(user=found.uid, account=found, fields=userdb_fields(found))
 
     async def _find_existing(
-        self, user: str, *, uid: bool = False
+        self, user: str, *, uid: bool = False, context: QueryContext | None = None
     ) -> Account | NotFound | Unavailable:
         """The account a lookup names (``uid``: the account of that uid), unless it is
         deleted; never raises for outages."""
@@ -433,7 +437,9 @@ class Engine:
         if name is None:
             return NotFound()
         try:
-            account = await self.directory.find(name, by=("uid",) if uid else self._login_by)
+            account = await self.directory.find(
+                name, by=("uid",) if uid else self._login_by, context=context
+            )
         except TemporaryFailure as exc:
             return Unavailable(detail=str(exc))
         if account is None or account.status is AccountStatus.DELETED:
@@ -510,6 +516,10 @@ class Engine:
         try:
             new = await self.passwords.new_value(password, account.uid)
             wrote = await self.directory.set_password(account.uid, new, expected=account.password)
+        except WriteRefused:
+            # The directory stores no passwords (SQL in Dovecot-style mode without
+            # update_query, said once at start): the old hash stays, quietly.
+            return
         except Exception:  # a failed upgrade must never affect logins; log and move on
             log.exception("rehash of %s failed; the old hash stays", account.uid)
             return
@@ -561,3 +571,14 @@ class Engine:
                 }
             },
         )
+
+
+def _context(attempt: AuthAttempt) -> QueryContext:
+    """What a directory may know of the login it looks up (directories.base.QueryContext)."""
+    return QueryContext(
+        service=attempt.service,
+        local_ip=attempt.local_ip,
+        remote_ip=attempt.remote_ip,
+        local_port=attempt.local_port,
+        remote_port=attempt.remote_port,
+    )

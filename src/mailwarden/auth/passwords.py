@@ -146,6 +146,12 @@ class PasswordContext:
             verdict: bool | None = await checker.verify_password(account, password.value)
             if verdict is not None:
                 return verdict and account is not None
+        if account is not None and not account.password and "nopassword" in account.passdb_fields:
+            # Dovecot's ``nopassword``: the passdb vouches for the login and any password
+            # is accepted (e.g. an SQL query that checks the password itself and
+            # returns ``NULL AS password, 'Y' AS nopassword``). As in Dovecot it counts
+            # only with no stored password; status, services and networks still apply.
+            return True
         parsed = self._parse(account) if not too_long else None
         if parsed is None:
             # Unknown user, no password, unusable hash: pay the same price anyway

@@ -11,14 +11,25 @@ How results are printed (``--format``) is :mod:`mailwarden.cliout`'s.
 
 One module per command group, each registering on :data:`common.main`:
 ``daemon`` (serve, init, check-config), ``users`` (user ...), ``transfer``
-(import, export), ``migrate``, ``auth`` (pw, auth test/lookup), ``classic``
-(checkpassword, pam), ``control`` (guard, status, cache: the running daemon) and
-``mailgate`` (mailgate, ssh-keys, dns-zone); ``common`` holds what they share.
-Importing this package registers every command.
+(import, export), ``migrate``, ``sqlconf`` (import dovecot-sql-conf), ``auth``
+(pw, auth test/lookup), ``classic`` (checkpassword, pam), ``control`` (guard,
+status, cache: the running daemon) and ``mailgate`` (mailgate, ssh-keys,
+dns-zone); ``common`` holds what they share. Importing this package registers
+every command.
 """
 
 from mailwarden import cliargs
-from mailwarden.cli import auth, classic, control, daemon, mailgate, migrate, transfer, users
+from mailwarden.cli import (
+    auth,
+    classic,
+    control,
+    daemon,
+    mailgate,
+    migrate,
+    sqlconf,
+    transfer,
+    users,
+)
 from mailwarden.cli.classic import (
     PAM_ACCT_EXPIRED,
     PAM_AUTH_ERR,
@@ -43,6 +54,7 @@ __all__ = [
     "mailgate",
     "main",
     "migrate",
+    "sqlconf",
     "transfer",
     "users",
 ]

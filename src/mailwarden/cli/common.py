@@ -109,6 +109,8 @@ def run_with_app(
         return asyncio.run(main())
     except DirectoryMissing as exc:
         _missing(ctx, exc)
+    except ConfigError as exc:  # found while opening: an unreadable password file ...
+        fail(str(exc), EX_CONFIG)
     except TemporaryFailure as exc:
         fail(f"temporary failure: {exc}", EX_TEMPFAIL)
     except AccountNotFound as exc:

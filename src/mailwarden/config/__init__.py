@@ -13,7 +13,7 @@ Where the file is found: ``--config PATH``, else ``$MAILWARDEN_CONFIG``, else
 with none of them, the built-in defaults apply.
 
 The package: :mod:`.build` (TOML table -> section, the checks every key gets),
-:mod:`.core`, :mod:`.classic`, :mod:`.guard` and :mod:`.web` (the sections),
+:mod:`.core`, :mod:`.classic`, :mod:`.guard`, :mod:`.sql` and :mod:`.web` (the sections),
 :mod:`.whole` (:class:`Config` and the defaults table). It imports only
 :mod:`mailwarden.errors` (the bottom floor; ``tests/test_layers.py``). Importing
 it is cheap: the section modules load on first use of one of their names, so
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         RedisConfig,
     )
     from mailwarden.config.server import ServerConfig
+    from mailwarden.config.sql import SqlConfig
     from mailwarden.config.web import MAILGATE_FIELDS, HttpConfig, MailgateConfig
     from mailwarden.config.whole import Config, defaults_table
 
@@ -89,6 +90,7 @@ _LAZY = {
     "GuardConfig": "guard",
     "GuardRule": "guard",
     "RedisConfig": "guard",
+    "SqlConfig": "sql",
     "MAILGATE_FIELDS": "web",
     "HttpConfig": "web",
     "MailgateConfig": "web",
@@ -123,6 +125,7 @@ __all__ = [
     "Section",
     "Sections",
     "ServerConfig",
+    "SqlConfig",
     "UsernameFormat",
     "config_relative",
     "defaults_table",

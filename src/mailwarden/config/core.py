@@ -1,5 +1,6 @@
 """The daemon's own sections: ``[directory]``, ``[auth]``, ``[passwords]``,
-``[hashing]``, ``[log]``, ``[server]``, ``[ldap]``, ``[saslauthd]`` and ``[cluster]``."""
+``[hashing]``, ``[log]``, ``[server]``, ``[ldap]``, ``[saslauthd]`` and ``[cluster]``
+(``[sql]`` is in :mod:`.sql`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ LoginAttr = Literal["uid", "mail", "alternate"]
 class DirectoryConfig(Section):
     """``[directory]``: where accounts are stored."""
 
-    backend: Literal["sqlite", "ldap"] = "sqlite"
+    backend: Literal["sqlite", "ldap", "sql"] = "sqlite"
     path: str = "/var/lib/mailwarden/mailwarden.db"
     login_attributes: tuple[LoginAttr, ...] = ("uid", "mail", "alternate")
     readers: int = 4

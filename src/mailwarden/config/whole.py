@@ -21,6 +21,7 @@ from mailwarden.config.core import (
 )
 from mailwarden.config.guard import CacheConfig, GuardConfig
 from mailwarden.config.server import ServerConfig
+from mailwarden.config.sql import SqlConfig
 from mailwarden.config.web import HttpConfig, MailgateConfig
 
 
@@ -36,6 +37,7 @@ class Config(Section):
     log: LogConfig = field(default_factory=LogConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     ldap: LdapConfig = field(default_factory=LdapConfig)
+    sql: SqlConfig = field(default_factory=SqlConfig)
     saslauthd: SaslauthdConfig = field(default_factory=SaslauthdConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     checkpassword: CheckpasswordConfig = field(default_factory=CheckpasswordConfig)

@@ -54,6 +54,27 @@ class Modified:
     after: Account
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryContext:
+    """The request a :meth:`Directory.find` serves, for a directory whose lookups
+    depend on it: the SQL directory's Dovecot-style queries read ``%{service}``,
+    ``%{rip}``, ``%{lip}`` (and the ports) from it. Every other directory ignores it.
+
+    ``userdb``: the lookup only describes the account (Dovecot's ``USER``,
+    ``mailwarden user``), no login depends on it: a directory with separate passdb
+    and userdb queries then runs only the userdb one (the returned account's
+    ``password`` may be empty). The engine builds it (one place: ``_context`` in
+    auth/engine.py); None means no request (a command, an admin edit).
+    """
+
+    service: str = ""
+    local_ip: str | None = None
+    remote_ip: str | None = None
+    local_port: int | None = None
+    remote_port: int | None = None
+    userdb: bool = False
+
+
 def fingerprint_key(fingerprint: str) -> str:
     """The form OpenPGP fingerprints are compared under: no spaces, upper case."""
     return fingerprint.replace(" ", "").upper()
@@ -63,11 +84,17 @@ class Directory(Protocol):
     """Accounts by login name; the only way the engine reaches stored data."""
 
     async def find(
-        self, login: str, *, by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
+        self,
+        login: str,
+        *,
+        by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES,
+        context: QueryContext | None = None,
     ) -> Account | None:
         """The account whose uid, mail or alternate address is ``login`` (as ``by`` allows).
 
         When ``login`` matches one account's uid and another's address, the uid wins.
+        ``context``: the request this lookup serves (:class:`QueryContext`); only
+        directories whose answer depends on it read it.
         """
         ...
 

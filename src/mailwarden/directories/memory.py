@@ -50,6 +50,7 @@ from mailwarden.directories.base import (
     BulkReport,
     LoginAttribute,
     Modified,
+    QueryContext,
     fingerprint_key,
     login_key,
 )
@@ -217,7 +218,11 @@ class MemoryDirectory:
         return self._state
 
     async def find(
-        self, login: str, *, by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
+        self,
+        login: str,
+        *,
+        by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES,
+        context: QueryContext | None = None,
     ) -> Account | None:
         state = self._check()
         key = login_key(login)

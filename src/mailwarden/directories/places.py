@@ -36,6 +36,8 @@ def same_accounts(a: Config, b: Config) -> str | None:
             return _same_sqlite(a, b)
         case "ldap":
             return _same_ldap(a, b)
+        case "sql":
+            return _same_sql(a, b)
         case never:
             assert_never(never)
 
@@ -51,6 +53,20 @@ def _same_sqlite(a: Config, b: Config) -> str | None:
     except OSError:
         same = path_a == path_b
     return f"both use the SQLite file {path_a}" if same else None
+
+
+def _same_sql(a: Config, b: Config) -> str | None:
+    """The same database on a server both configs list (replicas included)."""
+    if (a.sql.driver, a.sql.database) != (b.sql.driver, b.sql.database):
+        return None
+
+    def hosts(c: Config) -> set[str]:
+        return {h.lower() for h in (*c.sql.hosts, *c.sql.replicas)}
+
+    shared = hosts(a) & hosts(b)
+    if not shared:
+        return None
+    return f"both use the {a.sql.driver} database {a.sql.database} on {sorted(shared)[0]}"
 
 
 def server_key(url: str) -> str:

@@ -22,6 +22,7 @@ from mailwarden.directories.base import (
     BulkReport,
     LoginAttribute,
     Modified,
+    QueryContext,
     Refusal,
     fingerprint_key,
     login_key,
@@ -199,7 +200,11 @@ class LDAPDirectory(LdapEntries):
         return await asyncio.wait_for(loop.run_in_executor(self._executor, fn), remaining)
 
     async def find(
-        self, login: str, *, by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
+        self,
+        login: str,
+        *,
+        by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES,
+        context: QueryContext | None = None,
     ) -> Account | None:
         terms = []
         if "uid" in by:

@@ -23,6 +23,7 @@ from mailwarden.directories.base import (
     BulkReport,
     LoginAttribute,
     Modified,
+    QueryContext,
     fingerprint_key,
     login_key,
 )
@@ -301,7 +302,11 @@ class SQLiteDirectory:
     # ----------------------------------------------------------------- reads
 
     async def find(
-        self, login: str, *, by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
+        self,
+        login: str,
+        *,
+        by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES,
+        context: QueryContext | None = None,
     ) -> Account | None:
         kinds = KIND_MEMO.get(tuple(by))
         if kinds is None:

@@ -1,0 +1,52 @@
+"""Opening the configured SQL directory: the server password, the pool, the mode.
+
+The one place that turns ``[sql]`` into a directory (called by app.py's
+``open_backend``): ``mode = "own"`` is mailwarden's own schema, ``mode =
+"dovecot"`` a site's existing schema read with Dovecot-style queries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from mailwarden.config import SqlConfig
+from mailwarden.directories.base import Directory
+from mailwarden.directories.sql.database import Database
+from mailwarden.directories.sql.dovecot import DovecotSqlDirectory
+from mailwarden.directories.sql.queries import parse_queries
+from mailwarden.errors import ConfigError
+
+log = logging.getLogger("mailwarden.directory.sql")
+
+
+def read_password(config: SqlConfig, resolve: Callable[[str], Path] = Path) -> str:
+    """``sql.password``, or the first line of ``sql.password_file`` (``resolve`` makes
+    the config-relative path); ConfigError if that file cannot be read."""
+    if not config.password_file:
+        return config.password
+    path = resolve(config.password_file)
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the SQL password from {path}: {exc}", key="sql.password_file"
+        ) from None
+
+
+async def open_database(config: SqlConfig, resolve: Callable[[str], Path] = Path) -> Database:
+    """The connection pool; DirectoryUnavailable if no server answers."""
+    return await Database.open(config, password=read_password(config, resolve))
+
+
+async def open_sql_directory(config: SqlConfig, resolve: Callable[[str], Path] = Path) -> Directory:
+    """The directory ``config.mode`` names, on a new pool."""
+    if config.mode == "dovecot":
+        queries = parse_queries(config)  # a bad query stops here, before connecting
+        if queries.update is None:
+            log.info("sql: no update_query: password changes and rehash-on-login are not stored")
+        return DovecotSqlDirectory(await open_database(config, resolve), config)
+    raise ConfigError(
+        f'sql.mode = "{config.mode}" is not available in this version yet', key="sql.mode"
+    )
