@@ -22,7 +22,7 @@ from click.testing import CliRunner, Result
 
 from mailwarden import confignames
 from mailwarden.cli.migrate import ProgressLine, describe
-from mailwarden.config import LdapConfig
+from mailwarden.config import Config, LdapConfig
 from mailwarden.directories.base import Directory, Refusal
 from mailwarden.directories.ldap import LDAPDirectory
 from mailwarden.directories.migration import MigrationProgress, OnBatch, migrate
@@ -513,3 +513,27 @@ def test_the_progress_line_rewrites_itself_on_a_terminal_and_stays_quiet_when_of
 def test_a_batch_size_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="batch size"):
         asyncio.run(migrate(None, None, batch_size=0))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "same"),
+    [
+        ('hosts = ["DB1.example"]\ndatabase = "mail"', True),
+        ('hosts = ["db2.example"]\nreplicas = ["db1.example"]\ndatabase = "mail"', True),
+        ('hosts = ["db1.example"]\ndatabase = "other"', False),
+        ('hosts = ["db2.example"]\ndatabase = "mail"', False),
+        ('driver = "mariadb"\nhosts = ["db1.example"]\ndatabase = "mail"', False),
+    ],
+)
+def test_sql_directories_are_the_same_database_on_a_shared_server(
+    tmp_path: Path, text: str, same: bool
+) -> None:
+    def load(name: str, sql: str) -> Config:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(f'[directory]\nbackend = "sql"\n[sql]\n{sql}\n')
+        return confignames.load(path)
+
+    a = load("a", 'hosts = ["db1.example"]\ndatabase = "mail"')
+    why = same_accounts(a, load("b", text))
+    assert (why is not None) is same
+    assert why is None or "database mail" in why
