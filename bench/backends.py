@@ -16,10 +16,12 @@ runs for as long as the factory's ``with`` block and is stopped at its end.
   the database cached), read by mailwarden's LDAP directory and by Dovecot's
   ``ldap`` passdb with the same filter.
 
-The SQL directory (mailwarden's ``sql`` backend against Dovecot's ``sql`` passdb,
-both on one PostgreSQL with the same queries) is one more factory here and one
-more line in :data:`DIRECTORIES`; bench/compare.py then runs the scale scenarios
-on it too (``scale-sql-...``).
+* ``sql`` — one private PostgreSQL holding the accounts in a Dovecot-style
+  ``users`` table (loaded with ``COPY``), read by mailwarden's SQL directory in its
+  Dovecot mode and by Dovecot's ``sql`` passdb with the same ``password_query``.
+  The query returns the userdb fields too (``userdb_*`` columns: Dovecot's
+  ``userdb prefetch``), so each server runs one query per login; the
+  ``user_query`` serves userdb lookups on both.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ if str(ROOT) not in sys.path:  # tests.slapd and tests.redisserver: the test sui
 
 from tests import redisserver as redisserver  # noqa: E402, PLC0414 - after its path; re-exported
 from tests import slapd as slapd  # noqa: E402, PLC0414
+from tests import sqlservers as sqlservers  # noqa: E402, PLC0414
 
 
 def note(message: str) -> None:
@@ -260,6 +263,78 @@ def ldap_directory(passwd: Path, work: Path) -> Iterator[Backend]:
         server.stop()
 
 
+SQL_PASSWORD_QUERY = (
+    "SELECT username AS user, password, 5000 AS userdb_uid, 5000 AS userdb_gid, "
+    "'/nonexistent/' || username AS userdb_home FROM users WHERE username = '%u'"
+)
+SQL_USER_QUERY = (
+    "SELECT 5000 AS uid, 5000 AS gid, '/nonexistent/' || username AS home "
+    "FROM users WHERE username = '%u'"
+)
+SQL_ITERATE_QUERY = "SELECT username AS user FROM users"
+
+
+def accounts_tsv(passwd: Path, out: Path) -> None:
+    """The passwd-file's user and password columns as COPY text (streamed)."""
+    with passwd.open() as lines, out.open("w") as tsv:
+        for line in lines:
+            user, password, _rest = line.split(":", 2)
+            tsv.write(f"{user}\t{password}\n")
+
+
+@contextlib.contextmanager
+def sql_directory(passwd: Path, work: Path) -> Iterator[Backend]:
+    """One PostgreSQL with the accounts, for both servers (stopped at the end)."""
+    root = work / f"pg-{passwd.name}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    server = sqlservers.PostgresServer(root)
+    server.start()
+    try:
+        started = time.monotonic()
+        database = server.create_database()
+        tsv = root / "accounts.tsv"
+        accounts_tsv(passwd, tsv)
+        tsv.chmod(0o644)
+        server.run_sql(
+            "CREATE TABLE users (username text PRIMARY KEY, password text NOT NULL);\n"
+            f"\\copy users FROM '{tsv}'\nANALYZE users;\n",
+            database,
+        )
+        tsv.unlink()
+        note(f"loaded {passwd.name} into PostgreSQL in {time.monotonic() - started:.1f} s")
+        conf = root / "dovecot-sql.conf.ext"
+        conf.write_text(
+            "driver = pgsql\n"
+            f"connect = host=127.0.0.1 port={server.port} dbname={database} "
+            f"user={sqlservers.USER} password={sqlservers.PASSWORD}\n"
+            f"password_query = {SQL_PASSWORD_QUERY}\n"
+            f"user_query = {SQL_USER_QUERY}\n"
+            f"iterate_query = {SQL_ITERATE_QUERY}\n"
+            "default_pass_scheme = CRYPT\n"
+        )
+        conf.chmod(0o644)
+        root.chmod(0o755)
+        toml = (
+            '[directory]\nbackend = "sql"\n\n[sql]\nmode = "dovecot"\n'
+            f'hosts = ["127.0.0.1"]\nport = {server.port}\ndatabase = "{database}"\n'
+            f'user = "{sqlservers.USER}"\npassword = "{sqlservers.PASSWORD}"\n'
+            f'password_query = "{SQL_PASSWORD_QUERY}"\nuser_query = "{SQL_USER_QUERY}"\n'
+            f'iterate_query = "{SQL_ITERATE_QUERY}"\ndefault_pass_scheme = "CRYPT"\n'
+        )
+        yield Backend(
+            "PostgreSQL",
+            f"passdb {{\n  driver = sql\n  args = {conf}\n}}\n"
+            "userdb {\n  driver = prefetch\n}\n"
+            f"userdb {{\n  driver = sql\n  args = {conf}\n}}\n",
+            toml,
+            reference="Dovecot 2.3 (sql passdb)",
+            store_pid=server._proc.pid if server._proc is not None else None,
+        )
+    finally:
+        server.stop()
+
+
 @dataclass(frozen=True)
 class Directory:
     title: str  # in scenario titles: "SQLite directory", "LDAP", ...
@@ -269,5 +344,6 @@ class Directory:
 DIRECTORIES: dict[str, Directory] = {
     "sqlite": Directory("SQLite directory", sqlite_directory),
     "ldap": Directory("LDAP", ldap_directory),
+    "sql": Directory("PostgreSQL (Dovecot-style queries)", sql_directory),
 }
 """Every store bench/compare.py measures; each gets the scale scenarios (7)."""

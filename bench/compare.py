@@ -27,8 +27,10 @@ socket against Cyrus saslauthd (``-a getpwent`` over an nss_wrapper passwd file
 holding the same SHA512-CRYPT hashes); ``http`` ``/api/v1/auth/json`` with
 keep-alive (no reference server); ``scale-<store>-<scheme>-<size>`` cold logins at
 10k, 100k and 1M accounts, {PLAIN} and SHA512-CRYPT (1M: 1000 rounds, to keep
-generation short), on the SQLite directory and on LDAP. A name in ``--scenarios``
-also selects every scenario it prefixes (``scale``, ``scale-ldap``).
+generation short), on the SQLite directory, on LDAP and on PostgreSQL; ``sql-cold``
+and ``sql-mix`` both servers on one PostgreSQL with the same queries (issue #17). A
+name in ``--scenarios`` also selects every scenario it prefixes (``scale``,
+``scale-ldap``, ``sql``).
 
 ``--quick`` runs every scenario small and short. ``--busy`` runs a CPU hog on one
 core beside both servers during every scenario. Everything is bounded: run time
@@ -223,6 +225,30 @@ SCENARIOS = (
         2_000,
         kind="http",
         targets=Targets(cpu_us=100.0, rate_abs=10_000.0),
+    ),
+    # Issue 17: both servers read one PostgreSQL with the same queries (backends.py).
+    Scenario(
+        "sql-cold",
+        "(8) PostgreSQL, SHA512-CRYPT, every login a new user",
+        "SHA512-CRYPT",
+        "cold",
+        10_000,
+        2_000,
+        directory="sql",
+        mailwarden_cache=False,
+        targets=Targets(rate=1.0),
+    ),
+    Scenario(
+        "sql-mix",
+        "(8) PostgreSQL, realistic mix, SHA512-CRYPT",
+        "SHA512-CRYPT",
+        "mix",
+        10_000,
+        2_000,
+        directory="sql",
+        reference_cache=True,
+        targets=Targets(rate=10.0),
+        warmup=True,
     ),
     *scale_scenarios(),
 )
@@ -965,7 +991,7 @@ def table(rows: list[Row], *, busy: bool = False) -> list[str]:
             per_login = f"{cost * 1e6:,.0f} µs" if cost else ""
             store = row.store_cpu_per_login
             if store is not None:
-                per_login += f" (+ slapd {store * 1e6:,.0f} µs)"
+                per_login += f" (+ store {store * 1e6:,.0f} µs)"
             title = row.scenario.title
             if row.accounts != row.scenario.accounts:
                 title += f" [{row.accounts:,} accounts]"
@@ -1128,10 +1154,14 @@ NOTES = """\
   cached under .cache/bench/); mailwarden's LDAP directory and Dovecot's `ldap`
   passdb (same filter: mailwarden's object classes and uid/mail/alternate
   address) read it. slapd's own CPU is in neither server's figure and is shown
-  beside it ("+ slapd"): the cost each server's queries put on the directory. Peak RSS is
-  the server's process tree (daemon and hashing workers). An SQL directory pair
-  (mailwarden's SQL directory against Dovecot's `sql` passdb on the same
-  PostgreSQL) is one more factory in bench/backends.py.
+  beside it ("+ store"): the cost each server's queries put on the directory. Peak RSS is
+  the server's process tree (daemon and hashing workers). *PostgreSQL*: as (8).
+- (8) PostgreSQL (issue #17): one private PostgreSQL holds the accounts in a
+  Dovecot-style `users` table; mailwarden's SQL directory (Dovecot mode) and
+  Dovecot's `sql` passdb run the same `password_query`, which also returns the userdb
+  fields (Dovecot's `userdb prefetch`), so each runs one query per login.
+  PostgreSQL's CPU is shown beside each server's ("+ store"), as slapd's for LDAP.
+  Targets: cold throughput at least Dovecot's, the mix at least 10x.
 - `--quick` runs every scenario with a few thousand accounts (the title then says
   how many) for 3 s, one round: a check that everything runs, not figures.
 """
