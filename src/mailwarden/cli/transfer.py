@@ -60,7 +60,9 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
     async def go(app: App) -> None:
         stream = sys.stdin if file == "-" else path.open(encoding="utf-8", errors="surrogateescape")
         progress = _progress("importing", quiet=quiet)
-        lines_of: dict[str, int] = {}  # uid key -> the (last) line that gave it
+        # uid key -> the (last) line that gave it: kept only for standard input, which
+        # cannot be read again; a file is read again for the few refused accounts.
+        lines_of: dict[str, int] | None = {} if file == "-" else None
 
         with stream as fh, progress:
             task = progress.add_task("import", total=total)
@@ -73,18 +75,23 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
             def parsed() -> Iterator[Account]:
                 for lineno, item in passwdfile.read_accounts(lines()):
                     if isinstance(item, Account):
-                        lines_of[item.uid.lower()] = lineno
+                        if lines_of is not None:
+                            lines_of[item.uid.lower()] = lineno
                         yield item
                     else:
                         errors.append((lineno, item.message))
 
             # One bulk_upsert, one transaction (SQLite): the file is read and
-            # written on the directory's writer thread, and an import that is
-            # killed or fails leaves nothing behind. Lines whose address another
-            # account holds are left out and listed, as are unreadable lines.
+            # written on the directory's writer thread, a chunk at a time, and an
+            # import that is killed or fails leaves nothing behind. Lines whose
+            # address another account holds are left out and listed, as are
+            # unreadable lines.
             report = await app.directory.bulk_upsert(parsed(), replace=replace, skip_refused=True)
         counts.update(created=report.created, replaced=report.replaced, skipped=report.skipped)
-        errors.extend((lines_of.get(r.uid.lower(), 0), r.message) for r in report.refused)
+        if report.refused and lines_of is None:
+            lines_of = _lines_of(path, {r.uid.lower() for r in report.refused})
+        found = lines_of or {}
+        errors.extend((found.get(r.uid.lower(), 0), r.message) for r in report.refused)
 
     run_with_app(ctx, go)
     errors.sort()
@@ -100,6 +107,16 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
         if len(errors) > 200:
             err.print(f"... and {len(errors) - 200} more")
         sys.exit(EX_DATAERR)  # a partial import: scripts must notice
+
+
+def _lines_of(path: Path, uids: set[str]) -> dict[str, int]:
+    """The last line of ``path`` that gives each of ``uids`` (keys, lower case)."""
+    found: dict[str, int] = {}
+    with path.open(encoding="utf-8", errors="surrogateescape") as fh:
+        for lineno, item in passwdfile.read_accounts(passwdfile.bounded_lines(fh)):
+            if isinstance(item, Account) and (key := item.uid.lower()) in uids:
+                found[key] = lineno
+    return found
 
 
 @main.group("export")

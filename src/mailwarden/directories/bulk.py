@@ -13,7 +13,7 @@ Pure rules every backend applies, so that all of them settle a batch alike:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace as _replace
 from typing import TypeVar
 
@@ -22,6 +22,29 @@ from mailwarden.errors import AccountExists, InvalidAccount
 from mailwarden.model import Account
 
 T = TypeVar("T")
+
+
+def chunked(accounts: Iterable[Account], size: int) -> Iterator[list[Account]]:
+    """``accounts`` in lists of at most ``size``: a bulk write of a million accounts
+    holds one chunk at a time."""
+    chunk: list[Account] = []
+    for account in accounts:
+        chunk.append(account)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def combined(a: BulkReport, b: BulkReport) -> BulkReport:
+    """The report of two bulk writes made one after the other."""
+    return BulkReport(
+        created=a.created + b.created,
+        replaced=a.replaced + b.replaced,
+        skipped=a.skipped + b.skipped,
+        refused=(*a.refused, *b.refused),
+    )
 
 
 def settle_batch(

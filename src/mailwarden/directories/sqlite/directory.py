@@ -5,7 +5,6 @@ the login cache checked against ``PRAGMA data_version``, and the Directory metho
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import threading
@@ -28,10 +27,8 @@ from mailwarden.directories.base import (
     login_key,
 )
 from mailwarden.directories.bulk import (
-    settle_batch,
-    settle_existing,
-    without_refused,
-    write_one_by_one,
+    chunked,
+    combined,
 )
 from mailwarden.directories.memory import apply_changes
 from mailwarden.directories.sqlite.rows import (
@@ -44,7 +41,6 @@ from mailwarden.directories.sqlite.rows import (
     LISTING,
     SEARCH,
     SWAP_HASH,
-    UID_IDS,
     account_from_row,
     accounts_by_uid,
     glob_pattern,
@@ -53,6 +49,7 @@ from mailwarden.directories.sqlite.rows import (
     login_kinds,
     settle_finds,
     uid_id,
+    upsert_chunk,
 )
 from mailwarden.directories.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, migrate
 from mailwarden.errors import (
@@ -72,6 +69,10 @@ FIND_BATCH = 64
 _MISS = object()
 #: Seconds during which one ``PRAGMA data_version`` answer is trusted (see _cached).
 CACHE_RECHECK = 0.01
+
+
+#: Accounts a bulk write settles and inserts at once (all in its one transaction).
+BULK_CHUNK = 5000
 
 
 class SQLiteDirectory:
@@ -522,56 +523,17 @@ class SQLiteDirectory:
         self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False
     ) -> BulkReport:
         def job(conn: sqlite3.Connection) -> BulkReport:
-            batch, report = settle_batch(
-                accounts, replace=replace, check=check_account, skip_invalid=skip_refused
-            )
-            existing = dict(conn.execute(UID_IDS, (json.dumps(list(batch)),)).fetchall())
-            report, obsolete = settle_existing(batch, existing, report, replace=replace)
-            conn.execute("SAVEPOINT bulk")
-            try:
-                conn.executemany("DELETE FROM accounts WHERE id = ?", [(i,) for i in obsolete])
-                insert(conn, list(batch.values()))
-            except AccountExists:
-                conn.execute("ROLLBACK TO bulk")
-                conn.execute("RELEASE bulk")
-                if not skip_refused:
-                    raise
-                return self._insert_each(conn, batch, existing, report, replace=replace)
-            conn.execute("RELEASE bulk")
+            report = BulkReport()
+            for chunk in chunked(accounts, BULK_CHUNK):
+                part = upsert_chunk(conn, chunk, replace=replace, skip_refused=skip_refused)
+                report = combined(report, part)
             return report
 
-        # The accounts are consumed on the writer thread: an import that passes a
-        # generator over a parsed file does its parsing off the event loop too.
-        # Everything is one transaction (a killed import leaves nothing behind).
+        # The accounts are consumed on the writer thread, a chunk at a time: an import
+        # that passes a generator over a parsed file does its parsing off the event
+        # loop and holds one chunk of accounts. Everything is one transaction (a
+        # killed import leaves nothing behind).
         return await self._write(job)
-
-    @staticmethod
-    def _insert_each(
-        conn: sqlite3.Connection,
-        batch: dict[str, Account],
-        existing: Mapping[str, int],
-        report: BulkReport,
-        *,
-        replace: bool,
-    ) -> BulkReport:
-        """bulk_upsert's slow path for skip_refused: one savepoint per account, in the
-        same transaction, so a clashing account leaves nothing behind."""
-        replacing = set(existing) if replace else set()
-
-        def write_one(key: str, account: Account, replaces: bool) -> None:
-            conn.execute("SAVEPOINT one")
-            try:
-                if replaces:
-                    conn.execute("DELETE FROM accounts WHERE id = ?", (existing[key],))
-                insert(conn, [account])
-            except AccountExists:
-                conn.execute("ROLLBACK TO one")
-                raise
-            finally:
-                conn.execute("RELEASE one")
-
-        refused = write_one_by_one(batch, replacing, write_one)
-        return without_refused(report, refused, replacing)
 
     # ----------------------------------------------------------------- closing
 

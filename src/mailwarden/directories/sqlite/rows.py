@@ -12,10 +12,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from mailwarden.accounts.rules import check_account
 from mailwarden.directories.base import (
     ALL_LOGIN_ATTRIBUTES,
+    BulkReport,
     LoginAttribute,
     login_key,
+)
+from mailwarden.directories.bulk import (
+    settle_batch,
+    settle_existing,
+    without_refused,
+    write_one_by_one,
 )
 from mailwarden.directories.memory import (
     address_logins,
@@ -289,3 +297,53 @@ def clash(
                 return AccountExists(f"uid {name!r} already exists")
             return AccountExists(f"address {name!r} already belongs to {owner[1]!r}")
     return InvalidAccount(f"refused by the database: {exc}")
+
+
+def upsert_chunk(
+    conn: sqlite3.Connection, chunk: list[Account], *, replace: bool, skip_refused: bool
+) -> BulkReport:
+    batch, report = settle_batch(
+        chunk, replace=replace, check=check_account, skip_invalid=skip_refused
+    )
+    existing = dict(conn.execute(UID_IDS, (json.dumps(list(batch)),)).fetchall())
+    report, obsolete = settle_existing(batch, existing, report, replace=replace)
+    conn.execute("SAVEPOINT bulk")
+    try:
+        conn.executemany("DELETE FROM accounts WHERE id = ?", [(i,) for i in obsolete])
+        insert(conn, list(batch.values()))
+    except AccountExists:
+        conn.execute("ROLLBACK TO bulk")
+        conn.execute("RELEASE bulk")
+        if not skip_refused:
+            raise
+        return insert_each(conn, batch, existing, report, replace=replace)
+    conn.execute("RELEASE bulk")
+    return report
+
+
+def insert_each(
+    conn: sqlite3.Connection,
+    batch: dict[str, Account],
+    existing: Mapping[str, int],
+    report: BulkReport,
+    *,
+    replace: bool,
+) -> BulkReport:
+    """bulk_upsert's slow path for skip_refused: one savepoint per account, in the
+    same transaction, so a clashing account leaves nothing behind."""
+    replacing = set(existing) if replace else set()
+
+    def write_one(key: str, account: Account, replaces: bool) -> None:
+        conn.execute("SAVEPOINT one")
+        try:
+            if replaces:
+                conn.execute("DELETE FROM accounts WHERE id = ?", (existing[key],))
+            insert(conn, [account])
+        except AccountExists:
+            conn.execute("ROLLBACK TO one")
+            raise
+        finally:
+            conn.execute("RELEASE one")
+
+    refused = write_one_by_one(batch, replacing, write_one)
+    return without_refused(report, refused, replacing)
