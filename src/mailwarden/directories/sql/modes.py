@@ -1,17 +1,19 @@
 """Opening the configured SQL directory: the server password, the pool, the mode.
 
-The one place that turns ``[sql]`` into a directory (called by app.py's
-``open_backend``): ``mode = "own"`` is mailwarden's own schema, ``mode =
-"dovecot"`` a site's existing schema read with Dovecot-style queries.
+The one place that turns ``[sql]`` into a directory (app.py's ``open_backend``
+calls :func:`open_sql_backend`, which also returns the own mode's change feed):
+``mode = "own"`` is mailwarden's own schema, ``mode = "dovecot"`` a site's
+existing schema read with Dovecot-style queries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from mailwarden.config import SqlConfig
-from mailwarden.directories.base import Directory
+from mailwarden.directories.base import ChangeFeed, Directory
 from mailwarden.directories.sql.database import Database
 from mailwarden.errors import ConfigError
 
@@ -35,8 +37,33 @@ async def open_database(config: SqlConfig, resolve: Callable[[str], Path] = Path
     return await Database.open(config, password=read_password(config, resolve))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SqlBackend:
+    """An opened SQL directory, and its change feed when it has one (own mode)."""
+
+    directory: Directory
+    changes: ChangeFeed | None = None
+
+
+async def open_sql_backend(
+    config: SqlConfig, resolve: Callable[[str], Path] = Path, *, create: bool = False
+) -> SqlBackend:
+    """The directory ``config.mode`` names, with its change feed (app.py's entry);
+    ``create``: ``mailwarden init`` (own mode: create or upgrade the schema)."""
+    if config.mode == "own":
+        from mailwarden.directories.sql.own import OwnDirectory  # noqa: PLC0415 - lean start
+
+        own = await OwnDirectory.open(
+            config, password=read_password(config, resolve), create=create
+        )
+        return SqlBackend(directory=own, changes=own.changes)
+    return SqlBackend(directory=await open_sql_directory(config, resolve))
+
+
 async def open_sql_directory(config: SqlConfig, resolve: Callable[[str], Path] = Path) -> Directory:
     """The directory ``config.mode`` names, on a new pool."""
+    if config.mode == "own":
+        return (await open_sql_backend(config, resolve)).directory
     raise ConfigError(
         f'sql.mode = "{config.mode}" is not available in this version yet', key="sql.mode"
     )
