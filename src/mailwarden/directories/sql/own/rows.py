@@ -167,19 +167,24 @@ async def insert_accounts(tx: Transaction, dialect: Dialect, accounts: Sequence[
     await insert_children(tx, [(ids[login_key(a.uid)], a) for a in accounts])
 
 
-async def insert_children(tx: Transaction, accounts: Sequence[tuple[int, Account]]) -> None:
-    logins: list[tuple[Any, ...]] = []
+async def insert_children(
+    tx: Transaction, accounts: Sequence[tuple[int, Account]], *, logins: bool = True
+) -> None:
+    """The ``services`` and ``ssh_keys`` rows (and with ``logins``, the ``logins``
+    rows) of accounts whose ``accounts`` row has the given id."""
+    login_values: list[tuple[Any, ...]] = []
     services: list[tuple[Any, ...]] = []
     keys: list[tuple[Any, ...]] = []
     for account_id, account in accounts:
-        logins.extend(
-            (key, space, kind, account_id, name, pos)
-            for key, space, kind, name, pos in login_rows(account)
-        )
+        if logins:
+            login_values.extend(
+                (key, space, kind, account_id, name, pos)
+                for key, space, kind, name, pos in login_rows(account)
+            )
         services.extend((account_id, name, int(on)) for name, on in account.services.items())
         keys.extend((account_id, i, key) for i, key in enumerate(account.ssh_keys))
     tables = (
-        ("logins", ("login", "space", "kind", "account_id", "name", "position"), logins),
+        ("logins", ("login", "space", "kind", "account_id", "name", "position"), login_values),
         ("services", ("account_id", "name", "enabled"), services),
         ("ssh_keys", ("account_id", "position", "ssh_key"), keys),
     )
@@ -189,13 +194,66 @@ async def insert_children(tx: Transaction, accounts: Sequence[tuple[int, Account
 
 
 async def rewrite(tx: Transaction, account_id: int, account: Account) -> None:
-    """Overwrite the stored account ``account_id`` in place (the id stays, so a writer
-    waiting for its row lock finds it afterwards)."""
+    """Overwrite the stored account ``account_id`` in place.
+
+    The id stays, and so do the ``logins`` rows whose login stays (they are
+    updated, not deleted and inserted again): a writer waiting for the lock on
+    the account's uid row (PostgreSQL re-reads a locked row once it is free, and
+    skips it if it was deleted) then still finds the account."""
     parts: list[str | Param] = ["UPDATE accounts SET "]
     for i, (column, value) in enumerate(zip(COLUMNS, values_of(account), strict=True)):
         parts.extend([", " if i else "", f"{column} = ", Param(value)])
     parts.extend([" WHERE id = ", Param(account_id)])
     await tx.execute(Sql(tuple(parts)))
-    for table in ("logins", "services", "ssh_keys"):
+    await _rewrite_logins(tx, account_id, login_rows(account))
+    for table in ("services", "ssh_keys"):
         await tx.execute(Sql.of(f"DELETE FROM {table} WHERE account_id = ", Param(account_id)))  # noqa: S608
-    await insert_children(tx, [(account_id, account)])
+    await insert_children(tx, [(account_id, account)], logins=False)
+
+
+async def _rewrite_logins(tx: Transaction, account_id: int, rows: Sequence[LoginRow]) -> None:
+    stored = await tx.fetch(
+        Sql.of(
+            "SELECT login, space, kind, name, position FROM logins WHERE account_id = ",
+            Param(account_id),
+        )
+    )
+    old = {(r.values[0], r.values[1]): (r.values[2], r.values[3], int(r.values[4])) for r in stored}
+    new = {(key, space): (kind, name, pos) for key, space, kind, name, pos in rows}
+    for key, space in sorted(set(old) - set(new)):
+        await tx.execute(
+            Sql.of(
+                "DELETE FROM logins WHERE login = ",
+                Param(key),
+                " AND space = ",
+                Param(space),
+                " AND account_id = ",
+                Param(account_id),
+            )
+        )
+    for (key, space), (kind, name, pos) in sorted(new.items()):
+        if (key, space) not in old:
+            await tx.execute(
+                multi_insert(
+                    "logins",
+                    ("login", "space", "kind", "account_id", "name", "position"),
+                    [(key, space, kind, account_id, name, pos)],
+                )
+            )
+        elif old[(key, space)] != (kind, name, pos):
+            await tx.execute(
+                Sql.of(
+                    "UPDATE logins SET kind = ",
+                    Param(kind),
+                    ", name = ",
+                    Param(name),
+                    ", position = ",
+                    Param(pos),
+                    " WHERE login = ",
+                    Param(key),
+                    " AND space = ",
+                    Param(space),
+                    " AND account_id = ",
+                    Param(account_id),
+                )
+            )
