@@ -16,6 +16,8 @@ from mailwarden.directories.sql.own import SCHEMA_VERSION, OwnDirectory
 from mailwarden.directories.sql.own.feed import decode, encode
 from mailwarden.errors import AccountExists, DirectoryMissing, DirectoryUnavailable, InvalidAccount
 from mailwarden.model import Account
+from tests.conftest import sql_config_for
+from tests.sqlservers import PostgresServer
 
 pytestmark = pytest.mark.peer
 
@@ -119,3 +121,29 @@ async def test_a_write_on_one_node_reaches_the_other_nodes_subscriber(
     finally:
         await b.close()
         await a.close()
+
+
+async def test_a_lost_listen_connection_flushes_everything_once_it_is_back(
+    postgres_server: PostgresServer,
+) -> None:
+    """Notifications sent while LISTEN was down are lost: the feed says "everything"."""
+    config = sql_config_for(postgres_server, postgres_server.create_database())
+    directory = await _open(config, create=True)
+    heard: list[Sequence[str] | None] = []
+    directory.changes.subscribe(heard.append)
+    try:
+        listener = directory.feed.listener
+        assert listener is not None and await listener.wait_connected(10)
+        assert heard == [None]
+        postgres_server.run_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"  # noqa: S608 - our name
+            f" WHERE datname = '{config.database}';"
+        )
+        for _ in range(400):
+            if len(heard) >= 2:
+                break
+            await asyncio.sleep(0.025)
+        assert heard == [None, None]
+        assert listener.connections == 2
+    finally:
+        await directory.close()

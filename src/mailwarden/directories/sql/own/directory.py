@@ -75,7 +75,7 @@ class OwnDirectory:
 
     def __init__(self, db: Database, *, poll_interval: float) -> None:
         self.db = db
-        self._changes = SqlChanges(db, poll_interval=poll_interval)
+        self.feed = SqlChanges(db, poll_interval=poll_interval)
         self._mariadb = db.dialect.name == "mariadb"
         self._select = select_list(db.dialect)
         self._find_head = (
@@ -100,7 +100,7 @@ class OwnDirectory:
     @property
     def changes(self) -> ChangeFeed:
         """Writes by any node, as they happen (app.py hands this to the engine)."""
-        return self._changes
+        return self.feed
 
     def data_version(self) -> int | None:
         return None  # other nodes write; the change feed is not exact enough for this
@@ -181,9 +181,9 @@ class OwnDirectory:
             yield tx, touched
             names = touched if len(touched) <= MAX_NAMED else None
             if touched:
-                await self._changes.record(tx, names)
+                await self.feed.record(tx, names)
         if touched:
-            self._changes.deliver(names)
+            self.feed.deliver(names)
 
     async def _lock(self, tx: Transaction, key: str) -> int | None:
         """Lock the account whose uid key is ``key``; its id, or None."""
@@ -354,5 +354,5 @@ class OwnDirectory:
     # ----------------------------------------------------------------- closing
 
     async def close(self) -> None:
-        await self._changes.close()
+        await self.feed.close()
         await self.db.close()
