@@ -131,17 +131,27 @@ def dovecot_login(path: Path, user: str, password: str) -> str:
     return reply.decode().split("\t")[0]
 
 
+def stored_passwords(server: SqlServer, database: str) -> str:
+    return server.run_sql("SELECT password FROM accounts;", database)
+
+
 def test_cli_login_and_admin_password_change_through_serve_on_sql(
     sql_server: SqlServer,
 ) -> None:
     with private_dir("sqlserve") as root:
+        database = sql_server.create_database()
         node = write_node(
-            root / "a", "127.0.0.2", sql_section(sql_server, sql_server.create_database())
+            root / "a",
+            "127.0.0.2",
+            sql_section(sql_server, database),
+            passwords={"scheme": "SHA512-CRYPT", "rehash": "weaker"},
         )
         done = cli(node.config, "init")
         assert done.returncode == 0, done.stderr
         done = cli(
-            node.config, "user", "add", "alice@example.org", "--password-stdin", stdin="one\n"
+            node.config,
+            *("user", "add", "alice@example.org", "--scheme", "PLAIN", "--password-stdin"),
+            stdin="one\n",
         )
         assert done.returncode == 0, done.stderr
         proc = serve(node)
@@ -149,6 +159,12 @@ def test_cli_login_and_admin_password_change_through_serve_on_sql(
             client = node.root / "run" / "auth-client"
             assert dovecot_login(client, "alice@example.org", "one") == "OK"
             assert dovecot_login(client, "alice@example.org", "two") == "FAIL"
+            # Rehash on login: the PLAIN value becomes SHA512-CRYPT, in the background.
+            wait_until(
+                lambda: "{SHA512-CRYPT}" in stored_passwords(sql_server, database),
+                "the rehash on login",
+                timeout=10,
+            )
             code, reply = http(
                 node,
                 "PUT",
