@@ -23,7 +23,7 @@ import pytest
 
 from tests.peers.configs import daemon_toml
 from tests.peers.conftest import connectable, private_dir, stop_process, wait_until
-from tests.peers.test_guard_nodes import Node, free_port_on, http, json_auth
+from tests.peers.test_guard_nodes import Node, free_port_on, http, json_auth, status
 from tests.sqlservers import (
     PASSWORD,
     USER,
@@ -273,4 +273,35 @@ def test_killing_the_database_under_load_gives_only_temporary_failures(
             )
         finally:
             state["stop"] = True
+            stop_process(proc)
+
+
+def test_a_change_made_by_another_process_empties_the_daemons_cache(
+    sql_server: SqlServer,
+) -> None:
+    """The change feed end to end: the CLI (another process, no shared guard store)
+    edits an account, and the daemon drops its cached login of it (NOTIFY on
+    PostgreSQL, the polled change log on MariaDB)."""
+    with private_dir("sqlfeed") as root:
+        sql = sql_section(sql_server, sql_server.create_database())
+        node = write_node(root / "a", "127.0.0.2", sql, passwords={"scheme": "SHA512-CRYPT"})
+        assert cli(node.config, "init").returncode == 0
+        for uid in ("alice@example.org", "bob@example.org"):
+            done = cli(node.config, "user", "add", uid, "--password-stdin", stdin="pw\n")
+            assert done.returncode == 0, done.stderr
+        proc = serve(node)
+        try:
+
+            def both_cached() -> bool:
+                # The feed's start drops everything once (nothing it missed may stay
+                # cached), which can fall after the first logins: log in again then.
+                for uid in ("alice@example.org", "bob@example.org"):
+                    assert json_auth(node, uid, "pw", "198.51.100.7") == 200
+                return bool(status(node)["cache"]["entries"] == 2)
+
+            wait_until(both_cached, "two cached logins", timeout=10)
+            done = cli(node.config, "user", "set", "alice@example.org", "mail_host=mx2")
+            assert done.returncode == 0, done.stderr
+            wait_until(lambda: status(node)["cache"]["entries"] == 1, "the feed", timeout=10)
+        finally:
             stop_process(proc)

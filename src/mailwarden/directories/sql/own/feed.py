@@ -130,16 +130,16 @@ class SqlChanges:
             try:
                 now = await self._db.fetchrow(Sql.of("SELECT NOW(6)"), primary=True)
                 assert now is not None
-                rows = []
-                if since is not None:
-                    rows = await self._db.fetch(
-                        Sql.of(
-                            "SELECT id, logins FROM account_changes WHERE changed_at >= ",
-                            Param(since),
-                            f" - INTERVAL {int(timeout * 1_000_000) + 1} MICROSECOND ORDER BY id",
-                        ),
-                        primary=True,
-                    )
+                # After a flush of everything (the first poll, a failed one) the rows
+                # of the window are only noted as seen: they are older than the flush.
+                rows = await self._db.fetch(
+                    Sql.of(
+                        "SELECT id, logins FROM account_changes WHERE changed_at >= ",
+                        Param(now.values[0] if since is None else since),
+                        f" - INTERVAL {int(timeout * 1_000_000) + 1} MICROSECOND ORDER BY id",
+                    ),
+                    primary=True,
+                )
             except DirectoryUnavailable as exc:
                 self._log.warning("poll", "sql change log: %s", exc)
                 failed = True
