@@ -341,14 +341,15 @@ class OwnDirectory:
         for chunk in chunks(keys, IN_CHUNK):
             rows = await tx.fetch(
                 Sql.of(
-                    "SELECT l.login, u.login FROM logins AS l JOIN logins AS u"
-                    " ON u.account_id = l.account_id AND u.space = 'uid'"
-                    " WHERE l.space = 'address' AND l.login IN ",
+                    # Joined on the accounts' primary key: right after a bulk load the
+                    # planner has no statistics, and a self-join of logins went wrong.
+                    "SELECT l.login, a.uid FROM logins AS l JOIN accounts AS a"
+                    " ON a.id = l.account_id WHERE l.space = 'address' AND l.login IN ",
                     *in_list(chunk),
                 )
             )
             for row in rows:
-                stored.setdefault(str(row.values[0]), set()).add(str(row.values[1]))
+                stored.setdefault(str(row.values[0]), set()).add(login_key(str(row.values[1])))
         return stored
 
     # ----------------------------------------------------------------- closing
