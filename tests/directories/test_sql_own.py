@@ -147,3 +147,25 @@ async def test_a_lost_listen_connection_flushes_everything_once_it_is_back(
         assert listener.connections == 2
     finally:
         await directory.close()
+
+
+async def test_two_nodes_creating_one_address_at_once_get_one_account_and_a_named_refusal(
+    sql_config: SqlConfig,
+) -> None:
+    a = await _open(sql_config, create=True)
+    b = await _open(sql_config, create=False)
+    try:
+        for i in range(10):
+            address = f"shared{i}@example.org"
+            results = await asyncio.gather(
+                a.create(Account(uid=f"a{i}", mail=address)),
+                b.create(Account(uid=f"b{i}", alternate_addresses=(address,))),
+                return_exceptions=True,
+            )
+            refused = [r for r in results if isinstance(r, BaseException)]
+            assert len(refused) == 1, results
+            assert isinstance(refused[0], AccountExists)
+            assert f"address {address!r} already belongs to" in str(refused[0])
+    finally:
+        await b.close()
+        await a.close()

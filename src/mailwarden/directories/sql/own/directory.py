@@ -37,6 +37,7 @@ from mailwarden.directories.sql.dialect import Param, Sql
 from mailwarden.directories.sql.own.feed import SqlChanges
 from mailwarden.directories.sql.own.rows import (
     IN_CHUNK,
+    LoginRow,
     account_of,
     check_free,
     chunks,
@@ -47,7 +48,7 @@ from mailwarden.directories.sql.own.rows import (
     select_list,
 )
 from mailwarden.directories.sql.own.schema import ensure_schema
-from mailwarden.errors import AccountNotFound
+from mailwarden.errors import AccountNotFound, DuplicateKey
 from mailwarden.model import Account
 
 #: A write touching more logins than this tells the other nodes "everything".
@@ -218,22 +219,39 @@ class OwnDirectory:
     async def create(self, account: Account) -> None:
         check_account(account)
         logins = login_rows(account)
-        async with self._write() as (tx, touched):
-            await check_free(tx, logins, None)
-            await insert_accounts(tx, self.db.dialect, [account])
-            touched.extend(_names(account))
+        try:
+            async with self._write() as (tx, touched):
+                await check_free(tx, logins, None)
+                await insert_accounts(tx, self.db.dialect, [account])
+                touched.extend(_names(account))
+        except DuplicateKey:
+            await self._name_the_clash(logins, None)
+            raise
+
+    async def _name_the_clash(self, logins: Sequence[LoginRow], own_id: int | None) -> None:
+        """After the unique index refused a write (another node took a login between
+        our check and our insert): raise AccountExists naming the login and its
+        owner, read again now; return if it cannot be found (then the caller's
+        DuplicateKey stands)."""
+        async with self.db.transaction() as tx:
+            await check_free(tx, logins, own_id)
 
     async def replace(self, account: Account) -> None:
         check_account(account)
         logins = login_rows(account)
-        async with self._write() as (tx, touched):
-            found = await self._locked(tx, account.uid)
-            if found is None:
-                raise AccountNotFound(f"no account with uid {account.uid!r}")
-            account_id, old = found
-            await check_free(tx, logins, account_id)
-            await rewrite(tx, account_id, account)
-            touched.extend(_names(old, account))
+        account_id: int | None = None
+        try:
+            async with self._write() as (tx, touched):
+                found = await self._locked(tx, account.uid)
+                if found is None:
+                    raise AccountNotFound(f"no account with uid {account.uid!r}")
+                account_id, old = found
+                await check_free(tx, logins, account_id)
+                await rewrite(tx, account_id, account)
+                touched.extend(_names(old, account))
+        except DuplicateKey:
+            await self._name_the_clash(logins, account_id)
+            raise
 
     async def update(self, uid: str, changes: Mapping[str, Any]) -> Account:
         changes = dict(changes)
