@@ -17,7 +17,7 @@ from mailwarden.directories.sql.own.feed import decode, encode
 from mailwarden.errors import AccountExists, DirectoryMissing, DirectoryUnavailable, InvalidAccount
 from mailwarden.model import Account
 from tests.conftest import sql_config_for
-from tests.sqlservers import PostgresServer
+from tests.sqlservers import PostgresServer, SqlServer
 
 pytestmark = pytest.mark.peer
 
@@ -169,3 +169,35 @@ async def test_two_nodes_creating_one_address_at_once_get_one_account_and_a_name
     finally:
         await b.close()
         await a.close()
+
+
+@pytest.mark.parametrize("killable_sql_server", ["mariadb"], indirect=True)
+async def test_polls_that_failed_make_the_feed_flush_everything_when_they_work_again(
+    killable_sql_server: SqlServer,
+) -> None:
+    """MariaDB: a change made while the node could not poll may be missed."""
+    server = killable_sql_server
+    config = dataclasses.replace(
+        sql_config_for(server, server.create_database()), poll_interval=0.05, timeout=1.0
+    )
+    directory = await _open(config, create=True)
+    heard: list[Sequence[str] | None] = []
+    directory.changes.subscribe(heard.append)
+    try:
+        for _ in range(200):
+            if heard:
+                break
+            await asyncio.sleep(0.025)
+        assert heard == [None]
+        polls = directory.feed.polls
+        await asyncio.to_thread(server.kill)
+        await asyncio.sleep(0.5)
+        assert directory.feed.polls == polls
+        await asyncio.to_thread(server.start)
+        for _ in range(400):
+            if len(heard) >= 2:
+                break
+            await asyncio.sleep(0.025)
+        assert heard == [None, None]
+    finally:
+        await directory.close()

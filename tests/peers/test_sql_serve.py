@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,7 @@ from tests.peers.test_guard_nodes import Node, free_port_on, http, json_auth, st
 from tests.sqlservers import (
     PASSWORD,
     USER,
-    MariaDBServer,
-    PostgresServer,
     SqlServer,
-    have_mariadb,
-    have_postgres,
 )
 
 pytestmark = pytest.mark.peer
@@ -182,21 +177,6 @@ def test_cli_login_and_admin_password_change_through_serve_on_sql(
 # ------------------------------------------------------------------ faults
 
 
-@pytest.fixture(params=["postgresql", "mariadb"])
-def own_server(request: pytest.FixtureRequest) -> Iterator[SqlServer]:
-    """A server of this test's own: the test kills it."""
-    cls: type[SqlServer] = PostgresServer if request.param == "postgresql" else MariaDBServer
-    if not (have_postgres() if request.param == "postgresql" else have_mariadb()):
-        pytest.skip(f"{request.param} is not installed")
-    with private_dir(request.param) as root:
-        server = cls(root)
-        try:
-            server.start()
-            yield server
-        finally:
-            server.stop()
-
-
 #: Bounds of the load: requests in flight, and the most it may send.
 WORKERS = 4
 MAX_REQUESTS = 20_000
@@ -204,10 +184,11 @@ MAX_SECONDS = 90.0
 
 
 def test_killing_the_database_under_load_gives_only_temporary_failures(
-    own_server: SqlServer,
+    killable_sql_server: SqlServer,
 ) -> None:
+    server = killable_sql_server
     with private_dir("sqlfault") as root:
-        sql = sql_section(own_server, own_server.create_database())
+        sql = sql_section(killable_sql_server, killable_sql_server.create_database())
         node = write_node(root / "a", "127.0.0.2", sql, passwords={"scheme": "PLAIN"})
         assert cli(node.config, "init").returncode == 0
         for i in range(WORKERS):
@@ -249,9 +230,9 @@ def test_killing_the_database_under_load_gives_only_temporary_failures(
                 futures = [pool.submit(load, i) for i in range(WORKERS)]
                 time.sleep(1.0)
                 killed_at = time.monotonic()
-                own_server.kill()
+                killable_sql_server.kill()
                 time.sleep(1.0)
-                own_server.start()
+                killable_sql_server.start()
                 restarted_at.append(time.monotonic())
                 deadline = time.monotonic() + 30
                 while not recovered_at and time.monotonic() < deadline:
@@ -267,9 +248,10 @@ def test_killing_the_database_under_load_gives_only_temporary_failures(
             assert answers.get(500, 0) > 0, answers  # the outage was seen
             assert "Traceback" not in (node.root / "serve.log").read_text()
             after_restart = recovered_at[0] - restarted_at[0]
+            down = restarted_at[0] - killed_at
             print(
-                f"\n{own_server.name}: down {restarted_at[0] - killed_at:.2f} s; first right "
-                f"login accepted {after_restart:.3f} s after the server was up; answers {answers}"
+                f"\n{server.name}: down {down:.2f} s; first right login accepted "
+                f"{after_restart:.3f} s after the server was up; answers {answers}"
             )
         finally:
             state["stop"] = True
