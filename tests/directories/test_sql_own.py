@@ -201,3 +201,23 @@ async def test_polls_that_failed_make_the_feed_flush_everything_when_they_work_a
         assert heard == [None, None]
     finally:
         await directory.close()
+
+
+@pytest.mark.parametrize("odd", ["a\x00b", "a\udcffb"])
+async def test_a_login_no_account_can_have_matches_nothing_instead_of_failing(
+    sql_config: SqlConfig, odd: str
+) -> None:
+    """PostgreSQL refuses NUL (and both engines lone surrogates) in a query: such a
+    name is an unknown user, not a temporary failure."""
+    directory = await _open(sql_config, create=True)
+    try:
+        assert await directory.find(odd) is None
+        assert await directory.get(odd) is None
+        assert await directory.search(odd) == []
+        assert await directory.find_by_fingerprint(odd) == []
+        assert await directory.set_password(odd, "{PLAIN}x") is False
+        assert await directory.delete(odd) is False
+        with pytest.raises(InvalidAccount):
+            await directory.create(Account(uid="nul", password="a\x00b"))
+    finally:
+        await directory.close()

@@ -46,9 +46,10 @@ from mailwarden.directories.sql.own.rows import (
     login_rows,
     rewrite,
     select_list,
+    storable,
 )
 from mailwarden.directories.sql.own.schema import ensure_schema
-from mailwarden.errors import AccountNotFound, DuplicateKey
+from mailwarden.errors import AccountNotFound, DuplicateKey, InvalidAccount
 from mailwarden.model import Account
 
 #: A write touching more logins than this tells the other nodes "everything".
@@ -112,7 +113,7 @@ class OwnDirectory:
         self, login: str, *, by: Sequence[LoginAttribute] = ALL_LOGIN_ATTRIBUTES
     ) -> Account | None:
         kinds = [k for k in ALL_LOGIN_ATTRIBUTES if k in by]
-        if not kinds:
+        if not kinds or not storable(login):
             return None
         row = await self.db.fetchrow(
             Sql.of(
@@ -129,6 +130,8 @@ class OwnDirectory:
         return await self.find(uid, by=("uid",))
 
     async def find_by_fingerprint(self, fingerprint: str) -> list[Account]:
+        if not storable(fingerprint):
+            return []
         rows = await self.db.fetch(
             Sql.of(
                 f"SELECT {self._select} FROM accounts AS a JOIN logins AS u"  # noqa: S608
@@ -149,7 +152,7 @@ class OwnDirectory:
                 yield str(row.values[0])
 
     async def search(self, pattern: str, *, limit: int = 1000) -> list[Account]:
-        if limit <= 0:
+        if limit <= 0 or not storable(pattern):
             return []
         rows = await self.db.fetch(
             Sql.of(
@@ -188,6 +191,8 @@ class OwnDirectory:
 
     async def _lock(self, tx: Transaction, key: str) -> int | None:
         """Lock the account whose uid key is ``key``; its id, or None."""
+        if not storable(key):
+            return None
         row = await tx.fetchrow(
             Sql.of(
                 "SELECT a.id FROM logins AS u JOIN accounts AS a ON a.id = u.account_id"
@@ -275,6 +280,8 @@ class OwnDirectory:
 
     async def set_password(self, uid: str, new: str, *, expected: str | None = None) -> bool:
         check_password(new)
+        if "\x00" in new:
+            raise InvalidAccount("a NUL character cannot be stored in an SQL directory")
         key = login_key(uid)
         async with self._write() as (tx, touched):
             account_id = await self._lock(tx, key)

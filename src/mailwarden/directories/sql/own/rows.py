@@ -19,7 +19,7 @@ from mailwarden.directories.sql.dialect import Dialect, Param, Sql
 from mailwarden.directories.sql.drivers import Row
 from mailwarden.directories.sql.own.schema import MAX_LOGIN
 from mailwarden.directories.sqlite.rows import account_from_row, account_row
-from mailwarden.errors import AccountExists, InvalidAccount
+from mailwarden.errors import AccountExists, DirectoryUnavailable, InvalidAccount
 from mailwarden.model import Account
 
 COLUMNS = (
@@ -77,7 +77,37 @@ def select_list(d: Dialect) -> str:
 
 
 def account_of(row: Row) -> Account:
-    return account_from_row(row.values)
+    """The account in ``row``; DirectoryUnavailable if it does not decode (written by
+    something else, or damaged: the data cannot be trusted, which is not a denial)."""
+    try:
+        return account_from_row(row.values)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DirectoryUnavailable(f"sql: malformed account data: {exc}") from exc
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be stored and compared in both engines: PostgreSQL
+    refuses NUL characters, and neither engine takes lone surrogates. A login
+    that is not storable matches no account (a query would fail instead)."""
+    if "\x00" in text:
+        return False
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def check_storable(account: Account) -> None:
+    """InvalidAccount for a value the schema cannot hold (JSON columns escape them)."""
+    texts = [v for v in values_of(account) if isinstance(v, str)]
+    texts.extend(account.alternate_addresses)
+    texts.extend(account.services)
+    texts.extend(account.ssh_keys)
+    for text in texts:
+        if "\x00" in text:
+            raise InvalidAccount("a NUL character cannot be stored in an SQL directory")
 
 
 def values_of(account: Account) -> tuple[Any, ...]:
@@ -87,7 +117,9 @@ def values_of(account: Account) -> tuple[Any, ...]:
 
 
 def login_rows(account: Account) -> list[LoginRow]:
-    """The ``logins`` rows of a checked account (InvalidAccount for an overlong login)."""
+    """The ``logins`` rows of a checked account (InvalidAccount for an overlong login or
+    any value the schema cannot hold: every write builds these first)."""
+    check_storable(account)
     rows: list[LoginRow] = [(login_key(account.uid), "uid", "uid", account.uid, 0)]
     rows.extend(
         (key, "address", kind, name, position)
