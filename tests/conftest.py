@@ -129,6 +129,15 @@ def sql_server(request: pytest.FixtureRequest) -> SqlServer:
     return server
 
 
+@pytest.fixture(params=["postgresql", "mariadb"])
+def killable_sql_server(request: pytest.FixtureRequest) -> Iterator[SqlServer]:
+    """A server of each engine for this test alone (the test may kill and restart it)."""
+    cls: type[SqlServer] = PostgresServer if request.param == "postgresql" else MariaDBServer
+    available = have_postgres() if request.param == "postgresql" else have_mariadb()
+    with _sql_server(cls, available, request.param) as server:
+        yield server
+
+
 def sql_config_for(server: SqlServer, database: str, **overrides: Any) -> SqlConfig:
     """An ``[sql]`` section for ``database`` on ``server`` (TCP, the test user)."""
     values: dict[str, Any] = {

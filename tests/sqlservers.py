@@ -10,6 +10,8 @@ runs as the ``postgres`` system user the Debian package creates; its files live 
 a directory that user owns. Nothing outside the temp dir is written and the
 machine's own database services are never touched.
 
+PostgreSQL can also make a streaming replica of itself (:meth:`PostgresServer.make_replica`).
+
 Both have the same small surface: :meth:`start`, :meth:`stop` (clean),
 :meth:`kill` (SIGKILL of the group, like a crash; :meth:`start` brings the server
 back on the same data dir and port), :meth:`create_database` (a fresh, empty
@@ -267,6 +269,40 @@ class PostgresServer(_Server):
         name = self.new_database_name()
         self.run_sql(f"CREATE DATABASE {name};")
         return name
+
+    def make_replica(self, root: Path) -> PostgresServer:
+        """A streaming replica of this running server, in ``root`` (a 0711 directory),
+        on a port of its own: ``pg_basebackup -R`` (which writes ``standby.signal``
+        and the connection to this server) into a new data dir. Not started yet."""
+        replica = PostgresServer(root)
+        root.chmod(0o755)
+        for d in (replica.data, replica.socket_dir):
+            d.mkdir(mode=0o700)
+            os.chown(d, self._uid, self._gid)
+        replica.socket_dir.chmod(0o755)
+        subprocess.run(
+            [
+                str(PG_BIN / "pg_basebackup"),
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.port),
+                "-U",
+                USER,
+                "-D",
+                str(replica.data),
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",  # else it waits for a spread checkpoint (minutes)
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            preexec_fn=self._as_postgres,
+        )
+        return replica
 
 
 class MariaDBServer(_Server):

@@ -164,3 +164,20 @@ async def test_the_account_state_of_a_session_uid_holds_when_uids_do_not_log_in(
     state = await engine.account_state("erin", "web", uid=True)
     assert isinstance(state, UserRecord) and state.account.uid == "erin"
     assert isinstance(await engine.account_state("erin@example.com", "web", uid=True), NotFound)
+
+
+async def test_a_directory_change_drops_that_accounts_cached_logins_and_lifts_nothing(
+    make_engine: EngineFactory, directory: MemoryDirectory
+) -> None:
+    """The change feed of a shared directory (Engine.directory_changed) is not an
+    administrator's flush: only the named accounts' logins go, protection stays."""
+    engine = await protected(make_engine, directory)
+    assert engine.directory_changed(["carol"]) == 0
+    assert len(engine.cache) == 1
+    assert engine.directory_changed(["alice", "bob"]) == 1
+    assert len(engine.cache) == 0
+    assert {b.target for b in await engine.guard.bans()} >= {"account:alice"}
+    await engine.authenticate(attempt("bob", "bobpw"))
+    assert len(engine.cache) == 1
+    assert engine.directory_changed(None) >= 1  # everything: wrong guesses remembered too
+    assert len(engine.cache) == 0

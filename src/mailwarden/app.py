@@ -25,7 +25,7 @@ from mailwarden import config as config_mod
 from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.auth.engine import Engine, MetricsSink
 from mailwarden.config import Config
-from mailwarden.directories.base import Directory, PasswordChecker
+from mailwarden.directories.base import ChangeFeed, Directory, PasswordChecker
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import ConfigError, HashingUnavailable, TemporaryFailure
 from mailwarden.frontends.base import LISTENER_KEYS, Frontend
@@ -68,6 +68,9 @@ class Backend:
 
     directory: Directory
     checker: PasswordChecker | None = None
+    #: Writes by other nodes (a shared SQL directory): the daemon's engine drops
+    #: its cached logins of the accounts they touch.
+    changes: ChangeFeed | None = None
 
 
 async def open_backend(config: Config, *, create: bool = False) -> Backend:
@@ -90,10 +93,12 @@ async def open_backend(config: Config, *, create: bool = False) -> Backend:
             rebind = config.ldap.verify == "rebind"
             return Backend(directory=ldap, checker=ldap if rebind else None)
         case "sql":
-            from mailwarden.directories.sql.modes import open_sql_directory  # noqa: PLC0415
+            from mailwarden.directories.sql.modes import open_sql_backend  # noqa: PLC0415
 
-            sql = await open_sql_directory(config.sql, lambda p: resolve_path(config, p))
-            return Backend(directory=sql)
+            sql = await open_sql_backend(
+                config.sql, lambda p: resolve_path(config, p), create=create
+            )
+            return Backend(directory=sql.directory, changes=sql.changes)
 
 
 async def open_directory(config: Config, *, create: bool = False) -> Directory:
@@ -212,6 +217,8 @@ async def running_app(
         password_checker=backend.checker,
     )
     await engine.start(sample=daemon)
+    if daemon and backend.changes is not None:
+        backend.changes.subscribe(engine.directory_changed)
     app = App(
         config=config,
         directory=directory,

@@ -23,10 +23,12 @@ from mailwarden.config import LdapConfig
 from mailwarden.directories.base import Directory
 from mailwarden.directories.ldap import MODIFY_ATTEMPTS, LDAPDirectory
 from mailwarden.directories.memory import MemoryDirectory
+from mailwarden.directories.sql.own import OwnDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import AccountChanged
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account, Profile
+from tests.conftest import sql_config_for
 from tests.helpers import FAST
 
 ROUNDS = 200
@@ -49,11 +51,18 @@ class Pair:
 async def _open(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Directory:
     if backend == "sqlite":
         return await SQLiteDirectory.open(tmp_path / "accounts.db", create=True, cache_size=100)
+    if backend in ("postgresql", "mariadb"):
+        # The own schema; the pair's second pool on the same database is a second node.
+        server = request.getfixturevalue(
+            "postgres_server" if backend == "postgresql" else "mariadb_server"
+        )
+        sql = sql_config_for(server, server.create_database())
+        return await OwnDirectory.open(sql, password=sql.password, create=True)
     config: LdapConfig = request.getfixturevalue("ldap_config")
     return await LDAPDirectory.open(config)
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite", "ldap"])
+@pytest_asyncio.fixture(params=["memory", "sqlite", "ldap", "postgresql", "mariadb"])
 async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
     backend: str = request.param
     if backend == "memory":
@@ -64,6 +73,9 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         if backend == "ldap":
             # Both on the same subtree: the second admin is another node.
             second: Directory = await LDAPDirectory.open(first.config)  # type: ignore[attr-defined]
+        elif isinstance(first, OwnDirectory):
+            config = first.db.config
+            second = await OwnDirectory.open(config, password=config.password, create=False)
         else:
             second = await _open(backend, tmp_path, request)
         directories = [first, second]

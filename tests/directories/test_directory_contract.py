@@ -1,8 +1,9 @@
 """The Directory contract: every backend must pass every test here.
 
 The ``directory`` fixture runs each test against :class:`MemoryDirectory` (the
-reference semantics), :class:`SQLiteDirectory` and :class:`LDAPDirectory` (on a
-real slapd, see tests/directories/conftest.py). A backend-specific behaviour
+reference semantics), :class:`SQLiteDirectory`, :class:`LDAPDirectory` (on a
+real slapd, see tests/directories/conftest.py) and :class:`OwnDirectory` on real
+PostgreSQL and MariaDB servers (tests/conftest.py). A backend-specific behaviour
 belongs in that backend's own test module, not here.
 """
 
@@ -20,18 +21,29 @@ import pytest_asyncio
 from mailwarden.directories.base import BulkReport, Directory
 from mailwarden.directories.ldap import LDAPDirectory
 from mailwarden.directories.memory import MemoryDirectory
+from mailwarden.directories.sql.own import OwnDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import AccountExists, AccountNotFound, DirectoryUnavailable, InvalidAccount
 from mailwarden.model import Account, AccountStatus, Listed, Profile
+from tests.conftest import sql_config_for
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite", "sqlite-cached", "ldap"])
+@pytest_asyncio.fixture(
+    params=["memory", "sqlite", "sqlite-cached", "ldap", "postgresql", "mariadb"]
+)
 async def directory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Directory]:
     backend: Directory
     if request.param == "memory":
         backend = MemoryDirectory()
     elif request.param == "ldap":
         backend = await LDAPDirectory.open(request.getfixturevalue("ldap_config"))
+    elif request.param in ("postgresql", "mariadb"):
+        # The own schema (sql.mode = "own") on a fresh database of a real server.
+        server = request.getfixturevalue(
+            f"{request.param.replace('postgresql', 'postgres')}_server"
+        )
+        config = sql_config_for(server, server.create_database())
+        backend = await OwnDirectory.open(config, password=config.password, create=True)
     else:
         # sqlite-cached: every contract test also holds with the login cache on.
         cache = 1000 if request.param == "sqlite-cached" else 0

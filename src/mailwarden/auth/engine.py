@@ -54,7 +54,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from typing import Any, Protocol
 
 from mailwarden.auth.access import AccessPolicy, Names, visible_passdb_fields
@@ -482,6 +482,14 @@ class Engine:
         many entries this process dropped."""
         names = await self._cache_names(users) if users is not None else None
         return await self._flush_names(names)
+
+    def directory_changed(self, names: Sequence[str] | None) -> int:
+        """A shared directory's change feed (base.ChangeFeed, subscribed by app.py):
+        another node or tool wrote the accounts with these lower-cased logins (None:
+        anything may have changed). Drops their cached logins in this process only:
+        every process hears the feed itself, so nothing is published, and no
+        protection is lifted (a write is not an administrator's flush)."""
+        return self.cache.flush(None if names is None else list(names))
 
     async def _cache_names(self, users: list[str]) -> list[str]:
         """``users`` and, for each that names an account, its uid (the key of the

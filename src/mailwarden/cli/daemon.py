@@ -51,7 +51,8 @@ def check_config(ctx: click.Context) -> None:
 @main.command()
 @click.pass_context
 def init(ctx: click.Context) -> None:
-    """Create the embedded directory (safe to run again: existing data is kept)."""
+    """Create the directory: the SQLite file, or the SQL own schema (safe to run again:
+    existing data is kept, new migrations are applied)."""
 
     async def go(app: App) -> int:
         return await app.directory.count()

@@ -53,6 +53,7 @@ class SqlConfig(Section):
     timeout: float = 5.0
     connect_timeout: float = 5.0
     backoff_max: float = 1.0
+    poll_interval: float = 1.0
     mode: Literal["own", "dovecot"] = "own"
     password_query: str = DOVECOT_PASSWORD_QUERY
     user_query: str = DOVECOT_USER_QUERY
@@ -87,7 +88,7 @@ class SqlConfig(Section):
             f"{key}.pool_size",
             "an integer from 2 to 1000 (a listing holds one connection while lookups go on)",
         )
-        for name in ("timeout", "connect_timeout", "backoff_max"):
+        for name in ("timeout", "connect_timeout", "backoff_max", "poll_interval"):
             require(getattr(self, name) > 0, f"{key}.{name}", "a number of seconds > 0")
         require(
             bool(self.default_pass_scheme.strip()),

@@ -209,6 +209,19 @@ class Directory(Protocol):
     async def close(self) -> None: ...
 
 
+class ChangeFeed(Protocol):
+    """Account writes made by anyone (this node, another node, a CLI command), as
+    they happen: a shared directory's way to keep every node's caches fresh.
+    app.py subscribes the engine, which drops its cached logins of the names.
+
+    ``on_change(names)`` gets the lower-cased logins (uids and addresses) a write
+    touched, or None when anything may have changed (a notification may have been
+    missed: drop everything). It runs on the event loop and must not block.
+    """
+
+    def subscribe(self, on_change: Callable[[Sequence[str] | None], object]) -> None: ...
+
+
 class PasswordChecker(Protocol):
     """Verifies a password without the stored value (LDAP rebind: a bind as the
     user's entry); handed to the engine by app.py when the directory is configured so.

@@ -1,18 +1,21 @@
 """Opening the configured SQL directory: the server password, the pool, the mode.
 
-The one place that turns ``[sql]`` into a directory (called by app.py's
-``open_backend``): ``mode = "own"`` is mailwarden's own schema, ``mode =
-"dovecot"`` a site's existing schema read with Dovecot-style queries.
+The one place that turns ``[sql]`` into a directory (app.py's ``open_backend``
+calls :func:`open_sql_backend`, which also returns the own mode's change feed):
+``mode = "own"`` is mailwarden's own schema, ``mode = "dovecot"`` a site's
+existing schema read with Dovecot-style queries.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import assert_never
 
 from mailwarden.config import SqlConfig
-from mailwarden.directories.base import Directory
+from mailwarden.directories.base import ChangeFeed, Directory
 from mailwarden.directories.sql.database import Database
 from mailwarden.directories.sql.dovecot import DovecotSqlDirectory
 from mailwarden.directories.sql.queries import parse_queries
@@ -40,13 +43,34 @@ async def open_database(config: SqlConfig, resolve: Callable[[str], Path] = Path
     return await Database.open(config, password=read_password(config, resolve))
 
 
-async def open_sql_directory(config: SqlConfig, resolve: Callable[[str], Path] = Path) -> Directory:
-    """The directory ``config.mode`` names, on a new pool."""
-    if config.mode == "dovecot":
-        queries = parse_queries(config)  # a bad query stops here, before connecting
-        if queries.update is None:
-            log.info("sql: no update_query: password changes and rehash-on-login are not stored")
-        return DovecotSqlDirectory(await open_database(config, resolve), config)
-    raise ConfigError(
-        f'sql.mode = "{config.mode}" is not available in this version yet', key="sql.mode"
-    )
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SqlBackend:
+    """An opened SQL directory, and its change feed when it has one (own mode)."""
+
+    directory: Directory
+    changes: ChangeFeed | None = None
+
+
+async def open_sql_backend(
+    config: SqlConfig, resolve: Callable[[str], Path] = Path, *, create: bool = False
+) -> SqlBackend:
+    """The directory ``config.mode`` names, with its change feed (app.py's entry);
+    ``create``: ``mailwarden init`` (own mode: create or upgrade the schema)."""
+    match config.mode:
+        case "own":
+            from mailwarden.directories.sql.own import OwnDirectory  # noqa: PLC0415 - lean start
+
+            own = await OwnDirectory.open(
+                config, password=read_password(config, resolve), create=create
+            )
+            return SqlBackend(directory=own, changes=own.changes)
+        case "dovecot":
+            queries = parse_queries(config)  # a bad query stops here, before connecting
+            if queries.update is None:
+                log.info(
+                    "sql: no update_query: password changes and rehash-on-login are not stored"
+                )
+            database = await open_database(config, resolve)
+            return SqlBackend(directory=DovecotSqlDirectory(database, config))
+        case never:
+            assert_never(never)
