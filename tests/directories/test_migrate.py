@@ -22,11 +22,12 @@ from click.testing import CliRunner, Result
 
 from mailwarden import confignames
 from mailwarden.cli.migrate import ProgressLine, describe
-from mailwarden.config import Config, LdapConfig
+from mailwarden.config import Config, LdapConfig, SqlConfig
 from mailwarden.directories.base import Directory, Refusal
 from mailwarden.directories.ldap import LDAPDirectory
 from mailwarden.directories.migration import MigrationProgress, OnBatch, migrate
 from mailwarden.directories.places import dn_key, same_accounts, server_key
+from mailwarden.directories.sql.own import OwnDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import DirectoryUnavailable
 from mailwarden.model import Account, Profile
@@ -150,6 +151,55 @@ async def test_sqlite_to_ldap_and_back_keeps_every_field(
         assert await everything(back) == stored
     finally:
         await back.close()
+
+
+async def test_sqlite_to_sql_and_back_keeps_every_field(
+    source: SQLiteDirectory, sql_config: SqlConfig, tmp_path: Path
+) -> None:
+    stored = accounts(15)
+    await source.bulk_upsert(stored, replace=False)
+    sql = await OwnDirectory.open(sql_config, password=sql_config.password, create=True)
+    try:
+        there = await migrate(source, sql, batch_size=4)
+        assert (there.created, there.refused) == (15, 0)
+        assert await everything(sql) == stored
+        again = await migrate(source, sql, batch_size=7)  # a rerun: no duplicates
+        assert (again.created, again.replaced) == (0, 15)
+        assert await sql.count() == 15
+        back = await sqlite(tmp_path / "back.db")
+        try:
+            returned = await migrate(sql, back, batch_size=6)
+            assert (returned.read, returned.created) == (15, 15)
+            assert await everything(back) == stored
+        finally:
+            await back.close()
+    finally:
+        await sql.close()
+
+
+def test_the_command_copies_into_an_sql_directory_init_made(
+    tmp_path: Path, sql_config: SqlConfig
+) -> None:
+    source = sqlite_toml(tmp_path, "source", accounts(5))
+    section = {
+        "driver": sql_config.driver,
+        "hosts": list(sql_config.hosts),
+        "database": sql_config.database,
+        "user": sql_config.user,
+        "password": sql_config.password,
+        "pool_size": 2,
+    }
+    target = tmp_path / "sql.toml"
+    target.write_text(toml({"directory": {"backend": "sql"}, "sql": section}))
+    missing = run(source, "--to", str(target), "-q")
+    assert missing.exit_code == 78, missing.output  # no schema yet: 'mailwarden init'
+    from mailwarden.cli import main
+
+    assert CliRunner().invoke(main, ["--config", str(target), "init"]).exit_code == 0
+    result = run(source, "--to", str(target), "-q")
+    assert result.exit_code == 0, result.output
+    assert "5 created" in result.stdout
+    assert run(source, "--to", str(source), "-q").exit_code == 2  # onto itself
 
 
 async def test_accounts_the_target_refuses_are_reported_and_the_rest_copied(
