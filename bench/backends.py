@@ -21,7 +21,8 @@ runs for as long as the factory's ``with`` block and is stopped at its end.
   Dovecot mode and by Dovecot's ``sql`` passdb with the same ``password_query``.
   The query returns the userdb fields too (``userdb_*`` columns: Dovecot's
   ``userdb prefetch``), so each server runs one query per login; the
-  ``user_query`` serves userdb lookups on both.
+  ``user_query`` serves userdb lookups on both. mailwarden's ``sql.cache_ttl`` is
+  one hour, as Dovecot's ``auth_cache_ttl`` where its cache is on.
 """
 
 from __future__ import annotations
@@ -321,6 +322,9 @@ def sql_directory(passwd: Path, work: Path) -> Iterator[Backend]:
             f'user = "{sqlservers.USER}"\npassword = "{sqlservers.PASSWORD}"\n'
             f'password_query = "{SQL_PASSWORD_QUERY}"\nuser_query = "{SQL_USER_QUERY}"\n'
             f'iterate_query = "{SQL_ITERATE_QUERY}"\ndefault_pass_scheme = "CRYPT"\n'
+            # As Dovecot's auth_cache_ttl in the scenarios where its cache is on (a
+            # cold login misses both caches alike).
+            "cache_ttl = 3600.0\n"
         )
         yield Backend(
             "PostgreSQL",

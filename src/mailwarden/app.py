@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -71,6 +71,9 @@ class Backend:
     #: Writes by other nodes (a shared SQL directory): the daemon's engine drops
     #: its cached logins of the accounts they touch.
     changes: ChangeFeed | None = None
+    #: Drops the directory's own cache of looked-up accounts for these names (None:
+    #: all): linked to the engine's login cache, so every flush reaches it.
+    forget: Callable[[Iterable[str] | None], object] | None = None
 
 
 async def open_backend(config: Config, *, create: bool = False) -> Backend:
@@ -96,9 +99,12 @@ async def open_backend(config: Config, *, create: bool = False) -> Backend:
             from mailwarden.directories.sql.modes import open_sql_backend  # noqa: PLC0415
 
             sql = await open_sql_backend(
-                config.sql, lambda p: resolve_path(config, p), create=create
+                config.sql,
+                lambda p: resolve_path(config, p),
+                create=create,
+                cache_size=d.cache_size,
             )
-            return Backend(directory=sql.directory, changes=sql.changes)
+            return Backend(directory=sql.directory, changes=sql.changes, forget=sql.forget)
 
 
 async def open_directory(config: Config, *, create: bool = False) -> Directory:
@@ -217,6 +223,8 @@ async def running_app(
         password_checker=backend.checker,
     )
     await engine.start(sample=daemon)
+    if backend.forget is not None:
+        engine.cache.link(backend.forget)
     if daemon and backend.changes is not None:
         backend.changes.subscribe(engine.directory_changed)
     app = App(

@@ -60,6 +60,7 @@ class SqlConfig(Section):
     iterate_query: str = DOVECOT_ITERATE_QUERY
     update_query: str = ""
     default_pass_scheme: str = "MD5"  # noqa: S105 - a scheme name
+    cache_ttl: float = 0.0
 
     def check(self, key: str) -> None:
         require(bool(self.hosts), f"{key}.hosts", "at least one host")
@@ -90,6 +91,7 @@ class SqlConfig(Section):
         )
         for name in ("timeout", "connect_timeout", "backoff_max", "poll_interval"):
             require(getattr(self, name) > 0, f"{key}.{name}", "a number of seconds > 0")
+        require(self.cache_ttl >= 0, f"{key}.cache_ttl", "seconds >= 0 (0: no cache)")
         require(
             bool(self.default_pass_scheme.strip()),
             f"{key}.default_pass_scheme",

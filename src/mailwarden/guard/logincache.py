@@ -74,6 +74,7 @@ class LoginCache:
         # login name -> (expiry, directory data version when it was looked up)
         self._unknown: OrderedDict[str, tuple[float, int | None]] = OrderedDict()
         self._rejected: OrderedDict[bytes, float] = OrderedDict()
+        self._linked: list[Callable[[Iterable[str] | None], object]] = []
         self.hits = 0
         self.misses = 0
         self.rejected_hits = 0
@@ -191,9 +192,20 @@ class LoginCache:
 
     # ------------------------------------------------------------ flush
 
+    def link(self, drop: Callable[[Iterable[str] | None], object]) -> None:
+        """Have every :meth:`flush` also call ``drop(users)``: a cache of looked-up
+        accounts kept beside this one (an SQL directory's, handed over by app.py), so
+        that every flush, explicit or from a change feed, reaches both."""
+        self._linked.append(drop)
+
     def flush(self, users: Iterable[str] | None = None) -> int:
-        """Forget the entries of ``users`` (uids or login names; None: everything).
-        Returns how many entries were dropped."""
+        r"""Forget the entries of ``users`` (uids or login names; None: everything),
+        and theirs in every :meth:`link`\ ed cache. Returns how many entries of
+        this cache were dropped."""
+        if users is not None:
+            users = list(users)
+        for drop in self._linked:
+            drop(users)
         if users is None:
             n = len(self._verified) + len(self._unknown) + len(self._rejected)
             self._verified.clear()

@@ -30,7 +30,7 @@ import grp
 import logging
 import pwd
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from mailwarden.config import SqlConfig
 from mailwarden.directories.base import (
@@ -42,6 +42,7 @@ from mailwarden.directories.base import (
     login_key,
 )
 from mailwarden.directories.memory import glob_regex
+from mailwarden.directories.sql.cache import MISS, FindCache
 from mailwarden.directories.sql.database import Database
 from mailwarden.directories.sql.dovecotrows import (
     Columns,
@@ -79,9 +80,12 @@ class DovecotSqlDirectory:
         config: SqlConfig,
         *,
         resolve: Callable[[str, str], int | None] = resolve_system_id,
+        cache: FindCache | None = None,
     ) -> None:
         self.db = db
         self.config = config
+        #: Looked-up accounts for ``sql.cache_ttl`` seconds (cache.py), or None.
+        self.cache = cache
         self.queries = parse_queries(config)
         self.default_scheme = config.default_pass_scheme.upper()
         self._resolve = resolve
@@ -98,7 +102,28 @@ class DovecotSqlDirectory:
     ) -> Account | None:
         # ``by`` has no meaning here: the site's query decides which names log in.
         values = variables_for(login, **_context_values(context))
-        if context is not None and context.userdb and self.queries.user is not None:
+        userdb_only = context is not None and context.userdb and self.queries.user is not None
+        if self.cache is None:
+            return await self._find(login, values, userdb_only=userdb_only)
+        # The answer depends on exactly the variables the queries use: the bound
+        # queries are the key (as Dovecot's auth cache keys on the variables).
+        key = (
+            userdb_only,
+            self.queries.password.bind(values),
+            self.queries.user.bind(values) if self.queries.user is not None else None,
+        )
+        cached = self.cache.get(key)
+        if cached is not MISS:
+            return cast(Account | None, cached)
+        since = self.cache.epoch
+        account = await self._find(login, values, userdb_only=userdb_only)
+        self.cache.put(key, login, account, since=since)
+        return account
+
+    async def _find(
+        self, login: str, values: dict[str, str], *, userdb_only: bool
+    ) -> Account | None:
+        if userdb_only:
             return await self._userdb(login, values, base=None)
         found = await self._passdb(login, values)
         if found is None:
@@ -207,6 +232,13 @@ class DovecotSqlDirectory:
     # ------------------------------------------------------------------ writes
 
     async def set_password(self, uid: str, new: str, *, expected: str | None = None) -> bool:
+        try:
+            return await self._set_password(uid, new, expected=expected)
+        finally:
+            if self.cache is not None:
+                self.cache.drop([uid])
+
+    async def _set_password(self, uid: str, new: str, *, expected: str | None = None) -> bool:
         update = self.queries.update
         if update is None:
             raise WriteRefused(

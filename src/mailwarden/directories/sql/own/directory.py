@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from mailwarden.accounts.rules import check_account, check_password
 from mailwarden.config import SqlConfig
@@ -33,6 +33,7 @@ from mailwarden.directories.bulk import (
     without_refused,
 )
 from mailwarden.directories.memory import apply_changes
+from mailwarden.directories.sql.cache import MISS, FindCache
 from mailwarden.directories.sql.database import Database, Transaction
 from mailwarden.directories.sql.dialect import Param, Sql
 from mailwarden.directories.sql.own.feed import SqlChanges
@@ -80,9 +81,14 @@ LISTING_PAGE = 1000
 class OwnDirectory:
     """Accounts in mailwarden's own tables (``sql.mode = "own"``); :meth:`open` it."""
 
-    def __init__(self, db: Database, *, poll_interval: float) -> None:
+    def __init__(
+        self, db: Database, *, poll_interval: float, cache: FindCache | None = None
+    ) -> None:
         self.db = db
         self.feed = SqlChanges(db, poll_interval=poll_interval)
+        #: Looked-up accounts, read while the feed is live (sql/cache.py); its drops
+        #: come through the engine's login cache, to which app.py links it.
+        self.cache = cache
         self._mariadb = db.dialect.name == "mariadb"
         self._select = select_list(db.dialect)
         self._find_head = (
@@ -91,7 +97,9 @@ class OwnDirectory:
         )
 
     @classmethod
-    async def open(cls, config: SqlConfig, *, password: str, create: bool) -> OwnDirectory:
+    async def open(
+        cls, config: SqlConfig, *, password: str, create: bool, cache: FindCache | None = None
+    ) -> OwnDirectory:
         """The directory on a new pool; with ``create`` (``mailwarden init``) the schema
         is created or upgraded first (own/schema.py says what is refused)."""
         db = await Database.open(config, password=password)
@@ -102,7 +110,7 @@ class OwnDirectory:
         except BaseException:
             await db.close()
             raise
-        return cls(db, poll_interval=config.poll_interval)
+        return cls(db, poll_interval=config.poll_interval, cache=cache)
 
     @property
     def changes(self) -> ChangeFeed:
@@ -125,6 +133,19 @@ class OwnDirectory:
         kinds = [k for k in ALL_LOGIN_ATTRIBUTES if k in by]
         if not kinds or not storable(login):
             return None
+        cache = self.cache if self.cache is not None and self.feed.live else None
+        if cache is None:
+            return await self._find(login, kinds)
+        key = (login_key(login), tuple(kinds))
+        cached = cache.get(key)
+        if cached is not MISS:
+            return cast(Account | None, cached)
+        since = cache.epoch
+        account = await self._find(login, kinds)
+        cache.put(key, login, account, since=since)
+        return account
+
+    async def _find(self, login: str, kinds: list[LoginAttribute]) -> Account | None:
         row = await self.db.fetchrow(
             Sql.of(
                 self._find_head,

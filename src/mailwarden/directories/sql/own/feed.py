@@ -77,10 +77,24 @@ class SqlChanges:
         self._poller: asyncio.Task[None] | None = None
         self._log = RateLimitedLog(log)
         self.polls = 0  # successful polls (MariaDB), for tests and status
+        self._last_poll = float("-inf")  # loop time of the last good poll (MariaDB)
 
     @property
     def listener(self) -> Listener | None:
         return self._listener
+
+    @property
+    def live(self) -> bool:
+        """Whether every write since the subscribers last heard "everything" has been
+        or will soon be delivered: PostgreSQL, the LISTEN connection is up; MariaDB,
+        the last poll worked and is at most two intervals and a query old. A cache
+        kept by the feed (sql/cache.py) is read only while this holds."""
+        if self._listener is not None:
+            return self._listener.connected
+        if self._poller is None:
+            return False
+        age = asyncio.get_running_loop().time() - self._last_poll
+        return age <= 2 * self._poll_interval + self._db.config.timeout
 
     def subscribe(self, on_change: OnChange) -> None:
         """Call ``on_change(names)`` for every write from now on (None: anything may
@@ -143,6 +157,7 @@ class SqlChanges:
             except DirectoryUnavailable as exc:
                 self._log.warning("poll", "sql change log: %s", exc)
                 failed = True
+                self._last_poll = float("-inf")  # not live until a poll works again
             else:
                 since = now.values[0]
                 if failed:
@@ -155,6 +170,7 @@ class SqlChanges:
                 seen = {int(row.values[0]) for row in rows}
                 failed = False
                 self.polls += 1
+                self._last_poll = asyncio.get_running_loop().time()
             await asyncio.sleep(self._poll_interval)
 
     async def close(self) -> None:
