@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,6 @@ from tests.sqlservers import (
     PostgresServer,
     SqlServer,
     free_port,
-    have_mariadb,
     have_postgres,
 )
 
@@ -225,38 +224,23 @@ async def test_mariadb_unix_socket_host_works(mariadb_server: MariaDBServer) -> 
 # ------------------------------------------------------------- a server of its own
 
 
-@pytest.fixture(params=["postgresql", "mariadb"])
-def own_server(request: pytest.FixtureRequest) -> Iterator[SqlServer]:
-    """A server this test may kill (not the session's)."""
-    cls: type[SqlServer] = PostgresServer if request.param == "postgresql" else MariaDBServer
-    if not (have_postgres() if request.param == "postgresql" else have_mariadb()):
-        pytest.skip(f"{request.param} is not installed")
-    root = Path(tempfile.mkdtemp(prefix=f"mailwarden-{request.param}-"))
-    root.chmod(0o711)
-    server = cls(root)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
 async def test_a_killed_server_is_unavailable_and_its_return_needs_no_restart_of_ours(
-    own_server: SqlServer,
+    killable_sql_server: SqlServer,
 ) -> None:
-    database = own_server.create_database()
-    db = await Database.open(sql_config_for(own_server, database, timeout=2.0, pool_size=2))
+    database = killable_sql_server.create_database()
+    db = await Database.open(
+        sql_config_for(killable_sql_server, database, timeout=2.0, pool_size=2)
+    )
     try:
         await make_table(db)
         await db.execute(Sql.of("INSERT INTO t (k, v, n) VALUES ('a', 'b', 1)"))
-        own_server.kill()
+        killable_sql_server.kill()
         for _ in range(3):
             with pytest.raises(DirectoryUnavailable):
                 await db.fetch(Sql.of("SELECT k FROM t"))
         with pytest.raises(DirectoryUnavailable):
             await db.execute(Sql.of("UPDATE t SET n = 2"))
-        await asyncio.to_thread(own_server.start)
+        await asyncio.to_thread(killable_sql_server.start)
         # The first read after the restart already answers (dead pooled
         # connections are replaced, the rest of a failed host is bypassed).
         rows = await db.fetch(Sql.of("SELECT k FROM t"))
@@ -267,17 +251,17 @@ async def test_a_killed_server_is_unavailable_and_its_return_needs_no_restart_of
 
 
 async def test_a_restart_between_queries_costs_no_failed_read_or_transaction(
-    own_server: SqlServer,
+    killable_sql_server: SqlServer,
 ) -> None:
-    database = own_server.create_database()
-    db = await Database.open(sql_config_for(own_server, database, pool_size=1))
+    database = killable_sql_server.create_database()
+    db = await Database.open(sql_config_for(killable_sql_server, database, pool_size=1))
     try:
         await make_table(db)
-        own_server.stop()
-        await asyncio.to_thread(own_server.start)
+        killable_sql_server.stop()
+        await asyncio.to_thread(killable_sql_server.start)
         assert await db.fetchrow(Sql.of("SELECT 1 AS one")) is not None
-        own_server.stop()
-        await asyncio.to_thread(own_server.start)
+        killable_sql_server.stop()
+        await asyncio.to_thread(killable_sql_server.start)
         async with db.transaction() as tx:
             await tx.execute(Sql.of("INSERT INTO t (k, v, n) VALUES ('a', 'b', 1)"))
         assert len(await db.fetch(Sql.of("SELECT k FROM t"))) == 1
