@@ -459,6 +459,20 @@ class HttpServer:
             await asyncio.sleep(0.01)
         log.info("HTTP API listening on %s", ", ".join(config.listen))
 
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """What serves one accepted connection (bench/http_cost.py drives it without sockets)."""
+        uv_config, state = self._server.config, self._server.server_state
+        if not uv_config.loaded:
+            uv_config.load()
+
+        def create() -> asyncio.Protocol:
+            protocol: asyncio.Protocol = uv_config.http_protocol_class(  # type: ignore[call-arg]
+                config=uv_config, server_state=state, app_state={}
+            )
+            return protocol
+
+        return create
+
     def listening(self) -> list[str]:
         return [f"http {host}:{port}" for host, port in self.addresses]
 
