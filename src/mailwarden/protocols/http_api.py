@@ -63,13 +63,17 @@ def asgi_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
     ]
     for name, value in reply.headers:
         # A header value must never carry CR/LF: it would split the response.
-        safe = value.replace("\r", " ").replace("\n", " ")
+        safe = value
+        if "\r" in safe or "\n" in safe:
+            safe = safe.replace("\r", " ").replace("\n", " ")
         headers.append((name.lower().encode(), safe.encode("utf-8")))
     return headers
 
 
 def query_mode(query_string: bytes) -> str:
     """The ``mode`` of ``/api/v1/auth/json`` (``""`` when absent)."""
+    if not query_string:
+        return ""
     modes: list[str] = parse_qs(query_string.decode("latin-1")).get("mode", [""])
     return modes[0]
 
