@@ -24,7 +24,6 @@ import dataclasses
 import json
 import logging
 import math
-import secrets
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -67,27 +66,6 @@ log = logging.getLogger("mailwarden.http")
 Readiness = Callable[[], Awaitable[dict[str, str]]]
 
 
-class SessionIds:
-    """Request ids: 24 hex digits from the OS's random source, as ``secrets.token_hex(12)``
-    gives, read a batch at a time (one ``getrandom`` per request was 2 % of a request's
-    CPU)."""
-
-    __slots__ = ("_at", "_hex")
-
-    BATCH = 256
-
-    def __init__(self) -> None:
-        self._hex = ""
-        self._at = 0
-
-    def next(self) -> str:
-        at = self._at
-        if at >= len(self._hex):
-            self._hex, at = secrets.token_hex(12 * self.BATCH), 0
-        self._at = at + 24
-        return self._hex[at : at + 24]
-
-
 class HttpApi:
     """The ASGI application (``await api(scope, receive, send)``)."""
 
@@ -108,7 +86,7 @@ class HttpApi:
         # The web page (frontends/web/, docs/web.md) answers every /ui path.
         self.web = WebUi(engine, config, admin=admin, metrics=metrics)
         self.routes = http_api.ROUTES
-        self._sessions = SessionIds()
+        self._sessions = http_api.SessionIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
