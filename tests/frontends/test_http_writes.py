@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
@@ -110,3 +113,39 @@ async def test_100_continue_still_goes_out_before_the_body_arrives(engine: Engin
         assert transport.writes[1].startswith(b"HTTP/1.1 200 ")
     finally:
         protocol.connection_lost(None)
+
+
+async def answer_of(engine: Engine, data: bytes) -> tuple[bytes, bool]:
+    """The bytes one request on a new connection gets, and whether it was closed."""
+    server = HttpServer(engine, CONFIG, resolve=Path)
+    protocol = server.protocol_factory()()
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    try:
+        protocol.data_received(data)
+        await settle(transport, 1)
+        assert len(transport.writes) == 1
+        return transport.writes[0], transport.closed
+    finally:
+        protocol.connection_lost(None)
+
+
+def without_session(reply: bytes) -> bytes:
+    return re.sub(rb"(session: )[0-9a-f]{24}", rb"\1-", reply)
+
+
+@pytest.mark.parametrize("password", ["secret", "bad"])
+@pytest.mark.parametrize("close", [False, True])
+async def test_post_answered_directly_gets_the_bytes_uvicorn_writes_for_get(
+    engine: Engine, password: str, close: bool
+) -> None:
+    # POST /api/v1/auth/json skips the ASGI messages; GET with the same body goes
+    # through them and uvicorn's own send.
+    head, body = auth_request(password)
+    if close:
+        head = head.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")
+    direct, direct_closed = await answer_of(engine, head + body)
+    through_asgi, asgi_closed = await answer_of(engine, head.replace(b"POST", b"GET", 1) + body)
+    assert without_session(direct) == without_session(through_asgi)
+    assert (direct_closed, asgi_closed) == (close, close)
+    assert (b"connection: close\r\n" in direct) == close

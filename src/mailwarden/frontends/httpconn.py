@@ -27,11 +27,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
+from mailwarden.errors import BodyTooLarge, ProtocolError
+from mailwarden.frontends.asgi import Receive, Scope
 from mailwarden.frontends.connlimit import ConnectionGate
+from mailwarden.protocols.http_api import Reply, asgi_headers
+
+#: Requests answered without the ASGI messages (see :func:`limited_protocol`):
+#: what Dovecot's Lua passdb sends on every login.
+DIRECT = ("POST", "/api/v1/auth/json")
+
+#: The API's own handler (HttpApi.answer): a request's scope and body -> its reply.
+Answer = Callable[[Scope, Receive], Awaitable[Reply]]
 
 log = logging.getLogger("mailwarden.http")
 
@@ -74,10 +89,57 @@ class _Gathered:
         self.transport.close()
 
 
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole body of a request, BodyTooLarge over ``limit`` bytes (ProtocolError
+    when the client goes away first)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ProtocolError("client went away")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def response_bytes(
+    reply: Reply, *, default_headers: list[tuple[bytes, bytes]], keep_alive: bool
+) -> bytes:
+    """``reply`` as uvicorn writes it (status line, its default headers, the reply's,
+    ``connection: close`` when the connection ends), head and body in one piece.
+
+    A header value uvicorn would refuse (a control character) raises RuntimeError,
+    as uvicorn's own ``send`` does.
+    """
+    headers = asgi_headers(reply)
+    if HEADER_VALUE_RE.search(b"\t".join(value for _, value in headers)):
+        raise RuntimeError("Invalid HTTP header value.")
+    out = [STATUS_LINE[reply.status]]
+    for name, value in (*default_headers, *headers):
+        out += (name, b": ", value, b"\r\n")
+    if not keep_alive:
+        out.append(b"connection: close\r\n")
+    out += (b"\r\n", reply.body)
+    return b"".join(out)
+
+
 def limited_protocol(
-    gate: ConnectionGate, header_timeout: Callable[[], float]
+    gate: ConnectionGate, header_timeout: Callable[[], float], answer: Answer | None = None
 ) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol admitted by ``gate`` and timed by ``header_timeout()``."""
+    """uvicorn's httptools protocol admitted by ``gate`` and timed by ``header_timeout()``.
+
+    With ``answer``, a request for :data:`DIRECT` is answered by calling it and
+    writing the reply, instead of running the ASGI app with uvicorn's messages
+    (dicts for the body and the response, a check of every header): the same
+    bytes on the wire for a fifth less CPU. Everything else (parsing, pipelining,
+    keep-alive, ``100 Continue`` through the request's ``receive``, flow
+    control) stays uvicorn's.
+    """
 
     class LimitedHttpProtocol(HttpToolsProtocol):
         _admitted: bool = False
@@ -114,6 +176,46 @@ def limited_protocol(
         def on_message_complete(self) -> None:
             self._stop_head_timer()
             super().on_message_complete()
+
+        def _start_asgi_task(self, cycle: RequestResponseCycle, app: object) -> None:
+            scope = cycle.scope
+            if answer is None or app is not self.app or (scope["method"], scope["path"]) != DIRECT:
+                super()._start_asgi_task(cycle, app)  # type: ignore[arg-type]
+                return
+            task = self.loop.create_task(self._answer_directly(cycle, answer))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+
+        async def _answer_directly(self, cycle: RequestResponseCycle, answer: Answer) -> None:
+            """What ``cycle.run_asgi`` and ``cycle.send`` do, for one whole reply."""
+            try:
+                reply = await answer(cycle.scope, cycle.receive)  # type: ignore[arg-type]
+                data = response_bytes(
+                    reply,
+                    default_headers=self.server_state.default_headers,
+                    keep_alive=cycle.keep_alive,
+                )
+                if cycle.flow.write_paused and not cycle.disconnected:
+                    await cycle.flow.drain()
+                if cycle.disconnected:
+                    return
+                cycle.response_started = True
+                cycle.waiting_for_100_continue = False
+                self._flush()  # a 100 Continue goes first
+                self.transport.write(data)
+                cycle.response_complete = True
+                cycle.message_event.set()
+                if not cycle.keep_alive:
+                    self.transport.close()
+                cycle.on_response()
+            except BaseException as exc:
+                self.logger.error("Exception in ASGI application\n", exc_info=exc)
+                if not cycle.response_started:
+                    await cycle.send_500_response()
+                else:
+                    self.transport.close()
+            finally:
+                cycle.on_response = lambda: None
 
         def on_response_complete(self) -> None:
             self._flush()
