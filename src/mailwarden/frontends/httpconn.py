@@ -144,6 +144,8 @@ def limited_protocol(
     class LimitedHttpProtocol(HttpToolsProtocol):
         _admitted: bool = False
         _head_timer: asyncio.TimerHandle | None = None
+        #: When the request being read must be whole; None between requests.
+        _head_deadline: float | None = None
         _out: _Gathered | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -156,7 +158,10 @@ def limited_protocol(
             self._start_head_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_head_timer()
+            self._head_deadline = None
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
             if self._admitted:
                 self._admitted = False
                 gate.release()
@@ -164,7 +169,7 @@ def limited_protocol(
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            if self._head_timer is None:
+            if self._head_deadline is None:  # else the connection's first deadline holds
                 self._start_head_timer()
 
         def on_headers_complete(self) -> None:
@@ -174,7 +179,7 @@ def limited_protocol(
                 cycle.transport = self._out  # type: ignore[assignment]
 
         def on_message_complete(self) -> None:
-            self._stop_head_timer()
+            self._head_deadline = None  # the timer, if armed, finds nothing to time out
             super().on_message_complete()
 
         def _start_asgi_task(self, cycle: RequestResponseCycle, app: object) -> None:
@@ -230,15 +235,27 @@ def limited_protocol(
                 self._out.flush()
 
         def _start_head_timer(self) -> None:
-            self._head_timer = self.loop.call_later(header_timeout(), self._head_timed_out)
-
-        def _stop_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            """A deadline for the request now begun. One timer serves many requests
+            on a keep-alive connection: it is armed only when none is (or when the
+            one armed would fire too late, after ``header_timeout`` was lowered),
+            and re-armed when it fires before the deadline of the request then
+            being read, instead of one timer armed and cancelled per request."""
+            deadline = self._head_deadline = self.loop.time() + header_timeout()
+            timer = self._head_timer
+            if timer is not None:
+                if timer.when() <= deadline:
+                    return
+                timer.cancel()
+            self._head_timer = self.loop.call_at(deadline, self._head_timed_out)
 
         def _head_timed_out(self) -> None:
             self._head_timer = None
+            deadline = self._head_deadline
+            if deadline is None:
+                return  # between requests: the next one arms a timer again
+            if self.loop.time() < deadline:
+                self._head_timer = self.loop.call_at(deadline, self._head_timed_out)
+                return
             if self.transport.is_closing():
                 return
             log.debug("HTTP client %s: request not complete in time, closing", self.client)
