@@ -1172,7 +1172,8 @@ NOTES = """\
   directly and writing what uvicorn would write, without ASGI messages, uvicorn's
   per-header checks and a task's worth of indirection; a body without a `\\u`
   escape is not encoded a second time to look for lone surrogates; a precompiled
-  compact JSON encoder; request ids from one `getrandom` per 256 requests. What is
+  compact JSON encoder; request ids from one `getrandom` per 256 requests; one
+  header-timeout timer per connection instead of one per request. What is
   left (cProfile of `bench/http_cost.py`): the engine and guard about a third,
   uvicorn's parser and request cycle (a task, an event and two timers per
   request) a fifth, the Nauthilus request and reply (field checks, attributes,
