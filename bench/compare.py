@@ -548,7 +548,10 @@ def saslauthd_load(path: str, accounts: int, seconds: float, clients: int) -> lo
 async def _http_client(
     port: int, accounts: int, deadline: float, latencies: list[float], replies: dict[str, int]
 ) -> None:
-    rng = random.Random(port ^ len(latencies) ^ id(replies) ^ os.getpid())
+    # Seeded from the OS: every client of a process starts before any latency is
+    # recorded, so a seed from shared state gave them all the same sequence of users
+    # (16 or 64 concurrent requests for one account at a time).
+    rng = random.Random()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     creds = base64.b64encode(b"bench:bench").decode()
     while time.monotonic() < deadline:
@@ -1143,7 +1146,44 @@ NOTES = """\
 - (6) HTTP has no reference server here (Nauthilus is not packaged for Debian); its
   targets are absolute (CPU per request, and requests/s with `--workers 2`). Its load
   generator runs in `--procs` processes like the Dovecot one; its ceiling against an
-  HTTP echo server is printed above, as for the Dovecot socket.
+  HTTP echo server is printed above, as for the Dovecot socket. Every client draws
+  its own random accounts (before issue #18's fix all clients of a generator process
+  drew the same sequence, so 16 or 64 requests for one account arrived at once and
+  missed the directory's login cache together). There is no warm-up: with `--quick`
+  about a fifth of the requests are an account's first login, which reads SQLite on
+  a reader thread (and with `--workers 2` adds the guard's Redis round trips for a
+  network not yet known), several times the cost of a repeat login; that share
+  dominates the figure. `bench/http_cost.py` measures the repeat login alone, in
+  one process without sockets or generator (as `bench/request_cost.py` does for the
+  Dovecot socket), and `bench/workers_http.py` the whole daemon with one account.
+  Issue #18's work on this path, measured on this shared machine (each pair
+  alternated, before/after; the machine's load moved every figure by ±30 %):
+  `bench/http_cost.py`, 16 keep-alive clients, best of 5 rounds: 69 → 59 µs on a
+  quiet machine, medians 100–106 → 75–77 µs on a busy one; 1 client: 96 → 65 µs
+  (quiet), 97–113 → 73–82 µs (busy). The live daemon (one worker, 16 clients, every
+  account logged in once first, user + system CPU of the process): 103–114 → 87–90
+  µs. `bench/workers_http.py --seconds 3 --clients 16 --procs 1`: one worker
+  100–117 → 70–121 µs/auth, two workers (guard in Redis) 100–155 → 79–94 µs/auth
+  and 8,900–9,500 → 9,500–11,000 auths/s. `bench/compare --quick --scenarios http`
+  stayed within its noise (1 worker: 130–250 µs before and after; 2 workers:
+  700–1,400 µs). What went: each response is one write instead of two (head and
+  body: a fifth of the daemon's CPU samples under py-spy were those two `send`
+  calls); `POST /api/v1/auth/json` is answered by the connection calling the API
+  directly and writing what uvicorn would write, without ASGI messages, uvicorn's
+  per-header checks and a task's worth of indirection; a body without a `\\u`
+  escape is not encoded a second time to look for lone surrogates; a precompiled
+  compact JSON encoder; request ids from one `getrandom` per 256 requests; one
+  header-timeout timer per connection instead of one per request. What is
+  left (cProfile of `bench/http_cost.py`): the engine and guard about a third,
+  uvicorn's parser and request cycle (a task, an event and two timers per
+  request) a fifth, the Nauthilus request and reply (field checks, attributes,
+  JSON) a fifth; in the live daemon, the event loop's own socket work and the
+  one `send` per response add about as much again. With `--workers 2` and many
+  accounts each login also costs about 1.5 Redis round trips in the guard (a
+  source-ban `MGET` on every login, the account-protection `MGET` when its
+  one-second memo has expired, the known-network pipeline on first logins),
+  through redis-py's pure-Python client: the figure there is 5–10x the
+  one-worker one, and the ≥ 10,000/s target is met only with few accounts.
 - (7) scale: cold logins (every login another account, no warm-up) at 10k, 100k
   and 1M accounts, {PLAIN} and SHA512-CRYPT; at 1M the SHA512-CRYPT hashes have
   1000 rounds instead of 5000 to keep generating a million of them short (both

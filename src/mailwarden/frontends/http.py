@@ -24,7 +24,6 @@ import dataclasses
 import json
 import logging
 import math
-import secrets
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -49,7 +48,7 @@ from mailwarden.errors import (
 from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.frontends.base import moved
 from mailwarden.frontends.connlimit import ConnectionGate
-from mailwarden.frontends.httpconn import limited_protocol
+from mailwarden.frontends.httpconn import limited_protocol, read_body
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.web import WebUi
 from mailwarden.metrics import CONTENT_TYPE, Metrics
@@ -87,17 +86,25 @@ class HttpApi:
         # The web page (frontends/web/, docs/web.md) answers every /ui path.
         self.web = WebUi(engine, config, admin=admin, metrics=metrics)
         self.routes = http_api.ROUTES
+        self._sessions = http_api.SessionIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.config.trusted_proxies:
-            _apply_origin(scope, headers, self.config.trusted_proxies)
         if scope["path"] == "/ui" or scope["path"].startswith("/ui/"):
+            _request_headers(scope, self.config.trusted_proxies)
             await self.web(scope, receive, send)
             return
-        session = secrets.token_hex(12)
+        await _send(send, await self.answer(scope, receive))
+
+    async def answer(self, scope: Scope, receive: Receive) -> Reply:
+        """The reply to one request of the API (every path but the web pages').
+
+        The connection class (frontends/httpconn.py) calls this directly for
+        ``POST /api/v1/auth/json``, without the ASGI messages in between.
+        """
+        headers = _request_headers(scope, self.config.trusted_proxies)
+        session = self._sessions.next()
         try:
             reply = await self._dispatch(scope, headers, receive, session)
         except ProtocolError as exc:
@@ -113,7 +120,7 @@ class HttpApi:
             reply = dataclasses.replace(
                 reply, headers=(*reply.headers, *proto.session_headers(session))
             )
-        await _send(send, reply)
+        return reply
 
     async def _dispatch(
         self, scope: Scope, headers: Mapping[str, str], receive: Receive, session: str
@@ -168,7 +175,7 @@ class HttpApi:
         if scope["path"] == "/api/v1/auth/header":
             data: dict[str, Any] = proto.fields_from_headers(headers)
         else:
-            data = proto.parse_json(await _read_body(receive, c.max_body_bytes))
+            data = proto.parse_json(await read_body(receive, c.max_body_bytes))
         request = proto.parse_request(data, need_password=mode != "no-auth")
         log.info(
             "session=%s dovecot_session=%s mode=%s user=%r service=%s client=%s",
@@ -247,7 +254,7 @@ class HttpApi:
             return proto.error_reply(404, "the admin API is not enabled in this process")
         body: dict[str, Any] = {}
         if method in ("POST", "PATCH", "PUT"):
-            body = proto.parse_json(await _read_body(receive, self.config.max_body_bytes))
+            body = proto.parse_json(await read_body(receive, self.config.max_body_bytes))
         uid = route.uid
         log.info("session=%s admin %s %s", session, method, scope["path"])
         try:
@@ -297,7 +304,7 @@ class HttpApi:
     async def _flush(self, headers: Mapping[str, str], receive: Receive) -> Reply:
         if not proto.bearer_ok(headers.get("authorization"), token=self.config.admin_token):
             return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
-        data = proto.parse_json(await _read_body(receive, self.config.max_body_bytes))
+        data = proto.parse_json(await read_body(receive, self.config.max_body_bytes))
         user = http_api.flush_user(data)
         removed = await self.engine.forget([user])
         return http_api.cache_flushed_reply(user, removed)
@@ -334,17 +341,21 @@ class HttpApi:
         guard = self.engine.guard
         if path.endswith("/list"):
             # POST may carry a Nauthilus filter; everything is listed either way.
-            await _read_body(receive, self.config.max_body_bytes)
+            await read_body(receive, self.config.max_body_bytes)
             return http_api.bans_reply(await guard.describe_bans())
-        data = proto.parse_json(await _read_body(receive, self.config.max_body_bytes))
+        data = proto.parse_json(await read_body(receive, self.config.max_body_bytes))
         target = proto.flush_target(data)
         lifted = await guard.unblock(None if target == "*" else target)
         log.info("admin: unblocked %s (%d ban(s))", target, lifted)
         return http_api.unblocked_reply(target, lifted)
 
 
-def _apply_origin(scope: Scope, headers: Mapping[str, str], proxies: tuple[str, ...]) -> None:
-    """Every route sees the client a trusted proxy forwarded (protocols/forwarded.py)."""
+def _request_headers(scope: Scope, proxies: tuple[str, ...]) -> dict[str, str]:
+    """The request's headers by lower-case name; with ``proxies``, every route sees
+    the client a trusted proxy forwarded (protocols/forwarded.py)."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    if not proxies:
+        return headers
     client = scope.get("client")
     peer = client[0] if client else None
     trusted = forwarded.networks(proxies)
@@ -352,22 +363,7 @@ def _apply_origin(scope: Scope, headers: Mapping[str, str], proxies: tuple[str, 
     if found.client_ip != peer:
         scope["client"] = (found.client_ip, 0)
     scope["scheme"] = found.scheme
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ProtocolError("client went away")
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    return headers
 
 
 async def _send(send: Send, reply: Reply) -> None:
@@ -420,7 +416,7 @@ class HttpServer:
         uv_config = uvicorn.Config(
             api,
             # uvicorn's httptools protocol with a connection cap and a header timeout.
-            http=limited_protocol(self.gate, lambda: api.config.header_timeout),
+            http=limited_protocol(self.gate, lambda: api.config.header_timeout, api.answer),
             loop="none",
             lifespan="off",
             log_config=None,
@@ -458,6 +454,20 @@ class HttpServer:
                 raise ConfigError("the HTTP server did not start", key="http")
             await asyncio.sleep(0.01)
         log.info("HTTP API listening on %s", ", ".join(config.listen))
+
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """What serves one accepted connection (bench/http_cost.py drives it without sockets)."""
+        uv_config, state = self._server.config, self._server.server_state
+        if not uv_config.loaded:
+            uv_config.load()
+
+        def create() -> asyncio.Protocol:
+            protocol: asyncio.Protocol = uv_config.http_protocol_class(  # type: ignore[call-arg]
+                config=uv_config, server_state=state, app_state={}
+            )
+            return protocol
+
+        return create
 
     def listening(self) -> list[str]:
         return [f"http {host}:{port}" for host, port in self.addresses]

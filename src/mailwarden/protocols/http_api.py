@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -51,6 +52,27 @@ class Reply:
     content_type: str = "application/json"
 
 
+class SessionIds:
+    """Request ids: 24 hex digits from the OS's random source, as ``secrets.token_hex(12)``
+    gives, read a batch at a time (one ``getrandom`` per request was 2 % of a request's
+    CPU)."""
+
+    __slots__ = ("_at", "_hex")
+
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self._hex = ""
+        self._at = 0
+
+    def next(self) -> str:
+        at = self._at
+        if at >= len(self._hex):
+            self._hex, at = secrets.token_hex(12 * self.BATCH), 0
+        self._at = at + 24
+        return self._hex[at : at + 24]
+
+
 def json_reply(value: object, status: int = 200) -> Reply:
     return Reply(status=status, headers=(), body=json.dumps(value).encode())
 
@@ -63,13 +85,17 @@ def asgi_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
     ]
     for name, value in reply.headers:
         # A header value must never carry CR/LF: it would split the response.
-        safe = value.replace("\r", " ").replace("\n", " ")
+        safe = value
+        if "\r" in safe or "\n" in safe:
+            safe = safe.replace("\r", " ").replace("\n", " ")
         headers.append((name.lower().encode(), safe.encode("utf-8")))
     return headers
 
 
 def query_mode(query_string: bytes) -> str:
     """The ``mode`` of ``/api/v1/auth/json`` (``""`` when absent)."""
+    if not query_string:
+        return ""
     modes: list[str] = parse_qs(query_string.decode("latin-1")).get("mode", [""])
     return modes[0]
 

@@ -128,6 +128,8 @@ def _text(data: Mapping[str, Any], name: str) -> str | None:
     value = data.get(name)
     if value is None or value == "":
         return None
+    if type(value) is str and value.isascii() and len(value) <= MAX_FIELD_LENGTH:
+        return value  # the usual field: nothing below can object to it
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ProtocolError(f"field {name!r} must be a string")
     text = str(value)
@@ -177,6 +179,10 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise ProtocolError("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError("request body must be a JSON object")
+    if b"\\u" not in body:
+        # The UTF-8 decoder refuses an encoded surrogate, so only a \u escape can
+        # make one: without any, the body's text is all valid.
+        return data
     try:
         # One pass over every key and value: a ``\\ud800``-``\\udfff`` escape without its pair
         # decodes to a lone surrogate, which is not text and has no UTF-8 form.
@@ -298,8 +304,11 @@ def attributes(
     return out
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def session_headers(session: str) -> tuple[tuple[str, str], ...]:
