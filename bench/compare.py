@@ -528,7 +528,7 @@ def _saslauthd_request(user: str, password: str) -> bytes:
 async def _saslauthd_client(
     path: str, accounts: int, deadline: float, latencies: list[float], replies: dict[str, int]
 ) -> None:
-    rng = random.Random(os.getpid() ^ id(latencies) ^ len(latencies))
+    rng = random.Random()  # from the OS, as _http_client's (a shared seed repeats users)
     while time.monotonic() < deadline:
         i = rng.randrange(accounts)
         started = time.monotonic()
