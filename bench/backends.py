@@ -68,6 +68,10 @@ def _hash_batch(args: tuple[str, int | None, int, int]) -> list[str]:
     return [schemes.generate(f"pw{i}".encode(), scheme, rounds=rounds) for i in range(start, stop)]
 
 
+#: Seconds allowed per account when generating, by scheme (default 0.01).
+HASH_ALLOWANCE = {"ARGON2ID": 0.5, "ARGON2I": 0.5, "BLF-CRYPT": 0.05}
+
+
 def passwd_file(scheme: str, count: int, rounds: int | None = None) -> Path:
     """``user<i>:<hash of pw<i>>::::::`` lines, made once and cached."""
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -88,8 +92,9 @@ def passwd_file(scheme: str, count: int, rounds: int | None = None) -> Path:
             _hash_batch,
             batches,
             processes=os.cpu_count() or 2,
-            # ~2 ms per SHA512-CRYPT on one slow core; generous for a loaded machine
-            timeout=60.0 + count * 0.01,
+            # Generous for a loaded machine: ~2 ms per SHA512-CRYPT on one slow core,
+            # ~100 ms per ARGON2ID (64 MiB each).
+            timeout=60.0 + count * HASH_ALLOWANCE.get(scheme, 0.01),
             what=f"hashing {count} {scheme} accounts",
         )
         with tmp.open("w") as out:
