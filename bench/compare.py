@@ -1053,10 +1053,12 @@ def write_doc(
         )
         + ", failure delay 0, guard on "
         "(no allow-list), log level warning; SQLite directory imported from the same "
-        "passwd-file, or LDAP directory on the slapd Dovecot reads",
+        "passwd-file, or LDAP directory on the slapd Dovecot reads, or (8) SQL directory "
+        "(Dovecot mode, `sql.cache_ttl` one hour) on the PostgreSQL Dovecot reads",
         "- Dovecot: auth service only, passwd-file passdb/userdb (LDAP: ldap passdb with "
-        "mailwarden's filter, static userdb), `auth_failure_delay = 0`, anvil penalty off; "
-        "auth cache on only in the mix scenario",
+        "mailwarden's filter, static userdb; (8): sql passdb with the same query, userdb "
+        "prefetch), `auth_failure_delay = 0`, anvil penalty off; "
+        "auth cache on only in the mix scenarios",
         "- load beside the servers: "
         + (
             f"busy (`--busy`: a CPU hog spinning on core {children.busy_core()} "
