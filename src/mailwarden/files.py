@@ -5,7 +5,7 @@ export, the mail gateway's zone serial): into a temporary file beside it, flushe
 to disk, then renamed over it. A reader sees the old file or the new one, never
 half of one; a failure (an exception in the block, a crash) leaves the old file as
 it was and no temporary behind (a crash may leave the temporary, named
-``.NAME.XXXX`` beside it, never a truncated NAME).
+``.NAME.<random>`` beside it, never a truncated NAME).
 """
 
 from __future__ import annotations

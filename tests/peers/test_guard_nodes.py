@@ -76,15 +76,35 @@ def start_node(
     root.mkdir()
     node = Node(root, root / "mailwarden.toml", address, free_port_on(address))
     node.config.write_text(node_config(db=db, address=address, port=node.port, redis=redis.url))
-    with (root / "serve.log").open("wb") as log:
-        proc = subprocess.Popen(
+    return spawn(node), node
+
+
+def spawn(node: Node) -> subprocess.Popen[Any]:
+    """``mailwarden serve`` for ``node``, logging to its serve.log (appended)."""
+    with (node.root / "serve.log").open("ab") as log:
+        return subprocess.Popen(
             [sys.executable, "-m", "mailwarden", "--config", str(node.config), "serve"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    return proc, node
+
+
+def wait_serving(proc: subprocess.Popen[Any], node: Node) -> None:
+    """Until ``node`` answers on its control socket and its HTTP port (or has exited,
+    which fails with its log)."""
+    wait_until(
+        lambda: (
+            proc.poll() is not None
+            or (
+                connectable(str(node.root / "run" / "control"))
+                and connectable((node.address, node.port))
+            )
+        ),
+        f"mailwarden serve on {node.address}",
+    )
+    assert proc.poll() is None, (node.root / "serve.log").read_text()
 
 
 def free_port_on(address: str) -> int:
@@ -107,17 +127,7 @@ def nodes() -> Iterator[tuple[Node, Node]]:
                 procs.append(proc)
                 made.append(node)
             for proc, node in zip(procs, made, strict=True):
-                wait_until(
-                    lambda p=proc, n=node: (
-                        p.poll() is not None
-                        or (
-                            connectable(str(n.root / "run" / "control"))
-                            and connectable((n.address, n.port))
-                        )
-                    ),
-                    f"mailwarden serve on {node.address}",
-                )
-                assert proc.poll() is None, (node.root / "serve.log").read_text()
+                wait_serving(proc, node)
             yield made[0], made[1]
         finally:
             for proc in procs:

@@ -21,8 +21,16 @@ from typing import Any
 import pytest
 
 from tests.peers.configs import daemon_toml
-from tests.peers.conftest import connectable, private_dir, stop_process, wait_until
-from tests.peers.test_guard_nodes import Node, free_port_on, http, json_auth, status
+from tests.peers.conftest import private_dir, stop_process, wait_until
+from tests.peers.test_guard_nodes import (
+    Node,
+    free_port_on,
+    http,
+    json_auth,
+    spawn,
+    status,
+    wait_serving,
+)
 from tests.sqlservers import (
     PASSWORD,
     USER,
@@ -83,25 +91,8 @@ def write_node(root: Path, address: str, sql: dict[str, Any], **sections: Any) -
 
 
 def serve(node: Node) -> subprocess.Popen[Any]:
-    with (node.root / "serve.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mailwarden", "--config", str(node.config), "serve"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    wait_until(
-        lambda: (
-            proc.poll() is not None
-            or (
-                connectable(str(node.root / "run" / "control"))
-                and connectable((node.address, node.port))
-            )
-        ),
-        f"mailwarden serve on {node.address}",
-    )
-    assert proc.poll() is None, (node.root / "serve.log").read_text()
+    proc = spawn(node)
+    wait_serving(proc, node)
     return proc
 
 
