@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +82,13 @@ def make_cert(directory: Path) -> Pem:
         timeout=30,
     )
     return pem
+
+
+async def eventually(check: Callable[[], bool], *, seconds: float = 10.0) -> bool:
+    """Wait until ``check()`` holds, polling every 25 ms for at most ``seconds``;
+    whether it did (the caller asserts what it expected, with its own message)."""
+    for _ in range(max(1, int(seconds / 0.025))):
+        if check():
+            return True
+        await asyncio.sleep(0.025)
+    return check()

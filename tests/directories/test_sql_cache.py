@@ -8,7 +8,6 @@ lives ``sql.cache_ttl`` seconds and goes with a flush.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable
 
@@ -21,6 +20,7 @@ from mailwarden.directories.sql.dovecot import DovecotSqlDirectory
 from mailwarden.directories.sql.own import OwnDirectory
 from mailwarden.guard.logincache import LoginCache
 from mailwarden.model import Account
+from tests.helpers import eventually
 
 
 class Clock:
@@ -84,12 +84,8 @@ def test_a_flush_of_the_login_cache_reaches_a_linked_cache() -> None:
 # --------------------------------------------------------------------------- real servers
 
 
-async def wait_for(check: Callable[[], bool], what: str, *, seconds: float = 10.0) -> None:
-    for _ in range(int(seconds / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+async def wait_for(check: Callable[[], bool], what: str) -> None:
+    assert await eventually(check), f"timed out waiting for {what}"
 
 
 @pytest.mark.peer

@@ -17,6 +17,7 @@ from mailwarden.directories.sql.own.feed import decode, encode
 from mailwarden.errors import AccountExists, DirectoryMissing, DirectoryUnavailable, InvalidAccount
 from mailwarden.model import Account
 from tests.conftest import sql_config_for
+from tests.helpers import eventually
 from tests.sqlservers import PostgresServer, SqlServer
 
 pytestmark = pytest.mark.peer
@@ -106,17 +107,11 @@ async def test_a_write_on_one_node_reaches_the_other_nodes_subscriber(
     b.changes.subscribe(heard.append)
     try:
         # The feed starts with "everything" (nothing can be known of before it).
-        for _ in range(200):
-            if heard:
-                break
-            await asyncio.sleep(0.025)
+        await eventually(lambda: bool(heard), seconds=5)
         assert heard == [None]
         await a.create(Account(uid="Carol", mail="carol@example.org", password="{PLAIN}x"))
         await a.set_password("carol", "{PLAIN}y")
-        for _ in range(200):
-            if len(heard) >= 3:
-                break
-            await asyncio.sleep(0.025)
+        await eventually(lambda: len(heard) >= 3, seconds=5)
         assert heard[1:] == [["carol", "carol@example.org"], ["carol"]]
     finally:
         await b.close()
@@ -139,10 +134,7 @@ async def test_a_lost_listen_connection_flushes_everything_once_it_is_back(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             f" WHERE datname = '{config.database}';"
         )
-        for _ in range(400):
-            if len(heard) >= 2:
-                break
-            await asyncio.sleep(0.025)
+        await eventually(lambda: len(heard) >= 2)
         assert heard == [None, None]
         assert listener.connections == 2
     finally:
@@ -184,20 +176,14 @@ async def test_polls_that_failed_make_the_feed_flush_everything_when_they_work_a
     heard: list[Sequence[str] | None] = []
     directory.changes.subscribe(heard.append)
     try:
-        for _ in range(200):
-            if heard:
-                break
-            await asyncio.sleep(0.025)
+        await eventually(lambda: bool(heard), seconds=5)
         assert heard == [None]
         polls = directory.feed.polls
         await asyncio.to_thread(server.kill)
         await asyncio.sleep(0.5)
         assert directory.feed.polls == polls
         await asyncio.to_thread(server.start)
-        for _ in range(400):
-            if len(heard) >= 2:
-                break
-            await asyncio.sleep(0.025)
+        await eventually(lambda: len(heard) >= 2)
         assert heard == [None, None]
     finally:
         await directory.close()
