@@ -106,6 +106,18 @@ async def test_iterate_streams_the_active_mailboxes(pfa: DovecotSqlDirectory) ->
     )
     assert await pfa.count() == 4
     assert [a.uid for a in await pfa.search("blf*")] == ["blf@example.com"]
+    # In uid order, as every directory searches, the limit taken after the ordering
+    # (iterate_query's own order starts with crypt6 and sha512).
+    assert [a.uid for a in await pfa.search("*", limit=2)] == [
+        "blf@example.com",
+        "crypt6@example.com",
+    ]
+    assert [item.uid async for item in pfa.listing("*e*")] == [
+        "blf@example.com",
+        "crypt6@example.com",
+        "md5crypt@example.com",
+        "sha512@example.com",
+    ]
 
 
 async def test_a_username_with_quotes_backslashes_and_percent_is_just_data(

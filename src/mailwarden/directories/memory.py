@@ -139,6 +139,12 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
+def matches(regex: re.Pattern[str], account: Account) -> bool:
+    """Whether the account's uid or an address matches ``regex`` (:func:`glob_regex`):
+    what :meth:`Directory.search` selects."""
+    return any(regex.fullmatch(login_key(name)) for name in account.logins())
+
+
 @dataclasses.dataclass(slots=True)
 class _State:
     """The directory's data; copied whole by bulk_upsert so a failed batch leaves no trace."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from mailwarden.directories.base import Directory, login_key
-from mailwarden.directories.memory import glob_regex
+from mailwarden.directories.base import Directory
+from mailwarden.directories.memory import glob_regex, matches
 from mailwarden.model import Account, Listed
 
 #: Accounts read per get_many call.
@@ -33,7 +33,7 @@ async def matching_accounts(
         uids.clear()
         if regex is None:
             return found
-        return [a for a in found if any(regex.fullmatch(login_key(n)) for n in a.logins())]
+        return [a for a in found if matches(regex, a)]
 
     async for uid in directory.iterate():
         uids.append(uid)

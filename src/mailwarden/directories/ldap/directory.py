@@ -46,7 +46,7 @@ from mailwarden.directories.ldap.pool import (
     describe_error,
     quiet_unbind,
 )
-from mailwarden.directories.memory import apply_changes, glob_regex
+from mailwarden.directories.memory import apply_changes, glob_regex, matches
 from mailwarden.directories.streams import listing_of
 from mailwarden.errors import (
     AccountChanged,
@@ -284,7 +284,7 @@ class LDAPDirectory(LdapEntries):
         matched = [
             account
             for account in (self._account(entry) for _dn, entry in found)
-            if any(regex.fullmatch(login_key(n)) for n in account.logins())
+            if matches(regex, account)
         ]
         matched.sort(key=lambda acc: login_key(acc.uid))
         return matched[: max(limit, 0)]

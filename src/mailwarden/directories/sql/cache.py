@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable
 
 from mailwarden.directories.base import login_key
 from mailwarden.model import Account
@@ -104,10 +104,6 @@ class FindCache:
         for key in keys:
             self._remove(key)
         return len(keys)
-
-    def drop_accounts(self, accounts: Sequence[Account | None]) -> None:
-        """Forget what concerns these accounts (as they were, or are now)."""
-        self.drop([n for a in accounts if a is not None for n in a.logins()])
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -180,28 +180,28 @@ class DovecotSqlDirectory:
                     raise self._unavailable("iterate_query", str(exc)) from None
 
     async def search(self, pattern: str, *, limit: int = 1000) -> list[Account]:
-        # The names first, then the accounts: a lookup while the listing still holds
-        # its connection would need a second one from the pool.
-        names: list[str] = []
-        regex = glob_regex(pattern)
-        async with contextlib.aclosing(self.iterate()) as users:
-            async for user in users:
-                if len(names) >= limit:
-                    break
-                if regex.fullmatch(login_key(user)):
-                    names.append(user)
-        found = [await self.find(name) for name in names]
+        names = await self._names(pattern)
+        found = [await self.find(name) for name in names[: max(limit, 0)]]
         return [account for account in found if account is not None]
 
     async def get_many(self, uids: Sequence[str]) -> list[Account]:
         # No batched form of a site's password_query: one lookup per uid.
-        unique = list({login_key(uid): uid for uid in reversed(uids)}.values())[::-1]
-        found = [await self.find(uid) for uid in unique]
+        unique: dict[str, str] = {}
+        for uid in uids:
+            unique.setdefault(login_key(uid), uid)
+        found = [await self.find(uid) for uid in unique.values()]
         return [account for account in found if account is not None]
 
     async def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
-        # The names first (as search does: no lookup while the listing holds its
-        # connection), then the accounts a batch at a time.
+        names = await self._names(pattern)
+        for start in range(0, len(names), BATCH):
+            for account in await self.get_many(names[start : start + BATCH]):
+                yield Listed.of(account)
+
+    async def _names(self, pattern: str) -> list[str]:
+        """The names ``iterate_query`` lists that match ``pattern``, in uid order (as
+        every directory lists). Read whole before any lookup: a lookup while the
+        listing still holds its connection would need a second one from the pool."""
         regex = glob_regex(pattern)
         names: list[str] = []
         async with contextlib.aclosing(self.iterate()) as users:
@@ -209,9 +209,7 @@ class DovecotSqlDirectory:
                 if regex.fullmatch(login_key(user)):
                     names.append(user)
         names.sort(key=login_key)
-        for start in range(0, len(names), BATCH):
-            for account in await self.get_many(names[start : start + BATCH]):
-                yield Listed.of(account)
+        return names
 
     async def count(self) -> int:
         n = 0
