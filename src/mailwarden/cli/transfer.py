@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TextIO
@@ -135,28 +135,41 @@ def export_passwd_file(ctx: click.Context, file: str) -> None:
     account the format cannot carry (a value with a space, say) is left out and
     listed, and the command exits 65 after writing the others: one such account
     never stops the export of the whole directory."""
-    skipped: list[tuple[str, str]] = []
 
-    async def go(app: App) -> int:
-        written = 0
-        with _output(file) as fh:
-            async for account in matching_accounts(app.directory):
-                try:
-                    line = passwdfile.format_account(account)
-                except AccountError as exc:
-                    skipped.append((account.uid, str(exc)))
-                    continue
-                fh.write(line + "\n")
-                written += 1
-        return written
+    def writer(fh: TextIO) -> Callable[[Account], object]:
+        return lambda account: fh.write(passwdfile.format_account(account) + "\n")
 
-    written = run_with_app(ctx, go)
+    written, skipped = _export(ctx, file, writer)
     if file != "-":
         err.print(f"exported {written} account(s) to {file}")
     if skipped:
         err.print(f"{len(skipped)} account(s) left out: a passwd-file cannot carry them")
         _print_errors(skipped)
         sys.exit(EX_DATAERR)
+
+
+def _export(
+    ctx: click.Context, file: str, writer: Callable[[TextIO], Callable[[Account], object]]
+) -> tuple[int, list[tuple[str, str]]]:
+    """Every account, streamed a batch at a time, to FILE (:func:`_output`) by
+    ``writer(fh)(account)``; an account it refuses (AccountError: the format cannot
+    carry it) is left out and listed. Returns how many were written, and the left out."""
+    skipped: list[tuple[str, str]] = []
+
+    async def go(app: App) -> int:
+        written = 0
+        with _output(file) as fh:
+            write = writer(fh)
+            async for account in matching_accounts(app.directory):
+                try:
+                    write(account)
+                except AccountError as exc:
+                    skipped.append((account.uid, str(exc)))
+                    continue
+                written += 1
+        return written
+
+    return run_with_app(ctx, go), skipped
 
 
 def _output(file: str) -> AbstractContextManager[TextIO]:
@@ -223,23 +236,11 @@ def export_ldif(ctx: click.Context, file: str, base_dn: str | None) -> None:
         fail("no base DN: give --base-dn or set [ldap] base_dn", EX_USAGE)
     mapping = LdapMapping(config.ldap)
 
-    skipped: list[tuple[str, str]] = []
+    def writer(fh: TextIO) -> Callable[[Account], object]:
+        out = ldif.LDIFWriter(fh)
+        return lambda account: out.unparse(*mapping.entry_of(account, base))
 
-    async def go(app: App) -> int:
-        written = 0
-        with _output(file) as fh:
-            writer = ldif.LDIFWriter(fh)
-            async for account in matching_accounts(app.directory):
-                try:
-                    dn, entry = mapping.entry_of(account, base)
-                except AccountError as exc:
-                    skipped.append((account.uid, str(exc)))
-                    continue
-                writer.unparse(dn, entry)
-                written += 1
-        return written
-
-    written = run_with_app(ctx, go)
+    written, skipped = _export(ctx, file, writer)
     err.print(f"exported {written} account(s), {len(skipped)} skipped")
     _print_errors(skipped)
 
