@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import cast
 
 from mailwarden.directories.base import login_key
 from mailwarden.model import Account
@@ -90,6 +91,19 @@ class FindCache:
             self._by_name.setdefault(name, set()).add(key)
         while len(self._entries) > self.size:
             self._remove(next(iter(self._entries)))
+
+    async def find(
+        self, key: Hashable, login: str, read: Callable[[], Awaitable[Account | None]]
+    ) -> Account | None:
+        """The answer for ``key`` (a lookup of ``login``): remembered, or ``read()``
+        and remembered unless a drop overtook the read (:meth:`put`)."""
+        cached = self.get(key)
+        if cached is not MISS:
+            return cast(Account | None, cached)
+        since = self.epoch
+        account = await read()
+        self.put(key, login, account, since=since)
+        return account
 
     def drop(self, names: Iterable[str] | None) -> int:
         """Forget every answer that concerns one of ``names`` (None: everything); how

@@ -30,7 +30,7 @@ import grp
 import logging
 import pwd
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 from mailwarden.config import SqlConfig
 from mailwarden.directories.base import (
@@ -42,7 +42,7 @@ from mailwarden.directories.base import (
     login_key,
 )
 from mailwarden.directories.memory import glob_regex
-from mailwarden.directories.sql.cache import MISS, FindCache
+from mailwarden.directories.sql.cache import FindCache
 from mailwarden.directories.sql.database import Database
 from mailwarden.directories.sql.dovecotrows import (
     Columns,
@@ -112,13 +112,9 @@ class DovecotSqlDirectory:
             self.queries.password.bind(values),
             self.queries.user.bind(values) if self.queries.user is not None else None,
         )
-        cached = self.cache.get(key)
-        if cached is not MISS:
-            return cast(Account | None, cached)
-        since = self.cache.epoch
-        account = await self._find(login, values, userdb_only=userdb_only)
-        self.cache.put(key, login, account, since=since)
-        return account
+        return await self.cache.find(
+            key, login, lambda: self._find(login, values, userdb_only=userdb_only)
+        )
 
     async def _find(
         self, login: str, values: dict[str, str], *, userdb_only: bool

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from mailwarden.accounts.rules import check_account, check_password
 from mailwarden.config import SqlConfig
@@ -33,7 +33,7 @@ from mailwarden.directories.bulk import (
     without_refused,
 )
 from mailwarden.directories.memory import apply_changes
-from mailwarden.directories.sql.cache import MISS, FindCache
+from mailwarden.directories.sql.cache import FindCache
 from mailwarden.directories.sql.database import Database, Transaction
 from mailwarden.directories.sql.dialect import Param, Sql
 from mailwarden.directories.sql.own.feed import SqlChanges
@@ -137,13 +137,7 @@ class OwnDirectory:
         if cache is None:
             return await self._find(login, kinds)
         key = (login_key(login), tuple(kinds))
-        cached = cache.get(key)
-        if cached is not MISS:
-            return cast(Account | None, cached)
-        since = cache.epoch
-        account = await self._find(login, kinds)
-        cache.put(key, login, account, since=since)
-        return account
+        return await cache.find(key, login, lambda: self._find(login, kinds))
 
     async def _find(self, login: str, kinds: list[LoginAttribute]) -> Account | None:
         row = await self.db.fetchrow(
