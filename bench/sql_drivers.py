@@ -56,26 +56,11 @@ async def psycopg_query(pg: PostgresServer, db: str) -> tuple[Query, Callable[[]
     return q, pool.close
 
 
-async def asyncmy_query(my: MariaDBServer, db: str) -> tuple[Query, Callable[[], Awaitable[None]]]:
-    pool = await asyncmy.create_pool(
-        host=my.host, port=my.port, user=USER, password=PASSWORD, db=db, minsize=4, maxsize=4
-    )
-    sql = "SELECT username, password FROM mailbox WHERE username = %s"
-
-    async def q(user: str) -> Any:
-        async with pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(sql, (user,))
-            return await cur.fetchone()
-
-    async def close() -> None:
-        pool.close()
-        await pool.wait_closed()
-
-    return q, close
-
-
-async def aiomysql_query(my: MariaDBServer, db: str) -> tuple[Query, Callable[[], Awaitable[None]]]:
-    pool = await aiomysql.create_pool(
+async def mysql_query(
+    driver: Any, my: MariaDBServer, db: str
+) -> tuple[Query, Callable[[], Awaitable[None]]]:
+    """The point SELECT through ``driver`` (asyncmy or aiomysql: the same pool API)."""
+    pool = await driver.create_pool(
         host=my.host, port=my.port, user=USER, password=PASSWORD, db=db, minsize=4, maxsize=4
     )
     sql = "SELECT username, password FROM mailbox WHERE username = %s"
@@ -122,8 +107,8 @@ async def main_async(n: int, concurrency: int, root: Path) -> None:
         makers: list[tuple[str, Any]] = [
             ("asyncpg", asyncpg_query(pg, pg_db)),
             ("psycopg", psycopg_query(pg, pg_db)),
-            ("asyncmy", asyncmy_query(my, my_db)),
-            ("aiomysql", aiomysql_query(my, my_db)),
+            ("asyncmy", mysql_query(asyncmy, my, my_db)),
+            ("aiomysql", mysql_query(aiomysql, my, my_db)),
         ]
         for name, maker in makers:
             query, close = await maker
