@@ -161,7 +161,7 @@ olcSuffix: {SUFFIX}
 olcRootDN: {ROOT_DN}
 olcRootPW: {ROOT_PW}
 olcDbDirectory: {root}/db
-olcDbMaxSize: 2147483648
+olcDbMaxSize: 8589934592
 olcDbNoSync: TRUE
 olcSizeLimit: unlimited
 olcDbIndex: objectClass eq
