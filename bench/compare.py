@@ -670,6 +670,7 @@ class Row:
     cpu: list[float] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
     store_cpu: list[float] = field(default_factory=list)  # the shared store's (slapd)
+    workers: int = 1  # mailwarden's `serve --workers`
 
     @property
     def rate(self) -> float:
@@ -793,14 +794,22 @@ def http_scenario(opts: Options, s: Scenario, work: Path) -> list[Row]:
     passwd, n = scenario_passwd(opts, s)
     rows = []
     with backends.DIRECTORIES[s.directory].open(passwd, work) as backend:
-        for clients in (1, 16, 64):
-            row = Row(s, f"mailwarden ({clients} clients)", n)
+        # The ≥ 10,000/s target is for `serve --workers 2`: a one-worker run adds
+        # two-worker rows, so one run shows both.
+        runs = [(clients, opts.workers) for clients in (1, 16, 64)]
+        if opts.workers == 1:
+            runs += [(16, 2), (64, 2)]
+        for clients, workers in runs:
+            label = f"mailwarden ({clients} clients" + (
+                f", {workers} workers)" if workers > 1 else ")"
+            )
+            row = Row(s, label, n, workers=workers)
             for r in range(opts.rounds):
                 with mailwarden(
-                    work / f"mw-http-{clients}-{r}",
+                    work / f"mw-http-{clients}-{workers}-{r}",
                     backend,
                     cache=True,
-                    workers=opts.workers,
+                    workers=workers,
                     scheme=s.scheme,
                 ) as server:
                     port = server.port
@@ -961,7 +970,7 @@ def checks(row: Row, reference: Row | None, busy: bool) -> list[str]:
             out.append(f"p99 ≤ ref: {_verdict(row.p99 <= reference.p99)}")
     if t.cpu_us is not None and cost:
         out.append(f"CPU ≤ {t.cpu_us:g} µs: {_verdict(cost * 1e6 <= t.cpu_us)}")
-    if t.rate_abs is not None:
+    if t.rate_abs is not None and row.workers >= 2:  # the target is for --workers 2
         out.append(f"≥ {t.rate_abs:,.0f}/s: {_verdict(row.rate >= t.rate_abs)}")
     if t.rss_mib is not None and row.rss:
         out.append(f"RSS ≤ {t.rss_mib:g} MiB: {_verdict(row.peak_rss <= t.rss_mib)}")
