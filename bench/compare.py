@@ -262,11 +262,19 @@ def selected(names: tuple[str, ...]) -> list[Scenario]:
 # --------------------------------------------------------------------------- processes
 
 
-def wait_for(ready: Callable[[], bool], what: str, proc: subprocess.Popen[Any]) -> None:
+def wait_for(
+    ready: Callable[[], bool], what: str, proc: subprocess.Popen[Any], log: Path | None = None
+) -> None:
+    """Wait until ``ready``; a server that exits first is reported with the last line
+    of its ``log``, which says why (the scenario is then listed as skipped)."""
     deadline = time.monotonic() + START_TIMEOUT
     while not ready():
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited at start (code {proc.returncode})")
+            why = ""
+            if log is not None and log.exists():
+                lines = log.read_text(errors="replace").strip().splitlines()
+                why = f": {lines[-1][-300:]}" if lines else ""
+            raise RuntimeError(f"{what} exited at start (code {proc.returncode}){why}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not start within {START_TIMEOUT:.0f} s")
         time.sleep(0.05)
@@ -329,7 +337,10 @@ service anvil {{
     mode = 0
   }}
 }}
+# Dovecot's passwd-file passdb holds the whole file in its auth process: a million
+# SHA512-CRYPT lines need more than the default 256M of address space.
 service auth {{
+  vsz_limit = 2G
   unix_listener auth-client {{
     mode = 0666
   }}
@@ -452,7 +463,12 @@ def _serve(
         )
     try:
         client = str(root / "run" / "auth-client")
-        wait_for(lambda: connectable(client) and tcp_connectable(port), "mailwarden serve", proc)
+        wait_for(
+            lambda: connectable(client) and tcp_connectable(port),
+            "mailwarden serve",
+            proc,
+            root / "serve.log",
+        )
         yield Server(
             "mailwarden",
             proc,

@@ -13,6 +13,11 @@ process CPU time per request: the best and the median of ``--rounds`` rounds
 ``--profile FILE`` writes a cProfile of the measured rounds (read it with
 ``python -m pstats FILE``); ``--wrong`` sends wrong passwords instead.
 
+``--cold-plain``: scenario (7)'s {PLAIN} logins at 100k accounts and more: the caches
+as the daemon has them, but every request a user (and an address) not seen before,
+so each pays a directory read, the guard's first sight of an address and a new
+verified-login cache entry, and no hash.
+
 ``--cold``: the cost in the daemon's own process of a login no cache can help,
 as in issue #8's scenario (1): SHA512-CRYPT accounts (1000 rounds: the hash runs
 in the worker processes, whose CPU is not counted here), no directory cache, no
@@ -120,7 +125,7 @@ def batch(first: int, count: int, accounts: int, *, wrong: bool) -> bytes:
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        if args.cold:
+        if args.cold or args.cold_plain:
             args.accounts = args.requests * (args.rounds + 1)
         config = loads(
             CONFIG.format(
@@ -162,7 +167,7 @@ async def main(args: argparse.Namespace) -> None:
                 return (time.process_time() - started) / requests
 
             # Warm-up: every account once (cold: one round of users never seen again).
-            await round_(args.requests if args.cold else args.accounts)
+            await round_(args.requests if args.cold or args.cold_plain else args.accounts)
             profile = cProfile.Profile() if args.profile else None
             if profile is not None:
                 profile.enable()
@@ -174,7 +179,8 @@ async def main(args: argparse.Namespace) -> None:
             await task
     print(
         f"{'wrong' if args.wrong else 'right'} "
-        f"{'SHA512-CRYPT, cold' if args.cold else '{PLAIN}'} passwords, batches of {args.batch}: "
+        f"{'SHA512-CRYPT, cold' if args.cold else '{PLAIN}'}"
+        f"{', every user new' if args.cold_plain else ''} passwords, batches of {args.batch}: "
         f"{min(costs) * 1e6:.1f} µs CPU per request at best, "
         f"{statistics.median(costs) * 1e6:.1f} µs median "
         f"(rounds: {', '.join(f'{c * 1e6:.1f}' for c in costs)})"
@@ -189,6 +195,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--wrong", action="store_true")
     parser.add_argument("--cold", action="store_true")
+    parser.add_argument("--cold-plain", action="store_true")
     parser.add_argument("--profile", metavar="FILE")
     return parser.parse_args(argv)
 
