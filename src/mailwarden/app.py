@@ -524,7 +524,8 @@ async def serve(
     async with running_app(config, daemon=True, metrics=metrics) as app:
         if metrics is not None:
             metrics.add_collector(state_collector(app.engine))
-        count = await app.directory.count()
+        # No count of the accounts here: on a million LDAP entries that is a minute of
+        # paged searches, and a start must not depend on it (`mailwarden status` counts).
         frontends: list[Frontend] = []
         started = time.time()
 
@@ -546,10 +547,9 @@ async def serve(
             # Logged before anyone is told: a supervisor or test that sees readiness
             # finds this line in the log.
             log.info(
-                "mailwarden %s serving: directory=%s (%d accounts), hashing workers=%d, config=%s",
+                "mailwarden %s serving: directory=%s, hashing workers=%d, config=%s",
                 __version__,
                 config.directory.backend,
-                count,
                 app.hasher.workers,
                 config.source,
             )

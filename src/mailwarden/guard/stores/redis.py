@@ -505,7 +505,8 @@ class RedisStore:
         self.mirrored = True
 
     async def _read_bans(self) -> dict[str, tuple[float, str]]:
-        targets = await self.client.zrange(f"{self.prefix}bans", 0, -1)
+        # decode_responses: members come back as str.
+        targets = [str(t) for t in await self.client.zrange(f"{self.prefix}bans", 0, -1)]
         mirror: dict[str, tuple[float, str]] = {}
         for start in range(0, len(targets), SCAN_COUNT):
             chunk = targets[start : start + SCAN_COUNT]
