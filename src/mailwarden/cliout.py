@@ -80,12 +80,7 @@ class RowWriter:
             line = "\t".join(row)
             # Nothing to escape, the usual case, is told by a few scans in C (a
             # million rows of `user list` spent a fifth of their time escaping).
-            if (
-                line.count("\t") != len(row) - 1
-                or "\n" in line
-                or "\r" in line
-                or "\\" in line
-            ):
+            if line.count("\t") != len(row) - 1 or "\n" in line or "\r" in line or "\\" in line:
                 line = "\t".join(tsv_field(v) for v in row)
             self.stream.write(line + "\n")
         else:
