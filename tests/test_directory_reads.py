@@ -97,6 +97,10 @@ class CountingDirectory:
         self.reads += 1
         return await self.inner.search(pattern, limit=limit)
 
+    async def sample(self, count: int) -> list[Account]:
+        self.reads += 1
+        return await self.inner.sample(count)
+
     async def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
         self.reads += 1
         async for listed in self.inner.listing(pattern):

@@ -384,6 +384,35 @@ def userdb_fields(account: Account) -> dict[str, str]:
     return fields
 
 
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_ip(text: str) -> IPAddress:
+    """``ipaddress.ip_address(text)``, with a fast way for the usual dotted-quad IPv4.
+
+    The module's parser costs about 15 µs, and a login from an address not seen
+    before parsed it twice (the protocol's check, the guard's networks): a sixth of
+    the CPU of a cold {PLAIN} login (issue #18). The fast way accepts exactly what
+    the module does (four decimal parts, 0 to 255, no leading zeros, ASCII digits
+    only) and hands anything else to it, so errors and IPv6 are the module's.
+    """
+    parts = text.split(".")
+    if len(parts) == 4:
+        value = 0
+        for part in parts:
+            if not (0 < len(part) <= 3 and part.isascii() and part.isdigit()):
+                break
+            if part[0] == "0" and len(part) > 1:
+                break
+            octet = int(part)
+            if octet > 255:
+                break
+            value = value << 8 | octet
+        else:
+            return ipaddress.IPv4Address(value)
+    return ipaddress.ip_address(text)
+
+
 def ip_in_nets(ip: str | None, nets: tuple[str, ...]) -> bool:
     """Dovecot's ``allow_nets`` rule: ``local`` matches a request with no IP.
 
@@ -393,7 +422,7 @@ def ip_in_nets(ip: str | None, nets: tuple[str, ...]) -> bool:
     if ip is None or ip == "":
         return "local" in nets
     try:
-        addr = ipaddress.ip_address(ip)
+        addr = parse_ip(ip)
     except ValueError:
         return False
     for net in nets:

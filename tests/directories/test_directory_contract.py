@@ -570,6 +570,22 @@ async def test_iterate_of_an_empty_directory_yields_nothing(directory: Directory
     assert [uid async for uid in directory.iterate()] == []
 
 
+async def test_sample_reads_only_as_many_whole_accounts_as_asked(directory: Directory) -> None:
+    uids = [f"user{n:05d}" for n in range(1200)]
+    stored = {
+        uid: Account(uid=uid, mail=f"{uid}@example.org", password=f"{{PLAIN}}pw-{uid}")
+        for uid in uids
+    }
+    await directory.bulk_upsert(stored.values(), replace=False)
+    some = await directory.sample(7)
+    assert len(some) == 7 and len({a.uid for a in some}) == 7
+    for account in some:  # whole accounts, as stored (the dummy hash reads the password)
+        assert account.password == stored[account.uid].password
+        assert account.mail == stored[account.uid].mail
+    assert len(await directory.sample(5000)) == 1200
+    assert await directory.sample(0) == []
+
+
 async def test_search_matches_star_and_question_mark_against_uid_and_addresses(
     directory: Directory,
 ) -> None:

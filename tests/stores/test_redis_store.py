@@ -376,3 +376,77 @@ async def test_the_sentinels_password_comes_from_its_own_file(
             )
     finally:
         guarded.stop()
+
+
+async def _mget_calls(store: RedisStore) -> int:
+    stats = await store.client.info("commandstats")
+    return int(stats.get("cmdstat_mget", {}).get("calls", 0))
+
+
+async def test_bans_are_answered_from_the_mirror_and_every_change_reaches_it(
+    redis_session: RedisServer,
+) -> None:
+    config = redis_config(redis_session)
+    a, b = await RedisStore.open(config), await RedisStore.open(config)
+    try:
+        now = time.time()
+        await a.ban("198.51.100.0/24", "ip", 600.0, now)  # before b subscribes: loaded
+        await b.subscribe_flush(lambda users: None)
+        assert b.mirrored
+        before = await _mget_calls(b)
+        assert await b.banned(["203.0.113.0/24", "198.51.100.0/24"], now) == "198.51.100.0/24"
+        await a.ban(IP, "ip", 600.0, now)  # after: published in the ban's transaction
+        await poll(lambda: b._mirror.get(IP) is not None, "the ban's message")
+        assert await b.banned([IP], now) == IP
+        assert await b.banned([IP], now + 601.0) is None  # expired by the clock, as in Redis
+        await a.unban(IP)
+        await poll(lambda: IP not in b._mirror, "the unban's message")
+        assert await b.banned([IP], now) is None
+        await a.ban(IP, "ip", 600.0, now)
+        await a.unban(None)
+        await poll(lambda: not b._mirror, "the unban-all message")
+        assert await b.banned([IP, "198.51.100.0/24"], now) is None
+        assert await _mget_calls(b) == before  # no round trip for any of them
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_malformed_ban_change_turns_the_mirror_off_and_redis_answers(
+    redis_session: RedisServer,
+) -> None:
+    config = redis_config(redis_session)
+    store = await RedisStore.open(config)
+    try:
+        now = time.time()
+        await store.subscribe_flush(lambda users: None)
+        await store.client.publish(store.bans_channel, "not json")
+        await poll(lambda: not store.mirrored, "the mirror to be turned off")
+        await store.ban(IP, "ip", 600.0, now)
+        before = await _mget_calls(store)
+        assert await store.banned([IP], now) == IP
+        assert await _mget_calls(store) == before + 1
+    finally:
+        await store.close()
+
+
+async def test_the_mirror_is_off_while_redis_is_away_and_reloaded_after(
+    redis_server: RedisServer,
+) -> None:
+    config = dataclasses.replace(redis_config(redis_server), timeout=0.5, retry_interval=0.1)
+    store = await RedisStore.open(config)
+    try:
+        await store.subscribe_flush(lambda users: None)
+        assert store.mirrored
+        redis_server.stop()
+        await poll(lambda: not store.mirrored, "the mirror to be dropped", timeout=30.0)
+        with pytest.raises(StoreUnavailable):
+            await store.banned([IP], time.time())
+        redis_server.start()
+        other = await RedisStore.open(config)
+        await other.ban(IP, "ip", 600.0, time.time())  # while store may still be away
+        await other.close()
+        await poll(lambda: store.mirrored, "the mirror to be reloaded", timeout=30.0)
+        assert await store.banned([IP], time.time()) == IP
+    finally:
+        await store.close()

@@ -360,6 +360,8 @@ def _quota_fields(account: Account, refuse: _Refuse) -> list[str]:
         rules.append("*:" + _size_limit(account.quota_bytes))
     if account.quota_messages is not None:
         rules.append(f"*:messages={account.quota_messages}")
+    if not rules:
+        return rules
     # One rule per limit, in the first free names: this fills the gaps an import
     # of quota_rule/quota_rule2/quota_rule3 left, and Dovecot stops at a gap.
     free = [name for name in _RULE_NAMES if name not in account.userdb_fields]

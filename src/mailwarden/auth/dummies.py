@@ -136,7 +136,7 @@ class DummyHashes:
         """Observe up to SAMPLE_SIZE accounts of ``directory`` (at start: logins
         refresh the picture as they go)."""
         try:
-            accounts = await directory.search("*", limit=SAMPLE_SIZE)
+            accounts = await directory.sample(SAMPLE_SIZE)
         except TemporaryFailure as exc:
             log.warning("cannot sample stored passwords for the dummy hash: %s", exc)
             return

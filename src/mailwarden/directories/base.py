@@ -129,6 +129,14 @@ class Directory(Protocol):
         """Accounts whose uid or an address matches ``pattern`` (``*`` and ``?`` wildcards)."""
         ...
 
+    async def sample(self, count: int) -> list[Account]:
+        """Up to ``count`` accounts, whichever the backend reads first (no order, no
+        pattern): what the dummy hash learns this site's stored values from
+        (auth/dummies.py). It costs ``count`` accounts' reads whatever the size of
+        the directory; :meth:`search` for ``*`` would read every account to sort them.
+        """
+        ...
+
     def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
         """Every account :meth:`search` would match, as a :class:`Listed`, streamed in
         uid order without a limit: only a page is held at a time (a million accounts

@@ -34,6 +34,7 @@ No I/O happens here; the methods are async only to satisfy the protocol.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -274,6 +275,9 @@ class MemoryDirectory:
             owner for address, (owner, _kind) in state.addresses.items() if regex.fullmatch(address)
         )
         return [state.accounts[key] for key in sorted(matched)[: max(limit, 0)]]
+
+    async def sample(self, count: int) -> list[Account]:
+        return list(itertools.islice(self._check().accounts.values(), max(count, 0)))
 
     async def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
         # Everything is in memory already: the search, unlimited.

@@ -60,7 +60,7 @@ from mailwarden.guard.stores.memory import MemoryStore
 from mailwarden.lograte import RateLimitedLog
 
 # Re-exported: the engine names it from here.
-from mailwarden.model import ACCOUNT_PREFIX
+from mailwarden.model import ACCOUNT_PREFIX, parse_ip
 
 log = logging.getLogger("mailwarden.guard")
 
@@ -257,7 +257,7 @@ class Guard:
 
     def _source(self, remote_ip: str) -> Source:
         try:
-            ip = ipaddress.ip_address(remote_ip.split("%", 1)[0])
+            ip = parse_ip(remote_ip.split("%", 1)[0])
         except ValueError:
             stand_in = self.config.stand_in_address
             if not stand_in or remote_ip == stand_in:

@@ -289,6 +289,12 @@ class LDAPDirectory(LdapEntries):
         matched.sort(key=lambda acc: login_key(acc.uid))
         return matched[: max(limit, 0)]
 
+    async def sample(self, count: int) -> list[Account]:
+        if count <= 0:
+            return []
+        found = await self._run(lambda conn: self._some(conn, count), read=True)
+        return [self._account(entry) for _dn, entry in found]
+
     def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
         # No order to ask the server for: uids, then batches of whole entries.
         return listing_of(self, pattern)

@@ -123,6 +123,31 @@ class LdapEntries(LdapMapping):
                 return
             page.cookie = cookie
 
+    def _some(self, conn: Any, size: int) -> list[tuple[str, Entry]]:
+        """Up to ``size`` account entries: the first page of a paged search, which is
+        then abandoned (RFC 2696: a request of size 0 with the cookie). A server
+        without paging sends every entry; only ``size`` are kept."""
+        page = SimplePagedResultsControl(False, size=size, cookie="")
+
+        def ask() -> tuple[list[tuple[str, Entry]], bytes]:
+            msgid = conn.search_ext(
+                self.config.base_dn,
+                ldap.SCOPE_SUBTREE,
+                self._filter(""),
+                attrlist=self._read_attrs,
+                serverctrls=[page],
+                timeout=self.config.timeout,
+            )
+            _type, found, _msgid, controls = conn.result3(msgid, timeout=self.config.timeout)
+            cookie = next((c.cookie for c in controls if c.controlType == page.controlType), b"")
+            return found, cookie
+
+        found, cookie = ask()
+        if cookie:
+            page.size, page.cookie = 0, cookie
+            ask()
+        return [(dn, {k.lower(): v for k, v in entry.items()}) for dn, entry in found if dn][:size]
+
     def _uids(self, conn: Any) -> list[str]:
         """Every account's uid (only the uids are kept: :meth:`_pages`)."""
         attr = self.attrs["uid"].lower()

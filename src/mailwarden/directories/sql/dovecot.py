@@ -180,6 +180,18 @@ class DovecotSqlDirectory:
         found = [await self.find(name) for name in names[: max(limit, 0)]]
         return [account for account in found if account is not None]
 
+    async def sample(self, count: int) -> list[Account]:
+        # The first names iterate_query gives, then their lookups (after the
+        # iteration has given its connection back, as in _names).
+        names: list[str] = []
+        if count > 0:
+            async with contextlib.aclosing(self.iterate()) as users:
+                async for name in users:
+                    names.append(name)
+                    if len(names) >= count:
+                        break
+        return await self.get_many(names)
+
     async def get_many(self, uids: Sequence[str]) -> list[Account]:
         # No batched form of a site's password_query: one lookup per uid.
         unique: dict[str, str] = {}

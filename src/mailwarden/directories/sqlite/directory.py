@@ -39,6 +39,7 @@ from mailwarden.directories.sqlite.rows import (
     ITERATE_PAGE,
     KIND_MEMO,
     LISTING,
+    SAMPLE,
     SEARCH,
     SWAP_HASH,
     account_from_row,
@@ -430,6 +431,15 @@ class SQLiteDirectory:
 
         def job(conn: sqlite3.Connection) -> list[Account]:
             return [account_from_row(row) for row in conn.execute(SEARCH, (glob, limit))]
+
+        return await self._read(job)
+
+    async def sample(self, count: int) -> list[Account]:
+        if count <= 0:
+            return []
+
+        def job(conn: sqlite3.Connection) -> list[Account]:
+            return [account_from_row(row) for row in conn.execute(SAMPLE, (count,))]
 
         return await self._read(job)
 

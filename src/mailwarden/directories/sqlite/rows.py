@@ -57,6 +57,8 @@ SELECT_UID_ID = "SELECT account_id FROM logins WHERE login = ? AND space = 'uid'
 # The WHERE expression is _FINGERPRINT_KEY exactly, so the index serves it.
 BY_FINGERPRINT = """SELECT v.* FROM accounts AS a JOIN account_rows AS v ON v.id = a.id
     WHERE upper(replace(a.pgp_fingerprint, ' ', '')) = ? ORDER BY v.uid"""
+# Any accounts, the cheapest to read (Directory.sample).
+SAMPLE = "SELECT v.* FROM account_rows AS v LIMIT ?"
 SEARCH = """SELECT v.* FROM logins AS l JOIN account_rows AS v ON v.id = l.account_id
     WHERE l.space = 'uid' AND l.account_id IN (SELECT account_id FROM logins WHERE login GLOB ?)
     ORDER BY l.login LIMIT ?"""

@@ -35,6 +35,21 @@ Flush fan-out: one background task per store holds a SUBSCRIBE connection, pings
 it, and reconnects after an error with a growing pause. Messages published while
 it was disconnected are lost, so after every reconnection it flushes the whole
 local cache once (a hash per user), making up for any flush it missed.
+
+Ban mirror: the same connection subscribes to ``P bans-changed``, on which every
+ban and unban is published in the transaction that writes it. Once subscribed, the
+task loads every ban (the ``bans`` index) into a local dict and from then on applies
+each change in order, so :meth:`RedisStore.banned` — asked on every login, for the
+source's networks and for the account's protection — answers from memory instead
+of a round trip (issue #18: one ``MGET`` per login was most of a two-worker HTTP
+login's cost). Subscribing before loading means no change is missed: changes
+published during the load are applied after it, and as each is a plain set or
+delete, replaying one the load already saw ends in the same state. While the
+subscription is down the mirror is not used (``banned`` asks Redis, as before), and
+it is loaded afresh after every reconnection. A ban another node makes is seen here
+once its message arrives (the publish is in the ban's own transaction: the time of
+one pub/sub delivery). Bans written to Redis by anything but mailwarden are not
+seen until the next reconnection.
 """
 
 from __future__ import annotations
@@ -76,6 +91,8 @@ BAN_ATTEMPTS = 5
 PING_EVERY = 5.0
 #: Upper bound of the pause between reconnection attempts (seconds).
 MAX_BACKOFF = 30.0
+#: The ban mirror is given up (``banned`` asks Redis) beyond this many bans.
+MIRROR_LIMIT = 1_000_000
 
 _ERRORS = (RedisError, OSError, TimeoutError)
 
@@ -114,7 +131,11 @@ class RedisStore:
         self.where = where
         self._sentinel = sentinel
         self.channel = f"{key_prefix}flush"
+        self.bans_channel = f"{key_prefix}bans-changed"
         self._handlers: list[FlushHandler] = []
+        #: Every ban, target -> (expires, rule), while ``mirrored`` (module docstring).
+        self._mirror: dict[str, tuple[float, str]] = {}
+        self.mirrored = False
         self._listener: asyncio.Task[None] | None = None
         #: Set while the flush subscription is established (tests wait on it).
         self.subscribed = asyncio.Event()
@@ -284,6 +305,7 @@ class RedisStore:
                     pipe.set(name, f"{expires!r} {rule}", px=_ms(ttl))
                     pipe.zadd(f"{self.prefix}bans", {target: expires})
                     pipe.zremrangebyscore(f"{self.prefix}bans", "-inf", now)
+                    pipe.publish(self.bans_channel, _ban_change(target, expires, rule))
                     await pipe.execute()
                     return
                 except WatchError:
@@ -292,6 +314,13 @@ class RedisStore:
 
     async def banned(self, targets: Sequence[str], now: float) -> str | None:
         if not targets:
+            return None
+        if self.mirrored:
+            mirror = self._mirror
+            for target in targets:
+                entry = mirror.get(target)
+                if entry is not None and entry[0] > now:
+                    return target
             return None
         names = [self._k("ban", t) for t in targets]
         values = await self._run("banned", self.client.mget(names))
@@ -340,6 +369,7 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self._k("ban", target))
         pipe.zrem(f"{self.prefix}bans", target)
+        pipe.publish(self.bans_channel, _ban_change(target, None, ""))
         doomed = [self._k("cnt", k) for k in sorted(counter_keys)] + index_keys
         if doomed:
             pipe.delete(*doomed)
@@ -363,6 +393,7 @@ class RedisStore:
                 deleted = await self.client.delete(*batch)
                 lifted += deleted if is_ban else 0
         await self.client.delete(f"{self.prefix}bans")
+        await self.client.publish(self.bans_channel, _ban_change(None, None, ""))
         return lifted
 
     # ------------------------------------------------------------ sets
@@ -412,6 +443,7 @@ class RedisStore:
             pubsub = self.client.pubsub()
             try:
                 await self._subscribe(pubsub)
+                await self._load_mirror()
                 if failures:
                     log.warning(
                         "redis %s: flush subscription restored; flushing the local cache "
@@ -423,6 +455,7 @@ class RedisStore:
                 self.subscribed.set()
                 await self._receive(pubsub)
             except Exception as exc:  # the task's boundary: log, back off, reconnect
+                self._drop_mirror()
                 self.subscribed.clear()
                 pause = min(
                     self.retry_interval * 2**failures, max(MAX_BACKOFF, self.retry_interval)
@@ -439,19 +472,86 @@ class RedisStore:
                 failures += 1
                 await asyncio.sleep(pause)
             finally:
+                self._drop_mirror()
                 self.subscribed.clear()
                 await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
 
     async def _subscribe(self, pubsub: Any) -> None:
-        await asyncio.wait_for(pubsub.subscribe(self.channel), self.timeout)
+        channels = {self.channel, self.bans_channel}
+        await asyncio.wait_for(pubsub.subscribe(*sorted(channels)), self.timeout)
         deadline = asyncio.get_running_loop().time() + self.timeout
-        while True:  # the confirmation: from now on no message is missed
+        while channels:  # the confirmations: from now on no message is missed
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 raise TimeoutError("no subscribe confirmation")
             msg = await asyncio.wait_for(pubsub.get_message(timeout=left), self.timeout)
             if msg is not None and msg["type"] == "subscribe":
-                return
+                channels.discard(_text(msg["channel"]))
+
+    async def _load_mirror(self) -> None:
+        """Every ban into the mirror (after subscribing: see the module docstring)."""
+        self._drop_mirror()
+        mirror = await self._run(
+            "load bans", self._read_bans(), timeout=self.timeout * ADMIN_TIMEOUTS
+        )
+        if len(mirror) > MIRROR_LIMIT:
+            log.warning(
+                "redis %s: %d bans, more than the mirror holds; asking Redis on every login",
+                self.where,
+                len(mirror),
+            )
+            return
+        self._mirror = mirror
+        self.mirrored = True
+
+    async def _read_bans(self) -> dict[str, tuple[float, str]]:
+        # decode_responses: members come back as str.
+        targets = [str(t) for t in await self.client.zrange(f"{self.prefix}bans", 0, -1)]
+        mirror: dict[str, tuple[float, str]] = {}
+        for start in range(0, len(targets), SCAN_COUNT):
+            chunk = targets[start : start + SCAN_COUNT]
+            values = await self.client.mget([self._k("ban", t) for t in chunk])
+            for target, value in zip(chunk, values, strict=True):
+                entry = _parse_ban(value)
+                if entry is not None:
+                    mirror[target] = entry
+        return mirror
+
+    def _drop_mirror(self) -> None:
+        self.mirrored = False
+        self._mirror = {}
+
+    def _apply_ban_change(self, data: str) -> None:
+        """One published ban change into the mirror; a message that does not parse
+        turns the mirror off until the next reconnection (``banned`` asks Redis)."""
+        try:
+            change = json.loads(data)
+            target, expires, rule = change["target"], change["expires"], change["rule"]
+            if target is not None and not isinstance(target, str):
+                raise TypeError("target is not a string")
+            if expires is not None:
+                expires = float(expires)
+            rule = str(rule)
+        except (ValueError, KeyError, TypeError) as exc:
+            if self.mirrored:
+                log.warning(
+                    "redis %s: malformed ban change (%s); asking Redis for bans until "
+                    "the subscription is renewed",
+                    self.where,
+                    exc,
+                )
+            self._drop_mirror()
+            return
+        if target is None:
+            self._mirror.clear()
+        elif expires is None:
+            self._mirror.pop(target, None)
+        else:
+            old = self._mirror.get(target)
+            if old is None or old[0] < expires:
+                self._mirror[target] = (expires, rule)
+            if len(self._mirror) > MIRROR_LIMIT:
+                self._drop_mirror()
 
     async def _receive(self, pubsub: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -463,7 +563,10 @@ class RedisStore:
             if msg is not None:
                 heard = now
                 if msg["type"] == "message":
-                    self._dispatch_raw(msg["data"])
+                    if _text(msg["channel"]) == self.bans_channel:
+                        self._apply_ban_change(msg["data"])
+                    else:
+                        self._dispatch_raw(msg["data"])
             if now >= next_ping:
                 await asyncio.wait_for(pubsub.ping(), self.timeout)
                 next_ping = now + PING_EVERY
@@ -532,6 +635,12 @@ def _describe(exc: BaseException) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _ban_change(target: str | None, expires: float | None, rule: str) -> str:
+    """A ``bans-changed`` message: a ban of ``target`` until ``expires``, its lifting
+    (``expires`` None), or the lifting of every ban (``target`` None)."""
+    return json.dumps({"target": target, "expires": expires, "rule": rule})
 
 
 def _parse_ban(value: bytes | str | None) -> tuple[float, str] | None:

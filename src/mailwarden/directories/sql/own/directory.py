@@ -237,6 +237,18 @@ class OwnDirectory:
         )
         return [account_of(row) for row in rows]
 
+    async def sample(self, count: int) -> list[Account]:
+        if count <= 0:
+            return []
+        rows = await self.db.fetch(
+            Sql.of(
+                f"SELECT {self._select} FROM logins AS u JOIN accounts AS a"  # noqa: S608
+                " ON a.id = u.account_id WHERE u.space = 'uid' LIMIT ",
+                Param(count),
+            )
+        )
+        return [account_of(row) for row in rows]
+
     async def count(self) -> int:
         row = await self.db.fetchrow(Sql.of("SELECT count(*) FROM accounts"))
         return 0 if row is None else int(row.values[0])
