@@ -9,6 +9,7 @@ at random), and TLS certificates are checked against the system's CA store.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,11 @@ class HttpxTransport:
         )
 
     async def send(self, request: HttpRequest) -> HttpAnswer:
+        # httpx (through anyio) keeps the current task across its waits, and a Dovecot
+        # request runs inside its connection's task until its first wait
+        # (frontends/dovecot_common.py, Connection.spawn): yield once, so that the
+        # request is a task of its own before httpx starts.
+        await asyncio.sleep(0)
         method = "GET" if request.form is None else "POST"
         try:
             async with self._client.stream(
