@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,16 @@ def test_the_secret_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
     (tmp_path / "oauth2.secret").unlink()
     with pytest.raises(ConfigError, match=r"oauth2\.client_secret_file: cannot read"):
         client_secret(c, lambda p: tmp_path / p)
+
+
+def test_the_engine_imports_neither_httpx_nor_joserfc() -> None:
+    """One-shot commands (checkpassword, once per POP3 login) build the engine: the
+    HTTP client and the JOSE library load only when [oauth2] is configured."""
+    code = (
+        "import sys, mailwarden.app, mailwarden.auth.engine\n"
+        "print(sorted(m for m in ('httpx', 'joserfc') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
