@@ -26,6 +26,11 @@ fi
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
+# Node and npm for the OpenID provider the OAuth2 tests start (below), from Debian
+# only when the machine has none (a NodeSource node brings its own npm).
+if [ "$mode" = test ] && ! command -v npm >/dev/null 2>&1; then
+    need+=(nodejs npm)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
@@ -64,4 +69,18 @@ if [ ! -e "$stamp" ]; then
     .venv/bin/python -m pip install -q -e '.[dev]'
     rm -f .venv/.stamp-*
     touch "$stamp"
+fi
+
+# The OpenID provider the OAuth2 tests start (tests/peers/test_oauth2.py): node
+# oidc-provider as pinned by tests/peers/oidc/package-lock.json, installed with `npm ci`
+# into .cache/ (one folder per lock file), only when it is not there yet.
+if [ "$mode" = test ]; then
+    lock=tests/peers/oidc/package-lock.json
+    oidc=.cache/oidc-provider-$(sha256sum "$lock" | cut -c1-16)
+    if [ ! -e "$oidc/node_modules/oidc-provider/package.json" ]; then
+        rm -rf "$oidc"
+        mkdir -p "$oidc"
+        cp tests/peers/oidc/package.json "$lock" "$oidc/"
+        npm ci --prefix "$oidc" --no-audit --no-fund --loglevel=error </dev/null
+    fi
 fi

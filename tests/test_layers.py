@@ -32,6 +32,10 @@ PURE = (
     "accounts/profile.py",
     "mailgate/changes.py",
     "mailgate/mime.py",
+    "oauth2/claims.py",
+    "oauth2/signatures.py",
+    "oauth2/provider.py",
+    "oauth2/cache.py",
 )
 IO_MODULES = ("asyncio", "socket", "sqlite3", "ssl", "selectors", "ldap", "bonsai", "redis")
 

@@ -35,6 +35,7 @@ from mailwarden.guard.policy import Guard
 from mailwarden.guard.stores.base import GuardStore
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Accepted, AuthAttempt, AuthOutcome, LookupOutcome, UserRecord
+from mailwarden.oauth2 import TokenVerifier, open_verifier
 
 if TYPE_CHECKING:
     from mailwarden.metrics import Metrics
@@ -121,6 +122,7 @@ def build_engine(
     guard: Guard | None = None,
     metrics: MetricsSink | None = None,
     password_checker: PasswordChecker | None = None,
+    tokens: TokenVerifier | None = None,
 ) -> Engine:
     """The engine, with what it needs to know of the front ends (engine_options)."""
     return Engine(
@@ -130,6 +132,7 @@ def build_engine(
         guard=guard,
         metrics=metrics,
         password_checker=password_checker,
+        tokens=tokens,
         **engine_options(config),
     )
 
@@ -178,6 +181,7 @@ class App:
 
     async def close(self) -> None:
         await self.engine.drain()
+        await self.engine.bearer.aclose()
         await self.engine.guard.close()
         await self.directory.close()
         self.hasher.close()
@@ -222,6 +226,7 @@ async def running_app(
         guard=await open_guard(config, via_daemon=guard_via_daemon),
         metrics=metrics,
         password_checker=backend.checker,
+        tokens=open_verifier(config.oauth2, lambda p: resolve_path(config, p)),
     )
     await engine.start(sample=daemon)
     if backend.forget is not None:
@@ -273,6 +278,7 @@ RESTART_KEYS: dict[str, tuple[str, ...]] = {
     "dovecot": ("enabled", "tcp_listen"),
     "saslauthd": ("enabled",),
     "http": ("enabled",),
+    "oauth2": (),  # the verifier, its key set and caches are built once
 }
 
 

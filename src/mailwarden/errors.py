@@ -28,6 +28,9 @@ owns the connection.
     │   │   └── DirectoryMissing       directories/sqlite/: no database file yet; the
     │   │                              command line exits 78 (run ``mailwarden init``)
     │   ├── HashingUnavailable         hashing/pool.py: worker pool broken or shut down
+    │   ├── ProviderUnavailable        oauth2/: the identity provider (discovery, keys,
+    │   │                              introspection) did not answer, timed out or answered
+    │   │                              5xx; the engine returns Unavailable, never a refusal
     │   ├── StoreUnavailable           stores/*: Redis down or slow; caught by the guard,
     │   │                              which carries on with local state (never Unavailable)
     │   ├── MailUnsent                 mailgate/mail.py: the MTA refused a reply; the
@@ -204,6 +207,12 @@ class RelayError(TemporaryFailure):
 
 class HashingUnavailable(TemporaryFailure):
     """The hashing worker pool is shut down or broken."""
+
+
+class ProviderUnavailable(TemporaryFailure):
+    """The OAuth 2.0 identity provider could not be asked (connection error, timeout,
+    a 5xx answer, or an answer that is not what the spec says): a bearer token cannot
+    be judged now, which is never the same as a wrong token."""
 
 
 class StoreUnavailable(TemporaryFailure):

@@ -43,6 +43,30 @@ class Password:
         return self.value.decode("utf-8", "replace")
 
 
+@dataclass(frozen=True, slots=True)
+class BearerToken:
+    """An OAuth 2.0 bearer token (RFC 6750) the client presented: XOAUTH2, OAUTHBEARER,
+    or the HTTP API's ``password`` with ``"method": "xoauth2"``. Its repr never shows
+    the value.
+
+    A credential of its own, not a :class:`Password`: with ``[oauth2]`` configured the
+    engine hands it to the token verifier (mailwarden.oauth2), never to a password
+    scheme. Without ``[oauth2]`` it is verified like a password, as Dovecot does with
+    a passdb that is not ``oauth2`` (docs/credentials.md).
+    """
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "BearerToken(<hidden>)"
+
+    __str__ = __repr__
+
+    def as_password(self) -> Password:
+        """The token as the password a non-OAuth2 site verifies it as."""
+        return Password.from_text(self.value)
+
+
 class AccountStatus(enum.StrEnum):
     """Lifecycle state of an account.
 
@@ -217,7 +241,7 @@ class CredentialProof(Protocol):
     def check(self, scheme: str, credentials: bytes) -> bool: ...
 
 
-Credentials: TypeAlias = "Password | CredentialProof | None"
+Credentials: TypeAlias = "Password | BearerToken | CredentialProof | None"
 
 
 @record
@@ -227,7 +251,8 @@ class AuthAttempt:
     ``username`` is who authenticates (SASL authcid); ``authzid`` is who they
     want to act as, when different (SASL authzid, or the target of a master
     login). ``credentials`` is ``None`` for mechanisms that authenticate by
-    other means (EXTERNAL with a verified client certificate).
+    other means (EXTERNAL with a verified client certificate), and a
+    :class:`BearerToken` for XOAUTH2 and OAUTHBEARER.
     ``require_master`` is set when the caller asks as a master passdb (Dovecot's
     ``master = yes``, e.g. the HTTP API's ``?mode=master``): only an account
     allowed to act as a master user may pass.
@@ -240,7 +265,7 @@ class AuthAttempt:
     """
 
     username: str
-    credentials: Password | CredentialProof | None
+    credentials: Password | BearerToken | CredentialProof | None
     service: str
     mechanism: str = "PLAIN"
     authzid: str | None = None

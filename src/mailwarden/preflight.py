@@ -49,6 +49,10 @@ def check(config: Config, *, workers: int | None = None) -> None:
         saslauthd_socket_owner(config.saslauthd)  # the socket's owner and group exist
     if config.http.enabled:
         _check_http(config)
+    if config.oauth2.client_secret_file:
+        from mailwarden.oauth2.transport import client_secret  # noqa: PLC0415
+
+        client_secret(config.oauth2, lambda p: resolve_path(config, p))  # it can be read
     asyncio.run(_check_backends(config))
 
 

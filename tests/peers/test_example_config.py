@@ -154,7 +154,17 @@ def site() -> Iterator[Site]:
         s = Site(root)
         d = s.cfg.dovecot
         ready = (d.client_socket, d.login_socket)
-        with running_serve(s.config_path, ready=ready), running_postfix(s), running_imap(s):
+        with (
+            running_serve(s.config_path, ready=ready),
+            running_postfix(root, port=s.smtp_port, client_socket=d.client_socket),
+            running_imap(
+                root,
+                port=s.imap_port,
+                pop3_port=s.pop3_port,
+                login_socket=d.login_socket,
+                master_socket=d.master_socket,
+            ),
+        ):
             yield s
 
 
@@ -166,42 +176,46 @@ def _dovecot_log(site: Site) -> str:
 
 
 @contextlib.contextmanager
-def running_postfix(site: Site) -> Iterator[None]:
-    """A private Postfix whose smtpd (no chroot) uses the client socket."""
-    root = site.root / "postfix"
+def running_postfix(base: Path, *, port: int, client_socket: str) -> Iterator[None]:
+    """A private Postfix under ``base/postfix`` whose smtpd (no chroot) on 127.0.0.1:``port``
+    uses ``client_socket`` (tests/peers/test_oauth2.py uses it too)."""
+    root = base / "postfix"
     etc = root / "etc"
     for sub in ("etc", "queue", "data"):
         (root / sub).mkdir(parents=True)
     shutil.chown(root / "data", user="postfix")
     (etc / "main.cf").write_text(MAIN_CF.format(root=root))
     (etc / "master.cf").write_text(
-        f"127.0.0.1:{site.smtp_port} inet n - n - - smtpd"
-        f" -o smtpd_sasl_path=unix:{site.cfg.dovecot.client_socket}\n" + MASTER_CF_SERVICES
+        f"127.0.0.1:{port} inet n - n - - smtpd"
+        f" -o smtpd_sasl_path=unix:{client_socket}\n" + MASTER_CF_SERVICES
     )
     started = postfix(etc, "start")
     try:
         assert started.returncode == 0, started.stderr + _log(root)
-        wait_until(lambda: connectable(("127.0.0.1", site.smtp_port)), "postfix smtpd")
+        wait_until(lambda: connectable(("127.0.0.1", port)), "postfix smtpd")
         yield
     finally:
         _stop_postfix(root, etc)
 
 
 @contextlib.contextmanager
-def running_imap(site: Site) -> Iterator[None]:
-    """A private Dovecot serving IMAP through mailwarden's login and master sockets."""
-    conf = site.root / "dovecot" / "dovecot.conf"
+def running_imap(
+    base: Path, *, port: int, pop3_port: int, login_socket: str, master_socket: str
+) -> Iterator[None]:
+    """A private Dovecot under ``base/dovecot`` serving IMAP (and POP3) through
+    mailwarden's login and master sockets (tests/peers/test_oauth2.py uses it too)."""
+    conf = base / "dovecot" / "dovecot.conf"
     conf.parent.mkdir()
     conf.write_text(
         dovecot_config(
-            root=site.root,
-            port=site.imap_port,
-            pop3_port=site.pop3_port,
-            login_socket=site.cfg.dovecot.login_socket,
-            master_socket=site.cfg.dovecot.master_socket,
+            root=base,
+            port=port,
+            pop3_port=pop3_port,
+            login_socket=login_socket,
+            master_socket=master_socket,
         )
     )
-    with running_dovecot(conf, site.root / "dovecot", ready=("127.0.0.1", site.imap_port)):
+    with running_dovecot(conf, base / "dovecot", ready=("127.0.0.1", port)):
         yield
 
 

@@ -13,7 +13,7 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mailwarden.model import Password
+from mailwarden.model import BearerToken, Password
 from mailwarden.protocols.dovecot_client import (
     AuthClientConnection,
     AuthRequest,
@@ -88,6 +88,8 @@ class ToyEngine:
             return request.mechanism == "ANONYMOUS" or (
                 request.mechanism == "EXTERNAL" and request.valid_client_cert
             )
+        if isinstance(creds, BearerToken):  # no [oauth2]: the token is the password
+            creds = creds.as_password()
         if isinstance(creds, Password):
             return hmac.compare_digest(creds.value, self.passwords[end.authcid])
         scheme = creds.schemes[0]

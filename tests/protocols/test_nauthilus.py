@@ -13,6 +13,7 @@ from mailwarden.errors import ProtocolError
 from mailwarden.model import (
     Accepted,
     Account,
+    BearerToken,
     Denied,
     DenyReason,
     NotFound,
@@ -71,6 +72,25 @@ def test_the_seed_scripts_body_parses_with_service_and_unknown_fields_ignored() 
     assert request.secured is True
     attempt = request.attempt(session="s")
     assert attempt.frontend == "http" and attempt.remote_ip == "192.0.2.1"
+
+
+@pytest.mark.parametrize("method", ["xoauth2", "OAUTHBEARER"])
+def test_a_caller_that_names_an_oauth_method_sends_a_bearer_token(method: str) -> None:
+    data = {"username": "alice", "password": "eyJ.token.sig", "method": method}
+    request = proto.parse_request(data, need_password=True)
+    assert request.password == BearerToken("eyJ.token.sig")
+    assert request.attempt(session="s").mechanism == method.upper()
+
+
+def test_any_other_method_sends_a_password() -> None:
+    for method in ("plain", "login", None):
+        data = {"username": "alice", "password": "eyJ.token.sig", "method": method}
+        assert proto.parse_request(data, need_password=True).password == Password(b"eyJ.token.sig")
+
+
+def test_an_oauth_method_without_a_password_is_still_missing_it() -> None:
+    with pytest.raises(ProtocolError, match="'password' is required"):
+        proto.parse_request({"username": "alice", "method": "xoauth2"}, need_password=True)
 
 
 def test_protocol_is_read_when_service_is_absent() -> None:

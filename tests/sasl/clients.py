@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from mailwarden.model import CredentialProof, Password
+from mailwarden.model import BearerToken, CredentialProof, Password
 from mailwarden.sasl.base import Finished
 from mailwarden.schemes import cram
 
@@ -24,7 +24,8 @@ def md5(data: bytes) -> bytes:
 def proof(step: object) -> CredentialProof:
     """The challenge-response proof a finished exchange carries (asserting there is one)."""
     assert isinstance(step, Finished)
-    assert step.credentials is not None and not isinstance(step.credentials, Password)
+    assert step.credentials is not None
+    assert not isinstance(step.credentials, Password | BearerToken)
     return step.credentials
 
 

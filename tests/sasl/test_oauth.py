@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mailwarden.model import Password
+from mailwarden.model import BearerToken
 from mailwarden.sasl.base import Challenge, Finished, MechanismFailed
 from mailwarden.sasl.oauthbearer import OAuthBearer
 from mailwarden.sasl.xoauth2 import XOAuth2
@@ -18,7 +18,7 @@ def test_xoauth2_of_the_reference_transcript_finishes_with_the_token_as_password
     step = XOAuth2().start(data)
     assert isinstance(step, Finished)
     assert (step.authcid, step.authzid) == ("tok", None)
-    assert step.credentials == Password(b"ya29.tokenvalue")
+    assert step.credentials == BearerToken("ya29.tokenvalue")
 
 
 def test_xoauth2_failure_data_is_dovecots_json_challenge_byte_for_byte() -> None:
@@ -37,7 +37,7 @@ def test_xoauth2_parses_googles_documented_example() -> None:
     step = XOAuth2().start(data)
     assert isinstance(step, Finished)
     assert step.authcid == "someuser@example.com"
-    assert step.credentials == Password(b"ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg")
+    assert step.credentials == BearerToken("ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg")
 
 
 def test_xoauth2_without_initial_response_asks_with_an_empty_challenge() -> None:
@@ -69,7 +69,7 @@ def test_oauthbearer_of_the_reference_transcript_names_the_user_in_the_gs2_heade
     step = OAuthBearer().start(data)
     assert isinstance(step, Finished)
     assert step.authcid == "tok"
-    assert step.credentials == Password(b"ya29.tokenvalue")
+    assert step.credentials == BearerToken("ya29.tokenvalue")
     assert step.failure_data == b'{"status":"invalid_token"}'
 
 
@@ -81,7 +81,7 @@ def test_oauthbearer_parses_the_rfc_7628_example() -> None:
     step = OAuthBearer().start(data)
     assert isinstance(step, Finished)
     assert step.authcid == "user@example.com"
-    assert step.credentials == Password(b"vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg==")
+    assert step.credentials == BearerToken("vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg==")
 
 
 def test_oauthbearer_unescapes_the_gs2_username() -> None:

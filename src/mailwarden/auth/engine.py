@@ -7,13 +7,12 @@ builds an :class:`~mailwarden.model.AuthAttempt` and calls
 ``account`` phase, the web session), and :meth:`Engine.forget` to drop what is
 remembered about a user. Nothing else decides whether a login is valid.
 
-The engine orchestrates; the rules live in two parts beside it:
-:mod:`~mailwarden.auth.passwords` (the password context: verify, dummy verify,
-challenge-response credentials, rehash) and :mod:`~mailwarden.auth.access` (the
-access policy: status, service switches, networks, master users, anonymous,
-nodelay, passdb and proxy fields). The engine reads the directory **once** per
-login, and its outcome carries everything the front ends answer with, so none
-reads it again.
+The engine orchestrates; the rules live beside it: :mod:`~mailwarden.auth.passwords`
+(verify, dummy verify, challenge-response credentials, rehash), :mod:`~mailwarden.auth.bearer`
+(OAuth2 bearer tokens) and :mod:`~mailwarden.auth.access` (the access policy: status,
+service switches, networks, master users, anonymous, nodelay, passdb and proxy
+fields). The engine reads the directory **once** per login, and its outcome carries
+everything the front ends answer with, so none reads it again.
 
 Rules, and why:
 
@@ -58,6 +57,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from typing import Any, Protocol
 
 from mailwarden.auth.access import AccessPolicy, Names, visible_passdb_fields
+from mailwarden.auth.bearer import BearerCheck
 from mailwarden.auth.dummies import DummyHashes
 from mailwarden.auth.passwords import PasswordContext
 from mailwarden.config import Config
@@ -73,6 +73,7 @@ from mailwarden.model import (
     AccountStatus,
     AuthAttempt,
     AuthOutcome,
+    BearerToken,
     Denied,
     DenyReason,
     LookupOutcome,
@@ -85,6 +86,7 @@ from mailwarden.model import (
     outcome_label,
     userdb_fields,
 )
+from mailwarden.oauth2.claims import TokenVerifier
 
 __all__ = ["Engine", "MetricsSink", "userdb_fields"]
 
@@ -120,12 +122,13 @@ class Engine:
         password_checker: PasswordChecker | None = None,
         mechanisms: Iterable[str] = (),
         anonymous_user: str | None = None,
+        tokens: TokenVerifier | None = None,
     ) -> None:
         """``password_checker``: a directory that verifies passwords itself (LDAP
-        rebind); ``mechanisms``: the SASL mechanisms the front ends offer (ANONYMOUS
-        among them lets the anonymous user in; challenge-response ones keep their
-        accounts' values from being rehashed); ``anonymous_user``: who SASL
-        ANONYMOUS logs in as (app.py passes the Dovecot front end's settings)."""
+        rebind); ``tokens``: the ``[oauth2]`` verifier (auth/bearer.py); ``mechanisms``:
+        the SASL mechanisms the front ends offer (ANONYMOUS among them lets the
+        anonymous user in; challenge-response ones keep their accounts' values from
+        being rehashed); ``anonymous_user``: who SASL ANONYMOUS logs in as."""
         self.directory = directory
         self.hasher = hasher
         self.metrics = metrics
@@ -144,6 +147,7 @@ class Engine:
             checker=password_checker,
             challenge_mechanisms=self._mechanisms,
         )
+        self.bearer = BearerCheck(tokens, self.passwords)
         self._use(config)
         self.decisions: collections.Counter[str] = collections.Counter()  # for `status`
         self._background: set[asyncio.Task[None]] = set()
@@ -269,6 +273,8 @@ class Engine:
                 self._trace(attempt, "credentials not valid")
             if source is not None:
                 creds = attempt.credentials
+                if isinstance(creds, BearerToken):  # counted as a wrong password would be
+                    creds = creds.as_password()
                 await self.guard.failed(
                     source,
                     uid=subject,
@@ -350,6 +356,8 @@ class Engine:
             )
         if isinstance(creds, Password):
             return await self.passwords.verify(creds, account, authcid or "")
+        if isinstance(creds, BearerToken):
+            return await self.bearer.valid(creds, account, authcid, self.rules)
         return await self.passwords.verify_proof(creds, account, authcid)
 
     # ------------------------------------------------------------------ credentials

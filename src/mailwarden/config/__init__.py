@@ -13,8 +13,8 @@ Where the file is found: ``--config PATH``, else ``$MAILWARDEN_CONFIG``, else
 with none of them, the built-in defaults apply.
 
 The package: :mod:`.build` (TOML table -> section, the checks every key gets),
-:mod:`.core`, :mod:`.classic`, :mod:`.guard`, :mod:`.sql` and :mod:`.web` (the sections),
-:mod:`.whole` (:class:`Config` and the defaults table). It imports only
+:mod:`.core`, :mod:`.classic`, :mod:`.guard`, :mod:`.oauth2`, :mod:`.sql` and :mod:`.web`
+(the sections), :mod:`.whole` (:class:`Config` and the defaults table). It imports only
 :mod:`mailwarden.errors` (the bottom floor; ``tests/test_layers.py``). Importing
 it is cheap: the section modules load on first use of one of their names, so
 ``load(path, sections=(DovecotConfig, CheckpasswordConfig))`` (``mailwarden
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         GuardRule,
         RedisConfig,
     )
+    from mailwarden.config.oauth2 import OAuth2Config
     from mailwarden.config.server import ServerConfig
     from mailwarden.config.sql import SqlConfig
     from mailwarden.config.web import MAILGATE_FIELDS, HttpConfig, MailgateConfig
@@ -83,6 +84,7 @@ _LAZY = {
     "LoginAttr": "core",
     "LogConfig": "core",
     "PasswordsConfig": "core",
+    "OAuth2Config": "oauth2",
     "ServerConfig": "server",
     "UsernameFormat": "core",
     "DEFAULT_GUARD_RULES": "guard",
@@ -119,6 +121,7 @@ __all__ = [
     "LogConfig",
     "LoginAttr",
     "MailgateConfig",
+    "OAuth2Config",
     "PasswordsConfig",
     "RedisConfig",
     "SaslauthdConfig",

@@ -20,6 +20,7 @@ from mailwarden.config.core import (
     SaslauthdConfig,
 )
 from mailwarden.config.guard import CacheConfig, GuardConfig
+from mailwarden.config.oauth2 import OAuth2Config
 from mailwarden.config.server import ServerConfig
 from mailwarden.config.sql import SqlConfig
 from mailwarden.config.web import HttpConfig, MailgateConfig
@@ -45,6 +46,7 @@ class Config(Section):
     guard: GuardConfig = field(default_factory=GuardConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     mailgate: MailgateConfig = field(default_factory=MailgateConfig)
+    oauth2: OAuth2Config = field(default_factory=OAuth2Config)
     source: str = field(default="<defaults>", compare=False)
 
     def check(self, key: str) -> None:

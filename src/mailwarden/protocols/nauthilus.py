@@ -37,6 +37,7 @@ from mailwarden.model import (
     Account,
     AuthAttempt,
     AuthOutcome,
+    BearerToken,
     Denied,
     DenyReason,
     LookupOutcome,
@@ -53,6 +54,10 @@ STATUS_TEMPFAIL = "Temporary server problem, try again later"
 
 #: Longest value accepted for any string field; longer ones are malformed input.
 MAX_FIELD_LENGTH = 4096
+
+#: ``method`` values (SASL mechanism names, as Nauthilus's field holds) whose
+#: ``password`` is an OAuth 2.0 bearer token, validated as one (docs/credentials.md).
+BEARER_METHODS = frozenset({"xoauth2", "oauthbearer"})
 
 #: Where a published attribute takes its values from. A site maps its own names
 #: (``rnsMSMailPath``) onto these sources in ``[http] attributes``; ``userdb:X``
@@ -89,7 +94,7 @@ class JsonRequest:
     """The fields of one auth request that mailwarden uses; the rest are ignored."""
 
     username: str
-    password: Password | None
+    password: Password | BearerToken | None
     service: str
     client_ip: str | None = None
     client_port: int | None = None
@@ -213,13 +218,19 @@ def parse_request(data: Mapping[str, Any], *, need_password: bool) -> JsonReques
         if not _encodable(password_text, "surrogateescape"):
             raise ProtocolError("field 'password' is not valid Unicode (a lone surrogate)")
         password = Password.from_text(password_text)
-    if need_password and password is None:
+    method = _text(data, "method")
+    credentials: Password | BearerToken | None = password
+    if password_text is not None and method is not None and method.lower() in BEARER_METHODS:
+        # The caller says the password field carries a bearer token (the mechanism
+        # the client used): it is validated as a token, never compared as a password.
+        credentials = BearerToken(password_text)
+    if need_password and credentials is None:
         raise ProtocolError("field 'password' is required")
     service = _text(data, "service") or _text(data, "protocol") or ""
     ssl = _text(data, "ssl") or _text(data, "ssl_protocol")
     return JsonRequest(
         username=username,
-        password=password,
+        password=credentials,
         service=service.lower(),
         client_ip=_text(data, "client_ip"),
         client_port=_port(data, "client_port"),
@@ -227,7 +238,7 @@ def parse_request(data: Mapping[str, Any], *, need_password: bool) -> JsonReques
         local_port=_port(data, "local_port"),
         client_id=_text(data, "client_id"),
         secured=ssl is not None and ssl.lower() not in ("0", "no", "false", "off"),
-        method=_text(data, "method"),
+        method=method,
     )
 
 

@@ -1,7 +1,10 @@
 """What XOAUTH2 and OAUTHBEARER share: token syntax and the failure round.
 
-Both carry a bearer token that the engine verifies like a password (Dovecot:
-``auth_request_verify_plain``, so any passdb works). When it is refused the server
+Both carry a bearer token, handed to the engine as a
+:class:`~mailwarden.model.BearerToken`: with ``[oauth2]`` configured the engine
+validates it (a JWT against the issuer's keys, or RFC 7662 introspection), else it
+verifies it like a password, as Dovecot does with a passdb that is not ``oauth2``
+(``auth_request_verify_plain``). When it is refused the server
 does not fail at once: it sends a JSON error as a challenge, the client answers
 with a dummy response, and only then comes the failure (RFC 7628 §3.2.3; Google's
 XOAUTH2 document). The JSON bodies are Dovecot's, byte for byte.
@@ -9,8 +12,8 @@ XOAUTH2 document). The JSON bodies are Dovecot's, byte for byte.
 
 from __future__ import annotations
 
-from mailwarden.model import Password
-from mailwarden.sasl.base import Finished, MechanismFailed, raw
+from mailwarden.model import BearerToken
+from mailwarden.sasl.base import Finished, MechanismFailed
 
 XOAUTH2_ERROR = b'{"status":"401","schemes":"bearer","scope":"mail"}'
 OAUTHBEARER_ERROR = b'{"status":"invalid_token"}'
@@ -33,14 +36,14 @@ def bearer_token(value: str) -> str | None:
 def bearer_login(
     user: str | None, token: str | None, *, missing: str, failure_data: bytes
 ) -> Finished | MechanismFailed:
-    """The end of either exchange: the token is the password the engine verifies for
-    ``user``; ``failure_data`` is the mechanism's JSON error for the failure round.
+    """The end of either exchange: the token is what the engine verifies for ``user``;
+    ``failure_data`` is the mechanism's JSON error for the failure round.
     Without a user or a token the exchange fails (``missing``: the reason logged)."""
     if not user or token is None:
         return MechanismFailed(reason=missing, user=user or None)
     return Finished(
         authcid=user,
         authzid=None,
-        credentials=Password(raw(token)),
+        credentials=BearerToken(token),
         failure_data=failure_data,
     )

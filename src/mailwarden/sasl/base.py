@@ -44,7 +44,7 @@ from dataclasses import field
 from typing import ClassVar, TypeAlias
 
 from mailwarden.errors import LocalProtocolError
-from mailwarden.model import CredentialProof, Password
+from mailwarden.model import BearerToken, CredentialProof, Password
 from mailwarden.records import record
 
 # --------------------------------------------------------------------------- flags
@@ -113,15 +113,16 @@ class Finished:
 
     ``authcid`` is who authenticates, ``authzid`` who they want to act as (``None``
     when absent or equal to ``authcid``). ``credentials`` is what the engine checks:
-    a :class:`~mailwarden.model.Password`, a
-    :class:`~mailwarden.model.CredentialProof`, or ``None`` (ANONYMOUS, EXTERNAL).
+    a :class:`~mailwarden.model.Password`, a :class:`~mailwarden.model.BearerToken`
+    (XOAUTH2, OAUTHBEARER), a :class:`~mailwarden.model.CredentialProof`, or ``None``
+    (ANONYMOUS, EXTERNAL).
     ``success_data`` is sent only after ``Accepted``; ``failure_data`` only after
     ``Denied`` (see the module docstring for how).
     """
 
     authcid: str
     authzid: str | None
-    credentials: Password | CredentialProof | None
+    credentials: Password | BearerToken | CredentialProof | None
     success_data: bytes | None = None
     failure_data: bytes | None = None
 
