@@ -41,9 +41,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from mailwarden.app import run_loop, running_app, setup_logging
+from mailwarden.app import running_app, setup_logging
 from mailwarden.config import loads
 from mailwarden.frontends.http import HttpServer
+from mailwarden.loop import run_loop
 from mailwarden.metrics import Metrics
 from mailwarden.model import Account
 

@@ -41,10 +41,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from mailwarden import schemes
-from mailwarden.app import run_loop, running_app
+from mailwarden.app import running_app
 from mailwarden.config import loads
 from mailwarden.frontends.dovecot_client import ClientConnection
 from mailwarden.frontends.dovecot_common import DovecotState
+from mailwarden.loop import run_loop
 from mailwarden.metrics import Metrics
 from mailwarden.model import Account
 

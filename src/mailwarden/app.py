@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -403,31 +402,6 @@ async def describe(
         "decisions": dict(sorted(app.engine.decisions.items())),
         "listeners": listeners or [],
     }
-
-
-#: Young-generation threshold of the cyclic garbage collector (CPython's default: 700).
-GC_THRESHOLD = (10_000, 10, 10)
-
-
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run the daemon's event loop: uvloop when it is installed (a faster loop written
-    in C over libuv; a dependency of mailwarden), else asyncio's own.
-
-    The garbage collector looks at young objects every 10,000 allocations instead of
-    700 (GC_THRESHOLD). A login that no cache helps allocates a few hundred objects
-    that outlive it (cache entries, guard memos), so with the default a collection
-    ran every few logins, each walking what the last ones left: issue #18 measured
-    119-163 µs of CPU per cold {PLAIN} login with the default, 85-104 µs with this
-    (81-91 µs with no collector at all; bench/request_cost.py --cold-plain). Cycles
-    are still collected, a little later; warm logins cost the same either way.
-    """
-    gc.set_threshold(*GC_THRESHOLD)
-    try:
-        import uvloop  # noqa: PLC0415 - only the daemon needs it
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 _LOGGING = {"with_pid": False}

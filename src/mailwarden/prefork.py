@@ -49,11 +49,12 @@ from typing import Any, NoReturn
 
 from mailwarden import sdnotify
 from mailwarden.activation import Activated
-from mailwarden.app import resolve_path, run_loop, serve, write_pid_file
+from mailwarden.app import resolve_path, serve, write_pid_file
 from mailwarden.config import Config
 from mailwarden.errors import ConfigError, TemporaryFailure
 from mailwarden.frontends.inherited import InheritedSockets, bind_tcp
 from mailwarden.frontends.unixsock import bind_unix_socket, remove_own_socket
+from mailwarden.loop import run_loop
 
 __all__ = ["bind_all", "check_workers", "effective_workers", "serve_activated", "supervise"]
 

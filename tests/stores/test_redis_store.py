@@ -392,19 +392,19 @@ async def test_bans_are_answered_from_the_mirror_and_every_change_reaches_it(
         now = time.time()
         await a.ban("198.51.100.0/24", "ip", 600.0, now)  # before b subscribes: loaded
         await b.subscribe_flush(lambda users: None)
-        assert b.mirrored
+        assert b.mirror.active
         before = await _mget_calls(b)
         assert await b.banned(["203.0.113.0/24", "198.51.100.0/24"], now) == "198.51.100.0/24"
         await a.ban(IP, "ip", 600.0, now)  # after: published in the ban's transaction
-        await poll(lambda: b._mirror.get(IP) is not None, "the ban's message")
+        await poll(lambda: b.mirror.entries.get(IP) is not None, "the ban's message")
         assert await b.banned([IP], now) == IP
         assert await b.banned([IP], now + 601.0) is None  # expired by the clock, as in Redis
         await a.unban(IP)
-        await poll(lambda: IP not in b._mirror, "the unban's message")
+        await poll(lambda: IP not in b.mirror.entries, "the unban's message")
         assert await b.banned([IP], now) is None
         await a.ban(IP, "ip", 600.0, now)
         await a.unban(None)
-        await poll(lambda: not b._mirror, "the unban-all message")
+        await poll(lambda: not b.mirror.entries, "the unban-all message")
         assert await b.banned([IP, "198.51.100.0/24"], now) is None
         assert await _mget_calls(b) == before  # no round trip for any of them
     finally:
@@ -421,7 +421,7 @@ async def test_a_malformed_ban_change_turns_the_mirror_off_and_redis_answers(
         now = time.time()
         await store.subscribe_flush(lambda users: None)
         await store.client.publish(store.bans_channel, "not json")
-        await poll(lambda: not store.mirrored, "the mirror to be turned off")
+        await poll(lambda: not store.mirror.active, "the mirror to be turned off")
         await store.ban(IP, "ip", 600.0, now)
         before = await _mget_calls(store)
         assert await store.banned([IP], now) == IP
@@ -437,16 +437,16 @@ async def test_the_mirror_is_off_while_redis_is_away_and_reloaded_after(
     store = await RedisStore.open(config)
     try:
         await store.subscribe_flush(lambda users: None)
-        assert store.mirrored
+        assert store.mirror.active
         redis_server.stop()
-        await poll(lambda: not store.mirrored, "the mirror to be dropped", timeout=30.0)
+        await poll(lambda: not store.mirror.active, "the mirror to be dropped", timeout=30.0)
         with pytest.raises(StoreUnavailable):
             await store.banned([IP], time.time())
         redis_server.start()
         other = await RedisStore.open(config)
         await other.ban(IP, "ip", 600.0, time.time())  # while store may still be away
         await other.close()
-        await poll(lambda: store.mirrored, "the mirror to be reloaded", timeout=30.0)
+        await poll(lambda: store.mirror.active, "the mirror to be reloaded", timeout=30.0)
         assert await store.banned([IP], time.time()) == IP
     finally:
         await store.close()

@@ -31,6 +31,7 @@ from mailwarden.errors import (
     DirectoryMissing,
     TemporaryFailure,
 )
+from mailwarden.loop import tune_gc
 
 EX_USAGE = 2
 EX_DATAERR = 65
@@ -105,6 +106,7 @@ def run_with_app(
         ) as app:
             return await fn(app)
 
+    tune_gc()  # a command over a million accounts allocates as a busy daemon does
     try:
         return asyncio.run(main())
     except DirectoryMissing as exc:

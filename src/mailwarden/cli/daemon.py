@@ -8,7 +8,6 @@ import click
 
 from mailwarden.app import (
     App,
-    run_loop,
     serve,
     setup_logging,
 )
@@ -28,6 +27,7 @@ from mailwarden.errors import (
     DirectoryMissing,
     TemporaryFailure,
 )
+from mailwarden.loop import run_loop
 
 # --------------------------------------------------------------------------- daemon
 

@@ -39,6 +39,7 @@ from mailwarden.directories.migration import (
 )
 from mailwarden.directories.places import same_accounts
 from mailwarden.errors import AccountError, ConfigError, DirectoryMissing, TemporaryFailure
+from mailwarden.loop import tune_gc
 
 #: Ctrl-C, as shells report a process ended by SIGINT.
 EX_INTERRUPTED = 130
@@ -212,6 +213,7 @@ def migrate_command(
         finally:
             await from_directory.close()
 
+    tune_gc()
     try:
         final = asyncio.run(go())
     except DirectoryMissing as exc:

@@ -36,20 +36,9 @@ it, and reconnects after an error with a growing pause. Messages published while
 it was disconnected are lost, so after every reconnection it flushes the whole
 local cache once (a hash per user), making up for any flush it missed.
 
-Ban mirror: the same connection subscribes to ``P bans-changed``, on which every
-ban and unban is published in the transaction that writes it. Once subscribed, the
-task loads every ban (the ``bans`` index) into a local dict and from then on applies
-each change in order, so :meth:`RedisStore.banned` — asked on every login, for the
-source's networks and for the account's protection — answers from memory instead
-of a round trip (issue #18: one ``MGET`` per login was most of a two-worker HTTP
-login's cost). Subscribing before loading means no change is missed: changes
-published during the load are applied after it, and as each is a plain set or
-delete, replaying one the load already saw ends in the same state. While the
-subscription is down the mirror is not used (``banned`` asks Redis, as before), and
-it is loaded afresh after every reconnection. A ban another node makes is seen here
-once its message arrives (the publish is in the ban's own transaction: the time of
-one pub/sub delivery). Bans written to Redis by anything but mailwarden are not
-seen until the next reconnection.
+Ban mirror: the same connection subscribes to ``P bans-changed`` and keeps every ban
+in memory (banmirror.py says how it stays exact): :meth:`RedisStore.banned`, asked
+on every login, answers without a round trip while the subscription holds.
 """
 
 from __future__ import annotations
@@ -73,6 +62,7 @@ from redis.exceptions import RedisError, WatchError
 
 from mailwarden.config import RedisConfig
 from mailwarden.errors import ConfigError, StoreUnavailable
+from mailwarden.guard.stores.banmirror import BanMirror, ban_change, parse_ban
 from mailwarden.guard.stores.base import Ban, FlushHandler
 
 log = logging.getLogger("mailwarden.stores.redis")
@@ -91,8 +81,6 @@ BAN_ATTEMPTS = 5
 PING_EVERY = 5.0
 #: Upper bound of the pause between reconnection attempts (seconds).
 MAX_BACKOFF = 30.0
-#: The ban mirror is given up (``banned`` asks Redis) beyond this many bans.
-MIRROR_LIMIT = 1_000_000
 
 _ERRORS = (RedisError, OSError, TimeoutError)
 
@@ -133,9 +121,7 @@ class RedisStore:
         self.channel = f"{key_prefix}flush"
         self.bans_channel = f"{key_prefix}bans-changed"
         self._handlers: list[FlushHandler] = []
-        #: Every ban, target -> (expires, rule), while ``mirrored`` (module docstring).
-        self._mirror: dict[str, tuple[float, str]] = {}
-        self.mirrored = False
+        self.mirror = BanMirror()
         self._listener: asyncio.Task[None] | None = None
         #: Set while the flush subscription is established (tests wait on it).
         self.subscribed = asyncio.Event()
@@ -297,7 +283,7 @@ class RedisStore:
             for _ in range(BAN_ATTEMPTS):
                 try:
                     await pipe.watch(name)
-                    old = _parse_ban(await pipe.get(name))
+                    old = parse_ban(await pipe.get(name))
                     if old is not None and old[0] >= expires:
                         await pipe.unwatch()  # type: ignore[no-untyped-call]
                         return
@@ -305,7 +291,7 @@ class RedisStore:
                     pipe.set(name, f"{expires!r} {rule}", px=_ms(ttl))
                     pipe.zadd(f"{self.prefix}bans", {target: expires})
                     pipe.zremrangebyscore(f"{self.prefix}bans", "-inf", now)
-                    pipe.publish(self.bans_channel, _ban_change(target, expires, rule))
+                    pipe.publish(self.bans_channel, ban_change(target, expires, rule))
                     await pipe.execute()
                     return
                 except WatchError:
@@ -315,17 +301,12 @@ class RedisStore:
     async def banned(self, targets: Sequence[str], now: float) -> str | None:
         if not targets:
             return None
-        if self.mirrored:
-            mirror = self._mirror
-            for target in targets:
-                entry = mirror.get(target)
-                if entry is not None and entry[0] > now:
-                    return target
-            return None
+        if self.mirror.active:
+            return self.mirror.banned(targets, now)
         names = [self._k("ban", t) for t in targets]
         values = await self._run("banned", self.client.mget(names))
         for target, value in zip(targets, values, strict=True):
-            entry = _parse_ban(value)
+            entry = parse_ban(value)
             if entry is not None and entry[0] > now:
                 return target
         return None
@@ -344,7 +325,7 @@ class RedisStore:
         values = await self.client.mget([self._k("ban", t) for t in targets])
         out = []
         for target, value in zip(targets, values, strict=True):
-            entry = _parse_ban(value)
+            entry = parse_ban(value)
             if entry is not None and entry[0] > now:
                 out.append(Ban(target=target, rule=entry[1], expires=entry[0]))
         return sorted(out, key=lambda b: b.target)
@@ -369,7 +350,7 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self._k("ban", target))
         pipe.zrem(f"{self.prefix}bans", target)
-        pipe.publish(self.bans_channel, _ban_change(target, None, ""))
+        pipe.publish(self.bans_channel, ban_change(target, None, ""))
         doomed = [self._k("cnt", k) for k in sorted(counter_keys)] + index_keys
         if doomed:
             pipe.delete(*doomed)
@@ -393,7 +374,7 @@ class RedisStore:
                 deleted = await self.client.delete(*batch)
                 lifted += deleted if is_ban else 0
         await self.client.delete(f"{self.prefix}bans")
-        await self.client.publish(self.bans_channel, _ban_change(None, None, ""))
+        await self.client.publish(self.bans_channel, ban_change(None, None, ""))
         return lifted
 
     # ------------------------------------------------------------ sets
@@ -455,7 +436,7 @@ class RedisStore:
                 self.subscribed.set()
                 await self._receive(pubsub)
             except Exception as exc:  # the task's boundary: log, back off, reconnect
-                self._drop_mirror()
+                self.mirror.drop()
                 self.subscribed.clear()
                 pause = min(
                     self.retry_interval * 2**failures, max(MAX_BACKOFF, self.retry_interval)
@@ -472,7 +453,7 @@ class RedisStore:
                 failures += 1
                 await asyncio.sleep(pause)
             finally:
-                self._drop_mirror()
+                self.mirror.drop()
                 self.subscribed.clear()
                 await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
 
@@ -489,69 +470,40 @@ class RedisStore:
                 channels.discard(_text(msg["channel"]))
 
     async def _load_mirror(self) -> None:
-        """Every ban into the mirror (after subscribing: see the module docstring)."""
-        self._drop_mirror()
-        mirror = await self._run(
+        """Every ban into the mirror (after subscribing: banmirror.py)."""
+        self.mirror.drop()
+        bans = await self._run(
             "load bans", self._read_bans(), timeout=self.timeout * ADMIN_TIMEOUTS
         )
-        if len(mirror) > MIRROR_LIMIT:
+        if not self.mirror.load(bans):
             log.warning(
                 "redis %s: %d bans, more than the mirror holds; asking Redis on every login",
                 self.where,
-                len(mirror),
+                len(bans),
             )
-            return
-        self._mirror = mirror
-        self.mirrored = True
 
     async def _read_bans(self) -> dict[str, tuple[float, str]]:
-        # decode_responses: members come back as str.
         targets = [str(t) for t in await self.client.zrange(f"{self.prefix}bans", 0, -1)]
-        mirror: dict[str, tuple[float, str]] = {}
+        bans: dict[str, tuple[float, str]] = {}
         for start in range(0, len(targets), SCAN_COUNT):
             chunk = targets[start : start + SCAN_COUNT]
             values = await self.client.mget([self._k("ban", t) for t in chunk])
             for target, value in zip(chunk, values, strict=True):
-                entry = _parse_ban(value)
+                entry = parse_ban(value)
                 if entry is not None:
-                    mirror[target] = entry
-        return mirror
-
-    def _drop_mirror(self) -> None:
-        self.mirrored = False
-        self._mirror = {}
+                    bans[target] = entry
+        return bans
 
     def _apply_ban_change(self, data: str) -> None:
-        """One published ban change into the mirror; a message that does not parse
-        turns the mirror off until the next reconnection (``banned`` asks Redis)."""
-        try:
-            change = json.loads(data)
-            target, expires, rule = change["target"], change["expires"], change["rule"]
-            if target is not None and not isinstance(target, str):
-                raise TypeError("target is not a string")
-            if expires is not None:
-                expires = float(expires)
-            rule = str(rule)
-        except (ValueError, KeyError, TypeError) as exc:
-            if self.mirrored:
-                log.warning(
-                    "redis %s: malformed ban change (%s); asking Redis for bans until "
-                    "the subscription is renewed",
-                    self.where,
-                    exc,
-                )
-            self._drop_mirror()
-            return
-        if target is None:
-            self._mirror.clear()
-        elif expires is None:
-            self._mirror.pop(target, None)
-        else:
-            old = self._mirror.get(target)
-            if old is None or old[0] < expires:
-                self._mirror[target] = (expires, rule)
-            if len(self._mirror) > MIRROR_LIMIT:
-                self._drop_mirror()
+        was_active = self.mirror.active
+        problem = self.mirror.apply(data)
+        if problem is not None and was_active:
+            log.warning(
+                "redis %s: malformed ban change (%s); asking Redis for bans until "
+                "the subscription is renewed",
+                self.where,
+                problem,
+            )
 
     async def _receive(self, pubsub: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -635,23 +587,6 @@ def _describe(exc: BaseException) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _ban_change(target: str | None, expires: float | None, rule: str) -> str:
-    """A ``bans-changed`` message: a ban of ``target`` until ``expires``, its lifting
-    (``expires`` None), or the lifting of every ban (``target`` None)."""
-    return json.dumps({"target": target, "expires": expires, "rule": rule})
-
-
-def _parse_ban(value: bytes | str | None) -> tuple[float, str] | None:
-    if not value:
-        return None
-    value = _text(value)
-    expires, _, rule = value.partition(" ")
-    try:
-        return float(expires), rule
-    except ValueError:
-        return None
 
 
 def _redact(url: str) -> str:
