@@ -1296,6 +1296,22 @@ shared VM, so compare ratios):
   per request and 2,249–2,398 → 6,003–6,653 requests/s (16 and 64 clients). Still
   below 10,000/s: each worker pays the one-worker cost, first logins a Redis
   pipeline each, and the two workers and the generator share two cores.
+- **Admin commands at 1M** (`bench/admin_commands.py`, its section below). *import*:
+  61–63 s, meets; but its peak RSS, 356 MiB, grows with the file: the accounts
+  stream, a chunk at a time, yet the passwd-file reader's duplicate-line check keeps
+  every uid and address with its line number (about 300 bytes per account).
+  *export*: 34–35 s (target 20 s): formatting a line costs about 10 µs of CPython
+  (half of it the account check), reading its account about 13 µs on the reader
+  thread (query and decoding); both are Python, so the GIL puts them on one core,
+  and reading the next batch while the current one is formatted overlaps only
+  SQLite's own part. *user list*: 12.7 s in the first run; escaping a TSV field only
+  when it needs it made it 6.3 s in the second (meets). *migrate* SQLite → LDAP is
+  bound by slapd (one core: LMDB writes one transaction at a time): 694 s in the
+  first run, whose slapd had substring indexes; the second run, with equality
+  indexes only (docs/ldap.md), took 899 s while other work loaded the machine (load
+  average 5–8), so it says nothing about the indexes; earlier runs of
+  `bench/migrate.py` measured substring indexes at half the rate at 100k entries.
+  Both runs need repeating on a quiet machine.
 """
 
 
