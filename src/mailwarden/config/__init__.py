@@ -55,7 +55,7 @@ if TYPE_CHECKING:
         GuardRule,
         RedisConfig,
     )
-    from mailwarden.config.server import ServerConfig
+    from mailwarden.config.server import ServerConfig, StateConfig
     from mailwarden.config.sql import SqlConfig
     from mailwarden.config.web import MAILGATE_FIELDS, HttpConfig, MailgateConfig
     from mailwarden.config.whole import Config, defaults_table
@@ -84,6 +84,7 @@ _LAZY = {
     "LogConfig": "core",
     "PasswordsConfig": "core",
     "ServerConfig": "server",
+    "StateConfig": "server",
     "UsernameFormat": "core",
     "DEFAULT_GUARD_RULES": "guard",
     "CacheConfig": "guard",
@@ -126,6 +127,7 @@ __all__ = [
     "Sections",
     "ServerConfig",
     "SqlConfig",
+    "StateConfig",
     "UsernameFormat",
     "config_relative",
     "defaults_table",

@@ -20,7 +20,7 @@ from mailwarden.config.core import (
     SaslauthdConfig,
 )
 from mailwarden.config.guard import CacheConfig, GuardConfig
-from mailwarden.config.server import ServerConfig
+from mailwarden.config.server import ServerConfig, StateConfig
 from mailwarden.config.sql import SqlConfig
 from mailwarden.config.web import HttpConfig, MailgateConfig
 
@@ -45,6 +45,7 @@ class Config(Section):
     guard: GuardConfig = field(default_factory=GuardConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     mailgate: MailgateConfig = field(default_factory=MailgateConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     source: str = field(default="<defaults>", compare=False)
 
     def check(self, key: str) -> None:
