@@ -81,8 +81,13 @@ def _no_machine_sockets() -> Iterator[None]:
     sockets under a temporary directory)."""
     machine = Path("/run/mailwarden")
     existed = machine.exists()
+    # Nor the machine's state folder (the state store's default for directories
+    # that are not SQLite files: /var/lib/mailwarden/state.db).
+    state = Path("/var/lib/mailwarden")
+    state_existed = state.exists()
     yield
     assert existed or not machine.exists(), "a test created /run/mailwarden"
+    assert state_existed or not state.exists(), "a test created /var/lib/mailwarden"
 
 
 # --------------------------------------------------------------------- SQL servers

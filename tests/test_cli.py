@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -281,6 +282,12 @@ def test_serve_admin_api_writes_what_the_cli_reads(ready: Path) -> None:
         + f'[http]\nenabled = true\nlisten = ["127.0.0.1:{port}"]\n'
         + 'auth_username = "u"\nauth_password = "p"\nadmin_token = "tok"\n'
     )
+    # The shared admin_token only bootstraps the first administrator: scripts use a
+    # named token, made here by the CLI in the state store the daemon reads too.
+    made = run(ready, "token", "add", "script", "--scope", "admin")
+    assert made.exit_code == 0, made.output
+    token = made.output.strip()
+    assert token.startswith("mwt_")
     proc = subprocess.Popen(
         [*MAILWARDEN, "--config", str(ready), "serve"], stderr=subprocess.PIPE, text=True
     )
@@ -290,7 +297,7 @@ def test_serve_admin_api_writes_what_the_cli_reads(ready: Path) -> None:
             f"http://127.0.0.1:{port}{path}",
             data=json.dumps(data).encode(),
             method=method,
-            headers={"Authorization": "Bearer tok", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
             result: dict[str, object] = json.loads(resp.read())
@@ -308,6 +315,16 @@ def test_serve_admin_api_writes_what_the_cli_reads(ready: Path) -> None:
         assert run(ready, "auth", "test", "bob", "--password-stdin", stdin="pw1\n").exit_code == 0
         api("PATCH", "/api/v1/accounts/bob", {"status": "disabled"})
         assert run(ready, "auth", "test", "bob", "--password-stdin", stdin="pw1\n").exit_code == 77
+        # Both changes are in the audit log, by the token, from the loopback address.
+        audit = run(ready, "audit", "--user", "bob", "--json")
+        assert audit.exit_code == 0, audit.output
+        entries = json.loads(audit.output)
+        assert [(e["actor"], e["action"]) for e in entries] == [
+            ("token:script", "account.update"),
+            ("token:script", "account.create"),
+        ]
+        assert entries[0]["fields"] == ["status"] and entries[0]["source"] == "127.0.0.1"
+        assert "pw1" not in audit.output
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
@@ -467,3 +484,82 @@ def test_mailgate_without_a_database_keeps_the_mail_queued(tmp_path: Path) -> No
     r = run(cfg, "mailgate", "ping", stdin="From: a@example.com\nSubject: x\n\nhi\n")
     assert r.exit_code == 75, r.output
     assert "mailwarden init" in r.output
+
+
+# --------------------------------------------------------------------------- admin, token, audit
+
+ADMIN_PASSWORD = "a long admin password\n"
+
+
+def test_administrators_are_added_listed_changed_and_removed(ready: Path) -> None:
+    assert (
+        run(ready, "admin", "add", "ann", "--password-stdin", stdin=ADMIN_PASSWORD).exit_code == 0
+    )
+    added = run(
+        ready, "admin", "add", "hal", "--role", "helpdesk", "--password-stdin", stdin=ADMIN_PASSWORD
+    )
+    assert added.exit_code == 0, added.output
+    again = run(ready, "admin", "add", "hal", "--password-stdin", stdin=ADMIN_PASSWORD)
+    assert again.exit_code == 1 and "exists" in again.output
+    short = run(ready, "admin", "add", "eve", "--password-stdin", stdin="short\n")
+    assert short.exit_code == 1 and "12 characters" in short.output
+    listed = json.loads(run(ready, "admin", "list", "--json").output)
+    assert [(a["name"], a["role"], a["totp"]) for a in listed] == [
+        ("ann", "admin", False),
+        ("hal", "helpdesk", False),
+    ]
+    last = run(ready, "admin", "remove", "ann")
+    assert last.exit_code == 1 and "last administrator" in last.output
+    assert run(ready, "admin", "set-role", "hal", "admin").exit_code == 0
+    assert run(ready, "admin", "remove", "ann").exit_code == 0
+    assert run(ready, "admin", "remove", "ann").exit_code == 67
+    assert run(ready, "admin", "reset-totp", "nobody").exit_code == 67
+
+
+def test_a_token_is_printed_once_and_revoked_by_name(ready: Path) -> None:
+    made = run(ready, "token", "add", "ci", "--scope", "read", "--expires", "30d")
+    assert made.exit_code == 0, made.output
+    value = made.output.strip()
+    assert value.startswith("mwt_") and len(value) == 28
+    listed = run(ready, "token", "list", "--json")
+    rows = json.loads(listed.output)
+    assert [(t["name"], t["scope"]) for t in rows] == [("ci", "read")]
+    assert rows[0]["expires"] is not None and value not in listed.output
+    assert run(ready, "token", "add", "x", "--scope", "root").exit_code == 2
+    assert run(ready, "token", "add", "x", "--scope", "read", "--expires", "soon").exit_code == 2
+    assert run(ready, "token", "revoke", "ci").exit_code == 0
+    assert run(ready, "token", "revoke", "ci").exit_code == 67
+
+
+def test_every_cli_change_is_in_the_audit_log_as_the_unix_user(ready: Path) -> None:
+    run(ready, "user", "set", "alice@example.com", "quota_bytes=1000")
+    run(ready, "user", "passwd", "alice@example.com", "--password-stdin", stdin="n3w-Secret\n")
+    run(ready, "admin", "add", "ann", "--password-stdin", stdin=ADMIN_PASSWORD)
+    run(ready, "token", "add", "ci", "--scope", "admin")
+    r = run(ready, "audit", "--format", "json")
+    assert r.exit_code == 0, r.output
+    entries = json.loads(r.output)
+    me = f"cli:{getpass.getuser()}"
+    assert [(e["actor"], e["action"], e["target"]) for e in entries][:4] == [
+        (me, "token.create", "ci"),
+        (me, "admin.add", "ann"),
+        (me, "account.password", "alice@example.com"),
+        (me, "account.update", "alice@example.com"),
+    ]
+    assert {e["source"] for e in entries} == {"cli"}
+    assert "n3w-Secret" not in r.output and "long admin password" not in r.output
+    mine = json.loads(run(ready, "audit", "--user", "alice@example.com", "--json").output)
+    assert [e["action"] for e in mine][:2] == ["account.password", "account.update"]
+    assert len(json.loads(run(ready, "audit", "--limit", "1", "--json").output)) == 1
+    assert json.loads(run(ready, "audit", "--actor", "cli:nobody", "--json").output) == []
+    assert json.loads(run(ready, "audit", "--since", "2999-01-01", "--json").output) == []
+    assert run(ready, "audit", "--since", "whenever").exit_code == 2
+
+
+def test_user_reset_totp_says_when_there_was_none(ready: Path) -> None:
+    r = run(ready, "user", "reset-totp", "alice@example.com")
+    assert r.exit_code == 0 and "had no second factor" in r.output
+
+
+def test_the_commands_are_registered() -> None:
+    assert {"admin", "token", "audit"} <= set(main.commands)

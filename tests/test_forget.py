@@ -29,6 +29,7 @@ from tests.conftest import EngineFactory
 from tests.frontends.test_dovecot_frontend import Peer
 from tests.frontends.test_http_frontend import request as http_request
 from tests.helpers import attempt, hashed, make_config
+from tests.staffing import bearer, staff_with_tokens
 
 CONFIG = make_config(
     passwords={"scheme": "SHA512-CRYPT", "rehash": "never"},
@@ -59,10 +60,11 @@ async def by_cache_flush(engine: Engine, root: Path, users: list[str] | None) ->
 
 async def by_http(engine: Engine, root: Path, users: list[str] | None) -> None:
     assert users is not None and len(users) == 1  # the endpoint names one user
-    server = await start_http(engine, ADMIN, resolve=Path)
+    staff = await staff_with_tokens(engine.hasher)
+    server = await start_http(engine, ADMIN, resolve=Path, staff=staff)
     try:
         body = json.dumps({"user": users[0]}).encode()
-        headers = {"Authorization": "Bearer admintoken", "Content-Type": "application/json"}
+        headers = {**bearer("helpdesk"), "Content-Type": "application/json"}
         response = await http_request(
             server, "DELETE", "/api/v1/cache/flush", body, headers=headers
         )

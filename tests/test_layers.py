@@ -16,6 +16,8 @@ PURE = (
     "auth/access.py",
     "accounts/rules.py",
     "accounts/passwdfile.py",
+    "accounts/totp.py",
+    "auth/roles.py",
     "accounts/dovecotfields.py",
     "directories/sql/dialect.py",
     "directories/sql/queries.py",
@@ -106,6 +108,11 @@ BELOW_THE_FRONTENDS = (
     "mailwarden.guard",
     "mailwarden.accounts.edit",
     "mailwarden.mailgate",
+    # The state stores (state/base.py, values and the protocol, is allowed).
+    "mailwarden.state.memory",
+    "mailwarden.state.sqlite",
+    "mailwarden.state.lazy",
+    "mailwarden.state.opening",
 )
 
 

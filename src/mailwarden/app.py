@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mailwarden import __version__, schemes, sdnotify
 from mailwarden import config as config_mod
 from mailwarden.accounts.edit import AccountAdmin
+from mailwarden.accounts.staff import Staff
 from mailwarden.auth.engine import Engine, MetricsSink
 from mailwarden.config import Config
 from mailwarden.directories.base import ChangeFeed, Directory, PasswordChecker
@@ -35,6 +36,7 @@ from mailwarden.guard.stores.base import GuardStore
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Accepted, AuthAttempt, AuthOutcome, LookupOutcome, UserRecord
 from mailwarden.oauth2 import TokenVerifier, open_verifier
+from mailwarden.state.opening import open_state
 
 if TYPE_CHECKING:
     from mailwarden.metrics import Metrics
@@ -177,11 +179,13 @@ class App:
     hasher: Hasher
     engine: Engine
     admin: AccountAdmin
+    staff: Staff
 
     async def close(self) -> None:
         await self.engine.drain()
         await self.engine.bearer.aclose()
         await self.engine.guard.close()
+        await self.staff.store.close()
         await self.directory.close()
         self.hasher.close()
         await self.hasher.wait_closed()
@@ -232,6 +236,7 @@ async def running_app(
         engine.cache.link(backend.forget)
     if daemon and backend.changes is not None:
         backend.changes.subscribe(engine.directory_changed)
+    staff = Staff.for_site(open_state(config), hasher, config.http)
     app = App(
         config=config,
         directory=directory,
@@ -242,7 +247,9 @@ async def running_app(
             hasher=hasher,
             engine=engine,
             default_scheme=config.passwords.scheme,
+            audit=staff.audit,
         ),
+        staff=staff,
     )
     try:
         yield app
@@ -476,6 +483,7 @@ def build_frontends(
                 resolve=resolve,
                 inherited=inherited,
                 admin=app.admin,
+                staff=app.staff,
                 metrics=metrics,
                 readiness=readiness,
                 shutdown_timeout=config.server.shutdown_timeout,

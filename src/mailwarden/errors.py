@@ -33,6 +33,8 @@ owns the connection.
     │   │                              5xx; the engine returns Unavailable, never a refusal
     │   ├── StoreUnavailable           stores/*: Redis down or slow; caught by the guard,
     │   │                              which carries on with local state (never Unavailable)
+    │   ├── StateUnavailable           state/*: the state store (administrators, tokens,
+    │   │                              second factors, audit log) cannot answer; a 503
     │   ├── MailUnsent                 mailgate/mail.py: the MTA refused a reply; the
     │   │                              gateway command exits 75
     │   ├── InProgress                 mailgate/replay.py: another delivery of the same
@@ -53,6 +55,9 @@ owns the connection.
     ├── SchemeError                    schemes/*: a stored hash cannot be used
     │   ├── UnknownScheme              ``{FOO}`` names no registered scheme
     │   └── MalformedHash              the data after ``{SCHEME}`` is not valid for it
+    ├── NotPermitted                   accounts/staff.py, auth/roles.py: the administrator's
+    │                                  role or the token's scope does not allow the action;
+    │                                  the admin API answers 403, the web page 403
     ├── AccountError                   directories/*: a write was refused; caught by the
     │   │                              CLI / admin API and shown to the administrator
     │   ├── AccountExists              create() of a uid or address already taken
@@ -217,6 +222,16 @@ class ProviderUnavailable(TemporaryFailure):
 
 class StoreUnavailable(TemporaryFailure):
     """The guard's shared state store (Redis) did not answer in time."""
+
+
+class StateUnavailable(TemporaryFailure):
+    """mailwarden's own state store (state/: administrators, API tokens, second
+    factors, the audit log) failed, timed out or is closed."""
+
+
+class NotPermitted(MailwardenError):
+    """The caller is known, but its role or scope does not allow this action
+    (auth/roles.py decides); front ends answer 403."""
 
 
 class SchemeError(MailwardenError):

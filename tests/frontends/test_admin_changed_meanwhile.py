@@ -25,6 +25,7 @@ from tests.conftest import EngineFactory
 from tests.frontends.test_http_admin import call
 from tests.frontends.test_http_frontend import CONFIG
 from tests.frontends.test_web import Client, token_of, web_site
+from tests.staffing import staff_with_tokens
 
 
 class BusyDirectory(MemoryDirectory):
@@ -50,7 +51,8 @@ async def server(make_engine: EngineFactory, busy: BusyDirectory) -> AsyncIterat
     admin = AccountAdmin(
         directory=busy, hasher=engine.hasher, engine=engine, default_scheme="SHA256-CRYPT"
     )
-    running = await start_http(engine, CONFIG, resolve=Path, admin=admin)
+    staff = await staff_with_tokens(engine.hasher)
+    running = await start_http(engine, CONFIG, resolve=Path, admin=admin, staff=staff)
     yield running
     await running.close()
 

@@ -22,8 +22,9 @@ from mailwarden.frontends.http import HttpServer, start_http
 from mailwarden.model import Accepted, Denied
 from tests.frontends.test_http_frontend import CONFIG, Response, auth, request
 from tests.helpers import attempt
+from tests.staffing import bearer, staff_with_tokens
 
-TOKEN = {"Authorization": "Bearer " + CONFIG.admin_token}
+TOKEN = bearer("admin")
 
 
 @pytest_asyncio.fixture
@@ -31,7 +32,8 @@ async def server(engine: Engine, directory: MemoryDirectory) -> AsyncIterator[Ht
     admin = AccountAdmin(
         directory=directory, hasher=engine.hasher, engine=engine, default_scheme="SHA256-CRYPT"
     )
-    running = await start_http(engine, CONFIG, resolve=Path, admin=admin)
+    staff = await staff_with_tokens(engine.hasher, bootstrap_token=CONFIG.admin_token)
+    running = await start_http(engine, CONFIG, resolve=Path, admin=admin, staff=staff)
     yield running
     await running.close()
 

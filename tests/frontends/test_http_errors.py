@@ -33,6 +33,7 @@ from tests.frontends.test_http_frontend import (
 from tests.frontends.test_web import Client, Clock, Served, token_of
 from tests.helpers import make_config
 from tests.slapd import SERVICE_DN, SERVICE_PW, SUFFIX, Slapd, have_slapd
+from tests.staffing import bearer, staff_with_tokens
 
 
 @dataclasses.dataclass
@@ -66,8 +67,14 @@ async def down(tmp_path: Path) -> AsyncIterator[Down]:
             async def readiness() -> dict[str, str]:
                 return await check_backends(app)
 
+            staff = await staff_with_tokens(app.hasher)
             server = await start_http(
-                app.engine, CONFIG, resolve=Path, admin=app.admin, readiness=readiness
+                app.engine,
+                CONFIG,
+                resolve=Path,
+                admin=app.admin,
+                staff=staff,
+                readiness=readiness,
             )
             try:
                 yield Down(server, app, slapd.url)
@@ -102,9 +109,7 @@ async def test_a_500_has_a_generic_text_and_the_request_id_and_the_log_has_the_c
 
 
 async def test_the_admin_apis_503_names_no_backend(down: Down) -> None:
-    r = await request(
-        down.server, "GET", "/api/v1/accounts/alice", headers={"Authorization": "Bearer admintoken"}
-    )
+    r = await request(down.server, "GET", "/api/v1/accounts/alice", headers=bearer())
     assert r.status == 503
     assert_no_cause(r, down)
     assert r.headers["x-nauthilus-session"] in r.json()["error"]
@@ -182,11 +187,12 @@ async def test_a_password_with_a_nul_byte_is_a_400_on_the_admin_api_and_the_web_
     admin = AccountAdmin(
         directory=directory, hasher=engine.hasher, engine=engine, default_scheme="SHA256-CRYPT"
     )
-    server = await start_http(engine, CONFIG, resolve=Path, admin=admin)
+    staff = await staff_with_tokens(engine.hasher)
+    server = await start_http(engine, CONFIG, resolve=Path, admin=admin, staff=staff)
     try:
-        bearer = {"Authorization": "Bearer admintoken", "Content-Type": "application/json"}
+        headers = {**bearer(), "Content-Type": "application/json"}
         body = json.dumps({"password": "new\x00password"}).encode()
-        r = await request(server, "PUT", "/api/v1/accounts/alice/password", body, headers=bearer)
+        r = await request(server, "PUT", "/api/v1/accounts/alice/password", body, headers=headers)
         assert r.status == 400 and "NUL" in r.json()["error"]
         api = server._server.config.app
         assert isinstance(api, HttpApi)

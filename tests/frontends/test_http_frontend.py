@@ -19,9 +19,10 @@ from mailwarden.config import HttpConfig
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.frontends.http import HttpApi, HttpServer, start_http
 from mailwarden.model import Account, AccountStatus
-from mailwarden.protocols import admin_api
+from mailwarden.protocols import admin_api, staff_api
 from mailwarden.protocols.http_api import OPENAPI_PATH, openapi
 from tests.helpers import hashed
+from tests.staffing import ADMIN_TOKEN, bearer, staff_with_tokens
 
 CREDS = "Basic " + base64.b64encode(b"dovecot:apisecret").decode()
 CONFIG = HttpConfig(
@@ -48,7 +49,8 @@ class Response:
 
 
 async def start(engine: Engine, config: HttpConfig) -> HttpServer:
-    return await start_http(engine, config, resolve=Path)
+    staff = await staff_with_tokens(engine.hasher, bootstrap_token=config.admin_token)
+    return await start_http(engine, config, resolve=Path, staff=staff)
 
 
 @pytest_asyncio.fixture
@@ -198,7 +200,7 @@ async def test_list_accounts_is_refused_unless_allowed(engine: Engine) -> None:
 
 @pytest.mark.parametrize(
     "authorization",
-    [None, "Basic " + base64.b64encode(b"dovecot:wrong").decode(), "Bearer admintoken"],
+    [None, "Basic " + base64.b64encode(b"dovecot:wrong").decode(), "Bearer " + ADMIN_TOKEN],
 )
 async def test_missing_or_wrong_caller_credentials_get_401(
     server: HttpServer, authorization: str | None
@@ -294,7 +296,7 @@ async def test_cache_flush_needs_the_admin_bearer_token(server: HttpServer) -> N
         "DELETE",
         "/api/v1/cache/flush",
         body,
-        headers={"Authorization": "Bearer admintoken"},
+        headers=bearer("helpdesk"),
     )
     assert ok.status == 200
     result = ok.json()
@@ -319,11 +321,14 @@ async def test_openapi_document_lists_exactly_the_routes_and_methods(
         path: sorted(m.upper() for m in ops if m != "parameters")
         for path, ops in doc["paths"].items()
     }
-    served = {**routes, **admin_api.TEMPLATES}
+    served = {**routes, **admin_api.TEMPLATES, **staff_api.TEMPLATES}
     assert documented == {path: sorted(methods) for path, methods in served.items()}
     for template, methods in admin_api.TEMPLATES.items():
         route = admin_api.route(template.replace("{uid}", "bob@example.com"))
         assert route is not None and admin_api.allowed_methods(route) == methods
+    for template, methods in staff_api.TEMPLATES.items():
+        found = staff_api.route(template.replace("{name}", "ann"))
+        assert found is not None and staff_api.allowed_methods(found) == methods
 
 
 async def test_listening_sockets_disable_nagle_so_keep_alive_answers_are_not_held_back(

@@ -14,6 +14,7 @@ from mailwarden.frontends.http import HttpServer, start_http
 from mailwarden.metrics import Metrics, state_collector
 from tests.frontends.test_http_frontend import CONFIG, auth, request
 from tests.helpers import attempt
+from tests.staffing import bearer, staff_with_tokens
 
 
 @pytest_asyncio.fixture
@@ -29,7 +30,10 @@ async def served(engine: Engine, directory: MemoryDirectory) -> AsyncIterator[Ht
             return {"directory": f"unavailable: {exc}"}
         return {"directory": "ok"}
 
-    running = await start_http(engine, CONFIG, resolve=Path, metrics=metrics, readiness=readiness)
+    staff = await staff_with_tokens(engine.hasher)
+    running = await start_http(
+        engine, CONFIG, resolve=Path, staff=staff, metrics=metrics, readiness=readiness
+    )
     yield running
     await running.close()
 
@@ -52,9 +56,7 @@ async def test_metrics_count_logins_by_result_after_a_run(
     await engine.authenticate(attempt("alice", "secret", frontend="dovecot", service="smtp"))
     await engine.lookup("alice")
     await engine.lookup("nobody")
-    r = await request(
-        served, "GET", "/metrics", headers={"Authorization": "Bearer " + CONFIG.admin_token}
-    )
+    r = await request(served, "GET", "/metrics", headers=bearer("read"))
     assert r.status == 200
     assert r.headers["content-type"].startswith("text/plain")
     got = samples(r.body.decode())

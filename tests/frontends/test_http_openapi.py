@@ -21,6 +21,7 @@ from mailwarden.hashing.pool import Hasher
 from mailwarden.model import Account
 from mailwarden.protocols.http_api import OPENAPI_PATH, openapi
 from tests.helpers import make_config
+from tests.staffing import ADMIN_TOKEN, staff_with_tokens
 
 ST = shutil.which("st") or str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "st")
 
@@ -50,7 +51,8 @@ def api_url() -> Iterator[str]:
         admin = AccountAdmin(
             directory=directory, hasher=hasher, engine=engine, default_scheme="SHA512-CRYPT"
         )
-        return await start_http(engine, config, resolve=Path, admin=admin)
+        staff = await staff_with_tokens(hasher, bootstrap_token=config.admin_token)
+        return await start_http(engine, config, resolve=Path, admin=admin, staff=staff)
 
     server = asyncio.run_coroutine_threadsafe(start(), loop).result(20)
     try:
@@ -64,7 +66,7 @@ def api_url() -> Iterator[str]:
         loop.close()
 
 
-ADMIN_PATHS = "^/api/v1/(accounts|cache|bruteforce)"
+ADMIN_PATHS = "^/api/v1/(accounts|cache|bruteforce|audit|admins|tokens)"
 
 
 @pytest.mark.parametrize(
@@ -73,7 +75,7 @@ ADMIN_PATHS = "^/api/v1/(accounts|cache|bruteforce)"
         # The auth endpoints with the callers' Basic credentials...
         ["--auth", "st:st-secret", "--exclude-path-regex", ADMIN_PATHS],
         # ...and the admin API with its bearer token.
-        ["-H", "Authorization: Bearer st-admin", "--include-path-regex", ADMIN_PATHS],
+        ["-H", f"Authorization: Bearer {ADMIN_TOKEN}", "--include-path-regex", ADMIN_PATHS],
     ],
     ids=["auth-endpoints", "admin-api"],
 )

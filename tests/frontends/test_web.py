@@ -23,8 +23,10 @@ from urllib.parse import urlencode
 import pytest
 import pytest_asyncio
 
+from mailwarden.accounts import totp
 from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.accounts.openpgp import public_key_fingerprint as openpgp_fingerprint
+from mailwarden.accounts.staff import Staff
 from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
 from mailwarden.directories.base import Directory
@@ -37,6 +39,7 @@ from mailwarden.model import Accepted, Account, AccountStatus, Denied
 from tests.conftest import EngineFactory
 from tests.frontends.test_http_frontend import CONFIG, Response, request
 from tests.helpers import attempt, hashed, make_cert, make_config
+from tests.staffing import ADMIN_NAME, ADMIN_PASSWORD, add_admin, admin_code, staff_with_tokens
 
 WEB_CONFIG = dataclasses.replace(CONFIG, max_body_bytes=65536)
 
@@ -54,6 +57,7 @@ class Served:
     server: HttpServer
     web: WebUi
     clock: Clock
+    staff: Staff | None = None
 
 
 @contextlib.asynccontextmanager
@@ -67,16 +71,24 @@ async def web_site(
 ) -> AsyncIterator[Served]:
     """The HTTP listener with the web page and account administration over
     ``directory``, its clock a test :class:`Clock`; closed on exit."""
+    clock = Clock()
+    staff = await staff_with_tokens(engine.hasher, bootstrap_token=config.admin_token, clock=clock)
+    await add_admin(staff.store)
     admin = AccountAdmin(
-        directory=directory, hasher=engine.hasher, engine=engine, default_scheme=scheme
+        directory=directory,
+        hasher=engine.hasher,
+        engine=engine,
+        default_scheme=scheme,
+        audit=staff.audit,
     )
-    running = await start_http(engine, config, resolve=Path, admin=admin, metrics=metrics)
+    running = await start_http(
+        engine, config, resolve=Path, admin=admin, staff=staff, metrics=metrics
+    )
     api = running._server.config.app  # the HttpApi uvicorn serves
     assert isinstance(api, HttpApi)
-    clock = Clock()
     api.web.clock = clock
     try:
-        yield Served(running, api.web, clock)
+        yield Served(running, api.web, clock, staff)
     finally:
         await running.close()
 
@@ -135,13 +147,16 @@ class Client:
         assert r.status == 200, r.body
         return token_of(r.body)
 
-    async def admin_login(self, password: str = "admintoken") -> Response:
+    async def admin_login(
+        self, password: str = ADMIN_PASSWORD, *, name: str = ADMIN_NAME, code: str | None = None
+    ) -> Response:
+        """Sign in as an administrator, with the current code of :data:`ADMIN_SECRET`
+        (the clock moves a step first: a code is accepted once)."""
+        self.served.clock.now += totp.STEP
         token = await self.form_token("/ui/admin/login")
-        return await self.go(
-            "POST",
-            "/ui/admin/login",
-            {"csrf": token, "username": "admin", "password": password},
-        )
+        form = {"csrf": token, "username": name, "password": password}
+        form["code"] = admin_code(self.served.clock.now) if code is None else code
+        return await self.go("POST", "/ui/admin/login", form)
 
     async def user_login(self, username: str, password: str) -> Response:
         token = await self.form_token("/ui/login")

@@ -11,6 +11,7 @@ import asyncio
 import email
 import email.message
 import email.policy
+import json
 import os
 import re
 import subprocess
@@ -309,6 +310,16 @@ def test_chpasswd_sets_a_new_password_sent_encrypted_to_the_account_key_only(
     assert len(password) >= 20
     assert site.cli("auth", "test", "alice", password).returncode == 0
     assert site.cli("auth", "test", "alice", "old-password").returncode != 0
+    # The audit log has the change, made by the key's owner through the gateway.
+    audit = site.cli("audit", "--user", "alice", "--json")
+    assert audit.returncode == 0, audit.stderr
+    (entry,) = json.loads(audit.stdout)
+    assert (entry["actor"], entry["action"], entry["source"]) == (
+        "user:alice",
+        "account.password",
+        "mail",
+    )
+    assert password not in audit.stdout
 
 
 def test_chpasswd_needs_exactly_the_phrase_and_nothing_else(site: Site, keys: Keys) -> None:

@@ -30,6 +30,7 @@ from tests.peers.configs import GUARD_RULE_IP, daemon_toml
 from tests.peers.conftest import connectable, private_dir, stop_process, wait_until
 from tests.peers.test_doveadm import populate
 from tests.redisserver import RedisServer, have_redis, running_redis
+from tests.staffing import ADMIN_TOKEN, seed_tokens
 
 pytestmark = [
     pytest.mark.peer,
@@ -76,6 +77,8 @@ def start_node(
     root.mkdir()
     node = Node(root, root / "mailwarden.toml", address, free_port_on(address))
     node.config.write_text(node_config(db=db, address=address, port=node.port, redis=redis.url))
+    if not (db.parent / "state.db").exists():  # the nodes share it, as they share db
+        seed_tokens(db.parent / "state.db")
     return spawn(node), node
 
 
@@ -175,7 +178,9 @@ def test_a_source_banned_on_one_node_is_refused_by_the_other(nodes: tuple[Node, 
     assert json_auth(b, "alice", "secret", OTHER) == 200
     listed = [
         r["target"]
-        for r in http(b, "GET", "/api/v1/bruteforce/list", None, "Bearer admintoken")[1]["result"]
+        for r in http(b, "GET", "/api/v1/bruteforce/list", None, "Bearer " + ADMIN_TOKEN)[1][
+            "result"
+        ]
     ]
     assert listed == [f"{ATTACKER}/32"]
     assert not status(b)["guard"]["degraded"]
@@ -187,7 +192,7 @@ def test_an_admin_flush_on_one_node_empties_the_others_cache(nodes: tuple[Node, 
     for node in (a, b):
         assert json_auth(node, "bob", "bobpw", OTHER) == 200
         assert status(node)["cache"]["entries"] == 1
-    code, reply = http(a, "DELETE", "/api/v1/cache/flush", {"user": "bob"}, "Bearer admintoken")
+    code, reply = http(a, "DELETE", "/api/v1/cache/flush", {"user": "bob"}, "Bearer " + ADMIN_TOKEN)
     assert code == 200, reply
     deadline = time.monotonic() + 10
     while status(b)["cache"]["entries"] != 0:

@@ -28,6 +28,7 @@ from tests.peers.configs import GUARD_RULE_IP, daemon_toml
 from tests.peers.conftest import doveadm_auth as peer_doveadm_auth
 from tests.peers.conftest import free_port, private_dir, running_serve
 from tests.peers.test_doveadm import populate
+from tests.staffing import ADMIN_TOKEN, seed_tokens
 
 pytestmark = [
     pytest.mark.peer,
@@ -77,6 +78,7 @@ def node() -> Iterator[Node]:
         port = free_port()
         config = root / "mailwarden.toml"
         config.write_text(daemon_config(port))
+        seed_tokens(root / "state.db")
         (root / "min.conf").write_text("ssl = no\n")
         ready = (str(root / "run" / "control"), ("127.0.0.1", port))
         with running_serve(config, ready=ready):
@@ -151,7 +153,7 @@ def admin(node: Node, method: str, path: str, data: Any = None) -> tuple[int, An
         method,
         path,
         data,
-        Authorization="Bearer admintoken",
+        Authorization="Bearer " + ADMIN_TOKEN,
         **{"Content-Type": "application/json"},
     )
     return status, json.loads(body) if body else None

@@ -36,10 +36,11 @@ from tests.sqlservers import (
     USER,
     SqlServer,
 )
+from tests.staffing import ADMIN_TOKEN, seed_tokens
 
 pytestmark = pytest.mark.peer
 
-ADMIN = "Bearer admintoken"
+ADMIN = "Bearer " + ADMIN_TOKEN
 
 
 def sql_section(server: SqlServer, database: str, **extra: Any) -> dict[str, Any]:
@@ -61,6 +62,7 @@ def node_toml(sql: dict[str, Any], address: str, port: int, **sections: Any) -> 
     return daemon_toml(
         directory={"backend": "sql", "path": None},
         sql=sql,
+        state={"path": "state.db"},
         http={
             "enabled": True,
             "listen": [f"{address}:{port}"],
@@ -87,6 +89,7 @@ def write_node(root: Path, address: str, sql: dict[str, Any], **sections: Any) -
     root.mkdir()
     node = Node(root, root / "mailwarden.toml", address, free_port_on(address))
     node.config.write_text(node_toml(sql, address, node.port, **sections))
+    seed_tokens(root / "state.db")
     return node
 
 

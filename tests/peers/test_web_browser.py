@@ -50,6 +50,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
+from mailwarden.accounts import totp  # noqa: E402
+
 ADMIN_TOKEN = "an admin token 4 tests"
 ATTACKER = "192.0.2.9"
 
@@ -168,13 +170,22 @@ def text(driver: Any) -> str:
     return str(driver.find_element(By.TAG_NAME, "body").text)
 
 
-def test_admin_creates_resets_and_disables_an_account_that_then_cannot_log_in(
-    node: Node, browser: Any
-) -> None:
+ADMIN = "ann"
+ADMIN_PASSWORD = "ann's long password"
+
+
+def current_code(secret: str) -> str:
+    return totp.code_at(secret, int(time.time() // totp.STEP))
+
+
+@pytest.fixture(scope="module")
+def recovery_codes(node: Node, browser: Any) -> list[str]:
+    """The site's first administrator, made in the browser: the bootstrap token opens
+    only the page that creates her; her first sign-in enrols TOTP from the QR page's
+    secret; the ten recovery codes are shown once (the later tests sign in with them,
+    since a code of the current time step is accepted only once)."""
     d = browser
     d.delete_all_cookies()
-    d.get(node.url + "/ui/")
-    assert d.current_url.endswith("/ui/login")
     d.get(node.url + "/ui/admin/login")
     shot(d, "01-admin-sign-in")
     fill(d, username="admin", password="wrong token")
@@ -182,7 +193,53 @@ def test_admin_creates_resets_and_disables_an_account_that_then_cannot_log_in(
     assert "invalid login" in text(d)
     fill(d, username="admin", password=ADMIN_TOKEN)
     click(d, "signin")
+    assert d.current_url.endswith("/ui/admin/first")
+    fill(d, name=ADMIN, password=ADMIN_PASSWORD, password2=ADMIN_PASSWORD)
+    click(d, "create")
+    assert "The first administrator exists" in text(d)
+    # The token opens nothing any more.
+    fill(d, username="admin", password=ADMIN_TOKEN)
+    click(d, "signin")
+    assert "invalid login" in text(d)
+    fill(d, username=ADMIN, password=ADMIN_PASSWORD)
+    click(d, "signin")
+    assert d.current_url.endswith("/ui/admin/enrol")
+    assert d.find_element(By.CSS_SELECTOR, ".qr svg") is not None
+    secret = d.find_element(By.ID, "secret").text
+    shot(d, "01b-totp-enrolment")
+    fill(d, code="000000" if current_code(secret) != "000000" else "111111")
+    click(d, "confirm")
+    assert "not right" in text(d)
+    fill(d, code=current_code(secret))
+    click(d, "confirm")
+    codes = [li.text for li in d.find_elements(By.CSS_SELECTOR, "#codes li")]
+    assert len(codes) == 10
+    shot(d, "01c-recovery-codes")
+    click(d, "continue")
     assert d.current_url.endswith("/ui/admin/accounts")
+    return codes
+
+
+def admin_sign_in(d: Any, node: Node, codes: list[str]) -> None:
+    """Sign in as the administrator with one of her recovery codes (used up)."""
+    d.delete_all_cookies()
+    d.get(node.url + "/ui/admin/login")
+    fill(d, username=ADMIN, password=ADMIN_PASSWORD)
+    click(d, "signin")
+    assert "authenticator" in text(d)  # the password alone opens nothing
+    fill(d, username=ADMIN, password=ADMIN_PASSWORD, code=codes.pop())
+    click(d, "signin")
+    assert d.current_url.endswith("/ui/admin/accounts"), text(d)
+
+
+def test_admin_creates_resets_and_disables_an_account_that_then_cannot_log_in(
+    node: Node, browser: Any, recovery_codes: list[str]
+) -> None:
+    d = browser
+    d.delete_all_cookies()
+    d.get(node.url + "/ui/")
+    assert d.current_url.endswith("/ui/login")
+    admin_sign_in(d, node, recovery_codes)
     assert "alice" in text(d)
     shot(d, "02-accounts")
 
@@ -220,13 +277,10 @@ def test_admin_creates_resets_and_disables_an_account_that_then_cannot_log_in(
 
 
 def test_admin_watches_the_live_chart_and_unblocks_a_banned_source(
-    node: Node, browser: Any
+    node: Node, browser: Any, recovery_codes: list[str]
 ) -> None:
     d = browser
-    d.delete_all_cookies()
-    d.get(node.url + "/ui/admin/login")
-    fill(d, username="admin", password=ADMIN_TOKEN)
-    click(d, "signin")
+    admin_sign_in(d, node, recovery_codes)
     d.get(node.url + "/ui/admin/chart")
     wait_for(d, node, lambda drv: "accepted" in drv.find_element(By.ID, "totals").text)
     # Logins while the page polls: the next poll shows them as a rate.
@@ -314,3 +368,52 @@ def test_a_user_changes_their_password_and_the_old_one_stops_working(
     assert "You are signed out." in text(d)
     d.get(node.url + "/ui/me")
     assert d.current_url.endswith("/ui/login")
+
+
+def test_a_user_enrols_totp_signs_in_with_a_code_and_an_admin_resets_it(
+    node: Node, browser: Any, recovery_codes: list[str]
+) -> None:
+    d = browser
+    d.delete_all_cookies()
+    d.get(node.url + "/ui/login")
+    fill(d, username="bob", password="bobpw")
+    click(d, "signin")
+    d.get(node.url + "/ui/me/totp")
+    secret = d.find_element(By.ID, "secret").text
+    shot(d, "16-user-totp-enrolment")
+    used = current_code(secret)
+    fill(d, code=used)
+    click(d, "confirm")
+    codes = [li.text for li in d.find_elements(By.CSS_SELECTOR, "#codes li")]
+    assert len(codes) == 10
+    submit(d, d.find_element(By.XPATH, "//nav//button[text()='Sign out']"))
+
+    # The password alone no longer opens the page; the code just used is refused
+    # (unless the clock moved on meanwhile, when it is simply wrong); a recovery
+    # code works once.
+    d.get(node.url + "/ui/login")
+    fill(d, username="bob", password="bobpw")
+    click(d, "signin")
+    assert "authenticator" in text(d)
+    fill(d, username="bob", password="bobpw", code=used)
+    click(d, "signin")
+    assert "not right" in text(d)
+    fill(d, username="bob", password="bobpw", code=codes[0])
+    click(d, "signin")
+    assert d.current_url.endswith("/ui/me"), text(d)
+    shot(d, "17-user-signed-in-with-recovery-code")
+    # Mail protocols are never asked for a code.
+    assert doveadm(node, "bob", "bobpw") == 0
+
+    admin_sign_in(d, node, recovery_codes)
+    d.get(node.url + "/ui/admin/account?uid=bob")
+    click(d, "reset-totp")
+    assert "Two-factor sign-in was reset." in text(d)
+    d.get(node.url + "/ui/admin/audit?user=bob")
+    assert "totp.reset" in text(d) and "totp.enrol" in text(d)
+    shot(d, "18-audit-log")
+    d.delete_all_cookies()
+    d.get(node.url + "/ui/login")
+    fill(d, username="bob", password="bobpw")
+    click(d, "signin")
+    assert d.current_url.endswith("/ui/me")

@@ -8,6 +8,9 @@ neither talks to the directory for writes itself. That keeps three rules in one 
   password is never returned or logged (only generated ones are returned, once);
 * every change that can alter a login decision (password, status, service switches,
   addresses...) flushes the engine's caches for that account at once;
+* every change is written to the audit log (:meth:`AccountAdmin.record`, one call:
+  who acts is the request's :func:`~mailwarden.accounts.audit.current` actor), with
+  the names of the fields it changed and never a value;
 * nothing another writer stored meanwhile is lost: an edit is applied by the
   directory to the account as stored at the moment of writing
   (:meth:`~mailwarden.directories.base.Directory.modify`), and a password change
@@ -27,6 +30,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 from mailwarden import schemes
 from mailwarden.accounts import rules as accounts
+from mailwarden.accounts.audit import AuditLog, changed_fields
 from mailwarden.auth.engine import Engine
 from mailwarden.directories.base import Directory
 from mailwarden.directories.streams import matching_accounts
@@ -39,12 +43,30 @@ class AccountAdmin:
     """Create, change and delete accounts (see the module docstring for the rules)."""
 
     def __init__(
-        self, *, directory: Directory, hasher: Hasher, engine: Engine, default_scheme: str
+        self,
+        *,
+        directory: Directory,
+        hasher: Hasher,
+        engine: Engine,
+        default_scheme: str,
+        audit: AuditLog | None = None,
     ) -> None:
         self.directory = directory
         self.hasher = hasher
         self.engine = engine
         self.default_scheme = default_scheme.upper()
+        self.audit = audit or AuditLog(None)
+
+    async def record(self, action: str, uid: str, fields: Iterable[str] = ()) -> None:
+        """Write one change to the audit log: ``action`` (``account.update``,
+        ``app-password.add`` ...) on account ``uid``, changing ``fields`` (names only,
+        never values). Every change made here calls it once; so must every change to
+        an account's other credentials (app passwords) added beside these methods."""
+        await self.audit.record(action, uid, fields)
+
+    async def _record_change(self, uid: str, fields: tuple[str, ...]) -> None:
+        if fields:  # a form saved unchanged is no change
+            await self.record("account.update", uid, fields)
 
     def scheme_name(self, scheme: str | None) -> str:
         """The scheme to hash with; InvalidAccount if it is not one we can generate."""
@@ -97,6 +119,7 @@ class AccountAdmin:
         await self.directory.create(new)
         # A negative cache entry ("no such user") must not outlive the creation.
         await self.engine.flush_cache(list(new.logins()))
+        await self.record("account.create", new.uid, changed_fields(Account(uid=new.uid), new))
         return new
 
     async def update(self, uid: str, assignments: Iterable[str]) -> Account:
@@ -132,6 +155,7 @@ class AccountAdmin:
         except AccountNotFound:
             raise AccountNotFound(f"no account {uid}") from None
         await self.engine.flush_cache(sorted({*done.before.logins(), *done.after.logins()}))
+        await self._record_change(done.after.uid, changed_fields(done.before, done.after))
         return done.after
 
     async def set_password(
@@ -147,6 +171,7 @@ class AccountAdmin:
         if not await self.directory.set_password(account.uid, stored):
             raise AccountNotFound(f"no account {uid}")
         await self.engine.flush_cache(list(account.logins()))
+        await self.record("account.password", account.uid, ("password",))
         return value if generated else None
 
     async def delete(self, uid: str) -> None:
@@ -154,3 +179,4 @@ class AccountAdmin:
         if account is None or not await self.directory.delete(account.uid):
             raise AccountNotFound(f"no account {uid}")
         await self.engine.flush_cache(list(account.logins()))
+        await self.record("account.delete", account.uid)

@@ -10,7 +10,8 @@ which), 67 no such user, 71 a listener could not be opened, 75 temporary failure
 How results are printed (``--format``) is :mod:`mailwarden.cliout`'s.
 
 One module per command group, each registering on :data:`common.main`:
-``daemon`` (serve, init, check-config), ``users`` (user ...), ``transfer``
+``daemon`` (serve, init, check-config), ``users`` (user ...), ``staff`` (admin
+..., token ..., audit, user reset-totp), ``transfer``
 (import, export), ``migrate``, ``sqlconf`` (import dovecot-sql-conf), ``auth``
 (pw, auth test/lookup), ``classic`` (checkpassword, pam), ``control`` (guard,
 status, cache: the running daemon) and ``mailgate`` (mailgate, ssh-keys,
@@ -27,6 +28,7 @@ from mailwarden.cli import (
     mailgate,
     migrate,
     sqlconf,
+    staff,
     transfer,
     users,
 )
@@ -55,6 +57,7 @@ __all__ = [
     "main",
     "migrate",
     "sqlconf",
+    "staff",
     "transfer",
     "users",
 ]

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from mailwarden import __version__, cliargs, cliout, confignames
 from mailwarden import config as config_mod
+from mailwarden.accounts.audit import acting, cli_actor
 from mailwarden.app import (
     App,
     running_app,
@@ -104,7 +105,9 @@ def run_with_app(
         async with running_app(
             _config(ctx), create=create, guard_via_daemon=guard_via_daemon
         ) as app:
-            return await fn(app)
+            # Every change a command makes is recorded as the person at this terminal's.
+            with acting(cli_actor()):
+                return await fn(app)
 
     tune_gc()  # a command over a million accounts allocates as a busy daemon does
     try:

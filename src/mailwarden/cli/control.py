@@ -88,6 +88,9 @@ def guard_unblock(ctx: click.Context, target: str | None, everything: bool) -> N
     if (target is None) != everything:
         fail("give a TARGET or --all", EX_USAGE)
     result = _control(ctx, "guard.unblock", target=target)
+    from mailwarden.cli.staff import record_cli_change  # noqa: PLC0415 - no cycle at import
+
+    record_cli_change(ctx, "ban.unblock", target or "*", ("ban",))
     out.print(f"lifted {result['lifted']} ban(s)")
 
 

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
         RedisConfig,
     )
     from mailwarden.config.oauth2 import OAuth2Config
-    from mailwarden.config.server import ServerConfig
+    from mailwarden.config.server import ServerConfig, StateConfig
     from mailwarden.config.sql import SqlConfig
     from mailwarden.config.web import MAILGATE_FIELDS, HttpConfig, MailgateConfig
     from mailwarden.config.whole import Config, defaults_table
@@ -86,6 +86,7 @@ _LAZY = {
     "PasswordsConfig": "core",
     "OAuth2Config": "oauth2",
     "ServerConfig": "server",
+    "StateConfig": "server",
     "UsernameFormat": "core",
     "DEFAULT_GUARD_RULES": "guard",
     "CacheConfig": "guard",
@@ -129,6 +130,7 @@ __all__ = [
     "Sections",
     "ServerConfig",
     "SqlConfig",
+    "StateConfig",
     "UsernameFormat",
     "config_relative",
     "defaults_table",

@@ -8,6 +8,7 @@ lean start, which must not import :mod:`mailwarden.model` (config/core.py does).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from mailwarden.config.build import Section, require
 
@@ -32,3 +33,16 @@ class ServerConfig(Section):
             f"{key}.control_socket_mode",
             "a file mode such as 0o600",
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateConfig(Section):
+    """``[state]``: mailwarden's own records (administrators, API tokens, second
+    factors, the audit log); see docs/credentials.md."""
+
+    backend: Literal["sqlite", "memory"] = "sqlite"
+    path: str = ""
+    timeout: float = 5.0
+
+    def check(self, key: str) -> None:
+        require(self.timeout > 0, f"{key}.timeout", "a number of seconds > 0")

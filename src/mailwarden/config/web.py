@@ -43,10 +43,12 @@ class HttpConfig(Section):
         "doveadm",
     )
     trusted_proxies: tuple[str, ...] = ()
+    totp_issuer: str = "mailwarden"
 
     def check(self, key: str) -> None:
         require(bool(self.admin_username), f"{key}.admin_username", "a non-empty name")
         require(self.session_lifetime >= 60, f"{key}.session_lifetime", "seconds >= 60")
+        require(bool(self.totp_issuer.strip()), f"{key}.totp_issuer", "a non-empty name")
         require(self.min_password_length >= 1, f"{key}.min_password_length", "an integer >= 1")
 
         for i, addr in enumerate(self.listen):

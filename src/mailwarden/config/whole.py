@@ -21,7 +21,7 @@ from mailwarden.config.core import (
 )
 from mailwarden.config.guard import CacheConfig, GuardConfig
 from mailwarden.config.oauth2 import OAuth2Config
-from mailwarden.config.server import ServerConfig
+from mailwarden.config.server import ServerConfig, StateConfig
 from mailwarden.config.sql import SqlConfig
 from mailwarden.config.web import HttpConfig, MailgateConfig
 
@@ -47,6 +47,7 @@ class Config(Section):
     cache: CacheConfig = field(default_factory=CacheConfig)
     mailgate: MailgateConfig = field(default_factory=MailgateConfig)
     oauth2: OAuth2Config = field(default_factory=OAuth2Config)
+    state: StateConfig = field(default_factory=StateConfig)
     source: str = field(default="<defaults>", compare=False)
 
     def check(self, key: str) -> None:

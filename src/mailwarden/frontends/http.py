@@ -32,29 +32,26 @@ from typing import Any
 
 import uvicorn
 
-from mailwarden.accounts.rules import generate_password
+from mailwarden.accounts.staff import Staff
 from mailwarden.auth.engine import Engine, userdb_fields
+from mailwarden.auth.roles import Action
 from mailwarden.config import Config, HttpConfig
 from mailwarden.errors import (
-    AccountChanged,
-    AccountError,
-    AccountExists,
-    AccountNotFound,
     BodyTooLarge,
     ConfigError,
     ProtocolError,
-    TemporaryFailure,
 )
 from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.frontends.base import moved
 from mailwarden.frontends.connlimit import ConnectionGate
+from mailwarden.frontends.http_admin import AdminApi
 from mailwarden.frontends.httpconn import limited_protocol, read_body
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.web import WebUi
 from mailwarden.metrics import CONTENT_TYPE, Metrics
 from mailwarden.model import AuthAttempt, Unavailable
 from mailwarden.ports import AccountEditor
-from mailwarden.protocols import admin_api, forwarded, http_api, nginx_auth
+from mailwarden.protocols import admin_api, forwarded, http_api, nginx_auth, staff_api
 from mailwarden.protocols import nauthilus as proto
 from mailwarden.protocols.http_api import OPENAPI_PATH, Reply
 
@@ -75,6 +72,7 @@ class HttpApi:
         config: HttpConfig,
         *,
         admin: AccountEditor | None = None,
+        staff: Staff | None = None,
         metrics: Metrics | None = None,
         readiness: Readiness | None = None,
     ) -> None:
@@ -83,8 +81,9 @@ class HttpApi:
         self.admin = admin
         self.metrics = metrics
         self.readiness = readiness
+        self.admin_api = AdminApi(engine, admin=admin, staff=staff)
         # The web page (frontends/web/, docs/web.md) answers every /ui path.
-        self.web = WebUi(engine, config, admin=admin, metrics=metrics)
+        self.web = WebUi(engine, config, admin=admin, staff=staff, metrics=metrics)
         self.routes = http_api.ROUTES
         self._sessions = http_api.SessionIds()
 
@@ -129,7 +128,14 @@ class HttpApi:
         method: str = scope["method"]
         admin_route = admin_api.route(path)
         if admin_route is not None:
-            return await self._admin(admin_route, scope, headers, receive, session)
+            return await self.admin_api.accounts(
+                admin_route, scope, headers, receive, session, self.config
+            )
+        staff_route = staff_api.route(path)
+        if staff_route is not None:
+            return await self.admin_api.staff_routes(
+                staff_route, scope, headers, receive, session, self.config
+            )
         allowed = self.routes.get(path)
         if allowed is None:
             return proto.error_reply(404, "no such endpoint")
@@ -140,13 +146,13 @@ class HttpApi:
         if path == "/readyz":
             return await self._ready(session)
         if path == "/metrics":
-            return self._metrics(headers)
+            return await self._metrics(headers, scope)
         if path == OPENAPI_PATH:
             return http_api.openapi_reply()
         if path == "/api/v1/cache/flush":
-            return await self._flush(headers, receive)
+            return await self._flush(headers, receive, scope)
         if path.startswith("/api/v1/bruteforce/"):
-            return await self._bruteforce(path, headers, receive)
+            return await self._bruteforce(path, headers, receive, scope)
         if path == "/api/v1/auth/nginx":
             return await self._nginx(headers, session)
         if path == "/api/v1/auth/header":
@@ -235,78 +241,13 @@ class HttpApi:
         )
         return Reply(status=200, headers=reply_headers, body=b"", content_type="text/plain")
 
-    async def _admin(
-        self,
-        route: admin_api.Route,
-        scope: Scope,
-        headers: Mapping[str, str],
-        receive: Receive,
-        session: str,
-    ) -> Reply:
-        method: str = scope["method"]
-        allowed = admin_api.allowed_methods(route)
-        if method not in allowed:
-            return proto.error_reply(405, f"use {' or '.join(allowed)}")
-        if not proto.bearer_ok(headers.get("authorization"), token=self.config.admin_token):
-            return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
-        admin = self.admin
-        if admin is None:
-            return proto.error_reply(404, "the admin API is not enabled in this process")
-        body: dict[str, Any] = {}
-        if method in ("POST", "PATCH", "PUT"):
-            body = proto.parse_json(await read_body(receive, self.config.max_body_bytes))
-        uid = route.uid
-        log.info("session=%s admin %s %s", session, method, scope["path"])
-        try:
-            if uid is None and method == "GET":
-                search = admin_api.parse_search(scope.get("query_string", b"").decode("latin-1"))
-                found = await admin.search(search.pattern, limit=search.limit)
-                return admin_api.list_reply(found)
-            if uid is None:
-                create = admin_api.parse_create(body)
-                pw = create.password
-                generated = generate_password() if pw and pw.password is None else None
-                account = await admin.create(
-                    create.account,
-                    password=generated or (pw.password if pw else None),
-                    scheme=pw.scheme if pw else None,
-                    changes=create.changes,
-                )
-                return admin_api.account_reply(account, status=201, generated=generated)
-            if route.password:
-                change = admin_api.parse_password(body)
-                new = await admin.set_password(uid, change.password, scheme=change.scheme)
-                return admin_api.password_reply(uid, new)
-            if method == "GET":
-                return admin_api.account_reply(await admin.show(uid))
-            if method == "PATCH":
-                updated = await admin.patch(uid, admin_api.parse_update(body, uid=uid))
-                return admin_api.account_reply(updated)
-            await admin.delete(uid)
-            return admin_api.deleted_reply()
-        except AccountNotFound as exc:
-            return proto.error_reply(404, str(exc))
-        except AccountExists as exc:
-            return proto.error_reply(409, str(exc))
-        except AccountError as exc:
-            return proto.error_reply(400, str(exc))
-        except AccountChanged as exc:
-            # Another writer kept changing the account: nothing was written; the
-            # client may send the same request again.
-            log.warning("session=%s admin: %s", session, exc)
-            return proto.error_reply(409, str(exc))
-        except TemporaryFailure as exc:
-            log.warning("session=%s admin: temporary failure: %s", session, exc)
-            return proto.error_reply(
-                503, f"temporary failure, try again later (request id {session})"
-            )
-
-    async def _flush(self, headers: Mapping[str, str], receive: Receive) -> Reply:
-        if not proto.bearer_ok(headers.get("authorization"), token=self.config.admin_token):
-            return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
+    async def _flush(self, headers: Mapping[str, str], receive: Receive, scope: Scope) -> Reply:
+        found = await self.admin_api.authorised(headers, scope, Action.UNBLOCK)
+        if isinstance(found, Reply):
+            return found
         data = proto.parse_json(await read_body(receive, self.config.max_body_bytes))
         user = http_api.flush_user(data)
-        removed = await self.engine.forget([user])
+        removed = await self.admin_api.flush(found, scope, user)
         return http_api.cache_flushed_reply(user, removed)
 
     async def _ready(self, session: str) -> Reply:
@@ -322,31 +263,33 @@ class HttpApi:
             log.warning("session=%s readyz: %s", session, json.dumps(checks))
         return reply
 
-    def _metrics(self, headers: Mapping[str, str]) -> Reply:
+    async def _metrics(self, headers: Mapping[str, str], scope: Scope) -> Reply:
         c = self.config
         token = headers.get("authorization")
-        if not (
-            proto.bearer_ok(token, token=c.metrics_token)
-            or proto.bearer_ok(token, token=c.admin_token)
-        ):
-            return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
+        if not proto.bearer_ok(token, token=c.metrics_token):
+            found = await self.admin_api.authorised(headers, scope, Action.READ)
+            if isinstance(found, Reply):
+                return found
         if self.metrics is None:
             return proto.error_reply(404, "metrics are not enabled in this process")
         return Reply(status=200, headers=(), body=self.metrics.render(), content_type=CONTENT_TYPE)
 
-    async def _bruteforce(self, path: str, headers: Mapping[str, str], receive: Receive) -> Reply:
+    async def _bruteforce(
+        self, path: str, headers: Mapping[str, str], receive: Receive, scope: Scope
+    ) -> Reply:
         """Nauthilus-shaped brute-force admin: list bans, lift them (docs/guard.md)."""
-        if not proto.bearer_ok(headers.get("authorization"), token=self.config.admin_token):
-            return proto.error_reply(401, "valid bearer token required", challenge="Bearer")
-        guard = self.engine.guard
-        if path.endswith("/list"):
+        listing = path.endswith("/list")
+        action = Action.READ if listing else Action.UNBLOCK
+        found = await self.admin_api.authorised(headers, scope, action)
+        if isinstance(found, Reply):
+            return found
+        if listing:
             # POST may carry a Nauthilus filter; everything is listed either way.
             await read_body(receive, self.config.max_body_bytes)
-            return http_api.bans_reply(await guard.describe_bans())
+            return http_api.bans_reply(await self.engine.guard.describe_bans())
         data = proto.parse_json(await read_body(receive, self.config.max_body_bytes))
         target = proto.flush_target(data)
-        lifted = await guard.unblock(None if target == "*" else target)
-        log.info("admin: unblocked %s (%d ban(s))", target, lifted)
+        lifted = await self.admin_api.unblock(found, scope, target)
         return http_api.unblocked_reply(target, lifted)
 
 
@@ -391,6 +334,7 @@ class HttpServer:
         *,
         resolve: Callable[[str], Path] = Path,
         admin: AccountEditor | None = None,
+        staff: Staff | None = None,
         inherited: InheritedSockets | None = None,
         metrics: Metrics | None = None,
         readiness: Readiness | None = None,
@@ -400,11 +344,14 @@ class HttpServer:
         self.config = config
         self.resolve = resolve
         self.admin = admin
+        self.staff = staff
         self.inherited = inherited
         self.metrics = metrics
         self.readiness = readiness
         self.shutdown_timeout = shutdown_timeout
-        api = self.api = HttpApi(engine, config, admin=admin, metrics=metrics, readiness=readiness)
+        api = self.api = HttpApi(
+            engine, config, admin=admin, staff=staff, metrics=metrics, readiness=readiness
+        )
         # http.max_connections, over every listen address together.
         self.gate = ConnectionGate("http", lambda: api.config.max_connections)
         # With tls_cert/tls_key every listener speaks HTTPS only (TLS 1.2 or newer,
@@ -490,6 +437,7 @@ class HttpServer:
             new.http,
             resolve=self.resolve,
             admin=self.admin,
+            staff=self.staff,
             metrics=self.metrics,
             readiness=self.readiness,
             shutdown_timeout=self.shutdown_timeout,
@@ -508,6 +456,8 @@ class HttpServer:
         # The web pages read their settings per request; their session key
         # stays (a new one would sign everybody out).
         self.api.web.config = config
+        if self.staff is not None:
+            self.staff.bootstrap_token = config.admin_token
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -570,6 +520,7 @@ async def start_http(
     *,
     resolve: Callable[[str], Path],
     admin: AccountEditor | None = None,
+    staff: Staff | None = None,
     inherited: InheritedSockets | None = None,
     metrics: Metrics | None = None,
     readiness: Readiness | None = None,
@@ -581,6 +532,7 @@ async def start_http(
         config,
         resolve=resolve,
         admin=admin,
+        staff=staff,
         inherited=inherited,
         metrics=metrics,
         readiness=readiness,

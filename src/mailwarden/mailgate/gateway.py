@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
+from mailwarden.accounts.audit import Actor, acting
 from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.accounts.openpgp import SignedText, VerificationError, Verifier
 from mailwarden.accounts.rules import generate_password
@@ -154,7 +155,9 @@ class Gateway:
         if claim.undelivered is not None:
             return self._resend(account, claim, claim.undelivered)
         try:
-            return await self._act(function, account, signed, claim)
+            # The account holder, proven by their key, makes these changes (audit log).
+            with acting(Actor(name=f"user:{account.uid}", source="mail")):
+                return await self._act(function, account, signed, claim)
         except BaseException:
             # Nothing was stored for this message (a committed claim is not
             # released): the MTA's retry must be processed as new, not refused.

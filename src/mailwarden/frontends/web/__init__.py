@@ -11,7 +11,10 @@ itsdangerous signs cookies and tokens. Its modules:
 * ``admin.py`` and ``selfservice.py``: the pages, each change through its one
   code path (:class:`~mailwarden.accounts.edit.AccountAdmin` for accounts, the
   field rules in ``accounts/`` shared with the mail gateway, the guard for bans);
-* ``auth.py``: who may use the self-service page, and the proof a change needs.
+* ``auth.py``: who may use the self-service page, and the proof a change needs;
+* ``staffpages.py``: administrators' sign-in (name, password, TOTP), the bootstrap
+  page that creates the first one, TOTP enrolment (administrators and users), the
+  audit log, administrator and API token pages (decisions: accounts/staff.py).
 
 ``HttpApi`` (frontends/http.py) hands every ``/ui`` path to :class:`WebUi`; the
 auth hot path (``/api/v1/auth/*``) never reaches this package.

@@ -2,8 +2,10 @@
 
 What belongs here: reading the administrator's forms and calling the one code
 path for each change, :class:`~mailwarden.accounts.edit.AccountAdmin` for
-accounts and the guard for bans. Every function takes the page, the request
-and the (checked) administrator session; CSRF was checked before it runs.
+accounts and the guard for bans. Every function takes the page, the request, the
+(checked) administrator session and its principal; CSRF and the role
+(auth/roles.py, through the routes table of app.py) were checked before it runs,
+and every change it makes is recorded in the audit log as the principal's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mailwarden.accounts.rules import generate_password
+from mailwarden.accounts.staff import Principal
 from mailwarden.errors import AccountError, AccountExists, AccountNotFound, HttpRefused
 from mailwarden.frontends.web.pages import first, form_of, redirect
 from mailwarden.frontends.web.sessions import PREFIX, Session
@@ -48,7 +51,7 @@ def _need_admin(ui: WebUi) -> AccountEditor:
     return ui.admin
 
 
-async def accounts(ui: WebUi, request: Request, session: Session) -> Response:
+async def accounts(ui: WebUi, request: Request, session: Session, principal: Principal) -> Response:
     if request.method == "POST":
         raise HttpRefused(404, "No such page.")
     admin = _need_admin(ui)
@@ -68,7 +71,9 @@ async def accounts(ui: WebUi, request: Request, session: Session) -> Response:
     )
 
 
-async def new_account(ui: WebUi, request: Request, session: Session) -> Response:
+async def new_account(
+    ui: WebUi, request: Request, session: Session, principal: Principal
+) -> Response:
     admin = _need_admin(ui)
     form = form_of(request)
     error = ""
@@ -109,7 +114,9 @@ async def new_account(ui: WebUi, request: Request, session: Session) -> Response
     )
 
 
-async def edit_account(ui: WebUi, request: Request, session: Session) -> Response:
+async def edit_account(
+    ui: WebUi, request: Request, session: Session, principal: Principal
+) -> Response:
     admin = _need_admin(ui)
     form = form_of(request)
     post = request.method == "POST"
@@ -174,7 +181,9 @@ def _edit_form(
     )
 
 
-async def reset_password(ui: WebUi, request: Request, session: Session) -> Response:
+async def reset_password(
+    ui: WebUi, request: Request, session: Session, principal: Principal
+) -> Response:
     if request.method != "POST":
         raise HttpRefused(404, "No such page.")
     admin = _need_admin(ui)
@@ -190,13 +199,13 @@ async def reset_password(ui: WebUi, request: Request, session: Session) -> Respo
     )
 
 
-async def chart(ui: WebUi, request: Request, session: Session) -> Response:
+async def chart(ui: WebUi, request: Request, session: Session, principal: Principal) -> Response:
     if request.method == "POST":
         raise HttpRefused(404, "No such page.")
     return ui.pages.render(request, "chart.html", title="Live logins", session=session)
 
 
-async def stats(ui: WebUi, request: Request, session: Session) -> Response:
+async def stats(ui: WebUi, request: Request, session: Session, principal: Principal) -> Response:
     """Login decisions so far by result (the chart turns two of these into a rate)."""
     if request.method == "POST":
         raise HttpRefused(404, "No such page.")
@@ -209,19 +218,21 @@ async def stats(ui: WebUi, request: Request, session: Session) -> Response:
     return JSONResponse(body)
 
 
-async def bans(ui: WebUi, request: Request, session: Session) -> Response:
+async def bans(ui: WebUi, request: Request, session: Session, principal: Principal) -> Response:
     found = await ui.engine.guard.describe_bans()
     return ui.pages.render(
         request, "bans.html", title="Banned sources", session=session, bans=found
     )
 
 
-async def unblock(ui: WebUi, request: Request, session: Session) -> Response:
+async def unblock(ui: WebUi, request: Request, session: Session, principal: Principal) -> Response:
     if request.method != "POST":
         raise HttpRefused(404, "No such page.")
     target = first(form_of(request), "target")
     if not target:
         raise HttpRefused(400, "Nothing to unblock.")
     lifted = await ui.engine.guard.unblock(None if target == "*" else target)
-    log.info("web: administrator unblocked %s (%d ban(s))", target, lifted)
+    if ui.staff is not None:
+        await ui.staff.audit.record("ban.unblock", target, ("ban",))
+    log.info("web: %s unblocked %s (%d ban(s))", principal.label, target, lifted)
     return redirect(PREFIX + "/admin/bans?done=unblocked")

@@ -9,7 +9,6 @@ themselves are in ``admin.py`` and ``selfservice.py``; rendering is Jinja2
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import re
@@ -27,12 +26,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Message
 
+from mailwarden.accounts.audit import Actor, acting
+from mailwarden.accounts.staff import ADMIN_OWNER, Principal, Staff
 from mailwarden.auth.engine import Engine
+from mailwarden.auth.roles import Action
 from mailwarden.config import HttpConfig
-from mailwarden.errors import AccountChanged, HttpRefused, TemporaryFailure
+from mailwarden.errors import AccountChanged, HttpRefused, NotPermitted, TemporaryFailure
 from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.frontends.web import admin as admin_pages
-from mailwarden.frontends.web import auth, selfservice
+from mailwarden.frontends.web import auth, selfservice, staffpages
 from mailwarden.frontends.web.pages import (
     FORM_KEY,
     Pages,
@@ -62,8 +64,6 @@ log = logging.getLogger("mailwarden.web")
 #: Largest form accepted (an armoured OpenPGP key with signatures can be large).
 MAX_FORM_BYTES = 262_144
 MAX_FORM_FIELDS = 500
-#: A failed administrator sign-in waits this long (the guard only sees user sign-ins).
-ADMIN_FAILURE_DELAY = 1.0
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -78,8 +78,12 @@ _FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-AdminPage = Callable[["WebUi", Request, Session], Awaitable[Response]]
+AdminPage = Callable[["WebUi", Request, Session, Principal], Awaitable[Response]]
 UserPage = Callable[["WebUi", Request, Session, Account], Awaitable[Response]]
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "-"
 
 
 async def usable_account(ui: WebUi, session: Session) -> Account | None:
@@ -116,6 +120,7 @@ class WebUi:
         config: HttpConfig,
         *,
         admin: AccountEditor | None = None,
+        staff: Staff | None = None,
         metrics: Metrics | None = None,
         secret: bytes | None = None,
         clock: Callable[[], float] = time.time,
@@ -123,6 +128,7 @@ class WebUi:
         self.engine = engine
         self.config = config
         self.admin = admin
+        self.staff = staff
         self.metrics = metrics
         self.clock = clock
         source = engine.config.source
@@ -184,9 +190,14 @@ class WebUi:
         await self.router(request.scope, request.receive, send)
 
     def _routes(self) -> list[Route]:
-        def admin(view: AdminPage) -> Endpoint:
+        def admin(
+            view: AdminPage, read: Action = Action.READ, write: Action = Action.EDIT_ACCOUNT
+        ) -> Endpoint:
+            """``view`` for an administrator whose role allows ``read`` (GET) or
+            ``write`` (POST): the role check of every admin page (auth/roles.py)."""
+
             async def endpoint(request: Request) -> Response:
-                return await self._admin(request, view)
+                return await self._admin(request, view, write if request.method == "POST" else read)
 
             return endpoint
 
@@ -196,25 +207,39 @@ class WebUi:
 
             return endpoint
 
+        def page(view: Callable[[WebUi, Request], Awaitable[Response]]) -> Endpoint:
+            async def endpoint(request: Request) -> Response:
+                return await view(self, request)
+
+            return endpoint
+
         def route(path: str, endpoint: Endpoint) -> Route:
             return Route(PREFIX + path, endpoint, methods=["GET", "POST"])
 
-        a, s = admin_pages, selfservice
+        a, s, st = admin_pages, selfservice, staffpages
+        staff_write = Action.MANAGE_STAFF
         return [
             route("", self._home),
             route("/", self._home),
             route("/static/{name:path}", self._static),
             route("/login", self._user_login),
-            route("/admin/login", self._admin_login),
+            route("/admin/login", page(st.admin_login)),
+            route("/admin/first", page(st.first_admin)),
+            route("/admin/enrol", page(st.admin_enrol)),
             route("/logout", self._logout),
             route("/admin/accounts", admin(a.accounts)),
             route("/admin/new", admin(a.new_account)),
             route("/admin/account", admin(a.edit_account)),
-            route("/admin/password", admin(a.reset_password)),
+            route("/admin/password", admin(a.reset_password, write=Action.RESET_PASSWORD)),
             route("/admin/chart", admin(a.chart)),
             route("/admin/stats", admin(a.stats)),
             route("/admin/bans", admin(a.bans)),
-            route("/admin/unblock", admin(a.unblock)),
+            route("/admin/unblock", admin(a.unblock, write=Action.UNBLOCK)),
+            route("/admin/audit", admin(st.audit)),
+            route("/admin/admins", admin(st.admins, write=staff_write)),
+            route("/admin/tokens", admin(st.api_tokens, write=staff_write)),
+            route("/admin/reset-totp", admin(st.reset_user_totp, write=staff_write)),
+            route("/me/totp", user(st.user_totp)),
             route("/me", user(s.me)),
             route("/me/", user(s.me)),
             route("/me/password", user(s.change_password)),
@@ -235,17 +260,40 @@ class WebUi:
         cookie = request.cookies.get(SESSION_COOKIE)
         return self.keys.decode(cookie) if cookie else None
 
-    async def session(self, request: Request, role: str) -> tuple[Session, Account | None] | None:
-        """The valid session of ``role`` (and the user's account), or None."""
+    def live_session(self, request: Request, role: str) -> Session | None:
+        """The request's unexpired session of ``role`` (not yet checked further)."""
         session = self.session_of(request)
         if session is None or session.role != role or session.expires < self.clock():
             return None
+        return session
+
+    async def staff_session(
+        self, request: Request, role: str = "admin"
+    ) -> tuple[Session, Principal] | None:
+        """An administrator's valid session: ``admin`` (signed in with a second factor)
+        or ``enrol`` (password only, no factor yet: enrolment is all it opens). It
+        ends when the password or role changes, or the factor is confirmed or reset."""
+        session = self.live_session(request, role)
+        if session is None or self.staff is None:
+            return None
+        found = await self.staff.admin_principal(session.uid)
+        if found is None:
+            return None
+        principal, record = found
+        tag = self.keys.staff_tag(record.name, record.password, record.role)
+        if not hmac.compare_digest(session.tag, tag):
+            return None
+        enrolled = await self.staff.factor_confirmed(ADMIN_OWNER + record.name)
+        return (session, principal) if enrolled == (role == "admin") else None
+
+    async def session(self, request: Request, role: str) -> tuple[Session, Account | None] | None:
+        """The valid session of ``role`` (and the user's account), or None."""
         if role == "admin":
-            if not self.config.admin_token or not hmac.compare_digest(
-                session.tag, self.keys.admin_tag(self.config)
-            ):
-                return None
-            return session, None
+            found = await self.staff_session(request)
+            return None if found is None else (found[0], None)
+        session = self.live_session(request, role)
+        if session is None:
+            return None
         account = await usable_account(self, session)
         return None if account is None else (session, account)
 
@@ -283,15 +331,21 @@ class WebUi:
                 403, "The form has expired or did not come from this site; reload it."
             )
 
-    async def _admin(self, request: Request, view: AdminPage) -> Response:
-        found = await self.session(request, "admin")
+    async def _admin(self, request: Request, view: AdminPage, action: Action) -> Response:
+        found = await self.staff_session(request)
         if found is None:
             if request.url.path == PREFIX + "/admin/stats":
                 return JSONResponse({"error": "sign in"}, status_code=401)
             return self._expired(request, PREFIX + "/admin/login")
+        session, principal = found
         if request.method == "POST":
-            self.check_csrf(request, found[0], form_of(request))
-        return await view(self, request, found[0])
+            self.check_csrf(request, session, form_of(request))
+        try:
+            principal.require(action)
+        except NotPermitted as exc:
+            raise HttpRefused(403, str(exc)) from None
+        with acting(principal.actor(client_of(request))):
+            return await view(self, request, session, principal)
 
     async def _user(self, request: Request, view: UserPage) -> Response:
         found = await self.session(request, "user")
@@ -299,7 +353,9 @@ class WebUi:
             return self._expired(request, PREFIX + "/login")
         if request.method == "POST":
             self.check_csrf(request, found[0], form_of(request))
-        return await view(self, request, found[0], found[1])
+        # A change on the user's own page is recorded as made by the user themself.
+        with acting(Actor(name=f"user:{found[1].uid}", source=client_of(request))):
+            return await view(self, request, found[0], found[1])
 
     # ------------------------------------------------------------------ sign-in and out
 
@@ -309,7 +365,7 @@ class WebUi:
         user = await self.session(request, "user")
         return redirect(PREFIX + "/me" if user else PREFIX + "/login")
 
-    def _login_form(self, request: Request, *, admin: bool, error: str = "") -> Response:
+    def login_form(self, request: Request, *, admin: bool, error: str = "") -> Response:
         value = request.cookies.get(LOGIN_COOKIE, "")
         cookies: tuple[str, ...] = ()
         if not re.fullmatch(r"[A-Za-z0-9_-]{22,64}", value):
@@ -326,7 +382,7 @@ class WebUi:
             token=self.keys.login_token(value),
         )
 
-    def _check_login_csrf(self, request: Request) -> FormData:
+    def check_login_csrf(self, request: Request) -> FormData:
         form = form_of(request)
         self.check_origin(request)
         value = request.cookies.get(LOGIN_COOKIE, "")
@@ -336,26 +392,10 @@ class WebUi:
             )
         return form
 
-    async def _admin_login(self, request: Request) -> Response:
-        if request.method != "POST":
-            return self._login_form(request, admin=True)
-        form = self._check_login_csrf(request)
-        c = self.config
-        name_ok = hmac.compare_digest(first(form, "username").encode(), c.admin_username.encode())
-        token_ok = hmac.compare_digest(first(form, "password").encode(), c.admin_token.encode())
-        client = request.client.host if request.client else None
-        if not (c.admin_token and name_ok and token_ok):
-            log.info("web: failed administrator sign-in from %s", client)
-            await asyncio.sleep(ADMIN_FAILURE_DELAY)
-            return self._login_form(request, admin=True, error="invalid login")
-        log.info("web: administrator signed in from %s", client)
-        cookie = self.new_session(request, "admin", c.admin_username, self.keys.admin_tag(c))
-        return redirect(PREFIX + "/admin/accounts", cookies=(cookie,))
-
     async def _user_login(self, request: Request) -> Response:
         if request.method != "POST":
-            return self._login_form(request, admin=False)
-        form = self._check_login_csrf(request)
+            return self.login_form(request, admin=False)
+        form = self.check_login_csrf(request)
         outcome = await auth.authenticate(
             self.engine,
             first(form, "username"),
@@ -364,15 +404,20 @@ class WebUi:
             secured=request.url.scheme == "https",
         )
         if isinstance(outcome, Unavailable):
-            return self._login_form(
+            return self.login_form(
                 request,
                 admin=False,
                 error="The service is temporarily unavailable; try again.",
             )
         accepted = auth.self_service(outcome)
         if accepted is None or self.admin is None:
-            return self._login_form(request, admin=False, error="invalid login")
+            return self.login_form(request, admin=False, error="invalid login")
         account = accepted.account
+        refused = await staffpages.user_second_factor(
+            self, account.uid, first(form, "code"), source=client_of(request)
+        )
+        if refused:
+            return self.login_form(request, admin=False, error=refused)
         cookie = self.new_session(request, "user", account.uid, self.keys.user_tag(account))
         return redirect(PREFIX + "/me", cookies=(cookie,))
 
@@ -384,7 +429,8 @@ class WebUi:
             self.check_csrf(request, session, form_of(request))
             self.keys.revoke(session)
         clear = self.cookie(request, SESSION_COOKIE, "", max_age=0)
-        login = PREFIX + ("/admin/login" if session and session.role == "admin" else "/login")
+        staff = session is not None and session.role in ("admin", "enrol", "bootstrap")
+        login = PREFIX + ("/admin/login" if staff else "/login")
         return redirect(login + "?done=out", cookies=(clear,))
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 _STATIC = {"style.css": "text/css; charset=utf-8", "chart.js": "text/javascript; charset=utf-8"}
 _TITLES = {
     400: "Bad request",
-    403: "HttpRefused",
+    403: "Not allowed",
     404: "Not found",
     405: "Not allowed",
     409: "Changed meanwhile",
@@ -43,6 +43,9 @@ NOTICES = {
     "pgp": "OpenPGP key saved.",
     "profile": "Profile saved.",
     "unblocked": "Ban lifted.",
+    "first": "The first administrator exists: sign in with that name.",
+    "totp-reset": "Two-factor sign-in was reset.",
+    "totp-off": "Two-factor sign-in is off.",
     "out": "You are signed out.",
     "expired": "Your session has ended; please sign in again.",
 }

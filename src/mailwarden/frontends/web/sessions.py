@@ -8,8 +8,9 @@ A session cookie is ``<payload>.<signature>``: the payload is the unpadded
 urlsafe base64 of a small JSON object (role, uid, expiry, a random session id
 and a *binding tag*). Expiry is in the payload rather than itsdangerous's
 timestamp so that the page's clock decides (tests move it). The binding tag is
-a signature over the admin credentials (admin) or the account's stored
-password hash (user): changing either ends every session made with the old
+a signature over the administrator's stored password hash and role (admin and
+enrol sessions), the bootstrap token (bootstrap) or the account's stored
+password hash (user): changing any of them ends every session made with the old
 one. Sign-out adds the session id to a per-process list of revoked ids until
 the cookie would have expired anyway.
 """
@@ -38,7 +39,7 @@ LOGIN_COOKIE = "mw_login"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Session:
-    role: str  # "admin" | "user"
+    role: str  # "admin" | "enrol" (an administrator's first factor) | "bootstrap" | "user"
     uid: str
     expires: float
     sid: str
@@ -95,8 +96,12 @@ class SessionKeys:
         text = "\x00".join(parts).encode("utf-8", "surrogateescape")
         return self._signer(purpose).get_signature(text).decode("ascii")
 
-    def admin_tag(self, config: HttpConfig) -> str:
-        return self._mac("admin", config.admin_username, config.admin_token)[:22]
+    def staff_tag(self, name: str, password: str, role: str) -> str:
+        """An administrator's sessions end when their password or role changes."""
+        return self._mac("admin", name, password, role)[:22]
+
+    def bootstrap_tag(self, config: HttpConfig) -> str:
+        return self._mac("bootstrap", config.admin_username, config.admin_token)[:22]
 
     def user_tag(self, account: Account) -> str:
         return self._mac("user", account.uid, account.password)[:22]

@@ -1,0 +1,382 @@
+"""The state store in an SQLite file (by default ``state.db`` beside the directory's
+database; ``[state] path``): nothing to set up, shared by the processes of one host.
+
+Every call runs on one thread of its own with one connection (the records are few
+and small; the event loop never waits on the disk). The file is created private
+(0600). The schema is versioned as the SQLite directory's is: ``PRAGMA
+user_version`` counts the :data:`MIGRATIONS` applied, each in one transaction, and
+a file of a newer version is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mailwarden.errors import AccountExists, StateUnavailable
+from mailwarden.state.base import (
+    MAX_AUDIT_ROWS,
+    Administrator,
+    ApiToken,
+    AuditEntry,
+    AuditQuery,
+    SecondFactor,
+)
+
+T = TypeVar("T")
+
+#: "mwst" in ASCII: tells our state file from the directory's database and others.
+APPLICATION_ID = 0x6D777374
+
+# Step N (1-based) brings user_version from N-1 to N. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            fields TEXT NOT NULL,
+            source TEXT NOT NULL)""",
+        "CREATE INDEX audit_target ON audit (target, id)",
+        "CREATE INDEX audit_actor ON audit (actor, id)",
+        """CREATE TABLE admins (
+            name TEXT PRIMARY KEY,
+            password TEXT NOT NULL,
+            role TEXT NOT NULL,
+            created REAL NOT NULL)""",
+        """CREATE TABLE tokens (
+            name TEXT PRIMARY KEY,
+            digest TEXT NOT NULL UNIQUE,
+            scope TEXT NOT NULL,
+            created REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            expires REAL)""",
+        """CREATE TABLE factors (
+            owner TEXT PRIMARY KEY,
+            secret TEXT NOT NULL,
+            confirmed INTEGER NOT NULL,
+            last_step INTEGER NOT NULL,
+            recovery TEXT NOT NULL,
+            failures INTEGER NOT NULL,
+            failed_since REAL NOT NULL,
+            version INTEGER NOT NULL)""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the file's schema up to :data:`SCHEMA_VERSION` (StateUnavailable if it
+    is not ours or newer)."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID) or (version == 0 and tables):
+        raise StateUnavailable("not a mailwarden state file")
+    if version > SCHEMA_VERSION:
+        raise StateUnavailable(
+            f"state schema version {version} is newer than this mailwarden ({SCHEMA_VERSION})"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < target:
+                for statement in MIGRATIONS[target - 1]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {target}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _admin(row: Any) -> Administrator:
+    return Administrator(name=row[0], password=row[1], role=row[2], created=row[3])
+
+
+def _token(row: Any) -> ApiToken:
+    return ApiToken(
+        name=row[0], digest=row[1], scope=row[2], created=row[3], created_by=row[4], expires=row[5]
+    )
+
+
+def _factor(row: Any) -> SecondFactor:
+    return SecondFactor(
+        owner=row[0],
+        secret=row[1],
+        confirmed=bool(row[2]),
+        last_step=row[3],
+        recovery=tuple(json.loads(row[4])),
+        failures=row[5],
+        failed_since=row[6],
+        version=row[7],
+    )
+
+
+_ADMIN = "SELECT name, password, role, created FROM admins"
+_TOKEN = "SELECT name, digest, scope, created, created_by, expires FROM tokens"  # noqa: S105
+_FACTOR = (
+    "SELECT owner, secret, confirmed, last_step, recovery, failures, failed_since, version "
+    "FROM factors"
+)
+
+
+class SQLiteStateStore:
+    """:class:`~mailwarden.state.base.StateStore` in one SQLite file."""
+
+    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, path: Path) -> None:
+        self._conn = conn
+        self._executor = executor
+        self._path = path
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path, *, timeout: float = 5.0) -> SQLiteStateStore:
+        """Open (creating it, 0600, in an existing folder) and migrate the file at ``path``."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
+
+        def setup() -> sqlite3.Connection:
+            # The folder is not created: it is the directory's (made by ``init``) or
+            # the administrator's; a missing one is a StateUnavailable, never a new
+            # folder somewhere in the file system.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            conn = sqlite3.connect(
+                path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA journal_mode = WAL")
+                migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, setup)
+        except (sqlite3.Error, OSError) as exc:
+            executor.shutdown(wait=False)
+            raise StateUnavailable(f"{path}: {exc}") from exc
+        except StateUnavailable as exc:
+            executor.shutdown(wait=False)
+            raise StateUnavailable(f"{path}: {exc}") from exc
+        return cls(conn, executor, path)
+
+    async def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StateUnavailable("the state store is closed")
+
+        def run() -> T:
+            if self._closed:
+                raise StateUnavailable("the state store is closed")
+            with self._lock:
+                try:
+                    return job(self._conn)
+                except sqlite3.IntegrityError:
+                    raise
+                except sqlite3.Error as exc:
+                    raise StateUnavailable(f"{self._path}: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    async def record(self, entry: AuditEntry) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO audit (time, actor, action, target, fields, source) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    entry.time,
+                    entry.actor,
+                    entry.action,
+                    entry.target,
+                    json.dumps(list(entry.fields)),
+                    entry.source,
+                ),
+            )
+
+        await self._run(job)
+
+    async def audit(self, query: AuditQuery) -> list[AuditEntry]:
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (("target", query.target), ("actor", query.actor)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.since is not None:
+            where.append("time >= ?")
+            params.append(query.since)
+        sql = "SELECT id, time, actor, action, target, fields, source FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(max(0, min(query.limit, MAX_AUDIT_ROWS)))
+
+        def job(c: sqlite3.Connection) -> list[AuditEntry]:
+            return [
+                AuditEntry(
+                    id=r[0],
+                    time=r[1],
+                    actor=r[2],
+                    action=r[3],
+                    target=r[4],
+                    fields=tuple(json.loads(r[5])),
+                    source=r[6],
+                )
+                for r in c.execute(sql, params)
+            ]
+
+        return await self._run(job)
+
+    async def admin(self, name: str) -> Administrator | None:
+        def job(c: sqlite3.Connection) -> Administrator | None:
+            row = c.execute(_ADMIN + " WHERE name = ?", (name,)).fetchone()
+            return None if row is None else _admin(row)
+
+        return await self._run(job)
+
+    async def admins(self) -> list[Administrator]:
+        return await self._run(lambda c: [_admin(r) for r in c.execute(_ADMIN + " ORDER BY name")])
+
+    async def add_admin(self, admin: Administrator, *, first: bool = False) -> bool:
+        values = (admin.name, admin.password, admin.role, admin.created)
+
+        def job(c: sqlite3.Connection) -> bool:
+            if first:
+                # One statement: no other writer can slip in between the check and
+                # the insert (SQLite serialises writers).
+                cur = c.execute(
+                    "INSERT INTO admins (name, password, role, created) SELECT ?, ?, ?, ? "
+                    "WHERE NOT EXISTS (SELECT 1 FROM admins)",
+                    values,
+                )
+                return cur.rowcount == 1
+            c.execute(
+                "INSERT INTO admins (name, password, role, created) VALUES (?, ?, ?, ?)", values
+            )
+            return True
+
+        try:
+            return await self._run(job)
+        except sqlite3.IntegrityError:
+            raise AccountExists(f"administrator {admin.name} exists") from None
+
+    async def replace_admin(self, admin: Administrator) -> bool:
+        def job(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE admins SET password = ?, role = ? WHERE name = ?",
+                (admin.password, admin.role, admin.name),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(job)
+
+    async def remove_admin(self, name: str) -> bool:
+        return await self._run(
+            lambda c: c.execute("DELETE FROM admins WHERE name = ?", (name,)).rowcount == 1
+        )
+
+    async def token(self, digest: str) -> ApiToken | None:
+        def job(c: sqlite3.Connection) -> ApiToken | None:
+            row = c.execute(_TOKEN + " WHERE digest = ?", (digest,)).fetchone()
+            return None if row is None else _token(row)
+
+        return await self._run(job)
+
+    async def tokens(self) -> list[ApiToken]:
+        return await self._run(lambda c: [_token(r) for r in c.execute(_TOKEN + " ORDER BY name")])
+
+    async def add_token(self, token: ApiToken) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO tokens (name, digest, scope, created, created_by, expires) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    token.name,
+                    token.digest,
+                    token.scope,
+                    token.created,
+                    token.created_by,
+                    token.expires,
+                ),
+            )
+
+        try:
+            await self._run(job)
+        except sqlite3.IntegrityError:
+            raise AccountExists(f"token {token.name} exists") from None
+
+    async def remove_token(self, name: str) -> bool:
+        return await self._run(
+            lambda c: c.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount == 1
+        )
+
+    async def factor(self, owner: str) -> SecondFactor | None:
+        def job(c: sqlite3.Connection) -> SecondFactor | None:
+            row = c.execute(_FACTOR + " WHERE owner = ?", (owner,)).fetchone()
+            return None if row is None else _factor(row)
+
+        return await self._run(job)
+
+    async def swap_factor(self, owner: str, expected: int | None, new: SecondFactor | None) -> bool:
+        def job(c: sqlite3.Connection) -> bool:
+            if new is None:
+                if expected is None:
+                    return (
+                        c.execute("SELECT 1 FROM factors WHERE owner = ?", (owner,)).fetchone()
+                        is None
+                    )
+                cur = c.execute(
+                    "DELETE FROM factors WHERE owner = ? AND version = ?", (owner, expected)
+                )
+                return cur.rowcount == 1
+            values = (
+                new.secret,
+                int(new.confirmed),
+                new.last_step,
+                json.dumps(list(new.recovery)),
+                new.failures,
+                new.failed_since,
+            )
+            if expected is None:
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO factors (secret, confirmed, last_step, recovery, "
+                    "failures, failed_since, owner, version) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                    (*values, owner),
+                )
+                return cur.rowcount == 1
+            cur = c.execute(
+                "UPDATE factors SET secret = ?, confirmed = ?, last_step = ?, recovery = ?, "
+                "failures = ?, failed_since = ?, version = version + 1 "
+                "WHERE owner = ? AND version = ?",
+                (*values, owner, expected),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(job)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+
+        def job() -> None:
+            self._closed = True
+            with self._lock:
+                self._conn.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        self._executor.shutdown(wait=True)
