@@ -8,12 +8,12 @@ builds an :class:`~mailwarden.model.AuthAttempt` and calls
 remembered about a user. Nothing else decides whether a login is valid.
 
 The engine orchestrates; the rules live in two parts beside it:
-:mod:`~mailwarden.auth.passwords` (the password context: verify, dummy verify,
-challenge-response credentials, rehash) and :mod:`~mailwarden.auth.access` (the
-access policy: status, service switches, networks, master users, anonymous,
-nodelay, passdb and proxy fields). The engine reads the directory **once** per
-login, and its outcome carries everything the front ends answer with, so none
-reads it again.
+:mod:`~mailwarden.auth.passwords` (the password context: verify, app passwords,
+dummy verify, challenge-response credentials, rehash) and
+:mod:`~mailwarden.auth.access` (the access policy: status, service switches,
+networks, master users, anonymous, nodelay, passdb and proxy fields). The engine
+reads the directory **once** per login, and its outcome carries everything the
+front ends answer with, so none reads it again.
 
 Rules, and why:
 
@@ -143,6 +143,7 @@ class Engine:
             max_length=config.auth.max_password_length,
             checker=password_checker,
             challenge_mechanisms=self._mechanisms,
+            record_uses=directory.record_app_password_uses,
         )
         self._use(config)
         self.decisions: collections.Counter[str] = collections.Counter()  # for `status`
@@ -349,8 +350,10 @@ class Engine:
                 and self.rules.normalise(cert.username) == authcid
             )
         if isinstance(creds, Password):
-            return await self.passwords.verify(creds, account, authcid or "")
-        return await self.passwords.verify_proof(creds, account, authcid)
+            return await self.passwords.verify(
+                creds, account, authcid or "", service=attempt.service, remote_ip=attempt.remote_ip
+            )
+        return await self.passwords.verify_proof(creds, account, authcid, service=attempt.service)
 
     # ------------------------------------------------------------------ credentials
 
@@ -535,9 +538,11 @@ class Engine:
             log.info("rehashed password of %s to %s", account.uid, self.policy.scheme)
 
     async def drain(self) -> None:
-        """Wait for background work (rehashes) to finish; used at shutdown and in tests."""
+        """Wait for background work (rehashes, last uses of app passwords) to finish;
+        used at shutdown and in tests."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.passwords.app_password_uses.flush()
 
     # ------------------------------------------------------------------ logging
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from mailwarden.model import Account, Listed
+from mailwarden.model import Account, AppPasswordUsed, Listed
 from mailwarden.model import login_key as login_key  # noqa: PLC0414 - re-exported
 
 LoginAttribute = Literal["uid", "mail", "alternate"]
@@ -176,6 +176,16 @@ class Directory(Protocol):
 
     async def delete(self, uid: str) -> bool:
         """Remove the account; False if there was none."""
+        ...
+
+    async def record_app_password_uses(self, uses: Sequence[AppPasswordUsed]) -> None:
+        """Store each use as its app password's ``last_used``, and nothing else.
+
+        The batched write of the engine's last-use recorder (auth/apppasswords.py):
+        a use of an app password (or account) that is gone meanwhile is skipped, and
+        no other field of the account, nor a change made meanwhile, is touched. It is
+        not an account change: it need not end cached logins. A directory that
+        stores no app passwords raises WriteRefused."""
         ...
 
     async def bulk_upsert(
