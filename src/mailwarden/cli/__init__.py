@@ -10,7 +10,8 @@ which), 67 no such user, 71 a listener could not be opened, 75 temporary failure
 How results are printed (``--format``) is :mod:`mailwarden.cliout`'s.
 
 One module per command group, each registering on :data:`common.main`:
-``daemon`` (serve, init, check-config), ``users`` (user ...), ``transfer``
+``daemon`` (serve, init, check-config), ``users`` (user ...), ``apppasswords``
+(user app-password ...), ``transfer``
 (import, export), ``migrate``, ``sqlconf`` (import dovecot-sql-conf), ``auth``
 (pw, auth test/lookup), ``classic`` (checkpassword, pam), ``control`` (guard,
 status, cache: the running daemon) and ``mailgate`` (mailgate, ssh-keys,
@@ -20,6 +21,7 @@ every command.
 
 from mailwarden import cliargs
 from mailwarden.cli import (
+    apppasswords,
     auth,
     classic,
     control,
@@ -47,6 +49,7 @@ __all__ = [
     "PAM_SERVICE_ERR",
     "PAM_SUCCESS",
     "PAM_USER_UNKNOWN",
+    "apppasswords",
     "auth",
     "classic",
     "control",
