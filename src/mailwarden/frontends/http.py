@@ -10,10 +10,9 @@ its own (the daemon owns SIGTERM/SIGINT). uvicorn answers ``Expect: 100-continue
 as soon as the app reads the body, which Dovecot's Lua HTTP client sends on
 every POST (it stalls two seconds when nobody answers).
 
-Endpoints: ``/api/v1/auth/json`` (POST or GET; ``?mode=no-auth``,
-``?mode=list-accounts``, ``?mode=master``), ``/api/v1/auth/nginx`` (nginx mail ``auth_http``,
-protocols/nginx_auth.py), ``/api/v1/cache/flush`` (DELETE, bearer token),
-``/api/v1/openapi.json`` and ``/ping``. See docs/http-api.md.
+Endpoints (docs/http-api.md): ``/api/v1/auth/json`` (POST or GET; ``?mode=no-auth``,
+``list-accounts``, ``master``), ``/api/v1/auth/nginx`` (protocols/nginx_auth.py), the admin
+API (protocols/admin_api.py), ``/api/v1/cache/flush``, ``/api/v1/openapi.json``, ``/ping``.
 """
 
 from __future__ import annotations
@@ -273,6 +272,17 @@ class HttpApi:
                     changes=create.changes,
                 )
                 return admin_api.account_reply(account, status=201, generated=generated)
+            if route.app_password is not None:
+                await admin.revoke_app_password(uid, route.app_password)
+                return admin_api.deleted_reply()
+            if route.app_passwords and method == "GET":
+                return admin_api.app_passwords_reply(await admin.show(uid))
+            if route.app_passwords:
+                want = admin_api.parse_app_password(body)
+                new_app = await admin.add_app_password(
+                    uid, name=want.name, services=want.services, expires=want.expires
+                )
+                return admin_api.new_app_password_reply(uid, new_app)
             if route.password:
                 change = admin_api.parse_password(body)
                 new = await admin.set_password(uid, change.password, scheme=change.scheme)

@@ -134,6 +134,7 @@ async def edit_account(ui: WebUi, request: Request, session: Session) -> Respons
             "quota_bytes": f("quota_bytes").strip() or None,
             "status": f("status"),
             "services": services,
+            "app_passwords_only": "app_passwords_only" in form,
         }
         try:
             await admin.patch(account.uid, changes)
