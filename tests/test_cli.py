@@ -563,3 +563,60 @@ def test_user_reset_totp_says_when_there_was_none(ready: Path) -> None:
 
 def test_the_commands_are_registered() -> None:
     assert {"admin", "token", "audit"} <= set(main.commands)
+
+
+def test_app_passwords_are_made_listed_used_and_revoked_from_the_command_line(
+    ready: Path,
+) -> None:
+    r = run(
+        ready,
+        "user",
+        "app-password",
+        "add",
+        "alice@example.com",
+        "--name",
+        "phone",
+        "--services",
+        "imap,smtp",
+        "--expires",
+        "2999-12-31",
+    )
+    assert r.exit_code == 0, r.output
+    value = r.stdout.strip()
+    assert value.startswith("mwa_") and len(value) == 28
+    assert "shown only now" in r.stderr
+    assert run(ready, "auth", "test", "alice@example.com", value).exit_code == 0
+    assert run(ready, "auth", "test", "alice@example.com", value, "-s", "pop3").exit_code == 77
+    listed = run(ready, "--format", "json", "user", "app-password", "list", "alice@example.com")
+    assert listed.exit_code == 0, listed.output
+    (app,) = json.loads(listed.stdout)
+    assert (app["name"], app["services"]) == ("phone", ["imap", "smtp"])
+    assert app["last_used"]["service"] == "imap"  # written when the command's engine drained
+    assert value not in listed.output and "digest" not in app
+    tsv = run(ready, "--format", "tsv", "user", "app-password", "list", "alice@example.com")
+    # An expiry date is the end of that day: the first second of the next.
+    assert tsv.stdout.startswith(f"{app['id']}\tphone\timap,smtp\t3000-01-01 00:00:00Z\t")
+
+    assert run(ready, "user", "app-password", "only", "alice@example.com", "on").exit_code == 0
+    assert run(ready, "auth", "test", "alice@example.com", "secret").exit_code == 77
+    assert run(ready, "auth", "test", "alice@example.com", "secret", "-s", "web").exit_code == 0
+    assert run(ready, "auth", "test", "alice@example.com", value).exit_code == 0
+
+    r = run(ready, "user", "app-password", "revoke", "alice@example.com", "phone")
+    assert r.exit_code == 0 and f"revoked app password {app['id']}" in r.output
+    assert run(ready, "auth", "test", "alice@example.com", value).exit_code == 77
+    assert (
+        run(ready, "user", "app-password", "revoke", "alice@example.com", "phone").exit_code == 67
+    )
+    r = run(
+        ready,
+        "user",
+        "app-password",
+        "add",
+        "alice@example.com",
+        "--name",
+        "x",
+        "--services",
+        "web",
+    )
+    assert r.exit_code == 1 and "web page" in r.output

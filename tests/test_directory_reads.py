@@ -33,6 +33,7 @@ from click.testing import CliRunner
 from mailwarden import app as app_module
 from mailwarden import checkpassword, cli
 from mailwarden.app import Backend, build_engine
+from mailwarden.auth import tokens
 from mailwarden.auth.engine import Engine
 from mailwarden.config import Config, HttpConfig, SaslauthdConfig
 from mailwarden.directories.base import (
@@ -51,7 +52,7 @@ from mailwarden.frontends.dovecot_sockets import Role
 from mailwarden.frontends.http import start_http
 from mailwarden.frontends.saslauthd import start_saslauthd
 from mailwarden.hashing.pool import Hasher
-from mailwarden.model import Account, AccountStatus, Listed
+from mailwarden.model import Account, AccountStatus, AppPassword, AppPasswordUsed, Listed
 from mailwarden.protocols import checkpassword as cp
 from tests.classic.conftest import fill, write_config
 from tests.frontends.test_dovecot_frontend import Peer, cram_md5, digest_md5, plain, scram
@@ -128,6 +129,9 @@ class CountingDirectory:
     async def delete(self, uid: str) -> bool:
         return await self.inner.delete(uid)
 
+    async def record_app_password_uses(self, uses: Sequence[AppPasswordUsed]) -> None:
+        await self.inner.record_app_password_uses(uses)
+
     async def bulk_upsert(
         self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False
     ) -> BulkReport:
@@ -161,8 +165,22 @@ class TracedSQLite(SQLiteDirectory):
 
 # --------------------------------------------------------------------------- in-process front ends
 
+APP_PASSWORD = "mwa_" + "r" * 24  # one of alice's app passwords: read with her account
+
 ACCOUNTS = (
-    Account(uid="alice", password=hashed("secret"), home="/home/alice", uid_number=5000),
+    Account(
+        uid="alice",
+        password=hashed("secret"),
+        home="/home/alice",
+        uid_number=5000,
+        app_passwords=(
+            AppPassword(
+                id="r",
+                name="reads",
+                digest=tokens.digest(tokens.TokenKind.APP_PASSWORD, APP_PASSWORD),
+            ),
+        ),
+    ),
     Account(uid="plainuser", password="{PLAIN}plainpw"),
     Account(
         uid="dave",
@@ -224,6 +242,8 @@ async def reads_of(directory: CountingDirectory, login: Awaitable[object]) -> in
     ("dialogue", "user", "password"),
     [
         (plain, "alice", b"secret"),
+        (plain, "alice", APP_PASSWORD.encode()),
+        (plain, "alice", b"mwa_" + b"w" * 24),
         (plain, "alice", b"wrong"),
         (plain, "ghost", b"secret"),
         (plain, "dave", b"davepw"),  # disabled, nodelay: the FAIL path

@@ -126,6 +126,73 @@ class Profile:
         return out
 
 
+#: The service name of a sign-in on the user's web page. The web page is not a mail
+#: service: an app password never opens it, and the main password of an account that
+#: is set to app passwords only opens nothing else (auth/apppasswords.py).
+WEB_SERVICE = "web"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LastUse:
+    """When, for which service and from where an app password last logged in
+    (``at``: Unix seconds; ``remote_ip``: None when the front end knew none)."""
+
+    at: int
+    service: str
+    remote_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppPassword:
+    """One app password of an account: a random secret issued by mailwarden
+    (auth/tokens.py, ``TokenKind.APP_PASSWORD``), shown once and stored only as
+    ``digest``. ``id`` names it for listing and revoking (unique within the
+    account); ``services``: the services it may log in to (empty: every mail
+    service; never the web page); ``expires`` and ``created`` are Unix seconds.
+    Its repr leaves the digest out."""
+
+    id: str
+    name: str
+    digest: str = field(repr=False)
+    services: tuple[str, ...] = ()
+    expires: int | None = None
+    created: int = 0
+    last_used: LastUse | None = None
+
+    def allows(self, service: str) -> bool:
+        """Whether it may log in to ``service`` (never the web page)."""
+        name = service.lower()
+        if name == WEB_SERVICE:
+            return False
+        return not self.services or name in self.services
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and now >= self.expires
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Where it is listed: by creation, then id (every directory reads them so)."""
+        return (self.created, self.id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewAppPassword:
+    """An app password just made: ``value`` is shown once, never stored or logged."""
+
+    app_password: AppPassword
+    value: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppPasswordUsed:
+    """A login with app password ``app_password`` of account ``uid``: what is
+    written, later and in batches, as the app password's :class:`LastUse`."""
+
+    uid: str
+    app_password: str
+    use: LastUse
+
+
 @record
 class Account:
     """One mail account as every directory stores it.
@@ -133,6 +200,9 @@ class Account:
     ``password`` is the stored value (``{SCHEME}data`` or a bare crypt string);
     an empty string means no password can verify. ``services`` holds only the
     switches that differ from the default (on): a name that is absent is on.
+    ``app_passwords``: the account's app passwords (:class:`AppPassword`);
+    ``app_passwords_only``: mail services accept only those, and the main password
+    opens the web page alone (docs/credentials.md, "App passwords").
     """
 
     uid: str
@@ -156,6 +226,8 @@ class Account:
     ssh_keys: tuple[str, ...] = ()
     dns_records: tuple[str, ...] = ()
     profile: Profile = field(default_factory=Profile)
+    app_passwords: tuple[AppPassword, ...] = ()
+    app_passwords_only: bool = False
 
     def service_enabled(self, service: str) -> bool:
         """Whether the per-service switch for ``service`` is on (default: on)."""

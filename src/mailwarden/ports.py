@@ -10,10 +10,10 @@ object: :class:`~mailwarden.accounts.edit.AccountAdmin` is an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
-from mailwarden.model import Account
+from mailwarden.model import Account, AppPassword, NewAppPassword
 
 
 class AccountEditor(Protocol):
@@ -43,3 +43,11 @@ class AccountEditor(Protocol):
     ) -> bytes | None: ...
 
     async def delete(self, uid: str) -> None: ...
+
+    async def add_app_password(
+        self, uid: str, *, name: str, services: Iterable[str] = (), expires: int | None = None
+    ) -> NewAppPassword: ...
+
+    async def revoke_app_password(self, uid: str, which: str) -> AppPassword: ...
+
+    async def set_app_passwords_only(self, uid: str, only: bool) -> Account: ...

@@ -12,15 +12,30 @@ from pathlib import Path
 
 import pytest
 
+from mailwarden.auth import tokens
 from mailwarden.directories.sqlite import SQLiteDirectory
-from mailwarden.model import Account, AccountStatus
+from mailwarden.model import Account, AccountStatus, AppPassword
 from tests.peers.conftest import stop_process
 
 MAILWARDEN = [sys.executable, "-m", "mailwarden"]
 
 
+#: alice's app passwords (docs/credentials.md): one for every mail service, one that
+#: has expired, one for SMTP only; and one that is an app password of nobody's.
+APP_PASSWORD = "mwa_" + "p" * 24
+EXPIRED_APP_PASSWORD = "mwa_" + "x" * 24
+SMTP_APP_PASSWORD = "mwa_" + "s" * 24
+UNKNOWN_APP_PASSWORD = "mwa_" + "u" * 24
+
+
+def _app(app_id: str, value: str, **fields: object) -> AppPassword:
+    digest = tokens.digest(tokens.TokenKind.APP_PASSWORD, value)
+    return AppPassword(id=app_id, name=app_id, digest=digest, created=1, **fields)  # type: ignore[arg-type]
+
+
 def classic_accounts() -> tuple[Account, ...]:
-    """alice (all services), carol (POP3 off), dave (disabled), admin (a master user)."""
+    """alice (all services, app passwords), carol (POP3 off), dave (disabled), admin (a
+    master user)."""
     return (
         Account(
             uid="alice",
@@ -29,6 +44,11 @@ def classic_accounts() -> tuple[Account, ...]:
             mail_location="maildir:~/Maildir",
             uid_number=5000,
             gid_number=5000,
+            app_passwords=(
+                _app("every", APP_PASSWORD),
+                _app("old", EXPIRED_APP_PASSWORD, expires=2),
+                _app("smtp", SMTP_APP_PASSWORD, services=("smtp",)),
+            ),
         ),
         Account(
             uid="carol",

@@ -29,7 +29,17 @@ from mailwarden.errors import ProtocolError
 from mailwarden.model import Account, Profile
 from mailwarden.protocols import checkpassword as cp
 from mailwarden.protocols import control
-from tests.classic.conftest import MAILWARDEN, daemon_config, fill, serving, write_config
+from tests.classic.conftest import (
+    APP_PASSWORD,
+    EXPIRED_APP_PASSWORD,
+    MAILWARDEN,
+    SMTP_APP_PASSWORD,
+    UNKNOWN_APP_PASSWORD,
+    daemon_config,
+    fill,
+    serving,
+    write_config,
+)
 
 # A subprogram that shows what it was given: its environment (filtered) and uid.
 # System Python: after the uid switch the virtualenv may not be readable.
@@ -186,10 +196,11 @@ def test_a_maildir_location_becomes_an_absolute_maildir_path() -> None:
 # --------------------------------------------------------------------------- process
 
 
+@pytest.mark.parametrize("password", [b"secret", APP_PASSWORD.encode()])
 def test_a_right_password_execs_the_subprogram_with_the_account_environment(
-    ready: Path,
+    ready: Path, password: bytes
 ) -> None:
-    out = shown(run_cp(ready, b"alice\0secret\0\0", env={"SERVICE": "pop3"}))
+    out = shown(run_cp(ready, b"alice\0" + password + b"\0\0", env={"SERVICE": "pop3"}))
     env = out["env"]
     assert env["USER"] == "alice"
     assert env["HOME"] == "/var/mail/alice"
@@ -211,7 +222,17 @@ def test_under_dovecot_the_uid_is_left_to_dovecot(ready: Path) -> None:
     assert out["uid"] == os.getuid()
 
 
-@pytest.mark.parametrize("block", [b"alice\0wrong\0\0", b"nobody\0secret\0\0"])
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"alice\0wrong\0\0",
+        b"nobody\0secret\0\0",
+        b"alice\0" + EXPIRED_APP_PASSWORD.encode() + b"\0\0",
+        b"alice\0" + UNKNOWN_APP_PASSWORD.encode() + b"\0\0",
+        # SERVICE is unset: the service is checkpassword's default, not smtp.
+        b"alice\0" + SMTP_APP_PASSWORD.encode() + b"\0\0",
+    ],
+)
 def test_wrong_password_and_unknown_user_both_exit_1_without_exec(
     ready: Path, block: bytes
 ) -> None:

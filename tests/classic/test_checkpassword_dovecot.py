@@ -24,7 +24,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.classic.conftest import DAEMON_SOCKETS, daemon_config, fill, serving, write_config
+from tests.classic.conftest import (
+    APP_PASSWORD,
+    DAEMON_SOCKETS,
+    EXPIRED_APP_PASSWORD,
+    UNKNOWN_APP_PASSWORD,
+    daemon_config,
+    fill,
+    serving,
+    write_config,
+)
 from tests.peers.configs import dovecot_conf, listeners
 from tests.peers.conftest import DOVECOT, private_dir, running_dovecot
 
@@ -93,8 +102,9 @@ def user(root: Path, name: str) -> subprocess.CompletedProcess[str]:
     return doveadm(root, "user", "-a", str(root / "run" / "auth-userdb"), name)
 
 
-def test_doveadm_auth_test_succeeds_through_checkpassword(dovecot: Path) -> None:
-    result = auth_test(dovecot, "alice", "secret")
+@pytest.mark.parametrize("password", ["secret", APP_PASSWORD])
+def test_doveadm_auth_test_succeeds_through_checkpassword(dovecot: Path, password: str) -> None:
+    result = auth_test(dovecot, "alice", password)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "auth succeeded" in result.stdout
     assert "user=alice" in result.stdout
@@ -103,7 +113,16 @@ def test_doveadm_auth_test_succeeds_through_checkpassword(dovecot: Path) -> None
     assert "userdb_home=/var/mail/alice\tuserdb_mail=maildir:~/Maildir\tuserdb_uid=5000" in log
 
 
-@pytest.mark.parametrize("name,password", [("alice", "wrong"), ("nobody", "secret")])
+@pytest.mark.parametrize(
+    "name,password",
+    [
+        ("alice", "wrong"),
+        ("nobody", "secret"),
+        ("alice", EXPIRED_APP_PASSWORD),
+        ("alice", UNKNOWN_APP_PASSWORD),
+        ("nobody", APP_PASSWORD),
+    ],
+)
 def test_doveadm_auth_test_fails_for_a_wrong_password_or_unknown_user(
     dovecot: Path, name: str, password: str
 ) -> None:

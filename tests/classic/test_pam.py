@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 
 from mailwarden import cli
-from tests.classic.conftest import MAILWARDEN
+from tests.classic.conftest import (
+    APP_PASSWORD,
+    EXPIRED_APP_PASSWORD,
+    MAILWARDEN,
+    UNKNOWN_APP_PASSWORD,
+)
 
 PAMTESTER = shutil.which("pamtester")
 UNSHARE = shutil.which("unshare")
@@ -75,13 +80,25 @@ SUFFICIENT = (
 )
 
 
-def test_pamtester_authenticates_a_right_password(ready: Path, tmp_path: Path) -> None:
-    result = pamtester(ready, tmp_path, SOLE, "alice", "secret", "authenticate", "acct_mgmt")
+@pytest.mark.parametrize("password", ["secret", APP_PASSWORD])
+def test_pamtester_authenticates_a_right_password(
+    ready: Path, tmp_path: Path, password: str
+) -> None:
+    result = pamtester(ready, tmp_path, SOLE, "alice", password, "authenticate", "acct_mgmt")
     assert "successfully authenticated" in result.stdout, result.stderr
     assert "account management done" in result.stdout, result.stderr
 
 
-@pytest.mark.parametrize("user,password", [("alice", "wrong"), ("nobody", "secret")])
+@pytest.mark.parametrize(
+    "user,password",
+    [
+        ("alice", "wrong"),
+        ("nobody", "secret"),
+        ("alice", EXPIRED_APP_PASSWORD),
+        ("alice", UNKNOWN_APP_PASSWORD),
+        ("nobody", APP_PASSWORD),
+    ],
+)
 def test_pamtester_rejects_a_wrong_password_or_unknown_user(
     ready: Path, tmp_path: Path, user: str, password: str
 ) -> None:

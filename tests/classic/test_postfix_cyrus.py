@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.classic.conftest import serving_saslauthd
+from tests.classic.conftest import (
+    APP_PASSWORD,
+    EXPIRED_APP_PASSWORD,
+    SMTP_APP_PASSWORD,
+    UNKNOWN_APP_PASSWORD,
+    serving_saslauthd,
+)
 from tests.peers.conftest import connectable, free_port, private_dir, wait_until
 from tests.peers.test_postfix import (
     MAIN_CF,
@@ -77,12 +83,24 @@ def _postfix_with(root: Path) -> Iterator[int]:
             _stop_postfix(root, config)
 
 
+@pytest.mark.parametrize("password", ["secret", APP_PASSWORD, SMTP_APP_PASSWORD])
 @pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
-def test_postfix_with_cyrus_accepts_the_right_password(smtp_port: int, mech: str) -> None:
-    assert smtp_auth(smtp_port, mech, "alice", "secret") == 235
+def test_postfix_with_cyrus_accepts_the_right_password(
+    smtp_port: int, mech: str, password: str
+) -> None:
+    assert smtp_auth(smtp_port, mech, "alice", password) == 235
 
 
-@pytest.mark.parametrize("user,password", [("alice", "wrong"), ("nobody", "secret")])
+@pytest.mark.parametrize(
+    "user,password",
+    [
+        ("alice", "wrong"),
+        ("nobody", "secret"),
+        ("alice", EXPIRED_APP_PASSWORD),
+        ("alice", UNKNOWN_APP_PASSWORD),
+        ("nobody", APP_PASSWORD),
+    ],
+)
 def test_postfix_with_cyrus_refuses_a_wrong_password_or_unknown_user(
     smtp_port: int, user: str, password: str
 ) -> None:

@@ -21,7 +21,13 @@ from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.errors import ProtocolError
 from mailwarden.frontends.saslauthd import start_saslauthd
 from mailwarden.protocols import saslauthd as proto
-from tests.classic.conftest import serving_saslauthd
+from tests.classic.conftest import (
+    APP_PASSWORD,
+    EXPIRED_APP_PASSWORD,
+    SMTP_APP_PASSWORD,
+    UNKNOWN_APP_PASSWORD,
+    serving_saslauthd,
+)
 from tests.conftest import EngineFactory
 from tests.helpers import FAST
 
@@ -108,12 +114,22 @@ needs_sasl2_bin = pytest.mark.skipif(
 
 
 @needs_sasl2_bin
-def test_testsaslauthd_gets_ok_for_a_right_password(daemon: Path) -> None:
-    assert run_testsaslauthd(daemon, "-u", "alice", "-p", "secret") == '0: OK "Success."'
+@pytest.mark.parametrize("password", ["secret", APP_PASSWORD])
+def test_testsaslauthd_gets_ok_for_a_right_password(daemon: Path, password: str) -> None:
+    assert run_testsaslauthd(daemon, "-u", "alice", "-p", password) == '0: OK "Success."'
 
 
 @needs_sasl2_bin
-@pytest.mark.parametrize("user,password", [("alice", "wrong"), ("nobody", "secret")])
+@pytest.mark.parametrize(
+    "user,password",
+    [
+        ("alice", "wrong"),
+        ("nobody", "secret"),
+        ("alice", EXPIRED_APP_PASSWORD),
+        ("alice", UNKNOWN_APP_PASSWORD),
+        ("nobody", APP_PASSWORD),
+    ],
+)
 def test_testsaslauthd_gets_no_for_a_wrong_password_or_unknown_user(
     daemon: Path, user: str, password: str
 ) -> None:
@@ -128,6 +144,14 @@ def test_the_service_switch_is_checked_for_the_service_named(daemon: Path) -> No
     assert run_testsaslauthd(daemon, "-u", "carol", "-p", "carolpw", "-s", "pop3").startswith(
         "0: NO"
     )
+
+
+@needs_sasl2_bin
+def test_an_app_password_opens_only_the_services_it_names(daemon: Path) -> None:
+    ok = run_testsaslauthd(daemon, "-u", "alice", "-p", SMTP_APP_PASSWORD, "-s", "smtp")
+    assert ok == '0: OK "Success."'
+    refused = run_testsaslauthd(daemon, "-u", "alice", "-p", SMTP_APP_PASSWORD, "-s", "imap")
+    assert refused == '0: NO "authentication failed"'
 
 
 @needs_sasl2_bin

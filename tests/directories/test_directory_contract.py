@@ -18,13 +18,22 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from mailwarden.auth import tokens
 from mailwarden.directories.base import BulkReport, Directory
 from mailwarden.directories.ldap import LDAPDirectory
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.directories.sql.own import OwnDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import AccountExists, AccountNotFound, DirectoryUnavailable, InvalidAccount
-from mailwarden.model import Account, AccountStatus, Listed, Profile
+from mailwarden.model import (
+    Account,
+    AccountStatus,
+    AppPassword,
+    AppPasswordUsed,
+    LastUse,
+    Listed,
+    Profile,
+)
 from tests.conftest import sql_config_for
 
 
@@ -93,8 +102,26 @@ def full_account(uid: str = "alice", **changes: Any) -> Account:
             latitude="51.75",
             longitude="-1.25",
         ),
+        app_passwords=(
+            app_password("p1", "phone", services=("imap", "smtp"), created=1_700_000_000),
+            app_password(
+                "l2",
+                "laptop Thunderbird",
+                expires=1_900_000_000,
+                created=1_700_000_100,
+                last_used=LastUse(at=1_700_000_200, service="imap", remote_ip="2001:db8::1"),
+            ),
+        ),
+        app_passwords_only=True,
     )
     return dataclasses.replace(account, **changes)
+
+
+def app_password(app_id: str, name: str, **fields: Any) -> AppPassword:
+    """An app password whose value is ``mwa_`` and 24 times the id's first letter."""
+    value = "mwa_" + app_id[0] * 24
+    digest = tokens.digest(tokens.TokenKind.APP_PASSWORD, value)
+    return AppPassword(id=app_id, name=name, digest=digest, **fields)
 
 
 # --------------------------------------------------------------------------- find
@@ -848,3 +875,48 @@ async def test_a_memory_directory_made_unavailable_fails_every_call_until_restor
 def test_a_memory_directory_refuses_clashing_initial_accounts() -> None:
     with pytest.raises(AccountExists):
         MemoryDirectory([Account(uid="a", mail="x@y"), Account(uid="b", mail="x@y")])
+
+
+# --------------------------------------------------------------------------- app passwords
+
+
+async def test_app_passwords_are_read_back_with_the_account_in_creation_order(
+    directory: Directory,
+) -> None:
+    account = full_account()
+    later = app_password("a0", "tablet", created=1_800_000_000)
+    await directory.create(
+        dataclasses.replace(account, app_passwords=(later, *account.app_passwords))
+    )
+    found = await directory.find("alice@example.net")
+    assert found is not None
+    assert found.app_passwords == (*account.app_passwords, later)
+    assert found.app_passwords_only
+
+
+async def test_a_recorded_use_changes_that_app_password_alone(directory: Directory) -> None:
+    account = full_account()
+    await directory.create(account)
+    use = LastUse(at=1_800_000_000, service="smtp", remote_ip="192.0.2.7")
+    await directory.record_app_password_uses(
+        [
+            AppPasswordUsed(uid="ALICE", app_password="p1", use=use),
+            AppPasswordUsed(uid="alice", app_password="gone", use=use),
+            AppPasswordUsed(uid="nobody", app_password="p1", use=use),
+        ]
+    )
+    found = await directory.get("alice")
+    phone, laptop = account.app_passwords
+    assert found == dataclasses.replace(
+        account, app_passwords=(dataclasses.replace(phone, last_used=use), laptop)
+    )
+
+
+async def test_revoking_an_app_password_is_an_ordinary_edit(directory: Directory) -> None:
+    account = full_account()
+    await directory.create(account)
+    done = await directory.modify(
+        "alice", lambda a: dataclasses.replace(a, app_passwords=a.app_passwords[1:])
+    )
+    assert done.after.app_passwords == account.app_passwords[1:]
+    assert await directory.get("alice") == done.after

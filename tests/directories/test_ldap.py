@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import signal
 import time
@@ -31,8 +32,11 @@ from mailwarden.model import (
     Accepted,
     Account,
     AccountStatus,
+    AppPassword,
+    AppPasswordUsed,
     Denied,
     DenyReason,
+    LastUse,
     Profile,
     Unavailable,
 )
@@ -570,3 +574,42 @@ async def test_an_ldap_outage_logs_a_line_every_few_seconds_with_a_count(
         assert left_out >= 149
     finally:
         await d.close()
+
+
+async def test_app_passwords_live_in_their_own_auxiliary_class_as_json_values(
+    slapd: Slapd, ldap_config: LdapConfig
+) -> None:
+    d = await LDAPDirectory.open(ldap_config)
+    try:
+        await d.create(Account(uid="hana", mail="hana@example.org"))
+        app = AppPassword(id="p1", name="phone", digest="ab" * 32, services=("imap",), created=7)
+        await d.update("hana", {"app_passwords": (app,), "app_passwords_only": True})
+        use = LastUse(at=9, service="imap", remote_ip="192.0.2.1")
+        await d.record_app_password_uses([AppPasswordUsed(uid="hana", app_password="p1", use=use)])
+        found = await d.get("hana")
+        assert found is not None and found.app_passwords_only
+        assert found.app_passwords == (dataclasses.replace(app, last_used=use),)
+    finally:
+        await d.close()
+    conn = _root_conn(slapd)
+    try:
+        ((_dn, entry),) = conn.search_s(  # type: ignore[attr-defined]
+            ldap_config.base_dn,
+            ldap.SCOPE_ONELEVEL,
+            "(uid=hana)",
+            ["objectClass", "mailwardenAppPassword", "mailwardenAppPasswordsOnly"],
+        )
+    finally:
+        conn.unbind_s()  # type: ignore[attr-defined]
+    assert "mailwardenapppasswords" in {c.decode().lower() for c in entry["objectClass"]}
+    assert entry["mailwardenAppPasswordsOnly"] == [b"TRUE"]
+    (value,) = entry["mailwardenAppPassword"]
+    assert json.loads(value) == {
+        "created": 7,
+        "digest": "ab" * 32,
+        "expires": None,
+        "id": "p1",
+        "last_used": {"at": 9, "remote_ip": "192.0.2.1", "service": "imap"},
+        "name": "phone",
+        "services": ["imap"],
+    }

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from mailwarden.accounts.edit import AccountAdmin
 from mailwarden.app import build_engine
 from mailwarden.config import SqlConfig
 from mailwarden.directories.base import QueryContext
@@ -151,6 +152,26 @@ async def test_password_changes_go_through_update_query_and_other_writes_are_ref
         await pfa.delete("blf@example.com")
     with pytest.raises(WriteRefused):
         await pfa.update("blf@example.com", {"home": "/x"})
+
+
+async def test_app_passwords_cannot_be_stored_and_the_refusal_says_so(
+    pfa: DovecotSqlDirectory,
+) -> None:
+    config = make_config(passwords={"scheme": "SHA512-CRYPT", "rehash": "never"})
+    hasher = Hasher(workers=1, processes=False)
+    try:
+        engine = build_engine(config, directory=pfa, hasher=hasher)
+        admin = AccountAdmin(
+            directory=pfa, hasher=hasher, engine=engine, default_scheme="SHA512-CRYPT"
+        )
+        with pytest.raises(WriteRefused, match="cannot store app passwords"):
+            await admin.add_app_password("blf@example.com", name="phone")
+        with pytest.raises(WriteRefused, match="cannot store app passwords"):
+            await admin.set_app_passwords_only("blf@example.com", True)
+    finally:
+        hasher.close()
+    found = await pfa.find("blf@example.com")
+    assert found is not None and found.app_passwords == ()
 
 
 async def test_without_update_query_a_password_change_is_refused(

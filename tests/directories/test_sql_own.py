@@ -14,8 +14,9 @@ from mailwarden.config import SqlConfig
 from mailwarden.directories.sql import Database, Param, Sql
 from mailwarden.directories.sql.own import SCHEMA_VERSION, OwnDirectory
 from mailwarden.directories.sql.own.feed import decode, encode
+from mailwarden.directories.sql.own.schema import MIGRATIONS
 from mailwarden.errors import AccountExists, DirectoryMissing, DirectoryUnavailable, InvalidAccount
-from mailwarden.model import Account
+from mailwarden.model import Account, AppPassword
 from tests.conftest import sql_config_for
 from tests.helpers import eventually
 from tests.sqlservers import PostgresServer, SqlServer
@@ -207,3 +208,53 @@ async def test_a_login_no_account_can_have_matches_nothing_instead_of_failing(
             await directory.create(Account(uid="nul", password="a\x00b"))
     finally:
         await directory.close()
+
+
+async def test_init_upgrades_a_version_1_schema_for_app_passwords_and_keeps_the_data(
+    sql_config: SqlConfig,
+) -> None:
+    db = await Database.open(sql_config)
+    try:
+        for statement in MIGRATIONS[0](db.dialect):
+            await db.execute(Sql.of(statement))
+        await db.execute(
+            Sql.of(
+                "CREATE TABLE mailwarden_schema (application VARCHAR(64) NOT NULL PRIMARY KEY,"
+                " version INTEGER NOT NULL)"
+            )
+        )
+        await db.execute(Sql.of("INSERT INTO mailwarden_schema VALUES ('mailwarden', 1)"))
+        (row,) = await db.fetch(
+            Sql.of(
+                "INSERT INTO accounts (uid, password, status, master, allow_nets, passdb_fields,"
+                " userdb_fields, profile, dns_records) VALUES"
+                " ('alice', '', 'active', 0, '[]', '{}', '{}', '{}', '[]') RETURNING id"
+            ),
+            primary=True,
+        )
+        await db.execute(
+            Sql.of(
+                "INSERT INTO logins (login, space, kind, account_id, name) VALUES"
+                " ('alice', 'uid', 'uid', ",
+                Param(int(row.values[0])),
+                ", 'alice')",
+            )
+        )
+    finally:
+        await db.close()
+    with pytest.raises(DirectoryMissing, match="older"):
+        await _open(sql_config, create=False)
+    directory = await _open(sql_config, create=True)
+    try:
+        found = await directory.get("alice")
+        assert found is not None and found.app_passwords == () and not found.app_passwords_only
+        app = AppPassword(id="p1", name="phone", digest="0" * 64, services=("imap",), created=3)
+        changed = await directory.update(
+            "alice", {"app_passwords": (app,), "app_passwords_only": True}
+        )
+        assert await directory.get("alice") == changed
+        assert changed.app_passwords == (app,)
+    finally:
+        await directory.close()
+    rows = await _sql(sql_config, "SELECT version FROM mailwarden_schema")
+    assert rows == [(SCHEMA_VERSION,)] and SCHEMA_VERSION >= 2

@@ -8,6 +8,7 @@ that the event loop keeps running while SQLite works.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from mailwarden.directories.sqlite import (
     SQLiteDirectory,
 )
 from mailwarden.errors import DirectoryUnavailable
-from mailwarden.model import Account
+from mailwarden.model import Account, AppPassword
 
 
 @pytest.fixture
@@ -373,3 +374,45 @@ async def test_migration_2_keeps_version_1_accounts_and_indexes_fingerprints(
         assert again is not None and again.dns_records == ("alice IN A 192.0.2.1",)
     finally:
         await directory.close()
+
+
+async def test_migration_3_gives_version_2_accounts_no_app_passwords_and_stores_new_ones(
+    tmp_path: Path,
+) -> None:
+    """A file written by the second schema gains the app_passwords table and switch."""
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as conn:
+        for step in MIGRATIONS[:2]:
+            for statement in step:
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO accounts (id, uid, password, status, master)"
+            " VALUES (1, 'alice', '', 'active', 0)"
+        )
+        conn.execute(
+            "INSERT INTO logins (login, space, kind, account_id, name)"
+            " VALUES ('alice', 'uid', 'uid', 1, 'alice')"
+        )
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    directory = await SQLiteDirectory.open(path, create=False)
+    try:
+        assert pragma(path, "user_version") == SCHEMA_VERSION >= 3
+        found = await directory.find("alice")
+        assert found is not None
+        assert (found.app_passwords, found.app_passwords_only) == ((), False)
+        app = AppPassword(id="p1", name="phone", digest="0" * 64, services=("imap",), created=5)
+        await directory.update("alice", {"app_passwords": (app,), "app_passwords_only": True})
+        again = await directory.get("alice")
+        assert again is not None
+        assert (again.app_passwords, again.app_passwords_only) == ((app,), True)
+        await directory.delete("alice")
+        assert pragma_count(path, "app_passwords") == 0  # the rows go with the account
+    finally:
+        await directory.close()
+
+
+def pragma_count(path: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        count: int = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return count

@@ -25,13 +25,14 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from mailwarden.auth import tokens
 from mailwarden.config import Config
 from mailwarden.directories.base import ALL_LOGIN_ATTRIBUTES, LoginAttribute, QueryContext
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.directories.sqlite import SQLiteDirectory
 from mailwarden.errors import ConfigError
 from mailwarden.frontends.dovecot import DovecotServer, Role, start_dovecot
-from mailwarden.model import Accepted, Account, AccountStatus, AuthAttempt, Denied
+from mailwarden.model import Accepted, Account, AccountStatus, AppPassword, AuthAttempt, Denied
 from mailwarden.sasl import MECHANISMS
 from tests.conftest import EngineFactory
 from tests.helpers import make_config
@@ -126,6 +127,7 @@ def auth(rid: int, mech: str, *params: str, resp: bytes | None = None) -> str:
 # --------------------------------------------------------------------------- accounts
 
 BOB_HOME = "/var/mail/bob"
+BOB_APP_PASSWORD = "mwa_" + "b" * 24  # an app password of bob's (docs/credentials.md)
 CAROL_SCRAM = scram_stored("sha256", b"carolpw", b"0123456789abcdef", 4096).decode()
 
 
@@ -139,6 +141,13 @@ async def accounts(directory: MemoryDirectory) -> None:
             home=BOB_HOME,
             uid_number=5001,
             gid_number=5001,
+            app_passwords=(
+                AppPassword(
+                    id="phone",
+                    name="phone",
+                    digest=tokens.digest(tokens.TokenKind.APP_PASSWORD, BOB_APP_PASSWORD),
+                ),
+            ),
         ),
         Account(uid="carol", password="{SCRAM-SHA-256}" + CAROL_SCRAM),
         Account(uid="dave", password="{PLAIN}davepw", status=AccountStatus.DISABLED),
@@ -385,6 +394,33 @@ async def test_every_password_mechanism_logs_in_over_the_socket(
 ) -> None:
     peer = await client(server)
     assert await PASSWORD_DIALOGUES[mech](peer, 1, "bob", b"bobpw") == "OK\t1\tuser=bob"
+
+
+# XOAUTH2 and OAUTHBEARER carry a bearer token, which is not a password (issue 19).
+APP_PASSWORD_DIALOGUES = [m for m in PASSWORD_DIALOGUES if m not in ("XOAUTH2", "OAUTHBEARER")]
+
+
+@pytest.mark.parametrize("mech", APP_PASSWORD_DIALOGUES)
+async def test_an_app_password_logs_in_with_the_plaintext_mechanisms_alone(
+    server: DovecotServer, mech: str
+) -> None:
+    """PLAIN and LOGIN carry the app password itself; a challenge-response mechanism
+    proves a stored credential that an app password's digest cannot serve."""
+    peer = await client(server)
+    reply = await PASSWORD_DIALOGUES[mech](peer, 1, "bob", BOB_APP_PASSWORD.encode())
+    plaintext = mech in ("PLAIN", "LOGIN")
+    assert reply == ("OK\t1\tuser=bob" if plaintext else "FAIL\t1\tuser=bob")
+
+
+@pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
+async def test_a_wrong_app_password_fails_like_a_wrong_password(
+    server: DovecotServer, mech: str
+) -> None:
+    peer = await client(server)
+    assert (
+        await PASSWORD_DIALOGUES[mech](peer, 1, "bob", b"mwa_" + b"c" * 24) == "FAIL\t1\tuser=bob"
+    )
+    assert await PASSWORD_DIALOGUES[mech](peer, 2, "bob", b"wrong") == "FAIL\t2\tuser=bob"
 
 
 @pytest.mark.parametrize("mech", PASSWORD_DIALOGUES)

@@ -68,6 +68,9 @@ async def login(engine: Engine, user: str, password: str, service: str = "imap")
         ("PATCH", "/api/v1/accounts/alice"),
         ("DELETE", "/api/v1/accounts/alice"),
         ("PUT", "/api/v1/accounts/alice/password"),
+        ("GET", "/api/v1/accounts/alice/app-passwords"),
+        ("POST", "/api/v1/accounts/alice/app-passwords"),
+        ("DELETE", "/api/v1/accounts/alice/app-passwords/phone"),
     ],
 )
 async def test_every_admin_route_needs_the_bearer_token(
@@ -308,3 +311,47 @@ def test_generated_passwords_never_start_with_a_dash() -> None:
     passwords = [generate_password() for _ in range(2000)]
     assert not any(p.startswith(b"-") for p in passwords)
     assert len(set(passwords)) == 2000 and all(len(p) == 24 for p in passwords)
+
+
+async def test_app_passwords_are_made_listed_and_revoked_through_the_api(
+    server: HttpServer, engine: Engine, directory: MemoryDirectory
+) -> None:
+    path = "/api/v1/accounts/alice@example.com/app-passwords"
+    made = await call(
+        server, "POST", path, {"name": "phone", "services": ["imap"], "expires": "2999-01-01"}
+    )
+    assert made.status == 201, made.body
+    body = made.json()
+    assert isinstance(body, dict)
+    value, app = body["value"], body["app_password"]
+    assert (app["name"], app["services"], app["last_used"]) == ("phone", ["imap"], None)
+    assert "digest" not in app
+    assert isinstance(await login(engine, "alice", value), Accepted)
+    assert isinstance(await login(engine, "alice", value, service="smtp"), Denied)
+
+    listed = await call(server, "GET", path)
+    assert listed.status == 200
+    assert listed.json() == {"uid": "alice", "app_passwords_only": False, "app_passwords": [app]}
+    account = (await call(server, "GET", "/api/v1/accounts/alice")).json()
+    assert isinstance(account, dict) and account["app_passwords"] == [app]
+    # What GET returned can be sent back: app_passwords are skipped, the switch is set.
+    patched = await call(
+        server, "PATCH", "/api/v1/accounts/alice", {**account, "app_passwords_only": True}
+    )
+    assert patched.status == 200, patched.body
+    assert isinstance(await login(engine, "alice", "secret"), Denied)
+    assert isinstance(await login(engine, "alice", "secret", service="web"), Accepted)
+
+    for bad in ({}, {"name": "x", "services": "imap"}, {"name": "x", "expires": True}):
+        assert (await call(server, "POST", path, bad)).status == 400
+    refused = await call(server, "POST", path, {"name": "web", "services": ["web"]})
+    assert refused.status == 400 and "web page" in refused.json()["error"]
+    assert (
+        await call(server, "POST", "/api/v1/accounts/nobody/app-passwords", {"name": "x"})
+    ).status == 404
+
+    gone = await call(server, "DELETE", f"{path}/phone")
+    assert gone.status == 204
+    assert isinstance(await login(engine, "alice", value), Denied)
+    assert (await call(server, "DELETE", f"{path}/phone")).status == 404
+    assert (await call(server, "PUT", path)).status == 405

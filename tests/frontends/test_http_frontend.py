@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from mailwarden.auth import tokens
 from mailwarden.auth.engine import Engine
 from mailwarden.config import HttpConfig
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.frontends.http import HttpApi, HttpServer, start_http
-from mailwarden.model import Account, AccountStatus
+from mailwarden.model import Account, AccountStatus, AppPassword
 from mailwarden.protocols import admin_api, staff_api
 from mailwarden.protocols.http_api import OPENAPI_PATH, openapi
 from tests.helpers import hashed
@@ -112,10 +113,26 @@ async def auth(server: HttpServer, user: str, password: str, query: str = "") ->
     )
 
 
+APP_PASSWORD = "mwa_" + "h" * 24  # an app password of alice's (docs/credentials.md)
+
+
+@pytest_asyncio.fixture(params=["password", "app password"])
+async def alice_secret(request: pytest.FixtureRequest, directory: MemoryDirectory) -> str:
+    """alice's password, or an app password of hers: a test that takes this passes
+    with either."""
+    if request.param == "password":
+        return "secret"
+    app = AppPassword(
+        id="h", name="http", digest=tokens.digest(tokens.TokenKind.APP_PASSWORD, APP_PASSWORD)
+    )
+    await directory.modify("alice", lambda a: dataclasses.replace(a, app_passwords=(app,)))
+    return APP_PASSWORD
+
+
 async def test_good_password_returns_ok_with_account_and_attribute_lists(
-    server: HttpServer,
+    server: HttpServer, alice_secret: str
 ) -> None:
-    r = await auth(server, "alice@example.com", "secret")
+    r = await auth(server, "alice@example.com", alice_secret)
     assert r.status == 200
     assert r.headers["auth-status"] == "OK"
     assert r.headers["auth-user"] == "alice"
@@ -339,7 +356,7 @@ async def test_listening_sockets_disable_nagle_so_keep_alive_answers_are_not_hel
 
 
 async def test_nginx_endpoint_answers_200_with_the_outcome_in_auth_status(
-    server: HttpServer,
+    server: HttpServer, alice_secret: str
 ) -> None:
     def nginx_headers(password: str, attempt: str) -> dict[str, str]:
         return {
@@ -352,7 +369,9 @@ async def test_nginx_endpoint_answers_200_with_the_outcome_in_auth_status(
             "Client-IP": "127.0.0.1",
         }
 
-    ok = await request(server, "GET", "/api/v1/auth/nginx", headers=nginx_headers("secret", "1"))
+    ok = await request(
+        server, "GET", "/api/v1/auth/nginx", headers=nginx_headers(alice_secret, "1")
+    )
     assert ok.status == 200
     assert (ok.headers["auth-status"], ok.headers["auth-server"]) == ("OK", "127.0.0.9")
     assert (ok.headers["auth-port"], ok.headers["auth-user"]) == ("1143", "alice")

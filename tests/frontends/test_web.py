@@ -35,7 +35,7 @@ from mailwarden.errors import ConfigError, FieldError
 from mailwarden.frontends.http import HttpApi, HttpServer, start_http
 from mailwarden.frontends.web import WebUi, load_secret, password_problem
 from mailwarden.metrics import Metrics
-from mailwarden.model import Accepted, Account, AccountStatus, Denied
+from mailwarden.model import Accepted, Account, AccountStatus, Denied, DenyReason
 from tests.conftest import EngineFactory
 from tests.frontends.test_http_frontend import CONFIG, Response, request
 from tests.helpers import attempt, hashed, make_cert, make_config
@@ -334,9 +334,15 @@ async def test_admin_disables_an_account_and_switches_a_service_off(
     assert not alice.service_enabled("pop3")
     assert alice.service_enabled("imap")
     assert isinstance(await engine.authenticate(attempt("alice", service="imap")), Accepted)
+    r = await c.go("POST", "/ui/admin/account", {**form, "app_passwords_only": "on"})
+    assert r.status == 303
+    assert isinstance(await engine.authenticate(attempt("alice", service="imap")), Denied)
+    assert isinstance(await engine.authenticate(attempt("alice", service="web")), Accepted)
     r = await c.go("POST", "/ui/admin/account", {**form, "status": "disabled"})
     assert r.status == 303
     assert isinstance(await engine.authenticate(attempt("alice", service="imap")), Denied)
+    alice = await directory.get("alice")
+    assert alice is not None and not alice.app_passwords_only  # the box was not ticked
 
 
 async def test_unknown_user_wrong_password_and_disabled_account_look_the_same(
@@ -662,3 +668,41 @@ async def test_a_form_with_raw_non_ascii_or_too_many_fields_is_refused_unread(
     encoded = urlencode({"csrf": token, "username": "al\u00efce", "password": "x"}).encode()
     r = await request(served.server, "POST", "/ui/login", encoded, headers=headers)
     assert r.status == 400 and b"invalid login" in r.body
+
+
+async def test_a_user_makes_and_revokes_app_passwords_and_none_opens_the_page(
+    served: Served, engine: Engine, directory: MemoryDirectory
+) -> None:
+    c = Client(served)
+    await c.user_login("alice", "secret")
+    page = await c.go("GET", "/ui/me")
+    assert b'id="no-app-passwords"' in page.body
+    form = {"csrf": token_of(page.body), "name": "<b>phone</b>", "service.imap": "on"}
+    r = await c.go("POST", "/ui/me/app-passwords", {**form, "current": "wrong"})
+    assert r.status == 400 and b"current password is not right" in r.body
+    r = await c.go("POST", "/ui/me/app-passwords", {**form, "current": "secret"})
+    assert r.status == 200, r.body
+    assert r.headers["cache-control"] == "no-store"
+    found = re.search(rb'id="app-password-value">(mwa_[a-z2-7]{24})<', r.body)
+    assert found is not None, r.body
+    value = found.group(1).decode()
+    assert isinstance(await engine.authenticate(attempt("alice", value)), Accepted)
+    assert isinstance(await engine.authenticate(attempt("alice", value, service="pop3")), Denied)
+    page = await c.go("GET", "/ui/me")
+    assert b"&lt;b&gt;phone&lt;/b&gt;" in page.body and value.encode() not in page.body
+    # An app password never signs in to the page.
+    other = Client(served)
+    refused = await other.user_login("alice", value)
+    assert refused.status == 400 and b"invalid login" in refused.body
+
+    alice = await directory.get("alice")
+    assert alice is not None
+    (app,) = alice.app_passwords
+    r = await c.go(
+        "POST", "/ui/me/app-passwords/revoke", {"csrf": token_of(page.body), "id": app.id}
+    )
+    assert r.status == 303
+    assert await engine.authenticate(attempt("alice", value)) == Denied(
+        reason=DenyReason.CREDENTIALS
+    )
+    assert b'id="no-app-passwords"' in (await c.go("GET", "/ui/me")).body

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
 
+from mailwarden.accounts import apppasswords
 from mailwarden.app import build_engine
 from mailwarden.auth.engine import Engine
 from mailwarden.config import GuardConfig, GuardRule
@@ -154,6 +156,19 @@ async def test_without_oauth2_a_token_is_verified_like_a_password(
     engine = engine_for(accounts, hasher, None)
     assert isinstance(await login(engine, "alice", "secret"), Accepted)
     assert reason(await login(engine, "alice", token_for("alice@example.com"))) is (
+        DenyReason.CREDENTIALS
+    )
+
+
+async def test_without_oauth2_an_app_password_as_a_token_keeps_its_services(
+    accounts: MemoryDirectory, hasher: Hasher
+) -> None:
+    """The token-as-password path applies every rule a password login does."""
+    new = apppasswords.issue(name="phone", services=("imap",), now=time.time())
+    await accounts.modify("alice", lambda a: apppasswords.added(a, new.app_password))
+    engine = engine_for(accounts, hasher, None)
+    assert isinstance(await login(engine, "alice", new.value, service="imap"), Accepted)
+    assert reason(await login(engine, "alice", new.value, service="smtp")) is (
         DenyReason.CREDENTIALS
     )
 

@@ -199,3 +199,23 @@ def test_an_admin_flush_on_one_node_empties_the_others_cache(nodes: tuple[Node, 
         assert time.monotonic() < deadline, "the flush did not reach node b"
         time.sleep(0.1)
     assert status(a)["cache"]["entries"] == 0
+
+
+def test_an_app_password_revoked_on_one_node_is_refused_by_the_other_at_once(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    path = "/api/v1/accounts/bob/app-passwords"
+    code, made = http(a, "POST", path, {"name": "phone", "services": ["imap"]}, "Bearer admintoken")
+    assert code == 201, made
+    value = made["value"]
+    for _ in range(3):  # repeated logins: nothing of them may outlive the revocation
+        assert json_auth(b, "bob", value, OTHER) == 200
+        assert json_auth(a, "bob", value, OTHER) == 200
+    assert json_auth(b, "bob", "bobpw", OTHER) == 200  # cached: the main password's entry
+    code, _ = http(a, "DELETE", f"{path}/phone", None, "Bearer admintoken")
+    assert code == 204
+    # No waiting: the very next login on either node is refused.
+    assert json_auth(b, "bob", value, OTHER) == 403
+    assert json_auth(a, "bob", value, OTHER) == 403
+    assert json_auth(b, "bob", "bobpw", OTHER) == 200

@@ -26,17 +26,19 @@ administrator) and :class:`~mailwarden.errors.TemporaryFailure` (backend down, o
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 from mailwarden import schemes
+from mailwarden.accounts import apppasswords
 from mailwarden.accounts import rules as accounts
 from mailwarden.accounts.audit import AuditLog, changed_fields
 from mailwarden.auth.engine import Engine
 from mailwarden.directories.base import Directory
 from mailwarden.directories.streams import matching_accounts
-from mailwarden.errors import AccountNotFound, InvalidAccount
+from mailwarden.errors import AccountNotFound, InvalidAccount, WriteRefused
 from mailwarden.hashing.pool import Hasher
-from mailwarden.model import Account, AccountStatus, Listed
+from mailwarden.model import Account, AccountStatus, AppPassword, Listed, NewAppPassword
 
 
 class AccountAdmin:
@@ -145,6 +147,43 @@ class AccountAdmin:
 
     async def set_status(self, uid: str, status: AccountStatus) -> Account:
         return await self._replace(uid, lambda a: dataclasses.replace(a, status=status))
+
+    # ------------------------------------------------------------------ app passwords
+
+    async def add_app_password(
+        self, uid: str, *, name: str, services: Iterable[str] = (), expires: int | None = None
+    ) -> NewAppPassword:
+        """Make an app password for ``uid`` (or the account it logs in as;
+        accounts/apppasswords.py has the rules); its value is in the answer and
+        nowhere else."""
+        new = apppasswords.issue(name=name, services=services, expires=expires, now=time.time())
+        account = await self.show(uid)
+        await self._app_password_change(
+            account.uid, lambda a: apppasswords.added(a, new.app_password)
+        )
+        return new
+
+    async def revoke_app_password(self, uid: str, which: str) -> AppPassword:
+        """Delete ``uid``'s app password ``which`` (its id or name); from the next login
+        on, on every node, it opens nothing (nothing about it is cached)."""
+        account = await self.show(uid)
+        gone = apppasswords.find(account, which)
+        await self._app_password_change(account.uid, lambda a: apppasswords.revoked(a, gone.id))
+        return gone
+
+    async def set_app_passwords_only(self, uid: str, only: bool) -> Account:
+        """Whether mail services accept only ``uid``'s app passwords (the main password
+        then opens the web page alone)."""
+        account = await self.show(uid)
+        return await self._app_password_change(
+            account.uid, lambda a: dataclasses.replace(a, app_passwords_only=only)
+        )
+
+    async def _app_password_change(self, uid: str, change: Callable[[Account], Account]) -> Account:
+        try:
+            return await self._replace(uid, change)
+        except WriteRefused as exc:
+            raise WriteRefused(f"this directory cannot store app passwords ({exc})") from None
 
     async def _replace(self, uid: str, change: Callable[[Account], Account]) -> Account:
         # The directory applies ``change`` to the account as stored when it writes

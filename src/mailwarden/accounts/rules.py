@@ -25,7 +25,15 @@ from types import MappingProxyType
 from typing import Any
 
 from mailwarden.errors import InvalidAccount
-from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile, login_key
+from mailwarden.model import (
+    PROFILE_FIELDS,
+    Account,
+    AccountStatus,
+    AppPassword,
+    LastUse,
+    Profile,
+    login_key,
+)
 
 # Every pattern is used with fullmatch: "$" would also match before a final newline.
 _UID_RE = re.compile(r"[A-Za-z0-9._@+-]{1,255}")
@@ -67,6 +75,7 @@ ASSIGNABLE = (
     *INT_FIELDS,
     "status",
     "master",
+    "app_passwords_only",
     "alternate_addresses",
     "allow_nets",
     "service.NAME",
@@ -132,8 +141,8 @@ def apply_assignments(account: Account, assignments: Iterable[str]) -> Account:
             except ValueError:
                 allowed = ", ".join(s.value for s in AccountStatus)
                 raise InvalidAccount(f"status: expected one of {allowed}") from None
-        elif field == "master":
-            changes["master"] = parse_bool(value, field)
+        elif field in ("master", "app_passwords_only"):
+            changes[field] = parse_bool(value, field)
         elif field in ("alternate_addresses", "allow_nets"):
             changes[field] = _list(value)
         else:
@@ -282,6 +291,55 @@ def check_account(account: Account, *, uid_called: str = "uid") -> None:
         for key in fields:
             if not field_name_storable(key):
                 raise InvalidAccount(_field_name_problem(f"{kind} field name", key))
+    if not isinstance(account.app_passwords_only, bool):
+        raise InvalidAccount("app_passwords_only must be a bool")
+    if account.app_passwords:
+        check_app_passwords(account.app_passwords)
+
+
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+# An app password's id travels in LDAP values and CLI arguments: a short token.
+APP_PASSWORD_ID_RE = re.compile(r"[a-z0-9]{1,32}")
+
+
+def check_app_passwords(apps: object) -> None:
+    """InvalidAccount unless ``apps`` is a tuple of storable :class:`AppPassword`
+    values with distinct ids (what every directory can store and read back)."""
+    if not isinstance(apps, (tuple, list)):
+        raise InvalidAccount("app_passwords must be a tuple of AppPassword")
+    seen: set[str] = set()
+    for app in apps:
+        if not isinstance(app, AppPassword):
+            raise InvalidAccount(
+                f"app_passwords: expected an AppPassword, not {type(app).__name__}"
+            )
+        if not isinstance(app.id, str) or not APP_PASSWORD_ID_RE.fullmatch(app.id):
+            raise InvalidAccount(f"app password id {app.id!r}: 1-32 lower-case letters and digits")
+        if app.id in seen:
+            raise InvalidAccount(f"app password id {app.id!r} is listed twice")
+        seen.add(app.id)
+        name = _text("app password name", app.name)
+        if not name or not name.isprintable():
+            raise InvalidAccount(f"app password {app.id}: the name must be printable, non-empty")
+        if not isinstance(app.digest, str) or not _DIGEST_RE.fullmatch(app.digest):
+            raise InvalidAccount(f"app password {app.id}: the digest must be 64 hex digits")
+        if not isinstance(app.services, tuple) or not all(
+            isinstance(s, str) and _SERVICE_RE.fullmatch(s) for s in app.services
+        ):
+            raise InvalidAccount(f"app password {app.id}: services are lower-case names")
+        for what, number in (("expires", app.expires), ("created", app.created)):
+            if number is not None and (
+                isinstance(number, bool) or not isinstance(number, int) or number < 0
+            ):
+                raise InvalidAccount(f"app password {app.id}: {what} must be Unix seconds")
+        use = app.last_used
+        if use is not None and not (
+            isinstance(use, LastUse)
+            and isinstance(use.at, int)
+            and isinstance(use.service, str)
+            and (use.remote_ip is None or isinstance(use.remote_ip, str))
+        ):
+            raise InvalidAccount(f"app password {app.id}: malformed last use")
 
 
 def field_name_storable(key: str) -> bool:
@@ -383,7 +441,25 @@ def account_to_json(account: Account) -> dict[str, Any]:
     d["status"] = account.status.value
     d["password"] = "<set>" if account.password else ""
     d["profile"] = account.profile.as_dict()
+    d["app_passwords"] = [app_password_to_json(app) for app in account.app_passwords]
     return d
+
+
+def app_password_to_json(app: AppPassword) -> dict[str, Any]:
+    """An app password as plain JSON-able values; the digest is never included."""
+    use = app.last_used
+    return {
+        "id": app.id,
+        "name": app.name,
+        "services": list(app.services),
+        "expires": app.expires,
+        "created": app.created,
+        "last_used": (
+            None
+            if use is None
+            else {"at": use.at, "service": use.service, "remote_ip": use.remote_ip}
+        ),
+    }
 
 
 def _assignment_value(field: str, value: object) -> str:

@@ -56,12 +56,18 @@ class BearerCheck:
         account: Account | None,
         authcid: str | None,
         rules: UsernameRules,
+        *,
+        service: str = "",
+        remote_ip: str | None = None,
     ) -> bool:
-        """Whether ``token`` proves ``account`` (found by ``authcid``). Raises
-        ProviderUnavailable when the provider cannot be asked (the engine's
-        ``Unavailable``)."""
+        """Whether ``token`` proves ``account`` (found by ``authcid``) for
+        ``service``. Raises ProviderUnavailable when the provider cannot be asked (the
+        engine's ``Unavailable``). Without a verifier the token is a password, with
+        every rule of one (an app password's services, app-passwords-only)."""
         if self.verifier is None:
-            return await self.passwords.verify(token.as_password(), account, authcid or "")
+            return await self.passwords.verify(
+                token.as_password(), account, authcid or "", service=service, remote_ip=remote_ip
+            )
         result = await self.verifier.verify(token.value)
         if isinstance(result, TokenRefused):
             log.info("oauth2: token for %r refused: %s", authcid, result.reason)

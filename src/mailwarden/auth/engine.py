@@ -8,11 +8,11 @@ builds an :class:`~mailwarden.model.AuthAttempt` and calls
 remembered about a user. Nothing else decides whether a login is valid.
 
 The engine orchestrates; the rules live beside it: :mod:`~mailwarden.auth.passwords`
-(verify, dummy verify, challenge-response credentials, rehash), :mod:`~mailwarden.auth.bearer`
-(OAuth2 bearer tokens) and :mod:`~mailwarden.auth.access` (the access policy: status,
-service switches, networks, master users, anonymous, nodelay, passdb and proxy
-fields). The engine reads the directory **once** per login, and its outcome carries
-everything the front ends answer with, so none reads it again.
+(verify, app passwords, dummy verify, challenge-response credentials, rehash),
+:mod:`~mailwarden.auth.bearer` (OAuth2 bearer tokens) and :mod:`~mailwarden.auth.access`
+(the access policy: status, service switches, networks, master users, anonymous,
+nodelay, passdb and proxy fields). The engine reads the directory **once** per login,
+and its outcome carries everything the front ends answer with, so none reads it again.
 
 Rules, and why:
 
@@ -146,6 +146,7 @@ class Engine:
             max_length=config.auth.max_password_length,
             checker=password_checker,
             challenge_mechanisms=self._mechanisms,
+            record_uses=directory.record_app_password_uses,
         )
         self.bearer = BearerCheck(tokens, self.passwords)
         self._use(config)
@@ -254,7 +255,7 @@ class Engine:
         if prefetched is not None and prefetched.login == names.authcid:
             account = prefetched.account  # read when the exchange asked for credentials
         else:
-            account = await self._find_login(names.authcid, _context(attempt))
+            account = await self._find_login(names.authcid, QueryContext.of(attempt))
         if debug:
             self._trace(attempt, "account: %s", account.uid if account is not None else "not found")
         # The guard counts and slows a name that matches no account exactly as it
@@ -303,7 +304,7 @@ class Engine:
             if not account.master:
                 return access.authz_refusal(account)
             target = await self.directory.find(
-                names.target, by=self._login_by, context=_context(attempt)
+                names.target, by=self._login_by, context=QueryContext.of(attempt)
             )
             if target is None:
                 return access.authz_refusal(account)
@@ -355,10 +356,15 @@ class Engine:
                 and self.rules.normalise(cert.username) == authcid
             )
         if isinstance(creds, Password):
-            return await self.passwords.verify(creds, account, authcid or "")
+            return await self.passwords.verify(
+                creds, account, authcid or "", service=attempt.service, remote_ip=attempt.remote_ip
+            )
         if isinstance(creds, BearerToken):
-            return await self.bearer.valid(creds, account, authcid, self.rules)
-        return await self.passwords.verify_proof(creds, account, authcid)
+            service, remote_ip = attempt.service, attempt.remote_ip
+            return await self.bearer.valid(
+                creds, account, authcid, self.rules, service=service, remote_ip=remote_ip
+            )
+        return await self.passwords.verify_proof(creds, account, authcid, service=attempt.service)
 
     # ------------------------------------------------------------------ credentials
 
@@ -543,9 +549,11 @@ class Engine:
             log.info("rehashed password of %s to %s", account.uid, self.policy.scheme)
 
     async def drain(self) -> None:
-        """Wait for background work (rehashes) to finish; used at shutdown and in tests."""
+        """Wait for background work (rehashes, last uses of app passwords) to finish;
+        used at shutdown and in tests."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.passwords.app_password_uses.flush()
 
     # ------------------------------------------------------------------ logging
 
@@ -587,14 +595,3 @@ class Engine:
                 }
             },
         )
-
-
-def _context(attempt: AuthAttempt) -> QueryContext:
-    """What a directory may know of the login it looks up (directories.base.QueryContext)."""
-    return QueryContext(
-        service=attempt.service,
-        local_ip=attempt.local_ip,
-        remote_ip=attempt.remote_ip,
-        local_port=attempt.local_port,
-        remote_port=attempt.remote_port,
-    )

@@ -15,10 +15,15 @@ orchestrates:
 * **rehash**: whether a value is weaker than the policy wants (and may be
   upgraded without locking out challenge-response clients), and the new value;
 * **the parse memo**: parsing and classifying the same few stored values on every
-  login costs more than the rest of a cached login, so each value is parsed once.
+  login costs more than the rest of a cached login, so each value is parsed once;
+* **app passwords** (apppasswords.py): a value that is one of the account's app
+  passwords, allowed for the service and not expired, passes in microseconds and
+  its use is noted for a batched write; everything else is the main password,
+  which an account set to app passwords only may use for the web page alone.
 
 No directory reads and no policy decisions (status, services, networks) happen
-here: those are the engine's and access.py's.
+here: those are the engine's and access.py's. The one write, the last use of app
+passwords, is handed to a :class:`~mailwarden.auth.apppasswords.UseRecorder`.
 """
 
 from __future__ import annotations
@@ -29,17 +34,19 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from typing import TypeAlias
 
 from mailwarden import schemes
+from mailwarden.auth.apppasswords import UseRecorder, UseWriter, main_password_allowed, matching
 from mailwarden.auth.dummies import DummyHashes
 from mailwarden.config import PasswordsConfig
 from mailwarden.directories.base import PasswordChecker
 from mailwarden.errors import SchemeError
 from mailwarden.guard.logincache import LoginCache
 from mailwarden.hashing.pool import Hasher
-from mailwarden.model import Account, CredentialProof, Password
+from mailwarden.model import Account, CredentialProof, LastUse, Password
 from mailwarden.schemes import scram
 from mailwarden.schemes.base import StoredHash
 
@@ -73,10 +80,15 @@ class PasswordContext:
         max_length: int,
         checker: PasswordChecker | None = None,
         challenge_mechanisms: frozenset[str] = frozenset(),
+        record_uses: UseWriter | None = None,
     ) -> None:
+        """``record_uses``: where the last uses of app passwords are written (the
+        directory's ``record_app_password_uses``; None: nowhere)."""
         self.hasher = hasher
         self.cache = cache
         self.checker = checker
+        self.app_password_uses = UseRecorder(record_uses or _nowhere)
+        self.clock = time.time  # Unix seconds: app password expiry and last use
         self.dummies = DummyHashes()
         self._secret = secrets.token_bytes(32)
         self.reconfigure(config, max_length=max_length, challenge_mechanisms=challenge_mechanisms)
@@ -131,10 +143,37 @@ class PasswordContext:
 
     # ------------------------------------------------------------------ verify
 
-    async def verify(self, password: Password, account: Account | None, name: str) -> bool:
-        """Whether ``password`` is ``account``'s (``name``: the login name it was
-        found by). For no account, or no usable stored value, the same work is
-        done against a dummy value and the answer is False."""
+    async def verify(
+        self,
+        password: Password,
+        account: Account | None,
+        name: str,
+        *,
+        service: str = "",
+        remote_ip: str | None = None,
+    ) -> bool:
+        """Whether ``password`` is one of ``account``'s app passwords that may use
+        ``service`` now, or its main password and the main password may use
+        ``service`` (``name``: the login name it was found by). For no account, or
+        no usable stored value, the same work is done against a dummy value and the
+        answer is False. ``remote_ip``: where an app password's use came from."""
+        if account is not None and account.app_passwords:
+            now = self.clock()
+            app = matching(password, account, service, now)
+            if app is not None:
+                # Bounded: the service and address are the client's words.
+                use = LastUse(
+                    at=int(now),
+                    service=service.lower()[:64],
+                    remote_ip=remote_ip[:64] if remote_ip is not None else None,
+                )
+                self.app_password_uses.note(account, app, use)
+                return True
+        ok = await self._verify_main(password, account, name)
+        # Refused only after the full verification: the time says nothing either way.
+        return ok and account is not None and main_password_allowed(account, service)
+
+    async def _verify_main(self, password: Password, account: Account | None, name: str) -> bool:
         too_long = len(password.value) > self.max_length
         checker = self.checker
         if checker is not None and not too_long:
@@ -209,10 +248,24 @@ class PasswordContext:
         return self.fake_credentials(name, scheme)
 
     async def verify_proof(
+        self,
+        proof: CredentialProof,
+        account: Account | None,
+        name: str | None,
+        *,
+        service: str = "",
+    ) -> bool:
+        """Whether a mechanism's ``proof`` holds against ``account``'s credentials
+        (the main password's: app passwords are stored as digests, which no
+        challenge-response mechanism can use), and the main password may use
+        ``service``; against fake ones (the same work) when there are none, and then
+        False."""
+        ok = await self._verify_proof(proof, account, name)
+        return ok and account is not None and main_password_allowed(account, service)
+
+    async def _verify_proof(
         self, proof: CredentialProof, account: Account | None, name: str | None
     ) -> bool:
-        """Whether a mechanism's ``proof`` holds against ``account``'s credentials;
-        against fake ones (the same work) when there are none, and then False."""
         stored = self.stored(account)
         if stored is not None and name is not None:
             # The stored scheme itself first (its credentials are what they are), then
@@ -270,3 +323,7 @@ class PasswordContext:
         return await self.hasher.generate(
             password.value, self.policy.scheme, user=user, policy=self.policy
         )
+
+
+async def _nowhere(uses: object) -> None:
+    """The use writer of a context that records no last uses."""

@@ -10,8 +10,9 @@ which), 67 no such user, 71 a listener could not be opened, 75 temporary failure
 How results are printed (``--format``) is :mod:`mailwarden.cliout`'s.
 
 One module per command group, each registering on :data:`common.main`:
-``daemon`` (serve, init, check-config), ``users`` (user ...), ``staff`` (admin
-..., token ..., audit, user reset-totp), ``transfer``
+``daemon`` (serve, init, check-config), ``users`` (user ...), ``apppasswords``
+(user app-password ...), ``staff`` (admin ..., token ..., audit, user reset-totp),
+``transfer``
 (import, export), ``migrate``, ``sqlconf`` (import dovecot-sql-conf), ``auth``
 (pw, auth test/lookup), ``classic`` (checkpassword, pam), ``control`` (guard,
 status, cache: the running daemon) and ``mailgate`` (mailgate, ssh-keys,
@@ -21,6 +22,7 @@ every command.
 
 from mailwarden import cliargs
 from mailwarden.cli import (
+    apppasswords,
     auth,
     classic,
     control,
@@ -49,6 +51,7 @@ __all__ = [
     "PAM_SERVICE_ERR",
     "PAM_SUCCESS",
     "PAM_USER_UNKNOWN",
+    "apppasswords",
     "auth",
     "classic",
     "control",

@@ -198,7 +198,7 @@ def user_set(ctx: click.Context, uid: str, assignments: tuple[str, ...]) -> None
     """Change fields: mail, home, mail_location, uid_number, gid_number, quota_bytes,
     quota_messages, mail_host, pgp_fingerprint, status, master, alternate_addresses,
     allow_nets (comma lists), service.NAME=on|off, passdb.KEY, userdb.KEY,
-    profile.FIELD. An empty VALUE clears the field."""
+    profile.FIELD, app_passwords_only. An empty VALUE clears the field."""
     run_with_app(ctx, lambda app: app.admin.update(uid, assignments))
     out.print(f"updated {uid}")
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from mailwarden.model import Account, Listed
+from mailwarden.model import Account, AppPasswordUsed, AuthAttempt, Listed
 from mailwarden.model import login_key as login_key  # noqa: PLC0414 - re-exported
 
 LoginAttribute = Literal["uid", "mail", "alternate"]
@@ -63,8 +63,8 @@ class QueryContext:
     ``userdb``: the lookup only describes the account (Dovecot's ``USER``,
     ``mailwarden user``), no login depends on it: a directory with separate passdb
     and userdb queries then runs only the userdb one (the returned account's
-    ``password`` may be empty). The engine builds it (one place: ``_context`` in
-    auth/engine.py); None means no request (a command, an admin edit).
+    ``password`` may be empty). The engine builds it (:meth:`of` for a login); None
+    means no request (a command, an admin edit).
     """
 
     service: str = ""
@@ -73,6 +73,17 @@ class QueryContext:
     local_port: int | None = None
     remote_port: int | None = None
     userdb: bool = False
+
+    @classmethod
+    def of(cls, attempt: AuthAttempt) -> QueryContext:
+        """What a directory may know of the login ``attempt`` looks up."""
+        return cls(
+            service=attempt.service,
+            local_ip=attempt.local_ip,
+            remote_ip=attempt.remote_ip,
+            local_port=attempt.local_port,
+            remote_port=attempt.remote_port,
+        )
 
 
 def fingerprint_key(fingerprint: str) -> str:
@@ -184,6 +195,16 @@ class Directory(Protocol):
 
     async def delete(self, uid: str) -> bool:
         """Remove the account; False if there was none."""
+        ...
+
+    async def record_app_password_uses(self, uses: Sequence[AppPasswordUsed]) -> None:
+        """Store each use as its app password's ``last_used``, and nothing else.
+
+        The batched write of the engine's last-use recorder (auth/apppasswords.py):
+        a use of an app password (or account) that is gone meanwhile is skipped, and
+        no other field of the account, nor a change made meanwhile, is touched. It is
+        not an account change: it need not end cached logins. A directory that
+        stores no app passwords raises WriteRefused."""
         ...
 
     async def bulk_upsert(

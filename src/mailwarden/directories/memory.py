@@ -67,7 +67,14 @@ from mailwarden.errors import (
     DirectoryUnavailable,
     InvalidAccount,
 )
-from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Listed, Profile
+from mailwarden.model import (
+    PROFILE_FIELDS,
+    Account,
+    AccountStatus,
+    AppPasswordUsed,
+    Listed,
+    Profile,
+)
 
 T = TypeVar("T")
 
@@ -86,6 +93,10 @@ def frozen(account: Account) -> Account:
         allow_nets=tuple(account.allow_nets),
         ssh_keys=tuple(account.ssh_keys),
         dns_records=tuple(account.dns_records),
+        app_passwords=tuple(
+            dataclasses.replace(app, services=tuple(app.services))
+            for app in sorted(account.app_passwords, key=lambda app: app.order)
+        ),
         services=MappingProxyType(dict(account.services)),
         passdb_fields=MappingProxyType(dict(account.passdb_fields)),
         userdb_fields=MappingProxyType(dict(account.userdb_fields)),
@@ -329,6 +340,20 @@ class MemoryDirectory:
         state.accounts[key] = dataclasses.replace(current, password=new)
         self._version += 1
         return True
+
+    async def record_app_password_uses(self, uses: Sequence[AppPasswordUsed]) -> None:
+        accounts = self._check().accounts
+        for used in uses:
+            key = login_key(used.uid)
+            current = accounts.get(key)
+            if current is None:
+                continue
+            apps = tuple(
+                dataclasses.replace(app, last_used=used.use) if app.id == used.app_password else app
+                for app in current.app_passwords
+            )
+            # In place, like set_password: the logins, and so the address index, stay.
+            accounts[key] = dataclasses.replace(current, app_passwords=apps)
 
     async def delete(self, uid: str) -> bool:
         removed = self._check().remove(login_key(uid)) is not None

@@ -10,10 +10,9 @@ its own (the daemon owns SIGTERM/SIGINT). uvicorn answers ``Expect: 100-continue
 as soon as the app reads the body, which Dovecot's Lua HTTP client sends on
 every POST (it stalls two seconds when nobody answers).
 
-Endpoints: ``/api/v1/auth/json`` (POST or GET; ``?mode=no-auth``,
-``?mode=list-accounts``, ``?mode=master``), ``/api/v1/auth/nginx`` (nginx mail ``auth_http``,
-protocols/nginx_auth.py), ``/api/v1/cache/flush`` (DELETE, bearer token),
-``/api/v1/openapi.json`` and ``/ping``. See docs/http-api.md.
+Endpoints (docs/http-api.md): ``/api/v1/auth/json`` (POST or GET; ``?mode=no-auth``,
+``list-accounts``, ``master``), ``/api/v1/auth/nginx`` (protocols/nginx_auth.py), the admin
+API (protocols/admin_api.py), ``/api/v1/cache/flush``, ``/api/v1/openapi.json``, ``/ping``.
 """
 
 from __future__ import annotations

@@ -136,7 +136,11 @@ class AdminApi:
         allowed = admin_api.allowed_methods(route)
         if method not in allowed:
             return proto.error_reply(405, f"use {' or '.join(allowed)}")
-        found = await self.authorised(headers, scope, _ACCOUNT_ACTIONS[method])
+        action = _ACCOUNT_ACTIONS[method]
+        if route.app_passwords or route.app_password is not None:
+            # Making and revoking another person's app passwords edits their account.
+            action = Action.READ if method == "GET" else Action.EDIT_ACCOUNT
+        found = await self.authorised(headers, scope, action)
         if isinstance(found, Reply):
             return found
         admin = self.admin
@@ -161,6 +165,17 @@ class AdminApi:
                     changes=create.changes,
                 )
                 return admin_api.account_reply(account, status=201, generated=generated)
+            if route.app_password is not None:
+                await admin.revoke_app_password(uid, route.app_password)
+                return admin_api.deleted_reply()
+            if route.app_passwords and method == "GET":
+                return admin_api.app_passwords_reply(await admin.show(uid))
+            if route.app_passwords:
+                want = admin_api.parse_app_password(body)
+                new_app = await admin.add_app_password(
+                    uid, name=want.name, services=want.services, expires=want.expires
+                )
+                return admin_api.new_app_password_reply(uid, new_app)
             if route.password:
                 change = admin_api.parse_password(body)
                 new = await admin.set_password(uid, change.password, scheme=change.scheme)

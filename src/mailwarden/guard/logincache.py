@@ -19,6 +19,10 @@ digest and, if it is remembered and fresh, skips the hash. Why this shape (docs/
 Explicit flushes (admin, ``CACHE-FLUSH``) drop a user's entries; with a shared
 store they reach every process through the guard's flush fan-out.
 
+App passwords never enter this cache (auth/apppasswords.py): verifying one costs a
+keyed digest, no more than a hit here, and it is checked against the account as read
+for each login, so a revoked or expired one can have no entry that outlives it.
+
 Wrong passwords are remembered too (``rejected``): a phone retrying its stale
 password every few minutes costs one hash per ``ttl``, not one per attempt. A hit
 only ever refuses, the stored value is in the key (a password change ends it),

@@ -9,6 +9,9 @@ without a server.
 ``POST /api/v1/accounts``                         → 201 + the account
 ``GET|PATCH|DELETE /api/v1/accounts/{uid}``       → the account / the account / 204
 ``PUT /api/v1/accounts/{uid}/password``           → 200 (``{"password": ...}`` if generated)
+``GET|POST /api/v1/accounts/{uid}/app-passwords``  → the app passwords / 201 + the new one,
+                                                    its value once
+``DELETE /api/v1/accounts/{uid}/app-passwords/{id}`` → 204 (``{id}``: its id or name)
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from mailwarden.accounts.rules import account_to_json
-from mailwarden.errors import ProtocolError
-from mailwarden.model import Account
+from mailwarden.accounts.apppasswords import parse_expiry
+from mailwarden.accounts.rules import account_to_json, app_password_to_json
+from mailwarden.errors import InvalidAccount, ProtocolError
+from mailwarden.model import Account, NewAppPassword
 from mailwarden.protocols.http_api import Reply, json_reply
 from mailwarden.schemes.common import check_password
 
@@ -32,10 +36,16 @@ MAX_PASSWORD_BYTES = 4096
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Which admin operation a path names: ``uid`` None for the collection."""
+    """Which admin operation a path names: ``uid`` None for the collection;
+    ``app_passwords``: the account's app passwords, ``app_password`` one of them."""
 
     uid: str | None
     password: bool = False
+    app_passwords: bool = False
+    app_password: str | None = None
+
+
+_APP_PASSWORDS = "app-passwords"
 
 
 def route(path: str) -> Route | None:
@@ -46,9 +56,16 @@ def route(path: str) -> Route | None:
         return None
     rest = path[len(PREFIX) + 1 :]
     uid, slash, tail = rest.partition("/")
-    if not uid or (slash and tail != "password"):
+    if not uid:
         return None
-    return Route(uid=uid, password=bool(slash))
+    if not slash:
+        return Route(uid=uid)
+    if tail == "password":
+        return Route(uid=uid, password=True)
+    collection, slash, which = tail.partition("/")
+    if collection != _APP_PASSWORDS or "/" in which:
+        return None
+    return Route(uid=uid, app_passwords=True, app_password=which or None)
 
 
 #: The admin routes as OpenAPI path templates, with their methods.
@@ -56,6 +73,8 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     PREFIX: ("GET", "POST"),
     PREFIX + "/{uid}": ("GET", "PATCH", "DELETE"),
     PREFIX + "/{uid}/password": ("PUT",),
+    PREFIX + "/{uid}/" + _APP_PASSWORDS: ("GET", "POST"),
+    PREFIX + "/{uid}/" + _APP_PASSWORDS + "/{id}": ("DELETE",),
 }
 
 
@@ -64,6 +83,10 @@ def allowed_methods(r: Route) -> tuple[str, ...]:
         return ("GET", "POST")
     if r.password:
         return ("PUT",)
+    if r.app_password is not None:
+        return ("DELETE",)
+    if r.app_passwords:
+        return ("GET", "POST")
     return ("GET", "PATCH", "DELETE")
 
 
@@ -160,15 +183,15 @@ def parse_create(data: Mapping[str, Any]) -> Create:
 
 #: Fields ``GET`` returns that cannot be written through PATCH (uid renames are
 #: a delete and a create; passwords have their own endpoint).
-READ_ONLY = frozenset({"uid", "password", "ssh_keys", "dns_records"})
+READ_ONLY = frozenset({"uid", "password", "ssh_keys", "dns_records", "app_passwords"})
 
 
 def parse_update(data: Mapping[str, Any], *, uid: str) -> dict[str, Any]:
     """The changes of a PATCH body, for accounts.apply_json (which checks them).
 
     Sending back what ``GET`` returned is fine: ``uid`` equal to the account's,
-    ``password`` as ``"<set>"``, ``ssh_keys`` and ``dns_records`` are skipped; anything else
-    read-only is refused.
+    ``password`` as ``"<set>"``, ``ssh_keys``, ``dns_records`` and ``app_passwords``
+    (their own endpoint) are skipped; anything else read-only is refused.
     """
     changes = {k: v for k, v in data.items() if k not in READ_ONLY}
     given_uid = data.get("uid")
@@ -205,3 +228,53 @@ def password_reply(uid: str, generated: bytes | None) -> Reply:
         # Returned once, to the administrator who asked; never stored or logged.
         body["password"] = generated.decode()
     return json_reply(body)
+
+
+@dataclass(frozen=True, slots=True)
+class AppPasswordRequest:
+    """What ``POST .../app-passwords`` asks for (AccountAdmin checks the rest)."""
+
+    name: str
+    services: tuple[str, ...]
+    expires: int | None
+
+
+def parse_app_password(data: Mapping[str, Any]) -> AppPasswordRequest:
+    """``{"name": ..., "services": [...], "expires": Unix seconds | "YYYY-MM-DD" | ISO time}``;
+    only ``name`` is required."""
+    unknown = sorted(set(data) - {"name", "services", "expires"})
+    if unknown:
+        raise ProtocolError(f"unknown field(s): {', '.join(unknown)}")
+    name = _optional_text(data, "name")
+    if name is None:
+        raise ProtocolError("name: required")
+    services = data.get("services", [])
+    if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
+        raise ProtocolError("services: expected a list of strings")
+    raw = data.get("expires")
+    if raw is None or (isinstance(raw, int) and not isinstance(raw, bool)):
+        expires = raw
+    elif isinstance(raw, str):
+        try:
+            expires = parse_expiry(raw)
+        except InvalidAccount as exc:
+            raise ProtocolError(str(exc)) from None
+    else:
+        raise ProtocolError("expires: expected Unix seconds, a date or an ISO 8601 time")
+    return AppPasswordRequest(name=name, services=tuple(services), expires=expires)
+
+
+def app_passwords_reply(account: Account) -> Reply:
+    return json_reply(
+        {
+            "uid": account.uid,
+            "app_passwords_only": account.app_passwords_only,
+            "app_passwords": [app_password_to_json(a) for a in account.app_passwords],
+        }
+    )
+
+
+def new_app_password_reply(uid: str, new: NewAppPassword) -> Reply:
+    # The value is returned once, to the administrator who asked; never stored or logged.
+    body = {"uid": uid, "app_password": app_password_to_json(new.app_password), "value": new.value}
+    return json_reply(body, 201)

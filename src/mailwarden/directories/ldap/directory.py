@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -36,6 +37,8 @@ from mailwarden.directories.bulk import (
 from mailwarden.directories.ldap.entries import LdapEntries
 from mailwarden.directories.ldap.mapping import (
     Entry,
+    app_password_of,
+    app_password_value,
     encode_utf8,
 )
 from mailwarden.directories.ldap.pool import (
@@ -54,7 +57,7 @@ from mailwarden.errors import (
     DirectoryUnavailable,
     InvalidAccount,
 )
-from mailwarden.model import Account, Listed
+from mailwarden.model import Account, AppPasswordUsed, Listed
 
 T = TypeVar("T")
 
@@ -382,6 +385,35 @@ class LDAPDirectory(LdapEntries):
             return True
 
         return await self._run(op, read=False)
+
+    async def record_app_password_uses(self, uses: Sequence[AppPasswordUsed]) -> None:
+        attr = self.attrs["app_passwords"]
+
+        def op(conn: Any) -> None:
+            for used in uses:
+                found = self._entry_by_uid(conn, used.uid)
+                if found is None:
+                    continue
+                dn, entry = found
+                for raw in entry.get(attr.lower(), []):
+                    app = app_password_of(raw.decode("utf-8", "replace"))
+                    if app is None or app.id != used.app_password:
+                        continue
+                    new = app_password_value(dataclasses.replace(app, last_used=used.use))
+                    # The old value out, the new in, in one modify: a revocation or
+                    # another write meanwhile makes the delete fail, and nothing is lost.
+                    mods = [
+                        (ldap.MOD_DELETE, attr, [raw]),
+                        (ldap.MOD_ADD, attr, [encode_utf8(new)]),
+                    ]
+                    with contextlib.suppress(
+                        ldap.NO_SUCH_ATTRIBUTE, ldap.TYPE_OR_VALUE_EXISTS, ldap.NO_SUCH_OBJECT
+                    ):
+                        conn.modify_s(dn, mods)
+                    break
+
+        if uses:
+            await self._run(op, read=False)
 
     async def delete(self, uid: str) -> bool:
         def op(conn: Any) -> bool:

@@ -4,8 +4,10 @@ plus mailwarden's auxiliary class) and :class:`LdapMapping`. No I/O.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 import ldap  # type: ignore[import-untyped]
 import ldap.dn  # type: ignore[import-untyped]
@@ -15,7 +17,7 @@ from mailwarden.config import LdapConfig
 from mailwarden.errors import (
     InvalidAccount,
 )
-from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
+from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, AppPassword, LastUse, Profile
 
 Entry = dict[str, list[bytes]]
 
@@ -43,6 +45,8 @@ DEFAULT_ATTRIBUTES: Mapping[str, str] = MappingProxyType(
         "pgp_fingerprint": "mailwardenPGPFingerprint",
         "ssh_keys": "mailwardenSSHKey",
         "dns_records": "mailwardenDNSEntry",
+        "app_passwords": "mailwardenAppPassword",
+        "app_passwords_only": "mailwardenAppPasswordsOnly",
         "name": "mailwardenName",
         "c": "c",
         "l": "l",
@@ -168,8 +172,16 @@ class LdapMapping:
             ssh_keys=tuple(self._all(entry, "ssh_keys")),
             dns_records=tuple(self._all(entry, "dns_records")),
             profile=profile,
+            app_passwords=self._app_passwords(entry),
+            app_passwords_only=(self._first(entry, "app_passwords_only") or "").upper() == "TRUE",
             **numbers,
         )
+
+    def _app_passwords(self, entry: Entry) -> tuple[AppPassword, ...]:
+        if not entry.get(self.attrs["app_passwords"].lower()):
+            return ()
+        apps = [app_password_of(v) for v in self._all(entry, "app_passwords")]
+        return tuple(sorted((a for a in apps if a is not None), key=lambda a: a.order))
 
     def _values(self, account: Account) -> dict[str, list[bytes]]:
         """Every mapped attribute of ``account``: an empty list means "absent"."""
@@ -201,6 +213,8 @@ class LdapMapping:
             [f"{k}={'on' if v else 'off'}" for k, v in sorted(account.services.items())],
         )
         put("master", ["TRUE"] if account.master else [])
+        put("app_passwords", sorted(app_password_value(app) for app in account.app_passwords))
+        put("app_passwords_only", ["TRUE"] if account.app_passwords_only else [])
         for name in LIST_FIELDS:
             put(name, getattr(account, name))
         for name in FIELD_MAPS:
@@ -215,7 +229,62 @@ class LdapMapping:
         # qmailUser MUSTs mail: only entries with a primary address can carry it.
         if account.mail:
             classes.append("qmailUser")
+        # Only entries that use app passwords need the class (and a site the schema
+        # update that brings it: docs/ldap.md, "App passwords").
+        if account.app_passwords or account.app_passwords_only:
+            classes.append(APP_PASSWORD_CLASS)
         return [encode_utf8(c) for c in classes]
+
+
+#: The auxiliary class that carries ``mailwardenAppPassword`` and
+#: ``mailwardenAppPasswordsOnly`` (src/mailwarden/ldap/mailwarden.ldif).
+APP_PASSWORD_CLASS = "mailwardenAppPasswords"  # noqa: S105 - a class name
+
+
+def app_password_value(app: AppPassword) -> str:
+    """One ``mailwardenAppPassword`` value: the app password as compact JSON (its
+    digest, never the value), keys sorted, so that equal app passwords are equal
+    values (a compare-and-swap deletes exactly the value read)."""
+    use = app.last_used
+    data: dict[str, Any] = {
+        "id": app.id,
+        "name": app.name,
+        "digest": app.digest,
+        "services": list(app.services),
+        "expires": app.expires,
+        "created": app.created,
+        "last_used": (
+            None
+            if use is None
+            else {"at": use.at, "service": use.service, "remote_ip": use.remote_ip}
+        ),
+    }
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def app_password_of(value: str) -> AppPassword | None:
+    """The app password a ``mailwardenAppPassword`` value holds; None if the value is
+    malformed (written by another tool): such a value opens nothing."""
+    try:
+        data = json.loads(value)
+        use = data.get("last_used")
+        return AppPassword(
+            id=str(data["id"]),
+            name=str(data["name"]),
+            digest=str(data["digest"]),
+            services=tuple(str(s) for s in data.get("services", ())),
+            expires=None if data.get("expires") is None else int(data["expires"]),
+            created=int(data.get("created", 0)),
+            last_used=(
+                None
+                if use is None
+                else LastUse(
+                    at=int(use["at"]), service=str(use["service"]), remote_ip=use.get("remote_ip")
+                )
+            ),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None
 
 
 def field_map(values: list[str]) -> dict[str, str]:

@@ -58,7 +58,7 @@ from mailwarden.directories.sql.queries import parse_queries, variables_for
 from mailwarden.directories.streams import BATCH
 from mailwarden.errors import DirectoryUnavailable, WriteRefused
 from mailwarden.lograte import RateLimitedLog
-from mailwarden.model import Account, Listed
+from mailwarden.model import Account, AppPasswordUsed, Listed
 
 log = logging.getLogger("mailwarden.directory.sql")
 
@@ -279,6 +279,10 @@ class DovecotSqlDirectory:
 
     async def delete(self, uid: str) -> bool:
         self._refuse(f"delete {uid}")
+
+    async def record_app_password_uses(self, uses: Sequence[AppPasswordUsed]) -> None:
+        # The site's tables have no app passwords (docs/sql.md): no login used one.
+        self._refuse("record the use of app passwords")
 
     async def bulk_upsert(
         self, accounts: Iterable[Account], *, replace: bool, skip_refused: bool = False

@@ -39,6 +39,7 @@ from mailwarden.directories.sqlite.rows import (
     ITERATE_PAGE,
     KIND_MEMO,
     LISTING,
+    RECORD_USE,
     SAMPLE,
     SEARCH,
     SWAP_HASH,
@@ -60,7 +61,7 @@ from mailwarden.errors import (
     DirectoryUnavailable,
     InvalidAccount,
 )
-from mailwarden.model import Account, Listed
+from mailwarden.model import Account, AppPasswordUsed, Listed
 
 T = TypeVar("T")
 
@@ -519,6 +520,18 @@ class SQLiteDirectory:
             return cursor.rowcount == 1
 
         return await self._write(job)
+
+    async def record_app_password_uses(self, uses: Sequence[AppPasswordUsed]) -> None:
+        rows = [
+            (u.use.at, u.use.service, u.use.remote_ip, u.app_password, login_key(u.uid))
+            for u in uses
+        ]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(RECORD_USE, rows)
+
+        if rows:
+            await self._write(job)
 
     async def delete(self, uid: str) -> bool:
         key = login_key(uid)

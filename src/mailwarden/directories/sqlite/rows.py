@@ -34,20 +34,27 @@ from mailwarden.errors import (
     InvalidAccount,
     MailwardenError,
 )
-from mailwarden.model import Account, AccountStatus, Listed, Profile
+from mailwarden.model import Account, AccountStatus, AppPassword, LastUse, Listed, Profile
 
 T = TypeVar("T")
 
 INSERT_ACCOUNT = """INSERT INTO accounts (
     id, uid, mail, password, status, mail_host, home, mail_location, uid_number, gid_number,
     quota_bytes, quota_messages, master, allow_nets, passdb_fields, userdb_fields,
-    pgp_fingerprint, profile, dns_records
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    pgp_fingerprint, profile, dns_records, app_passwords_only
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_LOGIN = (
     "INSERT INTO logins (login, space, kind, account_id, name, position) VALUES (?, ?, ?, ?, ?, ?)"
 )
 INSERT_SERVICE = "INSERT INTO services (account_id, name, enabled) VALUES (?, ?, ?)"
 INSERT_SSH_KEY = "INSERT INTO ssh_keys (account_id, position, key) VALUES (?, ?, ?)"
+INSERT_APP_PASSWORD = """INSERT INTO app_passwords (account_id, position, id, name, digest,
+    services, expires, created, last_used, last_service, last_ip)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""  # noqa: S105 - a statement
+# The last use of one app password, in place (Directory.record_app_password_uses).
+RECORD_USE = """UPDATE app_passwords SET last_used = ?, last_service = ?, last_ip = ?
+    WHERE id = ?
+    AND account_id = (SELECT account_id FROM logins WHERE login = ? AND space = 'uid')"""
 
 # Logins are stored lower-cased, so '= ?' with a lower-cased key is the whole
 # case-insensitive match and stays on the primary key.
@@ -123,7 +130,51 @@ def account_row(account_id: int, account: Account) -> tuple[Any, ...]:
         account.pgp_fingerprint,
         dumps(account.profile.as_dict()),
         dumps(list(account.dns_records)) if account.dns_records else "[]",
+        int(account.app_passwords_only),
     )
+
+
+def app_password_rows(account_id: int, account: Account) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for position, app in enumerate(sorted(account.app_passwords, key=lambda app: app.order)):
+        use = app.last_used
+        rows.append(
+            (
+                account_id,
+                position,
+                app.id,
+                app.name,
+                app.digest,
+                dumps(list(app.services)),
+                app.expires,
+                app.created,
+                None if use is None else use.at,
+                None if use is None else use.service,
+                None if use is None else use.remote_ip,
+            )
+        )
+    return rows
+
+
+def app_passwords(text: str) -> tuple[AppPassword, ...]:
+    """The ``apps`` column of ``account_rows`` as the account's app passwords, in order."""
+    if text == "[]":
+        return ()
+    out: list[AppPassword] = []
+    for row in sorted(json.loads(text)):
+        _pos, app_id, name, digest, services, expires, created, at, service, ip = row
+        out.append(
+            AppPassword(
+                id=app_id,
+                name=name,
+                digest=digest,
+                services=tuple(json.loads(services)),
+                expires=expires,
+                created=created,
+                last_used=None if at is None else LastUse(at=at, service=service, remote_ip=ip),
+            )
+        )
+    return tuple(out)
 
 
 # Most accounts have no children and empty JSON columns; find() skips decoding them.
@@ -176,9 +227,11 @@ def account_from_row(row: Sequence[Any]) -> Account:
         pgp_fingerprint,
         profile,
         dns_records,
+        apps_only,
         alternates,
         services,
         ssh_keys,
+        apps,
     ) = row
     return Account(
         uid=uid,
@@ -206,6 +259,8 @@ def account_from_row(row: Sequence[Any]) -> Account:
         ssh_keys=tuple(key for _pos, key in sorted(pairs(ssh_keys))),
         dns_records=() if dns_records == "[]" else tuple(json.loads(dns_records)),
         profile=Profile(**json.loads(profile)) if profile != "{}" else Profile(),
+        app_passwords=app_passwords(apps),
+        app_passwords_only=bool(apps_only),
     )
 
 
@@ -266,6 +321,7 @@ def insert(conn: sqlite3.Connection, accounts: Sequence[Account]) -> None:
     login_rows: list[tuple[str, str, str, int, str, int]] = []
     service_rows: list[tuple[int, str, int]] = []
     key_rows: list[tuple[int, int, str]] = []
+    app_rows: list[tuple[Any, ...]] = []
     for account_id, account in enumerate(accounts, first):
         account_rows.append(account_row(account_id, account))
         login_rows.append((login_key(account.uid), "uid", "uid", account_id, account.uid, 0))
@@ -273,6 +329,8 @@ def insert(conn: sqlite3.Connection, accounts: Sequence[Account]) -> None:
             login_rows.append((key, "address", kind, account_id, name, position))
         service_rows.extend((account_id, name, int(on)) for name, on in account.services.items())
         key_rows.extend((account_id, i, key) for i, key in enumerate(account.ssh_keys))
+        if account.app_passwords:
+            app_rows.extend(app_password_rows(account_id, account))
     conn.executemany(INSERT_ACCOUNT, account_rows)
     try:
         conn.executemany(INSERT_LOGIN, login_rows)
@@ -280,6 +338,8 @@ def insert(conn: sqlite3.Connection, accounts: Sequence[Account]) -> None:
         raise clash(conn, login_rows, exc) from exc
     conn.executemany(INSERT_SERVICE, service_rows)
     conn.executemany(INSERT_SSH_KEY, key_rows)
+    if app_rows:
+        conn.executemany(INSERT_APP_PASSWORD, app_rows)
 
 
 def clash(

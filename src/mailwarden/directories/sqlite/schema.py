@@ -88,6 +88,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 WHERE k.account_id = a.id) AS keys
             FROM accounts AS a""",
     ),
+    # 3: app passwords (one row each: a digest, never the value; the last use is
+    # written in place, in batches) and the switch "app passwords only for mail".
+    # Read with the account through the view, so a login is still one statement.
+    (
+        """CREATE TABLE app_passwords (
+            account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            services TEXT NOT NULL DEFAULT '[]',
+            expires INTEGER,
+            created INTEGER NOT NULL,
+            last_used INTEGER,
+            last_service TEXT,
+            last_ip TEXT,
+            PRIMARY KEY (account_id, id)
+        ) WITHOUT ROWID""",
+        """ALTER TABLE accounts ADD COLUMN app_passwords_only INTEGER NOT NULL DEFAULT 0
+            CHECK (app_passwords_only IN (0, 1))""",
+        "DROP VIEW account_rows",
+        """CREATE VIEW account_rows AS SELECT a.*,
+            (SELECT json_group_array(json_array(c.position, c.name)) FROM logins AS c
+                WHERE c.account_id = a.id AND c.kind = 'alternate') AS alternates,
+            (SELECT json_group_array(json_array(s.name, s.enabled)) FROM services AS s
+                WHERE s.account_id = a.id) AS service_switches,
+            (SELECT json_group_array(json_array(k.position, k.key)) FROM ssh_keys AS k
+                WHERE k.account_id = a.id) AS keys,
+            (SELECT json_group_array(json_array(p.position, p.id, p.name, p.digest,
+                    p.services, p.expires, p.created, p.last_used, p.last_service,
+                    p.last_ip))
+                FROM app_passwords AS p WHERE p.account_id = a.id) AS apps
+            FROM accounts AS a""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

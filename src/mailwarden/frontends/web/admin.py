@@ -141,6 +141,7 @@ async def edit_account(
             "quota_bytes": f("quota_bytes").strip() or None,
             "status": f("status"),
             "services": services,
+            "app_passwords_only": "app_passwords_only" in form,
         }
         try:
             await admin.patch(account.uid, changes)

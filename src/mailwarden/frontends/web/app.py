@@ -243,6 +243,8 @@ class WebUi:
             route("/me", user(s.me)),
             route("/me/", user(s.me)),
             route("/me/password", user(s.change_password)),
+            route("/me/app-passwords", user(s.add_app_password)),
+            route("/me/app-passwords/revoke", user(s.revoke_app_password)),
             route("/me/ssh", user(s.set_ssh_keys)),
             route("/me/pgp", user(s.set_pgp_key)),
             route("/me/profile", user(s.set_profile)),

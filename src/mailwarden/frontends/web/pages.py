@@ -8,6 +8,7 @@ carries a password hash, a trace or a cause.
 
 from __future__ import annotations
 
+import datetime
 import html
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ NOTICES = {
     "saved": "Saved.",
     "created": "Account created.",
     "password": "Your password was changed.",
+    "app-password-revoked": "The app password was revoked.",
     "ssh": "SSH keys saved.",
     "pgp": "OpenPGP key saved.",
     "profile": "Profile saved.",
@@ -100,6 +102,11 @@ def _escaped(value: object) -> object:
     return markupsafe.Markup(html.escape(str(value), quote=True))  # noqa: S704 - escaped here
 
 
+def utc(seconds: int) -> str:
+    """Unix seconds as the pages show a time (``2027-06-30 23:59 UTC``)."""
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 class Pages:
     """The templates of one web page (the session decides the navigation)."""
 
@@ -114,6 +121,7 @@ class Pages:
             finalize=_escaped,
         )
         self.env.globals["prefix"] = PREFIX
+        self.env.filters["utc"] = utc
 
     def render(
         self,

@@ -1,16 +1,18 @@
-"""The user's own page: password, SSH keys, OpenPGP key, profile.
+"""The user's own page: password, app passwords, SSH keys, OpenPGP key, profile.
 
 What belongs here: reading the user's forms and turning them into structured
 edits under the rules the mail gateway uses too (``accounts/profile.py``,
 ``accounts/sshkeys.py``; the OpenPGP key is read by GnuPG in
 ``accounts/openpgp.py``), then storing them through
 :class:`~mailwarden.accounts.edit.AccountAdmin`. A change that hands over the
-account needs the current password again (``auth.py`` says why).
+account needs the current password again (``auth.py`` says why): a new app password
+is one (it opens the mailbox); revoking one is not (it only takes access away).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -19,10 +21,17 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mailwarden.accounts.apppasswords import parse_expiry
 from mailwarden.accounts.openpgp import import_public_key, public_key_fingerprint
 from mailwarden.accounts.profile import ChangePolicy, edit_profile
 from mailwarden.accounts.sshkeys import key_set
-from mailwarden.errors import AccountError, FieldError, HttpRefused, TemporaryFailure
+from mailwarden.errors import (
+    AccountError,
+    AccountNotFound,
+    FieldError,
+    HttpRefused,
+    TemporaryFailure,
+)
 from mailwarden.frontends.web import auth
 from mailwarden.frontends.web.pages import first, form_of, redirect
 from mailwarden.frontends.web.sessions import PREFIX, Session
@@ -36,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailwarden.web")
 
 WRONG_CURRENT = "The current password is not right."
+#: The services the page offers to restrict an app password to (none ticked: all mail).
+APP_PASSWORD_SERVICES = ("imap", "pop3", "smtp", "submission", "sieve")
 
 # The mail gateway's field names (``[mailgate] fields``) -> Profile attribute and label.
 PROFILE_FORM: dict[str, tuple[str, str]] = {
@@ -123,6 +134,7 @@ def _page(
         error=error,
         section=section,
         min_length=ui.config.min_password_length,
+        app_services=APP_PASSWORD_SERVICES,
         fields=fields,
         confirmed=any(f.seed in auth.CONFIRMED_PROFILE_FIELDS for f in fields),
     )
@@ -275,3 +287,53 @@ async def set_profile(ui: WebUi, request: Request, session: Session, account: Ac
     await admin.apply(account.uid, lambda a: dataclasses.replace(a, profile=profile))
     log.info("web: %s changed their profile", account.uid)
     return redirect(PREFIX + "/me?done=profile")
+
+
+async def add_app_password(
+    ui: WebUi, request: Request, session: Session, account: Account
+) -> Response:
+    """Make an app password and show its value, this once (the page is not cached)."""
+    admin = _need_admin(ui)
+    _post_only(request)
+    form = form_of(request)
+    services = [name for name in APP_PASSWORD_SERVICES if first(form, f"service.{name}")]
+    problem = None
+    try:
+        expiry = first(form, "expires").strip()
+        expires = parse_expiry(expiry) if expiry else None
+    except AccountError as exc:
+        problem = str(exc)
+        expires = None
+    if problem is None and not await _proven(ui, request, account):
+        problem = WRONG_CURRENT
+    if problem is None:
+        try:
+            new = await admin.add_app_password(
+                account.uid, name=first(form, "name"), services=services, expires=expires
+            )
+        except AccountError as exc:
+            problem = str(exc)
+    if problem is not None:
+        return _page(ui, request, session, account, error=problem, section="apps", status=400)
+    log.info("web: %s made app password %s", account.uid, new.app_password.id)
+    return ui.pages.render(
+        request,
+        "app-password.html",
+        title="New app password",
+        session=session,
+        app=new.app_password,
+        value=new.value,
+    )
+
+
+async def revoke_app_password(
+    ui: WebUi, request: Request, session: Session, account: Account
+) -> Response:
+    admin = _need_admin(ui)
+    _post_only(request)
+    which = first(form_of(request), "id")
+    # Revoked already (another tab, an administrator): the same result.
+    with contextlib.suppress(AccountNotFound):
+        await admin.revoke_app_password(account.uid, which)
+    log.info("web: %s revoked app password %s", account.uid, which)
+    return redirect(PREFIX + "/me?done=app-password-revoked")

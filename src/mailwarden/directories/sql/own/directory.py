@@ -52,7 +52,7 @@ from mailwarden.directories.sql.own.rows import (
 )
 from mailwarden.directories.sql.own.schema import ensure_schema
 from mailwarden.errors import AccountNotFound, DuplicateKey, InvalidAccount
-from mailwarden.model import Account, Listed
+from mailwarden.model import Account, AppPasswordUsed, Listed
 
 #: A write touching more logins than this tells the other nodes "everything".
 MAX_NAMED = 100
@@ -391,6 +391,31 @@ class OwnDirectory:
             )
             touched.append(key)
         return True
+
+    async def record_app_password_uses(self, uses: Sequence[AppPasswordUsed]) -> None:
+        # Not an account change: nothing is recorded for the change feed (a node's
+        # cached account with an older last use still decides its logins right).
+        async with self.db.transaction() as tx:
+            for used in uses:
+                key = login_key(used.uid)
+                if not storable(key):
+                    continue
+                use = used.use
+                await tx.execute(
+                    Sql.of(
+                        "UPDATE app_passwords SET last_used = ",
+                        Param(use.at),
+                        ", last_service = ",
+                        Param(use.service),
+                        ", last_ip = ",
+                        Param(use.remote_ip),
+                        " WHERE id = ",
+                        Param(used.app_password),
+                        " AND account_id = (SELECT account_id FROM logins WHERE login = ",
+                        Param(key),
+                        " AND space = 'uid')",
+                    )
+                )
 
     async def delete(self, uid: str) -> bool:
         async with self._write() as (tx, touched):

@@ -3,7 +3,7 @@
 Every query is an :class:`~mailwarden.directories.sql.dialect.Sql` rendered per
 engine; the row layout and the JSON columns are the SQLite directory's
 (:mod:`mailwarden.directories.sqlite.rows`: one mapping for both), with the
-child rows (alternates, services, SSH keys) aggregated to JSON in the same
+child rows (alternates, services, SSH keys, app passwords) aggregated to JSON in the same
 statement, so that reading an account is always one query.
 """
 
@@ -18,7 +18,7 @@ from mailwarden.directories.sql.database import Transaction
 from mailwarden.directories.sql.dialect import Dialect, Param, Sql
 from mailwarden.directories.sql.drivers import Row
 from mailwarden.directories.sql.own.schema import MAX_LOGIN
-from mailwarden.directories.sqlite.rows import account_from_row, account_row
+from mailwarden.directories.sqlite.rows import account_from_row, account_row, app_password_rows
 from mailwarden.errors import AccountExists, DirectoryUnavailable, InvalidAccount
 from mailwarden.model import Account
 
@@ -41,7 +41,21 @@ COLUMNS = (
     "pgp_fingerprint",
     "profile",
     "dns_records",
+    "app_passwords_only",
     "fingerprint_key",
+)
+APP_PASSWORD_COLUMNS = (
+    "account_id",
+    "position",
+    "id",
+    "name",
+    "digest",
+    "services",
+    "expires",
+    "created",
+    "last_used",
+    "last_service",
+    "last_ip",
 )
 #: Rows per multi-row INSERT (PostgreSQL binds at most 32767 parameters).
 INSERT_CHUNK = 500
@@ -72,6 +86,11 @@ def select_list(d: Dialect) -> str:
             ),
             agg("s.name, s.enabled", "FROM services AS s WHERE s.account_id = a.id"),
             agg("k.position, k.ssh_key", "FROM ssh_keys AS k WHERE k.account_id = a.id"),
+            agg(
+                "p.position, p.id, p.name, p.digest, p.services, p.expires, p.created,"
+                " p.last_used, p.last_service, p.last_ip",
+                "FROM app_passwords AS p WHERE p.account_id = a.id",
+            ),
         )
     )
 
@@ -105,6 +124,7 @@ def check_storable(account: Account) -> None:
     texts.extend(account.alternate_addresses)
     texts.extend(account.services)
     texts.extend(account.ssh_keys)
+    texts.extend(app.name for app in account.app_passwords)
     for text in texts:
         if "\x00" in text:
             raise InvalidAccount("a NUL character cannot be stored in an SQL directory")
@@ -202,11 +222,12 @@ async def insert_accounts(tx: Transaction, dialect: Dialect, accounts: Sequence[
 async def insert_children(
     tx: Transaction, accounts: Sequence[tuple[int, Account]], *, logins: bool = True
 ) -> None:
-    """The ``services`` and ``ssh_keys`` rows (and with ``logins``, the ``logins``
-    rows) of accounts whose ``accounts`` row has the given id."""
+    """The ``services``, ``ssh_keys`` and ``app_passwords`` rows (and with ``logins``,
+    the ``logins`` rows) of accounts whose ``accounts`` row has the given id."""
     login_values: list[tuple[Any, ...]] = []
     services: list[tuple[Any, ...]] = []
     keys: list[tuple[Any, ...]] = []
+    apps: list[tuple[Any, ...]] = []
     for account_id, account in accounts:
         if logins:
             login_values.extend(
@@ -215,10 +236,12 @@ async def insert_children(
             )
         services.extend((account_id, name, int(on)) for name, on in account.services.items())
         keys.extend((account_id, i, key) for i, key in enumerate(account.ssh_keys))
+        apps.extend(app_password_rows(account_id, account))
     tables = (
         ("logins", ("login", "space", "kind", "account_id", "name", "position"), login_values),
         ("services", ("account_id", "name", "enabled"), services),
         ("ssh_keys", ("account_id", "position", "ssh_key"), keys),
+        ("app_passwords", APP_PASSWORD_COLUMNS, apps),
     )
     for table, columns, rows in tables:
         for chunk in chunks(rows, INSERT_CHUNK * 2):
@@ -238,7 +261,7 @@ async def rewrite(tx: Transaction, account_id: int, account: Account) -> None:
     parts.extend([" WHERE id = ", Param(account_id)])
     await tx.execute(Sql(tuple(parts)))
     await _rewrite_logins(tx, account_id, login_rows(account))
-    for table in ("services", "ssh_keys"):
+    for table in ("services", "ssh_keys", "app_passwords"):
         await tx.execute(Sql.of(f"DELETE FROM {table} WHERE account_id = ", Param(account_id)))  # noqa: S608
     await insert_children(tx, [(account_id, account)], logins=False)
 

@@ -105,7 +105,34 @@ def _v1(d: Dialect) -> tuple[str, ...]:
     )
 
 
-MIGRATIONS = (_v1,)
+def _v2(d: Dialect) -> tuple[str, ...]:
+    """App passwords (a digest each, never the value; the last use written in place,
+    in batches) and the switch "app passwords only for mail"."""
+    pg = d.name == "postgresql"
+    text = d.text_type
+    tail = "" if pg else " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin"
+    exists = "" if pg else "IF NOT EXISTS "
+    return (
+        f"""CREATE TABLE {exists}app_passwords (
+            account_id BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            id VARCHAR(32) NOT NULL,
+            name {text} NOT NULL,
+            digest VARCHAR(64) NOT NULL,
+            services {text} NOT NULL,
+            expires BIGINT,
+            created BIGINT NOT NULL,
+            last_used BIGINT,
+            last_service {text},
+            last_ip {text},
+            PRIMARY KEY (account_id, id)
+        ){tail}""",
+        "ALTER TABLE accounts ADD COLUMN IF NOT EXISTS app_passwords_only SMALLINT NOT NULL"
+        " DEFAULT 0",
+    )
+
+
+MIGRATIONS = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _VERSION_TABLE = (
