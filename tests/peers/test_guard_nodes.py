@@ -206,14 +206,16 @@ def test_an_app_password_revoked_on_one_node_is_refused_by_the_other_at_once(
 ) -> None:
     a, b = nodes
     path = "/api/v1/accounts/bob/app-passwords"
-    code, made = http(a, "POST", path, {"name": "phone", "services": ["imap"]}, "Bearer admintoken")
+    code, made = http(
+        a, "POST", path, {"name": "phone", "services": ["imap"]}, "Bearer " + ADMIN_TOKEN
+    )
     assert code == 201, made
     value = made["value"]
     for _ in range(3):  # repeated logins: nothing of them may outlive the revocation
         assert json_auth(b, "bob", value, OTHER) == 200
         assert json_auth(a, "bob", value, OTHER) == 200
     assert json_auth(b, "bob", "bobpw", OTHER) == 200  # cached: the main password's entry
-    code, _ = http(a, "DELETE", f"{path}/phone", None, "Bearer admintoken")
+    code, _ = http(a, "DELETE", f"{path}/phone", None, "Bearer " + ADMIN_TOKEN)
     assert code == 204
     # No waiting: the very next login on either node is refused.
     assert json_auth(b, "bob", value, OTHER) == 403
