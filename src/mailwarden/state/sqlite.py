@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mailwarden import sqlitemigrations
 from mailwarden.errors import AccountExists, StateUnavailable
 from mailwarden.state.base import (
     MAX_AUDIT_ROWS,
@@ -87,18 +88,9 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise StateUnavailable(
             f"state schema version {version} is newer than this mailwarden ({SCHEMA_VERSION})"
         )
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] < target:
-                for statement in MIGRATIONS[target - 1]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {target}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    sqlitemigrations.apply(
+        conn, version, MIGRATIONS, with_each=(f"PRAGMA application_id = {APPLICATION_ID}",)
+    )
 
 
 def _admin(row: Any) -> Administrator:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
 
 import ldap  # type: ignore[import-untyped]
 import ldap.dn  # type: ignore[import-untyped]
 import ldap.filter  # type: ignore[import-untyped]
-from mailwarden.accounts.rules import check_account
+from mailwarden.accounts.rules import app_password_to_json, check_account
 from mailwarden.config import LdapConfig
 from mailwarden.errors import (
     InvalidAccount,
@@ -245,20 +244,7 @@ def app_password_value(app: AppPassword) -> str:
     """One ``mailwardenAppPassword`` value: the app password as compact JSON (its
     digest, never the value), keys sorted, so that equal app passwords are equal
     values (a compare-and-swap deletes exactly the value read)."""
-    use = app.last_used
-    data: dict[str, Any] = {
-        "id": app.id,
-        "name": app.name,
-        "digest": app.digest,
-        "services": list(app.services),
-        "expires": app.expires,
-        "created": app.created,
-        "last_used": (
-            None
-            if use is None
-            else {"at": use.at, "service": use.service, "remote_ip": use.remote_ip}
-        ),
-    }
+    data = {**app_password_to_json(app), "digest": app.digest}
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 

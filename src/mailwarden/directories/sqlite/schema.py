@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from mailwarden import sqlitemigrations
+
 # "MWDN" in the database header: tells our files from other SQLite databases.
 APPLICATION_ID = 0x4D57444E
 
@@ -127,18 +129,5 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Apply the steps after ``version``, each in one transaction with its version
-    bump. Nothing to do (the usual case) takes no write lock, so opening never
-    waits for another process that is writing."""
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Read again under the write lock: another process may have migrated.
-            if conn.execute("PRAGMA user_version").fetchone()[0] < target:
-                for statement in MIGRATIONS[target - 1]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {target}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    """Apply the steps after ``version`` (sqlitemigrations.apply)."""
+    sqlitemigrations.apply(conn, version, MIGRATIONS)
