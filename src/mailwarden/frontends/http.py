@@ -138,8 +138,8 @@ class HttpApi:
         allowed = self.routes.get(path)
         if allowed is None:
             return proto.error_reply(404, "no such endpoint")
-        if method not in allowed:
-            return proto.error_reply(405, f"use {' or '.join(allowed)}")
+        if (refused := proto.method_refusal(method, allowed)) is not None:
+            return refused
         if path in ("/ping", "/healthz"):
             return http_api.ping_reply()
         if path == "/readyz":

@@ -133,9 +133,8 @@ class AdminApi:
         config: HttpConfig,
     ) -> Reply:
         method: str = scope["method"]
-        allowed = admin_api.allowed_methods(route)
-        if method not in allowed:
-            return proto.error_reply(405, f"use {' or '.join(allowed)}")
+        if (refused := proto.method_refusal(method, admin_api.allowed_methods(route))) is not None:
+            return refused
         action = _ACCOUNT_ACTIONS[method]
         if route.app_passwords or route.app_password is not None:
             # Making and revoking another person's app passwords edits their account.
@@ -202,9 +201,8 @@ class AdminApi:
         config: HttpConfig,
     ) -> Reply:
         method: str = scope["method"]
-        allowed = staff_api.allowed_methods(route)
-        if method not in allowed:
-            return proto.error_reply(405, f"use {' or '.join(allowed)}")
+        if (refused := proto.method_refusal(method, staff_api.allowed_methods(route))) is not None:
+            return refused
         principal = await self.principal(headers, scope)
         staff = self.staff
         if principal is None or staff is None:

@@ -25,7 +25,7 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
 from urllib.parse import unquote
@@ -438,6 +438,11 @@ def error_reply(status: int, message: str, *, challenge: str = "Basic") -> Reply
     if status == 401:
         headers = (("WWW-Authenticate", f'{challenge} realm="mailwarden"'),)
     return Reply(status=status, headers=headers, body=_json({"error": message}))
+
+
+def method_refusal(method: str, allowed: Sequence[str]) -> Reply | None:
+    """405 naming the methods ``allowed``, or None when ``method`` is one of them."""
+    return None if method in allowed else error_reply(405, f"use {' or '.join(allowed)}")
 
 
 # --------------------------------------------------------------------------- header mode
