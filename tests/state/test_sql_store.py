@@ -162,6 +162,14 @@ async def test_a_newer_state_schema_is_refused(
         await open_store(sql_config, create=False)
 
 
+async def test_state_tables_mailwarden_did_not_make_are_refused(
+    sql_server: SqlServer, sql_config: SqlConfig
+) -> None:
+    sql_server.run_sql("CREATE TABLE mailwarden_state_admins (x INTEGER)", sql_config.database)
+    with pytest.raises(StateUnavailable, match="did not make"):
+        await open_store(sql_config)
+
+
 async def test_no_server_is_unavailable_not_a_crash(sql_server: SqlServer) -> None:
     config = sql_config_for(
         sql_server, "absent", hosts=(f"127.0.0.1:{free_port()}",), connect_timeout=1.0
