@@ -1,4 +1,5 @@
-"""Every state store keeps the same contract: the memory store and the SQLite file."""
+"""Every state store keeps the same contract: the memory store, the SQLite file, and
+the SQL store on PostgreSQL and on MariaDB (a fresh database each)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,24 @@ from mailwarden.state.base import (
     StateStore,
 )
 from mailwarden.state.memory import MemoryStateStore
+from mailwarden.state.sql import SqlStateStore
 from mailwarden.state.sqlite import SCHEMA_VERSION, SQLiteStateStore
+from tests.conftest import sql_config_for
+from tests.sqlservers import SqlServer
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite"])
+@pytest_asyncio.fixture(params=["memory", "sqlite", "postgresql", "mariadb"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
     made: StateStore
     if request.param == "memory":
         made = MemoryStateStore()
-    else:
+    elif request.param == "sqlite":
         made = await SQLiteStateStore.open(tmp_path / "state.db")
+    else:
+        fixture = {"postgresql": "postgres_server", "mariadb": "mariadb_server"}[request.param]
+        server: SqlServer = request.getfixturevalue(fixture)
+        config = sql_config_for(server, server.create_database())
+        made = await SqlStateStore.open(config, password=config.password, create=True)
     yield made
     await made.close()
 

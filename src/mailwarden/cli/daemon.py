@@ -51,14 +51,18 @@ def check_config(ctx: click.Context) -> None:
 @main.command()
 @click.pass_context
 def init(ctx: click.Context) -> None:
-    """Create the directory: the SQLite file, or the SQL own schema (safe to run again:
-    existing data is kept, new migrations are applied)."""
+    """Create the directory: the SQLite file, or the SQL own schema, and the SQL state
+    store's tables (safe to run again: existing data is kept, new migrations are
+    applied)."""
+    from mailwarden.state.opening import prepare_state  # noqa: PLC0415 - lean start
 
-    async def go(app: App) -> int:
-        return await app.directory.count()
+    async def go(app: App) -> tuple[int, str | None]:
+        return await app.directory.count(), await prepare_state(app.config)
 
-    count = run_with_app(ctx, go, create=True)
+    count, state = run_with_app(ctx, go, create=True)
     out.print(f"directory ready ({_config(ctx).directory.backend}, {count} accounts)")
+    if state is not None:
+        out.print(state)
 
 
 @main.command("serve")

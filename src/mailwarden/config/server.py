@@ -40,9 +40,15 @@ class StateConfig(Section):
     """``[state]``: mailwarden's own records (administrators, API tokens, second
     factors, the audit log); see docs/credentials.md."""
 
-    backend: Literal["sqlite", "memory"] = "sqlite"
+    backend: Literal["sqlite", "sql", "memory"] = "sqlite"
     path: str = ""
     timeout: float = 5.0
 
     def check(self, key: str) -> None:
         require(self.timeout > 0, f"{key}.timeout", "a number of seconds > 0")
+        # "sql" keeps the tables in the [sql] database: a path would be ignored.
+        require(
+            self.backend != "sql" or not self.path,
+            f"{key}.path",
+            'empty when backend = "sql" (the state is kept in the [sql] database)',
+        )

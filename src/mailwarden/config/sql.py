@@ -1,4 +1,5 @@
-"""``[sql]``: the SQL directory (``directory.backend = "sql"``); see docs/sql.md.
+"""``[sql]``: the SQL directory (``directory.backend = "sql"``), and the state store with
+``state.backend = "sql"``; see docs/sql.md and docs/credentials.md.
 
 The Dovecot-style queries are checked here only for being there; their ``%``
 variables are parsed by :mod:`mailwarden.directories.sql.queries`, called from

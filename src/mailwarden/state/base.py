@@ -1,7 +1,7 @@
 """mailwarden's own state: administrators, API tokens, second factors and the audit log.
 
 What belongs here: the value types of those records and the :class:`StateStore`
-protocol every store implements (:mod:`.memory`, :mod:`.sqlite`). No rule lives
+protocol every store implements (:mod:`.memory`, :mod:`.sqlite`, :mod:`.sql`). No rule lives
 here: who may do what is :mod:`mailwarden.auth.roles`', how a code is checked is
 :mod:`mailwarden.accounts.totp`'s, and :mod:`mailwarden.accounts.staff` decides
 with both.
@@ -103,7 +103,7 @@ class SecondFactor:
 
 
 class StateStore(Protocol):
-    """Where the records above live (memory, SQLite; see the package docstring)."""
+    """Where the records above live (memory, SQLite, SQL; see the package docstring)."""
 
     async def record(self, entry: AuditEntry) -> None:
         """Append ``entry`` to the audit log (its ``id`` is assigned)."""

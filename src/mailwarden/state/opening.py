@@ -30,8 +30,27 @@ def open_state(config: Config) -> StateStore:
         return MemoryStateStore()
 
     async def opener() -> StateStore:
+        if config.state.backend == "sql":
+            from mailwarden.state.sql import open_sql_state  # noqa: PLC0415 - lean start
+
+            return await open_sql_state(config)
         from mailwarden.state.sqlite import SQLiteStateStore  # noqa: PLC0415 - lean start
 
         return await SQLiteStateStore.open(state_path(config), timeout=config.state.timeout)
 
     return LazyStateStore(opener)
+
+
+async def prepare_state(config: Config) -> str | None:
+    """``mailwarden init``'s part: make or upgrade the SQL state tables (safe to run
+    again); what was done, or None for the stores that need nothing (the SQLite
+    file is made on first use, memory is nothing to make). StateUnavailable if the
+    database cannot be reached."""
+    if config.state.backend != "sql":
+        return None
+    from mailwarden.state.sql import open_sql_state  # noqa: PLC0415 - lean start
+    from mailwarden.state.sqlschema import SCHEMA_VERSION  # noqa: PLC0415
+
+    store = await open_sql_state(config, create=True)
+    await store.close()
+    return f"state store ready (sql, {config.sql.database}, schema version {SCHEMA_VERSION})"

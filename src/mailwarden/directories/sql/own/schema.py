@@ -13,9 +13,16 @@ commits implicitly around every DDL statement, so there a step cannot be atomic:
 each statement is written to be idempotent instead (``IF NOT EXISTS``), the step
 runs under ``GET_LOCK``, and the version is bumped after its last statement. A
 step interrupted by a crash is simply applied again by the next ``init``.
+
+Other parts of mailwarden may keep tables in the same database (the state store,
+mailwarden/state/sqlschema.py): their names start with :data:`OTHER_PARTS`, their
+versions are rows of their own in ``mailwarden_schema``, and they migrate with
+:func:`schema_version` and :func:`apply_step`, under the same lock.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from mailwarden.directories.sql.database import Database, Transaction
 from mailwarden.directories.sql.dialect import Dialect, Param, Sql
@@ -29,6 +36,8 @@ MAX_LOGIN = 700
 #: The advisory lock (PostgreSQL) that serialises migrations: "MWDN".
 _PG_LOCK = 0x4D57444E
 _MARIADB_LOCK = "mailwarden_schema"
+#: Tables whose names start so belong to another part of mailwarden (never foreign).
+OTHER_PARTS = "mailwarden_"
 
 
 def _v1(d: Dialect) -> tuple[str, ...]:
@@ -154,8 +163,10 @@ async def _tables(db: Database) -> set[str]:
     return {str(row.values[0]).lower() for row in rows}
 
 
-async def _version(db: Database | Transaction) -> int | None:
-    query = Sql.of("SELECT version FROM mailwarden_schema WHERE application = ", Param(APPLICATION))
+async def schema_version(db: Database | Transaction, application: str) -> int | None:
+    """``application``'s version in ``mailwarden_schema`` (None: no row; the table
+    must exist)."""
+    query = Sql.of("SELECT version FROM mailwarden_schema WHERE application = ", Param(application))
     row = await (
         db.fetchrow(query, primary=True) if isinstance(db, Database) else db.fetchrow(query)
     )
@@ -169,8 +180,8 @@ async def ensure_schema(db: Database, *, create: bool, where: str) -> int:
     init``). DirectoryUnavailable: a newer schema, or a database with other tables.
     """
     tables = await _tables(db)
-    version = await _version(db) if "mailwarden_schema" in tables else None
-    if version is None and tables - {"mailwarden_schema"}:
+    version = await schema_version(db, APPLICATION) if "mailwarden_schema" in tables else None
+    if version is None and {t for t in tables if not t.startswith(OTHER_PARTS)}:
         raise DirectoryUnavailable(
             f"{where}: not a mailwarden database (it has tables but no mailwarden_schema "
             f"version): give mailwarden a database of its own"
@@ -195,8 +206,16 @@ async def ensure_schema(db: Database, *, create: bool, where: str) -> int:
 
 
 async def _apply(db: Database, target: int) -> None:
-    """Migration step ``target`` (module docstring: atomic on PostgreSQL, idempotent
-    statements on MariaDB), unless another ``init`` applied it meanwhile."""
+    """Migration step ``target`` of the own schema (:func:`apply_step`)."""
+    await apply_step(db, APPLICATION, target, MIGRATIONS[target - 1](db.dialect))
+
+
+async def apply_step(
+    db: Database, application: str, target: int, statements: Sequence[str]
+) -> None:
+    """Run ``statements`` and set ``application``'s version to ``target`` (module
+    docstring: atomic on PostgreSQL, idempotent statements on MariaDB), unless another
+    ``init`` brought it there meanwhile."""
     pg = db.dialect.name == "postgresql"
     async with db.transaction() as tx:
         if pg:
@@ -204,17 +223,17 @@ async def _apply(db: Database, target: int) -> None:
         else:
             await tx.execute(Sql.of("SELECT GET_LOCK(", Param(_MARIADB_LOCK), ", 30)"))
         await tx.execute(Sql.of(_VERSION_TABLE))
-        current = await _version(tx) or 0
+        current = await schema_version(tx, application) or 0
         if current < target:
-            for statement in MIGRATIONS[target - 1](db.dialect):
+            for statement in statements:
                 await tx.execute(Sql.of(statement))
             await tx.execute(
-                Sql.of("DELETE FROM mailwarden_schema WHERE application = ", Param(APPLICATION))
+                Sql.of("DELETE FROM mailwarden_schema WHERE application = ", Param(application))
             )
             await tx.execute(
                 Sql.of(
                     "INSERT INTO mailwarden_schema (application, version) VALUES (",
-                    Param(APPLICATION),
+                    Param(application),
                     ", ",
                     Param(target),
                     ")",
