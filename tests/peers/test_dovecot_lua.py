@@ -17,6 +17,7 @@ import dataclasses
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -235,6 +236,18 @@ def log_after(root: Path, offset: int) -> str:
     return (root / "dovecot.log").read_text()[offset:]
 
 
+def log_with(root: Path, offset: int, *lines: str, timeout: float = 10.0) -> str:
+    """The log after ``offset`` once it holds every one of ``lines``: Dovecot's log
+    process writes a request's lines after the reply has reached doveadm, so they
+    may lag a little behind it (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = log_after(root, offset)
+        if all(line in log for line in lines) or time.monotonic() > deadline:
+            return log
+        time.sleep(0.02)
+
+
 def log_size(root: Path) -> int:
     return len((root / "dovecot.log").read_text())
 
@@ -253,11 +266,14 @@ def test_a_master_user_logs_in_as_the_target_through_the_scripts_master_branch(
     assert "auth succeeded" in result.stdout
     assert "user=alice\n" in result.stdout
     assert "auth_user=admin\n" in result.stdout
-    log = log_after(dovecot, offset)
+    wanted = (
+        "request=passdb auth_status_code=200",
+        "Master user logging in as alice",
+        "request=userdb auth_status_code=200",
+    )
+    log = log_with(dovecot, offset, *wanted)
     # The master passdb checked admin's password, then the branch looked alice up.
-    passdb = log.index("request=passdb auth_status_code=200")
-    switch = log.index("Master user logging in as alice")
-    userdb = log.index("request=userdb auth_status_code=200")
+    passdb, switch, userdb = (log.index(line) for line in wanted)
     assert passdb < switch < userdb, log
 
 
@@ -266,7 +282,7 @@ def test_a_wrong_master_password_fails(dovecot: Path) -> None:
     result = auth_test(dovecot, "alice*admin", "wrong")
     assert result.returncode == 77, result.stdout + result.stderr
     assert "auth failed" in result.stdout
-    log = log_after(dovecot, offset)
+    log = log_with(dovecot, offset, "auth_status_message=<Invalid login or password>")
     assert "auth_status_message=<Invalid login or password>" in log
     assert "Master user logging in" not in log
 
@@ -281,8 +297,9 @@ def test_a_non_master_account_cannot_act_as_master(
         result = auth_test(dovecot, "alice*bob", "bobpw")
     assert result.returncode == 77, result.stdout + result.stderr
     assert "auth failed" in result.stdout
-    log = log_after(dovecot, offset)
-    assert "auth_status_code=403 auth_status_message=<Invalid login or password>" in log
+    denied = "auth_status_code=403 auth_status_message=<Invalid login or password>"
+    log = log_with(dovecot, offset, denied)
+    assert denied in log
     assert "Master user logging in" not in log
     # The denial is for the missing master flag, not a wrong password.
     assert any(
