@@ -72,7 +72,13 @@ async def web_site(
     """The HTTP listener with the web page and account administration over
     ``directory``, its clock a test :class:`Clock`; closed on exit."""
     clock = Clock()
-    staff = await staff_with_tokens(engine.hasher, bootstrap_token=config.admin_token, clock=clock)
+    staff = await staff_with_tokens(
+        engine.hasher,
+        bootstrap_token=config.admin_token,
+        bootstrap_name=config.admin_username,
+        guard=engine.guard,
+        clock=clock,
+    )
     await add_admin(staff.store)
     admin = AccountAdmin(
         directory=directory,
