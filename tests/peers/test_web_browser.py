@@ -3,7 +3,9 @@
 Debian's ``chromium`` and ``chromium-driver`` are driven with Selenium. An
 administrator signs in, creates an account, resets its password and disables it:
 Dovecot's own ``doveadm auth test`` on the daemon's socket then gets 77 for it.
-A user signs in with their mail password and changes it: the old one stops
+The administrator makes an app password for the account on its page (it logs in
+over the socket) and revokes it there (it no longer does). A user signs in with
+their mail password and changes it: the old one stops
 working over the Dovecot socket, the new one works. The live chart and the list
 of banned sources (with a real ban, lifted from the page) are shown too.
 
@@ -263,6 +265,22 @@ def test_admin_creates_resets_and_disables_an_account_that_then_cannot_log_in(
     shot(d, "05-password-reset")
     assert doveadm(node, "webuser@example.com", "first password 1") == 77
     assert doveadm(node, "webuser@example.com", generated) == 0
+
+    # An app password made for the account on its page: shown once, listed without
+    # its value, good for mail until revoked there.
+    fill(d, name="phone")
+    click(d, "add-app-password")
+    value = d.find_element(By.ID, "app-password-value").text
+    assert value.startswith("mwa_")
+    shot(d, "05b-admin-app-password")
+    assert doveadm(node, "webuser@example.com", value) == 0
+    click(d, "back-to-me")
+    listing = d.find_element(By.ID, "app-passwords").text
+    assert "phone" in listing and value not in listing
+    shot(d, "05c-admin-app-passwords")
+    submit(d, d.find_element(By.CSS_SELECTOR, "#app-passwords button"))
+    assert "The app password was revoked." in text(d)
+    assert doveadm(node, "webuser@example.com", value) == 77
 
     d.get(node.url + "/ui/admin/account?uid=webuser%40example.com")
     Select(d.find_element(By.ID, "status")).select_by_value("disabled")

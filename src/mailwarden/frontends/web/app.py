@@ -29,7 +29,7 @@ from starlette.types import Message
 from mailwarden.accounts.audit import Actor, acting
 from mailwarden.accounts.staff import ADMIN_OWNER, Principal, Staff
 from mailwarden.auth.engine import Engine
-from mailwarden.auth.roles import Action
+from mailwarden.auth.roles import APP_PASSWORDS, Action
 from mailwarden.config import HttpConfig
 from mailwarden.errors import AccountChanged, HttpRefused, NotPermitted, TemporaryFailure
 from mailwarden.frontends.asgi import Receive, Scope, Send
@@ -231,6 +231,8 @@ class WebUi:
             route("/admin/new", admin(a.new_account)),
             route("/admin/account", admin(a.edit_account)),
             route("/admin/password", admin(a.reset_password, write=Action.RESET_PASSWORD)),
+            route("/admin/app-passwords", admin(a.add_app_password, write=APP_PASSWORDS)),
+            route("/admin/app-passwords/revoke", admin(a.revoke_app_password, write=APP_PASSWORDS)),
             route("/admin/chart", admin(a.chart)),
             route("/admin/stats", admin(a.stats)),
             route("/admin/bans", admin(a.bans)),
