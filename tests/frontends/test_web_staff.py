@@ -226,3 +226,25 @@ async def test_wrong_administrator_passwords_get_the_address_banned(
         assert "mw_session" not in c.cookies
         await engine.guard.unblock("127.0.0.1")
         assert (await c.admin_login()).status == 303
+
+
+async def test_the_navigation_shows_each_role_only_the_pages_it_may_open(
+    engine: Engine, directory: MemoryDirectory
+) -> None:
+    async with web_site(engine, directory) as served:
+        assert served.staff is not None
+        await add_admin(served.staff.store, "hal", role="helpdesk")
+        links: dict[str, list[bytes]] = {}
+        for name in ("admin", "hal"):
+            c = Client(served)
+            await c.admin_login(name=name)
+            page = await c.go("GET", "/ui/admin/accounts")
+            nav = page.body.split(b"<nav>")[1].split(b"</nav>")[0]
+            links[name] = re.findall(rb'<a href="(/ui/admin/[^"]+)"', nav)
+            for href in links[name]:
+                assert (await c.go("GET", href.decode())).status == 200, (name, href)
+        assert len(links["admin"]) == 7 and b"/ui/admin/new" in links["admin"]
+        assert links["hal"] == [h for h in links["admin"] if h != b"/ui/admin/new"]
+        hal = Client(served)
+        await hal.admin_login(name="hal")
+        assert (await hal.go("GET", "/ui/admin/new")).status == 403
