@@ -13,6 +13,7 @@ from mailwarden import schemes
 from mailwarden.accounts import totp
 from mailwarden.accounts.staff import ADMIN_OWNER, Staff
 from mailwarden.auth import tokens
+from mailwarden.guard.policy import Guard
 from mailwarden.hashing.pool import Hasher
 from mailwarden.state.base import Administrator, ApiToken, SecondFactor, StateStore
 from mailwarden.state.memory import MemoryStateStore
@@ -35,7 +36,9 @@ async def staff_with_tokens(
     hasher: Hasher,
     *,
     bootstrap_token: str = "",
+    bootstrap_name: str = "",
     store: StateStore | None = None,
+    guard: Guard | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Staff:
     """A Staff whose store holds the tokens of :data:`TOKENS` (named after their scope)."""
@@ -50,7 +53,14 @@ async def staff_with_tokens(
                 created_by="test",
             )
         )
-    return Staff(store, hasher, bootstrap_token=bootstrap_token, clock=clock)
+    return Staff(
+        store,
+        hasher,
+        bootstrap_token=bootstrap_token,
+        bootstrap_name=bootstrap_name,
+        guard=guard,
+        clock=clock,
+    )
 
 
 #: The administrator tests sign in as, with a second factor already confirmed.

@@ -236,7 +236,7 @@ async def running_app(
         engine.cache.link(backend.forget)
     if daemon and backend.changes is not None:
         backend.changes.subscribe(engine.directory_changed)
-    staff = Staff.for_site(open_state(config), hasher, config.http)
+    staff = Staff.for_site(open_state(config), hasher, config.http, guard=engine.guard)
     app = App(
         config=config,
         directory=directory,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from mailwarden.accounts import totp
@@ -16,7 +19,9 @@ from mailwarden.accounts.staff import (
 )
 from mailwarden.auth.engine import Engine
 from mailwarden.auth.roles import Action, Grant, permits
+from mailwarden.config import GuardConfig, GuardRule
 from mailwarden.errors import AccountNotFound, InvalidAccount, NotPermitted
+from mailwarden.guard.policy import Guard, unknown_subject
 from mailwarden.state.base import AuditQuery
 from mailwarden.state.memory import MemoryStateStore
 
@@ -220,3 +225,70 @@ async def test_staff_changes_are_audited_without_a_secret(staff: Staff, clock: C
     text = repr(entries)
     for value in (PASSWORD.decode(), issued.value, issued.token.digest, secret, *codes):
         assert value not in text
+
+
+def counting_guard(clock: Clock, **kw: Any) -> Guard:
+    """A guard with no allow-list: three failures a minute from one address ban it."""
+    config = GuardConfig(
+        allow_networks=(),
+        rules=(GuardRule(name="ip", period=60.0, threshold=3),),
+        account_threshold=0,
+    )
+    return Guard(dataclasses.replace(config, **kw), clock=clock)
+
+
+async def test_wrong_administrator_passwords_ban_the_address_like_mail_logins(
+    engine: Engine, clock: Clock
+) -> None:
+    guard = counting_guard(clock)
+    staff = Staff(MemoryStateStore(), engine.hasher, guard=guard, clock=clock)
+    await staff.add_admin(ROOT, "ann", PASSWORD, "admin")
+    attacker, colleague = "192.0.2.1", "198.51.100.1"
+    for n in range(3):  # distinct wrong passwords: a repeated one counts once
+        assert await staff.sign_in("ann", b"guess %d" % n, "", remote_ip=attacker) is SignIn.INVALID
+    assert [b.target for b in await guard.bans()] == [attacker + "/32"]
+    # Refused unchecked from the banned address, with the wrong password's answer.
+    assert await staff.sign_in("ann", PASSWORD, "", remote_ip=attacker) is SignIn.INVALID
+    assert await staff.sign_in("ann", PASSWORD, "", remote_ip=colleague) is SignIn.ENROL
+    clock.now += 3600 + 1  # the ban ends (ban_time)
+    assert await staff.sign_in("ann", PASSWORD, "", remote_ip=attacker) is SignIn.ENROL
+
+
+async def test_a_banned_address_cannot_use_the_bootstrap_token(
+    engine: Engine, clock: Clock
+) -> None:
+    guard = counting_guard(clock)
+    staff = Staff(
+        MemoryStateStore(),
+        engine.hasher,
+        bootstrap_token="boot-token",
+        bootstrap_name="root",
+        guard=guard,
+        clock=clock,
+    )
+    for n in range(3):  # wrong tokens count as wrong passwords of that name
+        assert await staff.sign_in("root", b"token %d" % n, "", remote_ip="192.0.2.1") is (
+            SignIn.INVALID
+        )
+    assert await staff.sign_in("root", b"boot-token", "", remote_ip="192.0.2.1") is SignIn.INVALID
+    assert await staff.sign_in("root", b"boot-token", "", remote_ip="192.0.2.2") is (
+        SignIn.BOOTSTRAP
+    )
+
+
+async def test_administrator_names_are_counted_per_name_known_or_not(
+    engine: Engine, clock: Clock
+) -> None:
+    """Failures from many addresses protect the name, an administrator's or a made-up
+    one alike (under a digest then), apart from any mail account of that name."""
+    guard = counting_guard(clock, account_threshold=3, account_delay=0.01)
+    staff = Staff(MemoryStateStore(), engine.hasher, guard=guard, clock=clock)
+    await staff.add_admin(ROOT, "ann", PASSWORD, "admin")
+    for name in ("ann", "nobody"):
+        for n in range(3):
+            outcome = await staff.sign_in(name, b"guess %d" % n, "", remote_ip=f"192.0.2.{n}")
+            assert outcome is SignIn.INVALID
+    targets = sorted(b.target for b in await guard.bans())
+    assert targets == sorted(["account:admin:ann", "account:" + unknown_subject("admin:nobody")])
+    # Protected, never locked: the right password still signs in.
+    assert await staff.sign_in("ann", PASSWORD, "", remote_ip="203.0.113.5") is SignIn.ENROL

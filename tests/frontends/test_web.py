@@ -34,8 +34,10 @@ from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.errors import ConfigError, FieldError
 from mailwarden.frontends.http import HttpApi, HttpServer, start_http
 from mailwarden.frontends.web import WebUi, load_secret, password_problem
+from mailwarden.frontends.web.pages import utc
 from mailwarden.metrics import Metrics
 from mailwarden.model import Accepted, Account, AccountStatus, Denied, DenyReason
+from mailwarden.state.base import AuditQuery
 from tests.conftest import EngineFactory
 from tests.frontends.test_http_frontend import CONFIG, Response, request
 from tests.helpers import attempt, hashed, make_cert, make_config
@@ -72,7 +74,13 @@ async def web_site(
     """The HTTP listener with the web page and account administration over
     ``directory``, its clock a test :class:`Clock`; closed on exit."""
     clock = Clock()
-    staff = await staff_with_tokens(engine.hasher, bootstrap_token=config.admin_token, clock=clock)
+    staff = await staff_with_tokens(
+        engine.hasher,
+        bootstrap_token=config.admin_token,
+        bootstrap_name=config.admin_username,
+        guard=engine.guard,
+        clock=clock,
+    )
     await add_admin(staff.store)
     admin = AccountAdmin(
         directory=directory,
@@ -706,3 +714,71 @@ async def test_a_user_makes_and_revokes_app_passwords_and_none_opens_the_page(
         reason=DenyReason.CREDENTIALS
     )
     assert b'id="no-app-passwords"' in (await c.go("GET", "/ui/me")).body
+
+
+async def test_an_administrator_lists_makes_and_revokes_an_accounts_app_passwords(
+    served: Served, engine: Engine, directory: MemoryDirectory
+) -> None:
+    c = Client(served)
+    await c.admin_login()
+    page = await c.go("GET", "/ui/admin/account?uid=alice")
+    assert b'id="no-app-passwords"' in page.body
+    token = token_of(page.body)
+    form = {"uid": "alice", "name": "phone", "service.imap": "on", "expires": "2031-01-31"}
+    r = await c.go("POST", "/ui/admin/app-passwords", form)  # no CSRF token
+    assert r.status == 403
+    r = await c.go("POST", "/ui/admin/app-passwords", {"csrf": token, **form})
+    assert r.status == 200 and r.headers["cache-control"] == "no-store"
+    found = re.search(rb'id="app-password-value">(mwa_[a-z2-7]{24})<', r.body)
+    assert found is not None, r.body
+    value = found.group(1).decode()
+    assert isinstance(await engine.authenticate(attempt("alice", value)), Accepted)
+    alice = await directory.get("alice")
+    assert alice is not None
+    (app,) = alice.app_passwords
+    page = await c.go("GET", "/ui/admin/account?uid=alice")
+    listing = page.body.split(b'id="app-passwords"')[1].split(b"</table>")[0]
+    created = utc(app.created).encode()
+    for shown in (b"phone", b"imap", b"2031-02-01 00:00 UTC", created, b"never"):
+        assert shown in listing, shown
+    assert value.encode() not in page.body and app.digest.encode() not in page.body
+    revoke = {"uid": "alice", "id": app.id}
+    assert (await c.go("POST", "/ui/admin/app-passwords/revoke", revoke)).status == 403
+    assert (await directory.get("alice")) == alice
+    r = await c.go("POST", "/ui/admin/app-passwords/revoke", {"csrf": token, **revoke})
+    assert r.status == 303
+    assert r.headers["location"] == "/ui/admin/account?uid=alice&done=app-password-revoked"
+    assert await engine.authenticate(attempt("alice", value)) == Denied(
+        reason=DenyReason.CREDENTIALS
+    )
+    page = await c.go("GET", r.headers["location"])
+    assert b'id="no-app-passwords"' in page.body and b"was revoked" in page.body
+    assert served.staff is not None
+    entries = await served.staff.audit.entries(AuditQuery(target="alice"))
+    assert [(e.actor, e.fields) for e in entries][:2] == [
+        ("admin:admin", ("app_passwords",)),
+        ("admin:admin", ("app_passwords",)),
+    ]
+
+
+async def test_helpdesk_sees_app_passwords_but_may_not_make_or_revoke_them(
+    served: Served, engine: Engine, directory: MemoryDirectory
+) -> None:
+    admin = served.web.admin
+    assert served.staff is not None and admin is not None
+    await add_admin(served.staff.store, "hal", role="helpdesk")
+    new = await admin.add_app_password("alice", name="laptop")
+    c = Client(served)
+    await c.admin_login(name="hal")
+    page = await c.go("GET", "/ui/admin/account?uid=alice")
+    assert page.status == 200 and b"laptop" in page.body
+    assert f'id="revoke-{new.app_password.id}"'.encode() not in page.body
+    assert b'id="add-app-password"' not in page.body
+    token = token_of(page.body)
+    for path, form in (
+        ("/ui/admin/app-passwords/revoke", {"uid": "alice", "id": new.app_password.id}),
+        ("/ui/admin/app-passwords", {"uid": "alice", "name": "mine"}),
+    ):
+        assert (await c.go("POST", path, {"csrf": token, **form})).status == 403, path
+    alice = await directory.get("alice")
+    assert alice is not None and [a.name for a in alice.app_passwords] == ["laptop"]

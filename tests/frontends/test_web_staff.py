@@ -8,11 +8,13 @@ import re
 from mailwarden.accounts import totp
 from mailwarden.accounts.staff import USER_OWNER
 from mailwarden.auth.engine import Engine
+from mailwarden.config import GuardRule
 from mailwarden.directories.memory import MemoryDirectory
 from mailwarden.model import Accepted
 from mailwarden.state.base import AuditQuery
+from tests.conftest import EngineFactory
 from tests.frontends.test_web import WEB_CONFIG, Client, Served, token_of, web_site
-from tests.helpers import attempt
+from tests.helpers import attempt, make_config
 from tests.staffing import ADMIN_PASSWORD, add_admin, admin_code
 
 PW = "a long password"
@@ -200,3 +202,49 @@ async def test_a_user_turns_on_totp_and_then_needs_a_code_to_sign_in(
             ("admin:admin", "totp.reset"),
             ("user:alice", "totp.enrol"),
         ]
+
+
+async def test_wrong_administrator_passwords_get_the_address_banned(
+    make_engine: EngineFactory, directory: MemoryDirectory
+) -> None:
+    """The guard counts administrators' sign-ins like mail logins: here loopback is
+    not allow-listed, three failures ban it, and then the right password is refused
+    with the same page. An unknown name and a wrong password get identical pages."""
+    rules = (GuardRule(name="ip", period=60.0, threshold=3),)
+    guard = {"allow_networks": (), "rules": rules, "account_threshold": 0}
+    engine = make_engine(make_config(passwords={"scheme": "SHA512-CRYPT"}, guard=guard))
+    async with web_site(engine, directory) as served:
+        c = Client(served)
+        unknown = await c.admin_login("guess 1", name="nobody")
+        wrong = await c.admin_login("guess 2")
+        assert unknown.status == wrong.status == 400
+        assert unknown.body == wrong.body and b"invalid login" in wrong.body
+        await c.admin_login("guess 3")
+        assert [b.target for b in await engine.guard.bans()] == ["127.0.0.1/32"]
+        refused = await c.admin_login()
+        assert refused.status == 400 and refused.body == wrong.body
+        assert "mw_session" not in c.cookies
+        await engine.guard.unblock("127.0.0.1")
+        assert (await c.admin_login()).status == 303
+
+
+async def test_the_navigation_shows_each_role_only_the_pages_it_may_open(
+    engine: Engine, directory: MemoryDirectory
+) -> None:
+    async with web_site(engine, directory) as served:
+        assert served.staff is not None
+        await add_admin(served.staff.store, "hal", role="helpdesk")
+        links: dict[str, list[bytes]] = {}
+        for name in ("admin", "hal"):
+            c = Client(served)
+            await c.admin_login(name=name)
+            page = await c.go("GET", "/ui/admin/accounts")
+            nav = page.body.split(b"<nav>")[1].split(b"</nav>")[0]
+            links[name] = re.findall(rb'<a href="(/ui/admin/[^"]+)"', nav)
+            for href in links[name]:
+                assert (await c.go("GET", href.decode())).status == 200, (name, href)
+        assert len(links["admin"]) == 7 and b"/ui/admin/new" in links["admin"]
+        assert links["hal"] == [h for h in links["admin"] if h != b"/ui/admin/new"]
+        hal = Client(served)
+        await hal.admin_login(name="hal")
+        assert (await hal.go("GET", "/ui/admin/new")).status == 403

@@ -14,6 +14,13 @@ how a code is judged is accounts/totp.py's.
 * **API tokens** are issued secrets (auth/tokens.py, ``mwt_...``): shown once, kept
   as their digest, with a scope (a grant), an optional expiry, and revocable by
   name; an expired token is refused like an unknown one.
+* **The guard counts administrators' sign-ins** exactly as it counts mail logins
+  (guard/policy.py, the same calls the engine makes): a banned network is refused
+  before any password (or the bootstrap token) is looked at, a wrong password
+  counts per network rule and per name (``admin:<name>``; a name that is no
+  administrator under its :func:`~mailwarden.guard.policy.unknown_subject`, so both
+  take the same steps), and a protected name is slowed from unknown networks. The
+  answer to a banned network is the wrong password's (:attr:`SignIn.INVALID`).
 * **The bootstrap token** (``http.admin_token``) is the only credential a new site
   has. It is accepted only while no administrator exists, and then only to create
   the first one (:meth:`Staff.add_admin` with the bootstrap principal; the store
@@ -27,6 +34,7 @@ how a code is judged is accounts/totp.py's.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import hmac
@@ -49,6 +57,7 @@ from mailwarden.errors import (
     SchemeError,
     StateUnavailable,
 )
+from mailwarden.guard.policy import Guard, unknown_subject
 from mailwarden.hashing.pool import Hasher
 from mailwarden.model import HashPolicy
 from mailwarden.state.base import Administrator, ApiToken, SecondFactor, StateStore
@@ -111,7 +120,8 @@ class SignIn(enum.Enum):
     ENROL = "enrol"  # password right, no second factor yet: enrolment only
     NEED_CODE = "need-code"  # password right, the code missing or wrong
     LIMITED = "limited"  # password right, too many wrong codes lately
-    INVALID = "invalid"  # unknown name or wrong password
+    INVALID = "invalid"  # unknown name, wrong password, or a banned network
+    BOOTSTRAP = "bootstrap"  # the bootstrap name and token, while no administrator exists
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,21 +175,35 @@ class Staff:
         hasher: Hasher,
         *,
         bootstrap_token: str = "",
+        bootstrap_name: str = "",
         issuer: str = "mailwarden",
+        guard: Guard | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.hasher = hasher
         self.bootstrap_token = bootstrap_token
+        self.bootstrap_name = bootstrap_name
+        self.guard = guard
         self.issuer = issuer
         self.clock = clock
         # Through a lambda: tests replace ``clock`` later.
         self.audit = AuditLog(store, clock=lambda: self.clock())  # noqa: PLW0108
 
     @classmethod
-    def for_site(cls, store: StateStore, hasher: Hasher, http: HttpConfig) -> Staff:
-        """Staff with the site's bootstrap token and TOTP issuer name (``[http]``)."""
-        return cls(store, hasher, bootstrap_token=http.admin_token, issuer=http.totp_issuer)
+    def for_site(
+        cls, store: StateStore, hasher: Hasher, http: HttpConfig, *, guard: Guard | None = None
+    ) -> Staff:
+        """Staff with the site's bootstrap name and token and TOTP issuer name
+        (``[http]``), counting sign-ins in ``guard`` (the engine's)."""
+        return cls(
+            store,
+            hasher,
+            bootstrap_token=http.admin_token,
+            bootstrap_name=http.admin_username,
+            issuer=http.totp_issuer,
+            guard=guard,
+        )
 
     # ------------------------------------------------------------------ who is asking
 
@@ -227,18 +251,47 @@ class Staff:
             return None
         return Principal(kind="admin", name=admin.name, grant=grant), admin
 
-    async def sign_in(self, name: str, password: bytes, code: str) -> SignIn:
-        """An administrator's sign-in: the password (argon2id), then the TOTP or a
-        recovery code. Wrong codes count towards the rate limit; the password alone
-        never opens more than the enrolment of a first factor."""
+    async def sign_in(
+        self, name: str, password: bytes, code: str, *, remote_ip: str | None = None
+    ) -> SignIn:
+        """An administrator's sign-in from ``remote_ip``: the guard (module docstring),
+        the bootstrap token (on the bootstrap name), the password (argon2id), then the
+        TOTP or a recovery code. Wrong codes count towards the rate limit; the
+        password alone never opens more than the enrolment of a first factor."""
+        guard = self.guard
+        source = guard.source(remote_ip) if guard is not None else None
+        if guard is not None and source is not None:
+            banned = await guard.blocked(source)
+            if banned is not None:
+                log.info(
+                    "administrator sign-in from %s: %s is banned, refused unchecked",
+                    source.ip,
+                    banned,
+                )
+                return SignIn.INVALID
+        if self.bootstrap_name and hmac.compare_digest(name.encode(), self.bootstrap_name.encode()):
+            presented = password.decode("utf-8", errors="replace")
+            if await self.bootstrap(presented, source=remote_ip or "-") is not None:
+                return SignIn.BOOTSTRAP
         admin = await self.store.admin(name) if NAME.fullmatch(name) else None
+        # Counted like the engine counts a mail login: a name that is no administrator
+        # takes the same steps under a digest, so neither reply nor time tells them apart.
+        subject = ADMIN_OWNER + admin.name if admin else unknown_subject(ADMIN_OWNER + name)
+        if guard is not None and source is not None:
+            delay = await guard.delay(source, subject)
+            if delay > 0:
+                await asyncio.sleep(delay)
         stored = schemes.parse(admin.password) if admin else schemes.dummy_hash(_POLICY)
         try:
             ok = await self.hasher.verify(password, stored) and admin is not None
         except SchemeError:
             ok = False
         if not ok or admin is None:
+            if guard is not None and source is not None:
+                await guard.failed(source, uid=subject, password=password)
             return SignIn.INVALID
+        if guard is not None and source is not None:
+            await guard.succeeded(source, subject)
         factor = await self.store.factor(ADMIN_OWNER + admin.name)
         if factor is None or not factor.confirmed:
             return SignIn.ENROL

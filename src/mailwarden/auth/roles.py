@@ -38,6 +38,10 @@ class Action(enum.StrEnum):
     MANAGE_STAFF = "manage-staff"  # administrators, roles, API tokens, second factors
 
 
+#: Making or revoking another person's app password edits their account: the admin
+#: API and the web page both require this (reading them is READ).
+APP_PASSWORDS = Action.EDIT_ACCOUNT
+
 #: Roles an administrator may have (a token may also be ``read``).
 ADMIN_ROLES: tuple[Grant, ...] = (Grant.ADMIN, Grant.HELPDESK)
 TOKEN_SCOPES: tuple[Grant, ...] = (Grant.ADMIN, Grant.HELPDESK, Grant.READ)

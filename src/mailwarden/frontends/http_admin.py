@@ -21,7 +21,7 @@ from mailwarden.accounts.audit import acting
 from mailwarden.accounts.rules import generate_password
 from mailwarden.accounts.staff import Principal, Staff
 from mailwarden.auth.engine import Engine
-from mailwarden.auth.roles import Action
+from mailwarden.auth.roles import APP_PASSWORDS, Action
 from mailwarden.config import HttpConfig
 from mailwarden.errors import (
     AccountChanged,
@@ -138,7 +138,7 @@ class AdminApi:
         action = _ACCOUNT_ACTIONS[method]
         if route.app_passwords or route.app_password is not None:
             # Making and revoking another person's app passwords edits their account.
-            action = Action.READ if method == "GET" else Action.EDIT_ACCOUNT
+            action = Action.READ if method == "GET" else APP_PASSWORDS
         found = await self.authorised(headers, scope, action)
         if isinstance(found, Reply):
             return found

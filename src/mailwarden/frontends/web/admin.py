@@ -20,8 +20,10 @@ from starlette.responses import JSONResponse, Response
 
 from mailwarden.accounts.rules import generate_password
 from mailwarden.accounts.staff import Principal
+from mailwarden.auth.roles import APP_PASSWORDS
 from mailwarden.errors import AccountError, AccountExists, AccountNotFound, HttpRefused
 from mailwarden.frontends.web.pages import first, form_of, redirect
+from mailwarden.frontends.web.selfservice import APP_PASSWORD_SERVICES, app_password_form
 from mailwarden.frontends.web.sessions import PREFIX, Session
 from mailwarden.model import Account, AccountStatus
 from mailwarden.ports import AccountEditor
@@ -150,7 +152,7 @@ async def edit_account(
         else:
             log.info("web: administrator changed account %s", account.uid)
             return redirect(account_link(account.uid) + "&done=saved")
-    return _edit_form(ui, request, account, session, error=error)
+    return _edit_form(ui, request, account, session, principal, error=error)
 
 
 def _service_names(account: Account) -> list[str]:
@@ -162,6 +164,7 @@ def _edit_form(
     request: Request,
     account: Account,
     session: Session,
+    principal: Principal,
     *,
     error: str = "",
     notice: str = "",
@@ -179,6 +182,8 @@ def _edit_form(
         statuses=list(AccountStatus),
         services=_service_names(account),
         generated=generated.decode() if generated else "",
+        app_services=APP_PASSWORD_SERVICES,
+        may_edit=principal.may(APP_PASSWORDS),
     )
 
 
@@ -196,8 +201,70 @@ async def reset_password(
         raise HttpRefused(404, "No such account.") from None
     log.info("web: administrator reset the password of %s", account.uid)
     return _edit_form(
-        ui, request, account, session, generated=generated, notice="A new password was set."
+        ui,
+        request,
+        account,
+        session,
+        principal,
+        generated=generated,
+        notice="A new password was set.",
     )
+
+
+async def add_app_password(
+    ui: WebUi, request: Request, session: Session, principal: Principal
+) -> Response:
+    """Make an app password for the account and show its value, this once. No
+    current password here: the role (APP_PASSWORDS, as on the admin API) decides."""
+    if request.method != "POST":
+        raise HttpRefused(404, "No such page.")
+    admin = _need_admin(ui)
+    form = form_of(request)
+    account = await _shown(admin, first(form, "uid"))
+    try:
+        want = app_password_form(form)
+        new = await admin.add_app_password(
+            account.uid, name=want.name, services=want.services, expires=want.expires
+        )
+    except AccountError as exc:
+        return _edit_form(ui, request, account, session, principal, error=str(exc))
+    log.info(
+        "web: %s made app password %s of %s", principal.label, new.app_password.id, account.uid
+    )
+    return ui.pages.render(
+        request,
+        "app-password.html",
+        title="New app password",
+        session=session,
+        app=new.app_password,
+        value=new.value,
+        owner=account.uid,
+        back=account_link(account.uid),
+    )
+
+
+async def revoke_app_password(
+    ui: WebUi, request: Request, session: Session, principal: Principal
+) -> Response:
+    if request.method != "POST":
+        raise HttpRefused(404, "No such page.")
+    admin = _need_admin(ui)
+    form = form_of(request)
+    uid, which = first(form, "uid"), first(form, "id")
+    try:
+        await admin.revoke_app_password(uid, which)
+    except AccountNotFound:
+        # Gone already (another tab, the user): the same result, if the account exists.
+        await _shown(admin, uid)
+    log.info("web: %s revoked app password %s of %s", principal.label, which, uid)
+    return redirect(account_link(uid) + "&done=app-password-revoked")
+
+
+async def _shown(admin: AccountEditor, uid: str) -> Account:
+    try:
+        return await admin.show(uid)
+    except AccountNotFound:
+        raise HttpRefused(404, "No such account.") from None
 
 
 async def chart(ui: WebUi, request: Request, session: Session, principal: Principal) -> Response:

@@ -29,14 +29,17 @@ from starlette.types import Message
 from mailwarden.accounts.audit import Actor, acting
 from mailwarden.accounts.staff import ADMIN_OWNER, Principal, Staff
 from mailwarden.auth.engine import Engine
-from mailwarden.auth.roles import Action
+from mailwarden.auth.roles import APP_PASSWORDS, Action
 from mailwarden.config import HttpConfig
 from mailwarden.errors import AccountChanged, HttpRefused, NotPermitted, TemporaryFailure
 from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.frontends.web import admin as admin_pages
 from mailwarden.frontends.web import auth, selfservice, staffpages
 from mailwarden.frontends.web.pages import (
+    ADMIN_NAV,
     FORM_KEY,
+    PRINCIPAL_KEY,
+    NavLink,
     Pages,
     first,
     form_of,
@@ -139,6 +142,8 @@ class WebUi:
         # Through a lambda, not the method itself: tests replace ``clock`` later.
         self.keys = SessionKeys(secret, lambda: self.clock())  # noqa: PLW0108
         self.pages = Pages(self)
+        #: The action a GET of each admin page needs (filled by the routes table).
+        self.page_actions: dict[str, Action] = {}
         self.router = Router(routes=self._routes(), redirect_slashes=False, default=self._not_found)
 
     # ------------------------------------------------------------------ the boundary
@@ -190,16 +195,24 @@ class WebUi:
         await self.router(request.scope, request.receive, send)
 
     def _routes(self) -> list[Route]:
+        def route(path: str, endpoint: Endpoint) -> Route:
+            return Route(PREFIX + path, endpoint, methods=["GET", "POST"])
+
         def admin(
-            view: AdminPage, read: Action = Action.READ, write: Action = Action.EDIT_ACCOUNT
-        ) -> Endpoint:
+            path: str,
+            view: AdminPage,
+            read: Action = Action.READ,
+            write: Action = Action.EDIT_ACCOUNT,
+        ) -> Route:
             """``view`` for an administrator whose role allows ``read`` (GET) or
-            ``write`` (POST): the role check of every admin page (auth/roles.py)."""
+            ``write`` (POST): the role check of every admin page (auth/roles.py),
+            which the navigation asks too (:meth:`nav`)."""
+            self.page_actions[path] = read
 
             async def endpoint(request: Request) -> Response:
                 return await self._admin(request, view, write if request.method == "POST" else read)
 
-            return endpoint
+            return route(path, endpoint)
 
         def user(view: UserPage) -> Endpoint:
             async def endpoint(request: Request) -> Response:
@@ -213,9 +226,6 @@ class WebUi:
 
             return endpoint
 
-        def route(path: str, endpoint: Endpoint) -> Route:
-            return Route(PREFIX + path, endpoint, methods=["GET", "POST"])
-
         a, s, st = admin_pages, selfservice, staffpages
         staff_write = Action.MANAGE_STAFF
         return [
@@ -227,18 +237,21 @@ class WebUi:
             route("/admin/first", page(st.first_admin)),
             route("/admin/enrol", page(st.admin_enrol)),
             route("/logout", self._logout),
-            route("/admin/accounts", admin(a.accounts)),
-            route("/admin/new", admin(a.new_account)),
-            route("/admin/account", admin(a.edit_account)),
-            route("/admin/password", admin(a.reset_password, write=Action.RESET_PASSWORD)),
-            route("/admin/chart", admin(a.chart)),
-            route("/admin/stats", admin(a.stats)),
-            route("/admin/bans", admin(a.bans)),
-            route("/admin/unblock", admin(a.unblock, write=Action.UNBLOCK)),
-            route("/admin/audit", admin(st.audit)),
-            route("/admin/admins", admin(st.admins, write=staff_write)),
-            route("/admin/tokens", admin(st.api_tokens, write=staff_write)),
-            route("/admin/reset-totp", admin(st.reset_user_totp, write=staff_write)),
+            admin("/admin/accounts", a.accounts),
+            # The page is its form: a role that may not create accounts may not open it.
+            admin("/admin/new", a.new_account, read=Action.EDIT_ACCOUNT),
+            admin("/admin/account", a.edit_account),
+            admin("/admin/password", a.reset_password, write=Action.RESET_PASSWORD),
+            admin("/admin/app-passwords", a.add_app_password, write=APP_PASSWORDS),
+            admin("/admin/app-passwords/revoke", a.revoke_app_password, write=APP_PASSWORDS),
+            admin("/admin/chart", a.chart),
+            admin("/admin/stats", a.stats),
+            admin("/admin/bans", a.bans),
+            admin("/admin/unblock", a.unblock, write=Action.UNBLOCK),
+            admin("/admin/audit", st.audit),
+            admin("/admin/admins", st.admins, write=staff_write),
+            admin("/admin/tokens", st.api_tokens, write=staff_write),
+            admin("/admin/reset-totp", st.reset_user_totp, write=staff_write),
             route("/me/totp", user(st.user_totp)),
             route("/me", user(s.me)),
             route("/me/", user(s.me)),
@@ -340,6 +353,7 @@ class WebUi:
                 return JSONResponse({"error": "sign in"}, status_code=401)
             return self._expired(request, PREFIX + "/admin/login")
         session, principal = found
+        request.scope[PRINCIPAL_KEY] = principal
         if request.method == "POST":
             self.check_csrf(request, session, form_of(request))
         try:
@@ -348,6 +362,14 @@ class WebUi:
             raise HttpRefused(403, str(exc)) from None
         with acting(principal.actor(client_of(request))):
             return await view(self, request, session, principal)
+
+    def nav(self, request: Request) -> list[NavLink]:
+        """The navigation links of an administrator's page: those whose page the
+        principal's role may open (the same check as the page's route)."""
+        principal = request.scope.get(PRINCIPAL_KEY)
+        if not isinstance(principal, Principal):
+            return []
+        return [link for link in ADMIN_NAV if principal.may(self.page_actions[link.path])]
 
     async def _user(self, request: Request, view: UserPage) -> Response:
         found = await self.session(request, "user")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import html
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,29 @@ NOTICES = {
 
 #: Where the request boundary keeps the form it read before routing.
 FORM_KEY = "mailwarden.web.form"
+#: Where an administrator's request keeps its principal (the navigation asks it).
+PRINCIPAL_KEY = "mailwarden.web.principal"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NavLink:
+    """One link of the administrators' navigation (``path`` under ``/ui``)."""
+
+    path: str
+    label: str
+
+
+#: The administrators' navigation, in order; each link is shown only to a role that
+#: may open its page (WebUi.nav asks the role check of that page's route).
+ADMIN_NAV = (
+    NavLink(path="/admin/accounts", label="Accounts"),
+    NavLink(path="/admin/new", label="New account"),
+    NavLink(path="/admin/chart", label="Live logins"),
+    NavLink(path="/admin/bans", label="Banned sources"),
+    NavLink(path="/admin/audit", label="Audit log"),
+    NavLink(path="/admin/admins", label="Administrators"),
+    NavLink(path="/admin/tokens", label="API tokens"),
+)
 
 
 def form_of(request: Request) -> FormData:
@@ -139,8 +163,9 @@ class Pages:
         if not notice and request is not None:
             notice = NOTICES.get(first(request.query_params, "done"), "")
         csrf = self.ui.keys.csrf_token(session) if session is not None else ""
+        nav = self.ui.nav(request) if request is not None else []
         text = self.env.get_template(template).render(
-            title=title, session=session, csrf=csrf, notice=notice, **values
+            title=title, session=session, csrf=csrf, notice=notice, nav=nav, **values
         )
         response = HTMLResponse(text, status_code=status)
         for cookie in cookies:

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -62,6 +63,27 @@ PROFILE_FORM: dict[str, tuple[str, str]] = {
     "onvacation": ("on_vacation", "Vacation message"),
     "labeledurl": ("labeled_uri", "Home page (URL)"),
 }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppPasswordForm:
+    """What the form for a new app password asks for (the user's own page and an
+    administrator's account page read it alike)."""
+
+    name: str
+    services: list[str]
+    expires: int | None
+
+
+def app_password_form(form: FormData) -> AppPasswordForm:
+    """The app password ``form`` asks for; AccountError for an expiry that is no date
+    (the other rules are accounts/apppasswords.py's, applied when it is made)."""
+    expiry = first(form, "expires").strip()
+    return AppPasswordForm(
+        name=first(form, "name"),
+        services=[name for name in APP_PASSWORD_SERVICES if first(form, f"service.{name}")],
+        expires=parse_expiry(expiry) if expiry else None,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -295,21 +317,17 @@ async def add_app_password(
     """Make an app password and show its value, this once (the page is not cached)."""
     admin = _need_admin(ui)
     _post_only(request)
-    form = form_of(request)
-    services = [name for name in APP_PASSWORD_SERVICES if first(form, f"service.{name}")]
     problem = None
     try:
-        expiry = first(form, "expires").strip()
-        expires = parse_expiry(expiry) if expiry else None
+        want = app_password_form(form_of(request))
     except AccountError as exc:
         problem = str(exc)
-        expires = None
     if problem is None and not await _proven(ui, request, account):
         problem = WRONG_CURRENT
     if problem is None:
         try:
             new = await admin.add_app_password(
-                account.uid, name=first(form, "name"), services=services, expires=expires
+                account.uid, name=want.name, services=want.services, expires=want.expires
             )
         except AccountError as exc:
             problem = str(exc)
@@ -323,6 +341,8 @@ async def add_app_password(
         session=session,
         app=new.app_password,
         value=new.value,
+        owner=None,
+        back=PREFIX + "/me",
     )
 
 

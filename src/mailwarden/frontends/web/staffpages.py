@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mailwarden.web")
 
-#: A failed administrator sign-in waits this long (the guard only sees user sign-ins).
+#: A failed administrator sign-in waits this long before its answer, on top of what
+#: the guard does (it counts, bans and slows administrators' sign-ins as mail logins).
 ADMIN_FAILURE_DELAY = 1.0
 AUDIT_PAGE = 200
 _SIGN_IN_ERRORS = {
@@ -64,6 +65,11 @@ def _need_staff(ui: WebUi) -> Staff:
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "-"
+
+
+def client_ip(request: Request) -> str | None:
+    """The address the guard counts a sign-in by (None: its stand-in address)."""
+    return request.client.host if request.client else None
 
 
 def _when(value: float | None) -> str:
@@ -84,21 +90,18 @@ async def admin_login(ui: WebUi, request: Request) -> Response:
     staff = ui.staff
     name, password, code = first(form, "username"), first(form, "password"), first(form, "code")
     client = _client(request)
-    bootstrap_name = hmac.compare_digest(name.encode(), ui.config.admin_username.encode())
-    if (
-        staff is not None
-        and bootstrap_name
-        and await staff.bootstrap(password, source=client) is not None
-    ):
-        log.info("web: bootstrap sign-in from %s", client)
-        tag = ui.keys.bootstrap_tag(ui.config)
-        cookie = ui.new_session(request, "bootstrap", name, tag)
-        return redirect(PREFIX + "/admin/first", cookies=(cookie,))
     outcome = SignIn.INVALID
     if staff is not None:
         # A recovery code used here is recorded as the administrator's.
         with acting(Actor(name=f"admin:{name}", source=client)):
-            outcome = await staff.sign_in(name, password.encode("utf-8"), code)
+            outcome = await staff.sign_in(
+                name, password.encode("utf-8"), code, remote_ip=client_ip(request)
+            )
+    if outcome is SignIn.BOOTSTRAP:
+        log.info("web: bootstrap sign-in from %s", client)
+        tag = ui.keys.bootstrap_tag(ui.config)
+        cookie = ui.new_session(request, "bootstrap", name, tag)
+        return redirect(PREFIX + "/admin/first", cookies=(cookie,))
     if outcome in _SIGN_IN_ERRORS:
         log.info("web: failed administrator sign-in (%s) from %s", outcome.value, client)
         await asyncio.sleep(ADMIN_FAILURE_DELAY)
