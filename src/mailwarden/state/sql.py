@@ -46,6 +46,7 @@ from mailwarden.state.base import (
     AuditQuery,
     SecondFactor,
 )
+from mailwarden.state.rows import admin_of, factor_columns, factor_of, token_of
 from mailwarden.state.sqlschema import ensure_state_schema
 
 #: Connections the state store keeps at most (fewer if ``sql.pool_size`` is smaller):
@@ -83,30 +84,15 @@ class _answering:  # noqa: N801 - used as a function: ``with _answering(where):`
 
 
 def _admin(row: Row) -> Administrator:
-    v = row.values
-    return Administrator(name=v[0], password=v[1], role=v[2], created=float(v[3]))
+    return admin_of(row.values)
 
 
 def _token(row: Row) -> ApiToken:
-    v = row.values
-    expires = None if v[5] is None else float(v[5])
-    return ApiToken(
-        name=v[0], digest=v[1], scope=v[2], created=float(v[3]), created_by=v[4], expires=expires
-    )
+    return token_of(row.values)
 
 
 def _factor(row: Row) -> SecondFactor:
-    v = row.values
-    return SecondFactor(
-        owner=v[0],
-        secret=v[1],
-        confirmed=bool(v[2]),
-        last_step=int(v[3]),
-        recovery=tuple(json.loads(v[4])),
-        failures=int(v[5]),
-        failed_since=float(v[6]),
-        version=int(v[7]),
-    )
+    return factor_of(row.values)
 
 
 class SqlStateStore:
@@ -294,14 +280,7 @@ class SqlStateStore:
                 )
             )
             return deleted == 1
-        fields = (
-            new.secret,
-            int(new.confirmed),
-            new.last_step,
-            json.dumps(list(new.recovery)),
-            new.failures,
-            new.failed_since,
-        )
+        fields = factor_columns(new)
         if expected is None:
             try:
                 await self._execute(

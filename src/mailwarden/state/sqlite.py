@@ -31,6 +31,7 @@ from mailwarden.state.base import (
     AuditQuery,
     SecondFactor,
 )
+from mailwarden.state.rows import admin_of, factor_columns, factor_of, token_of
 
 T = TypeVar("T")
 
@@ -94,26 +95,15 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 
 def _admin(row: Any) -> Administrator:
-    return Administrator(name=row[0], password=row[1], role=row[2], created=row[3])
+    return admin_of(row)
 
 
 def _token(row: Any) -> ApiToken:
-    return ApiToken(
-        name=row[0], digest=row[1], scope=row[2], created=row[3], created_by=row[4], expires=row[5]
-    )
+    return token_of(row)
 
 
 def _factor(row: Any) -> SecondFactor:
-    return SecondFactor(
-        owner=row[0],
-        secret=row[1],
-        confirmed=bool(row[2]),
-        last_step=row[3],
-        recovery=tuple(json.loads(row[4])),
-        failures=row[5],
-        failed_since=row[6],
-        version=row[7],
-    )
+    return factor_of(row)
 
 
 _ADMIN = "SELECT name, password, role, created FROM admins"
@@ -336,14 +326,7 @@ class SQLiteStateStore:
                     "DELETE FROM factors WHERE owner = ? AND version = ?", (owner, expected)
                 )
                 return cur.rowcount == 1
-            values = (
-                new.secret,
-                int(new.confirmed),
-                new.last_step,
-                json.dumps(list(new.recovery)),
-                new.failures,
-                new.failed_since,
-            )
+            values = factor_columns(new)
             if expected is None:
                 cur = c.execute(
                     "INSERT OR IGNORE INTO factors (secret, confirmed, last_step, recovery, "
