@@ -1235,83 +1235,76 @@ NOTES = """\
 
 ## Where issue #18's targets stand
 
-What the profiles show for each target the table marks "below", and what changed
-after the run above (measured side by side, alternated, `--no-write`; the same
-shared VM, so compare ratios):
+What the profiles show for each target the table marks "below". The run above is the
+first in which every scenario started and ended (the previous full run found three
+faults at 1M, fixed before this one: `serve` counted every account before serving,
+the dummy hash's sample read the whole directory, and Dovecot's passwd-file auth
+process needed more than its default 256M of address space; `Directory.sample` now
+reads 256 accounts whatever the size, and the bench gives Dovecot 2G).
 
-- **Scale runs that did not start** in the run above, each a fault this run found:
-  `mailwarden serve` counted the directory's accounts before serving (paged searches
-  over a million LDAP entries, past the directory's timeout: exit 75), and the dummy
-  hash's sample at start was `search("*")`, which reads and sorts *every* account
-  (on LDAP it held the whole directory in memory: 272–341 MiB at 100k). The start no
-  longer counts, and the sample reads 256 accounts whatever the size
-  (`Directory.sample`). Both 1M LDAP scenarios now run (95 and 126 MiB at 1M).
-  Dovecot's passwd-file auth process ran out of its default 256M of address space on
-  a million SHA512-CRYPT lines ("connection reset"): the bench gives it 2G.
-- **{PLAIN} CPU per login, 10k accounts (3.8x, target 1.5x).** Warm, in one process
-  without sockets (`bench/request_cost.py`), a login costs 27–30 µs of CPython: the
-  Dovecot line codec, the SASL step, the engine, the guard's memo lookups, the
-  verified-login cache, metrics and the reply, each a few µs (in a cProfile of it no
-  function takes a tenth of the time by itself); Dovecot's C does the whole request,
-  sockets included, in 12–15 µs. The sockets and the event loop add the rest of the
-  table's figure. 1.5x would need about 18 µs per login: native code for the whole
-  path, not one hot spot (a mypyc build of ten hot modules gave about 20 %).
-- **{PLAIN} at 100k and 1M (12–16x on SQLite, 11–12x on LDAP, 11x on PostgreSQL;
-  target 2x).** Every login is another account, so each pays a directory read and
-  new cache entries, where Dovecot's passwd-file is a hash table in memory.
-  `bench/request_cost.py --cold-plain` showed a third of that CPU in the cyclic
-  garbage collector (every few logins a young collection walked what the last ones
-  left in the caches) and a sixth in parsing the client address twice with
-  `ipaddress`. The collector now runs every 10,000 allocations instead of 700 and
-  dotted quads are parsed directly: 100–153 → 84–102 µs per login in process; at
-  100k on SQLite, 245 µs per login in the table above and 181 µs in a rerun after
-  the change (5,750 logins/s against 4,192). What is left is the read itself on a
-  reader thread (the query and the row's decoding into an `Account` cost about 13 µs
-  per account when read in bulk, half each), the hop to and from that thread, and
-  the caches and guard memos of a first login. LDAP pays a blocking python-ldap
+- **{PLAIN} CPU per login at 10k accounts (3.00x pipelined, 3.75x cold on SQLite;
+  target 1.5x).** Warm, in one process without sockets (`bench/request_cost.py`), a
+  login costs 27–30 µs of CPython: the Dovecot line codec, the SASL step, the
+  engine, the guard's memo lookups, the verified-login cache, metrics and the reply,
+  each a few µs (in a cProfile of it no function takes a tenth of the time by
+  itself); Dovecot's C does the whole request, sockets included, in 12–15 µs. The
+  sockets and the event loop add the rest of the table's figure. 1.5x would need
+  about 18 µs per login: native code for the whole path, not one hot spot (a mypyc
+  build of ten hot modules gave about 20 %).
+- **{PLAIN} at 100k and 1M (SQLite 15.4x and 13.6x, LDAP 10.6x and 9.2x, PostgreSQL
+  9.1x and 7.9x; target 2x).** Every login is another account, so each pays a
+  directory read and new cache entries, where Dovecot's passwd-file is a hash table
+  in memory. `bench/request_cost.py --cold-plain` showed a third of that CPU in the
+  cyclic garbage collector and a sixth in parsing the client address twice with
+  `ipaddress`; the collector now runs every 10,000 allocations instead of 700 and
+  dotted quads are parsed directly (100–153 → 84–102 µs per login in process; SQLite
+  100k 245 → 224 µs in the table, p99 264 → 168 ms). What is left is the read itself
+  on a reader thread (the query and the row's decoding into an `Account` cost about
+  13 µs per account when read in bulk, half each), the hop to and from that thread,
+  and the caches and guard memos of a first login. LDAP pays a blocking python-ldap
   search on a thread per login (Dovecot pipelines asynchronous requests on one
   connection), PostgreSQL an asyncpg query and its row's decoding. An in-memory
   index of the whole directory (kept exact with `PRAGMA data_version`, as the login
-  cache is) would take the read and the thread away on SQLite, at a memory cost
-  still to be weighed against the 600 MiB bound at 1M; it is not built.
-- **Cold SHA512-CRYPT CPU (1.26–1.46x, target 1.10x) and throughput (1.4x, target
-  1.8x).** The hash costs the same in both; mailwarden's own work beside it is a
-  directory read, handing the hash to a worker process and back (a pipe each way,
-  pickled), and the guard and cache bookkeeping of a first login: about 0.3–0.5 ms,
-  against Dovecot's in-process crypt over a passwd-file in memory. At 1M accounts
-  with 1,000 rounds (a fifth of the hash) the same overhead is a larger share:
-  1.88x.
-- **Realistic mix (12–14x, target 25x).** mailwarden's CPU per login is 134–147 µs;
-  at 9,000–10,000 logins/s it uses 1.3 cores and the load generator most of the rest
-  of this 2-core machine. 25x (about 18,000/s) would need about 70 µs per login: the
+  cache is) would take the read and the thread away on SQLite, but a million
+  `Account` objects in CPython take more than the 600 MiB bound at 1M; it is not
+  built.
+- **Cold SHA512-CRYPT CPU (1.19x cold, 1.26–1.49x on SQLite, LDAP and PostgreSQL at
+  10k and 100k; target 1.10x) and throughput (1.15–1.48x; target 1.8x).** The hash
+  costs the same in both; mailwarden's own work beside it is a directory read,
+  handing the hash to a worker process and back (a pipe each way, pickled), and the
+  guard and cache bookkeeping of a first login: about 0.3–0.5 ms, against Dovecot's
+  in-process crypt over a passwd-file in memory. At 1M accounts with 1,000 rounds (a
+  fifth of the hash) the same overhead is a larger share: 1.93x (SQLite, PostgreSQL)
+  and 2.81x (LDAP, whose python-ldap search on a thread costs most).
+- **Realistic mix (13.7x; target 25x).** mailwarden's CPU per login is 108 µs; at
+  11,700 logins/s it uses 1.3 cores and the load generator most of the rest of this
+  2-core machine. 25x (about 21,000/s here) would need about 50 µs per login: the
   gap of the {PLAIN} path (every repeat login is a verified-login cache hit, which
   costs what a {PLAIN} login does) plus the first logins' hashes.
 - **p99 (above Dovecot's in every {PLAIN} scenario).** The event loop answers
   pipelined requests in batches and a cold login waits for its batch's directory
-  read; collector pauses added to it (the new threshold: SQLite 100k p99 264 → 144
-  ms).
-- **HTTP (124–167 µs per request with one worker, target 100 µs; ≥ 10,000/s with two
-  workers).** The profile of the one-worker path is above, under (6). With two
-  workers the ban mirror took the per-login round trips away: 706–729 → 226–247 µs
-  per request and 2,249–2,398 → 6,003–6,653 requests/s (16 and 64 clients). Still
-  below 10,000/s: each worker pays the one-worker cost, first logins a Redis
-  pipeline each, and the two workers and the generator share two cores.
-- **Admin commands at 1M** (`bench/admin_commands.py`, its section below). *import*:
-  61–63 s, meets; but its peak RSS, 356 MiB, grows with the file: the accounts
-  stream, a chunk at a time, yet the passwd-file reader's duplicate-line check keeps
-  every uid and address with its line number (about 300 bytes per account).
-  *export*: 34–35 s (target 20 s): formatting a line costs about 10 µs of CPython
-  (half of it the account check), reading its account about 13 µs on the reader
-  thread (query and decoding); both are Python, so the GIL puts them on one core,
-  and reading the next batch while the current one is formatted overlaps only
-  SQLite's own part. *user list*: 12.7 s in the first run; escaping a TSV field only
-  when it needs it made it 6.3 s in the second (meets). *migrate* SQLite → LDAP is
-  bound by slapd (one core: LMDB writes one transaction at a time): 694 s in the
-  first run, whose slapd had substring indexes; the second run, with equality
-  indexes only (docs/ldap.md), took 899 s while other work loaded the machine (load
-  average 5–8), so it says nothing about the indexes; earlier runs of
-  `bench/migrate.py` measured substring indexes at half the rate at 100k entries.
-  Both runs need repeating on a quiet machine.
+  read.
+- **HTTP (180–263 µs per request with one worker, target 100 µs; 3,400–4,500
+  requests/s with two workers, target 10,000).** The profile of the one-worker path
+  is above, under (6); there is no warm-up, and first logins (a SQLite read, and
+  with two workers a Redis pipeline each) dominate. These figures move most with the
+  machine: the same code measured 124–167 µs and 6,000–6,650/s in the previous
+  session's run, and a rerun right after this one (`--rounds 1 --seconds 10`,
+  `--no-write`) 106–236 µs and 3,500–6,200/s. With two workers the ban mirror
+  (docs/guard.md) already took the per-login Redis round trips away (706–729 →
+  226–247 µs per request in the previous session); each worker still pays the
+  one-worker cost, and the two workers and the generator share two cores.
+- **Admin commands at 1M** (`bench/admin_commands.py`, its section below, run on the
+  quiet machine right after this table). *import*: 48 s, meets; but its peak RSS,
+  359 MiB, grows with the file: the accounts stream, a chunk at a time, yet the
+  passwd-file reader's duplicate-line check keeps every uid and address with its
+  line number (about 300 bytes per account). *export*: 31 s (target 20 s):
+  formatting a line costs about 10 µs of CPython (half of it the account check),
+  reading its account about 13 µs on the reader thread (query and decoding); both
+  are Python, so the GIL puts them on one core. *user list*: 5.3 s, first line 0.3 s
+  (meets). *migrate* SQLite → LDAP: 456 s (meets) with equality indexes only
+  (docs/ldap.md); the earlier 694–899 s were a slapd with substring indexes and a
+  loaded machine.
 """
 
 
