@@ -487,6 +487,7 @@ def build_frontends(
                 metrics=metrics,
                 readiness=readiness,
                 shutdown_timeout=config.server.shutdown_timeout,
+                authpolicy=config.authpolicy,
             )
         )
     return built

@@ -71,6 +71,14 @@ class Metrics:
             ("frontend",),
             registry=r,
         )
+        self.policy_requests = Counter(
+            "mailwarden_policy_requests",
+            "Dovecot auth-policy requests by command (allow, report) and outcome"
+            " (allow: continue, reject, delay; report: failure, repeated, success,"
+            " policy_reject; off: guard disabled).",
+            ("command", "outcome"),
+            registry=r,
+        )
         self.http_requests = Counter(
             "mailwarden_http_requests",
             "HTTP requests by endpoint and status code.",
@@ -100,6 +108,10 @@ class Metrics:
         self.lookups.labels(result).inc()
         if result == "unavailable":
             self.directory_errors.inc()
+
+    def policy(self, command: str, outcome: str) -> None:
+        """One auth-policy request answered (docs/policy-server.md)."""
+        self.policy_requests.labels(command, outcome).inc()
 
     def connection(self, frontend: str, delta: int) -> None:
         self.connections.labels(frontend).inc(delta)

@@ -65,6 +65,10 @@ def _check_http(config: Config) -> None:
         _tls_settings(resolve_path(config, http.tls_cert), resolve_path(config, http.tls_key))
     if http.session_secret_file:
         load_secret(http, base=resolve_path(config, "."))
+    if config.authpolicy.enabled:
+        from mailwarden.frontends.http_policy import read_api_key  # noqa: PLC0415
+
+        read_api_key(config.authpolicy, lambda p: resolve_path(config, p))
 
 
 async def _check_backends(config: Config) -> None:

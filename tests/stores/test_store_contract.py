@@ -165,6 +165,25 @@ async def test_unban_lifts_the_ban_and_resets_only_that_targets_counters(
     assert await store.counts(mine, t) == [0.0, 0.0]
 
 
+async def test_a_two_part_target_resets_exactly_the_counter_ending_in_it(
+    store: GuardStore,
+) -> None:
+    """The guard forgives an owner's typos with ``unban("<network>|<uid>")``: the
+    one counter ``known-net|<network>|<uid>`` is reset, nothing else."""
+    t = half_past()
+    typos = [(f"known-net|{NET}|bob", 3600.0)]
+    others = [
+        (f"known-net|{NET}|rebob", 3600.0),
+        ("known-net|192.0.3.0/24|bob", 3600.0),
+        ("account|account:bob", 3600.0),
+        (f"net|{NET}", 3600.0),
+    ]
+    await store.hit(typos + others, t)
+    assert await store.unban(f"{NET}|bob") == 0
+    assert await store.counts(typos, t) == [0.0]
+    assert await store.counts(others, t) == [1.0] * 4
+
+
 async def test_unban_everything(store: GuardStore) -> None:
     t = half_past()
     counters = [(f"ip|{IP}", MINUTE), (f"net|{NET}", 3600.0)]

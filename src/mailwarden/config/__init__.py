@@ -34,6 +34,7 @@ from mailwarden.errors import ConfigError, InvalidValue
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from mailwarden.config.authpolicy import AuthPolicyConfig
     from mailwarden.config.build import RETIRED_KEYS, Section
     from mailwarden.config.classic import CheckpasswordConfig, DovecotConfig
     from mailwarden.config.core import (
@@ -73,6 +74,7 @@ _PATHS = {
 _LAZY = {
     "RETIRED_KEYS": "build",
     "Section": "build",
+    "AuthPolicyConfig": "authpolicy",
     "CheckpasswordConfig": "classic",
     "ClusterConfig": "core",
     "DovecotConfig": "classic",
@@ -108,6 +110,7 @@ __all__ = [
     "RETIRED_KEYS",
     "SYSTEM_CONFIG",
     "AuthConfig",
+    "AuthPolicyConfig",
     "CacheConfig",
     "CheckpasswordConfig",
     "ClusterConfig",

@@ -7,6 +7,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin
 
+from mailwarden.config.authpolicy import AuthPolicyConfig
 from mailwarden.config.build import Section, require
 from mailwarden.config.classic import CheckpasswordConfig, DovecotConfig
 from mailwarden.config.core import (
@@ -43,6 +44,7 @@ class Config(Section):
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     checkpassword: CheckpasswordConfig = field(default_factory=CheckpasswordConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    authpolicy: AuthPolicyConfig = field(default_factory=AuthPolicyConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     mailgate: MailgateConfig = field(default_factory=MailgateConfig)
@@ -56,6 +58,12 @@ class Config(Section):
             self.server.workers == 1 or self.guard.store == "redis",
             "server.workers",
             '1 unless guard.store = "redis" (workers must share the brute-force state)',
+        )
+        # The policy server is a route of the HTTP listener (docs/architecture.md).
+        require(
+            not self.authpolicy.enabled or self.http.enabled,
+            "authpolicy.enabled",
+            "true only with http.enabled = true (the policy server is a route of [http])",
         )
 
 

@@ -12,7 +12,8 @@ every POST (it stalls two seconds when nobody answers).
 
 Endpoints (docs/http-api.md): ``/api/v1/auth/json`` (POST or GET; ``?mode=no-auth``,
 ``list-accounts``, ``master``), ``/api/v1/auth/nginx`` (protocols/nginx_auth.py), the admin
-API (protocols/admin_api.py), ``/api/v1/cache/flush``, ``/api/v1/openapi.json``, ``/ping``.
+API (protocols/admin_api.py), ``/api/v1/cache/flush``, ``/api/v1/openapi.json``, ``/ping``,
+and Dovecot's auth-policy route at ``authpolicy.path`` (frontends/http_policy.py).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ import uvicorn
 
 from mailwarden.accounts.staff import Staff
 from mailwarden.auth.engine import Engine, userdb_fields
+from mailwarden.auth.policyserver import PolicyServer
 from mailwarden.auth.roles import Action
-from mailwarden.config import Config, HttpConfig
+from mailwarden.config import AuthPolicyConfig, Config, HttpConfig
 from mailwarden.errors import (
     BodyTooLarge,
     ConfigError,
@@ -44,6 +46,7 @@ from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.frontends.base import moved
 from mailwarden.frontends.connlimit import ConnectionGate
 from mailwarden.frontends.http_admin import AdminApi
+from mailwarden.frontends.http_policy import PolicyRoute
 from mailwarden.frontends.httpconn import limited_protocol, read_body
 from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.frontends.web import WebUi
@@ -74,10 +77,19 @@ class HttpApi:
         staff: Staff | None = None,
         metrics: Metrics | None = None,
         readiness: Readiness | None = None,
+        authpolicy: AuthPolicyConfig | None = None,
+        resolve: Callable[[str], Path] = Path,
     ) -> None:
         self.engine = engine
         self.config = config
         self.admin = admin
+        # Dovecot's auth_policy_server_url (docs/policy-server.md), when enabled.
+        self.policy = PolicyRoute(
+            PolicyServer(engine.guard),
+            authpolicy or AuthPolicyConfig(),
+            resolve=resolve,
+            metrics=metrics,
+        )
         self.metrics = metrics
         self.readiness = readiness
         self.admin_api = AdminApi(engine, admin=admin, staff=staff)
@@ -125,6 +137,10 @@ class HttpApi:
     ) -> Reply:
         path: str = scope["path"]
         method: str = scope["method"]
+        if self.policy.serves(path):
+            return await self.policy.answer(
+                scope, headers, receive, session, max_body=self.config.max_body_bytes
+            )
         admin_route = admin_api.route(path)
         if admin_route is not None:
             return await self.admin_api.accounts(
@@ -338,6 +354,7 @@ class HttpServer:
         metrics: Metrics | None = None,
         readiness: Readiness | None = None,
         shutdown_timeout: float = 10.0,
+        authpolicy: AuthPolicyConfig | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -348,8 +365,16 @@ class HttpServer:
         self.metrics = metrics
         self.readiness = readiness
         self.shutdown_timeout = shutdown_timeout
+        self.authpolicy = authpolicy
         api = self.api = HttpApi(
-            engine, config, admin=admin, staff=staff, metrics=metrics, readiness=readiness
+            engine,
+            config,
+            admin=admin,
+            staff=staff,
+            metrics=metrics,
+            readiness=readiness,
+            authpolicy=authpolicy,
+            resolve=resolve,
         )
         # http.max_connections, over every listen address together.
         self.gate = ConnectionGate("http", lambda: api.config.max_connections)
@@ -426,6 +451,8 @@ class HttpServer:
         ``move``, changed addresses or certificates start a new server (returned)
         and this one closes (an address both listen on is let go of first)."""
         self._apply(new.http)
+        self.authpolicy = new.authpolicy
+        self.api.policy.apply(new.authpolicy, self.resolve)
         if not move or not moved(old.http, new.http, "http"):
             return self
         shared = set(old.http.listen) & set(new.http.listen)
@@ -440,6 +467,7 @@ class HttpServer:
             metrics=self.metrics,
             readiness=self.readiness,
             shutdown_timeout=self.shutdown_timeout,
+            authpolicy=new.authpolicy,
         )
         if not shared:
             await self.close()
@@ -524,6 +552,7 @@ async def start_http(
     metrics: Metrics | None = None,
     readiness: Readiness | None = None,
     shutdown_timeout: float = 10.0,
+    authpolicy: AuthPolicyConfig | None = None,
 ) -> HttpServer:
     """An :class:`HttpServer`, started (see :meth:`HttpServer.start`)."""
     server = HttpServer(
@@ -536,6 +565,7 @@ async def start_http(
         metrics=metrics,
         readiness=readiness,
         shutdown_timeout=shutdown_timeout,
+        authpolicy=authpolicy,
     )
     await server.start()
     return server

@@ -152,6 +152,8 @@ class Guard:
         self._sources: dict[str, Source | None] = {}
         self._recent_bans: dict[str, float] = {}
         self._protected: dict[str, tuple[float, bool]] = {}
+        # (uid, network) -> until when this process let a typo pass there (succeeded()).
+        self._typos: dict[tuple[str, str], float] = {}
         self.bans_made = 0  # a metric
         self.reconfigure(config)
 
@@ -315,15 +317,33 @@ class Guard:
         known = await self._call(lambda s: s.has_member(_known_key(uid), source.home, now))
         return 0.0 if known else c.account_delay
 
-    async def failed(self, source: Source, *, uid: str, password: bytes | None) -> bool:
+    async def failed(
+        self,
+        source: Source,
+        *,
+        uid: str,
+        password: bytes | None,
+        password_variant: str | None = None,
+    ) -> bool:
         """Count a wrong password on ``uid`` (an account's uid, or the
-        :func:`unknown_subject` of a name that matches none); whether it counted."""
+        :func:`unknown_subject` of a name that matches none); whether it counted.
+
+        ``password_variant`` stands for a password this process never sees (Dovecot's
+        truncated ``pwhash``, docs/policy-server.md): attempts with equal variants
+        are the same wrong password for ``distinct_passwords``. Give it instead of
+        ``password``; variants are digested apart from passwords (another ``person``)."""
         c = self.config
         now = self.clock()
         user = uid.lower()
-        if c.distinct_passwords and password is not None:
+        material, person = password, b""
+        if password is None and password_variant:
+            material, person = password_variant.encode(), b"mw-variant"
+        if c.distinct_passwords and material is not None:
             digest = hashlib.blake2b(
-                user.encode() + b"\0" + password, key=self._history_key, digest_size=12
+                user.encode() + b"\0" + material,
+                key=self._history_key,
+                digest_size=12,
+                person=person,
             ).digest()
             key = f"history|{source.home}|{user}"
             new = await self.local.add_member(
@@ -347,6 +367,9 @@ class Guard:
             if tolerated[0] <= c.known_network_failures:
                 log.debug("guard: wrong password for %s from its known network", uid)
                 networks = ()
+                if len(self._typos) > 100_000:
+                    self._typos.clear()
+                self._typos[(user, source.home)] = now + c.account_period
         counters = [(f"{rule.name}|{net}", rule.period) for rule, net in networks]
         account_target = None
         if c.account_threshold > 0:
@@ -392,11 +415,18 @@ class Guard:
 
     async def succeeded(self, source: Source, uid: str) -> None:
         """Remember that ``uid`` logs in from ``source``'s network (not a trusted one:
-        everyone comes from there)."""
+        everyone comes from there), and forgive the typos counted against its
+        allowance there (``known_network_failures``); never any network's counters."""
         if source.trusted:
             return
         now = self.clock()
         mark = (uid.lower(), source.home)
+        if self._typos.pop(mark, 0.0) > now:
+            # The owner proved the password from here: the typos this process let
+            # pass from this known network are forgiven (docs/guard.md, "A success
+            # forgives typos"). The target ``<network>|<uid>`` names exactly that
+            # counter (``known-net|<network>|<uid>``), and no ban has that name.
+            await self._call(lambda s: s.unban(f"{mark[1]}|{mark[0]}"))
         if self._recent_known.get(mark, 0.0) > now:
             return
         if len(self._recent_known) > 100_000:
@@ -432,7 +462,8 @@ class Guard:
         return out
 
     async def unblock(self, target: str | None) -> int:
-        """Lift a ban: a network as listed (``192.0.2.0/24``), ``account:<uid>``, or an
+        """Lift a ban: a network as listed (``192.0.2.0/24``), ``account:<uid>`` (and the
+        protection of that name counted as a name, ``account:?<digest>``), or an
         address (every network it falls in); None lifts every ban. Returns how many
         were lifted; the counters behind them are reset too."""
         self._protected.clear()
@@ -442,6 +473,11 @@ class Guard:
         targets = [target]
         if target.startswith(ACCOUNT_PREFIX):
             targets = [target.lower()]
+            name = target.removeprefix(ACCOUNT_PREFIX)
+            if name and not name.startswith(UNKNOWN_SUBJECT):
+                # The same name counted as a name (no such account, or Dovecot's
+                # policy requests: docs/policy-server.md) is lifted by its name too.
+                targets.append(ACCOUNT_PREFIX + unknown_subject(name))
         elif "/" in target:
             with contextlib.suppress(ValueError):
                 targets = [str(ipaddress.ip_network(target, strict=False))]
