@@ -15,6 +15,7 @@ PURE = (
     "auth/usernames.py",
     "auth/access.py",
     "accounts/rules.py",
+    "accounts/sizes.py",
     "accounts/apppasswords.py",
     "accounts/passwdfile.py",
     "accounts/totp.py",
