@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mailwarden"
 PURE = (
     "model.py",
     "records.py",
+    "loginseries.py",
     "auth/usernames.py",
     "auth/access.py",
     "accounts/rules.py",
