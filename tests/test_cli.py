@@ -128,7 +128,18 @@ def test_user_set_refuses_unknown_fields_and_bad_values(ready: Path) -> None:
     r = run(ready, "user", "set", "alice@example.com", "colour=blue")
     assert r.exit_code == 1 and "not a field that can be set" in r.output
     r = run(ready, "user", "set", "alice@example.com", "quota_bytes=lots")
-    assert r.exit_code == 1 and "expected an integer" in r.output
+    assert r.exit_code == 1 and "quota_bytes: expected a size" in r.output
+    r = run(ready, "user", "set", "alice@example.com", "quota_messages=lots")
+    assert r.exit_code == 1 and "quota_messages: expected an integer" in r.output
+
+
+def test_user_set_reads_the_quota_in_units_as_the_web_page_does(ready: Path) -> None:
+    assert run(ready, "user", "set", "alice@example.com", "quota_bytes=1.5G").exit_code == 0
+    r = run(ready, "user", "show", "alice@example.com", "--format", "json")
+    assert json.loads(r.output)["quota_bytes"] == 3 * 1024**3 // 2
+    assert run(ready, "user", "set", "alice@example.com", "quota_bytes=500M").exit_code == 0
+    r = run(ready, "user", "show", "alice@example.com", "--format", "json")
+    assert json.loads(r.output)["quota_bytes"] == 500 * 1024**2
     r = run(ready, "user", "set", "nobody", "home=/x")
     assert r.exit_code == 67
 

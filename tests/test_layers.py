@@ -12,9 +12,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mailwarden"
 PURE = (
     "model.py",
     "records.py",
+    "loginseries.py",
     "auth/usernames.py",
     "auth/access.py",
     "accounts/rules.py",
+    "accounts/sizes.py",
     "accounts/apppasswords.py",
     "accounts/passwdfile.py",
     "accounts/totp.py",

@@ -8,12 +8,16 @@ and label is listed in docs/operations.md; a test scrapes them after real logins
 Counters and histograms are updated as things happen; the values that already
 live elsewhere (cache sizes and hits, hashing queue depth, guard store errors,
 bans) are read at scrape time by a collector, so they cost nothing per login.
+Each login decision is also counted in :attr:`Metrics.series`, the last hour per
+10 seconds by service and outcome, which the web page's live chart draws
+(:mod:`mailwarden.loginseries`).
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,6 +31,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from mailwarden.config import HttpConfig
+from mailwarden.loginseries import LoginSeries
 from mailwarden.model import AuthAttempt, AuthOutcome, Denied, Unavailable, outcome_label
 from mailwarden.sasl import MECHANISMS
 
@@ -43,7 +48,9 @@ _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class Metrics:
     """The daemon's metrics, in a registry of its own."""
 
-    def __init__(self, services: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, services: Iterable[str] | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         if services is None:
             services = HttpConfig().metrics_services
         self.registry = CollectorRegistry(auto_describe=True)
@@ -52,7 +59,9 @@ class Metrics:
         # scrape time (_AuthCounts): prometheus_client's labelled children take a
         # lock per update and its histogram walks every bucket in Python, which
         # was a twentieth of the CPU of a cached login.
-        self._auth = _AuthCounts(services)
+        #: The last hour of login decisions by service and outcome (the web's chart).
+        self.series = LoginSeries(clock=clock)
+        self._auth = _AuthCounts(services, self.series)
         r.register(self._auth)
         self.lookups = Counter(
             "mailwarden_lookups",
@@ -130,7 +139,8 @@ class _AuthCounts(Collector):
     ``mailwarden_auth_denied``, kept as plain numbers (updated on the event loop
     thread only, like everything that reads them)."""
 
-    def __init__(self, services: Iterable[str]) -> None:
+    def __init__(self, services: Iterable[str], series: LoginSeries) -> None:
+        self.series = series
         self.attempts: dict[tuple[str, str, str, str], int] = {}
         self._services: dict[str, str] = {}
         self._mechanisms = {name: name for name in MECHANISMS}
@@ -155,6 +165,7 @@ class _AuthCounts(Collector):
         )
         key = (frontend, service, mechanism, result)
         self.attempts[key] = self.attempts.get(key, 0) + 1
+        self.series.add(service, result)
         histogram = self.durations.get((frontend, result))
         if histogram is None:
             histogram = self.durations[(frontend, result)] = ([0] * (len(_BUCKETS) + 1), [0.0])

@@ -10,10 +10,10 @@ object: :class:`~mailwarden.accounts.edit.AccountAdmin` is an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Protocol
 
-from mailwarden.model import Account, AppPassword, NewAppPassword
+from mailwarden.model import Account, AppPassword, Listed, NewAppPassword
 
 
 class AccountEditor(Protocol):
@@ -22,6 +22,11 @@ class AccountEditor(Protocol):
     passwords, caches flushed). Errors: the AccountError tree and TemporaryFailure."""
 
     async def search(self, pattern: str = "*", *, limit: int = 1000) -> list[Account]: ...
+
+    def listing(self, pattern: str = "*") -> AsyncIterator[Listed]:
+        """Every matching account's list columns, streamed in uid order (what
+        ``mailwarden user list PATTERN`` prints)."""
+        ...
 
     async def show(self, name: str) -> Account: ...
 

@@ -25,9 +25,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mailwarden.accounts.sizes import UNITS
+
 _QUOTA_RULE_KEY = re.compile(r"quota_rule[0-9]*")
 _LIMIT = re.compile(r"(storage|bytes|messages)=([0-9]{1,19})(?:([kKmMgGtT])[bB]?|([bB]))?")
-_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_UNITS = UNITS  # the units of every size (accounts/sizes.py)
 _NETS_SEPARATOR = re.compile(r" *, *| +")  # Dovecot splits at ", " only
 # Integers longer than this are refused before int() sees them (int() itself
 # refuses beyond 4300 digits with an error that names nothing).

@@ -7,7 +7,8 @@
   web page and the mail gateway), stricter than storable: uid characters, one
   address per field, networks, lengths of the gateway's lists.
 
-``apply_assignments`` turns ``FIELD=VALUE`` strings into a new Account;
+``apply_assignments`` turns ``FIELD=VALUE`` strings into a new Account (a quota in
+bytes or human units, ``quota_bytes=2G``: :mod:`mailwarden.accounts.sizes`);
 ``account_to_json`` and ``apply_json`` are the JSON form the admin API and
 ``mailwarden user show --json`` use. Every refusal is
 :class:`~mailwarden.errors.InvalidAccount` with a message that names the field.
@@ -24,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from mailwarden.accounts.sizes import parse_size
 from mailwarden.errors import InvalidAccount
 from mailwarden.model import (
     PROFILE_FIELDS,
@@ -130,6 +132,9 @@ def apply_assignments(account: Account, assignments: Iterable[str]) -> Account:
                 profile[key] = value
         elif field in TEXT_FIELDS:
             changes[field] = value or None
+        elif field == "quota_bytes":
+            # Human units (2G, 500M), the same reading on the CLI, the API and the web.
+            changes[field] = parse_size(value, field) if value.strip() else None
         elif field in INT_FIELDS:
             try:
                 changes[field] = int(value) if value else None

@@ -12,6 +12,9 @@ itsdangerous signs cookies and tokens. Its modules:
   code path (:class:`~mailwarden.accounts.edit.AccountAdmin` for accounts, the
   field rules in ``accounts/`` shared with the mail gateway, the guard for bans);
 * ``auth.py``: who may use the self-service page, and the proof a change needs;
+* ``accountlist.py`` and ``accountform.py``: the account list (natural order, a
+  bounded window over the streamed matches) and the account form (values shown,
+  a posted form read as the admin API's merge patch), both pure;
 * ``staffpages.py``: administrators' sign-in (name, password, TOTP), the bootstrap
   page that creates the first one, TOTP enrolment (administrators and users), the
   audit log, administrator and API token pages (decisions: accounts/staff.py).

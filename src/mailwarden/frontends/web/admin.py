@@ -10,8 +10,11 @@ and every change it makes is recorded in the audit log as the principal's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
+import os
+from collections import defaultdict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -22,9 +25,13 @@ from mailwarden.accounts.rules import generate_password
 from mailwarden.accounts.staff import Principal
 from mailwarden.auth.roles import APP_PASSWORDS
 from mailwarden.errors import AccountError, AccountExists, AccountNotFound, HttpRefused
+from mailwarden.frontends.web import accountlist
+from mailwarden.frontends.web.accountform import field_errors, form_values, read_form
+from mailwarden.frontends.web.accountlist import PAGE_SIZES, ListQuery, Window
 from mailwarden.frontends.web.pages import first, form_of, redirect
 from mailwarden.frontends.web.selfservice import APP_PASSWORD_SERVICES, app_password_form
 from mailwarden.frontends.web.sessions import PREFIX, Session
+from mailwarden.loginseries import OUTCOMES
 from mailwarden.model import Account, AccountStatus
 from mailwarden.ports import AccountEditor
 
@@ -35,16 +42,10 @@ log = logging.getLogger("mailwarden.web")
 
 #: Services shown as switches on the edit page besides those the account already has.
 KNOWN_SERVICES = ("imap", "pop3", "smtp", "submission", "sieve", "lmtp", "web")
-SEARCH_LIMIT = 200
-_RESULTS = ("accepted", "denied", "blocked", "unavailable")
 
 
 def account_link(uid: str) -> str:
     return f"{PREFIX}/admin/account?uid={quote(uid, safe='')}"
-
-
-def _services_off(account: Account) -> str:
-    return ", ".join(sorted(s for s, on in account.services.items() if not on))
 
 
 def _need_admin(ui: WebUi) -> AccountEditor:
@@ -54,22 +55,41 @@ def _need_admin(ui: WebUi) -> AccountEditor:
 
 
 async def accounts(ui: WebUi, request: Request, session: Session, principal: Principal) -> Response:
+    """The account list: the matches of a ``mailwarden user list`` pattern, streamed
+    into a bounded window that sorts and pages them (accountlist.py says why)."""
     if request.method == "POST":
         raise HttpRefused(404, "No such page.")
     admin = _need_admin(ui)
-    query = first(request.query_params, "q").strip()
-    pattern = query if any(c in query for c in "*?") else f"*{query}*" if query else "*"
-    found = await admin.search(pattern, limit=SEARCH_LIMIT)
+    query = ListQuery.of(request.query_params)
+    window = Window(query)
+
+    async def read() -> None:
+        async for item in admin.listing(query.pattern):
+            if not window.add(item):
+                break
+
+    # A task of its own, so that the time limit cancels the read and nothing else.
+    reading = asyncio.ensure_future(read())
+    try:
+        done, _ = await asyncio.wait({reading}, timeout=accountlist.SCAN_SECONDS)
+    finally:
+        if not reading.done():
+            reading.cancel()
+    if reading in done:
+        reading.result()  # the read's own error (the directory down: the 503 page)
+    else:
+        await asyncio.wait({reading})  # its cancellation has run
+        window.stopped()  # what was read so far; the page says so
     return ui.pages.render(
         request,
         "accounts.html",
         title="Accounts",
         session=session,
-        query=query,
-        accounts=found,
-        limit=SEARCH_LIMIT,
+        listed=window.page(),
+        max_scan=window.max_scan,
+        scan_seconds=accountlist.SCAN_SECONDS,
+        page_sizes=PAGE_SIZES,
         account_link=account_link,
-        services_off=_services_off,
     )
 
 
@@ -127,32 +147,28 @@ async def edit_account(
         account = await admin.show(uid)
     except AccountNotFound:
         raise HttpRefused(404, "No such account.") from None
-    error = ""
-    if post:
+    if not post:
+        return _edit_form(ui, request, account, session, principal)
 
-        def f(name: str) -> str:
-            return first(form, name)
+    def typed(name: str) -> str | None:
+        return first(form, name) if name in form else None
 
-        services = {name: f"service.{name}" in form for name in _service_names(account)}
-        changes: dict[str, object] = {
-            "mail": f("mail").strip() or None,
-            "alternate_addresses": [a for a in re.split(r"[\s,]+", f("alternate_addresses")) if a],
-            "home": f("home").strip() or None,
-            "mail_location": f("mail_location").strip() or None,
-            "mail_host": f("mail_host").strip() or None,
-            "quota_bytes": f("quota_bytes").strip() or None,
-            "status": f("status"),
-            "services": services,
-            "app_passwords_only": "app_passwords_only" in form,
-        }
+    posted = read_form(typed, account, _service_names(account))
+    errors = {**field_errors(account, posted.changes), **posted.errors}
+    # Above the form too: each message names its field, and none is lost.
+    error = "Not saved: " + "; ".join(errors.values()) if errors else ""
+    if not errors:
         try:
-            await admin.patch(account.uid, changes)
+            await admin.patch(account.uid, posted.changes)
         except AccountError as exc:
             error = str(exc)
         else:
             log.info("web: administrator changed account %s", account.uid)
             return redirect(account_link(account.uid) + "&done=saved")
-    return _edit_form(ui, request, account, session, principal, error=error)
+    # Refused: the form again, with what was typed and each message by its box.
+    return _edit_form(
+        ui, request, account, session, principal, error=error, typed=posted.values, errors=errors
+    )
 
 
 def _service_names(account: Account) -> list[str]:
@@ -169,7 +185,10 @@ def _edit_form(
     error: str = "",
     notice: str = "",
     generated: bytes | None = None,
+    typed: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
 ) -> Response:
+    services = _service_names(account)
     return ui.pages.render(
         request,
         "account.html",
@@ -179,8 +198,11 @@ def _edit_form(
         notice=notice,
         error=error,
         account=account,
+        values={**form_values(account, services), **(typed or {})},
+        # A box without a refusal shows none ('' for any name the template asks).
+        errors=defaultdict(str, errors or {}),
         statuses=list(AccountStatus),
-        services=_service_names(account),
+        services=services,
         generated=generated.decode() if generated else "",
         app_services=APP_PASSWORD_SERVICES,
         may_edit=principal.may(APP_PASSWORDS),
@@ -274,15 +296,31 @@ async def chart(ui: WebUi, request: Request, session: Session, principal: Princi
 
 
 async def stats(ui: WebUi, request: Request, session: Session, principal: Principal) -> Response:
-    """Login decisions so far by result (the chart turns two of these into a rate)."""
+    """Login decisions so far by result, and the last hour per 10 s by service and
+    outcome (loginseries.py), counted by the process that answers (docs/web.md)."""
     if request.method == "POST":
         raise HttpRefused(404, "No such page.")
-    counts = dict.fromkeys(_RESULTS, 0)
+    counts = dict.fromkeys(OUTCOMES, 0)
+    series: dict[str, object] | None = None
     if ui.metrics is not None:
         for result, count in ui.metrics.auth_results().items():
             if result in counts:
                 counts[result] += count
-    body = {"time": ui.clock(), "results": counts, "available": ui.metrics is not None}
+        snapshot = ui.metrics.series.snapshot()
+        series = {
+            "start": snapshot.start,
+            "step": snapshot.step,
+            "buckets": snapshot.buckets,
+            "outcomes": list(OUTCOMES),
+            "counts": snapshot.counts,
+        }
+    body = {
+        "time": ui.clock(),
+        "results": counts,
+        "available": ui.metrics is not None,
+        "series": series,
+        "process": os.getpid(),
+    }
     return JSONResponse(body)
 
 
