@@ -93,6 +93,20 @@ RETIRED_KEYS: dict[str, str] = {
 }
 
 
+#: Fields of :class:`~mailwarden.config.Config` that are not tables of the file:
+#: where it was read from, and the ``-o`` overrides laid over it.
+META_FIELDS = frozenset({"source", "overrides"})
+
+
+def unknown_key(key: str, known: set[str] | frozenset[str]) -> str:
+    """What an unknown key is told: the closest known name first, when one is close."""
+    import difflib  # noqa: PLC0415 - only on this error path (checkpassword stays lean)
+
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f'; did you mean "{close[0]}"?' if close else ""
+    return f"one of the keys {', '.join(sorted(known))} (unknown key{hint})"
+
+
 def build(cls: type[S], data: Any, prefix: str) -> S:
     """``cls`` from its TOML table ``data``; ``prefix`` is its key path plus a dot."""
     if not isinstance(data, dict):
@@ -103,10 +117,7 @@ def build(cls: type[S], data: Any, prefix: str) -> S:
         if f"{prefix}{key}" in RETIRED_KEYS:
             raise InvalidValue(f"{prefix}{key}", RETIRED_KEYS[f"{prefix}{key}"])
         if key not in known:
-            raise InvalidValue(
-                f"{prefix}{key}",
-                f"one of the keys {', '.join(sorted(known - {'source'}))} (unknown key)",
-            )
+            raise InvalidValue(f"{prefix}{key}", unknown_key(str(key), known - META_FIELDS))
     kwargs: dict[str, Any] = {}
     for f in fields(cls):  # type: ignore[arg-type]
         if f.name not in data:
