@@ -20,15 +20,16 @@ from collections.abc import Iterable
 
 from mailwarden import config as config_mod
 from mailwarden import sasl, schemes
-from mailwarden.config import Config
+from mailwarden.config import Config, secrets
 from mailwarden.errors import ConfigError, InvalidValue
 from mailwarden.protocols import nauthilus
 
 
 def load(path: str | os.PathLike[str] | None = None, *, overrides: Iterable[str] = ()) -> Config:
     """:func:`mailwarden.config.load` (``overrides``: ``-o key=value`` texts), then
-    :func:`check`. Raises ConfigError."""
-    return check(config_mod.load(path, overrides=overrides))
+    :func:`check`, then the secrets of ``*_file`` keys read in
+    (:func:`mailwarden.config.secrets.resolve`). Raises ConfigError."""
+    return secrets.resolve(check(config_mod.load(path, overrides=overrides)))
 
 
 def check(config: Config) -> Config:

@@ -124,8 +124,36 @@ def build(cls: type[S], data: Any, prefix: str) -> S:
             continue
         kwargs[f.name] = convert(hints[f.name], data[f.name], f"{prefix}{f.name}")
     obj = cls(**kwargs)
+    check_pairs(obj, prefix.rstrip("."))
     obj.check(prefix.rstrip("."))
     return obj
+
+
+#: A secret key ``x`` has a companion ``x_file`` (config/secrets.py reads it).
+FILE_SUFFIX = "_file"
+
+
+def pairs(section: object) -> list[tuple[str, str]]:
+    """``(x, x_file)`` for every secret pair of a section dataclass: a string field
+    ``x_file`` beside a string field ``x``."""
+    names = {f.name: f.type for f in fields(section)}  # type: ignore[arg-type]
+    return [
+        (name.removesuffix(FILE_SUFFIX), name)
+        for name, tp in names.items()
+        if name.endswith(FILE_SUFFIX)
+        and names.get(name.removesuffix(FILE_SUFFIX)) in (str, "str")
+        and tp in (str, "str")
+    ]
+
+
+def check_pairs(section: object, key: str) -> None:
+    """InvalidValue when both ``x`` and ``x_file`` of a pair are set."""
+    for name, file_name in pairs(section):
+        if getattr(section, name) and getattr(section, file_name):
+            raise InvalidValue(
+                f"{key}.{file_name}" if key else file_name,
+                f"empty when {name} is set (one or the other)",
+            )
 
 
 def convert(tp: Any, value: Any, key: str) -> Any:
