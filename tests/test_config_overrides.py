@@ -101,6 +101,18 @@ def test_a_string_key_takes_the_text_even_when_it_looks_like_a_number() -> None:
     assert cfg.auth.default_realm == "example.com"  # a quoted TOML string is unquoted
 
 
+NAME = st.from_regex(r"[a-z][a-z0-9]{0,8}(_[a-z0-9]{1,8}){0,3}", fullmatch=True)
+
+
+@given(st.lists(NAME, min_size=2, max_size=4), st.text())
+def test_every_key_path_has_exactly_one_variable(path: list[str], value: str) -> None:
+    """Single underscores stay inside a name, double ones separate the names: the
+    mapping from a dotted key to its variable and back is one-to-one."""
+    name = "MAILWARDEN_" + "__".join(part.upper() for part in path)
+    (found,) = from_environ({name: value})
+    assert (found.path, found.text) == (tuple(path), value)
+
+
 def test_variables_without_a_double_underscore_are_not_overrides() -> None:
     assert from_environ({"MAILWARDEN_CONFIG": "/x", "MAILWARDEN_DOVEADM_SEED": "1"}) == []
     (found,) = from_environ({"MAILWARDEN_GUARD__REDIS__PASSWORD_FILE": "p", "OTHER__X": "1"})
