@@ -76,7 +76,8 @@ def test_a_bad_value_names_the_file_the_key_and_what_was_expected(
         # config.loads checks types and ranges; confignames the registry names.
         confignames.check(config.loads(text, source="/etc/mailwarden/mailwarden.toml"))
     message = str(info.value)
-    assert message.startswith(f"/etc/mailwarden/mailwarden.toml: {key}: expected")
+    # The line where the file is on disk (test_config_overrides.py); this text is not.
+    assert re.match(rf"/etc/mailwarden/mailwarden.toml(:\d+)?: {re.escape(key)}: expected", message)
     assert expected in message
 
 
@@ -119,7 +120,7 @@ def test_every_section_class_is_read_from_its_field_in_config() -> None:
     the whole load's field of that type."""
     hints = typing.get_type_hints(config.Config)
     for f in dataclasses.fields(config.Config):
-        if f.name != "source":
+        if f.name not in ("source", "overrides"):
             assert config.table_of(hints[f.name]) == f.name
 
 
@@ -227,7 +228,7 @@ def test_a_bad_sentinel_setting_is_a_config_error_naming_the_key(
     with pytest.raises(ConfigError) as info:
         config.loads(text, source="mw.toml")
     message = str(info.value)
-    assert message.startswith(f"mw.toml: {key}: expected"), message
+    assert re.match(rf"mw.toml:\d+: {re.escape(key)}: expected", message), message
     assert expected in message
 
 

@@ -335,7 +335,7 @@ class Running:
         from mailwarden import confignames  # noqa: PLC0415
 
         try:
-            new = confignames.load(self.config.source)
+            new = confignames.load(self.config.source, overrides=self.config.overrides)
         except ConfigError as exc:
             log.error("reload: %s; keeping the running configuration", exc)
             return False

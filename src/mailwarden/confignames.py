@@ -16,17 +16,20 @@ Belongs here: a check of a config value against a registry; nothing else.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from mailwarden import config as config_mod
 from mailwarden import sasl, schemes
-from mailwarden.config import Config
+from mailwarden.config import Config, secrets
 from mailwarden.errors import ConfigError, InvalidValue
 from mailwarden.protocols import nauthilus
 
 
-def load(path: str | os.PathLike[str] | None = None) -> Config:
-    """:func:`mailwarden.config.load`, then :func:`check`. Raises ConfigError."""
-    return check(config_mod.load(path))
+def load(path: str | os.PathLike[str] | None = None, *, overrides: Iterable[str] = ()) -> Config:
+    """:func:`mailwarden.config.load` (``overrides``: ``-o key=value`` texts), then
+    :func:`check`, then the secrets of ``*_file`` keys read in
+    (:func:`mailwarden.config.secrets.resolve`). Raises ConfigError."""
+    return secrets.resolve(check(config_mod.load(path, overrides=overrides)))
 
 
 def check(config: Config) -> Config:
@@ -53,7 +56,8 @@ def check(config: Config) -> Config:
         try:
             parse_queries(config.sql)
         except InvalidValue as exc:
-            raise ConfigError(f"expected {exc.expected}", path=config.source, key=exc.key) from None
+            where = config_mod.located(config, exc.key or "")
+            raise ConfigError(f"expected {exc.expected}", path=where, key=exc.key) from None
     for name, source in config.http.attributes.items():
         _require(
             config,
@@ -66,4 +70,4 @@ def check(config: Config) -> Config:
 
 def _require(config: Config, ok: bool, key: str, expected: str) -> None:
     if not ok:
-        raise ConfigError(f"expected {expected}", path=config.source, key=key)
+        raise ConfigError(f"expected {expected}", path=config_mod.located(config, key), key=key)

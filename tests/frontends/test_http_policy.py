@@ -157,5 +157,5 @@ def test_the_key_is_read_from_api_key_file_without_its_newline(tmp_path: Path) -
     with pytest.raises(ConfigError, match="cannot read"):
         read_api_key(AuthPolicyConfig(enabled=True, api_key_file="missing"), lambda p: tmp_path / p)
     (tmp_path / "empty").write_text("\n")
-    with pytest.raises(ConfigError, match="one key"):
+    with pytest.raises(ConfigError, match="is empty"):
         read_api_key(AuthPolicyConfig(enabled=True, api_key_file="empty"), lambda p: tmp_path / p)

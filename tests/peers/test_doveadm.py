@@ -253,3 +253,59 @@ def test_doveadm_user_prints_the_userdb_fields_of_the_directory(
         "mail      : maildir:~/Maildir",
         "uid       : 5000",
     } <= set(result.fields)
+
+
+# `mailwarden auth test|auth lookup|user-lookup -a SOCKET` beside doveadm, both asking
+# the same server (Dovecot's own auth process, then mailwarden serve): same exit code,
+# same printed lines. (doveadm's arguments, mailwarden's, the socket role)
+CLI_CASES = [
+    ("auth-test-ok", ["auth", "test", "alice", "secret"], None, "client"),
+    ("auth-test-wrong-password", ["auth", "test", "alice", "wrong"], None, "client"),
+    ("auth-test-unknown-user", ["auth", "test", "nobody", "wrong"], None, "client"),
+    (
+        "auth-test-x",
+        ["auth", "test", *("-x", "service=smtp", "-x", "rip=192.0.2.9"), "alice", "secret"],
+        None,
+        "client",
+    ),
+    ("auth-test-master", ["auth", "test", "-M", "admin", "alice", "masterpw"], None, "client"),
+    ("auth-lookup", ["auth", "lookup", "alice"], None, "userdb"),
+    ("auth-lookup-unknown", ["auth", "lookup", "nobody"], None, "userdb"),
+    ("user-lookup", ["user", "-u", "alice"], ["user-lookup", "alice"], "userdb"),
+    ("user-lookup-field", ["user", "-u", "-f", "home", "alice"], None, "userdb"),
+    ("user-lookup-unknown", ["user", "-u", "nobody"], ["user-lookup", "nobody"], "userdb"),
+]
+
+
+def mailwarden_cli(*args: str) -> Result:
+    done = subprocess.run(
+        [sys.executable, "-m", "mailwarden", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return Result.of(done)
+
+
+@pytest.mark.parametrize(
+    ("theirs_args", "ours_args", "role"),
+    [c[1:] for c in CLI_CASES],
+    ids=[c[0] for c in CLI_CASES],
+)
+def test_mailwarden_auth_commands_print_what_doveadm_prints(
+    both: tuple[Sockets, Sockets],
+    minimal_conf: Path,
+    theirs_args: list[str],
+    ours_args: list[str] | None,
+    role: str,
+) -> None:
+    if ours_args is None:
+        ours_args = list(theirs_args)
+        if theirs_args[:2] == ["user", "-u"]:
+            ours_args[:2] = ["user-lookup"]
+    for sockets in both:
+        path = getattr(sockets, role)
+        theirs = run_case(minimal_conf, sockets, role, theirs_args)
+        ours = mailwarden_cli(*ours_args, "-a", path)
+        assert ours == theirs, (path, ours_args)

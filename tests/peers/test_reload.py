@@ -213,3 +213,43 @@ def test_sigterm_answers_requests_in_flight_before_exiting(node: Node) -> None:
     replies = asyncio.run(slow_requests())
     assert all(r.startswith(b"FAIL\t") for r in replies), replies
     assert node.proc.wait(15) == 0
+
+
+MAILWARDEN = (sys.executable, "-m", "mailwarden")
+
+
+def test_a_reload_keeps_the_o_overrides_and_reads_secret_files_again() -> None:
+    """``serve -o http.auth_password_file=pw``: after SIGHUP the override still holds
+    (else the file's empty auth_password would refuse everyone) and the file is read
+    again (a rotated secret applies)."""
+    with private_dir("reload-o") as root:
+        asyncio.run(populate(root / "mailwarden.db"))
+        node = Node(root, free_port(), None)  # type: ignore[arg-type]
+        node.write(password="")
+        (root / "pw").write_text("one\n")
+        with (root / "serve.log").open("wb") as log:
+            node.proc = subprocess.Popen(
+                [
+                    *MAILWARDEN,
+                    "-c",
+                    str(root / "mw.toml"),
+                    "serve",
+                    "-o",
+                    "http.auth_password_file=pw",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            wait_until(lambda: node.proc.poll() is not None or (root / "mw.pid").exists(), "serve")
+            wait_until(lambda: connectable(("127.0.0.1", node.port)), "http")
+            assert http_auth(node, "one") == 200, node.log()
+            (root / "pw").write_text("two\n")
+            node.hup()
+            wait_until(lambda: "reloaded" in node.log(), "reload")
+            assert http_auth(node, "two") == 200, node.log()
+            assert http_auth(node, "one") == 401
+        finally:
+            stop_process(node.proc)

@@ -14,7 +14,8 @@ One module per command group, each registering on :data:`common.main`:
 (user app-password ...), ``staff`` (admin ..., token ..., audit, user reset-totp),
 ``transfer``
 (import, export), ``migrate``, ``sqlconf`` (import dovecot-sql-conf), ``auth``
-(pw, auth test/lookup), ``classic`` (checkpassword, pam), ``control`` (guard,
+(pw, auth test/lookup, user-lookup; doveadm's conventions in ``doveadm``),
+``classic`` (checkpassword, pam), ``control`` (guard,
 status, cache: the running daemon) and ``mailgate`` (mailgate, ssh-keys,
 dns-zone); ``common`` holds what they share. Importing this package registers
 every command.

@@ -1,9 +1,12 @@
-"""``pw`` and ``auth test``/``auth lookup``: hashes, and what the engine would answer."""
+"""``pw``, ``auth test``, ``auth lookup`` and ``user-lookup``: hashes, and what a login
+or a lookup gets, in-process or through a running server's socket (``-a``), with
+doveadm's options, output and exit codes (the conventions: cli/doveadm.py)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, assert_never
 
 import click
 
@@ -12,9 +15,9 @@ from mailwarden.app import (
     App,
     authenticate_and_describe,
 )
+from mailwarden.cli import doveadm
 from mailwarden.cli.common import (
     EX_NOPERM,
-    EX_NOUSER,
     EX_TEMPFAIL,
     EX_USAGE,
     _config,
@@ -27,13 +30,14 @@ from mailwarden.errors import (
 )
 from mailwarden.model import (
     Accepted,
-    AuthAttempt,
     Denied,
+    LookupOutcome,
     NotFound,
-    Password,
     Unavailable,
     UserRecord,
 )
+from mailwarden.protocols import dovecot_libauth as libauth
+from mailwarden.protocols.dovecot_common import stored
 
 # --------------------------------------------------------------------------- pw
 
@@ -118,18 +122,29 @@ def _need_user(scheme: str, user: str) -> None:
 
 # --------------------------------------------------------------------------- auth
 
+_X_HELP = "Auth info as doveadm's -x: " + ", ".join(doveadm.X_KEYS) + " (repeatable)."
+_DEFAULT_SERVICE = "imap"
+
 
 @main.group()
 def auth() -> None:
-    """Ask the engine, in-process, what it would answer."""
+    """Ask what a login or a lookup gets: in-process, or through the daemon's socket (-a)."""
 
 
 @auth.command("test")
 @click.argument("username")
 @click.argument("password", required=False)
-@click.option("--service", "-s", default="imap", show_default=True)
-@click.option("--rip", default=None, help="Remote IP of the simulated client.")
-@click.option("--lip", default=None, help="Local IP of the simulated server.")
+@click.option("-x", "auth_info", multiple=True, metavar="KEY=VALUE", help=_X_HELP)
+@click.option(
+    "-a",
+    "--socket",
+    "socket_path",
+    default=None,
+    help="Log in through this auth-client socket of a running server, as doveadm does.",
+)
+@click.option("--service", "-s", default=None, help="Same as -x service= (default: imap).")
+@click.option("--rip", default=None, help="Same as -x rip=: the client's address.")
+@click.option("--lip", default=None, help="Same as -x lip=: the server's address.")
 @click.option("--master", "-M", default=None, help="Log in as USERNAME with this master user.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 @click.pass_context
@@ -137,75 +152,181 @@ def auth_test(
     ctx: click.Context,
     username: str,
     password: str | None,
-    service: str,
+    auth_info: tuple[str, ...],
+    socket_path: str | None,
+    service: str | None,
     rip: str | None,
     lip: str | None,
     master: str | None,
     password_stdin: bool,
 ) -> None:
     """Check a login like 'doveadm auth test': exit 0 accepted, 77 refused, 75 temporary."""
+    aliases = [f"{k}={v}" for k, v in (("service", service), ("rip", rip), ("lip", lip)) if v]
+    info = doveadm.parse_auth_info(
+        [*aliases, *auth_info], doveadm.AuthInfo(service=_DEFAULT_SERVICE)
+    )
     if password_stdin:
         secret = sys.stdin.buffer.readline().rstrip(b"\r\n")
     elif password is not None:
         secret = password.encode()
     else:
         secret = click.prompt("Password", hide_input=True).encode()
-    attempt = AuthAttempt(
-        username=master if master else username,
-        authzid=username if master else None,
-        credentials=Password(secret),
-        service=service,
-        remote_ip=rip,
-        local_ip=lip,
-        frontend="cli",
-    )
+    if socket_path is not None:
+        _test_via_socket(socket_path, info, username, secret, master)
+        return
+    attempt = info.attempt(username, secret, master)
 
     async def go(app: App) -> tuple[Any, Any]:
-        return await authenticate_and_describe(app, attempt, service)
+        return await authenticate_and_describe(app, attempt, info.service)
 
     outcome, record = run_with_app(ctx, go, guard_via_daemon=True)
     match outcome:
         case Accepted():
-            click.echo(f"passdb: {username} auth succeeded")
-            click.echo("extra fields:")
-            click.echo(f"  user={outcome.user}")
+            fields: list[tuple[str, str | None]] = [("user", outcome.user)]
             if outcome.master_user:
-                click.echo(f"  master_user={outcome.master_user}")
-            for key, value in outcome.passdb_fields.items():
-                click.echo(f"  {key}={value}" if value else f"  {key}")
+                fields.append(("master_user", outcome.master_user))
+            fields.extend((k, v or None) for k, v in outcome.passdb_fields.items())
+            doveadm.print_login(username, ok=True, fields=fields)
             if isinstance(record, UserRecord):
                 click.echo("userdb extra fields:")
                 for key, value in record.fields.items():
                     click.echo(f"  {key}={value}")
         case Denied():
-            click.echo(f"passdb: {username} auth failed", err=True)
-            if outcome.message:
-                click.echo(f"extra fields:\n  reason={outcome.message}", err=True)
+            reason = [("reason", outcome.message)] if outcome.message else []
+            doveadm.print_login(username, ok=False, fields=reason)
             sys.exit(EX_NOPERM)
         case Unavailable():
             click.echo(f"passdb: {username} auth temporarily failed: {outcome.detail}", err=True)
             sys.exit(EX_TEMPFAIL)
 
 
+def _test_via_socket(
+    path: str, info: doveadm.AuthInfo, username: str, secret: bytes, master: str | None
+) -> None:
+    reply = doveadm.login_via_socket(path, info, username, secret, master)
+    match reply:
+        case libauth.AuthOk():
+            doveadm.print_login(username, ok=True, fields=[("user", reply.user), *reply.fields])
+        case libauth.AuthFail():
+            named = [(k, v) for k, v in (("user", reply.user), ("code", reply.code)) if v]
+            reason = [("reason", reply.reason)] if reply.reason is not None else []
+            doveadm.print_login(username, ok=False, fields=[*named, *reason, *reply.fields])
+            sys.exit(EX_TEMPFAIL if reply.temporary else EX_NOPERM)
+        case libauth.AuthContinue():
+            fail_doveadm("passdb expects SASL continuation")
+
+
+def _lookup_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``-x``, ``-a``, ``-f`` and ``--service`` of the two lookups."""
+    for option in reversed(
+        (
+            click.option("-x", "auth_info", multiple=True, metavar="KEY=VALUE", help=_X_HELP),
+            click.option(
+                "-a",
+                "--socket",
+                "socket_path",
+                default=None,
+                help="Ask this auth-userdb (or auth-master) socket of a running server.",
+            ),
+            click.option("-f", "--field", default=None, help="Print only this field's value."),
+            click.option(
+                "--service", "-s", default=None, help="Same as -x service= (default: imap)."
+            ),
+        )
+    ):
+        fn = option(fn)
+    return fn
+
+
 @auth.command("lookup")
-@click.argument("username")
-@click.option("--service", "-s", default="imap", show_default=True)
+@click.argument("usernames", nargs=-1, required=True, metavar="USER...")
+@_lookup_options
 @click.pass_context
-def auth_lookup(ctx: click.Context, username: str, service: str) -> None:
-    """Print the userdb fields of a user: exit 0, 67 not found, 75 temporary."""
+def auth_lookup(
+    ctx: click.Context,
+    usernames: tuple[str, ...],
+    auth_info: tuple[str, ...],
+    socket_path: str | None,
+    field: str | None,
+    service: str | None,
+) -> None:
+    """Print the passdb entry of each USER as 'doveadm auth lookup' does: user= and the
+    passdb extra fields (never the password). Exit 0, 67 not found, 75 temporary."""
+    info = _info(auth_info, service)
+    _lookups(ctx, usernames, info, passdb=True, socket_path=socket_path, field=field)
 
-    async def go(app: App) -> Any:
-        return await app.engine.lookup(username, service=service)
 
-    result = run_with_app(ctx, go)
-    match result:
+@main.command("user-lookup")
+@click.argument("usernames", nargs=-1, required=True, metavar="USER...")
+@_lookup_options
+@click.pass_context
+def user_lookup(
+    ctx: click.Context,
+    usernames: tuple[str, ...],
+    auth_info: tuple[str, ...],
+    socket_path: str | None,
+    field: str | None,
+    service: str | None,
+) -> None:
+    """Print the userdb fields of each USER (home, mail, uid, gid, quota...) as
+    'doveadm user -u' does; -f FIELD prints one value. Exit 0, 67 not found, 75 temporary."""
+    info = _info(auth_info, service)
+    _lookups(ctx, usernames, info, passdb=False, socket_path=socket_path, field=field)
+
+
+def _info(auth_info: tuple[str, ...], service: str | None) -> doveadm.AuthInfo:
+    """The ``-x`` items after the ``--service`` alias (a later one wins)."""
+    aliases = [f"service={service}"] if service else []
+    return doveadm.parse_auth_info(
+        [*aliases, *auth_info], doveadm.AuthInfo(service=_DEFAULT_SERVICE)
+    )
+
+
+def _lookups(
+    ctx: click.Context,
+    usernames: tuple[str, ...],
+    info: doveadm.AuthInfo,
+    *,
+    passdb: bool,
+    socket_path: str | None,
+    field: str | None,
+) -> None:
+    if socket_path is not None:
+        replies = [
+            doveadm.lookup_via_socket(socket_path, info, u, passdb=passdb) for u in usernames
+        ]
+    else:
+
+        async def go(app: App) -> list[LookupOutcome]:
+            if passdb:
+                return [await app.engine.passdb_lookup(u) for u in usernames]
+            return [await app.engine.lookup(u, service=info.service) for u in usernames]
+
+        replies = [_as_reply(o) for o in run_with_app(ctx, go)]
+    kind = "passdb" if passdb else "userdb"
+    code = 0
+    for i, (asked, reply) in enumerate(zip(usernames, replies, strict=True)):
+        if i:
+            click.echo()  # doveadm separates the users' answers by an empty line
+        match reply:
+            case libauth.UserFound() | libauth.PassFound():
+                doveadm.print_found(kind, asked, reply.user, reply.fields, field=field)
+            case libauth.UserNotFound():
+                code = doveadm.not_found(kind, asked, field=field)
+            case libauth.LookupFailed():
+                code = doveadm.lookup_failed(kind, asked, reply.reason)
+    if code:
+        sys.exit(code)
+
+
+def _as_reply(outcome: LookupOutcome) -> libauth.UserReply:
+    """An in-process answer as the socket would carry it, so both print alike."""
+    match outcome:
         case UserRecord():
-            click.echo(f"userdb: {result.user}")
-            for key, value in result.fields.items():
-                click.echo(f"  {key:<10}: {value}")
+            return libauth.UserFound(user=outcome.user, fields=tuple(stored(outcome.fields)))
         case NotFound():
-            click.echo(f"userdb lookup: user {username} doesn't exist", err=True)
-            sys.exit(EX_NOUSER)
+            return libauth.UserNotFound()
         case Unavailable():
-            click.echo(f"userdb lookup failed: {result.detail}", err=True)
-            sys.exit(EX_TEMPFAIL)
+            return libauth.LookupFailed(reason=outcome.detail)
+        case _:
+            assert_never(outcome)

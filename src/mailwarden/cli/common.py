@@ -58,7 +58,9 @@ def _config(ctx: click.Context) -> Config:
     obj: dict[str, Any] = ctx.obj
     if "config" not in obj:
         try:
-            cfg = confignames.load(obj[cliargs.CONFIG_PATH])
+            cfg = confignames.load(
+                obj[cliargs.CONFIG_PATH], overrides=obj.get(cliargs.OVERRIDES, ())
+            )
         except ConfigError as exc:
             fail(str(exc), EX_CONFIG)
         obj["config"] = cfg
@@ -155,9 +157,22 @@ def read_new_password(password_stdin: bool, *, confirm: bool = True) -> bytes:
     default=None,
     help="Output of list and show commands (default: table on a terminal, else tsv).",
 )
+@click.option(
+    "-o",
+    "--option",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help=cliargs.OVERRIDE_HELP,
+)
 @click.version_option(__version__, prog_name="mailwarden")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, output_format: str | None) -> None:
+def main(
+    ctx: click.Context,
+    config_path: str | None,
+    output_format: str | None,
+    overrides: tuple[str, ...],
+) -> None:
     """mailwarden: authentication and accounts for a whole mail system."""
     # The config is loaded when a command first needs it (_config): -c may also
     # follow the subcommand. checkpassword reads the file itself (a bad file is a
@@ -165,5 +180,6 @@ def main(ctx: click.Context, config_path: str | None, output_format: str | None)
     ctx.obj = {
         cliargs.CONFIG_PATH: config_path,
         cliargs.FORMAT: output_format,
+        cliargs.OVERRIDES: overrides,
         "serve": ctx.invoked_subcommand == "serve",
     }

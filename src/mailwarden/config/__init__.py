@@ -140,6 +140,7 @@ __all__ = [
     "find_config_path",
     "load",
     "loads",
+    "located",
     "table_of",
 ]
 
@@ -205,60 +206,143 @@ def config_relative(source: str, path: str) -> str:
 
 
 @overload
-def load(path: str | os.PathLike[str] | None = None) -> Config: ...
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config: ...
 @overload
-def load(path: str | os.PathLike[str] | None, *, sections: Iterable[type[Section]]) -> Sections: ...
+def load(
+    path: str | os.PathLike[str] | None,
+    *,
+    sections: Iterable[type[Section]],
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Sections: ...
 def load(
     path: str | os.PathLike[str] | None = None,
     *,
     sections: Iterable[type[Section]] | None = None,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> Config | Sections:
     """Find, read and validate the configuration. Raises ConfigError.
 
     ``sections``: build only these section classes (from the tables named as in
-    :class:`Config`) and return them as :class:`Sections`."""
+    :class:`Config`) and return them as :class:`Sections`. ``overrides``: ``-o
+    key=value`` texts; ``environ`` (default: the process environment): where the
+    ``MAILWARDEN_*`` overrides are read (:mod:`.overrides`)."""
     found = _find(path)
-    text = ""
-    if found is not None:
-        try:
-            with open(found, "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except OSError as exc:
-            raise ConfigError(f"cannot read: {exc.strerror}", path=found) from exc
+    text = _read(found) if found is not None else ""
     source = found if found is not None else "<defaults>"
+    env = os.environ if environ is None else environ
     if sections is None:
-        return loads(text, source=source)
-    return loads(text, source=source, sections=sections)
+        return loads(text, source=source, overrides=overrides, environ=env)
+    return loads(text, source=source, sections=sections, overrides=overrides, environ=env)
 
 
-@overload
-def loads(text: str, *, source: str = "<string>") -> Config: ...
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=path) from exc
+
+
 @overload
 def loads(
-    text: str, *, source: str = "<string>", sections: Iterable[type[Section]]
+    text: str,
+    *,
+    source: str = "<string>",
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config: ...
+@overload
+def loads(
+    text: str,
+    *,
+    source: str = "<string>",
+    sections: Iterable[type[Section]],
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> Sections: ...
 def loads(
-    text: str, *, source: str = "<string>", sections: Iterable[type[Section]] | None = None
+    text: str,
+    *,
+    source: str = "<string>",
+    sections: Iterable[type[Section]] | None = None,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> Config | Sections:
-    """Parse TOML text into a Config (or the named :class:`Sections`). Raises ConfigError."""
+    """Parse TOML text into a Config (or the named :class:`Sections`). Raises ConfigError.
+
+    ``overrides`` and ``environ`` as for :func:`load`, but ``environ`` defaults to
+    none here: text given directly is read as it is."""
     from mailwarden.config.build import build  # noqa: PLC0415 - see __getattr__
 
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=source) from exc
+    options = tuple(overrides)
+    laid = _overrides(environ or {}, options)
+    if laid:
+        from mailwarden.config.overrides import apply  # noqa: PLC0415
+        from mailwarden.config.whole import Config  # noqa: PLC0415
+
+        data = apply(data, laid, Config)
     try:
         if sections is None:
             from mailwarden.config.whole import Config  # noqa: PLC0415
 
-            return build(Config, {**data, "source": source}, "")
+            return build(Config, {**data, "source": source, "overrides": list(options)}, "")
         found: dict[type, object] = {}
         for cls in sections:
             table = table_of(cls)
             found[cls] = build(cls, data.get(table, {}), f"{table}.")
         return Sections(source=source, found=found)
     except InvalidValue as exc:
-        raise ConfigError(f"expected {exc.expected}", path=source, key=exc.key) from None
+        where = _where(text, source, exc.key or "", laid)
+        raise ConfigError(f"expected {exc.expected}", path=where, key=exc.key) from None
+
+
+def _overrides(environ: Mapping[str, str], options: tuple[str, ...]) -> list[Any]:
+    """The overrides (config/overrides.py), without importing it when there are none
+    (``mailwarden checkpassword`` loads two sections once per login)."""
+    if not options and not any(name.startswith("MAILWARDEN_") and "__" in name for name in environ):
+        return []
+    from mailwarden.config.overrides import collect  # noqa: PLC0415
+
+    return collect(environ, options)
+
+
+def _where(text: str, source: str, key: str, laid: Iterable[Any]) -> str:
+    """What an error about ``key`` names: the override that set it, else ``FILE:LINE``
+    (config/locate.py), else the file."""
+    for override in reversed(list(laid)):  # the last one that set the key won
+        if override.covers(key):
+            return str(override.origin)
+    if source.startswith("<") or not key:
+        return source
+    from mailwarden.config.locate import line_of  # noqa: PLC0415 - error path only
+
+    line = line_of(text, key)
+    return source if line is None else f"{source}:{line}"
+
+
+def located(config: Config, key: str, *, environ: Mapping[str, str] | None = None) -> str:
+    """Where ``key`` of a loaded ``config`` was set, for an error found after loading
+    (a check by a registry's owner, :mod:`mailwarden.confignames`): as :func:`loads`
+    names it. ``environ``: as for :func:`load`."""
+    text = ""
+    if not config.source.startswith("<"):
+        try:
+            text = _read(config.source)
+        except ConfigError:
+            text = ""
+    env = os.environ if environ is None else environ
+    return _where(text, config.source, key, _overrides(env, config.overrides))
 
 
 def table_of(cls: type[Section]) -> str:

@@ -36,11 +36,6 @@ class AuthPolicyConfig(Section):
             f"{key}.api_header",
             "a header name such as X-API-Key",
         )
-        require(
-            not (self.api_key and self.api_key_file),
-            f"{key}.api_key_file",
-            "either api_key or api_key_file, not both",
-        )
         # Secure by default: a policy server open to anyone lets anyone report
         # failures in a victim's name (banning its network) or probe the bans.
         require(

@@ -93,6 +93,20 @@ RETIRED_KEYS: dict[str, str] = {
 }
 
 
+#: Fields of :class:`~mailwarden.config.Config` that are not tables of the file:
+#: where it was read from, and the ``-o`` overrides laid over it.
+META_FIELDS = frozenset({"source", "overrides"})
+
+
+def unknown_key(key: str, known: set[str] | frozenset[str]) -> str:
+    """What an unknown key is told: the closest known name first, when one is close."""
+    import difflib  # noqa: PLC0415 - only on this error path (checkpassword stays lean)
+
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f'; did you mean "{close[0]}"?' if close else ""
+    return f"one of the keys {', '.join(sorted(known))} (unknown key{hint})"
+
+
 def build(cls: type[S], data: Any, prefix: str) -> S:
     """``cls`` from its TOML table ``data``; ``prefix`` is its key path plus a dot."""
     if not isinstance(data, dict):
@@ -103,18 +117,43 @@ def build(cls: type[S], data: Any, prefix: str) -> S:
         if f"{prefix}{key}" in RETIRED_KEYS:
             raise InvalidValue(f"{prefix}{key}", RETIRED_KEYS[f"{prefix}{key}"])
         if key not in known:
-            raise InvalidValue(
-                f"{prefix}{key}",
-                f"one of the keys {', '.join(sorted(known - {'source'}))} (unknown key)",
-            )
+            raise InvalidValue(f"{prefix}{key}", unknown_key(str(key), known - META_FIELDS))
     kwargs: dict[str, Any] = {}
     for f in fields(cls):  # type: ignore[arg-type]
         if f.name not in data:
             continue
         kwargs[f.name] = convert(hints[f.name], data[f.name], f"{prefix}{f.name}")
     obj = cls(**kwargs)
+    check_pairs(obj, prefix.rstrip("."))
     obj.check(prefix.rstrip("."))
     return obj
+
+
+#: A secret key ``x`` has a companion ``x_file`` (config/secrets.py reads it).
+FILE_SUFFIX = "_file"
+
+
+def pairs(section: object) -> list[tuple[str, str]]:
+    """``(x, x_file)`` for every secret pair of a section dataclass: a string field
+    ``x_file`` beside a string field ``x``."""
+    names = {f.name: f.type for f in fields(section)}  # type: ignore[arg-type]
+    return [
+        (name.removesuffix(FILE_SUFFIX), name)
+        for name, tp in names.items()
+        if name.endswith(FILE_SUFFIX)
+        and names.get(name.removesuffix(FILE_SUFFIX)) in (str, "str")
+        and tp in (str, "str")
+    ]
+
+
+def check_pairs(section: object, key: str) -> None:
+    """InvalidValue when both ``x`` and ``x_file`` of a pair are set."""
+    for name, file_name in pairs(section):
+        if getattr(section, name) and getattr(section, file_name):
+            raise InvalidValue(
+                f"{key}.{file_name}" if key else file_name,
+                f"empty when {name} is set (one or the other)",
+            )
 
 
 def convert(tp: Any, value: Any, key: str) -> Any:

@@ -111,6 +111,7 @@ class LdapConfig(Section):
     filter: str = "(|(objectClass=qmailUser)(objectClass=mailwardenAccount))"
     bind_dn: str = ""
     bind_password: str = ""
+    bind_password_file: str = ""
     verify: Literal["search", "rebind"] = "search"
     pool_size: int = 4
     timeout: float = 5.0

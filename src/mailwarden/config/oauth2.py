@@ -91,11 +91,7 @@ class OAuth2Config(Section):
             f"{key}.client_id",
             "the client id mailwarden introspects with when introspection_url is set",
         )
-        require(
-            not (self.client_secret and self.client_secret_file),
-            f"{key}.client_secret_file",
-            "empty when client_secret is set (one or the other)",
-        )
+        # client_secret and client_secret_file: one or the other (build.check_pairs).
         require(0 <= self.leeway <= 600, f"{key}.leeway", "seconds from 0 to 600")
         for name in ("jwks_max_age", "jwks_refresh_interval", "timeout"):
             require(getattr(self, name) > 0, f"{key}.{name}", "a number of seconds > 0")

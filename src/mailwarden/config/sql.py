@@ -80,11 +80,7 @@ class SqlConfig(Section):
         )
         require(bool(self.database), f"{key}.database", "a database name")
         require(bool(self.user), f"{key}.user", "a user name")
-        require(
-            not (self.password and self.password_file),
-            f"{key}.password_file",
-            "empty when password is set (one or the other)",
-        )
+        # password and password_file: one or the other (build.check_pairs).
         require(
             2 <= self.pool_size <= 1000,
             f"{key}.pool_size",

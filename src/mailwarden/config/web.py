@@ -17,9 +17,12 @@ class HttpConfig(Section):
     tls_key: str = ""
     auth_username: str = ""
     auth_password: str = ""
+    auth_password_file: str = ""
     allow_list_accounts: bool = False
     admin_token: str = ""
+    admin_token_file: str = ""
     metrics_token: str = ""
+    metrics_token_file: str = ""
     disabled_text: str = "Account not enabled"
     attributes: dict[str, str] = field(default_factory=dict)
     nginx_backends: dict[str, dict[str, str]] = field(default_factory=dict)

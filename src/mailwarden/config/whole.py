@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin
 
 from mailwarden.config.authpolicy import AuthPolicyConfig
-from mailwarden.config.build import Section, require
+from mailwarden.config.build import META_FIELDS, Section, require
 from mailwarden.config.classic import CheckpasswordConfig, DovecotConfig
 from mailwarden.config.core import (
     AuthConfig,
@@ -51,6 +51,9 @@ class Config(Section):
     oauth2: OAuth2Config = field(default_factory=OAuth2Config)
     state: StateConfig = field(default_factory=StateConfig)
     source: str = field(default="<defaults>", compare=False)
+    #: The ``-o`` overrides laid over the file (config/overrides.py), kept so that a
+    #: reload (SIGHUP) reads the file with them again.
+    overrides: tuple[str, ...] = field(default=(), compare=False)
 
     def check(self, key: str) -> None:
         # Several workers must share the brute-force state (docs/architecture.md).
@@ -72,7 +75,7 @@ def defaults_table() -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     hints = typing.get_type_hints(Config)
     for section in fields(Config):
-        if section.name == "source":
+        if section.name in META_FIELDS:
             continue
         rows.extend(_rows(hints[section.name], section.name))
     return rows

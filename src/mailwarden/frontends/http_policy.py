@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mailwarden.auth.policyserver import PolicyServer
 from mailwarden.config import AuthPolicyConfig
-from mailwarden.errors import ConfigError
+from mailwarden.config.secrets import read_secret
 from mailwarden.frontends.asgi import Receive, Scope
 from mailwarden.frontends.httpconn import read_body
 from mailwarden.metrics import Metrics
@@ -25,33 +25,14 @@ from mailwarden.protocols.http_api import Reply
 
 log = logging.getLogger("mailwarden.policy")
 
-#: Largest api_key_file read (a key, not a document).
-MAX_KEY_FILE_BYTES = 4096
-
 
 def read_api_key(config: AuthPolicyConfig, resolve: Callable[[str], Path]) -> str:
-    """``api_key``, or the content of ``api_key_file`` without its trailing newline.
-
-    A local reader for now: the config's secret-file readers are being unified in
-    config/ (issue 20), and this one should move there with them.
-    """
+    """``api_key``, or the secret in ``api_key_file`` (already read into ``api_key``
+    when the config came from ``confignames.load``; read here by the one secret-file
+    reader, config/secrets.py, when it did not)."""
     if not config.api_key_file:
         return config.api_key
-    path = resolve(config.api_key_file)
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read {path}: {exc.strerror}", key="authpolicy.api_key_file"
-        ) from exc
-    key = data.decode("utf-8", "replace").rstrip("\r\n")
-    if not key or len(data) > MAX_KEY_FILE_BYTES:
-        raise ConfigError(
-            f"{path} must hold one key of at most {MAX_KEY_FILE_BYTES} bytes",
-            key="authpolicy.api_key_file",
-        )
-    return key
+    return read_secret(config.api_key_file, key="authpolicy.api_key_file", resolve=resolve)
 
 
 class PolicyRoute:

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 
 from mailwarden.config import OAuth2Config
-from mailwarden.errors import ConfigError, ProviderUnavailable
+from mailwarden.config.secrets import read_secret
+from mailwarden.errors import ProviderUnavailable
 from mailwarden.oauth2.provider import HttpAnswer, HttpRequest
 from mailwarden.oauth2.verifier import ProviderVerifier
 
@@ -65,21 +66,12 @@ class HttpxTransport:
 
 
 def client_secret(config: OAuth2Config, resolve: Callable[[str], Path]) -> str:
-    """``client_secret``, or the first line of ``client_secret_file`` (``resolve``
-    makes a config-relative path absolute). ConfigError when it cannot be read."""
+    """``client_secret``, or the secret in ``client_secret_file`` (``resolve`` makes a
+    config-relative path absolute; the one reader: config/secrets.py). ConfigError
+    when it cannot be read."""
     if not config.client_secret_file:
         return config.client_secret
-    path = resolve(config.client_secret_file)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read the client secret from {path}: {exc}", key="oauth2.client_secret_file"
-        ) from None
-    secret = lines[0].strip() if lines else ""
-    if not secret:
-        raise ConfigError(f"{path} is empty", key="oauth2.client_secret_file")
-    return secret
+    return read_secret(config.client_secret_file, key="oauth2.client_secret_file", resolve=resolve)
 
 
 def provider_verifier(config: OAuth2Config, resolve: Callable[[str], Path]) -> ProviderVerifier:

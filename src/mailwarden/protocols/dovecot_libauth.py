@@ -4,7 +4,8 @@
 :mod:`~mailwarden.protocols.dovecot_master` are the server side. This module is the
 other end, as Dovecot's lib-auth speaks it (auth-client.c, auth-master.c), for
 mailwarden's own blocking helpers that ask the running daemon instead of opening the
-directory themselves (``mailwarden checkpassword``). One request per connection:
+directory themselves (``mailwarden checkpassword``, and ``auth test``/``auth lookup``/
+``user-lookup -a SOCKET``: cli/authsocket.py). One request per connection:
 write the bytes the request functions return, feed what the server sends to a
 reader, take the one reply it yields.
 
@@ -15,9 +16,10 @@ reader, take the one reply it yields.
   1.2 matters: to a 1.0/1.1 client our server signals a temporary failure by
   closing the connection (Postfix and Exim understand nothing else), to a 1.2
   client with ``FAIL … code=temp_fail``.
-* **Master and userdb sockets** (:func:`user_request` and :class:`MasterReplies`):
-  ``VERSION\\t1\\t0`` (as doveadm), then ``USER``; the server's ``VERSION`` and
-  ``SPID`` come first, then ``USER``, ``NOTFOUND`` or ``FAIL``.
+* **Master and userdb sockets** (:func:`user_request`, :func:`pass_request` and
+  :class:`MasterReplies`): ``VERSION\\t1\\t0`` (as doveadm), then ``USER`` or ``PASS``;
+  the server's ``VERSION`` and ``SPID`` come first, then ``USER`` (``PASS``),
+  ``NOTFOUND`` or ``FAIL``.
 
 Anything else from the server (a wrong major version, an unknown reply, a reply
 for another id, the connection closing before the reply) is a
@@ -96,10 +98,24 @@ def user_request(
     user: str, *, service: str, params: Iterable[tuple[str, str | None]] = ()
 ) -> bytes:
     """``VERSION`` and one ``USER`` lookup (id 1), for an auth-userdb or auth-master socket."""
+    return _master_request("USER", user, service=service, params=params)
+
+
+def pass_request(
+    user: str, *, service: str, params: Iterable[tuple[str, str | None]] = ()
+) -> bytes:
+    """``VERSION`` and one ``PASS`` lookup (id 1, the passdb fields: ``doveadm auth lookup``)."""
+    return _master_request("PASS", user, service=service, params=params)
+
+
+def _master_request(
+    command: str, user: str, *, service: str, params: Iterable[tuple[str, str | None]]
+) -> bytes:
     if not service:
         raise ValueError("service is required")
     return encode_line(f"VERSION\t{MASTER_VERSION[0]}\t{MASTER_VERSION[1]}") + encode_line(
-        f"USER\t{REQUEST_ID}\t{escape(user)}\tservice={escape(service)}{format_fields(params)}"
+        f"{command}\t{REQUEST_ID}\t{escape(user)}\tservice={escape(service)}"
+        + format_fields(params)
     )
 
 
@@ -145,6 +161,14 @@ class UserFound:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PassFound:
+    """``PASS``: the passdb fields of ``user`` (its ``user=``), in order; never the password."""
+
+    user: str
+    fields: Params = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UserNotFound:
     """``NOTFOUND``: no such user."""
 
@@ -157,7 +181,7 @@ class LookupFailed:
 
 
 AuthReply: TypeAlias = AuthOk | AuthFail | AuthContinue
-UserReply: TypeAlias = UserFound | UserNotFound | LookupFailed
+UserReply: TypeAlias = UserFound | PassFound | UserNotFound | LookupFailed
 
 
 ReplyT = TypeVar("ReplyT", AuthReply, UserReply)
@@ -246,7 +270,8 @@ class ClientReplies(Replies[AuthReply]):
 
 
 class MasterReplies(Replies[UserReply]):
-    """A master or userdb socket: ``VERSION`` and ``SPID``, then ``USER``/``NOTFOUND``/``FAIL``."""
+    """A master or userdb socket: ``VERSION`` and ``SPID``, then ``USER`` (or ``PASS``),
+    ``NOTFOUND`` or ``FAIL``."""
 
     _handshake_end = "SPID"
 
@@ -254,7 +279,7 @@ class MasterReplies(Replies[UserReply]):
         super().__init__(max_line_length)
 
     def next_event(self) -> UserReply | None:
-        """The reply to our USER, or ``None`` if more data is needed. ProtocolError."""
+        """The reply to our USER or PASS, or ``None`` if more data is needed. ProtocolError."""
         parts = self._next_parts()
         if parts is None:
             return None
@@ -263,6 +288,12 @@ class MasterReplies(Replies[UserReply]):
             if not rest or not rest[0]:
                 raise ProtocolError("USER reply without a username")
             return UserFound(user=rest[0], fields=_params(rest[1:]))
+        if command == "PASS":
+            fields = _params(rest)
+            users = [v for k, v in fields if k == "user"]
+            if not users or not users[0]:
+                raise ProtocolError("PASS reply without user=")
+            return PassFound(user=users[0], fields=tuple(f for f in fields if f[0] != "user"))
         if command == "NOTFOUND":
             return UserNotFound()
         if command == "FAIL":

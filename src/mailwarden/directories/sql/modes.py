@@ -15,28 +15,23 @@ from pathlib import Path
 from typing import assert_never
 
 from mailwarden.config import SqlConfig
+from mailwarden.config.secrets import read_secret
 from mailwarden.directories.base import ChangeFeed, Directory
 from mailwarden.directories.sql.cache import FindCache
 from mailwarden.directories.sql.database import Database
 from mailwarden.directories.sql.dovecot import DovecotSqlDirectory
 from mailwarden.directories.sql.queries import parse_queries
-from mailwarden.errors import ConfigError
 
 log = logging.getLogger("mailwarden.directory.sql")
 
 
 def read_password(config: SqlConfig, resolve: Callable[[str], Path] = Path) -> str:
-    """``sql.password``, or the first line of ``sql.password_file`` (``resolve`` makes
-    the config-relative path); ConfigError if that file cannot be read."""
+    """``sql.password``, or the secret in ``sql.password_file`` (``resolve`` makes the
+    config-relative path; the one reader: config/secrets.py). ConfigError if that file
+    cannot be read. A config from ``confignames.load`` has it read already."""
     if not config.password_file:
         return config.password
-    path = resolve(config.password_file)
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read the SQL password from {path}: {exc}", key="sql.password_file"
-        ) from None
+    return read_secret(config.password_file, key="sql.password_file", resolve=resolve)
 
 
 async def open_database(config: SqlConfig, resolve: Callable[[str], Path] = Path) -> Database:

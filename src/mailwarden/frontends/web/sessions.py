@@ -29,6 +29,7 @@ from pathlib import Path
 from itsdangerous import BadSignature, Signer
 
 from mailwarden.config import HttpConfig
+from mailwarden.config.secrets import read_secret_bytes
 from mailwarden.errors import ConfigError
 from mailwarden.model import Account
 
@@ -47,20 +48,14 @@ class Session:
 
 
 def load_secret(config: HttpConfig, *, base: Path) -> bytes:
-    """The cookie key: the content of ``session_secret_file`` or 32 random bytes."""
+    """The cookie key: the content of ``session_secret_file`` (read by config/secrets.py,
+    relative to ``base``) or 32 random bytes."""
     if not config.session_secret_file:
         return secrets.token_bytes(32)
-    path = Path(config.session_secret_file)
-    if not path.is_absolute():
-        path = base / path
-    try:
-        data = path.read_bytes().strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read {path}: {exc.strerror}", key="http.session_secret_file"
-        ) from exc
-    if len(data) < 16:
-        raise ConfigError(f"{path} holds fewer than 16 bytes", key="http.session_secret_file")
+    key = "http.session_secret_file"
+    data = read_secret_bytes(config.session_secret_file, key=key, resolve=lambda p: base / p)
+    if len(data.strip()) < 16:
+        raise ConfigError(f"{config.session_secret_file} holds fewer than 16 bytes", key=key)
     return data
 
 

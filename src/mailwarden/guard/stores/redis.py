@@ -61,6 +61,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
 
 from mailwarden.config import RedisConfig
+from mailwarden.config.secrets import read_secret
 from mailwarden.errors import ConfigError, StoreUnavailable
 from mailwarden.guard.stores.banmirror import BanMirror, ban_change, parse_ban
 from mailwarden.guard.stores.base import Ban, FlushHandler
@@ -565,17 +566,9 @@ class RedisStore:
 
 
 def _read_password(name: str, key: str, resolve: Callable[[str], Path]) -> str | None:
-    """The password in file ``name`` (config-relative; trailing newline stripped), None
-    when ``name`` is empty; ConfigError naming ``guard.redis.<key>`` when unreadable."""
-    if not name:
-        return None
-    path = resolve(name)
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read the Redis password from {path}: {exc}", key=f"guard.redis.{key}"
-        ) from None
+    """The password in file ``name`` (config/secrets.py's rules), None when ``name`` is
+    empty; ConfigError naming ``guard.redis.<key>`` when unreadable."""
+    return read_secret(name, key=f"guard.redis.{key}", resolve=resolve) if name else None
 
 
 def _describe(exc: BaseException) -> str:
