@@ -79,6 +79,8 @@ MACHINE = (
 )
 VERDICT = re.compile(r"^(?P<user>\S+) old=(?P<old>\S*) new=(?P<new>\S*) (?P<same>same|DIFFERENT)$")
 
+USERDB = re.compile(r"^(?P<user>\S+) userdb (?P<verdict>same|DIFFERENT)$")
+
 needs_dovecot = pytest.mark.skipif(
     shutil.which("doveadm") is None or shutil.which(DOVECOT) is None,
     reason="dovecot-core (dovecot, doveadm) is not installed",
@@ -168,25 +170,38 @@ def verdicts(output: str) -> list[tuple[str, str, str, bool]]:
 
 
 def assert_verdicts(
-    output: str, logins: list[tuple[str, str]], codes: list[str], *, old: str | None = None
+    output: str,
+    logins: list[tuple[str, str]],
+    codes: list[str],
+    *,
+    new: list[str] | None = None,
+    old: str | None = None,
 ) -> None:
-    """The compare loop printed one line per login, in order, with these exit codes
-    (or HTTP statuses) on both sides; with ``old`` (no old side on this machine) the
-    old column is that for every login and ``codes`` are the new side's."""
-    got = verdicts(output)
+    """The compare loop printed one line per login, in order, with the exit codes (or
+    HTTP statuses) ``codes`` on both sides (``new``: the new side's where they differ,
+    and the line must then say DIFFERENT); with ``old`` (no old side on this machine)
+    the old column is that for every login and ``codes`` are the new side's."""
     users = [user for user, _ in logins]
-    if old is None:
-        assert [(user, o) for user, o, _, _ in got] == list(zip(users, codes, strict=True)), output
-        assert all(same for *_, same in got), output
+    if old is not None:
+        olds, news = [old] * len(users), codes
     else:
-        wanted = [(user, old, code) for user, code in zip(users, codes, strict=True)]
-        assert [(user, o, n) for user, o, n, _ in got] == wanted, output
+        olds, news = codes, new or codes
+    wanted = [(user, o, n, o == n) for user, o, n in zip(users, olds, news, strict=True)]
+    assert verdicts(output) == wanted, output
+
+
+def assert_asked(guide: Guide, logins: list[tuple[str, str]]) -> None:
+    """mailwarden decided every login of the compare loop itself (its log has one
+    decision per login, in order): the new side was not the old one asked twice."""
+    log = (guide.config.parent / "serve.log").read_text()
+    decided = re.findall(r"auth frontend=\S+ .* user='([^']*)' .* result=", log)
+    assert decided == [user for user, _ in logins], log
 
 
 def userdb_lines(output: str) -> dict[str, str]:
     """user -> ``same`` or ``DIFFERENT``, from the compare loop's ``USER userdb ...`` lines."""
-    split = (line.partition(" userdb ") for line in output.splitlines())
-    return {user: verdict for user, found, verdict in split if found}
+    found = (USERDB.match(line) for line in output.splitlines())
+    return {m["user"]: m["verdict"] for m in found if m}
 
 
 def old_dovecot_conf(guide: Guide, passdb_and_userdb: str) -> Path:
@@ -292,16 +307,25 @@ def test_the_passwd_file_guide_compares_switches_and_rolls_back() -> None:
         guide.write("passwd-file/config")
         imported = guide.run("passwd-file/import")
         assert "imported: 3 created" in imported, imported
-        logins = [*PASSWD_LOGINS, ("carol", "carolpw")]
+        # dora is only in mailwarden: the loop must see both sides, and say so.
+        added = mailwarden(guide, "user", "add", "dora", "--password-stdin", stdin="dorapw\n")
+        assert added.returncode == 0, added.stdout + added.stderr
+        logins = [*PASSWD_LOGINS, ("carol", "carolpw"), ("dora", "dorapw")]
         guide.logins(logins)
-        expected = ["0", "77", "0", "77", "77", "0"]  # carol: nologin still verifies the password
+        # carol: nologin still verifies the password
+        expected, new = (
+            ["0", "77", "0", "77", "77", "0", "77"],
+            ["0", "77", "0", "77", "77", "0", "0"],
+        )
 
         with running_serve(guide.config, ready=mailwarden_sockets(guide)):
             with running_dovecot(conf, guide.dovecot):  # the old side, stopped after the compare
                 compared = guide.run("passwd-file/compare")
-            assert_verdicts(compared, logins, expected)
+            assert_verdicts(compared, logins, expected, new=new)
+            assert_asked(guide, logins)
             assert userdb_lines(compared) == {
-                u: "same" for u in ("alice", "bob", "carol", "nobody")
+                **{u: "same" for u in ("alice", "bob", "carol", "nobody")},
+                "dora": "DIFFERENT",
             }, compared
 
             # A change made in mailwarden while it served: the rollback carries it back.
@@ -385,6 +409,7 @@ def test_the_dovecot_sql_guide_reads_the_same_tables_with_the_same_verdicts(
         ):
             compared = guide.run("dovecot-sql/compare")
         assert_verdicts(compared, logins, ["0", "77", "0", "77"])
+        assert_asked(guide, logins)
         assert set(userdb_lines(compared).values()) == {"same"}, compared
     # Roll back: the tables were only read.
     assert passwords_of(postgres_server, database, "users") == before
@@ -560,6 +585,7 @@ def test_the_nauthilus_guide_switches_the_seed_script_to_mailwarden_and_back() -
             compared = guide.run("nauthilus/compare")
             # No Nauthilus on this machine: curl's 000 in the old column.
             assert_verdicts(compared, NAUTHILUS_LOGINS, ["200", "403", "200", "403"], old="000")
+            assert_asked(guide, NAUTHILUS_LOGINS)
 
             guide.run("nauthilus/switch")
             assert f'local http_uri = "{mw_url}"' in lua.read_text()
@@ -651,3 +677,4 @@ def test_the_saslauthd_guide_imports_shadow_and_answers_as_cyrus_saslauthd() -> 
         with cyrus_saslauthd(root, passwd, shadow), running_serve(guide.config, ready=(mux,)):
             compared = guide.run("saslauthd/compare")
         assert_verdicts(compared, logins, ["0", "255", "0", "255", "255"])
+        assert_asked(guide, logins)
