@@ -12,11 +12,13 @@ in every peer test. Nothing else of the text is changed, so a wrong command, opt
 or key in the guide fails its test.
 
 The old side is the real program where this machine has it: Dovecot 2.3's own auth
-process with a passwd-file and with the ``sql`` driver on PostgreSQL (a site's own
-table, and Postfix Admin's schema and sample accounts from docs/examples), Dovecot's
-Lua passdb running the seed script, and Cyrus saslauthd ``-a shadow`` reading a
-private passwd and shadow file through nss_wrapper. The compare loops must print
-``same`` for every login, with the expected verdicts. Not on this machine, so not
+process with a passwd-file, with the ``sql`` driver on a site's own PostgreSQL table,
+and on Postfix Admin's schema and sample accounts from docs/examples (PostgreSQL and
+MariaDB, DOVECOT.txt's query forms for each), Dovecot's Lua passdb running the seed
+script, and Cyrus saslauthd ``-a shadow`` reading a private passwd and shadow file
+through nss_wrapper. The compare loops must print the expected verdicts, ``same``
+where both sides agree and ``DIFFERENT`` for an account only mailwarden has, and
+mailwarden's log must hold one decision per login. Not on this machine, so not
 run as the old side: qmail-ldap's ``auth_pop`` and Nauthilus (their compare loops
 run with the ``old`` column failing, and only the ``new`` column is checked), and
 Cyrus saslauthd ``-a pam`` (docs/pam.md's stack is tests/classic/test_pam.py's).
@@ -54,7 +56,7 @@ from tests.peers.test_dovecot_lua import LUA_MODULE, SEED
 from tests.peers.test_dovecot_lua import dovecot_config as lua_dovecot_config
 from tests.peers.test_exim import find_nss_wrapper
 from tests.slapd import SERVICE_PW, SUFFIX, Slapd, base_ldif, have_slapd, slappasswd
-from tests.sqlservers import PASSWORD, USER, PostgresServer
+from tests.sqlservers import PASSWORD, USER, PostgresServer, SqlServer
 
 pytestmark = pytest.mark.peer
 
@@ -354,7 +356,7 @@ def dovecot_sql(guide: Guide) -> str:
     )
 
 
-def with_connect(text: str, server: PostgresServer, database: str) -> str:
+def with_connect(text: str, server: SqlServer, database: str) -> str:
     """The site's dovecot-sql.conf.ext with its connect line pointing at ``server``."""
     line = (
         f"connect = host=127.0.0.1 port={server.port} dbname={database} "
@@ -363,7 +365,7 @@ def with_connect(text: str, server: PostgresServer, database: str) -> str:
     return re.sub(r"(?m)^connect = .*$", line, text)
 
 
-def passwords_of(server: PostgresServer, database: str, table: str) -> str:
+def passwords_of(server: SqlServer, database: str, table: str) -> str:
     return server.run_sql(f"SELECT * FROM {table} ORDER BY 1", database)
 
 
@@ -415,20 +417,29 @@ def test_the_dovecot_sql_guide_reads_the_same_tables_with_the_same_verdicts(
     assert passwords_of(postgres_server, database, "users") == before
 
 
+def postfixadmin_conf(server: SqlServer, database: str) -> str:
+    """The site's dovecot-sql.conf.ext as DOVECOT.txt gives it for ``server``'s engine:
+    the example file (PostgreSQL's form), or its MySQL form (``CONCAT()``)."""
+    text = (EXAMPLES / "dovecot-sql.conf.ext").read_text()
+    if server.name == "mariadb":
+        text = text.replace("driver = pgsql", "driver = mysql")
+        text = re.sub(r"('[^']*') \|\| (\w+)", r"CONCAT(\1, \2)", text)
+        assert not re.search(r"(?m)^[^#].*\|\|", text), text  # every query converted
+    return with_connect(text, server, database)
+
+
 @needs_dovecot
 def test_the_postfixadmin_guide_gives_dovecots_verdicts_in_process(
-    postgres_server: PostgresServer,
+    sql_server: SqlServer,
 ) -> None:
-    database = postgres_server.create_database()
-    postgres_server.run_sql((EXAMPLES / "schema-pgsql.sql").read_text(), database)
-    postgres_server.run_sql((EXAMPLES / "sample-data.sql").read_text(), database)
-    before = passwords_of(postgres_server, database, "mailbox")
+    database = sql_server.create_database()
+    schema = "schema-pgsql.sql" if sql_server.name == "postgresql" else "schema-mysql.sql"
+    sql_server.run_sql((EXAMPLES / schema).read_text(), database)
+    sql_server.run_sql((EXAMPLES / "sample-data.sql").read_text(), database)
+    before = passwords_of(sql_server, database, "mailbox")
     with private_dir("mig-pfa") as root:
         guide = Guide(root)
-        site = guide.dovecot / "dovecot-sql.conf.ext"
-        site.write_text(
-            with_connect((EXAMPLES / "dovecot-sql.conf.ext").read_text(), postgres_server, database)
-        )
+        (guide.dovecot / "dovecot-sql.conf.ext").write_text(postfixadmin_conf(sql_server, database))
         conf = old_dovecot_conf(guide, dovecot_sql(guide))
         guide.run("postfixadmin/config")
         logins = [
@@ -443,7 +454,7 @@ def test_the_postfixadmin_guide_gives_dovecots_verdicts_in_process(
         with running_dovecot(conf, guide.dovecot):
             compared = guide.run("postfixadmin/compare")
         assert_verdicts(compared, logins, ["0", "77", "0", "0", "77", "77"])
-    assert passwords_of(postgres_server, database, "mailbox") == before
+    assert passwords_of(sql_server, database, "mailbox") == before
 
 
 # --------------------------------------------------------------------------- qmail-ldap
