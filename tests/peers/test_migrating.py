@@ -20,8 +20,9 @@ through nss_wrapper. The compare loops must print the expected verdicts, ``same`
 where both sides agree and ``DIFFERENT`` for an account only mailwarden has, and
 mailwarden's log must hold one decision per login. Not on this machine, so not
 run as the old side: qmail-ldap's ``auth_pop`` and Nauthilus (their compare loops
-run with the ``old`` column failing, and only the ``new`` column is checked), and
-Cyrus saslauthd ``-a pam`` (docs/pam.md's stack is tests/classic/test_pam.py's).
+run with the ``old`` column failing, and only the ``new`` column is checked). Cyrus
+saslauthd ``-a pam`` runs with the guide's PAM stack in a private mount namespace
+whose /etc/pam.d is a temp dir (as tests/classic/test_pam.py runs pamtester).
 The running-as-policy-server section is only a link to docs/policy-server.md.
 """
 
@@ -689,3 +690,62 @@ def test_the_saslauthd_guide_imports_shadow_and_answers_as_cyrus_saslauthd() -> 
             compared = guide.run("saslauthd/compare")
         assert_verdicts(compared, logins, ["0", "255", "0", "255", "255"])
         assert_asked(guide, logins)
+
+
+UNSHARE = shutil.which("unshare")
+
+
+def can_unshare() -> bool:
+    if UNSHARE is None:
+        return False
+    probe = subprocess.run(
+        [UNSHARE, "-m", "--propagation", "private", "true"], capture_output=True, check=False
+    )
+    return probe.returncode == 0
+
+
+@contextlib.contextmanager
+def cyrus_saslauthd_pam(root: Path, pamd: Path) -> Iterator[Path]:
+    """Cyrus saslauthd ``-a pam`` whose /etc/pam.d is ``pamd``: bind-mounted over it in a
+    private mount namespace (the machine's /etc/pam.d is never written)."""
+    if not can_unshare() or not Path(SASLAUTHD).exists() or not Path(TESTSASLAUTHD).exists():
+        pytest.skip("needs saslauthd, testsaslauthd (sasl2-bin) and unshare -m")
+    assert UNSHARE is not None
+    mux = root / "saslauthd"
+    mux.mkdir()
+    script = f'mount --bind "$1" /etc/pam.d && exec {SASLAUTHD} -d -a pam -m "$2" -n 2'
+    proc = subprocess.Popen(
+        [UNSHARE, "-m", "--propagation", "private", "sh", "-c", script, "sh", str(pamd), str(mux)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: proc.poll() is not None or connectable(str(mux / "mux")), "saslauthd")
+        assert proc.poll() is None, "saslauthd exited"
+        yield mux
+    finally:
+        stop_process(proc)
+
+
+def test_the_saslauthd_pam_stack_lets_cyrus_saslauthd_answer_as_mailwarden() -> None:
+    with private_dir("mig-pam") as root:
+        guide = Guide(root)
+        guide.places["/run/saslauthd/"] = f"{root}/saslauthd/"
+        guide.places["/usr/bin/mailwarden"] = str(Path(sys.executable).parent / "mailwarden")
+        guide.write("saslauthd/config")
+        import_accounts(guide)
+        # The service's stack, beside the machine's own common-* files it includes.
+        pamd = root / "pam.d"
+        pamd.mkdir()
+        for name in ("common-auth", "common-account"):
+            shutil.copy(Path("/etc/pam.d") / name, pamd / name)
+        guide.write("saslauthd-pam/stack", pamd / "smtp")
+        logins = [("alice", "alicepw"), ("alice", "bobpw"), ("bob", "bobpw"), ("nobody", "x")]
+        guide.logins(logins)
+        mux = str(root / "run" / "saslauthd" / "mux")
+        with cyrus_saslauthd_pam(root, pamd), running_serve(guide.config, ready=(mux,)):
+            compared = guide.run("saslauthd/compare")
+        assert_verdicts(compared, logins, ["0", "255", "0", "255"])
+        assert_asked(guide, logins)  # the daemon's socket; Cyrus' PAM helper decides itself
