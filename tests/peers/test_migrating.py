@@ -566,8 +566,8 @@ def import_accounts(guide: Guide) -> None:
 
 @needs_dovecot
 def test_the_nauthilus_guide_switches_the_seed_script_to_mailwarden_and_back() -> None:
-    if not LUA_MODULE.exists():
-        pytest.skip("dovecot-auth-lua is not installed")
+    if not LUA_MODULE.exists() or shutil.which("curl") is None:
+        pytest.skip("dovecot-auth-lua or curl is not installed")
     port = free_port()
     with private_dir("mig-lua") as root:
         guide = Guide(
