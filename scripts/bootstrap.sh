@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 # Debian packages per mode. The peers are started by the tests on private sockets and
 # config dirs; they are never configured system-wide.
 run_pkgs=(libldap2-dev libsasl2-dev gcc python3-dev)
-test_pkgs=(dovecot-core postfix libsasl2-modules libnss-wrapper libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libidn2-0 libldap-2.5-0 libmariadb3 libnsl2 libpam0g libpcre2-8-0 libperl5.36 libpq5 libsasl2-2 libspf2-2 libsqlite3-0 slapd ldap-utils openssl sasl2-bin pamtester libpam-modules dovecot-imapd dovecot-pop3d dovecot-auth-lua lua-cjson nginx libnginx-mod-mail redis-server gpg gpg-agent chromium chromium-driver postgresql mariadb-server dovecot-pgsql dovecot-mysql redis-sentinel dovecot-ldap)
+test_pkgs=(dovecot-core postfix libsasl2-modules libnss-wrapper libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libidn2-0 libldap-2.5-0 libmariadb3 libnsl2 libpam0g libpcre2-8-0 libperl5.36 libpq5 libsasl2-2 libspf2-2 libsqlite3-0 slapd ldap-utils openssl sasl2-bin pamtester libpam-modules dovecot-imapd dovecot-pop3d dovecot-auth-lua lua-cjson nginx libnginx-mod-mail redis-server gpg gpg-agent chromium chromium-driver postgresql mariadb-server dovecot-pgsql dovecot-mysql redis-sentinel dovecot-ldap curl)
 
 need=()
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
