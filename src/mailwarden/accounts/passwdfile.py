@@ -405,10 +405,15 @@ def _our_fields(account: Account) -> list[str]:
     return fields
 
 
+def format_line(account: Account) -> str:
+    """:func:`format_account` and its line end: what an export writes for ``account``."""
+    return format_account(account) + "\n"
+
+
 def format_accounts(accounts: Iterable[Account]) -> Iterator[str]:
     """Lines (each ending in ``\\n``) for ``accounts``; InvalidAccount as :func:`format_account`."""
     for account in accounts:
-        yield format_account(account) + "\n"
+        yield format_line(account)
 
 
 __all__ = [
@@ -417,6 +422,7 @@ __all__ = [
     "bounded_lines",
     "format_account",
     "format_accounts",
+    "format_line",
     "parse_line",
     "quota_limits",
     "read_accounts",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -16,21 +17,25 @@ from rich.table import Table
 from mailwarden.accounts import passwdfile
 from mailwarden.app import (
     App,
+    resolve_path,
 )
 from mailwarden.cli.common import (
     EX_DATAERR,
     EX_USAGE,
     _config,
     err,
+    exit_for,
     fail,
     main,
     out,
     run_with_app,
 )
 from mailwarden.directories.base import BulkReport
+from mailwarden.directories.sqlite import export as sqlite_export
 from mailwarden.directories.streams import matching_accounts
 from mailwarden.errors import (
     AccountError,
+    MailwardenError,
 )
 from mailwarden.files import replaced_atomically
 from mailwarden.model import (
@@ -126,26 +131,75 @@ def export_group() -> None:
 
 @export_group.command("passwd-file")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True), default="-")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes that read and format the accounts of a SQLite directory "
+    "(default: one per CPU, at most 4; 1: this process alone).",
+)
 @click.pass_context
-def export_passwd_file(ctx: click.Context, file: str) -> None:
+def export_passwd_file(ctx: click.Context, file: str, workers: int | None) -> None:
     """Write every account as a Dovecot passwd-file line (to FILE or stdout).
 
     Accounts are read and written a batch at a time, in uid order; FILE appears
     only once it is complete (a failed export leaves no half-written file). An
     account the format cannot carry (a value with a space, say) is left out and
     listed, and the command exits 65 after writing the others: one such account
-    never stops the export of the whole directory."""
+    never stops the export of the whole directory. On SQLite, worker processes
+    read and format the accounts and the output is the same, byte for byte."""
+    if _config(ctx).directory.backend == "sqlite":
+        count = default_workers() if workers is None else workers
+        written, skipped = _export_sqlite(ctx, file, passwdfile.format_line, count)
+    else:
 
-    def writer(fh: TextIO) -> Callable[[Account], object]:
-        return lambda account: fh.write(passwdfile.format_account(account) + "\n")
+        def writer(fh: TextIO) -> Callable[[Account], object]:
+            return lambda account: fh.write(passwdfile.format_line(account))
 
-    written, skipped = _export(ctx, file, writer)
+        written, skipped = _export(ctx, file, writer)
     if file != "-":
         err.print(f"exported {written} account(s) to {file}")
     if skipped:
         err.print(f"{len(skipped)} account(s) left out: a passwd-file cannot carry them")
         _print_errors(skipped)
         sys.exit(EX_DATAERR)
+
+
+def default_workers() -> int:
+    """One export worker per CPU this process may run on, at most 4."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def _export_sqlite(
+    ctx: click.Context, file: str, formatter: sqlite_export.Formatter, workers: int
+) -> tuple[int, list[tuple[str, str]]]:
+    """As :func:`_export`, for the SQLite directory: ``workers`` processes read and
+    format its accounts (directories/sqlite/export.py), this one writes them in uid
+    order. The app is opened first, and closed, so that the file is checked and
+    migrated as for any command."""
+
+    async def opened(app: App) -> None:
+        return None
+
+    run_with_app(ctx, opened)
+    config = _config(ctx)
+    parts = sqlite_export.formatted(
+        resolve_path(config, config.directory.path),
+        formatter,
+        timeout=config.directory.timeout,
+        workers=workers,
+    )
+    written = 0
+    skipped: list[tuple[str, str]] = []
+    try:
+        with _output(file) as fh, contextlib.closing(parts):
+            for part in parts:
+                fh.write(part.text)
+                written += part.written
+                skipped.extend((r.uid, r.message) for r in part.skipped)
+    except MailwardenError as exc:
+        exit_for(ctx, exc)
+    return written, skipped
 
 
 def _export(
