@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -271,6 +272,32 @@ def test_an_export_whose_worker_cannot_read_exits_75_and_writes_no_file(
     assert "malformed account data" in r.output and "export worker" in r.output
     assert not [p.name for p in tmp_path.iterdir() if "out.passwd" in p.name]  # no temporary
     assert export_workers() == []
+
+
+@pytest.mark.parametrize("from_stdin", [False, True], ids=["file", "stdin"])
+def test_import_names_the_lines_of_repeated_and_refused_names(
+    ready: Path, tmp_path: Path, from_stdin: bool
+) -> None:
+    text = (
+        "new@example.com:{PLAIN}a\n"
+        "NEW@example.com:{PLAIN}b\n"
+        "x:{PLAIN}c::::::mailwarden_mail=al@example.com\n"
+        "y:{PLAIN}d::::::mailwarden_alt=new@example.com\n"
+        "z:{PLAIN}e\n"
+    )
+    source = tmp_path / "in.passwd"
+    source.write_text(text)
+    if from_stdin:
+        r = run(ready, "import", "passwd-file", "-", "-q", stdin=text)
+    else:
+        r = run(ready, "import", "passwd-file", str(source), "-q")
+    assert r.exit_code == 65, r.output
+    assert "2 created" in r.output and "3 line(s) with errors" in r.output
+    output = " ".join(r.output.split())
+    assert re.search(r"\b2 \W*user 'NEW@example.com' is already defined on line 1", output)
+    # al@example.com is alice's: the directory refuses line 3, and its line is found.
+    assert re.search(r"\b3 \W*address 'al@example.com' already belongs to", output)
+    assert re.search(r"\b4 \W*address 'new@example.com' is already used on line 1", output)
 
 
 def test_pw_generates_and_verifies_like_doveadm(cfg: Path) -> None:

@@ -15,12 +15,14 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from mailwarden.accounts import passwdfile
+from mailwarden.accounts.linebook import DiskLineBook
 from mailwarden.app import (
     App,
     resolve_path,
 )
 from mailwarden.cli.common import (
     EX_DATAERR,
+    EX_TEMPFAIL,
     EX_USAGE,
     _config,
     err,
@@ -35,6 +37,7 @@ from mailwarden.directories.sqlite import export as sqlite_export
 from mailwarden.directories.streams import matching_accounts
 from mailwarden.errors import (
     AccountError,
+    ImportError_,
     MailwardenError,
 )
 from mailwarden.files import replaced_atomically
@@ -65,11 +68,10 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
     async def go(app: App) -> None:
         stream = sys.stdin if file == "-" else path.open(encoding="utf-8", errors="surrogateescape")
         progress = _progress("importing", quiet=quiet)
-        # uid key -> the (last) line that gave it: kept only for standard input, which
-        # cannot be read again; a file is read again for the few refused accounts.
-        lines_of: dict[str, int] | None = {} if file == "-" else None
-
-        with stream as fh, progress:
+        # The line of every accepted user name and address, on disk: what finds a
+        # line repeating an earlier one's name, and the lines of the accounts the
+        # directory refuses, in flat memory however long the file (or stdin) is.
+        with stream as fh, progress, DiskLineBook() as book:
             task = progress.add_task("import", total=total)
 
             def lines() -> Iterator[str]:
@@ -78,10 +80,8 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
                     yield line
 
             def parsed() -> Iterator[Account]:
-                for lineno, item in passwdfile.read_accounts(lines()):
+                for lineno, item in passwdfile.read_accounts(lines(), book=book):
                     if isinstance(item, Account):
-                        if lines_of is not None:
-                            lines_of[item.uid.lower()] = lineno
                         yield item
                     else:
                         errors.append((lineno, item.message))
@@ -92,13 +92,14 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
             # address another account holds are left out and listed, as are
             # unreadable lines.
             report = await app.directory.bulk_upsert(parsed(), replace=replace, skip_refused=True)
+            found = book.lines_of({passwdfile.uid_key(r.uid) for r in report.refused})
         counts.update(created=report.created, replaced=report.replaced, skipped=report.skipped)
-        if report.refused and lines_of is None:
-            lines_of = _lines_of(path, {r.uid.lower() for r in report.refused})
-        found = lines_of or {}
-        errors.extend((found.get(r.uid.lower(), 0), r.message) for r in report.refused)
+        errors.extend((found.get(passwdfile.uid_key(r.uid), 0), r.message) for r in report.refused)
 
-    run_with_app(ctx, go)
+    try:
+        run_with_app(ctx, go)
+    except ImportError_ as exc:
+        fail(f"nothing imported: {exc}", EX_TEMPFAIL)
     errors.sort()
     out.print(
         f"imported: {counts['created']} created, {counts['replaced']} replaced, "
@@ -112,16 +113,6 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
         if len(errors) > 200:
             err.print(f"... and {len(errors) - 200} more")
         sys.exit(EX_DATAERR)  # a partial import: scripts must notice
-
-
-def _lines_of(path: Path, uids: set[str]) -> dict[str, int]:
-    """The last line of ``path`` that gives each of ``uids`` (keys, lower case)."""
-    found: dict[str, int] = {}
-    with path.open(encoding="utf-8", errors="surrogateescape") as fh:
-        for lineno, item in passwdfile.read_accounts(passwdfile.bounded_lines(fh)):
-            if isinstance(item, Account) and (key := item.uid.lower()) in uids:
-                found[key] = lineno
-    return found
 
 
 @main.group("export")
