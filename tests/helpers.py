@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -92,3 +93,21 @@ async def eventually(check: Callable[[], bool], *, seconds: float = 10.0) -> boo
             return True
         await asyncio.sleep(0.025)
     return check()
+
+
+def export_workers() -> list[str]:
+    """This process's children that are export workers, or zombies of any process
+    not reaped yet (``pid state command``): what an export must never leave behind."""
+    found: list[str] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # ended meanwhile
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == os.getpid() and ("exportworker" in command or state == "Z"):
+            found.append(f"{entry.name} {state} {command}")
+    return found

@@ -5,9 +5,11 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +20,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mailwarden.cli import main, transfer
+from mailwarden.directories.sqlite import export as sqlite_export
 from mailwarden.errors import TemporaryFailure
+from tests.helpers import export_workers
 
 MAILWARDEN = [sys.executable, "-m", "mailwarden"]
 
@@ -233,6 +237,78 @@ def test_an_export_that_fails_midway_leaves_the_old_file_as_it_was(tmp_path: Pat
     with transfer._output(str(target)) as fh:
         fh.write("new\n")
     assert target.read_text() == "new\n"
+
+
+ODD_PASSWD = "".join(
+    f"{name}{n}@exämple.org:{{PLAIN}}pw {n}:{5000 + n}:5000:Jörg Müller:/home/{n}::"
+    f"mailwarden_profile_postal_address=Straße%2C%201 mailwarden_alt=x{n}@example.org\n"
+    for n, name in enumerate(["jörg", "Alice", "bob", "ZED", "émile", "_x"] * 3)
+)
+
+
+def test_export_in_worker_processes_writes_what_one_process_writes(
+    ready: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "in.passwd"
+    source.write_text(ODD_PASSWD)
+    assert run(ready, "import", "passwd-file", str(source), "-q").exit_code == 0
+    # Workers for any directory, two accounts a slice: ten slices over two workers.
+    monkeypatch.setattr(sqlite_export, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(sqlite_export, "SLICE", 2)
+    one, two = tmp_path / "one.passwd", tmp_path / "two.passwd"
+    assert run(ready, "export", "passwd-file", str(one), "--workers", "1").exit_code == 0
+    r = run(ready, "export", "passwd-file", str(two), "--workers", "2")
+    assert r.exit_code == 0, r.output
+    assert "exported 19 account(s)" in r.output
+    assert one.read_bytes() == two.read_bytes()
+    assert "Straße%2C%201" in two.read_text() and len(two.read_text().splitlines()) == 19
+    piped = run(ready, "export", "passwd-file", "--workers", "2")
+    assert piped.exit_code == 0 and piped.stdout == one.read_text()
+    assert export_workers() == []
+
+
+def test_an_export_whose_worker_cannot_read_exits_75_and_writes_no_file(
+    ready: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "in.passwd"
+    source.write_text(ODD_PASSWD)
+    assert run(ready, "import", "passwd-file", str(source), "-q").exit_code == 0
+    with sqlite3.connect(ready.parent / "data" / "mw.db") as conn:
+        conn.execute("UPDATE accounts SET userdb_fields = '[' WHERE uid = 'ZED15@exämple.org'")
+    monkeypatch.setattr(sqlite_export, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(sqlite_export, "SLICE", 2)
+    target = tmp_path / "out.passwd"
+    r = run(ready, "export", "passwd-file", str(target), "--workers", "2")
+    assert r.exit_code == 75, r.output
+    assert "malformed account data" in r.output and "export worker" in r.output
+    assert not [p.name for p in tmp_path.iterdir() if "out.passwd" in p.name]  # no temporary
+    assert export_workers() == []
+
+
+@pytest.mark.parametrize("from_stdin", [False, True], ids=["file", "stdin"])
+def test_import_names_the_lines_of_repeated_and_refused_names(
+    ready: Path, tmp_path: Path, from_stdin: bool
+) -> None:
+    text = (
+        "new@example.com:{PLAIN}a\n"
+        "NEW@example.com:{PLAIN}b\n"
+        "x:{PLAIN}c::::::mailwarden_mail=al@example.com\n"
+        "y:{PLAIN}d::::::mailwarden_alt=new@example.com\n"
+        "z:{PLAIN}e\n"
+    )
+    source = tmp_path / "in.passwd"
+    source.write_text(text)
+    if from_stdin:
+        r = run(ready, "import", "passwd-file", "-", "-q", stdin=text)
+    else:
+        r = run(ready, "import", "passwd-file", str(source), "-q")
+    assert r.exit_code == 65, r.output
+    assert "2 created" in r.output and "3 line(s) with errors" in r.output
+    output = " ".join(r.output.split())
+    assert re.search(r"\b2 \W*user 'NEW@example.com' is already defined on line 1", output)
+    # al@example.com is alice's: the directory refuses line 3, and its line is found.
+    assert re.search(r"\b3 \W*address 'al@example.com' already belongs to", output)
+    assert re.search(r"\b4 \W*address 'new@example.com' is already used on line 1", output)
 
 
 def test_pw_generates_and_verifies_like_doveadm(cfg: Path) -> None:

@@ -68,7 +68,8 @@ owns the connection.
     │   └── WriteRefused               directories/sql/ (Dovecot-style mode): a write the
     │                                  site's schema is not written through (only
     │                                  passwords, through ``sql.update_query``)
-    ├── ImportError_                   passwdfile.py: a whole import cannot proceed
+    ├── ImportError_                   accounts/linebook.py: a whole import cannot proceed
+    │   │                              (its temporary file failed); import exits 75
     │   └── PasswdFileError            accounts/passwdfile.py: one line is not an account
     ├── VerificationError              accounts/openpgp.py: untrusted mail; caught by the
     │   │                              gateway: logged, no reply

@@ -1,6 +1,7 @@
 """Dovecot passwd-file lines to :class:`~mailwarden.model.Account` values and back.
 
-Pure: :func:`parse_line` and :func:`read_accounts` take lines the caller read,
+Pure: :func:`parse_line` and :func:`read_accounts` take lines the caller read
+(the second keeps the names it has seen in a :class:`LineBook` the caller may give),
 :func:`format_account` returns a line for the caller to write. The only I/O is
 :func:`bounded_lines`, which reads a text stream the caller opened, so that a
 file with one enormous line costs at most ``MAX_LINE_LENGTH`` characters of
@@ -31,9 +32,9 @@ extra-field value, ...).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TextIO
+from typing import Protocol, TextIO
 from urllib.parse import unquote
 
 from mailwarden.accounts import rules
@@ -50,6 +51,8 @@ from mailwarden.model import PROFILE_FIELDS, Account, AccountStatus, Profile
 
 MAX_LINE_LENGTH = 64 * 1024
 """Longest line accepted, in characters (line ending excluded)."""
+BATCH = 1000
+"""Lines :func:`read_accounts` parses before it looks their names up in its book."""
 
 # Dovecot's quota_rule2, quota_rule3 ... follow quota_rule; it stops at the first gap.
 _RULE_NAMES = ("quota_rule", *(f"quota_rule{n}" for n in range(2, 100)))
@@ -92,45 +95,125 @@ def bounded_lines(stream: TextIO, *, max_length: int = MAX_LINE_LENGTH) -> Itera
         yield line
 
 
-def read_accounts(lines: Iterable[str]) -> Iterator[tuple[int, Account | PasswdFileError]]:
+class LineBook(Protocol):
+    """Where :func:`read_accounts` keeps the line that gave each name it accepted, by
+    key (:func:`uid_key`, :func:`address_key`).
+
+    Asked a batch of lines at a time, so that a book on disk
+    (:class:`mailwarden.accounts.linebook.DiskLineBook`, which keeps an import of a
+    million lines in flat memory) pays one query per batch, not one per name.
+    """
+
+    def lines_of(self, keys: Collection[str]) -> Mapping[str, int]:
+        """The line kept for each of ``keys`` that has one."""
+        ...
+
+    def keep(self, lines: Mapping[str, int]) -> None:
+        """Remember the line of each key (none of them is kept yet)."""
+        ...
+
+
+class MemoryLineBook:
+    """A :class:`LineBook` in a dict: every name in memory (the default)."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, int] = {}
+
+    def lines_of(self, keys: Collection[str]) -> Mapping[str, int]:
+        lines = self._lines
+        return {key: lines[key] for key in keys if key in lines}
+
+    def keep(self, lines: Mapping[str, int]) -> None:
+        self._lines.update(lines)
+
+
+def uid_key(uid: str) -> str:
+    """A user name's key in a :class:`LineBook` (case-insensitive, as directories compare)."""
+    return "u:" + uid.lower()
+
+
+def address_key(address: str) -> str:
+    """An address's key in a :class:`LineBook`: addresses are a name space of their own."""
+    return "a:" + address.lower()
+
+
+def read_accounts(
+    lines: Iterable[str], *, book: LineBook | None = None, batch: int = BATCH
+) -> Iterator[tuple[int, Account | PasswdFileError]]:
     """``(line number, account or error)`` for every line that is not blank or a comment.
 
     A line whose user name or address an earlier line already has is an error
     (case-insensitively, as directories compare them): Dovecot, too, keeps the
-    first of two entries for one user.
+    first of two entries for one user. The names of the accepted lines are kept in
+    ``book`` (by default in memory); results come ``batch`` lines at a time.
     """
-    uid_lines: dict[str, int] = {}
-    address_lines: dict[str, int] = {}
+    book = MemoryLineBook() if book is None else book
+    parsed: list[tuple[int, Account | PasswdFileError]] = []
     for lineno, raw in enumerate(lines, 1):
         line = raw.removeprefix("\ufeff") if lineno == 1 else raw
         try:
             account = parse_line(line, lineno)
         except PasswdFileError as exc:
-            yield lineno, exc
+            parsed.append((lineno, exc))
+        else:
+            if account is not None:
+                parsed.append((lineno, account))
+        if len(parsed) >= batch:
+            yield from _first_uses(parsed, book)
+            parsed = []
+    yield from _first_uses(parsed, book)
+
+
+def _first_uses(
+    parsed: list[tuple[int, Account | PasswdFileError]], book: LineBook
+) -> Iterator[tuple[int, Account | PasswdFileError]]:
+    """``parsed``, each account whose user name or an address an earlier line has
+    turned into that error; the names of the others are then kept in ``book``."""
+    names: list[tuple[str, list[str]] | None] = []
+    asked: list[str] = []
+    for _lineno, item in parsed:
+        if isinstance(item, PasswdFileError):
+            names.append(None)
             continue
-        if account is None:
-            continue
-        addresses = rules.addresses(account)
-        clash = _clash(account.uid, addresses, uid_lines, address_lines)
-        if clash is not None:
-            yield lineno, PasswdFileError(lineno, clash)
-            continue
-        uid_lines[account.uid.lower()] = lineno
-        for address in addresses:
-            address_lines[address.lower()] = lineno
-        yield lineno, account
+        uid = uid_key(item.uid)
+        addresses = [address_key(address) for address in rules.addresses(item)]
+        names.append((uid, addresses))
+        asked.append(uid)
+        asked += addresses
+    earlier = book.lines_of(asked) if asked else {}
+    kept: dict[str, int] = {}
+    for (lineno, item), found in zip(parsed, names, strict=True):
+        if found is not None and isinstance(item, Account):
+            uid, addresses = found
+            clash = _clash(item, uid, addresses, earlier, kept)
+            if clash is not None:
+                yield lineno, PasswdFileError(lineno, clash)
+                continue
+            kept[uid] = lineno
+            for address in addresses:
+                kept[address] = lineno
+        yield lineno, item
+    if kept:
+        book.keep(kept)
 
 
 def _clash(
-    uid: str, addresses: list[str], uid_lines: Mapping[str, int], address_lines: Mapping[str, int]
+    account: Account,
+    uid: str,
+    addresses: list[str],
+    earlier: Mapping[str, int],
+    kept: Mapping[str, int],
 ) -> str | None:
-    earlier = uid_lines.get(uid.lower())
-    if earlier is not None:
-        return f"user {uid!r} is already defined on line {earlier}"
-    for address in addresses:
-        earlier = address_lines.get(address.lower())
-        if earlier is not None:
-            return f"address {address!r} is already used on line {earlier}"
+    """Why ``account`` (its keys ``uid`` and ``addresses``) repeats a name of the
+    lines before it (in the book before this batch, ``kept`` in it), or None."""
+    line = kept.get(uid) or earlier.get(uid)
+    if line is not None:
+        return f"user {account.uid!r} is already defined on line {line}"
+    for index, key in enumerate(addresses):
+        line = kept.get(key) or earlier.get(key)
+        if line is not None:
+            address = rules.addresses(account)[index]
+            return f"address {address!r} is already used on line {line}"
     return None
 
 
@@ -405,19 +488,30 @@ def _our_fields(account: Account) -> list[str]:
     return fields
 
 
+def format_line(account: Account) -> str:
+    """:func:`format_account` and its line end: what an export writes for ``account``."""
+    return format_account(account) + "\n"
+
+
 def format_accounts(accounts: Iterable[Account]) -> Iterator[str]:
     """Lines (each ending in ``\\n``) for ``accounts``; InvalidAccount as :func:`format_account`."""
     for account in accounts:
-        yield format_account(account) + "\n"
+        yield format_line(account)
 
 
 __all__ = [
+    "BATCH",
     "MAX_LINE_LENGTH",
+    "LineBook",
+    "MemoryLineBook",
     "PasswdFileError",
+    "address_key",
     "bounded_lines",
     "format_account",
     "format_accounts",
+    "format_line",
     "parse_line",
     "quota_limits",
     "read_accounts",
+    "uid_key",
 ]

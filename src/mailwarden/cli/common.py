@@ -30,6 +30,7 @@ from mailwarden.errors import (
     AccountNotFound,
     ConfigError,
     DirectoryMissing,
+    MailwardenError,
     TemporaryFailure,
 )
 from mailwarden.loop import tune_gc
@@ -114,16 +115,24 @@ def run_with_app(
     tune_gc()  # a command over a million accounts allocates as a busy daemon does
     try:
         return asyncio.run(main())
-    except DirectoryMissing as exc:
+    except MailwardenError as exc:
+        exit_for(ctx, exc)
+
+
+def exit_for(ctx: click.Context, exc: MailwardenError) -> NoReturn:
+    """A command's failure as its exit (as :func:`run_with_app` maps them, also for
+    work a command does outside the app); re-raised when it is none of these."""
+    if isinstance(exc, DirectoryMissing):
         _missing(ctx, exc)
-    except ConfigError as exc:  # found while opening: an unreadable password file ...
+    if isinstance(exc, ConfigError):  # found while opening: an unreadable password file ...
         fail(str(exc), EX_CONFIG)
-    except TemporaryFailure as exc:
+    if isinstance(exc, TemporaryFailure):
         fail(f"temporary failure: {exc}", EX_TEMPFAIL)
-    except AccountNotFound as exc:
+    if isinstance(exc, AccountNotFound):
         fail(str(exc), EX_NOUSER)
-    except AccountError as exc:
+    if isinstance(exc, AccountError):
         fail(str(exc))
+    raise exc
 
 
 def read_new_password(password_stdin: bool, *, confirm: bool = True) -> bytes:

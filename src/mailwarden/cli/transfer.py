@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -14,23 +15,30 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from mailwarden.accounts import passwdfile
+from mailwarden.accounts.linebook import DiskLineBook
 from mailwarden.app import (
     App,
+    resolve_path,
 )
 from mailwarden.cli.common import (
     EX_DATAERR,
+    EX_TEMPFAIL,
     EX_USAGE,
     _config,
     err,
+    exit_for,
     fail,
     main,
     out,
     run_with_app,
 )
 from mailwarden.directories.base import BulkReport
+from mailwarden.directories.sqlite import export as sqlite_export
 from mailwarden.directories.streams import matching_accounts
 from mailwarden.errors import (
     AccountError,
+    ImportError_,
+    MailwardenError,
 )
 from mailwarden.files import replaced_atomically
 from mailwarden.model import (
@@ -60,11 +68,10 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
     async def go(app: App) -> None:
         stream = sys.stdin if file == "-" else path.open(encoding="utf-8", errors="surrogateescape")
         progress = _progress("importing", quiet=quiet)
-        # uid key -> the (last) line that gave it: kept only for standard input, which
-        # cannot be read again; a file is read again for the few refused accounts.
-        lines_of: dict[str, int] | None = {} if file == "-" else None
-
-        with stream as fh, progress:
+        # The line of every accepted user name and address, on disk: what finds a
+        # line repeating an earlier one's name, and the lines of the accounts the
+        # directory refuses, in flat memory however long the file (or stdin) is.
+        with stream as fh, progress, DiskLineBook() as book:
             task = progress.add_task("import", total=total)
 
             def lines() -> Iterator[str]:
@@ -73,10 +80,8 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
                     yield line
 
             def parsed() -> Iterator[Account]:
-                for lineno, item in passwdfile.read_accounts(lines()):
+                for lineno, item in passwdfile.read_accounts(lines(), book=book):
                     if isinstance(item, Account):
-                        if lines_of is not None:
-                            lines_of[item.uid.lower()] = lineno
                         yield item
                     else:
                         errors.append((lineno, item.message))
@@ -87,13 +92,14 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
             # address another account holds are left out and listed, as are
             # unreadable lines.
             report = await app.directory.bulk_upsert(parsed(), replace=replace, skip_refused=True)
+            found = book.lines_of({passwdfile.uid_key(r.uid) for r in report.refused})
         counts.update(created=report.created, replaced=report.replaced, skipped=report.skipped)
-        if report.refused and lines_of is None:
-            lines_of = _lines_of(path, {r.uid.lower() for r in report.refused})
-        found = lines_of or {}
-        errors.extend((found.get(r.uid.lower(), 0), r.message) for r in report.refused)
+        errors.extend((found.get(passwdfile.uid_key(r.uid), 0), r.message) for r in report.refused)
 
-    run_with_app(ctx, go)
+    try:
+        run_with_app(ctx, go)
+    except ImportError_ as exc:
+        fail(f"nothing imported: {exc}", EX_TEMPFAIL)
     errors.sort()
     out.print(
         f"imported: {counts['created']} created, {counts['replaced']} replaced, "
@@ -109,16 +115,6 @@ def import_passwd_file(ctx: click.Context, file: str, replace: bool, quiet: bool
         sys.exit(EX_DATAERR)  # a partial import: scripts must notice
 
 
-def _lines_of(path: Path, uids: set[str]) -> dict[str, int]:
-    """The last line of ``path`` that gives each of ``uids`` (keys, lower case)."""
-    found: dict[str, int] = {}
-    with path.open(encoding="utf-8", errors="surrogateescape") as fh:
-        for lineno, item in passwdfile.read_accounts(passwdfile.bounded_lines(fh)):
-            if isinstance(item, Account) and (key := item.uid.lower()) in uids:
-                found[key] = lineno
-    return found
-
-
 @main.group("export")
 def export_group() -> None:
     """Export accounts for another system."""
@@ -126,26 +122,75 @@ def export_group() -> None:
 
 @export_group.command("passwd-file")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True), default="-")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes that read and format the accounts of a SQLite directory "
+    "(default: one per CPU, at most 4; 1: this process alone).",
+)
 @click.pass_context
-def export_passwd_file(ctx: click.Context, file: str) -> None:
+def export_passwd_file(ctx: click.Context, file: str, workers: int | None) -> None:
     """Write every account as a Dovecot passwd-file line (to FILE or stdout).
 
     Accounts are read and written a batch at a time, in uid order; FILE appears
     only once it is complete (a failed export leaves no half-written file). An
     account the format cannot carry (a value with a space, say) is left out and
     listed, and the command exits 65 after writing the others: one such account
-    never stops the export of the whole directory."""
+    never stops the export of the whole directory. On SQLite, worker processes
+    read and format the accounts and the output is the same, byte for byte."""
+    if _config(ctx).directory.backend == "sqlite":
+        count = default_workers() if workers is None else workers
+        written, skipped = _export_sqlite(ctx, file, passwdfile.format_line, count)
+    else:
 
-    def writer(fh: TextIO) -> Callable[[Account], object]:
-        return lambda account: fh.write(passwdfile.format_account(account) + "\n")
+        def writer(fh: TextIO) -> Callable[[Account], object]:
+            return lambda account: fh.write(passwdfile.format_line(account))
 
-    written, skipped = _export(ctx, file, writer)
+        written, skipped = _export(ctx, file, writer)
     if file != "-":
         err.print(f"exported {written} account(s) to {file}")
     if skipped:
         err.print(f"{len(skipped)} account(s) left out: a passwd-file cannot carry them")
         _print_errors(skipped)
         sys.exit(EX_DATAERR)
+
+
+def default_workers() -> int:
+    """One export worker per CPU this process may run on, at most 4."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def _export_sqlite(
+    ctx: click.Context, file: str, formatter: sqlite_export.Formatter, workers: int
+) -> tuple[int, list[tuple[str, str]]]:
+    """As :func:`_export`, for the SQLite directory: ``workers`` processes read and
+    format its accounts (directories/sqlite/export.py), this one writes them in uid
+    order. The app is opened first, and closed, so that the file is checked and
+    migrated as for any command."""
+
+    async def opened(app: App) -> None:
+        return None
+
+    run_with_app(ctx, opened)
+    config = _config(ctx)
+    parts = sqlite_export.formatted(
+        resolve_path(config, config.directory.path),
+        formatter,
+        timeout=config.directory.timeout,
+        workers=workers,
+    )
+    written = 0
+    skipped: list[tuple[str, str]] = []
+    try:
+        with _output(file) as fh, contextlib.closing(parts):
+            for part in parts:
+                fh.write(part.text)
+                written += part.written
+                skipped.extend((r.uid, r.message) for r in part.skipped)
+    except MailwardenError as exc:
+        exit_for(ctx, exc)
+    return written, skipped
 
 
 def _export(

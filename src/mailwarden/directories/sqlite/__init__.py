@@ -3,8 +3,9 @@
 :class:`SQLiteDirectory` implements the ``Directory`` protocol with the semantics
 of :mod:`mailwarden.directories.memory` (the reference), on a database file in WAL
 mode. Everything that touches ``sqlite3`` lives in this package:
-:mod:`.schema` (migrations), :mod:`.rows` (statements, row mapping, inserts) and
-:mod:`.directory` (threads, login cache, the class).
+:mod:`.schema` (migrations), :mod:`.rows` (statements, row mapping, inserts),
+:mod:`.directory` (threads, login cache, the class) and :mod:`.export` (an export
+read and formatted by worker processes, for ``export passwd-file``).
 
 Threads. ``sqlite3`` calls block, so none of them runs on the event loop. Reads go
 to a pool of ``readers`` threads, each with its own connection (opened on first

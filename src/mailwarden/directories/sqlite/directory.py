@@ -49,6 +49,7 @@ from mailwarden.directories.sqlite.rows import (
     insert,
     listed_from_row,
     login_kinds,
+    read_error,
     settle_finds,
     uid_id,
     upsert_chunk,
@@ -222,11 +223,7 @@ class SQLiteDirectory:
         return await self._submit(self._readers, run)
 
     def _read_error(self, exc: Exception) -> DirectoryUnavailable:
-        if isinstance(exc, sqlite3.Error):
-            return self._unavailable(exc)
-        # A row that does not decode was written by something else, or the file is
-        # damaged: the data cannot be trusted, which is not a denial.
-        return self._unavailable(f"malformed account data: {exc}")
+        return read_error(self._path, exc)
 
     def _find_soon(self, params: tuple[str, ...]) -> asyncio.Future[Account | None]:
         """The account ``params`` selects, read together with the other finds of this

@@ -9,6 +9,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -262,6 +263,15 @@ def account_from_row(row: Sequence[Any]) -> Account:
         app_passwords=app_passwords(apps),
         app_passwords_only=bool(apps_only),
     )
+
+
+def read_error(path: Path, exc: Exception) -> DirectoryUnavailable:
+    """A failed read, naming the file: a sqlite3 error, or a row that does not decode
+    (written by something else, or a damaged file: the data cannot be trusted, which
+    is not a denial)."""
+    if isinstance(exc, sqlite3.Error):
+        return DirectoryUnavailable(f"{path}: {exc}")
+    return DirectoryUnavailable(f"{path}: malformed account data: {exc}")
 
 
 def settle_finds(
