@@ -58,6 +58,7 @@ from typing import Any, Protocol
 
 from mailwarden.auth.access import AccessPolicy, Names, visible_passdb_fields
 from mailwarden.auth.bearer import BearerCheck
+from mailwarden.auth.decisionlog import log_decision
 from mailwarden.auth.dummies import DummyHashes
 from mailwarden.auth.passwords import PasswordContext
 from mailwarden.config import Config
@@ -83,7 +84,6 @@ from mailwarden.model import (
     StoredCredentials,
     Unavailable,
     UserRecord,
-    outcome_label,
     userdb_fields,
 )
 from mailwarden.oauth2.claims import TokenVerifier
@@ -190,7 +190,7 @@ class Engine:
             outcome = await self._authenticate(attempt)
         except TemporaryFailure as exc:
             outcome = Unavailable(detail=str(exc) or type(exc).__name__)
-        self._log(attempt, outcome)
+        self.decisions[log_decision(attempt, outcome)] += 1
         if self.metrics is not None:
             self.metrics.auth(attempt, outcome, time.perf_counter() - started)
         return outcome
@@ -554,44 +554,3 @@ class Engine:
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         await self.passwords.app_password_uses.flush()
-
-    # ------------------------------------------------------------------ logging
-
-    def _log(self, attempt: AuthAttempt, outcome: AuthOutcome) -> None:
-        match outcome:
-            case Accepted():
-                result, detail = (
-                    "accepted",
-                    (f"master={outcome.master_user}" if outcome.master_user else ""),
-                )
-            case Denied():
-                result, detail = "denied", outcome.reason.value
-            case Unavailable():
-                result, detail = "unavailable", outcome.detail
-        self.decisions[result] += 1
-        if not log.isEnabledFor(logging.INFO):
-            return
-        log.info(
-            "auth frontend=%s service=%s mech=%s user=%r rip=%s session=%s result=%s %s",
-            attempt.frontend,
-            attempt.service,
-            attempt.mechanism,
-            attempt.username,
-            attempt.remote_ip or "-",
-            attempt.session or "-",
-            result,
-            detail,
-            extra={
-                "decision": {
-                    "event": "auth",
-                    "request_id": attempt.session,
-                    "frontend": attempt.frontend,
-                    "service": attempt.service,
-                    "mechanism": attempt.mechanism,
-                    "user": attempt.username,
-                    "remote_ip": attempt.remote_ip,
-                    "result": outcome_label(outcome),
-                    "reason": detail or None,
-                }
-            },
-        )
