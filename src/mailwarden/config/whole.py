@@ -21,7 +21,7 @@ from mailwarden.config.core import (
 )
 from mailwarden.config.guard import CacheConfig, GuardConfig
 from mailwarden.config.oauth2 import OAuth2Config
-from mailwarden.config.server import ServerConfig, StateConfig
+from mailwarden.config.server import HistoryConfig, ServerConfig, StateConfig
 from mailwarden.config.sql import SqlConfig
 from mailwarden.config.web import HttpConfig, MailgateConfig
 
@@ -48,6 +48,7 @@ class Config(Section):
     mailgate: MailgateConfig = field(default_factory=MailgateConfig)
     oauth2: OAuth2Config = field(default_factory=OAuth2Config)
     state: StateConfig = field(default_factory=StateConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     source: str = field(default="<defaults>", compare=False)
 
     def check(self, key: str) -> None:

@@ -16,13 +16,15 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mailwarden import sqlitemigrations
 from mailwarden.errors import AccountExists, StateUnavailable
+from mailwarden.history.base import MAX_ROWS, LoginEvent, LoginResult
+from mailwarden.model import CredentialKind
 from mailwarden.state.base import (
     MAX_AUDIT_ROWS,
     Administrator,
@@ -73,6 +75,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             failed_since REAL NOT NULL,
             version INTEGER NOT NULL)""",
     ),
+    (
+        # The login history (mailwarden.history), where no Redis keeps it.
+        """CREATE TABLE logins (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            uid TEXT NOT NULL,
+            time REAL NOT NULL,
+            frontend TEXT NOT NULL,
+            service TEXT NOT NULL,
+            remote_ip TEXT,
+            result TEXT NOT NULL,
+            credential TEXT NOT NULL,
+            app_password TEXT)""",
+        "CREATE INDEX logins_uid ON logins (uid, id)",
+        "CREATE INDEX logins_time ON logins (time)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -104,6 +121,19 @@ def _token(row: Any) -> ApiToken:
 
 def _factor(row: Any) -> SecondFactor:
     return factor_of(row)
+
+
+def _login(row: Any) -> LoginEvent:
+    return LoginEvent(
+        uid=row[0],
+        at=row[1],
+        frontend=row[2],
+        service=row[3],
+        remote_ip=row[4],
+        result=LoginResult(row[5]),
+        credential=CredentialKind(row[6]),
+        app_password=row[7],
+    )
 
 
 _ADMIN = "SELECT name, password, role, created FROM admins"
@@ -343,6 +373,65 @@ class SQLiteStateStore:
             return cur.rowcount == 1
 
         return await self._run(job)
+
+    # ------------------------------------------------------------------ login history
+
+    async def add_logins(self, events: Sequence[LoginEvent], *, keep: int, ttl: float) -> None:
+        rows = [
+            (
+                e.uid,
+                e.at,
+                e.frontend,
+                e.service,
+                e.remote_ip,
+                e.result.value,
+                e.credential.value,
+                e.app_password,
+            )
+            for e in events
+        ]
+        uids = sorted({e.uid for e in events})
+
+        def job(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN")  # one transaction: one commit per batch
+            try:
+                c.executemany(
+                    "INSERT INTO logins (uid, time, frontend, service, remote_ip, result, "
+                    "credential, app_password) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                # Each account keeps its newest ``keep`` (the index finds the cut).
+                for uid in uids:
+                    c.execute(
+                        "DELETE FROM logins WHERE uid = ? AND id <= (SELECT id FROM logins "
+                        "WHERE uid = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                        (uid, uid, keep),
+                    )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        await self._run(job)
+
+    async def logins(self, uid: str, *, limit: int, since: float) -> list[LoginEvent]:
+        def job(c: sqlite3.Connection) -> list[LoginEvent]:
+            return [
+                _login(r)
+                for r in c.execute(
+                    "SELECT uid, time, frontend, service, remote_ip, result, credential, "
+                    "app_password FROM logins WHERE uid = ? AND time >= ? "
+                    "ORDER BY id DESC LIMIT ?",
+                    (uid, since, max(0, min(limit, MAX_ROWS))),
+                )
+            ]
+
+        return await self._run(job)
+
+    async def prune_logins(self, before: float) -> int:
+        return await self._run(
+            lambda c: c.execute("DELETE FROM logins WHERE time < ?", (before,)).rowcount
+        )
 
     async def close(self) -> None:
         if self._closed:
