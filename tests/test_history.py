@@ -286,19 +286,34 @@ async def test_entries_older_than_days_are_pruned_and_not_shown() -> None:
     recorder.add(event(1, at=now - 60))
     await recorder.flush()  # writes, then prunes (the first time: at once)
     assert [e.at for e in await recorder.recent("alice", limit=10)] == [now - 60]
-    assert await recorder.store.prune_logins(now) == 1  # the old one is gone already
+    assert await recorder.store.prune_logins(now, keep=9) == 1  # the old one is gone already
 
 
-async def test_the_sqlite_state_file_keeps_trims_and_prunes_the_history(tmp_path: Path) -> None:
+async def test_the_sqlite_state_file_is_cut_to_max_per_account_by_the_hourly_prune(
+    tmp_path: Path,
+) -> None:
     store = await SQLiteStateStore.open(tmp_path / "state.db")
+    config = dataclasses.replace(CONFIG, max_per_account=3, batch_size=10)
+    recorder = HistoryRecorder(store, config, clock=NOW)
     try:
-        await store.add_logins([event(n) for n in range(5)], keep=3, ttl=86400)
-        await store.add_logins([event(7, uid="bob")], keep=3, ttl=86400)
-        found = await store.logins("alice", limit=10, since=0)
-        assert [e.at for e in found] == [1004.0, 1003.0, 1002.0]
-        assert found[0] == event(4)
-        assert [e.at for e in await store.logins("alice", limit=10, since=1003.5)] == [1004.0]
-        assert await store.prune_logins(1003.5) == 2  # alice's 1002 and 1003
+        for n in range(5):
+            recorder.add(event(n))
+        recorder.add(event(7, uid="bob"))
+        await recorder.flush()  # the first write prunes at once, then hourly
+        assert [e.at for e in await store.logins("alice", limit=10, since=0)] == [
+            1004.0,
+            1003.0,
+            1002.0,
+        ]
+        for n in range(10, 15):
+            recorder.add(event(n))
+        await recorder.flush()  # within the hour: not cut, but never shown beyond 3
+        assert len(await store.logins("alice", limit=10, since=0)) == 8
+        assert [e.at for e in await recorder.recent("alice", limit=10)] == [
+            1014.0,
+            1013.0,
+            1012.0,
+        ]
         assert len(await store.logins("bob", limit=10, since=0)) == 1
     finally:
         await store.close()

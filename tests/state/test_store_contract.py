@@ -181,12 +181,11 @@ def login(n: int, uid: str = "alice") -> LoginEvent:
     )
 
 
-async def test_the_login_history_comes_back_newest_first_trimmed_per_account(
-    store: StateStore,
-) -> None:
-    await store.add_logins([login(n) for n in range(4)], keep=3, ttl=86400)
-    await store.add_logins([login(4), login(5, uid="bob")], keep=3, ttl=86400)
-    found = await store.logins("alice", limit=10, since=0)
+async def test_the_login_history_comes_back_newest_first(store: StateStore) -> None:
+    await store.add_logins([login(n) for n in range(4)], keep=10, ttl=86400)
+    await store.add_logins([login(4), login(5, uid="bob")], keep=10, ttl=86400)
+    await store.add_logins([], keep=10, ttl=86400)
+    found = await store.logins("alice", limit=3, since=0)
     assert found == [login(4), login(3), login(2)]
     assert await store.logins("alice", limit=1, since=0) == [login(4)]
     assert await store.logins("alice", limit=10, since=1003.0) == [login(4), login(3)]
@@ -194,10 +193,20 @@ async def test_the_login_history_comes_back_newest_first_trimmed_per_account(
     assert await store.logins("carol", limit=10, since=0) == []
 
 
+async def test_the_login_history_is_cut_to_keep_per_account_by_the_prune_at_the_latest(
+    store: StateStore,
+) -> None:
+    await store.add_logins([login(n) for n in range(5)], keep=3, ttl=86400)
+    await store.add_logins([login(9, uid="bob")], keep=3, ttl=86400)
+    await store.prune_logins(0, keep=3)
+    assert await store.logins("alice", limit=10, since=0) == [login(4), login(3), login(2)]
+    assert await store.logins("bob", limit=10, since=0) == [login(9, uid="bob")]
+
+
 async def test_the_login_history_is_pruned_by_age(store: StateStore) -> None:
     await store.add_logins([login(n) for n in range(3)], keep=10, ttl=86400)
     await store.add_logins([login(1, uid="bob")], keep=10, ttl=86400)
-    assert await store.prune_logins(1001.5) == 3  # alice's 1000 and 1001, bob's 1001
+    assert await store.prune_logins(1001.5, keep=10) == 3  # alice's 1000, 1001; bob's
     assert await store.logins("alice", limit=10, since=0) == [login(2)]
     assert await store.logins("bob", limit=10, since=0) == []
 

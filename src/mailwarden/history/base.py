@@ -209,8 +209,9 @@ class HistoryStore(Protocol):
     store cannot answer; the recorder counts them and logins never see them."""
 
     async def add_logins(self, events: Sequence[LoginEvent], *, keep: int, ttl: float) -> None:
-        """Append ``events``; keep at most ``keep`` per account (the newest), and may
-        forget any older than ``ttl`` seconds (Redis expires whole lists so)."""
+        """Append ``events``. A store may cut each account to its newest ``keep`` here
+        (memory, Redis) or in :meth:`prune_logins` (SQL stores), and may forget any
+        older than ``ttl`` seconds (Redis expires whole lists so)."""
         ...
 
     async def logins(self, uid: str, *, limit: int, since: float) -> list[LoginEvent]:
@@ -218,7 +219,7 @@ class HistoryStore(Protocol):
         ``limit`` (and :data:`MAX_ROWS`)."""
         ...
 
-    async def prune_logins(self, before: float) -> int:
-        """Forget every entry older than ``before``; how many (0 where the store
-        expires them itself)."""
+    async def prune_logins(self, before: float, *, keep: int) -> int:
+        """Forget every entry older than ``before`` and all but each account's newest
+        ``keep``; how many (0 where the store does both when it writes)."""
         ...

@@ -28,8 +28,8 @@ class MemoryHistory:
         newest = [e for e in reversed(found) if e.at >= since]
         return newest[:limit]
 
-    async def prune_logins(self, before: float) -> int:
-        removed = 0
+    async def prune_logins(self, before: float, *, keep: int) -> int:
+        removed = 0  # each deque is cut to ``keep`` as it is written
         for uid in list(self._by_uid):
             kept = self._by_uid[uid]
             while kept and kept[0].at < before:

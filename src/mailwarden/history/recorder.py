@@ -17,8 +17,10 @@ The rules, and why:
 * **Blocked logins** carry a login name (base.py says why); the recorder asks
   ``resolve`` for the account, at most :data:`RESOLVE_PER_BATCH` per batch, the rest
   dropped and counted.
-* **Pruning** by age runs at most once per :data:`PRUNE_EVERY` seconds, after a
-  write (stores that expire entries themselves answer 0).
+* **Pruning** by age and to ``max_per_account`` runs at most once per
+  :data:`PRUNE_EVERY` seconds, after a write (memory and Redis cut each account as
+  they write, and Redis expires unused lists; the SQL stores do it here, so that a
+  batch is one cheap statement). A read never returns more than ``max_per_account``.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class HistoryRecorder:
         self._queue: list[LoginEvent | Unresolved] = []
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._pruned = 0.0
+        self._pruned = float("-inf")  # the first write prunes at once
         self._errors = RateLimitedLog(log)
         self._failing = False
         self.written = 0
@@ -180,11 +182,13 @@ class HistoryRecorder:
             return
         self._pruned = now
         try:
-            await self.store.prune_logins(now - self.ttl)
+            await self.store.prune_logins(now - self.ttl, keep=self.keep)
         except (TemporaryFailure, OSError) as exc:
             self._errors.warning("prune", "login history: pruning failed: %s", exc)
 
     async def recent(self, uid: str, *, limit: int) -> list[LoginEvent]:
         """``uid``'s entries of the last ``days``, newest first (what is still queued
         is not among them). TemporaryFailure when the store cannot answer."""
+        # A store that cuts to max_per_account hourly may hold more meanwhile.
+        limit = min(limit, self.keep)
         return await self.store.logins(uid, limit=limit, since=self.clock() - self.ttl)

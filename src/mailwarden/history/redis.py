@@ -82,6 +82,6 @@ class RedisHistory:
             await self.client.connection_pool.disconnect(inuse_connections=False)
         return StoreUnavailable(f"redis: login history: {exc or type(exc).__name__}")
 
-    async def prune_logins(self, before: float) -> int:
+    async def prune_logins(self, before: float, *, keep: int) -> int:
         """Nothing to do: lists are trimmed when written and expire when unused."""
         return 0

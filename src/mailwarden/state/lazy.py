@@ -83,8 +83,8 @@ class LazyStateStore:
     async def logins(self, uid: str, *, limit: int, since: float) -> list[LoginEvent]:
         return await (await self._get()).logins(uid, limit=limit, since=since)
 
-    async def prune_logins(self, before: float) -> int:
-        return await (await self._get()).prune_logins(before)
+    async def prune_logins(self, before: float, *, keep: int) -> int:
+        return await (await self._get()).prune_logins(before, keep=keep)
 
     async def close(self) -> None:
         if self._store is not None:

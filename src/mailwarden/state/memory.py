@@ -124,9 +124,9 @@ class MemoryStateStore:
         self._open()
         return await self._history.logins(uid, limit=limit, since=since)
 
-    async def prune_logins(self, before: float) -> int:
+    async def prune_logins(self, before: float, *, keep: int) -> int:
         self._open()
-        return await self._history.prune_logins(before)
+        return await self._history.prune_logins(before, keep=keep)
 
     async def close(self) -> None:
         self.closed = True

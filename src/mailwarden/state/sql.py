@@ -325,47 +325,26 @@ class SqlStateStore:
     async def add_logins(self, events: Sequence[LoginEvent], *, keep: int, ttl: float) -> None:
         if not events:
             return
-        with _answering(self._where):
-            async with self._db.transaction() as tx:
-                # One statement per batch: one round trip, whatever its size.
-                parts: list[str | Param] = [
-                    "INSERT INTO mailwarden_state_logins (uid, time, frontend, service,"
-                    " remote_ip, result, credential, app_password) VALUES "
-                ]
-                for i, e in enumerate(events):
-                    parts.append(", (" if i else "(")
-                    parts += _values(
-                        e.uid,
-                        e.at,
-                        e.frontend,
-                        e.service,
-                        e.remote_ip,
-                        e.result.value,
-                        e.credential.value,
-                        e.app_password,
-                    )
-                    parts.append(")")
-                await tx.execute(Sql(tuple(parts)))
-                # Each account keeps its newest ``keep``: find the cut, then delete
-                # (MariaDB cannot read the table a DELETE writes in a subquery).
-                for uid in sorted({e.uid for e in events}):
-                    cut = await tx.fetch(
-                        Sql.of(
-                            "SELECT id FROM mailwarden_state_logins WHERE uid = ",
-                            Param(uid),
-                            " ORDER BY id DESC LIMIT 1 OFFSET ",
-                            Param(keep),
-                        )
-                    )
-                    if cut:
-                        await tx.execute(
-                            Sql.of(
-                                "DELETE FROM mailwarden_state_logins WHERE uid = ",
-                                Param(uid),
-                                " AND id <= ",
-                                Param(int(cut[0].values[0])),
-                            )
-                        )
+        # One statement per batch: one round trip, whatever its size. Trimming to
+        # ``keep`` is the hourly prune's (prune_logins).
+        parts: list[str | Param] = [
+            "INSERT INTO mailwarden_state_logins (uid, time, frontend, service,"
+            " remote_ip, result, credential, app_password) VALUES "
+        ]
+        for i, e in enumerate(events):
+            parts.append(", (" if i else "(")
+            parts += _values(
+                e.uid,
+                e.at,
+                e.frontend,
+                e.service,
+                e.remote_ip,
+                e.result.value,
+                e.credential.value,
+                e.app_password,
+            )
+            parts.append(")")
+        await self._execute(Sql(tuple(parts)))
 
     async def logins(self, uid: str, *, limit: int, since: float) -> list[LoginEvent]:
         rows = await self._fetch(
@@ -393,10 +372,21 @@ class SqlStateStore:
             for r in rows
         ]
 
-    async def prune_logins(self, before: float) -> int:
-        return await self._execute(
+    async def prune_logins(self, before: float, *, keep: int) -> int:
+        old = await self._execute(
             Sql.of("DELETE FROM mailwarden_state_logins WHERE time < ", Param(before))
         )
+        # The derived table is read whole before the DELETE writes (MariaDB needs that).
+        cut = await self._execute(
+            Sql.of(
+                "DELETE FROM mailwarden_state_logins WHERE id IN (SELECT id FROM (SELECT id,"
+                " ROW_NUMBER() OVER (PARTITION BY uid ORDER BY id DESC) AS n"
+                " FROM mailwarden_state_logins) AS ranked WHERE n > ",
+                Param(keep),
+                ")",
+            )
+        )
+        return old + cut
 
     async def close(self) -> None:
         await self._db.close()

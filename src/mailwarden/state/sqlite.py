@@ -136,6 +136,18 @@ def _login(row: Any) -> LoginEvent:
     )
 
 
+_ADD_LOGINS = (
+    "INSERT INTO logins (uid, time, frontend, service, remote_ip, result, credential, "
+    "app_password) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
+    "json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]') "
+    "FROM json_each(?) ORDER BY key"
+)
+#: Every account cut to its newest ``keep`` entries.
+_TRIM_LOGINS = (
+    "DELETE FROM logins WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER "
+    "(PARTITION BY uid ORDER BY id DESC) AS n FROM logins) WHERE n > ?)"
+)
 _ADMIN = "SELECT name, password, role, created FROM admins"
 _TOKEN = "SELECT name, digest, scope, created, created_by, expires FROM tokens"  # noqa: S105
 _FACTOR = (
@@ -377,42 +389,30 @@ class SQLiteStateStore:
     # ------------------------------------------------------------------ login history
 
     async def add_logins(self, events: Sequence[LoginEvent], *, keep: int, ttl: float) -> None:
-        rows = [
-            (
-                e.uid,
-                e.at,
-                e.frontend,
-                e.service,
-                e.remote_ip,
-                e.result.value,
-                e.credential.value,
-                e.app_password,
-            )
-            for e in events
-        ]
-        uids = sorted({e.uid for e in events})
-
-        def job(c: sqlite3.Connection) -> None:
-            c.execute("BEGIN")  # one transaction: one commit per batch
-            try:
-                c.executemany(
-                    "INSERT INTO logins (uid, time, frontend, service, remote_ip, result, "
-                    "credential, app_password) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                # Each account keeps its newest ``keep`` (the index finds the cut).
-                for uid in uids:
-                    c.execute(
-                        "DELETE FROM logins WHERE uid = ? AND id <= (SELECT id FROM logins "
-                        "WHERE uid = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                        (uid, uid, keep),
-                    )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-
-        await self._run(job)
+        # One statement over one JSON array, made here on the event loop: the writing
+        # thread then runs no Python per row. Each sqlite3 call releases and takes the
+        # GIL again, and taking it back from a busy event loop waits for its switch
+        # interval: a statement per row made the loop hand the GIL over hundreds of
+        # times a batch. Trimming to ``keep`` is the hourly prune's (prune_logins).
+        if not events:
+            return
+        batch = json.dumps(
+            [
+                [
+                    e.uid,
+                    e.at,
+                    e.frontend,
+                    e.service,
+                    e.remote_ip,
+                    e.result.value,
+                    e.credential.value,
+                    e.app_password,
+                ]
+                for e in events
+            ],
+            separators=(",", ":"),
+        )
+        await self._run(lambda c: c.execute(_ADD_LOGINS, (batch,)))
 
     async def logins(self, uid: str, *, limit: int, since: float) -> list[LoginEvent]:
         def job(c: sqlite3.Connection) -> list[LoginEvent]:
@@ -428,10 +428,12 @@ class SQLiteStateStore:
 
         return await self._run(job)
 
-    async def prune_logins(self, before: float) -> int:
-        return await self._run(
-            lambda c: c.execute("DELETE FROM logins WHERE time < ?", (before,)).rowcount
-        )
+    async def prune_logins(self, before: float, *, keep: int) -> int:
+        def job(c: sqlite3.Connection) -> int:
+            old = c.execute("DELETE FROM logins WHERE time < ?", (before,)).rowcount
+            return int(old + c.execute(_TRIM_LOGINS, (keep,)).rowcount)
+
+        return await self._run(job)
 
     async def close(self) -> None:
         if self._closed:
