@@ -28,7 +28,9 @@ holding the same SHA512-CRYPT hashes); ``http`` ``/api/v1/auth/json`` with
 keep-alive (no reference server); ``scale-<store>-<scheme>-<size>`` cold logins at
 10k, 100k and 1M accounts, {PLAIN} and SHA512-CRYPT (1M: 1000 rounds, to keep
 generation short), on the SQLite directory, on LDAP and on PostgreSQL; ``sql-cold``
-and ``sql-mix`` both servers on one PostgreSQL with the same queries (issue #17). A
+and ``sql-mix`` both servers on one PostgreSQL with the same queries (issue #17);
+``mix-history`` the mix on mailwarden with the login history off and on (issue #20:
+at most 5 % fewer auths/s with it on). A
 name in ``--scenarios`` also selects every scenario it prefixes (``scale``,
 ``scale-ldap``, ``sql``).
 
@@ -102,7 +104,7 @@ class Scenario:
     workload: str  # cold | mix (Dovecot protocol); or the special kinds below
     accounts: int
     quick_accounts: int
-    kind: str = "dovecot"  # dovecot | saslauthd | http
+    kind: str = "dovecot"  # dovecot | saslauthd | http | history (mailwarden only)
     directory: str = "sqlite"  # the store both servers read (backends.DIRECTORIES)
     rounds: int | None = None  # the scheme's cost parameter, when not its default
     reference_cache: bool = False
@@ -179,6 +181,19 @@ SCENARIOS = (
         2_000,
         reference_cache=True,
         targets=Targets(rate=25.0),
+        warmup=True,
+    ),
+    # Issue 20: the same mix on mailwarden alone, with the login history off (the
+    # reference row) and on (SQLite state file), side by side in one run.
+    Scenario(
+        "mix-history",
+        "(9) realistic mix, login history off / on",
+        "SHA512-CRYPT",
+        "mix",
+        10_000,
+        2_000,
+        kind="history",
+        targets=Targets(rate=0.95),
         warmup=True,
     ),
     # Warmed up like the mix: Dovecot holds the whole passwd-file in memory once it
@@ -415,7 +430,7 @@ enabled = {cache}
 
 @contextlib.contextmanager
 def mailwarden(
-    root: Path, backend: Backend, *, cache: bool, workers: int, scheme: str
+    root: Path, backend: Backend, *, cache: bool, workers: int, scheme: str, extra: str = ""
 ) -> Iterator[Server]:
     """``mailwarden serve`` reading the backend's store (its directory sections).
 
@@ -429,13 +444,13 @@ def mailwarden(
             redis = stack.enter_context(backends.redisserver.running_redis())
             guard = f'store = "redis"\n\n[guard.redis]\nurl = "{redis.url}"\n'
             helpers = tuple(children.pids_running("redis-server", f"127.0.0.1:{redis.port}"))
-        server = stack.enter_context(_serve(root, backend, cache, workers, scheme, guard))
+        server = stack.enter_context(_serve(root, backend, cache, workers, scheme, guard, extra))
         yield replace(server, helpers=helpers)
 
 
 @contextlib.contextmanager
 def _serve(
-    root: Path, backend: Backend, cache: bool, workers: int, scheme: str, guard: str
+    root: Path, backend: Backend, cache: bool, workers: int, scheme: str, guard: str, extra: str
 ) -> Iterator[Server]:
     port = free_port()
     conf = root / "mailwarden.toml"
@@ -451,7 +466,7 @@ def _serve(
     )
     if workers == 1:
         text = text.replace("workers = 1\n", "")
-    text = text.replace("allow_networks = []\n", "allow_networks = []\n" + guard)
+    text = text.replace("allow_networks = []\n", "allow_networks = []\n" + guard) + extra
     conf.write_text(text)
     with (root / "serve.log").open("wb") as log:
         proc = subprocess.Popen(
@@ -783,6 +798,40 @@ def dovecot_protocol(opts: Options, s: Scenario, work: Path) -> list[Row]:
                 if s.warmup:
                     warm_up(load, server.address, n)
                 measure(server, rows[1], partial(protocol_load, load, server.address))
+    return rows
+
+
+#: What ``mix-history`` adds to mailwarden's config for its second row.
+HISTORY_ON = "\n[history]\nenabled = true\n"
+
+
+def history_scenario(opts: Options, s: Scenario, work: Path) -> list[Row]:
+    """The mix on mailwarden with the login history off (the reference row) and on,
+    alternated each round like the other scenarios' servers."""
+    passwd, n = scenario_passwd(opts, s)
+    load = loadgen.Load(
+        address="",
+        workload=loadgen.Workload(kind=s.workload, accounts=n),
+        conns=s.conns,
+        inflight=s.inflight,
+        seconds=opts.seconds,
+        procs=opts.procs,
+    )
+    with backends.DIRECTORIES[s.directory].open(passwd, work) as backend:
+        rows = [Row(s, "mailwarden, history off", n), Row(s, "mailwarden", n)]
+        for r in range(opts.rounds):
+            for row, extra, label in ((rows[0], "", "off"), (rows[1], HISTORY_ON, "on")):
+                with mailwarden(
+                    work / f"mw-{s.name}-{label}-{r}",
+                    backend,
+                    cache=s.mailwarden_cache,
+                    workers=opts.workers,
+                    scheme=s.scheme,
+                    extra=extra,
+                ) as server:
+                    if s.warmup:
+                        warm_up(load, server.address, n)
+                    measure(server, row, partial(protocol_load, load, server.address))
     return rows
 
 
@@ -1366,6 +1415,7 @@ def main(argv: list[str] | None = None) -> int:
             "dovecot": dovecot_protocol,
             "saslauthd": saslauthd_scenario,
             "http": http_scenario,
+            "history": history_scenario,
         }
         with children.busy() if opts.busy else contextlib.nullcontext(None) as core:
             if opts.busy:

@@ -34,6 +34,7 @@ from mailwarden.frontends.inherited import InheritedSockets
 from mailwarden.guard.policy import Guard
 from mailwarden.guard.stores.base import GuardStore
 from mailwarden.hashing.pool import Hasher
+from mailwarden.history.opening import open_history
 from mailwarden.model import Accepted, AuthAttempt, AuthOutcome, LookupOutcome, UserRecord
 from mailwarden.oauth2 import TokenVerifier, open_verifier
 from mailwarden.state.opening import open_state
@@ -237,6 +238,7 @@ async def running_app(
     if daemon and backend.changes is not None:
         backend.changes.subscribe(engine.directory_changed)
     staff = Staff.for_site(open_state(config), hasher, config.http, guard=engine.guard)
+    engine.history = open_history(config, engine.guard, staff.store, engine.history_uid)
     app = App(
         config=config,
         directory=directory,
@@ -285,6 +287,7 @@ RESTART_KEYS: dict[str, tuple[str, ...]] = {
     "saslauthd": ("enabled",),
     "http": ("enabled",),
     "oauth2": (),  # the verifier, its key set and caches are built once
+    "history": ("enabled",),
 }
 
 

@@ -260,5 +260,21 @@ def state_collector(engine: Any) -> Callable[[], Iterable[Metric]]:
             "Bans written by this process (networks and protected accounts).",
             value=guard.bans_made,
         )
+        history = engine.history
+        if history is not None:
+            written = CounterMetricFamily(
+                "mailwarden_history_entries",
+                "Login history entries: written, dropped (queue full), lost (store failed).",
+                labels=["result"],
+            )
+            written.add_metric(["written"], history.written)
+            written.add_metric(["dropped"], history.dropped)
+            written.add_metric(["lost"], history.lost)
+            yield written
+            yield GaugeMetricFamily(
+                "mailwarden_history_queue",
+                "Login history entries waiting to be written.",
+                value=history.pending,
+            )
 
     return read

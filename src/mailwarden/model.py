@@ -357,6 +357,28 @@ class AuthAttempt:
     realm: str | None = None
 
 
+class CredentialKind(enum.Enum):
+    """What kind of credential a login presented (the login history shows it):
+    the main ``password`` (also proven by a challenge-response mechanism), one of
+    the account's app passwords, an OAuth2 bearer ``token``, a client
+    ``certificate`` (EXTERNAL), or ``none`` (SASL ANONYMOUS)."""
+
+    PASSWORD = "password"  # noqa: S105 (a kind, not a secret)
+    APP_PASSWORD = "app-password"  # noqa: S105
+    TOKEN = "token"  # noqa: S105
+    CERTIFICATE = "certificate"
+    NONE = "none"
+
+
+@record
+class CredentialUsed:
+    """The credential a login was decided on: its kind and, for an app password that
+    matched, that app password's name (a wrong one matched none: ``password``)."""
+
+    kind: CredentialKind
+    app_password: str | None = None
+
+
 # --------------------------------------------------------------------------- outcomes
 
 

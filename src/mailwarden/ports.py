@@ -49,6 +49,10 @@ class AccountEditor(Protocol):
 
     async def delete(self, uid: str) -> None: ...
 
+    async def secure_account(
+        self, uid: str, password: bytes, *, revoke_app_passwords: bool = False
+    ) -> Account: ...
+
     async def add_app_password(
         self, uid: str, *, name: str, services: Iterable[str] = (), expires: int | None = None
     ) -> NewAppPassword: ...

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from mailwarden import sqlitemigrations
 from mailwarden.errors import AccountExists, StateUnavailable
+from mailwarden.history.base import LoginEvent, LoginResult
+from mailwarden.model import CredentialKind
 from mailwarden.state.base import (
     Administrator,
     ApiToken,
@@ -22,7 +25,7 @@ from mailwarden.state.base import (
 )
 from mailwarden.state.memory import MemoryStateStore
 from mailwarden.state.sql import SqlStateStore
-from mailwarden.state.sqlite import SCHEMA_VERSION, SQLiteStateStore
+from mailwarden.state.sqlite import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, SQLiteStateStore
 from tests.conftest import sql_config_for
 from tests.sqlservers import SqlServer
 
@@ -163,3 +166,68 @@ async def test_a_newer_schema_or_a_foreign_file_is_refused(tmp_path: Path) -> No
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(StateUnavailable, match="not a mailwarden state file"):
         await SQLiteStateStore.open(foreign)
+
+
+def login(n: int, uid: str = "alice") -> LoginEvent:
+    return LoginEvent(
+        uid=uid,
+        at=1000.0 + n,
+        frontend="dovecot",
+        service="imap",
+        remote_ip="192.0.2.1" if n % 2 else None,
+        result=LoginResult.WRONG_PASSWORD if n % 2 else LoginResult.ACCEPTED,
+        credential=CredentialKind.APP_PASSWORD if n % 2 else CredentialKind.PASSWORD,
+        app_password="phone" if n % 2 else None,
+    )
+
+
+async def test_the_login_history_comes_back_newest_first(store: StateStore) -> None:
+    await store.add_logins([login(n) for n in range(4)], keep=10, ttl=86400)
+    await store.add_logins([login(4), login(5, uid="bob")], keep=10, ttl=86400)
+    await store.add_logins([], keep=10, ttl=86400)
+    found = await store.logins("alice", limit=3, since=0)
+    assert found == [login(4), login(3), login(2)]
+    assert await store.logins("alice", limit=1, since=0) == [login(4)]
+    assert await store.logins("alice", limit=10, since=1003.0) == [login(4), login(3)]
+    assert await store.logins("bob", limit=10, since=0) == [login(5, uid="bob")]
+    assert await store.logins("carol", limit=10, since=0) == []
+
+
+async def test_the_login_history_is_cut_to_keep_per_account_by_the_prune_at_the_latest(
+    store: StateStore,
+) -> None:
+    await store.add_logins([login(n) for n in range(5)], keep=3, ttl=86400)
+    await store.add_logins([login(9, uid="bob")], keep=3, ttl=86400)
+    await store.prune_logins(0, keep=3)
+    assert await store.logins("alice", limit=10, since=0) == [login(4), login(3), login(2)]
+    assert await store.logins("bob", limit=10, since=0) == [login(9, uid="bob")]
+
+
+async def test_the_login_history_is_pruned_by_age(store: StateStore) -> None:
+    await store.add_logins([login(n) for n in range(3)], keep=10, ttl=86400)
+    await store.add_logins([login(1, uid="bob")], keep=10, ttl=86400)
+    assert await store.prune_logins(1001.5, keep=10) == 3  # alice's 1000, 1001; bob's
+    assert await store.logins("alice", limit=10, since=0) == [login(2)]
+    assert await store.logins("bob", limit=10, since=0) == []
+
+
+async def test_a_version_1_state_file_gains_the_login_history_and_keeps_its_records(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        sqlitemigrations.apply(
+            conn, 0, MIGRATIONS[:1], with_each=(f"PRAGMA application_id = {APPLICATION_ID}",)
+        )
+        conn.execute(
+            "INSERT INTO admins (name, password, role, created) VALUES ('ann', 'x', 'admin', 0)"
+        )
+    store = await SQLiteStateStore.open(path)
+    try:
+        assert await store.admin("ann") is not None
+        await store.add_logins([login(1)], keep=10, ttl=86400)
+        assert await store.logins("alice", limit=10, since=0) == [login(1)]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

@@ -213,6 +213,34 @@ class AccountAdmin:
         await self.record("account.password", account.uid, ("password",))
         return value if generated else None
 
+    async def secure_account(
+        self, uid: str, password: bytes, *, revoke_app_passwords: bool = False
+    ) -> Account:
+        """The owner reports a login that was not theirs ("This wasn't me" on their
+        page, docs/history.md): store the new ``password`` (every web session made
+        with the old one ends, on every node: sessions are bound to the stored value),
+        with ``revoke_app_passwords`` delete every app password too, forget the
+        account's verified logins in every process (the guard's flush fan-out), and
+        record it all as one ``account.secured`` entry. Brute-force protection is
+        left as it is: a report of a stranger's login is no reason to lift it."""
+        account = await self.show(uid)
+        stored = await self._hash(account.uid, password, None)
+        if not await self.directory.set_password(account.uid, stored):
+            raise AccountNotFound(f"no account {uid}")
+        fields = ["password"]
+        if revoke_app_passwords and account.app_passwords:
+            try:
+                await self.directory.modify(
+                    account.uid, lambda a: dataclasses.replace(a, app_passwords=())
+                )
+            except WriteRefused:
+                pass  # a directory that stores no app passwords has none to revoke
+            else:
+                fields.append("app_passwords")
+        await self.engine.flush_cache(list(account.logins()))
+        await self.record("account.secured", account.uid, fields)
+        return await self.show(account.uid)
+
     async def delete(self, uid: str) -> None:
         account = await self.directory.get(uid)
         if account is None or not await self.directory.delete(account.uid):

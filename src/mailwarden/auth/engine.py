@@ -45,6 +45,8 @@ Rules, and why:
   mechanisms are offered (they keep credential-capable values from being
   rehashed) and who the anonymous user is come in as arguments; whether a front
   end offers ANONYMOUS is said per attempt (``anonymous_offered``).
+* **The login history** (history/) is handed each decision with the uid resolved
+  inside it, which the outcome does not carry; history/base.py says what is kept.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from typing import Any, Protocol
 
 from mailwarden.auth.access import AccessPolicy, Names, visible_passdb_fields
 from mailwarden.auth.bearer import BearerCheck
+from mailwarden.auth.decisionlog import log_decision
 from mailwarden.auth.dummies import DummyHashes
 from mailwarden.auth.passwords import PasswordContext
 from mailwarden.config import Config
@@ -66,6 +69,8 @@ from mailwarden.errors import TemporaryFailure, WriteRefused
 from mailwarden.guard.logincache import LoginCache
 from mailwarden.guard.policy import Guard, unknown_subject
 from mailwarden.hashing.pool import Hasher
+from mailwarden.history.base import Trail
+from mailwarden.history.recorder import HistoryRecorder
 from mailwarden.model import (
     ACCOUNT_PREFIX,
     Accepted,
@@ -74,6 +79,8 @@ from mailwarden.model import (
     AuthAttempt,
     AuthOutcome,
     BearerToken,
+    CredentialKind,
+    CredentialUsed,
     Denied,
     DenyReason,
     LookupOutcome,
@@ -83,7 +90,6 @@ from mailwarden.model import (
     StoredCredentials,
     Unavailable,
     UserRecord,
-    outcome_label,
     userdb_fields,
 )
 from mailwarden.oauth2.claims import TokenVerifier
@@ -94,6 +100,10 @@ log = logging.getLogger("mailwarden.auth")
 # Step-by-step lines of a decision the caller asked to debug (Dovecot's ``debug``
 # parameter). setup_logging() lets this logger through at any configured level.
 trace = logging.getLogger("mailwarden.debug")
+
+
+#: The credentials that name no app password, made once (a login allocates none).
+_USED = {kind: CredentialUsed(kind=kind) for kind in CredentialKind}
 
 
 class MetricsSink(Protocol):
@@ -152,6 +162,8 @@ class Engine:
         self._use(config)
         self.decisions: collections.Counter[str] = collections.Counter()  # for `status`
         self._background: set[asyncio.Task[None]] = set()
+        #: The login history's recorder (history/opening.py; None: not kept).
+        self.history: HistoryRecorder | None = None
 
     def _use(self, config: Config) -> None:
         """Everything the engine derives from its config (at start and on SIGHUP)."""
@@ -186,11 +198,15 @@ class Engine:
     async def authenticate(self, attempt: AuthAttempt) -> AuthOutcome:
         """Decide one login. Never raises for backend trouble: that is Unavailable."""
         started = time.perf_counter()
+        history = self.history
+        trail = Trail() if history is not None else None
         try:
-            outcome = await self._authenticate(attempt)
+            outcome = await self._authenticate(attempt, trail)
         except TemporaryFailure as exc:
             outcome = Unavailable(detail=str(exc) or type(exc).__name__)
-        self._log(attempt, outcome)
+        self.decisions[log_decision(attempt, outcome)] += 1
+        if trail is not None and history is not None:
+            history.note(attempt, outcome, trail)  # queued: never waits, never raises
         if self.metrics is not None:
             self.metrics.auth(attempt, outcome, time.perf_counter() - started)
         return outcome
@@ -212,6 +228,8 @@ class Engine:
             self._mechanisms = frozenset(m.upper() for m in mechanisms)
             self._anonymous_user = anonymous_user
         self._use(config)
+        if self.history is not None:
+            self.history.configure(config.history)
         self.guard.reconfigure(config.guard)
         self.cache.reconfigure(config.cache, policy_tag=repr(self.policy))
 
@@ -231,9 +249,13 @@ class Engine:
         if attempt.debug:
             trace.info("session=%s " + message, attempt.session or "-", *args)
 
-    async def _authenticate(self, attempt: AuthAttempt) -> AuthOutcome:
+    async def _authenticate(self, attempt: AuthAttempt, trail: Trail | None) -> AuthOutcome:
+        """The decision; ``trail`` (when the history is kept) learns the account's uid
+        and the credential proven, which the outcome does not always say."""
         access = self.access
         names = access.split_names(attempt)
+        if trail is not None:
+            trail.login = names.authcid
         debug = attempt.debug  # the _trace calls are guarded: their arguments cost too
         if debug:
             self._trace(
@@ -258,6 +280,8 @@ class Engine:
             account = await self._find_login(names.authcid, QueryContext.of(attempt))
         if debug:
             self._trace(attempt, "account: %s", account.uid if account is not None else "not found")
+        if trail is not None and account is not None:
+            trail.uid = account.uid
         # The guard counts and slows a name that matches no account exactly as it
         # does an account, so neither tells which names exist.
         subject = (
@@ -269,7 +293,8 @@ class Engine:
                 if debug:
                     self._trace(attempt, "account is protected, unknown network: +%.1f s", delay)
                 await asyncio.sleep(delay)
-        if not await self._credentials_valid(attempt, account, names.authcid):
+        used = await self._credentials_valid(attempt, account, names.authcid)
+        if used is None:
             if debug:
                 self._trace(attempt, "credentials not valid")
             if source is not None:
@@ -282,7 +307,9 @@ class Engine:
                     password=creds.value if isinstance(creds, Password) else None,
                 )
             return Denied(reason=DenyReason.CREDENTIALS)
-        assert account is not None  # _credentials_valid is False for a missing account
+        assert account is not None  # _credentials_valid is None for a missing account
+        if trail is not None:
+            trail.credential = used
         if source is not None:
             await self.guard.succeeded(source, account.uid)
         return await self._authorize(attempt, account, names)
@@ -341,30 +368,35 @@ class Engine:
 
     async def _credentials_valid(
         self, attempt: AuthAttempt, account: Account | None, authcid: str | None
-    ) -> bool:
+    ) -> CredentialUsed | None:
+        """The credential that proved ``account`` (None: not proven)."""
         creds = attempt.credentials
         if creds is None and attempt.mechanism.upper() == "ANONYMOUS":
-            return self.access.anonymous_allowed(account, authcid)
+            ok = self.access.anonymous_allowed(account, authcid)
+            return _USED[CredentialKind.NONE] if ok else None
         if creds is None:
             # EXTERNAL: the front end verified the client certificate; it names the user.
             cert = attempt.client_cert
-            return (
+            ok = (
                 account is not None
                 and cert is not None
                 and cert.valid
                 and cert.username is not None
                 and self.rules.normalise(cert.username) == authcid
             )
+            return _USED[CredentialKind.CERTIFICATE] if ok else None
         if isinstance(creds, Password):
-            return await self.passwords.verify(
+            return await self.passwords.verify_credential(
                 creds, account, authcid or "", service=attempt.service, remote_ip=attempt.remote_ip
             )
         if isinstance(creds, BearerToken):
             service, remote_ip = attempt.service, attempt.remote_ip
-            return await self.bearer.valid(
+            ok = await self.bearer.valid(
                 creds, account, authcid, self.rules, service=service, remote_ip=remote_ip
             )
-        return await self.passwords.verify_proof(creds, account, authcid, service=attempt.service)
+            return _USED[CredentialKind.TOKEN] if ok else None
+        ok = await self.passwords.verify_proof(creds, account, authcid, service=attempt.service)
+        return _USED[CredentialKind.PASSWORD] if ok else None
 
     # ------------------------------------------------------------------ credentials
 
@@ -549,49 +581,16 @@ class Engine:
             log.info("rehashed password of %s to %s", account.uid, self.policy.scheme)
 
     async def drain(self) -> None:
-        """Wait for background work (rehashes, last uses of app passwords) to finish;
-        used at shutdown and in tests."""
+        """Wait for background work (rehashes, last uses of app passwords, the login
+        history's queue) to finish; used at shutdown and in tests."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         await self.passwords.app_password_uses.flush()
+        if self.history is not None:
+            await self.history.flush()
 
-    # ------------------------------------------------------------------ logging
-
-    def _log(self, attempt: AuthAttempt, outcome: AuthOutcome) -> None:
-        match outcome:
-            case Accepted():
-                result, detail = (
-                    "accepted",
-                    (f"master={outcome.master_user}" if outcome.master_user else ""),
-                )
-            case Denied():
-                result, detail = "denied", outcome.reason.value
-            case Unavailable():
-                result, detail = "unavailable", outcome.detail
-        self.decisions[result] += 1
-        if not log.isEnabledFor(logging.INFO):
-            return
-        log.info(
-            "auth frontend=%s service=%s mech=%s user=%r rip=%s session=%s result=%s %s",
-            attempt.frontend,
-            attempt.service,
-            attempt.mechanism,
-            attempt.username,
-            attempt.remote_ip or "-",
-            attempt.session or "-",
-            result,
-            detail,
-            extra={
-                "decision": {
-                    "event": "auth",
-                    "request_id": attempt.session,
-                    "frontend": attempt.frontend,
-                    "service": attempt.service,
-                    "mechanism": attempt.mechanism,
-                    "user": attempt.username,
-                    "remote_ip": attempt.remote_ip,
-                    "result": outcome_label(outcome),
-                    "reason": detail or None,
-                }
-            },
-        )
+    async def history_uid(self, login: str) -> str | None:
+        """The uid of the account ``login`` (a normalised login name) logs in as, or
+        None: how the history finds the account of a blocked login, later."""
+        account = await self._find_login(login)
+        return account.uid if account is not None else None

@@ -46,7 +46,14 @@ from mailwarden.directories.base import PasswordChecker
 from mailwarden.errors import SchemeError
 from mailwarden.guard.logincache import LoginCache
 from mailwarden.hashing.pool import Hasher
-from mailwarden.model import Account, CredentialProof, LastUse, Password
+from mailwarden.model import (
+    Account,
+    CredentialKind,
+    CredentialProof,
+    CredentialUsed,
+    LastUse,
+    Password,
+)
 from mailwarden.schemes import scram
 from mailwarden.schemes.base import StoredHash
 
@@ -62,6 +69,8 @@ PARSED_CACHE_SIZE = 10_000
 # shape fake credentials for unknown users so the exchange looks the same.
 _FAKE_SHAPES: Mapping[str, int] = {"CRAM-MD5": 32, "HMAC-MD5": 32, "DIGEST-MD5": 16, "PLAIN": 16}
 _SCRAM_DIGESTS: Mapping[str, str] = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
+
+_MAIN_PASSWORD = CredentialUsed(kind=CredentialKind.PASSWORD)
 
 # A stored password parsed: the value, whether it is heavy to verify, whether the
 # policy wants it rehashed.
@@ -152,11 +161,28 @@ class PasswordContext:
         service: str = "",
         remote_ip: str | None = None,
     ) -> bool:
-        """Whether ``password`` is one of ``account``'s app passwords that may use
-        ``service`` now, or its main password and the main password may use
-        ``service`` (``name``: the login name it was found by). For no account, or
-        no usable stored value, the same work is done against a dummy value and the
-        answer is False. ``remote_ip``: where an app password's use came from."""
+        """Whether ``password`` proves ``account`` for ``service``
+        (:meth:`verify_credential`)."""
+        used = await self.verify_credential(
+            password, account, name, service=service, remote_ip=remote_ip
+        )
+        return used is not None
+
+    async def verify_credential(
+        self,
+        password: Password,
+        account: Account | None,
+        name: str,
+        *,
+        service: str = "",
+        remote_ip: str | None = None,
+    ) -> CredentialUsed | None:
+        """Which credential ``password`` is: one of ``account``'s app passwords that
+        may use ``service`` now (named), or its main password when the main password
+        may use ``service``; None for neither (``name``: the login name it was found
+        by). For no account, or no usable stored value, the same work is done
+        against a dummy value and the answer is None. ``remote_ip``: where an app
+        password's use came from."""
         if account is not None and account.app_passwords:
             now = self.clock()
             app = matching(password, account, service, now)
@@ -168,10 +194,12 @@ class PasswordContext:
                     remote_ip=remote_ip[:64] if remote_ip is not None else None,
                 )
                 self.app_password_uses.note(account, app, use)
-                return True
+                return CredentialUsed(kind=CredentialKind.APP_PASSWORD, app_password=app.name)
         ok = await self._verify_main(password, account, name)
         # Refused only after the full verification: the time says nothing either way.
-        return ok and account is not None and main_password_allowed(account, service)
+        if ok and account is not None and main_password_allowed(account, service):
+            return _MAIN_PASSWORD
+        return None
 
     async def _verify_main(self, password: Password, account: Account | None, name: str) -> bool:
         too_long = len(password.value) > self.max_length

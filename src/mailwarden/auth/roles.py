@@ -5,10 +5,12 @@ actions they are checked against, and :func:`permits`. Pure: no I/O, no store.
 
 * ``admin`` may do everything: create, change and delete accounts, create and
   remove administrators, grant roles, issue and revoke tokens, reset a second factor.
-* ``helpdesk`` may search and read, reset passwords and lift bans (the daily work
-  of a support desk), but not change or delete an account, and never grant itself
-  or anyone more: the role cannot reach admin rights by any chain of its actions.
-* ``read`` (API tokens only: monitoring, reports) may only read.
+* ``helpdesk`` may search and read (login histories too), reset passwords and
+  lift bans (the daily work of a support desk), but not change or delete an
+  account, and never grant itself or anyone more: the role cannot reach admin
+  rights by any chain of its actions.
+* ``read`` (API tokens only: monitoring, reports) may only read, and not the
+  login history (who logged in from where is personal data).
 
 A bootstrap session (the shared ``http.admin_token``) gets no grant at all: it may
 only create the first administrator (accounts/staff.py), nothing here applies.
@@ -31,6 +33,10 @@ class Grant(enum.StrEnum):
 
 class Action(enum.StrEnum):
     READ = "read"  # search and show accounts, bans, metrics, the audit log
+    # An account's login history: when and from which addresses a person logged in.
+    # Personal data a monitoring token has no need of: administrators and the
+    # helpdesk ("was that you?"), not the read scope.
+    READ_HISTORY = "read-history"
     RESET_PASSWORD = "reset-password"  # noqa: S105 (an action, not a secret)
     UNBLOCK = "unblock"  # lift bans and account protection, flush cached logins
     EDIT_ACCOUNT = "edit-account"  # create and change accounts
@@ -48,7 +54,9 @@ TOKEN_SCOPES: tuple[Grant, ...] = (Grant.ADMIN, Grant.HELPDESK, Grant.READ)
 
 _ALLOWED: dict[Grant, frozenset[Action]] = {
     Grant.ADMIN: frozenset(Action),
-    Grant.HELPDESK: frozenset({Action.READ, Action.RESET_PASSWORD, Action.UNBLOCK}),
+    Grant.HELPDESK: frozenset(
+        {Action.READ, Action.READ_HISTORY, Action.RESET_PASSWORD, Action.UNBLOCK}
+    ),
     Grant.READ: frozenset({Action.READ}),
 }
 

@@ -26,6 +26,7 @@ from mailwarden.cli.common import (
 from mailwarden.errors import (
     AccountError,
 )
+from mailwarden.history.base import MAX_ROWS, LoginEvent, event_to_json, when
 from mailwarden.model import (
     Account,
     AccountStatus,
@@ -236,3 +237,44 @@ def user_passwd(ctx: click.Context, uid: str, password_stdin: bool, scheme: str 
     password = read_new_password(password_stdin)
     run_with_app(ctx, lambda app: app.admin.set_password(uid, password, scheme=scheme_name))
     out.print(f"password of {uid} changed ({scheme_name})")
+
+
+@user.command("history")
+@click.argument("uid")
+@click.option("--limit", default=50, show_default=True, help="Show at most this many logins.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (--format json).")
+@cliargs.format_option
+@click.pass_context
+def user_history(ctx: click.Context, uid: str, limit: int, as_json: bool) -> None:
+    """UID's recent logins, newest first (docs/history.md). Columns: time (UTC),
+    front end, service, address, result, credential (an app password by name)."""
+    if not 1 <= limit <= MAX_ROWS:
+        fail(f"--limit: from 1 to {MAX_ROWS}", EX_USAGE)
+
+    async def go(app: App) -> list[LoginEvent] | None:
+        account = await app.admin.show(uid)
+        recorder = app.engine.history
+        if recorder is None:
+            return None
+        return await recorder.recent(account.uid, limit=limit)
+
+    found = run_with_app(ctx, go)
+    if found is None:
+        fail("no login history is kept (history.enabled is false)")
+    fmt = _format(ctx, as_json)
+    if fmt is cliout.Format.JSON:
+        cliout.write_json_array((event_to_json(e) for e in found), stream=sys.stdout)
+        return
+    columns = ("time", "frontend", "service", "address", "result", "credential")
+    rows = (
+        (
+            when(e.at),
+            e.frontend,
+            e.service,
+            e.remote_ip or "",
+            e.result.value,
+            e.credential.value + (f" {e.app_password}" if e.app_password else ""),
+        )
+        for e in found
+    )
+    cliout.write_rows(fmt, columns, rows, stream=sys.stdout, console=out, footer="{count} login(s)")

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
         RedisConfig,
     )
     from mailwarden.config.oauth2 import OAuth2Config
-    from mailwarden.config.server import ServerConfig, StateConfig
+    from mailwarden.config.server import HistoryConfig, ServerConfig, StateConfig
     from mailwarden.config.sql import SqlConfig
     from mailwarden.config.web import MAILGATE_FIELDS, HttpConfig, MailgateConfig
     from mailwarden.config.whole import Config, defaults_table
@@ -89,6 +89,7 @@ _LAZY = {
     "OAuth2Config": "oauth2",
     "ServerConfig": "server",
     "StateConfig": "server",
+    "HistoryConfig": "server",
     "UsernameFormat": "core",
     "DEFAULT_GUARD_RULES": "guard",
     "CacheConfig": "guard",
@@ -120,6 +121,7 @@ __all__ = [
     "GuardConfig",
     "GuardRule",
     "HashingConfig",
+    "HistoryConfig",
     "HttpConfig",
     "LdapConfig",
     "LogConfig",

@@ -52,3 +52,35 @@ class StateConfig(Section):
             f"{key}.path",
             'empty when backend = "sql" (the state is kept in the [sql] database)',
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryConfig(Section):
+    """``[history]``: each account's recent logins (docs/history.md). Kept in the
+    guard's Redis when ``guard.store = "redis"``, else in the state store."""
+
+    enabled: bool = False
+    days: int = 30
+    max_per_account: int = 100
+    queue_limit: int = 10_000
+    batch_size: int = 500
+    flush_interval_ms: int = 1000
+
+    def check(self, key: str) -> None:
+        require(1 <= self.days <= 3650, f"{key}.days", "an integer from 1 to 3650")
+        require(
+            1 <= self.max_per_account <= 10_000,
+            f"{key}.max_per_account",
+            "an integer from 1 to 10000",
+        )
+        require(self.queue_limit >= 1, f"{key}.queue_limit", "an integer >= 1")
+        require(
+            1 <= self.batch_size <= self.queue_limit,
+            f"{key}.batch_size",
+            "an integer from 1 to queue_limit",
+        )
+        require(
+            10 <= self.flush_interval_ms <= 60_000,
+            f"{key}.flush_interval_ms",
+            "milliseconds from 10 to 60000",
+        )

@@ -22,7 +22,7 @@ from mailwarden.config.core import (
 )
 from mailwarden.config.guard import CacheConfig, GuardConfig
 from mailwarden.config.oauth2 import OAuth2Config
-from mailwarden.config.server import ServerConfig, StateConfig
+from mailwarden.config.server import HistoryConfig, ServerConfig, StateConfig
 from mailwarden.config.sql import SqlConfig
 from mailwarden.config.web import HttpConfig, MailgateConfig
 
@@ -50,6 +50,7 @@ class Config(Section):
     mailgate: MailgateConfig = field(default_factory=MailgateConfig)
     oauth2: OAuth2Config = field(default_factory=OAuth2Config)
     state: StateConfig = field(default_factory=StateConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     source: str = field(default="<defaults>", compare=False)
     #: The ``-o`` overrides laid over the file (config/overrides.py), kept so that a
     #: reload (SIGHUP) reads the file with them again.

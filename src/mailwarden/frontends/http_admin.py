@@ -139,6 +139,8 @@ class AdminApi:
         if route.app_passwords or route.app_password is not None:
             # Making and revoking another person's app passwords edits their account.
             action = Action.READ if method == "GET" else APP_PASSWORDS
+        if route.history:
+            action = Action.READ_HISTORY
         found = await self.authorised(headers, scope, action)
         if isinstance(found, Reply):
             return found
@@ -164,6 +166,8 @@ class AdminApi:
                     changes=create.changes,
                 )
                 return admin_api.account_reply(account, status=201, generated=generated)
+            if route.history:
+                return await self._history(admin, uid, scope)
             if route.app_password is not None:
                 await admin.revoke_app_password(uid, route.app_password)
                 return admin_api.deleted_reply()
@@ -188,6 +192,15 @@ class AdminApi:
             return admin_api.deleted_reply()
 
         return await self.guarded(found, scope, session, work)
+
+    async def _history(self, admin: AccountEditor, uid: str, scope: Scope) -> Reply:
+        """``GET .../{uid}/history``: the account's recent logins (docs/history.md)."""
+        limit = admin_api.parse_history_limit(scope.get("query_string", b"").decode("latin-1"))
+        account = await admin.show(uid)
+        recorder = self.engine.history
+        if recorder is None:
+            return proto.error_reply(404, "no login history is kept ([history] enabled = false)")
+        return admin_api.history_reply(account.uid, await recorder.recent(account.uid, limit=limit))
 
     # ------------------------------------------------------------------ staff and audit
 

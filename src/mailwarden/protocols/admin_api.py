@@ -12,6 +12,7 @@ without a server.
 ``GET|POST /api/v1/accounts/{uid}/app-passwords``  → the app passwords / 201 + the new one,
                                                     its value once
 ``DELETE /api/v1/accounts/{uid}/app-passwords/{id}`` → 204 (``{id}``: its id or name)
+``GET /api/v1/accounts/{uid}/history?limit=N``      → the account's recent logins, newest first
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs
 from mailwarden.accounts.apppasswords import parse_expiry
 from mailwarden.accounts.rules import account_to_json, app_password_to_json
 from mailwarden.errors import InvalidAccount, ProtocolError
+from mailwarden.history.base import MAX_ROWS, LoginEvent, event_to_json
 from mailwarden.model import Account, NewAppPassword
 from mailwarden.protocols.http_api import Reply, json_reply
 from mailwarden.schemes.common import check_password
@@ -43,9 +45,11 @@ class Route:
     password: bool = False
     app_passwords: bool = False
     app_password: str | None = None
+    history: bool = False
 
 
 _APP_PASSWORDS = "app-passwords"
+_HISTORY = "history"
 
 
 def route(path: str) -> Route | None:
@@ -62,6 +66,8 @@ def route(path: str) -> Route | None:
         return Route(uid=uid)
     if tail == "password":
         return Route(uid=uid, password=True)
+    if tail == _HISTORY:
+        return Route(uid=uid, history=True)
     collection, slash, which = tail.partition("/")
     if collection != _APP_PASSWORDS or "/" in which:
         return None
@@ -75,6 +81,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     PREFIX + "/{uid}/password": ("PUT",),
     PREFIX + "/{uid}/" + _APP_PASSWORDS: ("GET", "POST"),
     PREFIX + "/{uid}/" + _APP_PASSWORDS + "/{id}": ("DELETE",),
+    PREFIX + "/{uid}/" + _HISTORY: ("GET",),
 }
 
 
@@ -83,6 +90,8 @@ def allowed_methods(r: Route) -> tuple[str, ...]:
         return ("GET", "POST")
     if r.password:
         return ("PUT",)
+    if r.history:
+        return ("GET",)
     if r.app_password is not None:
         return ("DELETE",)
     if r.app_passwords:
@@ -107,6 +116,22 @@ def parse_search(query_string: str) -> Search:
     if not 1 <= limit <= MAX_LIMIT:
         raise ProtocolError(f"limit: must be between 1 and {MAX_LIMIT}")
     return Search(pattern=pattern, limit=limit)
+
+
+def parse_history_limit(query_string: str) -> int:
+    """``?limit=N`` of a history request (1 to MAX_ROWS; default DEFAULT_LIMIT)."""
+    raw = parse_qs(query_string).get("limit", [str(DEFAULT_LIMIT)])[0]
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ProtocolError(f"limit: expected an integer, got {raw!r}") from None
+    if not 1 <= limit <= MAX_ROWS:
+        raise ProtocolError(f"limit: must be between 1 and {MAX_ROWS}")
+    return limit
+
+
+def history_reply(uid: str, events: Sequence[LoginEvent]) -> Reply:
+    return json_reply({"uid": uid, "logins": [event_to_json(e) for e in events]})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""mailwarden's own state: administrators, API tokens, second factors and the audit log.
+"""mailwarden's own state: administrators, API tokens, second factors, the audit log
+and, without Redis, the login history.
 
 What belongs here: the value types of those records and the :class:`StateStore`
 protocol every store implements (:mod:`.memory`, :mod:`.sqlite`, :mod:`.sql`). No rule lives
@@ -17,8 +18,11 @@ that is taken raises :class:`~mailwarden.errors.AccountExists`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from mailwarden.history.base import LoginEvent
 
 #: Entries :meth:`StateStore.audit` returns at most, whatever was asked.
 MAX_AUDIT_ROWS = 10_000
@@ -150,5 +154,13 @@ class StateStore(Protocol):
         ``expected`` (None: there is none); ``new`` is stored with version
         ``expected + 1``. False when another writer came first."""
         ...
+
+    # The login history (mailwarden.history.base.HistoryStore), where no Redis keeps it.
+
+    async def add_logins(self, events: Sequence[LoginEvent], *, keep: int, ttl: float) -> None: ...
+
+    async def logins(self, uid: str, *, limit: int, since: float) -> list[LoginEvent]: ...
+
+    async def prune_logins(self, before: float, *, keep: int) -> int: ...
 
     async def close(self) -> None: ...

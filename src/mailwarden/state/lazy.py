@@ -10,8 +10,9 @@ the next call (StateUnavailable each time, never a crash).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
+from mailwarden.history.base import LoginEvent
 from mailwarden.state.base import (
     Administrator,
     ApiToken,
@@ -75,6 +76,15 @@ class LazyStateStore:
 
     async def swap_factor(self, owner: str, expected: int | None, new: SecondFactor | None) -> bool:
         return await (await self._get()).swap_factor(owner, expected, new)
+
+    async def add_logins(self, events: Sequence[LoginEvent], *, keep: int, ttl: float) -> None:
+        await (await self._get()).add_logins(events, keep=keep, ttl=ttl)
+
+    async def logins(self, uid: str, *, limit: int, since: float) -> list[LoginEvent]:
+        return await (await self._get()).logins(uid, limit=limit, since=since)
+
+    async def prune_logins(self, before: float, *, keep: int) -> int:
+        return await (await self._get()).prune_logins(before, keep=keep)
 
     async def close(self) -> None:
         if self._store is not None:

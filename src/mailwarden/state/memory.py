@@ -4,8 +4,11 @@ and for a process that needs no record to outlive it."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from mailwarden.errors import AccountExists, StateUnavailable
+from mailwarden.history.base import LoginEvent
+from mailwarden.history.memory import MemoryHistory
 from mailwarden.state.base import (
     MAX_AUDIT_ROWS,
     Administrator,
@@ -24,6 +27,7 @@ class MemoryStateStore:
         self._admins: dict[str, Administrator] = {}
         self._tokens: dict[str, ApiToken] = {}
         self._factors: dict[str, SecondFactor] = {}
+        self._history = MemoryHistory()
         self.closed = False
 
     def _open(self) -> None:
@@ -111,6 +115,18 @@ class MemoryStateStore:
             version = 0 if expected is None else expected + 1
             self._factors[owner] = dataclasses.replace(new, owner=owner, version=version)
         return True
+
+    async def add_logins(self, events: Sequence[LoginEvent], *, keep: int, ttl: float) -> None:
+        self._open()
+        await self._history.add_logins(events, keep=keep, ttl=ttl)
+
+    async def logins(self, uid: str, *, limit: int, since: float) -> list[LoginEvent]:
+        self._open()
+        return await self._history.logins(uid, limit=limit, since=since)
+
+    async def prune_logins(self, before: float, *, keep: int) -> int:
+        self._open()
+        return await self._history.prune_logins(before, keep=keep)
 
     async def close(self) -> None:
         self.closed = True

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,6 +39,8 @@ from mailwarden.directories.sql.dialect import Param, Sql
 from mailwarden.directories.sql.drivers import Row
 from mailwarden.directories.sql.modes import read_password
 from mailwarden.errors import AccountExists, DirectoryUnavailable, DuplicateKey, StateUnavailable
+from mailwarden.history.base import MAX_ROWS, LoginEvent, LoginResult
+from mailwarden.model import CredentialKind
 from mailwarden.state.base import (
     MAX_AUDIT_ROWS,
     Administrator,
@@ -316,6 +319,74 @@ class SqlStateStore:
             )
         )
         return updated == 1
+
+    # ------------------------------------------------------------------ login history
+
+    async def add_logins(self, events: Sequence[LoginEvent], *, keep: int, ttl: float) -> None:
+        if not events:
+            return
+        # One statement per batch: one round trip, whatever its size. Trimming to
+        # ``keep`` is the hourly prune's (prune_logins).
+        parts: list[str | Param] = [
+            "INSERT INTO mailwarden_state_logins (uid, time, frontend, service,"
+            " remote_ip, result, credential, app_password) VALUES "
+        ]
+        for i, e in enumerate(events):
+            parts.append(", (" if i else "(")
+            parts += _values(
+                e.uid,
+                e.at,
+                e.frontend,
+                e.service,
+                e.remote_ip,
+                e.result.value,
+                e.credential.value,
+                e.app_password,
+            )
+            parts.append(")")
+        await self._execute(Sql(tuple(parts)))
+
+    async def logins(self, uid: str, *, limit: int, since: float) -> list[LoginEvent]:
+        rows = await self._fetch(
+            Sql.of(
+                "SELECT uid, time, frontend, service, remote_ip, result, credential,"
+                " app_password FROM mailwarden_state_logins WHERE uid = ",
+                Param(uid),
+                " AND time >= ",
+                Param(since),
+                " ORDER BY id DESC LIMIT ",
+                Param(max(0, min(limit, MAX_ROWS))),
+            )
+        )
+        return [
+            LoginEvent(
+                uid=r.values[0],
+                at=float(r.values[1]),
+                frontend=r.values[2],
+                service=r.values[3],
+                remote_ip=r.values[4],
+                result=LoginResult(r.values[5]),
+                credential=CredentialKind(r.values[6]),
+                app_password=r.values[7],
+            )
+            for r in rows
+        ]
+
+    async def prune_logins(self, before: float, *, keep: int) -> int:
+        old = await self._execute(
+            Sql.of("DELETE FROM mailwarden_state_logins WHERE time < ", Param(before))
+        )
+        # The derived table is read whole before the DELETE writes (MariaDB needs that).
+        cut = await self._execute(
+            Sql.of(
+                "DELETE FROM mailwarden_state_logins WHERE id IN (SELECT id FROM (SELECT id,"
+                " ROW_NUMBER() OVER (PARTITION BY uid ORDER BY id DESC) AS n"
+                " FROM mailwarden_state_logins) AS ranked WHERE n > ",
+                Param(keep),
+                ")",
+            )
+        )
+        return old + cut
 
     async def close(self) -> None:
         await self._db.close()

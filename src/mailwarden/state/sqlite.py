@@ -16,13 +16,15 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mailwarden import sqlitemigrations
 from mailwarden.errors import AccountExists, StateUnavailable
+from mailwarden.history.base import MAX_ROWS, LoginEvent, LoginResult
+from mailwarden.model import CredentialKind
 from mailwarden.state.base import (
     MAX_AUDIT_ROWS,
     Administrator,
@@ -73,6 +75,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             failed_since REAL NOT NULL,
             version INTEGER NOT NULL)""",
     ),
+    (
+        # The login history (mailwarden.history), where no Redis keeps it.
+        """CREATE TABLE logins (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            uid TEXT NOT NULL,
+            time REAL NOT NULL,
+            frontend TEXT NOT NULL,
+            service TEXT NOT NULL,
+            remote_ip TEXT,
+            result TEXT NOT NULL,
+            credential TEXT NOT NULL,
+            app_password TEXT)""",
+        "CREATE INDEX logins_uid ON logins (uid, id)",
+        "CREATE INDEX logins_time ON logins (time)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -106,6 +123,31 @@ def _factor(row: Any) -> SecondFactor:
     return factor_of(row)
 
 
+def _login(row: Any) -> LoginEvent:
+    return LoginEvent(
+        uid=row[0],
+        at=row[1],
+        frontend=row[2],
+        service=row[3],
+        remote_ip=row[4],
+        result=LoginResult(row[5]),
+        credential=CredentialKind(row[6]),
+        app_password=row[7],
+    )
+
+
+_ADD_LOGINS = (
+    "INSERT INTO logins (uid, time, frontend, service, remote_ip, result, credential, "
+    "app_password) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
+    "json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]') "
+    "FROM json_each(?) ORDER BY key"
+)
+#: Every account cut to its newest ``keep`` entries.
+_TRIM_LOGINS = (
+    "DELETE FROM logins WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER "
+    "(PARTITION BY uid ORDER BY id DESC) AS n FROM logins) WHERE n > ?)"
+)
 _ADMIN = "SELECT name, password, role, created FROM admins"
 _TOKEN = "SELECT name, digest, scope, created, created_by, expires FROM tokens"  # noqa: S105
 _FACTOR = (
@@ -341,6 +383,55 @@ class SQLiteStateStore:
                 (*values, owner, expected),
             )
             return cur.rowcount == 1
+
+        return await self._run(job)
+
+    # ------------------------------------------------------------------ login history
+
+    async def add_logins(self, events: Sequence[LoginEvent], *, keep: int, ttl: float) -> None:
+        # One statement over one JSON array, made here on the event loop: the writing
+        # thread then runs no Python per row. Each sqlite3 call releases and takes the
+        # GIL again, and taking it back from a busy event loop waits for its switch
+        # interval: a statement per row made the loop hand the GIL over hundreds of
+        # times a batch. Trimming to ``keep`` is the hourly prune's (prune_logins).
+        if not events:
+            return
+        batch = json.dumps(
+            [
+                [
+                    e.uid,
+                    e.at,
+                    e.frontend,
+                    e.service,
+                    e.remote_ip,
+                    e.result.value,
+                    e.credential.value,
+                    e.app_password,
+                ]
+                for e in events
+            ],
+            separators=(",", ":"),
+        )
+        await self._run(lambda c: c.execute(_ADD_LOGINS, (batch,)))
+
+    async def logins(self, uid: str, *, limit: int, since: float) -> list[LoginEvent]:
+        def job(c: sqlite3.Connection) -> list[LoginEvent]:
+            return [
+                _login(r)
+                for r in c.execute(
+                    "SELECT uid, time, frontend, service, remote_ip, result, credential, "
+                    "app_password FROM logins WHERE uid = ? AND time >= ? "
+                    "ORDER BY id DESC LIMIT ?",
+                    (uid, since, max(0, min(limit, MAX_ROWS))),
+                )
+            ]
+
+        return await self._run(job)
+
+    async def prune_logins(self, before: float, *, keep: int) -> int:
+        def job(c: sqlite3.Connection) -> int:
+            old = c.execute("DELETE FROM logins WHERE time < ?", (before,)).rowcount
+            return int(old + c.execute(_TRIM_LOGINS, (keep,)).rowcount)
 
         return await self._run(job)
 

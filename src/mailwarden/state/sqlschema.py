@@ -89,7 +89,31 @@ def _v1(d: Dialect) -> tuple[str, ...]:
     )
 
 
-MIGRATIONS = (_v1,)
+def _v2(d: Dialect) -> tuple[str, ...]:
+    """The login history (mailwarden.history), where no Redis keeps it."""
+    pg = d.name == "postgresql"
+    text = d.text_type
+    key = f'VARCHAR({MAX_KEY}) COLLATE "C"' if pg else f"VARCHAR({MAX_KEY})"
+    tail = "" if pg else " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin"
+    exists = "IF NOT EXISTS "
+    return (
+        f"""CREATE TABLE {exists}{table("logins")} (
+            id {d.bigint_identity},
+            uid {key} NOT NULL,
+            time DOUBLE PRECISION NOT NULL,
+            frontend VARCHAR(64) NOT NULL,
+            service VARCHAR(64) NOT NULL,
+            remote_ip VARCHAR(64),
+            result VARCHAR(32) NOT NULL,
+            credential VARCHAR(32) NOT NULL,
+            app_password {text}
+        ){tail}""",
+        f"CREATE INDEX {exists}{table('logins_by_uid')} ON {table('logins')} (uid, id)",
+        f"CREATE INDEX {exists}{table('logins_by_time')} ON {table('logins')} (time)",
+    )
+
+
+MIGRATIONS = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -34,7 +34,7 @@ from mailwarden.config import HttpConfig
 from mailwarden.errors import AccountChanged, HttpRefused, NotPermitted, TemporaryFailure
 from mailwarden.frontends.asgi import Receive, Scope, Send
 from mailwarden.frontends.web import admin as admin_pages
-from mailwarden.frontends.web import auth, selfservice, staffpages
+from mailwarden.frontends.web import auth, historypages, selfservice, staffpages
 from mailwarden.frontends.web.pages import (
     ADMIN_NAV,
     FORM_KEY,
@@ -226,7 +226,7 @@ class WebUi:
 
             return endpoint
 
-        a, s, st = admin_pages, selfservice, staffpages
+        a, s, st, h = admin_pages, selfservice, staffpages, historypages
         staff_write = Action.MANAGE_STAFF
         return [
             route("", self._home),
@@ -252,6 +252,7 @@ class WebUi:
             admin("/admin/admins", st.admins, write=staff_write),
             admin("/admin/tokens", st.api_tokens, write=staff_write),
             admin("/admin/reset-totp", st.reset_user_totp, write=staff_write),
+            admin("/admin/history", h.account_history, read=Action.READ_HISTORY),
             route("/me/totp", user(st.user_totp)),
             route("/me", user(s.me)),
             route("/me/", user(s.me)),
@@ -261,6 +262,8 @@ class WebUi:
             route("/me/ssh", user(s.set_ssh_keys)),
             route("/me/pgp", user(s.set_pgp_key)),
             route("/me/profile", user(s.set_profile)),
+            route("/me/history", user(h.my_history)),
+            route("/me/not-me", user(h.not_me)),
         ]
 
     async def _static(self, request: Request) -> Response:

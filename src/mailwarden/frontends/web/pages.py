@@ -41,6 +41,7 @@ NOTICES = {
     "saved": "Saved.",
     "created": "Account created.",
     "password": "Your password was changed.",
+    "secured": "Your password was changed and every other session was signed out.",
     "app-password-revoked": "The app password was revoked.",
     "ssh": "SSH keys saved.",
     "pgp": "OpenPGP key saved.",
