@@ -54,7 +54,10 @@ def NOW() -> float:  # noqa: N802 - a constant clock
     return 2000.0
 
 
-CONFIG = HistoryConfig(enabled=True, batch_size=3, queue_limit=10, flush_interval_ms=10)
+#: Every login an entry (repeat_seconds=0): the repeat rule has tests of its own.
+CONFIG = HistoryConfig(
+    enabled=True, batch_size=3, queue_limit=10, flush_interval_ms=10, repeat_seconds=0
+)
 
 
 def event(n: int, uid: str = "alice", **kw: object) -> LoginEvent:
@@ -323,3 +326,52 @@ def test_the_history_section_checks_its_limits() -> None:
     with pytest.raises(ConfigError, match=r"history\.batch_size"):
         config.loads("[history]\nenabled = true\nbatch_size = 20\nqueue_limit = 10\n")
     assert make_config(history={"enabled": True}).history.days == 30
+
+
+# --------------------------------------------------------------------------- repeats
+
+
+async def test_an_accepted_login_repeating_the_same_way_in_is_written_once_per_window() -> None:
+    clock = [1000.0]
+    store = MemoryHistory()
+    recorder = HistoryRecorder(
+        store, HistoryConfig(enabled=True, repeat_seconds=300), clock=lambda: clock[0]
+    )
+    accepted = Accepted(user="alice", account=Account(uid="alice"))
+    trail = Trail()
+    trail.uid = "alice"
+    phone = attempt("alice", service="imap", remote_ip=OWNER)
+    for _ in range(6):  # 1000, 1060, ... 1300
+        recorder.note(phone, accepted, trail)
+        clock[0] += 60.0
+    # Another address, another service, and a refusal are each written.
+    recorder.note(attempt("alice", service="imap", remote_ip=ATTACKER), accepted, trail)
+    recorder.note(attempt("alice", service="smtp", remote_ip=OWNER), accepted, trail)
+    recorder.note(phone, WRONG, trail)
+    recorder.note(phone, WRONG, trail)
+    await recorder.flush()
+    found = await store.logins("alice", limit=100, since=0)
+    # 1000 and 1300 (five minutes after the first written one), not the 3 between.
+    assert sorted(
+        e.at
+        for e in found
+        if e.remote_ip == OWNER and e.service == "imap" and e.result is LoginResult.ACCEPTED
+    ) == [1000.0, 1300.0]
+    assert len(found) == 2 + 2 + 2
+    assert recorder.repeated == 4
+
+
+async def test_repeat_seconds_zero_writes_every_login() -> None:
+    store = MemoryHistory()
+    recorder = HistoryRecorder(store, HistoryConfig(enabled=True, repeat_seconds=0), clock=NOW)
+    trail = Trail()
+    trail.uid = "alice"
+    for _ in range(4):
+        recorder.note(
+            attempt("alice", remote_ip=OWNER),
+            Accepted(user="alice", account=Account(uid="alice")),
+            trail,
+        )
+    await recorder.flush()
+    assert len(await store.logins("alice", limit=100, since=0)) == 4
+    assert recorder.repeated == 0

@@ -264,10 +264,12 @@ def state_collector(engine: Any) -> Callable[[], Iterable[Metric]]:
         if history is not None:
             written = CounterMetricFamily(
                 "mailwarden_history_entries",
-                "Login history entries: written, dropped (queue full), lost (store failed).",
+                "Login history entries: written, repeated (a repeat of an accepted login, not "
+                "written), dropped (queue full), lost (store failed).",
                 labels=["result"],
             )
             written.add_metric(["written"], history.written)
+            written.add_metric(["repeated"], history.repeated)
             written.add_metric(["dropped"], history.dropped)
             written.add_metric(["lost"], history.lost)
             yield written

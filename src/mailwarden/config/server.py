@@ -65,9 +65,15 @@ class HistoryConfig(Section):
     queue_limit: int = 10_000
     batch_size: int = 500
     flush_interval_ms: int = 1000
+    repeat_seconds: int = 300
 
     def check(self, key: str) -> None:
         require(1 <= self.days <= 3650, f"{key}.days", "an integer from 1 to 3650")
+        require(
+            0 <= self.repeat_seconds <= 86400,
+            f"{key}.repeat_seconds",
+            "seconds from 0 (every login an entry) to 86400",
+        )
         require(
             1 <= self.max_per_account <= 10_000,
             f"{key}.max_per_account",
