@@ -1279,6 +1279,14 @@ NOTES = """\
   fields (Dovecot's `userdb prefetch`), so each runs one query per login.
   PostgreSQL's CPU is shown beside each server's ("+ store"), as slapd's for LDAP.
   Targets: cold throughput at least Dovecot's, the mix at least 10x.
+- (9) login history (issue #20): the mix of (2) on mailwarden alone, with the history
+  off (the reference row) and on (`[history] enabled = true`, defaults: SQLite state
+  store, `repeat_seconds = 300`), alternated like the other scenarios' servers.
+  Target: at most 5 % fewer auths/s with it on. Two servers of one program on a
+  shared machine make this ratio noisier than the others (three runs on one day:
+  0.92x with every login written, then 1.17x and 0.89x with repeats not written);
+  `bench/request_cost.py --history` measures the same in one process without
+  sockets (docs/history.md, "What it costs").
 - `--quick` runs every scenario with a few thousand accounts (the title then says
   how many) for 3 s, one round: a check that everything runs, not figures.
 

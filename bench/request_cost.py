@@ -18,6 +18,9 @@ as the daemon has them, but every request a user (and an address) not seen befor
 so each pays a directory read, the guard's first sight of an address and a new
 verified-login cache entry, and no hash.
 
+``--history``: with the login history on (issue #20; ``--history-repeat SECONDS``
+sets its ``repeat_seconds``, 0: every login written), to compare with it off.
+
 ``--cold``: the cost in the daemon's own process of a login no cache can help,
 as in issue #8's scenario (1): SHA512-CRYPT accounts (1000 rounds: the hash runs
 in the worker processes, whose CPU is not counted here), no directory cache, no
@@ -135,6 +138,11 @@ async def main(args: argparse.Namespace) -> None:
                 cache="false" if args.cold else "true",
                 scheme="SHA512-CRYPT" if args.cold else "PLAIN",
             )
+            + (
+                f"\n[history]\nenabled = true\nrepeat_seconds = {args.history_repeat}\n"
+                if args.history
+                else ""
+            )
         )
         async with running_app(config, create=True, daemon=args.cold) as app:
             await app.directory.bulk_upsert(accounts(args.accounts, cold=args.cold), replace=False)
@@ -181,7 +189,8 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"{'wrong' if args.wrong else 'right'} "
         f"{'SHA512-CRYPT, cold' if args.cold else '{PLAIN}'}"
-        f"{', every user new' if args.cold_plain else ''} passwords, batches of {args.batch}: "
+        f"{', every user new' if args.cold_plain else ''} passwords, batches of {args.batch}"
+        f"{f', history on (repeat {args.history_repeat} s)' if args.history else ''}: "
         f"{min(costs) * 1e6:.1f} µs CPU per request at best, "
         f"{statistics.median(costs) * 1e6:.1f} µs median "
         f"(rounds: {', '.join(f'{c * 1e6:.1f}' for c in costs)})"
@@ -198,6 +207,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cold", action="store_true")
     parser.add_argument("--cold-plain", action="store_true")
     parser.add_argument("--profile", metavar="FILE")
+    parser.add_argument("--history", action="store_true")
+    parser.add_argument("--history-repeat", type=int, default=300, metavar="SECONDS")
     return parser.parse_args(argv)
 
 
