@@ -1315,16 +1315,20 @@ reads 256 accounts whatever the size, and the bench gives Dovecot 2G).
   cyclic garbage collector and a sixth in parsing the client address twice with
   `ipaddress`; the collector now runs every 10,000 allocations instead of 700 and
   dotted quads are parsed directly (100–153 → 84–102 µs per login in process; SQLite
-  100k 245 → 224 µs in the table, p99 264 → 168 ms). What is left is the read itself
-  on a reader thread (the query and the row's decoding into an `Account` cost about
-  13 µs per account when read in bulk, half each), the hop to and from that thread,
-  and the caches and guard memos of a first login. LDAP pays a blocking python-ldap
-  search on a thread per login (Dovecot pipelines asynchronous requests on one
-  connection), PostgreSQL an asyncpg query and its row's decoding. An in-memory
-  index of the whole directory (kept exact with `PRAGMA data_version`, as the login
-  cache is) would take the read and the thread away on SQLite, but a million
-  `Account` objects in CPython take more than the 600 MiB bound at 1M; it is not
-  built.
+  100k 245 → 224 µs in the table, p99 264 → 168 ms). After the run above, a profile
+  of the same path showed the guard's in-memory store walking every key once a
+  second to drop expired ones (tens of ms per sweep with 100k known-network sets, a
+  pause for every login behind it): it now pops expired keys from a heap,
+  141.9/140.5 → 125.6/114.4 µs per login at best (`--cold-plain`, alternated). What
+  is left is the read itself on a reader thread (the query and the row's decoding
+  into an `Account` cost about 13 µs per account when read in bulk, half each), the
+  hop to and from that thread, and the caches and guard memos of a first login. LDAP
+  pays a blocking python-ldap search on a thread per login (Dovecot pipelines
+  asynchronous requests on one connection), PostgreSQL an asyncpg query and its
+  row's decoding. An in-memory index of the whole directory (kept exact with `PRAGMA
+  data_version`, as the login cache is) would take the read and the thread away on
+  SQLite, but a million `Account` objects in CPython take more than the 600 MiB
+  bound at 1M; it is not built.
 - **Cold SHA512-CRYPT CPU (1.19x cold, 1.26–1.49x on SQLite, LDAP and PostgreSQL at
   10k and 100k; target 1.10x) and throughput (1.15–1.48x; target 1.8x).** The hash
   costs the same in both; mailwarden's own work beside it is a directory read,
@@ -1352,16 +1356,18 @@ reads 256 accounts whatever the size, and the bench gives Dovecot 2G).
   226–247 µs per request in the previous session); each worker still pays the
   one-worker cost, and the two workers and the generator share two cores.
 - **Admin commands at 1M** (`bench/admin_commands.py`, its section below, run on the
-  quiet machine right after this table). *import*: 48 s, meets; but its peak RSS,
-  359 MiB, grows with the file: the accounts stream, a chunk at a time, yet the
-  passwd-file reader's duplicate-line check keeps every uid and address with its
-  line number (about 300 bytes per account). *export*: 31 s (target 20 s):
-  formatting a line costs about 10 µs of CPython (half of it the account check),
-  reading its account about 13 µs on the reader thread (query and decoding); both
-  are Python, so the GIL puts them on one core. *user list*: 5.3 s, first line 0.3 s
-  (meets). *migrate* SQLite → LDAP: 456 s (meets) with equality indexes only
-  (docs/ldap.md); the earlier 694–899 s were a slapd with substring indexes and a
-  loaded machine.
+  quiet machine after this session's changes to import and export): every target
+  met. *import*: 52 s in a peak RSS of 74 MiB, now flat: the passwd-file reader
+  checks repeated names against a line book in a temporary SQLite file (16 MiB page
+  cache) instead of keeping every uid and address with its line number in dicts (359
+  MiB at 1M in the run above the change; docs/passwd-file.md, "Flat memory").
+  *export*: 13.5 s (31 s before): on SQLite each slice of 10,000 uid keys is read
+  with one statement and formatted in worker processes, one per CPU, written in key
+  order, the same bytes as before (docs/passwd-file.md); formatting a line costs
+  about 10 µs of CPython, so one process was bound to one core by the GIL. *user
+  list*: 5.3–7.4 s, first line 0.3–0.45 s. *migrate* SQLite → LDAP: 456–467 s with
+  equality indexes only (docs/ldap.md); the earlier 694–899 s were a slapd with
+  substring indexes and a loaded machine.
 """
 
 
