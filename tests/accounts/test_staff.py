@@ -60,9 +60,9 @@ async def enrolled(staff: Staff, owner: str, clock: Clock) -> tuple[str, list[st
     return enrolment.secret, codes
 
 
-def test_helpdesk_may_search_reset_and_unblock_but_not_delete_or_manage() -> None:
+def test_helpdesk_may_search_reset_unblock_and_read_history_but_not_delete_or_manage() -> None:
     allowed = {a for a in Action if permits(Grant.HELPDESK, a)}
-    assert allowed == {Action.READ, Action.RESET_PASSWORD, Action.UNBLOCK}
+    assert allowed == {Action.READ, Action.RESET_PASSWORD, Action.UNBLOCK, Action.READ_HISTORY}
     assert {a for a in Action if permits(Grant.READ, a)} == {Action.READ}
     assert all(permits(Grant.ADMIN, a) for a in Action)
     assert not permits("root", Action.READ)

@@ -152,6 +152,21 @@ def event_of(
     return None
 
 
+def columns(event: LoginEvent) -> tuple[str, float, str, str, str | None, str, str, str | None]:
+    """The entry as the SQL stores write a row (their ``logins`` tables' column order:
+    uid, time, frontend, service, remote_ip, result, credential, app_password)."""
+    return (
+        event.uid,
+        event.at,
+        event.frontend,
+        event.service,
+        event.remote_ip,
+        event.result.value,
+        event.credential.value,
+        event.app_password,
+    )
+
+
 def event_to_json(event: LoginEvent) -> dict[str, Any]:
     """The entry as the admin API and ``--json`` show it (``time``: ISO 8601, UTC)."""
     return {

@@ -39,7 +39,7 @@ from mailwarden.directories.sql.dialect import Param, Sql
 from mailwarden.directories.sql.drivers import Row
 from mailwarden.directories.sql.modes import read_password
 from mailwarden.errors import AccountExists, DirectoryUnavailable, DuplicateKey, StateUnavailable
-from mailwarden.history.base import MAX_ROWS, LoginEvent, LoginResult
+from mailwarden.history.base import MAX_ROWS, LoginEvent, LoginResult, columns
 from mailwarden.model import CredentialKind
 from mailwarden.state.base import (
     MAX_AUDIT_ROWS,
@@ -333,16 +333,7 @@ class SqlStateStore:
         ]
         for i, e in enumerate(events):
             parts.append(", (" if i else "(")
-            parts += _values(
-                e.uid,
-                e.at,
-                e.frontend,
-                e.service,
-                e.remote_ip,
-                e.result.value,
-                e.credential.value,
-                e.app_password,
-            )
+            parts += _values(*columns(e))
             parts.append(")")
         await self._execute(Sql(tuple(parts)))
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from mailwarden import sqlitemigrations
 from mailwarden.errors import AccountExists, StateUnavailable
-from mailwarden.history.base import MAX_ROWS, LoginEvent, LoginResult
+from mailwarden.history.base import MAX_ROWS, LoginEvent, LoginResult, columns
 from mailwarden.model import CredentialKind
 from mailwarden.state.base import (
     MAX_AUDIT_ROWS,
@@ -397,19 +397,7 @@ class SQLiteStateStore:
         if not events:
             return
         batch = json.dumps(
-            [
-                [
-                    e.uid,
-                    e.at,
-                    e.frontend,
-                    e.service,
-                    e.remote_ip,
-                    e.result.value,
-                    e.credential.value,
-                    e.app_password,
-                ]
-                for e in events
-            ],
+            [columns(e) for e in events],
             separators=(",", ":"),
         )
         await self._run(lambda c: c.execute(_ADD_LOGINS, (batch,)))

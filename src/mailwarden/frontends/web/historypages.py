@@ -8,7 +8,7 @@ password, app passwords revoked if asked, cached logins forgotten on every node,
 one audit entry). The rules of the form, and why:
 
 * **A new password is required**, typed twice and checked by the rules of the
-  password form (selfservice.password_problem): whoever logged in knows the old one.
+  password form (selfservice.new_password): whoever logged in knows the old one.
 * **The current password too**, as for every change that hands over the account:
   a stolen session alone must not be able to lock the owner out.
 * **Every other web session ends** (sessions are bound to the stored password, so
@@ -25,13 +25,11 @@ from starlette.responses import Response
 
 from mailwarden.accounts.staff import Principal
 from mailwarden.errors import AccountError, AccountNotFound, HttpRefused, TemporaryFailure
-from mailwarden.frontends.web import auth
 from mailwarden.frontends.web.pages import first, form_of, redirect
-from mailwarden.frontends.web.selfservice import password_problem
+from mailwarden.frontends.web.selfservice import need_admin, new_password
 from mailwarden.frontends.web.sessions import PREFIX, Session
 from mailwarden.history.base import LoginEvent
 from mailwarden.model import Account
-from mailwarden.ports import AccountEditor
 
 if TYPE_CHECKING:
     from mailwarden.frontends.web.app import WebUi
@@ -41,12 +39,6 @@ log = logging.getLogger("mailwarden.web")
 #: Logins a page lists at most.
 SHOWN = 50
 OWN_PAGE = PREFIX + "/me/history"
-
-
-def _need_admin(ui: WebUi) -> AccountEditor:
-    if ui.admin is None:
-        raise HttpRefused(404, "Account administration is not enabled in this process.")
-    return ui.admin
 
 
 async def _logins(ui: WebUi, uid: str) -> list[LoginEvent] | str | None:
@@ -87,7 +79,7 @@ async def _own_page(
 
 async def my_history(ui: WebUi, request: Request, session: Session, account: Account) -> Response:
     """``GET /ui/me/history``: the user's own recent logins and the button."""
-    _need_admin(ui)
+    need_admin(ui)
     if request.method == "POST":
         raise HttpRefused(404, "No such page.")
     return await _own_page(ui, request, session, account)
@@ -95,27 +87,11 @@ async def my_history(ui: WebUi, request: Request, session: Session, account: Acc
 
 async def not_me(ui: WebUi, request: Request, session: Session, account: Account) -> Response:
     """``POST /ui/me/not-me``: a login was not the user's (module docstring)."""
-    admin = _need_admin(ui)
+    admin = need_admin(ui)
     if request.method != "POST":
         raise HttpRefused(404, "No such page.")
     form = form_of(request)
-    current, new = first(form, "current"), first(form, "new")
-    if new != first(form, "repeat"):
-        problem: str | None = "The two new passwords differ."
-    else:
-        problem = password_problem(
-            new, old=current, account=account, min_length=ui.config.min_password_length
-        )
-    if problem is None:
-        proof = await auth.confirm_password(
-            ui.engine,
-            account,
-            current,
-            client_ip=request.client.host if request.client else None,
-            secured=request.url.scheme == "https",
-        )
-        if proof is not auth.Proof.CONFIRMED:
-            problem = "The current password is not right."
+    new, problem = await new_password(ui, request, account)
     if problem is None:
         try:
             fresh = await admin.secure_account(
@@ -138,7 +114,7 @@ async def account_history(
 ) -> Response:
     """``GET /ui/admin/history?uid=UID``: any account's recent logins (the
     ``read-history`` action: administrators and the helpdesk)."""
-    admin = _need_admin(ui)
+    admin = need_admin(ui)
     if request.method == "POST":
         raise HttpRefused(404, "No such page.")
     try:

@@ -119,7 +119,8 @@ def _offered(ui: WebUi) -> list[str]:
     return [f.lower() for f in ui.engine.config.mailgate.fields if f.lower() in PROFILE_FORM]
 
 
-def _need_admin(ui: WebUi) -> AccountEditor:
+def need_admin(ui: WebUi) -> AccountEditor:
+    """The account editor, or 404 where this process administers no accounts."""
     if ui.admin is None:
         raise HttpRefused(404, "Account administration is not enabled in this process.")
     return ui.admin
@@ -174,13 +175,29 @@ async def _proven(ui: WebUi, request: Request, account: Account) -> bool:
     return proof is auth.Proof.CONFIRMED
 
 
+async def new_password(ui: WebUi, request: Request, account: Account) -> tuple[str, str | None]:
+    """The form's new password (fields ``new`` and ``repeat``, proven by ``current``)
+    and why it is refused (None: accepted): the one rule of every page that sets the
+    account's password from its owner's session (a stolen session alone cannot)."""
+    form = form_of(request)
+    current, new = first(form, "current"), first(form, "new")
+    if new != first(form, "repeat"):
+        return new, "The two new passwords differ."
+    problem = password_problem(
+        new, old=current, account=account, min_length=ui.config.min_password_length
+    )
+    if problem is None and not await _proven(ui, request, account):
+        problem = WRONG_CURRENT
+    return new, problem
+
+
 def _post_only(request: Request) -> None:
     if request.method != "POST":
         raise HttpRefused(404, "No such page.")
 
 
 async def me(ui: WebUi, request: Request, session: Session, account: Account) -> Response:
-    _need_admin(ui)
+    need_admin(ui)
     if request.method == "POST":
         raise HttpRefused(404, "No such page.")
     return _page(ui, request, session, account)
@@ -189,19 +206,9 @@ async def me(ui: WebUi, request: Request, session: Session, account: Account) ->
 async def change_password(
     ui: WebUi, request: Request, session: Session, account: Account
 ) -> Response:
-    admin = _need_admin(ui)
+    admin = need_admin(ui)
     _post_only(request)
-    form = form_of(request)
-    current, new = first(form, "current"), first(form, "new")
-    if new != first(form, "repeat"):
-        problem: str | None = "The two new passwords differ."
-    else:
-        problem = password_problem(
-            new, old=current, account=account, min_length=ui.config.min_password_length
-        )
-    if problem is None and not await _proven(ui, request, account):
-        # The current password again: a stolen session alone cannot take the account.
-        problem = WRONG_CURRENT
+    new, problem = await new_password(ui, request, account)
     if problem is not None:
         return _page(ui, request, session, account, error=problem, section="password", status=400)
     await admin.set_password(account.uid, new.encode("utf-8"))
@@ -213,7 +220,7 @@ async def change_password(
 
 
 async def set_ssh_keys(ui: WebUi, request: Request, session: Session, account: Account) -> Response:
-    admin = _need_admin(ui)
+    admin = need_admin(ui)
     _post_only(request)
     cfg = ui.engine.config.mailgate
     problem = None
@@ -239,7 +246,7 @@ async def set_ssh_keys(ui: WebUi, request: Request, session: Session, account: A
 
 
 async def set_pgp_key(ui: WebUi, request: Request, session: Session, account: Account) -> Response:
-    admin = _need_admin(ui)
+    admin = need_admin(ui)
     _post_only(request)
     cfg = ui.engine.config.mailgate
     armored = first(form_of(request), "key")
@@ -272,7 +279,7 @@ async def set_pgp_key(ui: WebUi, request: Request, session: Session, account: Ac
 
 
 async def set_profile(ui: WebUi, request: Request, session: Session, account: Account) -> Response:
-    admin = _need_admin(ui)
+    admin = need_admin(ui)
     _post_only(request)
     form = form_of(request)
     current = account.profile.as_dict()
@@ -315,7 +322,7 @@ async def add_app_password(
     ui: WebUi, request: Request, session: Session, account: Account
 ) -> Response:
     """Make an app password and show its value, this once (the page is not cached)."""
-    admin = _need_admin(ui)
+    admin = need_admin(ui)
     _post_only(request)
     problem = None
     try:
@@ -349,7 +356,7 @@ async def add_app_password(
 async def revoke_app_password(
     ui: WebUi, request: Request, session: Session, account: Account
 ) -> Response:
-    admin = _need_admin(ui)
+    admin = need_admin(ui)
     _post_only(request)
     which = first(form_of(request), "id")
     # Revoked already (another tab, an administrator): the same result.
