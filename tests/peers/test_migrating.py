@@ -634,8 +634,17 @@ def cyrus_saslauthd(root: Path, passwd: Path, shadow: Path) -> Iterator[Path]:
         "NSS_WRAPPER_GROUP": str(group),
         "NSS_WRAPPER_SHADOW": str(shadow),
     }
+    with running_saslauthd([SASLAUTHD, "-d", "-a", "shadow", "-m", str(mux), "-n", "2"], mux, env):
+        yield mux
+
+
+@contextlib.contextmanager
+def running_saslauthd(
+    argv: list[str], mux: Path, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    """Start ``argv`` (a saslauthd listening in ``mux``), wait for its socket, stop it."""
     proc = subprocess.Popen(
-        [SASLAUTHD, "-d", "-a", "shadow", "-m", str(mux), "-n", "2"],
+        argv,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -645,7 +654,7 @@ def cyrus_saslauthd(root: Path, passwd: Path, shadow: Path) -> Iterator[Path]:
     try:
         wait_until(lambda: proc.poll() is not None or connectable(str(mux / "mux")), "saslauthd")
         assert proc.poll() is None, "saslauthd exited"
-        yield mux
+        yield
     finally:
         stop_process(proc)
 
@@ -714,19 +723,10 @@ def cyrus_saslauthd_pam(root: Path, pamd: Path) -> Iterator[Path]:
     mux = root / "saslauthd"
     mux.mkdir()
     script = f'mount --bind "$1" /etc/pam.d && exec {SASLAUTHD} -d -a pam -m "$2" -n 2'
-    proc = subprocess.Popen(
-        [UNSHARE, "-m", "--propagation", "private", "sh", "-c", script, "sh", str(pamd), str(mux)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_until(lambda: proc.poll() is not None or connectable(str(mux / "mux")), "saslauthd")
-        assert proc.poll() is None, "saslauthd exited"
+    argv = [UNSHARE, "-m", "--propagation", "private", "sh", "-c", script]
+    argv += ["sh", str(pamd), str(mux)]
+    with running_saslauthd(argv, mux):
         yield mux
-    finally:
-        stop_process(proc)
 
 
 def test_the_saslauthd_pam_stack_lets_cyrus_saslauthd_answer_as_mailwarden() -> None:
