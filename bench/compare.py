@@ -771,16 +771,21 @@ def scenario_passwd(opts: Options, s: Scenario) -> tuple[Path, int]:
     return passwd_file(s.scheme, n, s.rounds), n
 
 
-def dovecot_protocol(opts: Options, s: Scenario, work: Path) -> list[Row]:
-    passwd, n = scenario_passwd(opts, s)
-    load = loadgen.Load(
+def protocol_plan(opts: Options, s: Scenario, accounts: int) -> loadgen.Load:
+    """The Dovecot-socket load of scenario ``s`` (its address set per server)."""
+    return loadgen.Load(
         address="",
-        workload=loadgen.Workload(kind=s.workload, accounts=n),
+        workload=loadgen.Workload(kind=s.workload, accounts=accounts),
         conns=s.conns,
         inflight=s.inflight,
         seconds=opts.seconds,
         procs=opts.procs,
     )
+
+
+def dovecot_protocol(opts: Options, s: Scenario, work: Path) -> list[Row]:
+    passwd, n = scenario_passwd(opts, s)
+    load = protocol_plan(opts, s, n)
     with backends.DIRECTORIES[s.directory].open(passwd, work) as backend:
         rows = [Row(s, backend.reference, n), Row(s, "mailwarden", n)]
         for r in range(opts.rounds):
@@ -809,14 +814,7 @@ def history_scenario(opts: Options, s: Scenario, work: Path) -> list[Row]:
     """The mix on mailwarden with the login history off (the reference row) and on,
     alternated each round like the other scenarios' servers."""
     passwd, n = scenario_passwd(opts, s)
-    load = loadgen.Load(
-        address="",
-        workload=loadgen.Workload(kind=s.workload, accounts=n),
-        conns=s.conns,
-        inflight=s.inflight,
-        seconds=opts.seconds,
-        procs=opts.procs,
-    )
+    load = protocol_plan(opts, s, n)
     with backends.DIRECTORIES[s.directory].open(passwd, work) as backend:
         rows = [Row(s, "mailwarden, history off", n), Row(s, "mailwarden", n)]
         for r in range(opts.rounds):
